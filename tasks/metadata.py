@@ -1,0 +1,59 @@
+"""What a bundle records about how it was made: enough to reproduce and to audit it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+LIBRARIES = ("tickercast", "tensorflow", "keras", "prefect", "numpy", "pandas", "pyarrow", "yfinance")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description() -> dict[str, str]:
+    """Which device trained the model and why (TensorFlow places ops on a GPU if it sees one)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return {"device": "gpu", "reason": f"{len(gpus)} GPU(s) visible: {[g.name for g in gpus]}"}
+    return {"device": "cpu", "reason": "no GPU visible to TensorFlow"}
+
+
+def bundle_metadata(
+    ingested: dict, pre: dict, trained: dict, evaluated: dict, config: dict
+) -> dict:
+    spec = json.loads(Path(pre["spec"]).read_text())
+    history = json.loads(Path(trained["history"]).read_text())
+    return {
+        "ticker": ingested["ticker"],
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "data": {
+            "source": ingested["source"],
+            "lake_file": ingested["path"],
+            "sha256": ingested["sha256"],
+            "rows": spec["n_train"] + spec["n_val"] + spec["n_test"],
+            "first_day": spec["first_day"],
+            "last_day": spec["last_day"],
+            "train_end": spec["train_end"],
+            "val_end": spec["val_end"],
+            "dropped_null_rows": ingested["dropped_null_rows"],
+        },
+        "training": {k: v for k, v in history.items() if k != "history"},
+        "metrics": evaluated["metrics"],
+        "verdict": evaluated["verdict"],
+        "device": device_description(),
+        "versions": library_versions(),
+    }

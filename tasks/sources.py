@@ -1,0 +1,171 @@
+"""Offline price sources: the bundled sample, Yahoo-export CSVs, and the tutorial's sine wave.
+
+Each returns a canonical frame (`tasks.schema.PRICE_COLUMNS`) plus how many rows it
+dropped, so ingest can report what it let in and what it refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from tasks.schema import PRICE_COLUMNS, PRICE_SCHEMA
+from tasks.tickers import validate_ticker
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+_CSV_FIELDS = {
+    "date": "date",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "adj close": "adj_close",
+    "adj_close": "adj_close",
+    "adjclose": "adj_close",
+    "volume": "volume",
+}
+_REQUIRED = ("date", "open", "high", "low", "close", "volume")
+
+
+class MalformedFileError(ValueError):
+    """A source file that cannot be trusted; the message names file, line and field."""
+
+
+@dataclass
+class Loaded:
+    prices: pd.DataFrame
+    dropped_null_rows: int = 0
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in PRICE_COLUMNS})
+
+
+def load_csv(path: str | Path) -> Loaded:
+    """Parse one Yahoo-export CSV strictly; Yahoo's all-`null` rows are dropped and counted."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such CSV file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MalformedFileError(f"{path}: empty file, expected a header line") from None
+        names = [_CSV_FIELDS.get(h.strip().lower()) for h in header]
+        missing = [f for f in _REQUIRED if f not in names]
+        if missing:
+            raise MalformedFileError(
+                f"{path}, line 1: missing column(s) {missing}; header was {header}"
+            )
+        index = {name: i for i, name in enumerate(names) if name}
+        rows: dict[str, list] = {c: [] for c in PRICE_COLUMNS}
+        dropped = 0
+        for line_no, record in enumerate(reader, start=2):
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if len(record) != len(header):
+                raise MalformedFileError(
+                    f"{path}, line {line_no}: {len(record)} fields, header has {len(header)}"
+                )
+            values = {name: record[i].strip() for name, i in index.items()}
+            if all(values[f].lower() == "null" for f in values if f != "date"):
+                dropped += 1
+                continue
+            rows["date"].append(_parse_date(values["date"], path, line_no))
+            for field in ("open", "high", "low", "close"):
+                rows[field].append(_parse_number(values[field], path, line_no, field))
+            adj = values.get("adj_close")
+            rows["adj_close"].append(
+                _parse_number(adj, path, line_no, "adj_close") if adj else rows["close"][-1]
+            )
+            volume = _parse_number(values["volume"], path, line_no, "volume")
+            if volume != int(volume):
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field volume: {values['volume']!r} is not whole"
+                )
+            rows["volume"].append(int(volume))
+    frame = pd.DataFrame(rows) if rows["date"] else _empty_frame()
+    return Loaded(frame, dropped)
+
+
+def _parse_date(text: str, path: Path, line_no: int) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field date: {text!r} is not a YYYY-MM-DD date"
+        ) from None
+
+
+def _parse_number(text: str, path: Path, line_no: int, field: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field {field}: {text!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise MalformedFileError(f"{path}, line {line_no}, field {field}: {text!r} is not finite")
+    return value
+
+
+def csv_path(csv_dir: str | Path, ticker: str) -> Path:
+    """Where a ticker's CSV lives; matches <TICKER>.csv case-insensitively."""
+    ticker = validate_ticker(ticker)
+    folder = Path(csv_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"csv_dir {folder} is not a folder")
+    exact = folder / f"{ticker}.csv"
+    if exact.is_file():
+        return exact
+    for candidate in folder.glob("*.csv"):
+        if candidate.stem.upper() == ticker:
+            return candidate
+    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+
+
+def sample_path(ticker: str) -> Path:
+    ticker = validate_ticker(ticker)
+    path = SAMPLE_DIR / f"{ticker}.parquet"
+    if not path.is_file():
+        available = sorted(p.stem for p in SAMPLE_DIR.glob("*.parquet"))
+        raise FileNotFoundError(
+            f"ticker {ticker} is not in the bundled sample; available: {available}"
+        )
+    return path
+
+
+def load_sample(ticker: str) -> Loaded:
+    """The bundled offline sample (real Yahoo exports, see data/sample/README.md)."""
+    table = pq.read_table(sample_path(ticker), schema=PRICE_SCHEMA)
+    return Loaded(table.to_pandas())
+
+
+def sine_prices(step: float = 0.1, cycles: float = 10.0) -> Loaded:
+    """The tutorial's sine wave sin(arange(0, 20*pi, 0.1)) as a price series.
+
+    The wave is shifted by +2 so prices stay positive (the lake refuses prices <= 0);
+    scaling makes the shift invisible to the model, and dates are consecutive business days.
+    """
+    wave = np.sin(np.arange(0, 2 * cycles * math.pi, step)) + 2.0
+    dates = pd.bdate_range("2000-01-03", periods=len(wave)).date
+    frame = pd.DataFrame(
+        {
+            "date": dates,
+            "open": wave,
+            "high": wave,
+            "low": wave,
+            "close": wave,
+            "adj_close": wave,
+            "volume": np.zeros(len(wave), dtype=np.int64),
+        }
+    )
+    return Loaded(frame)

@@ -1,0 +1,21 @@
+"""Ticker symbols are checked before they touch a path or a URL."""
+
+from __future__ import annotations
+
+import re
+
+# Yahoo's alphabet: letters, digits and . - ^ =  (BRK-B, ^GSPC, EURUSD=X, ES=F).
+_TICKER = re.compile(r"^[A-Za-z0-9.\-^=]{1,20}$")
+
+
+class InvalidTickerError(ValueError):
+    """A symbol outside Yahoo's alphabet, refused before any I/O."""
+
+
+def validate_ticker(symbol: str) -> str:
+    """Return the upper-cased symbol or raise naming it; never lets '..' or '/' through."""
+    if not isinstance(symbol, str) or not _TICKER.fullmatch(symbol) or set(symbol) <= {"."}:
+        raise InvalidTickerError(
+            f"invalid ticker {symbol!r}: use 1-20 characters from letters, digits and . - ^ ="
+        )
+    return symbol.upper()

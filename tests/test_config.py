@@ -1,0 +1,53 @@
+import datetime as dt
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import RetrainConfig
+from tasks.tickers import InvalidTickerError, validate_ticker
+
+
+def test_defaults_reproduce_the_tutorial():
+    c = RetrainConfig()
+    assert c.tickers == ["AAPL"] and c.source == "sample"
+    assert c.features == ["close", "volume"]
+    assert (c.lookback, c.horizon, c.target) == (60, 5, "mean_close")
+    assert (c.model, c.units, c.clipvalue, c.patience) == ("stacked_lstm", [64, 32], 1.0, 10)
+    assert (c.val_fraction, c.test_fraction) == (0.15, 0.15)
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "BRK-B", "^GSPC", "EURUSD=X", "brk.b", "ES=F"])
+def test_yahoo_alphabet_accepted(symbol):
+    assert validate_ticker(symbol) == symbol.upper()
+
+
+@pytest.mark.parametrize("symbol", ["../x", "AAPL;rm", "", "A" * 30, "a/b", "..", "A B", "$(x)"])
+def test_unsafe_tickers_refused(symbol):
+    with pytest.raises(InvalidTickerError, match="invalid ticker"):
+        validate_ticker(symbol)
+    with pytest.raises(ValidationError, match="invalid ticker"):
+        RetrainConfig(tickers=[symbol])
+
+
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"lookback": 0}, "lookback"),
+        ({"epochs": -1}, "epochs"),
+        ({"model": "transformer"}, "'stacked_lstm'"),
+        ({"features": ["close", "sentiment"]}, "'log_volume'"),
+        ({"source": "csv"}, "csv_dir"),
+        ({"start": dt.date(2020, 1, 2), "end": dt.date(2020, 1, 1)}, "after end"),
+        ({"model": "stacked_lstm", "units": [8]}, "two entries"),
+        ({"nonsense": 1}, "nonsense"),
+    ],
+)
+def test_invalid_config_refused_naming_the_problem(fields, fragment):
+    with pytest.raises(ValidationError) as err:
+        RetrainConfig(**fields)
+    assert fragment in str(err.value)
+
+
+def test_slice_is_json_ready():
+    c = RetrainConfig(start=dt.date(2019, 1, 1))
+    assert c.slice("start", "features") == {"start": "2019-01-01", "features": ["close", "volume"]}

@@ -1,0 +1,97 @@
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from tasks import lake
+from tasks.ingest import ingest_ticker
+from tasks.schema import PRICE_SCHEMA
+from tasks.validate import InvalidPricesError, validate_prices
+
+
+def frame(days, close=10.0):
+    return pd.DataFrame(
+        {
+            "date": [dt.date(2020, 1, d) for d in days],
+            "open": close,
+            "high": close + 1,
+            "low": close - 1,
+            "close": close,
+            "adj_close": close,
+            "volume": 100,
+        }
+    )
+
+
+def test_partition_layout_schema_and_hive_dataset(tmp_path):
+    lake.write_partition(tmp_path, "AAPL", frame([2, 3]))
+    lake.write_partition(tmp_path, "BRK-B", frame([2, 3, 6]))
+    assert (tmp_path / "lake/prices/ticker=AAPL/part-0.parquet").is_file()
+    table = ds.dataset(tmp_path / "lake/prices", format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 5
+    assert set(table.column("ticker").to_pylist()) == {"AAPL", "BRK-B"}
+    stored = pa.parquet.read_schema(tmp_path / "lake/prices/ticker=AAPL/part-0.parquet")
+    assert stored.remove_metadata().equals(PRICE_SCHEMA.remove_metadata())
+    assert lake.read_dataset(tmp_path).num_rows == 5
+
+
+def test_ingest_csv_writes_lake_and_reports(tmp_path, shared_data):
+    result = ingest_ticker("AAPL", "csv", tmp_path, csv_dir=str(shared_data / "prices"))
+    assert result["dropped_null_rows"] == 1
+    assert result["rows"] == 10086 and result["first_day"] == "1980-12-12"
+    assert lake.read_partition(tmp_path, "AAPL")["date"].is_monotonic_increasing
+
+
+def test_invalid_prices_refused_and_lake_unchanged(tmp_path):
+    lake.write_partition(tmp_path, "AAPL", frame([2, 3]))
+    before = lake.partition_path(tmp_path, "AAPL").read_bytes()
+    bad = frame([2, 3, 6])
+    bad.loc[2, "close"] = -1.0
+    with pytest.raises(InvalidPricesError, match="ticker AAPL, 2020-01-06: close <= 0"):
+        validate_prices(bad, "AAPL")
+    with pytest.raises(InvalidPricesError, match="duplicate trading day"):
+        validate_prices(frame([2, 2]), "AAPL")
+    assert lake.partition_path(tmp_path, "AAPL").read_bytes() == before
+
+
+def test_big_unexplained_move_is_a_warning_not_an_error():
+    f = frame([2, 3])
+    f.loc[1, ["open", "high", "low", "close", "adj_close"]] = [25.0, 26.0, 24.0, 25.0, 25.0]
+    report = validate_prices(f, "AAPL")
+    assert report.warnings and "150%" in report.warnings[0]
+
+
+def test_crash_before_rename_leaves_old_partition(tmp_path):
+    """A writer killed after writing its temporary file but before the rename."""
+    lake.write_partition(tmp_path, "AAPL", frame([2, 3]))
+    before = lake.read_partition(tmp_path, "AAPL")
+    code = (
+        "import os, sys, pandas as pd, datetime as dt\n"
+        "import tasks.atomic as atomic\n"
+        "from tasks import lake\n"
+        "real = os.replace\n"
+        "def die(src, dst):\n"
+        "    if str(dst).endswith('part-0.parquet'): os._exit(9)\n"
+        "    real(src, dst)\n"
+        "atomic.os.replace = die\n"
+        f"f = pd.read_parquet({str(lake.partition_path(tmp_path, 'AAPL'))!r})\n"
+        "f = pd.concat([f, f.assign(date=[dt.date(2021, 1, 4), dt.date(2021, 1, 5)])])\n"
+        f"lake.write_partition({str(tmp_path)!r}, 'AAPL', f)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd())
+    assert proc.returncode == 9
+    pd.testing.assert_frame_equal(lake.read_partition(tmp_path, "AAPL"), before)
+    # the orphaned temporary file is hidden from dataset readers
+    assert lake.read_dataset(tmp_path).num_rows == 2
+
+
+def test_corrupt_partition_named(tmp_path):
+    path = lake.write_partition(tmp_path, "AAPL", frame([2, 3]))
+    path.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(lake.CorruptPartitionError, match="ticker=AAPL/part-0.parquet"):
+        lake.read_partition(tmp_path, "AAPL")
