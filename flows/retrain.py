@@ -22,9 +22,17 @@ from tasks.steps import (
 )
 
 
+def preflight(config: RetrainConfig) -> None:
+    """Refuse a run whose inputs cannot exist before any work starts (names the ticker)."""
+    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
+    for ticker in config.tickers:
+        source_fingerprint(config.source, ticker, csv_dir)
+
+
 @flow(name="retrain", log_prints=True, persist_result=False)
 def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     """Train, evaluate and export one model per ticker; returns bundle paths and metrics."""
+    preflight(config)
     data_dir = str(Path(config.data_dir).resolve())
     options = {
         "persist_result": True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import types
@@ -22,6 +23,7 @@ from tasks.config import RetrainConfig
 # start-up timeout is 20 s. prefect.toml raises it when run from the repo root; this
 # covers runs from any other folder.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -100,9 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoTraceback(logging.Filter):
+    """Keeps Prefect's failure logs to their one-line message unless --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        if isinstance(record.msg, str) and "\nTraceback (most recent call last)" in record.msg:
+            record.msg = record.msg.split("\nTraceback (most recent call last)")[0]
+        return True
+
+
+def _quiet_tracebacks() -> None:
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    quiet = _NoTraceback()
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler.addFilter(quiet)
+
+
 def _run_retrain(args: argparse.Namespace) -> int:
     config = RetrainConfig(**_collect(args, RetrainConfig))
-    from flows.retrain import retrain
+    from flows.retrain import preflight, retrain
+
+    preflight(config)
+    if not args.debug:
+        _quiet_tracebacks()
 
     results = retrain(config)
     for ticker, result in results.items():

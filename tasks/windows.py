@@ -56,6 +56,7 @@ def make_dataset(
     targets = tf.constant(y, dtype=tf.float32)
     offsets = tf.range(-lookback + 1, 1, dtype=tf.int64)
     index = tf.constant(np.asarray(anchors, dtype=np.int64))
+    n_windows = len(anchors)
     if shuffle:
         # A fresh permutation per epoch (Dataset.random re-draws on each iteration), one
         # int64 per window; tf.data's shuffle buffer would hold a tensor per window instead.
@@ -68,7 +69,9 @@ def make_dataset(
             return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
         seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
+        n_batches = -(-n_windows // batch_size)
         ds = seeds.take(1).flat_map(permuted)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
     else:
         ds = tf.data.Dataset.from_tensor_slices(index).batch(batch_size)
 

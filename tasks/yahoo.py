@@ -50,7 +50,9 @@ __all__ = [
 
 EVENT_COLUMNS = ["date", "kind", "value"]
 _CHART_PATH = "/v8/finance/chart/"
-_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# Besides 5xx: auth/crumb trouble (a retry gets a fresh cookie), timeouts, throttling.
+_TRANSIENT_STATUSES = frozenset({401, 403, 408, 425, 429})
+_URL_QUERY = re.compile(r"(https?://[^\s?]+)\?\S*")
 _PERIOD = re.compile(r"[1-9][0-9]*(?:d|wk|mo|y)|ytd|max")
 # Chart-answer statuses seen during the current fetch_history() call (None outside one).
 _CHART_STATUSES: ContextVar[list[int] | None] = ContextVar("yahoo_chart_statuses", default=None)
@@ -102,7 +104,7 @@ def fetch_history(
 
     import yfinance as yf
 
-    http = default_session() if session is None else session
+    http = default_session() if session is None else _checked_session(session)
     observed = _observe(http)
     # A memoised answer would reach yfinance without passing the status hook, and a
     # memoised failure would be served again: start every call from the network.
@@ -194,6 +196,25 @@ def _as_day(value: dt.date | None, name: str) -> dt.date | None:
     raise TypeError(f"{name} must be a datetime.date, got {type(value).__name__}")
 
 
+def _checked_session(session: Any) -> Any:
+    """Refuse sessions yfinance would reject, before its refusal looks like a Yahoo outage."""
+    import requests
+
+    kinds: tuple[type, ...] = (requests.Session,)
+    try:
+        from curl_cffi.requests import Session as CurlSession
+    except ImportError:
+        pass
+    else:
+        kinds += (CurlSession,)
+    if not isinstance(session, kinds) or getattr(session, "cache", None) is not None:
+        raise TypeError(
+            "session must be a requests or curl_cffi Session without response caching, "
+            f"got {type(session).__name__}"
+        )
+    return session
+
+
 def _observe(session: Any) -> bool:
     """Make `session` report chart statuses; False if it cannot (a caller's curl_cffi one).
 
@@ -240,7 +261,8 @@ def _classify(
     def permanent(why: str) -> PermanentSourceError:
         return PermanentSourceError(f"ticker {symbol}: {why}")
 
-    detail = f"{type(exc).__name__}: {exc}"
+    # Without query strings: yfinance's URLs carry the session's crumb.
+    detail = _URL_QUERY.sub(r"\1", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, YFRateLimitError):
         return transient("rate limited, HTTP 429")
     if chart_status is not None and _is_transient_status(chart_status):
@@ -276,7 +298,7 @@ def _classify(
 
 
 def _is_transient_status(status: int) -> bool:
-    """Statuses that say "not now" rather than "no": server errors, timeouts, throttling."""
+    """Statuses that say "not now" rather than "no such ticker"."""
     return status >= 500 or status in _TRANSIENT_STATUSES
 
 
@@ -301,7 +323,10 @@ def _prices(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _events(frame: pd.DataFrame) -> pd.DataFrame:
-    """Splits (ratio, 4.0 for 4:1) and dividends (amount per share) by exchange-local day."""
+    """Splits (ratio, 4.0 for 4:1) and dividends (amount per share) by exchange-local day.
+
+    A fund's capital gains are left out: the lake's consumers only adjust for these two.
+    """
     rows: list[tuple[dt.date, str, float]] = []
     for column, kind in (("Stock Splits", "split"), ("Dividends", "dividend")):
         if column not in frame.columns:
@@ -319,4 +344,3 @@ def _span(start: dt.date | None, end: dt.date | None, period: str | None) -> str
     parts.append(f"period {period}" if period else "")
     text = ", ".join(p for p in parts if p)
     return f" ({text})" if text else ""
-

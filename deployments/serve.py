@@ -1,0 +1,101 @@
+"""Serve the `retrain` flow on a schedule: weekdays after the US close, New York time.
+
+    python deployments/serve.py                # against PREFECT_API_URL (or a temporary server)
+    python deployments/serve.py --with-server  # start a local Prefect server first (make serve)
+
+Open the UI at the printed address, pick the `retrain/nightly-retrain` deployment and use
+"Run > Custom run" to override any RetrainConfig field from the form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+RETRAIN_CRON = "30 17 * * 1-5"  # 17:30, an hour and a half after the 16:00 close
+TIMEZONE = "America/New_York"
+
+
+def build_deployments(name: str = "nightly-retrain", cron: str = RETRAIN_CRON):
+    """The deployments this project serves (also used by the deployment tests)."""
+    from prefect.schedules import Cron
+
+    from flows.retrain import retrain
+    from tasks.config import RetrainConfig
+
+    return [
+        retrain.to_deployment(
+            name=name,
+            schedules=[Cron(cron, timezone=TIMEZONE)],
+            parameters={"config": RetrainConfig().model_dump(mode="json")},
+            concurrency_limit=1,  # one retrain at a time; later ones queue
+            description="Retrain, evaluate and export the forecasters after each US close.",
+            tags=["tickercast", "retrain"],
+        )
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int | None = None, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`prefect server start` on loopback; returns the process and its API URL once healthy."""
+    port = port or _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+                if response.status == 200:
+                    return proc, api
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise TimeoutError(f"prefect server did not answer on {api} within {timeout:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--with-server", action="store_true", help="start a local Prefect server")
+    parser.add_argument("--port", type=int, default=4200, help="server port (--with-server)")
+    parser.add_argument("--cron", default=RETRAIN_CRON, help=f"retrain schedule ({TIMEZONE})")
+    args = parser.parse_args(argv)
+    server = None
+    if args.with_server:
+        server, api = start_server(args.port)
+        os.environ["PREFECT_API_URL"] = api
+        print(f"Prefect UI: {api.removesuffix('/api')}", flush=True)
+    from prefect import serve
+
+    try:
+        serve(*build_deployments(cron=args.cron))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The retrain flow end to end under one Prefect test server, with a tiny network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.config import RetrainConfig
+
+STEPS = ("ingest", "preprocess", "windows", "train", "evaluate", "export")
+
+
+def task_states(flow_state) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+
+def run(config: RetrainConfig):
+    from flows.retrain import retrain
+
+    state = retrain(config, return_state=True)
+    assert state.is_completed(), state.message
+    return state, state.result()
+
+
+@pytest.fixture(scope="module")
+def tiny(prefect_server, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("retrain")
+    config = RetrainConfig(
+        tickers=["MSFT"],
+        start="2018-06-01",
+        lookback=20,
+        epochs=3,
+        units=[8, 4],
+        batch_size=64,
+        data_dir=str(data_dir),
+    )
+    state, result = run(config)
+    return config, state, result
+
+
+def test_bundle_contents(tiny):
+    config, _, result = tiny
+    bundle = Path(result["MSFT"]["bundle"])
+    assert bundle == Path(config.data_dir).resolve() / "models/MSFT/versions/1"
+    for name in ("model.keras", "preprocessing.json", "metadata.json", "loss.png",
+                 "forecast.png", "manifest.json", "predictions.parquet"):
+        assert (bundle / name).is_file(), name
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert set(meta["metrics"]) == {"model", "naive", "moving_average"}
+    for values in meta["metrics"].values():
+        assert set(values) == {"rmse", "mae", "mape"} and values["rmse"] > 0
+    assert meta["config"]["lookback"] == 20 and meta["data"]["first_day"] >= "2018-06-01"
+    assert len(meta["data"]["sha256"]) == 64 and meta["versions"]["tensorflow"]
+    pre = json.loads((bundle / "preprocessing.json").read_text())
+    assert pre["features"] == ["close", "volume"] and pre["horizon"] == 5
+    assert {"min", "max"} <= set(pre["feature_scaler"])
+    lake = Path(config.data_dir) / "lake/prices/ticker=MSFT/part-0.parquet"
+    assert lake.is_file()
+
+
+def test_fresh_process_reproduces_the_evaluation(tiny):
+    config, _, result = tiny
+    bundle = result["MSFT"]["bundle"]
+    code = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from tests import netguard; netguard.install()\n"
+        "from tasks import lake\n"
+        "from tasks.export import load_bundle\n"
+        "from tasks.predict import predict_at\n"
+        f"b = load_bundle({bundle!r})\n"
+        "table = pd.read_parquet(b.path / 'predictions.parquet')\n"
+        f"prices = lake.read_partition({config.data_dir!r}, 'MSFT')\n"
+        "got = predict_at(b, prices, table['anchor_date'])[:, 0]\n"
+        "np.testing.assert_allclose(got, table['model'], rtol=1e-5, atol=1e-4)\n"
+        "print('reproduced', len(got))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "reproduced" in out.stdout
+    table = pd.read_parquet(Path(bundle) / "predictions.parquet")
+    assert len(table) > 50
+
+
+def test_identical_rerun_is_cached_and_exports_a_new_version(tiny):
+    config, first_state, _ = tiny
+    assert set(task_states(first_state).values()) == {"Completed"}
+    state, result = run(config)
+    states = task_states(state)
+    assert {s: states[s] for s in STEPS[:-1]} == {s: "Cached" for s in STEPS[:-1]}
+    assert states["export"] == "Completed"
+    assert Path(result["MSFT"]["bundle"]).name == "2"
+
+
+def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
+    config, _, _ = tiny
+    state, _ = run(config.model_copy(update={"epochs": 2}))
+    states = task_states(state)
+    assert [states[s] for s in STEPS] == [
+        "Cached", "Cached", "Cached", "Completed", "Completed", "Completed"
+    ]
+
+
+def test_deleted_work_file_is_recomputed_not_trusted(tiny):
+    config, _, _ = tiny
+    for model in (Path(config.data_dir) / "work/train").glob("*/model.keras"):
+        model.unlink()
+    state, _ = run(config)
+    states = task_states(state)
+    assert states["preprocess"] == "Cached" and states["train"] == "Completed"
+
+
+def test_refresh_recomputes_everything(tiny):
+    config, _, _ = tiny
+    state, _ = run(config.model_copy(update={"refresh": True}))
+    assert set(task_states(state).values()) == {"Completed"}
+
+
+def test_sine_source_smoke(prefect_server, tmp_path):
+    config = RetrainConfig(
+        tickers=["SINE"], source="sine", features=["close"], target="close", horizon=1,
+        lookback=20, epochs=2, units=[8, 4], start=None, data_dir=str(tmp_path),
+    )
+    _, result = run(config)
+    assert result["SINE"]["metrics"]["model"]["rmse"] < 1.0
