@@ -41,6 +41,6 @@ def record(name: str, row: str) -> None:
             if match:
                 rows[match.group(2)] = match.group(1)
     rows[name] = row
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f"{r} <!-- {k} -->\n" for k, r in sorted(rows.items()))
     RESULTS.write_text(HEADER + body + f"\nMachine: {machine()}; last run {stamp}.\n")

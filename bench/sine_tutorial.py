@@ -67,13 +67,25 @@ def pipeline() -> dict:
     from tasks.preprocess import preprocess
     from tasks.sources import sine_prices
     from tasks.train import train_model
-    from tasks.windows import split_anchors, gather_windows
+    from tasks.windows import gather_windows, split_anchors
 
     cfg = {
-        "start": None, "end": None, "features": ["close"], "lookback": LOOK_BACK, "horizon": 1,
-        "target": "close", "val_fraction": 0.15, "test_fraction": 0.15,
-        "model": "lstm", "units": [UNITS], "learning_rate": 1e-3, "clipvalue": 1.0,
-        "epochs": EPOCHS, "batch_size": BATCH, "patience": 10, "seed": 7,
+        "start": None,
+        "end": None,
+        "features": ["close"],
+        "lookback": LOOK_BACK,
+        "horizon": 1,
+        "target": "close",
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+        "model": "lstm",
+        "units": [UNITS],
+        "learning_rate": 1e-3,
+        "clipvalue": 1.0,
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "patience": 10,
+        "seed": 7,
     }
     started = time.perf_counter()
     spec, arrays = preprocess(sine_prices().prices, cfg, "SINE")

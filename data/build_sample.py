@@ -29,7 +29,10 @@ def main(csv_dir: Path) -> None:
         validate_prices(loaded.prices, path.stem)
         target = SAMPLE_DIR / f"{path.stem.upper()}.parquet"
         pq.write_table(to_price_table(loaded.prices), target, compression="zstd")
-        print(f"{target.name}: {len(loaded.prices)} rows, {loaded.dropped_null_rows} null rows dropped")
+        print(
+            f"{target.name}: {len(loaded.prices)} rows, "
+            f"{loaded.dropped_null_rows} null rows dropped"
+        )
 
 
 if __name__ == "__main__":

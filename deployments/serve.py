@@ -57,8 +57,17 @@ def start_server(port: int | None = None, timeout: float = 120.0) -> tuple[subpr
     port = port or _free_port()
     api = f"http://127.0.0.1:{port}/api"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=ROOT,
     )
     deadline = time.monotonic() + timeout

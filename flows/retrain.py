@@ -42,7 +42,14 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     }
     ingest, preprocess, windows, train, evaluate, export = (
         step.with_options(**options)
-        for step in (ingest_step, preprocess_step, windows_step, train_step, evaluate_step, export_step)
+        for step in (
+            ingest_step,
+            preprocess_step,
+            windows_step,
+            train_step,
+            evaluate_step,
+            export_step,
+        )
     )
     full = config.model_dump(mode="json")
     csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None

@@ -21,7 +21,7 @@ from typing import Any
 from tasks.hashing import file_sha256, json_sha256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_hash(name: str) -> str:
     source = inspect.getsource(importlib.import_module(name))
     return json_sha256([name, source])

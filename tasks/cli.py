@@ -114,7 +114,8 @@ class _NoTraceback(logging.Filter):
 
 def _quiet_tracebacks() -> None:
     loggers = [logging.getLogger()] + [
-        logger for logger in logging.root.manager.loggerDict.values()
+        logger
+        for logger in logging.root.manager.loggerDict.values()
         if isinstance(logger, logging.Logger)
     ]
     quiet = _NoTraceback()

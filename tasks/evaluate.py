@@ -55,7 +55,9 @@ def predict_prices(model, spec: Preprocessing, x: np.ndarray, anchors: np.ndarra
     return spec.target_scaler.inverse(scaled.reshape(len(anchors), -1))
 
 
-def evaluate(model, spec: Preprocessing, arrays: dict, anchors: np.ndarray) -> tuple[dict, pd.DataFrame]:
+def evaluate(
+    model, spec: Preprocessing, arrays: dict, anchors: np.ndarray
+) -> tuple[dict, pd.DataFrame]:
     """Metrics for the model and both baselines, plus the per-day predictions table."""
     close = arrays["close"]
     actual = arrays["y_price"][anchors, 0]

@@ -8,7 +8,16 @@ import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-LIBRARIES = ("tickercast", "tensorflow", "keras", "prefect", "numpy", "pandas", "pyarrow", "yfinance")
+LIBRARIES = (
+    "tickercast",
+    "tensorflow",
+    "keras",
+    "prefect",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "yfinance",
+)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -38,7 +47,7 @@ def bundle_metadata(
     history = json.loads(Path(trained["history"]).read_text())
     return {
         "ticker": ingested["ticker"],
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": config,
         "data": {
             "source": ingested["source"],

@@ -13,7 +13,7 @@ def build_model(
     clipvalue: float = 1.0,
     outputs: int = 1,
 ):
-    """The tutorial's default: LSTM(64, return_sequences) -> LSTM(32) -> Dense(1), Adam(clipvalue=1)."""
+    """Default (the tutorial): LSTM(64, seq) -> LSTM(32) -> Dense(1), Adam(clipvalue=1)."""
     import keras
 
     inputs = keras.Input(shape=(lookback, n_features), name="window")

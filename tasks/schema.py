@@ -17,8 +17,10 @@ PRICE_SCHEMA = pa.schema(
         pa.field("adj_close", pa.float64(), nullable=False),
         pa.field("volume", pa.int64(), nullable=False),
     ],
-    metadata={"description": "Daily OHLC as traded (split-adjusted by the source), "
-              "adj_close also dividend-adjusted; volume in shares."},
+    metadata={
+        "description": "Daily OHLC as traded (split-adjusted by the source), "
+        "adj_close also dividend-adjusted; volume in shares."
+    },
 )
 
 

@@ -126,10 +126,10 @@ def preprocess_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
 @task(name="windows", cache_key_fn=content_cache_key("windows", WINDOWS_MODULES))
 def windows_step(pre: dict, data_dir: str) -> dict:
     """Window anchors per split (indices only; the data is never copied per window)."""
+    import json
+
     from tasks.preprocess import Preprocessing
     from tasks.windows import split_anchors
-
-    import json
 
     params = {"pre": pre, "data_dir": data_dir}
     out = work_dir(data_dir, "windows", WINDOWS_MODULES, params)
@@ -144,7 +144,12 @@ def windows_step(pre: dict, data_dir: str) -> dict:
         np.savez(handle, **anchors)
     counts = {k: int(len(v)) for k, v in anchors.items()}
     get_run_logger().info("%s windows: %s", pre["ticker"], counts)
-    return {"ticker": pre["ticker"], "anchors": str(path), "counts": counts, "outputs": _outputs(path)}
+    return {
+        "ticker": pre["ticker"],
+        "anchors": str(path),
+        "counts": counts,
+        "outputs": _outputs(path),
+    }
 
 
 def load_anchors(win: dict) -> dict[str, np.ndarray]:
@@ -198,8 +203,13 @@ def evaluate_step(pre: dict, win: dict, trained: dict, data_dir: str) -> dict:
     loss_png, forecast_png = out / "loss.png", out / "forecast.png"
     plot_loss(load_history(trained["history"])["history"], loss_png, f"{ticker}: training loss")
     plot_forecast(table, forecast_png, f"{ticker}: test-split forecast vs actual")
-    get_run_logger().info("%s test RMSE model %.4f, naive %.4f. %s", ticker,
-                          results["model"]["rmse"], results["naive"]["rmse"], verdict(results))
+    get_run_logger().info(
+        "%s test RMSE model %.4f, naive %.4f. %s",
+        ticker,
+        results["model"]["rmse"],
+        results["naive"]["rmse"],
+        verdict(results),
+    )
     return {
         "ticker": ticker,
         "metrics": results,

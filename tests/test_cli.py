@@ -29,8 +29,24 @@ def test_options_map_onto_the_config():
     from tasks.cli import _collect
 
     args = build_parser().parse_args(
-        ["retrain", "--tickers", "MSFT", "AAPL", "--source", "csv", "--csv-dir", "x",
-         "--epochs", "5", "--features", "close,volume", "--units", "16", "8", "--no-refresh"]
+        [
+            "retrain",
+            "--tickers",
+            "MSFT",
+            "AAPL",
+            "--source",
+            "csv",
+            "--csv-dir",
+            "x",
+            "--epochs",
+            "5",
+            "--features",
+            "close,volume",
+            "--units",
+            "16",
+            "8",
+            "--no-refresh",
+        ]
     )
     config = RetrainConfig(**_collect(args, RetrainConfig))
     assert config.tickers == ["MSFT", "AAPL"] and config.epochs == 5
@@ -65,12 +81,26 @@ def test_bad_config_is_one_clear_line(capsys, argv, fragment):
 
 def test_failure_in_a_real_process_exits_nonzero_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "retrain", "--source", "csv",
-         "--csv-dir", str(tmp_path), "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "tasks.cli",
+            "retrain",
+            "--source",
+            "csv",
+            "--csv-dir",
+            str(tmp_path),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert errors == ["tickercast retrain: error: FileNotFoundError: ticker AAPL: no AAPL.csv in "
-                      f"{tmp_path}"]
+    assert errors == [
+        f"tickercast retrain: error: FileNotFoundError: ticker AAPL: no AAPL.csv in {tmp_path}"
+    ]

@@ -32,7 +32,9 @@ def test_concurrent_exports_get_distinct_versions(tmp_path):
     files = make_files(tmp_path)
     out = []
     threads = [
-        threading.Thread(target=lambda i=i: out.append(write_bundle(tmp_path, "AAPL", files, {"i": i})))
+        threading.Thread(
+            target=lambda i=i: out.append(write_bundle(tmp_path, "AAPL", files, {"i": i}))
+        )
         for i in range(8)
     ]
     for t in threads:

@@ -56,8 +56,15 @@ def test_bundle_contents(tiny):
     config, _, result = tiny
     bundle = Path(result["MSFT"]["bundle"])
     assert bundle == Path(config.data_dir).resolve() / "models/MSFT/versions/1"
-    for name in ("model.keras", "preprocessing.json", "metadata.json", "loss.png",
-                 "forecast.png", "manifest.json", "predictions.parquet"):
+    for name in (
+        "model.keras",
+        "preprocessing.json",
+        "metadata.json",
+        "loss.png",
+        "forecast.png",
+        "manifest.json",
+        "predictions.parquet",
+    ):
         assert (bundle / name).is_file(), name
     meta = json.loads((bundle / "metadata.json").read_text())
     assert set(meta["metrics"]) == {"model", "naive", "moving_average"}
@@ -89,8 +96,11 @@ def test_fresh_process_reproduces_the_evaluation(tiny):
         "print('reproduced', len(got))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=Path(__file__).resolve().parents[1],
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "reproduced" in out.stdout
@@ -113,7 +123,12 @@ def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
     state, _ = run(config.model_copy(update={"epochs": 2}))
     states = task_states(state)
     assert [states[s] for s in STEPS] == [
-        "Cached", "Cached", "Cached", "Completed", "Completed", "Completed"
+        "Cached",
+        "Cached",
+        "Cached",
+        "Completed",
+        "Completed",
+        "Completed",
     ]
 
 
@@ -134,8 +149,16 @@ def test_refresh_recomputes_everything(tiny):
 
 def test_sine_source_smoke(prefect_server, tmp_path):
     config = RetrainConfig(
-        tickers=["SINE"], source="sine", features=["close"], target="close", horizon=1,
-        lookback=20, epochs=2, units=[8, 4], start=None, data_dir=str(tmp_path),
+        tickers=["SINE"],
+        source="sine",
+        features=["close"],
+        target="close",
+        horizon=1,
+        lookback=20,
+        epochs=2,
+        units=[8, 4],
+        start=None,
+        data_dir=str(tmp_path),
     )
     _, result = run(config)
     assert result["SINE"]["metrics"]["model"]["rmse"] < 1.0

@@ -36,8 +36,14 @@ def test_equals_tutorial_loop_on_the_sine_wave():
 
 def test_pipeline_windows_match_explicit_gather_on_sine():
     cfg = {
-        "start": None, "end": None, "features": ["close"], "lookback": 20, "horizon": 1,
-        "target": "close", "val_fraction": 0.15, "test_fraction": 0.15,
+        "start": None,
+        "end": None,
+        "features": ["close"],
+        "lookback": 20,
+        "horizon": 1,
+        "target": "close",
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
     }
     spec, arrays = preprocess(sine_prices().prices, cfg, "SINE")
     n = len(arrays["x"])
@@ -68,7 +74,10 @@ print(seen, peak - base, x.nbytes)
 def test_streaming_windows_never_materialise_lookback_copies():
     """One pass over 1M windows of 60x6 grows peak memory by a few times the data, not 60x."""
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", MEMORY_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     ).stdout.split()
     seen, growth, data_bytes = (int(v) for v in out[-3:])
