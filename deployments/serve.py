@@ -52,7 +52,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int | None = None, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+def start_server(
+    port: int | None = None, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """`prefect server start` on loopback; returns the process and its API URL once healthy."""
     port = port or _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -69,6 +71,7 @@ def start_server(port: int | None = None, timeout: float = 120.0) -> tuple[subpr
             str(port),
         ],
         cwd=ROOT,
+        env=env,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,75 @@
+"""Prefect's cost and caching's payoff, measured side by side in one run.
+
+Runs the retrain flow on the bundled sample twice with the same config (cold, then
+warm), under one temporary Prefect server:
+- orchestration overhead of the cold run = flow wall time minus the sum of the task
+  runs' own run time (as Prefect recorded it);
+- a cached rerun's wall time as a fraction of the cold run's.
+Run: python bench/orchestration.py  (writes rows to bench/RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _task_seconds(flow_run_id) -> tuple[float, dict[str, str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    total = sum(r.total_run_time.total_seconds() for r in runs)
+    return total, {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+def main() -> list[str]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.retrain import retrain
+    from tasks.config import RetrainConfig
+
+    with tempfile.TemporaryDirectory() as data_dir, prefect_test_harness(180):
+        config = RetrainConfig(tickers=["AAPL"], start="2017-01-01", epochs=5, data_dir=data_dir)
+        timings = []
+        for _ in range(2):
+            started = time.perf_counter()
+            state = retrain(config, return_state=True)
+            wall = time.perf_counter() - started
+            assert state.is_completed(), state.message
+            tasks, states = _task_seconds(state.state_details.flow_run_id)
+            timings.append((wall, tasks, states))
+    (cold, cold_tasks, _), (warm, _, warm_states) = timings
+    cached = sorted(k for k, v in warm_states.items() if v == "Cached")
+    overhead = cold - cold_tasks
+    rows = [
+        f"| orchestration overhead, cold retrain (AAPL 2017-2020, 5 epochs) | "
+        f"task compute {cold_tasks:.1f} s | flow wall {cold:.1f} s | "
+        f"overhead {overhead:.1f} s = {overhead / cold:.0%} of wall |",
+        f"| cached rerun vs cold run (same config) | cold {cold:.1f} s | "
+        f"rerun {warm:.1f} s (cached: {', '.join(cached)}) | {warm / cold:.2f}x |",
+    ]
+    for row in rows:
+        print(row)
+    return rows
+
+
+if __name__ == "__main__":
+    from bench.results import record
+
+    overhead_row, cached_row = main()
+    record("orchestration_overhead", overhead_row)
+    record("cached_rerun", cached_row)
