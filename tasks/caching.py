@@ -83,3 +83,26 @@ def content_cache_key(
         return key
 
     return key_fn
+
+
+CACHE_DIRS = ("results", "work")
+
+
+def cache_info(data_dir: str | Path) -> dict[str, dict[str, int]]:
+    """Files and bytes held by Prefect's cached results and the steps' work folders."""
+    info = {}
+    for name in CACHE_DIRS:
+        root = Path(data_dir) / name
+        files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+        info[name] = {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+    return info
+
+
+def clear_cache(data_dir: str | Path) -> dict[str, dict[str, int]]:
+    """Delete cached results and work files (never the lake or the model bundles)."""
+    import shutil
+
+    before = cache_info(data_dir)
+    for name in CACHE_DIRS:
+        shutil.rmtree(Path(data_dir) / name, ignore_errors=True)
+    return before

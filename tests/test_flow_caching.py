@@ -1,0 +1,62 @@
+"""Exactly the affected steps rerun: one input byte, one config field, one module's code."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tasks import caching
+from tasks.config import RetrainConfig
+from tests.test_flow import STEPS, run, task_states
+
+
+@pytest.fixture(scope="module")
+def csv_config(prefect_server, tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("csv")
+    shutil.copy(shared_data / "prices" / "NVDA.csv", folder / "NVDA.csv")
+    config = RetrainConfig(
+        tickers=["NVDA"], source="csv", csv_dir=str(folder), start="2019-06-01", lookback=15,
+        horizon=3, epochs=2, units=[4, 4], data_dir=str(tmp_path_factory.mktemp("data")),
+    )
+    run(config)
+    return config, folder / "NVDA.csv"
+
+
+def states(config):
+    state, _ = run(config)
+    found = task_states(state)
+    return [found[s] for s in STEPS]
+
+
+def test_unchanged_inputs_are_cached(csv_config):
+    config, _ = csv_config
+    assert states(config)[:5] == ["Cached"] * 5
+
+
+def test_one_changed_csv_byte_reruns_from_ingest(csv_config):
+    config, path = csv_config
+    text = path.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    fields = last.split(",")
+    fields[-1] = str(int(fields[-1]) + 1)  # one more share traded on the last day
+    path.write_text(text.replace(last, ",".join(fields)))
+    assert states(config) == ["Completed"] * 6
+
+
+def test_one_preprocess_field_reruns_from_preprocess(csv_config):
+    config, _ = csv_config
+    changed = config.model_copy(update={"lookback": 16})
+    assert states(changed) == ["Cached"] + ["Completed"] * 5
+
+
+def test_changed_module_code_reruns_only_its_step_and_after(csv_config, monkeypatch):
+    config, _ = csv_config
+    real = caching._module_hash
+
+    def edited(name: str) -> str:
+        return real(name) + ("-edited" if name == "tasks.models" else "")
+
+    monkeypatch.setattr(caching, "_module_hash", edited)
+    found = states(config)
+    assert found[:3] == ["Cached"] * 3 and found[3] == "Completed"
