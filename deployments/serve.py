@@ -1,4 +1,4 @@
-"""Serve the `retrain` flow on a schedule: weekdays after the US close, New York time.
+"""Serve `retrain` (17:30) and `ingest` (16:45) on weekdays after the US close, New York time.
 
     python deployments/serve.py                # against PREFECT_API_URL (or a temporary server)
     python deployments/serve.py --with-server  # start a local Prefect server first (make serve)
@@ -24,25 +24,37 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 RETRAIN_CRON = "30 17 * * 1-5"  # 17:30, an hour and a half after the 16:00 close
+INGEST_CRON = "45 16 * * 1-5"  # 16:45: the day's bars are in, retrain follows at 17:30
 TIMEZONE = "America/New_York"
 
 
-def build_deployments(name: str = "nightly-retrain", cron: str = RETRAIN_CRON):
+def build_deployments(
+    name: str = "nightly-retrain", cron: str = RETRAIN_CRON, ingest_cron: str = INGEST_CRON
+):
     """The deployments this project serves (also used by the deployment tests)."""
     from prefect.schedules import Cron
 
-    from flows.retrain import retrain
-    from tasks.config import RetrainConfig
+    from flows.ingest import ingest
+    from flows.retrain import nightly_retrain
+    from tasks.config import IngestConfig, RetrainConfig
 
     return [
-        retrain.to_deployment(
+        nightly_retrain.to_deployment(
             name=name,
             schedules=[Cron(cron, timezone=TIMEZONE)],
             parameters={"config": RetrainConfig().model_dump(mode="json")},
             concurrency_limit=1,  # one retrain at a time; later ones queue
             description="Retrain, evaluate and export the forecasters after each US close.",
             tags=["tickercast", "retrain"],
-        )
+        ),
+        ingest.to_deployment(
+            name="nightly-ingest",
+            schedules=[Cron(ingest_cron, timezone=TIMEZONE)],
+            parameters={"config": IngestConfig().model_dump(mode="json")},
+            concurrency_limit=1,
+            description="Incremental ingest of the configured tickers into the Parquet lake.",
+            tags=["tickercast", "ingest"],
+        ),
     ]
 
 
@@ -92,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-server", action="store_true", help="start a local Prefect server")
     parser.add_argument("--port", type=int, default=4200, help="server port (--with-server)")
     parser.add_argument("--cron", default=RETRAIN_CRON, help=f"retrain schedule ({TIMEZONE})")
+    parser.add_argument("--ingest-cron", default=INGEST_CRON, help=f"ingest schedule ({TIMEZONE})")
     args = parser.parse_args(argv)
     server = None
     if args.with_server:
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
 
     try:
-        serve(*build_deployments(cron=args.cron))
+        serve(*build_deployments(cron=args.cron, ingest_cron=args.ingest_cron))
     finally:
         if server is not None:
             server.terminate()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -37,8 +38,34 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp_path, target)
         fsync_dir(target.parent)
+    except OSError as exc:
+        wrapped = storage_error(exc, target)
+        if wrapped is exc:
+            raise
+        raise wrapped from exc
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+# Errors that say "the storage refused the write" (disk or quota full, file too large,
+# read-only or failing device), as opposed to a bug in what was being written.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
+def storage_error(exc: OSError, target: str | Path, what: str = "") -> OSError:
+    """`exc` reworded to name the file and say nothing was replaced, when it is a storage
+    failure (disk full, ...); any other error is returned as it is."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return exc
+    reason = os.strerror(exc.errno)
+    detail = str(exc.strerror or exc)
+    if reason.lower() not in detail.lower():
+        detail = f"{reason}: {detail}"
+    return OSError(
+        exc.errno,
+        f"cannot write {what or target}: {detail}; nothing was replaced "
+        "(the previous version, if any, is intact)",
+    )
 
 
 def write_json(target: str | Path, obj: object) -> None:
@@ -47,12 +74,22 @@ def write_json(target: str | Path, obj: object) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock across processes (released when the holder dies)."""
+def file_lock(
+    path: str | Path, on_wait: Callable[[Path], None] | None = None
+) -> Iterator[None]:
+    """An exclusive advisory lock across processes (released when the holder dies).
+
+    `on_wait(path)` is called once, before blocking, when another holder has it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(path)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tasks.config import RetrainConfig
+from tasks.config import IngestConfig, RetrainConfig
 
 # Prefect's temporary server needs 10-25 s to start on a small machine; its default
 # start-up timeout is 20 s. prefect.toml raises it when run from the repo root; this
@@ -49,15 +49,15 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
         inner, is_list = _unwrap(field.annotation)
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
-        help_text = f"{field.description} (default: {default})"
+        help_text = f"{field.description} (default: {default})".replace("%", "%%")  # argparse
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         if inner is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             if typing.get_origin(inner) is typing.Literal:
                 kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(inner))) + "}"
-            if is_list:
-                kwargs["nargs"] = "+"
+            if is_list:  # --model a b, or --model a --model b: both give [a, b]
+                kwargs["nargs"], kwargs["action"] = "+", "extend"
         parser.add_argument(flag, **kwargs)
 
 
@@ -99,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--config", help="JSON file of RetrainConfig fields; options override it")
     retrain.add_argument("--debug", action="store_true", help="show tracebacks on failure")
     add_model_options(retrain, RetrainConfig)
+    ingest = sub.add_parser(
+        "ingest",
+        help="run the ingest flow alone (bring the lake up to date)",
+        description="Run the ingest flow: fetch, validate and store prices in the lake, "
+        "one report line per ticker. Every option is an IngestConfig field. Exits 1 when "
+        "the run ends Failed (see --fail-on).",
+    )
+    ingest.add_argument("--config", help="JSON file of IngestConfig fields; options override it")
+    ingest.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    add_model_options(ingest, IngestConfig)
+    cache = sub.add_parser("cache", help="show or clear cached step results")
+    cache.add_argument("action", choices=["show", "clear"])
+    cache.add_argument("--data-dir", default="data", help="the data dir whose cache to use")
+    cache.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    from tasks.commands import add_commands  # models | predict | serve | backtest
+
+    add_commands(sub, add_model_options)
     return parser
 
 
@@ -134,6 +151,9 @@ def _run_retrain(args: argparse.Namespace) -> int:
 
     results = retrain(config)
     for ticker, result in results.items():
+        if "skipped" in result:  # on_corrupt=skip
+            print(f"{ticker}: skipped: {result['skipped']}")
+            continue
         metrics = result["metrics"]
         print(
             f"{ticker}: bundle {result['bundle']}\n"
@@ -141,10 +161,57 @@ def _run_retrain(args: argparse.Namespace) -> int:
             f"naive {metrics['naive']['rmse']:.4f} | "
             f"moving average {metrics['moving_average']['rmse']:.4f}"
         )
+        if result.get("verdict"):
+            print(f"{ticker}: {result['verdict']}")
+        if result.get("promotion"):
+            event = result["promotion"]
+            verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
+            print(f"{ticker}: v{event['version']} {verb}: {event['reason']}")
     return 0
 
 
-COMMANDS = {"retrain": _run_retrain}
+def _run_cache(args: argparse.Namespace) -> int:
+    from tasks.caching import cache_info, clear_cache
+
+    info = clear_cache(args.data_dir) if args.action == "clear" else cache_info(args.data_dir)
+    verb = "cleared" if args.action == "clear" else "holds"
+    for name, sizes in info.items():
+        print(f"{Path(args.data_dir) / name}: {verb} {sizes['files']} files, "
+              f"{sizes['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    config = IngestConfig(**_collect(args, IngestConfig))
+    from flows.ingest import ingest, preflight
+
+    preflight(config)
+    if not args.debug:
+        _quiet_tracebacks()
+
+    state = ingest(config, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, BaseException):
+        raise summary
+    for row in summary["tickers"]:
+        if row["status"] in ("failed", "skipped"):
+            print(f"{row['ticker']}: {row['status']}: {row['error']}")
+            continue
+        print(
+            f"{row['ticker']}: {row['status']} ({row['mode']}), {row['rows_added']} rows added, "
+            f"{row['rows']} stored {row['first_day']}..{row['last_day']}, "
+            f"{row['rows_dropped']} null rows dropped, {len(row['warnings'])} warning(s)"
+        )
+        for warning in row["warnings"]:
+            print(f"  warning: {warning}")
+    if not state.is_completed():
+        print(f"tickercast ingest: error: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"ingest": _run_ingest, "retrain": _run_retrain, "cache": _run_cache}
+COMMANDS.update(__import__("tasks.commands", fromlist=["COMMANDS"]).COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The one typed parameter of the retrain flow.
+"""The typed parameters of the retrain flow (RetrainConfig) and the ingest flow (IngestConfig).
 
 Every field carries a description, bounds and enums so the Prefect UI renders a usable
 form, the CLI can generate its options from it, and bad values are refused before any
@@ -28,8 +28,24 @@ Feature = Literal[
     "day_of_week",
 ]
 FEATURES: tuple[str, ...] = Feature.__args__  # type: ignore[attr-defined]
-Target = Literal["mean_close", "close"]
-ModelName = Literal["stacked_lstm", "lstm"]
+Target = Literal[
+    "mean_close",
+    "close",
+    "closes",
+    "mean_close_log_return",
+    "close_log_return",
+    "closes_log_return",
+]
+ModelName = Literal["stacked_lstm", "lstm", "bilstm", "cnn_lstm", "lstm_attention"]
+Mode = Literal["per_ticker", "global"]
+PromotionMetric = Literal["rmse", "mae", "mape", "smape", "mase"]
+Device = Literal["auto", "cpu", "gpu"]
+OnCorrupt = Literal["reingest", "skip", "fail"]
+ON_CORRUPT_HELP = (
+    "A stored lake file that cannot be read back: reingest = report it and fetch the "
+    "ticker again (replacing it); skip = report it and leave the ticker alone, the other "
+    "tickers go on; fail = fail the ticker, changing nothing."
+)
 
 
 class RetrainConfig(BaseModel):
@@ -57,6 +73,14 @@ class RetrainConfig(BaseModel):
     end: dt.date | None = Field(
         None, description="Last trading day used (inclusive); empty = up to the latest."
     )
+    move_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Ingest: warn about one-day close moves above this fraction (0.5 = 50%) "
+        "on days with no split recorded.",
+    )
+    on_corrupt: OnCorrupt = Field("reingest", description="Ingest: " + ON_CORRUPT_HELP)
     features: list[Feature] = Field(
         default_factory=lambda: ["close", "volume"],
         min_length=1,
@@ -66,18 +90,45 @@ class RetrainConfig(BaseModel):
     horizon: int = Field(5, ge=1, le=250, description="Trading days ahead that the target covers.")
     target: Target = Field(
         "mean_close",
-        description="mean_close: mean close of the next `horizon` days; close: close at t+horizon.",
+        description="mean_close: mean close of the next `horizon` days; close: close at "
+        "t+horizon; closes: the next `horizon` closes as a vector (multi-step); "
+        "*_log_return: the same as a log return vs the window's last close. Predictions are "
+        "always mapped back to prices.",
     )
     model: ModelName = Field(
         "stacked_lstm",
-        description="stacked_lstm: LSTM(units[0], return_sequences) -> LSTM(units[1]) -> Dense; "
-        "lstm: one LSTM(units[0]) -> Dense.",
+        description="stacked_lstm: LSTM per units entry (all but the last return sequences) "
+        "-> Dense; lstm: one LSTM(units[0]) -> Dense; bilstm: bidirectional LSTM per entry; "
+        "cnn_lstm: causal Conv1D(units[0] filters, kernel 3) -> LSTM per remaining entry; "
+        "lstm_attention: LSTM per entry -> attention over the sequence -> Dense.",
     )
     units: list[int] = Field(
         default_factory=lambda: [64, 32],
         min_length=1,
         max_length=4,
-        description="LSTM units per layer.",
+        description="Units per layer (LSTM units; cnn_lstm's first entry = Conv1D filters).",
+    )
+    dropout: float = Field(
+        0.0, ge=0, le=0.9, description="Dropout after each recurrent layer (0 = none)."
+    )
+    recurrent_dropout: float = Field(
+        0.0,
+        ge=0,
+        le=0.9,
+        description="LSTM recurrent dropout; anything but 0 disables the cuDNN kernel on GPU.",
+    )
+    l2: float = Field(0.0, ge=0, le=1.0, description="L2 kernel regularisation (0 = none).")
+    mode: Mode = Field(
+        "per_ticker",
+        description="per_ticker: one model per ticker; global: one model trained on all "
+        "tickers (each scaled on its own), evaluated and exported per ticker.",
+    )
+    ticker_embedding: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Global mode: size of a learned per-ticker vector fed with every time "
+        "step (0 = none).",
     )
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate.")
     clipvalue: float = Field(1.0, gt=0, description="Adam gradient clipping value.")
@@ -86,9 +137,44 @@ class RetrainConfig(BaseModel):
     patience: int = Field(
         10, ge=1, le=1000, description="EarlyStopping patience on val_loss (best weights restored)."
     )
+    reduce_lr_patience: int = Field(
+        5, ge=1, le=1000, description="ReduceLROnPlateau: epochs without val_loss improvement."
+    )
+    reduce_lr_factor: float = Field(
+        0.5, gt=0, lt=1, description="ReduceLROnPlateau: learning rate multiplier on a plateau."
+    )
+    device: Device = Field(
+        "auto",
+        description="auto: a GPU if TensorFlow sees one, else CPU; gpu: fail if none; cpu.",
+    )
+    mixed_precision: bool = Field(
+        False, description="On GPU: float16 compute with float32 weights (ignored on CPU)."
+    )
+    tensorboard_dir: str | None = Field(
+        None, description="Write TensorBoard logs under this folder (empty = none)."
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows for validation.")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows for the test.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Random seed (weights, shuffling).")
+    walk_forward_folds: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="Walk-forward backtest: 0 = off; K = retrain on K expanding windows, each "
+        "tested on the next block of test_fraction rows (the last block is the test split).",
+    )
+    walk_forward_epochs: int = Field(
+        10, ge=1, le=10_000, description="Maximum epochs per walk-forward fold."
+    )
+    promotion_metric: PromotionMetric = Field(
+        "rmse",
+        description="Champion gate: a new version is promoted only if this metric (lower "
+        "wins) beats the champion's on the latest common test window.",
+    )
+    require_beat_naive: bool = Field(
+        False,
+        description="Champion gate: also require beating the naive last-close forecast there.",
+    )
     data_dir: str = Field(
         "data", description="Root of the data lake, work files, caches and model bundles."
     )
@@ -122,8 +208,10 @@ class RetrainConfig(BaseModel):
             raise ValueError("source 'csv' needs csv_dir (a folder of <TICKER>.csv files)")
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
-        if self.model == "stacked_lstm" and len(self.units) < 2:
-            raise ValueError("model 'stacked_lstm' needs at least two entries in units")
+        if self.model in ("stacked_lstm", "cnn_lstm") and len(self.units) < 2:
+            raise ValueError(f"model {self.model!r} needs at least two entries in units")
+        if self.ticker_embedding and self.mode != "global":
+            raise ValueError("ticker_embedding needs mode 'global' (one model over all tickers)")
         if self.val_fraction + self.test_fraction >= 0.8:
             raise ValueError("val_fraction + test_fraction must leave at least 20% for training")
         return self
@@ -154,4 +242,301 @@ TRAIN_FIELDS = (
     "batch_size",
     "patience",
     "seed",
+    "dropout",
+    "recurrent_dropout",
+    "l2",
+    "mode",
+    "ticker_embedding",
+    "reduce_lr_patience",
+    "reduce_lr_factor",
+    "device",
+    "mixed_precision",
+    "tensorboard_dir",
 )
+BACKTEST_FIELDS = ("walk_forward_folds", "walk_forward_epochs")
+PROMOTION_FIELDS = ("promotion_metric", "require_beat_naive")
+
+
+FailOn = Literal["any", "all", "never"]
+# Yahoo's look-back periods (yfinance's `period`): 5d, 3mo, 1y, 10y, ytd, max, ...
+PERIOD_PATTERN = r"^(?:[1-9][0-9]*(?:d|wk|mo|y)|ytd|max)$"
+
+
+class IngestConfig(BaseModel):
+    """Everything one ingest run depends on (the `ingest` flow's one parameter)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    tickers: list[str] = Field(
+        default_factory=list,
+        max_length=5000,
+        description="Ticker symbols in Yahoo's alphabet (letters, digits, . - ^ =). Empty: "
+        "every CSV in csv_dir (source csv) or every bundled sample ticker (source sample).",
+    )
+    source: Source = Field(
+        "sample",
+        description="Where prices come from: bundled sample, Yahoo-export CSVs, live "
+        "yfinance (incremental), or the tutorial's sine wave.",
+    )
+    csv_dir: str | None = Field(
+        None,
+        description="A Yahoo-export CSV, or a folder of them named <TICKER>.csv (source csv).",
+    )
+    start: dt.date | None = Field(
+        None,
+        description="yfinance: first day fetched (inclusive); empty = the whole history. "
+        "Reruns fetch only what is missing.",
+    )
+    end: dt.date | None = Field(
+        None, description="yfinance: last day fetched (inclusive); empty = up to the latest."
+    )
+    period: str | None = Field(
+        None,
+        pattern=PERIOD_PATTERN,
+        description="yfinance: look-back instead of start (5d, 3mo, 1y, 10y, ytd, max); "
+        "shapes a ticker's first fetch only.",
+    )
+    overlap_days: int = Field(
+        5,
+        ge=1,
+        le=250,
+        description="yfinance reruns re-fetch this many stored days, to pick up revisions "
+        "and detect re-adjusted history (then the full history is fetched again).",
+    )
+    move_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description="Warn about one-day close moves above this fraction (0.5 = 50%) on days "
+        "with no split recorded.",
+    )
+    retries: int = Field(
+        3, ge=0, le=10, description="Retries of a transiently failing fetch (network, 5xx, 429)."
+    )
+    retry_delay: float = Field(
+        2.0,
+        ge=0,
+        le=300,
+        description="Seconds before the first retry; doubles with each retry, +/-50% jitter.",
+    )
+    on_corrupt: OnCorrupt = Field("reingest", description=ON_CORRUPT_HELP)
+    fail_on: FailOn = Field(
+        "all",
+        description="When the run ends Failed: all = every ticker failed; any = at least one "
+        "did; never = only the per-ticker report tells.",
+    )
+    data_dir: str = Field("data", description="Root of the data lake (lake/prices, lake/events).")
+    refresh: bool = Field(
+        False, description="Re-ingest offline sources even when their file is unchanged."
+    )
+
+    @field_validator("tickers")
+    @classmethod
+    def _tickers(cls, value: list[str]) -> list[str]:
+        symbols = [validate_ticker(t) for t in value]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"duplicate tickers in {symbols}")
+        return symbols
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestConfig:
+        if self.source == "csv" and not self.csv_dir:
+            raise ValueError("source 'csv' needs csv_dir (a CSV file or a folder of them)")
+        if self.source in ("yfinance", "sine") and not self.tickers:
+            raise ValueError(f"source {self.source!r} needs tickers")
+        if self.source != "yfinance" and (self.start or self.end or self.period):
+            raise ValueError(
+                f"start, end and period apply to source 'yfinance'; source {self.source!r} "
+                "is ingested whole (retrain applies its dates later)"
+            )
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        if self.period and self.start and self.end:
+            raise ValueError("give at most two of start, end and period")
+        return self
+
+    def options(self) -> dict:
+        """The fields `tasks.ingest.IngestOptions` takes (JSON-ready, part of the cache key)."""
+        return {
+            "overlap_days": self.overlap_days,
+            "move_threshold": self.move_threshold,
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "on_corrupt": self.on_corrupt,
+        }
+
+
+class PredictConfig(BaseModel):
+    """The `predict` flow's one parameter: which champions forecast, from which lake."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    tickers: list[str] = Field(
+        default_factory=lambda: ["AAPL"],
+        min_length=1,
+        max_length=500,
+        description="Tickers whose champion model forecasts the next horizon.",
+    )
+    data_dir: str = Field(
+        "data", description="Root of the data lake and the model registry (models/)."
+    )
+
+    @field_validator("tickers")
+    @classmethod
+    def _tickers(cls, value: list[str]) -> list[str]:
+        symbols = [validate_ticker(t) for t in value]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"duplicate tickers in {symbols}")
+        return symbols
+
+
+Baseline = Literal["naive", "drift", "mean", "moving_average", "ridge"]
+BacktestModel = Literal[ModelName, Baseline]
+Window = Literal["expanding", "sliding"]
+
+
+def _as_retrain(name: str, **changes):
+    """RetrainConfig's field (description, bounds, enum), optionally with a new default,
+    so the backtest trains networks with exactly the options retrain documents."""
+    import copy
+
+    field = copy.copy(RetrainConfig.model_fields[name])
+    for key, value in changes.items():
+        setattr(field, key, value)
+    return field
+
+
+class BacktestConfig(BaseModel):
+    """The `backtest` flow's one parameter: rolling-origin evaluation of several models."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    tickers: list[str] = _as_retrain("tickers")
+    source: Source = _as_retrain("source")
+    csv_dir: str | None = _as_retrain("csv_dir")
+    start: dt.date | None = _as_retrain("start")
+    end: dt.date | None = _as_retrain("end")
+    model: list[BacktestModel] = Field(
+        default_factory=lambda: ["stacked_lstm", *Baseline.__args__],  # type: ignore[attr-defined]
+        min_length=1,
+        description="Models evaluated on the same origins (repeat the option or list several): "
+        "any network of the family (stacked_lstm, lstm, bilstm, cnn_lstm, lstm_attention) and "
+        "the baselines naive (last close), drift (last close + the average daily change over "
+        "the training window), mean (of the training window), moving_average (of the last "
+        "ma_window closes), ridge (autoregression on the last ridge_lags log returns). naive "
+        "is always scored: it is the skill reference.",
+    )
+    target: Target = _as_retrain(
+        "target",
+        default="close",
+        description="close: the close at t+horizon; closes: each of the next horizon closes "
+        "(metrics per horizon step); mean_close: their mean; *_log_return: a network learns "
+        "the same as a log return. Always scored in prices.",
+    )
+    horizon: int = _as_retrain("horizon", default=1)
+    initial: int = Field(
+        504,
+        ge=2,
+        le=100_000,
+        description="Rows (trading days) of the first training window: the first origin is "
+        "day `initial` of the data.",
+    )
+    step: int = Field(5, ge=1, le=10_000, description="Trading days between two origins.")
+    window: Window = Field(
+        "expanding",
+        description="expanding: every origin trains on all days up to it; sliding: on its "
+        "last `initial` days only.",
+    )
+    refit_every: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Retrain each network every K origins (in between, the last fit "
+        "forecasts from each new origin); the baselines are refit at every origin.",
+    )
+    ma_window: int = Field(
+        20, ge=1, le=10_000, description="moving_average: closes averaged (trading days)."
+    )
+    ridge_lags: int = Field(
+        5, ge=1, le=250, description="ridge: daily log returns fed to the regression."
+    )
+    ridge_alpha: float = Field(
+        1.0,
+        gt=0,
+        le=1e9,
+        description="ridge: L2 penalty on the standardised coefficients (intercept free).",
+    )
+    max_lag: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Lag diagnostic: largest lag searched, in trading days (empty = "
+        "horizon + 5).",
+    )
+    features: list[Feature] = _as_retrain("features")
+    lookback: int = _as_retrain("lookback")
+    units: list[int] = _as_retrain("units")
+    dropout: float = _as_retrain("dropout")
+    recurrent_dropout: float = _as_retrain("recurrent_dropout")
+    l2: float = _as_retrain("l2")
+    learning_rate: float = _as_retrain("learning_rate")
+    clipvalue: float = _as_retrain("clipvalue")
+    epochs: int = _as_retrain("epochs", default=10)
+    batch_size: int = _as_retrain("batch_size")
+    patience: int = _as_retrain("patience", default=3)
+    reduce_lr_patience: int = _as_retrain("reduce_lr_patience")
+    reduce_lr_factor: float = _as_retrain("reduce_lr_factor")
+    val_fraction: float = _as_retrain(
+        "val_fraction",
+        description="Share of each network fit's training window used for validation "
+        "(early stopping and the conformal intervals).",
+    )
+    seed: int = _as_retrain("seed")
+    device: Device = _as_retrain("device")
+    mixed_precision: bool = _as_retrain("mixed_precision")
+    data_dir: str = _as_retrain("data_dir")
+    refresh: bool = _as_retrain("refresh")
+
+    @field_validator("tickers")
+    @classmethod
+    def _tickers(cls, value: list[str]) -> list[str]:
+        return RetrainConfig._tickers(value)
+
+    @field_validator("model", "features")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicates in {value}")
+        return value
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, value: list[int]) -> list[int]:
+        return RetrainConfig._units(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BacktestConfig:
+        if self.source == "csv" and not self.csv_dir:
+            raise ValueError("source 'csv' needs csv_dir (a folder of <TICKER>.csv files)")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        for name in self.model:
+            if name in ("stacked_lstm", "cnn_lstm") and len(self.units) < 2:
+                raise ValueError(f"model {name!r} needs at least two entries in units")
+        from tasks.backtest import check_initial
+
+        check_initial(
+            self.initial,
+            self.model,
+            horizon=self.horizon,
+            lookback=self.lookback,
+            val_fraction=self.val_fraction,
+            ridge_lags=self.ridge_lags,
+            ma_window=self.ma_window,
+        )
+        return self
+
+    def run_cfg(self) -> dict:
+        """The JSON-ready fields one ticker's backtest depends on (its cache-key slice)."""
+        skip = {"tickers", "source", "csv_dir", "data_dir", "refresh"}
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}

@@ -27,7 +27,7 @@ _BUILDERS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "return": lambda p: p["close"].pct_change(),
     "log_return": _log_return,
     "volatility": lambda p: _log_return(p).rolling(VOLATILITY_WINDOW).std(),
-    "day_of_week": lambda p: pd.to_datetime(p["date"]).dt.dayofweek.astype(float) / 4.0,
+    "day_of_week": lambda p: pd.to_datetime(p["date"]).dt.day_of_week.astype(float) / 4.0,
 }
 
 

@@ -31,18 +31,22 @@ def library_versions() -> dict[str, str | None]:
 
 
 def device_description() -> dict[str, str]:
-    """Which device trained the model and why (TensorFlow places ops on a GPU if it sees one)."""
-    import tensorflow as tf
+    """What TensorFlow sees here (the device training used is in `training.device`)."""
+    from tasks.device import describe_visible
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return {"device": "gpu", "reason": f"{len(gpus)} GPU(s) visible: {[g.name for g in gpus]}"}
-    return {"device": "cpu", "reason": "no GPU visible to TensorFlow"}
+    return describe_visible()
 
 
 def bundle_metadata(
-    ingested: dict, pre: dict, trained: dict, evaluated: dict, config: dict
+    ingested: dict,
+    pre: dict,
+    trained: dict,
+    evaluated: dict,
+    config: dict,
+    backtest: dict | None = None,
+    serving: dict | None = None,
 ) -> dict:
+    """Everything `models show`, the promotion gate and `predict` read about a version."""
     spec = json.loads(Path(pre["spec"]).read_text())
     history = json.loads(Path(trained["history"]).read_text())
     return {
@@ -63,6 +67,16 @@ def bundle_metadata(
         "training": {k: v for k, v in history.items() if k != "history"},
         "metrics": evaluated["metrics"],
         "verdict": evaluated["verdict"],
+        # test window, MASE scale, ridge alpha, share of up moves (directional reference)
+        "evaluation": evaluated.get("evaluation", {}),
+        # split-conformal: per level the nominal coverage, q per output, test coverage
+        "intervals": evaluated.get("intervals", {}),
+        "walk_forward": (
+            {k: backtest[k] for k in ("n_folds", "epochs_per_fold", "summary", "folds")}
+            if backtest
+            else None
+        ),
+        "serving": serving,
         "device": device_description(),
         "versions": library_versions(),
     }

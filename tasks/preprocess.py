@@ -87,20 +87,86 @@ def check_history(
     )
 
 
-def make_targets(close: np.ndarray, horizon: int, target: str) -> np.ndarray:
-    """Target per row t in prices, NaN where t+horizon runs past the data; shape (n, 1)."""
+TARGETS = (
+    "mean_close",
+    "close",
+    "closes",
+    "mean_close_log_return",
+    "close_log_return",
+    "closes_log_return",
+)
+"""mean_close: mean close of days t+1..t+h (the tutorial's); close: close at t+h;
+closes: the vector of closes t+1..t+h (multi-step). `*_log_return`: the same quantity as
+log(quantity / close at t), so the model learns a scale-free return and predictions
+are mapped back to prices with the anchor day's close."""
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; valid: {list(TARGETS)}")
+
+
+def is_log_return(target: str) -> bool:
+    _check_target(target)
+    return target.endswith("_log_return")
+
+
+def output_width(target: str, horizon: int) -> int:
+    """How many numbers the model predicts per window: h for the multi-step targets, else 1."""
+    _check_target(target)
+    return horizon if target.startswith("closes") else 1
+
+
+def target_prices(close: np.ndarray, horizon: int, target: str) -> np.ndarray:
+    """The target in prices per row t, NaN where t+horizon runs past the data; (n, width)."""
+    _check_target(target)
+    close = np.asarray(close, dtype=np.float64)
     n = len(close)
-    out = np.full((n, 1), np.nan)
+    out = np.full((n, output_width(target, horizon)), np.nan)
     if n > horizon:
-        if target == "mean_close":
+        m = n - horizon
+        if target.startswith("mean_close"):
             csum = np.concatenate([[0.0], np.cumsum(close)])
-            t = np.arange(n - horizon)
-            out[: n - horizon, 0] = (csum[t + horizon + 1] - csum[t + 1]) / horizon
-        elif target == "close":
-            out[: n - horizon, 0] = close[horizon:]
+            t = np.arange(m)
+            out[:m, 0] = (csum[t + horizon + 1] - csum[t + 1]) / horizon
+        elif target.startswith("closes"):
+            for k in range(horizon):
+                out[:m, k] = close[k + 1 : k + 1 + m]
         else:
-            raise ValueError(f"unknown target {target!r}; valid: ['close', 'mean_close']")
+            out[:m, 0] = close[horizon:]
     return out
+
+
+def make_targets(close: np.ndarray, horizon: int, target: str) -> np.ndarray:
+    """What the model learns per row t, before scaling: prices, or log returns vs close t."""
+    prices = target_prices(close, horizon, target)
+    if is_log_return(target):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.log(prices / np.asarray(close, dtype=np.float64)[:, None])
+    return prices
+
+
+def to_prices(
+    spec: Preprocessing, scaled_outputs: np.ndarray, last_close: np.ndarray | None = None
+) -> np.ndarray:
+    """Model outputs (scaled, any target) back to prices; shape (n, width).
+
+    `last_close` is the close of each window's anchor day, needed by the log-return
+    targets (price = last_close * exp(log return)).
+    """
+    scaled = np.asarray(scaled_outputs, dtype=np.float64)
+    values = spec.target_scaler.inverse(scaled.reshape(len(scaled), -1))
+    if not is_log_return(spec.target):
+        return values
+    if last_close is None:
+        raise ValueError(
+            f"target {spec.target!r} predicts log returns: mapping them to prices needs "
+            "the close of each window's anchor day (last_close)"
+        )
+    last = np.asarray(last_close, dtype=np.float64).reshape(-1, 1)
+    if len(last) != len(values):
+        raise ValueError(f"last_close has {len(last)} rows for {len(values)} predictions")
+    return last * np.exp(values)
 
 
 @dataclass
@@ -152,16 +218,21 @@ def preprocess(prices: pd.DataFrame, cfg: dict, who: str) -> tuple[Preprocessing
     )
     raw = frame[cfg["features"]].to_numpy(dtype=np.float64)
     close = frame["_close"].to_numpy(dtype=np.float64)
-    targets = make_targets(close, horizon, cfg["target"])
+    target = cfg["target"]
+    targets = make_targets(close, horizon, target)
     train = slice(0, splits.n_train)
     feature_scaler = MinMax.fit(raw[train])
-    target_scaler = MinMax.fit(close[train])
+    if is_log_return(target):
+        # rows whose target days all lie inside the training rows
+        target_scaler = MinMax.fit(targets[: splits.n_train - horizon])
+    else:
+        target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
     days = frame["date"].astype(str).tolist()
     spec = Preprocessing(
         features=list(cfg["features"]),
         lookback=lookback,
         horizon=horizon,
-        target=cfg["target"],
+        target=target,
         feature_scaler=feature_scaler,
         target_scaler=target_scaler,
         n_train=splits.n_train,
@@ -175,7 +246,7 @@ def preprocess(prices: pd.DataFrame, cfg: dict, who: str) -> tuple[Preprocessing
     arrays = {
         "x": feature_scaler.transform(raw).astype(np.float32),
         "y": target_scaler.transform(targets).astype(np.float32),
-        "y_price": targets,
+        "y_price": target_prices(close, horizon, target),
         "close": close,
         "dates": np.array(days, dtype="datetime64[D]"),
     }

@@ -1,4 +1,10 @@
-"""The lake's explicit price schema: one row per trading day, one partition per ticker."""
+"""The lake's explicit schemas: prices (one row per trading day) and corporate events.
+
+Adjustment choice, the same for every source: `open`, `high`, `low`, `close` are prices
+as traded but split-adjusted (what Yahoo's chart and CSV exports call Open..Close), and
+`adj_close` is additionally dividend-adjusted as of the fetch. Splits and dividends are
+stored beside the prices (`lake/events`) so a reader can rebuild any other adjustment.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,54 @@ def to_price_table(frame: pd.DataFrame) -> pa.Table:
     missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"price frame lacks columns {missing}")
-    out = frame[PRICE_COLUMNS].copy()
+    # Column by column from numpy: no round trip through `datetime.date` objects.
+    days = pd.to_datetime(frame["date"].reset_index(drop=True)).to_numpy()
+    arrays = [pa.array(days.astype("datetime64[D]"), type=pa.date32())]
+    for spec in list(PRICE_SCHEMA)[1:]:
+        try:
+            arrays.append(pa.array(frame[spec.name].to_numpy(), type=spec.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise ValueError(f"price column {spec.name}: {exc}") from exc
+    return pa.Table.from_arrays(arrays, schema=PRICE_SCHEMA)
+
+
+EVENT_COLUMNS = ["date", "kind", "value"]
+EVENT_KINDS = ("split", "dividend")
+
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+    ],
+    metadata={
+        "description": "Corporate events by exchange-local day: kind 'split' with the ratio "
+        "(4.0 for 4:1) or 'dividend' with the amount per share."
+    },
+)
+
+
+def empty_events() -> pd.DataFrame:
+    """An events frame with no rows but the right columns and dtypes."""
+    return pd.DataFrame(
+        {
+            "date": pd.Series(dtype="object"),
+            "kind": pd.Series(dtype="object"),
+            "value": pd.Series(dtype="float64"),
+        }
+    )
+
+
+def to_event_table(frame: pd.DataFrame) -> pa.Table:
+    """Cast an events frame to the lake schema; refuses unknown kinds by name."""
+    missing = [c for c in EVENT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"events frame lacks columns {missing}")
+    out = frame[EVENT_COLUMNS].copy()
+    unknown = sorted(set(out["kind"]) - set(EVENT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown event kinds {unknown}; valid: {list(EVENT_KINDS)}")
     out["date"] = pd.to_datetime(out["date"]).dt.date
-    return pa.Table.from_pandas(out, schema=PRICE_SCHEMA, preserve_index=False)
+    out["kind"] = out["kind"].astype(str)
+    out["value"] = out["value"].astype("float64")
+    return pa.Table.from_pandas(out, schema=EVENT_SCHEMA, preserve_index=False)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,10 @@ _CSV_FIELDS = {
     "volume": "volume",
 }
 _REQUIRED = ("date", "open", "high", "low", "close", "volume")
+# A day, optionally with the time and UTC offset of yfinance's exports (00:00:00-04:00).
+_DATE = re.compile(
+    r"(?P<day>\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
 
 
 class MalformedFileError(ValueError):
@@ -40,12 +45,19 @@ class MalformedFileError(ValueError):
 
 @dataclass
 class Loaded:
+    """A source's prices, how many all-null rows it dropped, and where each row came from."""
+
     prices: pd.DataFrame
     dropped_null_rows: int = 0
+    origin: Path | None = None
+    lines: dict[dt.date, int] = field(default_factory=dict)
 
-
-def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in PRICE_COLUMNS})
+    def where(self, day: dt.date | None) -> str:
+        """'<file>, line <n>' for a day's row when the rows came from a file, else ''."""
+        if self.origin is None:
+            return ""
+        line = self.lines.get(day) if day is not None else None
+        return f"{self.origin}, line {line}" if line else str(self.origin)
 
 
 def load_csv(path: str | Path) -> Loaded:
@@ -58,8 +70,12 @@ def load_csv(path: str | Path) -> Loaded:
         try:
             header = next(reader)
         except StopIteration:
-            raise MalformedFileError(f"{path}: empty file, expected a header line") from None
-        names = [_CSV_FIELDS.get(h.strip().lower()) for h in header]
+            raise MalformedFileError(f"{path}, line 1: empty file, expected a header") from None
+        # Case-insensitive; the web table's "Close*" / "Adj Close**" footnote marks too.
+        names = [_CSV_FIELDS.get(h.strip().rstrip("*").strip().lower()) for h in header]
+        duplicate = sorted({n for n in names if n and names.count(n) > 1})
+        if duplicate:
+            raise MalformedFileError(f"{path}, line 1: duplicate column(s) {duplicate}")
         missing = [f for f in _REQUIRED if f not in names]
         if missing:
             raise MalformedFileError(
@@ -67,6 +83,7 @@ def load_csv(path: str | Path) -> Loaded:
             )
         index = {name: i for i, name in enumerate(names) if name}
         rows: dict[str, list] = {c: [] for c in PRICE_COLUMNS}
+        lines: dict[dt.date, int] = {}
         dropped = 0
         for line_no, record in enumerate(reader, start=2):
             if not record or all(not cell.strip() for cell in record):
@@ -79,7 +96,18 @@ def load_csv(path: str | Path) -> Loaded:
             if all(values[f].lower() == "null" for f in values if f != "date"):
                 dropped += 1
                 continue
-            rows["date"].append(_parse_date(values["date"], path, line_no))
+            day = _parse_date(values["date"], path, line_no)
+            if day in lines:
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field date: {day} repeats line {lines[day]}"
+                )
+            if rows["date"] and day < rows["date"][-1]:
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field date: {day} comes after "
+                    f"{rows['date'][-1]} (line {lines[rows['date'][-1]]}); rows must be sorted"
+                )
+            lines[day] = line_no
+            rows["date"].append(day)
             for field in ("open", "high", "low", "close"):
                 rows[field].append(_parse_number(values[field], path, line_no, field))
             adj = values.get("adj_close")
@@ -92,13 +120,19 @@ def load_csv(path: str | Path) -> Loaded:
                     f"{path}, line {line_no}, field volume: {values['volume']!r} is not whole"
                 )
             rows["volume"].append(int(volume))
-    frame = pd.DataFrame(rows) if rows["date"] else _empty_frame()
-    return Loaded(frame, dropped)
+    if not rows["date"]:
+        what = f"all {dropped} data rows are null" if dropped else "no data rows"
+        raise MalformedFileError(f"{path}, line 2: {what}, expected at least one trading day")
+    return Loaded(pd.DataFrame(rows), dropped, origin=path, lines=lines)
 
 
 def _parse_date(text: str, path: Path, line_no: int) -> dt.date:
+    """YYYY-MM-DD, or the exchange-local timestamp yfinance's `to_csv()` writes."""
+    match = _DATE.fullmatch(text)
     try:
-        return dt.date.fromisoformat(text)
+        if match is None:
+            raise ValueError(text)
+        return dt.date.fromisoformat(match["day"])
     except ValueError:
         raise MalformedFileError(
             f"{path}, line {line_no}, field date: {text!r} is not a YYYY-MM-DD date"
@@ -118,18 +152,43 @@ def _parse_number(text: str, path: Path, line_no: int, field: str) -> float:
 
 
 def csv_path(csv_dir: str | Path, ticker: str) -> Path:
-    """Where a ticker's CSV lives; matches <TICKER>.csv case-insensitively."""
+    """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
+    itself when it is one file (that file then holds the ticker, whatever its name)."""
     ticker = validate_ticker(ticker)
     folder = Path(csv_dir)
+    if folder.is_file():
+        return folder
     if not folder.is_dir():
-        raise FileNotFoundError(f"csv_dir {folder} is not a folder")
+        raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
     exact = folder / f"{ticker}.csv"
     if exact.is_file():
         return exact
-    for candidate in folder.glob("*.csv"):
-        if candidate.stem.upper() == ticker:
+    for candidate in sorted(folder.iterdir()):
+        if candidate.suffix.lower() == ".csv" and candidate.stem.upper() == ticker:
             return candidate
     raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+
+
+def csv_tickers(csv_dir: str | Path) -> list[str]:
+    """The tickers a CSV import covers: the file's stem, or every `*.csv` stem in a folder.
+
+    Stems are returned as found (upper-cased, not validated): a file whose name is not
+    a ticker is reported as that ticker's failure instead of stopping the others.
+    """
+    path = Path(csv_dir)
+    if path.is_file():
+        return [path.stem.upper()]
+    if not path.is_dir():
+        raise FileNotFoundError(f"csv_dir {path} is not a folder or a CSV file")
+    stems = sorted({p.stem.upper() for p in path.iterdir() if p.suffix.lower() == ".csv"})
+    if not stems:
+        raise FileNotFoundError(f"csv_dir {path} holds no .csv files")
+    return stems
+
+
+def sample_tickers() -> list[str]:
+    """Tickers of the bundled offline sample."""
+    return sorted(p.stem for p in SAMPLE_DIR.glob("*.parquet"))
 
 
 def sample_path(ticker: str) -> Path:

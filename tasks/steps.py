@@ -15,10 +15,8 @@ import numpy as np
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
-from prefect.tasks import exponential_backoff
 
 from tasks.caching import content_cache_key, step_key
-from tasks.errors import TransientSourceError
 from tasks.hashing import file_sha256
 
 INGEST_MODULES = (
@@ -28,11 +26,21 @@ INGEST_MODULES = (
     "tasks.lake",
     "tasks.schema",
     "tasks.validate",
+    "tasks.tickers",
+    "tasks.errors",
 )
 PREPROCESS_MODULES = ("tasks.preprocess", "tasks.features")
 WINDOWS_MODULES = ("tasks.windows",)
-TRAIN_MODULES = ("tasks.train", "tasks.models", "tasks.windows")
-EVALUATE_MODULES = ("tasks.evaluate", "tasks.windows")
+TRAIN_MODULES = ("tasks.train", "tasks.models", "tasks.windows", "tasks.device")
+EVALUATE_MODULES = ("tasks.evaluate", "tasks.windows", "tasks.preprocess")
+BACKTEST_MODULES = (
+    "tasks.backtest",
+    "tasks.evaluate",
+    "tasks.preprocess",
+    "tasks.features",
+    "tasks.windows",
+    *TRAIN_MODULES,
+)
 
 
 def work_dir(data_dir: str, step: str, modules: tuple[str, ...], params: dict) -> Path:
@@ -44,26 +52,15 @@ def _outputs(*paths: Path) -> dict[str, str]:
     return {str(p): file_sha256(p) for p in paths}
 
 
-def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry network hiccups only; an unknown ticker will not appear by asking again."""
-    try:
-        state.result()
-    except TransientSourceError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
+# No Prefect-level retries: tasks.ingest retries transient fetch failures itself (backoff
+# and jitter from `options`, each retry logged here), per request rather than per ticker,
+# and the same way when its functions are called without Prefect. Permanent failures
+# (unknown ticker, malformed file) fail the task at once.
 @task(
     name="ingest",
     cache_key_fn=content_cache_key(
         "ingest", INGEST_MODULES, cacheable=lambda p: p.get("fingerprint") is not None
     ),
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_is_transient,
 )
 def ingest_step(
     ticker: str,
@@ -73,19 +70,36 @@ def ingest_step(
     start: str | None,
     end: str | None,
     fingerprint: str | None,
+    options: dict[str, Any] | None = None,
+    period: str | None = None,
 ) -> dict:
-    """Load the ticker from its source into the lake; `fingerprint` keys the cache."""
+    """Bring the ticker's lake partition up to date; `fingerprint` keys the cache.
+
+    `options` are `tasks.ingest.IngestOptions` fields (overlap, move threshold, retries).
+    """
     from tasks.ingest import ingest_ticker
 
-    result = ingest_ticker(ticker, source, data_dir, csv_dir=csv_dir, start=start, end=end)
     logger = get_run_logger()
-    logger.info(
-        "ingested %s from %s: %d rows %s..%s, %d null rows dropped",
+    result = ingest_ticker(
         ticker,
         source,
+        data_dir,
+        csv_dir=csv_dir,
+        start=start,
+        end=end,
+        period=period,
+        options=options,
+        log=logger.warning,
+    )
+    logger.info(
+        "ingested %s from %s (%s): %d rows %s..%s, %d added, %d null rows dropped",
+        ticker,
+        source,
+        result["mode"],
         result["rows"],
         result["first_day"],
         result["last_day"],
+        result["rows_added"],
         result["dropped_null_rows"],
     )
     for warning in result["warnings"]:
@@ -166,7 +180,15 @@ def train_step(pre: dict, win: dict, cfg: dict, data_dir: str) -> dict:
     params = {"pre": pre, "win": win, "cfg": cfg, "data_dir": data_dir}
     out = work_dir(data_dir, "train", TRAIN_MODULES, params)
     spec, arrays = load_preprocessed(pre["arrays"], pre["spec"])
-    summary = train_model(arrays, load_anchors(win), spec.lookback, cfg, out, get_run_logger())
+    summary = train_model(
+        arrays,
+        load_anchors(win),
+        spec.lookback,
+        cfg,
+        out,
+        get_run_logger(),
+        label=pre["ticker"],
+    )
     model_path, history_path = out / "model.keras", out / "history.json"
     return {
         "ticker": pre["ticker"],
@@ -178,107 +200,303 @@ def train_step(pre: dict, win: dict, cfg: dict, data_dir: str) -> dict:
     }
 
 
+@task(name="train-global", cache_key_fn=content_cache_key("train_global", TRAIN_MODULES))
+def train_global_step(pres: list[dict], wins: list[dict], cfg: dict, data_dir: str) -> dict:
+    """One network over every ticker's windows (mode=global); per ticker, the model file
+    its evaluation and bundle use, in the same shape `train_step` returns."""
+    import json
+
+    from tasks.preprocess import Preprocessing, load_preprocessed
+    from tasks.train import train_global
+
+    params = {"pres": pres, "wins": wins, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "train_global", TRAIN_MODULES, params)
+    specs = [Preprocessing.from_json(json.loads(Path(p["spec"]).read_text())) for p in pres]
+    tickers = [p["ticker"] for p in pres]
+
+    def load(i: int):
+        _, arrays = load_preprocessed(pres[i]["arrays"], pres[i]["spec"])
+        return arrays["x"], arrays["y"], load_anchors(wins[i])
+
+    summary = train_global(
+        tickers,
+        [s.n_train + s.n_val + s.n_test for s in specs],
+        load,
+        specs[0].lookback,
+        cfg,
+        out,
+        get_run_logger(),
+    )
+    history_path = out / "history.json"
+    per_ticker = {
+        ticker: {
+            "ticker": ticker,
+            "model": path,
+            "history": str(history_path),
+            "best_epoch": summary["best_epoch"],
+            "epochs_run": summary["epochs_run"],
+            "outputs": _outputs(Path(path), history_path),
+        }
+        for ticker, path in summary["models"].items()
+    }
+    files = {Path(t["model"]) for t in per_ticker.values()} | {history_path}
+    return {"tickers": per_ticker, "outputs": _outputs(*sorted(files))}
+
+
 @task(name="evaluate", cache_key_fn=content_cache_key("evaluate", EVALUATE_MODULES))
 def evaluate_step(pre: dict, win: dict, trained: dict, data_dir: str) -> dict:
-    """Price-unit metrics of model and baselines on the test windows, plus the plots."""
+    """Price-unit metrics of the model and every baseline on the test windows, conformal
+    intervals from the validation windows, and the plots."""
     import keras
 
-    from tasks.atomic import atomic_path, write_json
-    from tasks.evaluate import evaluate, plot_forecast, plot_loss, verdict
+    from tasks.evaluate import evaluate, evaluation_summary, write_evaluation
     from tasks.preprocess import load_preprocessed
     from tasks.train import load_history
 
     params = {"pre": pre, "win": win, "trained": trained, "data_dir": data_dir}
     out = work_dir(data_dir, "evaluate", EVALUATE_MODULES, params)
-    out.mkdir(parents=True, exist_ok=True)
     spec, arrays = load_preprocessed(pre["arrays"], pre["spec"])
     model = keras.models.load_model(trained["model"], safe_mode=True, compile=False)
-    results, table = evaluate(model, spec, arrays, load_anchors(win)["test"])
+    ev = evaluate(model, spec, arrays, load_anchors(win))
     ticker = pre["ticker"]
-    predictions = out / "predictions.parquet"
-    with atomic_path(predictions) as tmp:
-        table.to_parquet(tmp, index=False)
-    metrics_path = out / "metrics.json"
-    write_json(metrics_path, {"metrics": results, "verdict": verdict(results)})
-    loss_png, forecast_png = out / "loss.png", out / "forecast.png"
-    plot_loss(load_history(trained["history"])["history"], loss_png, f"{ticker}: training loss")
-    plot_forecast(table, forecast_png, f"{ticker}: test-split forecast vs actual")
+    paths = write_evaluation(out, ev, load_history(trained["history"])["history"], ticker)
+    summary = evaluation_summary(ev)
+    coverage = ", ".join(
+        f"{k}% -> {v['coverage_test']:.0%}"
+        for k, v in summary["intervals"].items()
+        if v.get("coverage_test") is not None
+    )
     get_run_logger().info(
-        "%s test RMSE model %.4f, naive %.4f. %s",
+        "%s test RMSE model %.4f, naive %.4f; interval coverage %s. %s",
         ticker,
-        results["model"]["rmse"],
-        results["naive"]["rmse"],
-        verdict(results),
+        summary["metrics"]["model"]["rmse"],
+        summary["metrics"]["naive"]["rmse"],
+        coverage or "n/a",
+        summary["verdict"],
     )
     return {
         "ticker": ticker,
-        "metrics": results,
-        "verdict": verdict(results),
-        "predictions": str(predictions),
-        "loss_png": str(loss_png),
-        "forecast_png": str(forecast_png),
-        "outputs": _outputs(predictions, metrics_path, loss_png, forecast_png),
+        **summary,
+        **{name: str(path) for name, path in paths.items()},
+        "outputs": _outputs(*paths.values()),
+    }
+
+
+@task(name="backtest", cache_key_fn=content_cache_key("backtest", BACKTEST_MODULES))
+def backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
+    """Walk-forward: refit preprocessing and the network on K expanding folds."""
+    from tasks import lake
+    from tasks.backtest import summary_lines, walk_forward, write_backtest
+    from tasks.config import PREPROCESS_FIELDS, TRAIN_FIELDS
+
+    params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "backtest", BACKTEST_MODULES, params)
+    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    ticker = ingested["ticker"]
+    result = walk_forward(
+        prices,
+        {k: cfg[k] for k in PREPROCESS_FIELDS},
+        {k: cfg[k] for k in TRAIN_FIELDS if k in cfg},
+        int(cfg["walk_forward_folds"]),
+        int(cfg["walk_forward_epochs"]),
+        out,
+        get_run_logger(),
+        who=f"ticker {ticker}",
+    )
+    paths = write_backtest(out, result, ticker)
+    get_run_logger().info("%s\n%s", ticker, "\n".join(summary_lines(result)))
+    return {
+        "ticker": ticker,
+        "n_folds": result["n_folds"],
+        "epochs_per_fold": result["epochs_per_fold"],
+        "summary": result["summary"],
+        "folds": [{k: v for k, v in f.items() if k != "training"} for f in result["folds"]],
+        **{name: str(path) for name, path in paths.items()},
+        "outputs": _outputs(*paths.values()),
+    }
+
+
+@task(
+    name="rolling-backtest",
+    cache_key_fn=content_cache_key("rolling_backtest", BACKTEST_MODULES),
+)
+def rolling_backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
+    """`tickercast backtest` for one ticker: every model on the same rolling origins."""
+    from tasks import lake
+    from tasks.backtest import format_table, rolling_backtest, write_rolling
+
+    params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "rolling_backtest", BACKTEST_MODULES, params)
+    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    ticker = ingested["ticker"]
+    result = rolling_backtest(prices, cfg, out, get_run_logger(), who=f"ticker {ticker}")
+    paths = write_rolling(out, result, ticker)
+    get_run_logger().info("%s backtest\n%s", ticker, format_table(result["metrics"]))
+    return {
+        "ticker": ticker,
+        **{k: v for k, v in result.items() if k != "table"},
+        **{name: str(path) for name, path in paths.items()},
+        "outputs": _outputs(*paths.values()),
     }
 
 
 @task(name="export")
 def export_step(
-    ingested: dict, pre: dict, trained: dict, evaluated: dict, config: dict, data_dir: str
+    ingested: dict,
+    pre: dict,
+    trained: dict,
+    evaluated: dict,
+    config: dict,
+    data_dir: str,
+    backtested: dict | None = None,
 ) -> dict:
-    """Write the next bundle version and publish the run's artifacts (never cached)."""
-    from tasks.export import write_bundle
+    """Write the next bundle version (Keras model, TF SavedModel, plots, manifest) and
+    publish the run's artifacts (never cached)."""
+    import json
+
+    from tasks.export import build_bundle
     from tasks.metadata import bundle_metadata
+    from tasks.preprocess import Preprocessing
 
     ticker = ingested["ticker"]
-    metadata = bundle_metadata(ingested, pre, trained, evaluated, config)
-    bundle = write_bundle(
+    spec = Preprocessing.from_json(json.loads(Path(pre["spec"]).read_text()))
+    files = {
+        "model.keras": Path(trained["model"]),
+        "preprocessing.json": Path(pre["spec"]),
+        "history.json": Path(trained["history"]),
+        "predictions.parquet": Path(evaluated["predictions"]),
+        "loss.png": Path(evaluated["loss_png"]),
+        "forecast.png": Path(evaluated["forecast_png"]),
+        "residuals.png": Path(evaluated["residuals_png"]),
+    }
+    if backtested:
+        files["backtest.json"] = Path(backtested["backtest_json"])
+        files["backtest_predictions.parquet"] = Path(backtested["predictions"])
+        files["folds.png"] = Path(backtested["folds_png"])
+    metadata = bundle_metadata(ingested, pre, trained, evaluated, config, backtested)
+    bundle = build_bundle(data_dir, ticker, files, metadata, Path(trained["model"]), spec)
+    _publish(ticker, bundle, evaluated, metadata, backtested)
+    return {
+        "ticker": ticker,
+        "bundle": str(bundle),
+        "version": int(bundle.name),
+        "metrics": evaluated["metrics"],
+        "verdict": evaluated["verdict"],
+    }
+
+
+@task(name="promote")
+def promote_step(exported: dict, cfg: dict, data_dir: str) -> dict:
+    """The champion gate: promote the new version only if it beats the champion."""
+    from tasks.registry import challenge
+
+    ticker = exported["ticker"]
+    event = challenge(
         data_dir,
         ticker,
-        {
-            "model.keras": Path(trained["model"]),
-            "preprocessing.json": Path(pre["spec"]),
-            "history.json": Path(trained["history"]),
-            "predictions.parquet": Path(evaluated["predictions"]),
-            "loss.png": Path(evaluated["loss_png"]),
-            "forecast.png": Path(evaluated["forecast_png"]),
-        },
-        metadata,
+        exported["version"],
+        metric=cfg["promotion_metric"],
+        require_beat_naive=cfg["require_beat_naive"],
     )
-    _publish(ticker, bundle, evaluated, metadata)
-    return {"ticker": ticker, "bundle": str(bundle), "metrics": evaluated["metrics"]}
-
-
-def _publish(ticker: str, bundle: Path, evaluated: dict, metadata: dict) -> None:
+    verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
+    get_run_logger().info("%s v%s %s: %s", ticker, event["version"], verb, event["reason"])
     slug = "".join(c if c.isalnum() else "-" for c in ticker.lower())
-    rows = [
-        {"forecaster": name, **{k: round(v, 6) for k, v in values.items()}}
-        for name, values in evaluated["metrics"].items()
-    ]
-    create_table_artifact(
-        rows, key=f"metrics-{slug}", description=f"{ticker}: test-split metrics in price units"
-    )
-    m = evaluated["metrics"]
     create_markdown_artifact(
         "\n".join(
             [
-                f"# Retrain {ticker}",
+                f"# Champion gate {ticker}",
                 "",
-                f"- bundle: `{bundle}`",
-                f"- data: {metadata['data']['first_day']} .. {metadata['data']['last_day']} "
-                f"({metadata['data']['rows']} rows, sha256 `{metadata['data']['sha256'][:12]}`)",
-                f"- best epoch {metadata['training']['best_epoch']} of "
-                f"{metadata['training']['epochs_run']}",
-                "",
-                "| forecaster | RMSE | MAE | MAPE % |",
-                "|---|---|---|---|",
-                *(
-                    f"| {name} | {v['rmse']:.4f} | {v['mae']:.4f} | {v['mape']:.2f} |"
-                    for name, v in m.items()
-                ),
-                "",
-                f"**{evaluated['verdict']}**",
+                f"- version v{event['version']}: **{verb}**",
+                f"- champion before: {event['champion_before']}, after: "
+                f"{event['champion_after']}",
+                f"- metric: {event['metric']} (lower wins), require beat naive: "
+                f"{event['require_beat_naive']}",
+                f"- reason: {event['reason']}",
             ]
         ),
-        key=f"report-{slug}",
-        description=f"{ticker}: retrain report",
+        key=f"promotion-{slug}",
+        description=f"{ticker}: registry decision",
+    )
+    return event
+
+
+@task(name="forecast")
+def forecast_step(ticker: str, data_dir: str) -> list[dict]:
+    """The champion's next-horizon forecast from the latest lake rows, with intervals."""
+    from tasks import lake
+    from tasks.predict import forecast_next
+    from tasks.registry import load_champion
+
+    bundle = load_champion(data_dir, ticker)
+    rows = forecast_next(bundle, lake.read_partition(data_dir, ticker), ticker)
+    for row in rows:
+        get_run_logger().info(
+            "%s v%s as of %s: %s over %d days = %.4f (80%%: %s..%s)",
+            ticker,
+            row["version"],
+            row["as_of"],
+            row["target"],
+            row["horizon"],
+            row["forecast"],
+            row.get("lo_80"),
+            row.get("hi_80"),
+        )
+    return rows
+
+
+def _publish(
+    ticker: str, bundle: Path, evaluated: dict, metadata: dict, backtested: dict | None
+) -> None:
+    """Metrics table, markdown report and a link to the bundle, keyed per ticker."""
+    from prefect.artifacts import create_link_artifact
+
+    from tasks.evaluate import markdown_table, report_rows
+
+    slug = "".join(c if c.isalnum() else "-" for c in ticker.lower())
+    create_table_artifact(
+        report_rows(evaluated["metrics"]),
+        key=f"metrics-{slug}",
+        description=f"{ticker}: test-split metrics in price units, model and baselines",
+    )
+    window = evaluated["evaluation"]["window"]
+    intervals = [
+        f"| {k}% | {v['coverage_test']:.1%} |"
+        if v.get("coverage_test") is not None
+        else f"| {k}% | n/a (too few validation windows) |"
+        for k, v in evaluated["intervals"].items()
+    ]
+    lines = [
+        f"# Retrain {ticker}",
+        "",
+        f"- bundle: `{bundle}`",
+        f"- data: {metadata['data']['first_day']} .. {metadata['data']['last_day']} "
+        f"({metadata['data']['rows']} rows, sha256 `{metadata['data']['sha256'][:12]}`)",
+        f"- best epoch {metadata['training'].get('best_epoch')} of "
+        f"{metadata['training'].get('epochs_run')}",
+        f"- test: {window['windows']} windows, targets {window['first_target']} .. "
+        f"{window['last_target']}; actual moved up in "
+        f"{evaluated['evaluation']['up_share']:.0f}% of them",
+        "",
+        f"**{evaluated['verdict']}**",
+        "",
+        *markdown_table(evaluated["metrics"]),
+        "",
+        "Split-conformal intervals (calibrated on validation residuals):",
+        "",
+        "| nominal | test coverage |",
+        "|---|---|",
+        *intervals,
+    ]
+    if backtested:
+        from tasks.backtest import summary_lines
+
+        lines += ["", *summary_lines(backtested)]
+    create_markdown_artifact(
+        "\n".join(lines), key=f"report-{slug}", description=f"{ticker}: retrain report"
+    )
+    create_link_artifact(
+        bundle.resolve().as_uri(),
+        link_text=f"{ticker} bundle v{bundle.name}",
+        key=f"bundle-{slug}",
+        description=f"{ticker}: model bundle folder",
     )

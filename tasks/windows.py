@@ -40,6 +40,72 @@ def gather_windows(x: np.ndarray, anchors: np.ndarray, lookback: int) -> np.ndar
     return x[anchors[:, None] + offsets]
 
 
+ALIGN = 128  # bytes; TensorFlow can only alias host memory aligned to its (<= 128) boundary
+
+
+def aligned_empty(shape: tuple[int, ...] | int, dtype) -> np.ndarray:
+    """An uninitialised array whose buffer TensorFlow can use without copying (`as_tensor`)."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = (-raw.ctypes.data) % ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def as_tensor(array: np.ndarray, dtype):
+    """A tf.Tensor over `array`: zero-copy through DLPack when the array is aligned,
+    C-contiguous and already of `dtype` (then the array must not change while the tensor
+    is in use); otherwise a copy."""
+    import tensorflow as tf
+
+    array = np.asarray(array)
+    if (
+        array.size
+        and array.dtype == np.dtype(dtype)
+        and array.flags.c_contiguous
+        and array.ctypes.data % ALIGN == 0
+    ):
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except (BufferError, TypeError, ValueError):  # read-only arrays cannot be exported
+            pass
+    return tf.convert_to_tensor(np.ascontiguousarray(array, dtype=dtype))
+
+
+def index_dtype(n_rows: int):
+    """int32 row indices (half the memory of int64) whenever the rows allow it."""
+    return np.int32 if n_rows < 2**31 - 1 else np.int64
+
+
+def concat_anchors(
+    per_ticker: list[dict[str, np.ndarray]], n_rows: list[int]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Global mode: every ticker's rows stacked in one array, windows as global row indices.
+
+    Returns anchors per split (ticker's row offset + its own anchors, in aligned arrays of
+    the smallest index type) and each ticker's first row (`offsets`). A window never
+    crosses tickers because each ticker's anchors start at lookback - 1 within its rows;
+    a window's ticker is found from its anchor by binary search over `offsets`.
+    """
+    offsets = np.concatenate([[0], np.cumsum(n_rows)[:-1]]).astype(np.int64)
+    kind = index_dtype(int(sum(n_rows)))
+    anchors = {}
+    for split in SPLITS:
+        parts = [np.asarray(a[split]) for a in per_ticker]
+        out = aligned_empty(sum(len(p) for p in parts), kind)
+        at = 0
+        for part, off in zip(parts, offsets, strict=True):
+            out[at : at + len(part)] = part + off
+            at += len(part)
+        anchors[split] = out
+    return anchors, offsets
+
+
+def n_batches(n_windows: int, batch_size: int) -> int:
+    return -(-n_windows // batch_size)
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -48,35 +114,67 @@ def make_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    *,
+    ticker_offsets: np.ndarray | None = None,
+    epochs: int = 1,
+    first_epoch: int = 0,
 ):
-    """A tf.data pipeline of (window, target) batches gathered from `x` by anchor index."""
+    """A tf.data pipeline of (window, target) batches gathered from `x` by anchor index.
+
+    With `shuffle`, the stream holds epochs `first_epoch..epochs-1` back to back, each a
+    permutation of the anchors seeded by (seed, epoch): one index per window instead of a
+    shuffle buffer of tensors, and a run resumed at epoch k sees exactly the batches an
+    uninterrupted run would (fit it with steps_per_epoch = n_batches). With
+    `ticker_offsets` (global mode with an embedding: each ticker's first row) inputs are
+    {"window", "ticker"}. Aligned arrays (`aligned_empty`) are used without a copy.
+    """
     import tensorflow as tf
 
-    features = tf.constant(x, dtype=tf.float32)
-    targets = tf.constant(y, dtype=tf.float32)
-    offsets = tf.range(-lookback + 1, 1, dtype=tf.int64)
-    index = tf.constant(np.asarray(anchors, dtype=np.int64))
-    n_windows = len(anchors)
+    kind = index_dtype(len(x))
+    tf_kind = tf.int32 if kind == np.int32 else tf.int64
+    features = as_tensor(x, np.float32)
+    targets = as_tensor(y, np.float32)
+    offsets = tf.range(-lookback + 1, 1, dtype=tf_kind)
+    index = as_tensor(anchors, kind)
+    n = len(anchors)
+    starts = None if ticker_offsets is None else tf.constant(np.asarray(ticker_offsets, kind))
+
+    def batches_of(order):
+        # slices of one index tensor: no per-element dataset copy of the anchors
+        def take(i):
+            i = tf.cast(i, tf_kind)
+            return order[i * batch_size : tf.minimum((i + 1) * batch_size, n)]
+
+        return tf.data.Dataset.range(n_batches(n, batch_size)).map(take)
+
     if shuffle:
-        # A fresh permutation per epoch (Dataset.random re-draws on each iteration), one
-        # int64 per window; tf.data's shuffle buffer would hold a tensor per window instead.
-        seed_pair = tf.constant(int(seed), tf.int64)
+        base_seed = tf.constant(int(seed), tf.int64)
 
-        def permuted(epoch_seed):
+        def permuted(epoch):
             order = tf.random.experimental.stateless_shuffle(
-                index, seed=tf.stack([epoch_seed, seed_pair])
+                index, seed=tf.stack([base_seed, epoch])
             )
-            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+            return batches_of(order)
 
-        seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
-        n_batches = -(-n_windows // batch_size)
-        ds = seeds.take(1).flat_map(permuted)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+        ds = tf.data.Dataset.range(int(first_epoch), int(epochs)).flat_map(permuted)
+        total = max(int(epochs) - int(first_epoch), 0) * n_batches(n, batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     else:
-        ds = tf.data.Dataset.from_tensor_slices(index).batch(batch_size)
+        ds = batches_of(index)
 
     def gather(batch):
-        return tf.gather(features, batch[:, None] + offsets), tf.gather(targets, batch)
+        windows = tf.gather(features, batch[:, None] + offsets)
+        if starts is None:
+            return windows, tf.gather(targets, batch)
+        ticker = tf.searchsorted(starts[None, :], batch[None, :], side="right")[0] - 1
+        inputs = {"window": windows, "ticker": tf.cast(ticker, tf.int32)}
+        return inputs, tf.gather(targets, batch)
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    # tf.data's default graph rewrites serialise the pipeline, copying every captured
+    # tensor (the whole feature array) on each new iterator; parallelism and prefetch are
+    # set explicitly above, so the rewrites buy nothing here.
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return ds.with_options(options)

@@ -3,6 +3,7 @@
 `fetch_history()` returns daily bars in the lake's columns (`tasks.schema.PRICE_COLUMNS`)
 plus the split and dividend events Yahoo reports, and raises `TransientSourceError` or
 `PermanentSourceError` (see `tasks.errors`) so callers know whether a retry can help.
+Yahoo's all-`null` bars (a day it lists without any prices) are dropped and counted.
 
 yfinance is imported inside the functions: it pulls in pandas extensions, curl_cffi
 and peewee, and importing this module must stay cheap for flows that never go online.
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from tasks.errors import PermanentSourceError, SourceError, TransientSourceError
-from tasks.schema import PRICE_COLUMNS
+from tasks.schema import EVENT_COLUMNS, PRICE_COLUMNS
 from tasks.tickers import validate_ticker
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "fetch_history",
 ]
 
-EVENT_COLUMNS = ["date", "kind", "value"]
 _CHART_PATH = "/v8/finance/chart/"
 # Besides 5xx: auth/crumb trouble (a retry gets a fresh cookie), timeouts, throttling.
 _TRANSIENT_STATUSES = frozenset({401, 403, 408, 425, 429})
@@ -56,6 +56,10 @@ _URL_QUERY = re.compile(r"(https?://[^\s?]+)\?\S*")
 _PERIOD = re.compile(r"[1-9][0-9]*(?:d|wk|mo|y)|ytd|max")
 # Chart-answer statuses seen during the current fetch_history() call (None outside one).
 _CHART_STATUSES: ContextVar[list[int] | None] = ContextVar("yahoo_chart_statuses", default=None)
+# Noted instead of a 2xx status when the answer's body is not JSON (a connection cut
+# mid-answer): yfinance hides that failure in its timezone lookup and falls back to an
+# endpoint whose 404 reads like "unknown ticker", yet retrying is what helps.
+_CUT_SHORT = -1
 
 
 @dataclass
@@ -64,6 +68,7 @@ class YahooHistory:
 
     prices: pd.DataFrame
     events: pd.DataFrame
+    dropped_null_rows: int = 0
 
 
 def fetch_history(
@@ -77,9 +82,10 @@ def fetch_history(
 
     Prices are as traded (split-adjusted, not dividend-adjusted) with Yahoo's `adj_close`;
     `date` is the exchange-local trading day. With neither dates nor `period` the whole
-    history is fetched (`period="max"`). `period` (e.g. "1y") may be combined with one of
-    `start`/`end`, as in yfinance. `session` is a `requests` or `curl_cffi` Session
-    (tests pass an offline replay one); None uses `default_session()`.
+    history is fetched (`period="max"`), and so is everything up to a lone `end`.
+    `period` (e.g. "1y") may be combined with one of `start`/`end`, as in yfinance.
+    `session` is a `requests` or `curl_cffi` Session (tests pass an offline replay one);
+    None uses `default_session()`.
 
     Raises `InvalidTickerError` before any request for a malformed symbol, `ValueError`
     for inconsistent arguments, `TransientSourceError` when retrying later may help and
@@ -94,8 +100,8 @@ def fetch_history(
             raise ValueError("give at most two of start, end and period")
         if start > end:
             raise ValueError(f"start {start} is after end {end}")
-    if start is None and end is None and period is None:
-        period = "max"
+    if start is None and period is None:
+        period = "max"  # yfinance would read a lone `end` as the month before it
     window: dict[str, Any] = {"start": start}
     if end is not None:
         window["end"] = end + dt.timedelta(days=1)  # yfinance's end is exclusive
@@ -123,6 +129,7 @@ def fetch_history(
                 auto_adjust=False,
                 back_adjust=False,
                 repair=False,
+                keepna=True,  # null bars reach _prices(), which drops and counts them
                 raise_errors=True,
             )
     except Exception as exc:
@@ -134,11 +141,12 @@ def fetch_history(
     finally:
         _CHART_STATUSES.reset(token)
 
-    prices = _prices(frame)
+    prices, dropped = _prices(frame)
     if prices.empty:
         span = _span(start, end, period)
-        raise PermanentSourceError(f"ticker {symbol}: Yahoo returned no price rows{span}")
-    return YahooHistory(prices=prices, events=_events(frame))
+        nulls = f" ({dropped} all-null bars)" if dropped else ""
+        raise PermanentSourceError(f"ticker {symbol}: Yahoo returned no price rows{span}{nulls}")
+    return YahooHistory(prices=prices, events=_events(frame), dropped_null_rows=dropped)
 
 
 def clear_response_memo() -> None:
@@ -236,7 +244,13 @@ def _note_response(response: Any, *args: Any, **kwargs: Any) -> None:
     """Response hook: remember the status of each chart answer for the running call."""
     statuses = _CHART_STATUSES.get()
     if statuses is not None and _CHART_PATH in urlsplit(str(response.url)).path:
-        statuses.append(int(response.status_code))
+        status = int(response.status_code)
+        if 200 <= status < 300:
+            try:
+                json.loads(response.content)
+            except (ValueError, TypeError):
+                status = _CUT_SHORT
+        statuses.append(status)
 
 
 def _classify(
@@ -265,6 +279,8 @@ def _classify(
     detail = _URL_QUERY.sub(r"\1", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, YFRateLimitError):
         return transient("rate limited, HTTP 429")
+    if chart_status == _CUT_SHORT:
+        return transient(f"the chart API's answer was cut short or not JSON; {detail}")
     if chart_status is not None and _is_transient_status(chart_status):
         return transient(f"HTTP {chart_status} from the chart API; {detail}")
     response = getattr(exc, "response", None)
@@ -302,10 +318,20 @@ def _is_transient_status(status: int) -> bool:
     return status >= 500 or status in _TRANSIENT_STATUSES
 
 
-def _prices(frame: pd.DataFrame) -> pd.DataFrame:
-    """yfinance's frame in the lake's columns, one row per trading day, sorted."""
-    bars = frame.dropna(subset=["Open", "High", "Low", "Close"], how="all")
-    # yfinance adds all-NaN price rows for events outside the bars; they are not days.
+def _prices(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """yfinance's frame in the lake's columns, one row per trading day, sorted; and how
+    many of Yahoo's all-null bars were dropped.
+
+    A row without any price is either a bar Yahoo sent as all `null` (dropped, counted)
+    or a row yfinance added to carry a split or dividend on a day without a bar (dropped,
+    not counted: it never was a trading day). A partly null bar stays and is refused by
+    validation, naming the day.
+    """
+    no_prices = frame[["Open", "High", "Low", "Close"]].isna().all(axis=1)
+    event_columns = [c for c in ("Dividends", "Stock Splits") if c in frame.columns]
+    has_event = (frame[event_columns].fillna(0) != 0).any(axis=1)  # False without columns
+    dropped = int((no_prices & ~has_event).sum())
+    bars = frame[~no_prices]
     prices = pd.DataFrame(
         {
             "date": [stamp.date() for stamp in bars.index],
@@ -319,7 +345,7 @@ def _prices(frame: pd.DataFrame) -> pd.DataFrame:
         columns=PRICE_COLUMNS,
     )
     prices = prices.sort_values("date", kind="stable").drop_duplicates("date", keep="first")
-    return prices.reset_index(drop=True)
+    return prices.reset_index(drop=True), dropped
 
 
 def _events(frame: pd.DataFrame) -> pd.DataFrame:

@@ -104,3 +104,12 @@ def test_failure_in_a_real_process_exits_nonzero_without_traceback(tmp_path):
     assert errors == [
         f"tickercast retrain: error: FileNotFoundError: ticker AAPL: no AAPL.csv in {tmp_path}"
     ]
+
+
+def test_cache_show_and_clear(tmp_path, capsys):
+    (tmp_path / "work/train/k").mkdir(parents=True)
+    (tmp_path / "work/train/k/model.keras").write_bytes(b"x" * 2_000_000)
+    assert main(["cache", "show", "--data-dir", str(tmp_path)]) == 0
+    assert "work: holds 1 files, 2.0 MB" in capsys.readouterr().out
+    assert main(["cache", "clear", "--data-dir", str(tmp_path)]) == 0
+    assert not (tmp_path / "work").exists()

@@ -14,6 +14,8 @@ def test_defaults_reproduce_the_tutorial():
     assert (c.lookback, c.horizon, c.target) == (60, 5, "mean_close")
     assert (c.model, c.units, c.clipvalue, c.patience) == ("stacked_lstm", [64, 32], 1.0, 10)
     assert (c.val_fraction, c.test_fraction) == (0.15, 0.15)
+    assert (c.mode, c.device, c.ticker_embedding) == ("per_ticker", "auto", 0)
+    assert (c.dropout, c.recurrent_dropout, c.l2, c.mixed_precision) == (0, 0, 0, False)
 
 
 @pytest.mark.parametrize("symbol", ["AAPL", "BRK-B", "^GSPC", "EURUSD=X", "brk.b", "ES=F"])
@@ -39,6 +41,13 @@ def test_unsafe_tickers_refused(symbol):
         ({"source": "csv"}, "csv_dir"),
         ({"start": dt.date(2020, 1, 2), "end": dt.date(2020, 1, 1)}, "after end"),
         ({"model": "stacked_lstm", "units": [8]}, "two entries"),
+        ({"model": "cnn_lstm", "units": [8]}, "two entries"),
+        ({"target": "returns"}, "'closes_log_return'"),
+        ({"mode": "federated"}, "'global'"),
+        ({"ticker_embedding": 4}, "needs mode 'global'"),
+        ({"device": "tpu"}, "'gpu'"),
+        ({"dropout": 0.95}, "dropout"),
+        ({"reduce_lr_factor": 1.0}, "reduce_lr_factor"),
         ({"nonsense": 1}, "nonsense"),
     ],
 )

@@ -1,11 +1,14 @@
 """The served deployment's schedule and the parameter form the Prefect UI renders."""
 
-from deployments.serve import RETRAIN_CRON, TIMEZONE, build_deployments
+from deployments.serve import INGEST_CRON, RETRAIN_CRON, TIMEZONE, build_deployments
 from tasks.config import RetrainConfig
 
 
 def test_retrain_served_on_weekday_evenings_new_york():
-    (deployment,) = build_deployments()
+    deployment, ingest = build_deployments()
+    (ingest_schedule,) = ingest.schedules
+    assert ingest.name == "nightly-ingest" and ingest_schedule.schedule.timezone == TIMEZONE
+    assert ingest_schedule.schedule.cron == INGEST_CRON
     assert deployment.name == "nightly-retrain"
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == RETRAIN_CRON and schedule.schedule.timezone == TIMEZONE
@@ -25,4 +28,40 @@ def test_parameter_schema_is_a_usable_form():
     assert all(f.get("description") for f in fields.values())
     assert fields["lookback"]["minimum"] == 1 and fields["lookback"]["maximum"] == 1000
     assert fields["source"]["enum"] == ["sample", "csv", "yfinance", "sine"]
-    assert fields["model"]["enum"] == ["stacked_lstm", "lstm"]
+    assert fields["model"]["enum"] == [
+        "stacked_lstm",
+        "lstm",
+        "bilstm",
+        "cnn_lstm",
+        "lstm_attention",
+    ]
+    assert fields["mode"]["enum"] == ["per_ticker", "global"]
+    assert fields["device"]["enum"] == ["auto", "cpu", "gpu"]
+    assert fields["dropout"]["maximum"] == 0.9
+    assert fields["reduce_lr_factor"]["exclusiveMaximum"] == 1
+
+
+def test_scheduled_flow_retries_as_a_whole():
+    from flows.retrain import nightly_retrain, retrain
+
+    assert nightly_retrain.name == retrain.name == "retrain"
+    assert nightly_retrain.retries == 2 and retrain.retries in (None, 0)
+
+
+def test_prefect_yaml_matches_the_served_deployments():
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    from deployments.serve import ROOT
+
+    recipe = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in recipe["deployments"]}
+    retrain = by_name["nightly-retrain"]
+    assert retrain["schedules"] == [{"cron": RETRAIN_CRON, "timezone": TIMEZONE}]
+    assert retrain["work_pool"]["name"] == "tickercast-process"
+    assert retrain["concurrency_limit"] == 1
+    assert by_name["nightly-ingest"]["schedules"] == [{"cron": INGEST_CRON, "timezone": TIMEZONE}]
+    for deployment in recipe["deployments"]:
+        path, _, name = deployment["entrypoint"].partition(":")
+        flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")
+        assert flow.name == deployment["entrypoint"].split(":")[1].replace("nightly_", "")

@@ -1,24 +1,76 @@
+"""Metrics against hand-computed values, baselines on series whose answer is known,
+split-conformal coverage on synthetic data, and the plain verdict."""
+
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from tasks.evaluate import (
+    calibrate,
+    check_targets,
+    conformal_quantile,
+    conformal_scores,
+    coverage,
+    directional_accuracy,
+    drift_paths,
+    evaluate_forecasts,
+    interval,
     mae,
     mape,
+    mase,
     metrics,
     moving_average_forecast,
     naive_forecast,
+    naive_scale,
     rmse,
+    score_all,
+    skill,
+    smape,
+    target_weights,
     verdict,
 )
+from tasks.preprocess import preprocess
+from tasks.windows import split_anchors
 
 
 def test_metrics_by_hand():
     actual = np.array([100.0, 200.0, 50.0])
     predicted = np.array([110.0, 190.0, 50.0])
-    assert rmse(actual, predicted) == pytest.approx(np.sqrt(200 / 3))
+    last = np.array([105.0, 195.0, 55.0])
+    assert rmse(actual, predicted) == pytest.approx(math.sqrt(200 / 3))
     assert mae(actual, predicted) == pytest.approx(20 / 3)
     assert mape(actual, predicted) == pytest.approx((10 + 5 + 0) / 3)
-    assert metrics(actual, actual) == {"rmse": 0.0, "mae": 0.0, "mape": 0.0}
+    assert smape(actual, predicted) == pytest.approx((20 / 210 + 20 / 390 + 0) / 3 * 100)
+    # in-sample one-step naive MAE of [1, 3, 2, 6]: (2 + 1 + 4) / 3
+    assert naive_scale([1.0, 3.0, 2.0, 6.0]) == pytest.approx(7 / 3)
+    assert mase(actual, predicted, 7 / 3) == pytest.approx((20 / 3) / (7 / 3))
+    # predicted changes +5 -5 -5, actual changes -5 +5 -5: only the last agrees
+    assert directional_accuracy(actual, predicted, last) == pytest.approx(100 / 3)
+    assert skill(1.0, 4.0) == pytest.approx(0.75) and skill(4.0, 4.0) == 0.0
+    assert skill(6.0, 4.0) == pytest.approx(-0.5)
+    m = metrics(actual, predicted, last_close=last, scale=7 / 3)
+    assert set(m) == {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy"}
+    assert metrics(actual, actual) == {"rmse": 0.0, "mae": 0.0, "mape": 0.0, "smape": 0.0}
+
+
+def test_smape_zero_over_zero_counts_as_zero_and_shapes_must_match():
+    assert smape([0.0, 100.0], [0.0, 100.0]) == 0.0
+    assert smape([100.0], [300.0]) == pytest.approx(100.0)  # 2*200 / 400
+    with pytest.raises(ValueError, match="actual has 2 values, predicted 3"):
+        rmse([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_skill_is_reported_against_naive_for_every_forecaster():
+    actual = np.array([[10.0], [12.0]])
+    forecasts = {"naive": np.array([[8.0], [10.0]]), "model": np.array([[9.0], [11.0]])}
+    out = score_all(actual, forecasts, last_close=np.array([8.0, 10.0]), scale=2.0)
+    assert out["naive"]["skill"] == 0.0
+    assert out["model"]["skill"] == pytest.approx(0.5)  # RMSE 1 vs 2
+    assert out["model"]["mase"] == pytest.approx(0.5) and out["naive"]["mase"] == 1.0
+    assert out["model"]["directional_accuracy"] == 100.0
+    assert out["naive"]["directional_accuracy"] == 0.0  # "no change" calls no direction
 
 
 def test_baselines_on_a_known_series():
@@ -28,10 +80,154 @@ def test_baselines_on_a_known_series():
     np.testing.assert_allclose(moving_average_forecast(close, anchors, 3), [2.0, 3.0, 5.0])
     # a window longer than the history averages what there is
     np.testing.assert_allclose(moving_average_forecast(close, np.array([1]), 5), [1.5])
+    # textbook drift: last + step * (last - first) / (t - 0)
+    np.testing.assert_allclose(drift_paths(close, np.array([2]), 2), [[4.0, 5.0]])
+    series = np.array([10.0, 10.0, 13.0, 16.0])
+    np.testing.assert_allclose(drift_paths(series, np.array([3]), 1), [[18.0]])  # (16-10)/3
+    np.testing.assert_allclose(drift_paths(series, np.array([3]), 1, window=2), [[19.0]])
+
+
+def test_target_weights_cover_every_price_target():
+    np.testing.assert_allclose(target_weights("mean_close", 4, 1), [[0.25] * 4])
+    np.testing.assert_allclose(target_weights("close", 3, 1), [[0, 0, 1]])
+    np.testing.assert_allclose(target_weights("closes", 3, 3), np.eye(3))
+    np.testing.assert_allclose(target_weights("mean_close_log_return", 2, 1), [[0.5, 0.5]])
+    close = np.arange(10.0)
+    arrays = {"close": close, "y_price": np.full((10, 1), 99.0)}
+    with pytest.raises(ValueError, match="target_weights"):
+        check_targets(arrays, np.arange(3), target_weights("close", 2, 1))
+
+
+def linear_prices(n: int, slope: float = 2.0, start: float = 10.0) -> pd.DataFrame:
+    dates = pd.bdate_range("2010-01-04", periods=n)
+    close = start + slope * np.arange(n)
+    return pd.DataFrame(
+        {
+            "date": dates.date,
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "adj_close": close,
+            "volume": np.full(n, 1000, dtype=np.int64),
+        }
+    )
+
+
+def prepared(prices: pd.DataFrame, target: str = "mean_close", horizon: int = 5):
+    cfg = {
+        "start": None,
+        "end": None,
+        "features": ["close", "volume"],
+        "lookback": 20,
+        "horizon": horizon,
+        "target": target,
+        "val_fraction": 0.15,
+        "test_fraction": 0.15,
+    }
+    spec, arrays = preprocess(prices, cfg, who="synthetic")
+    n = spec.n_train + spec.n_val + spec.n_test
+    return spec, arrays, split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+
+
+def test_every_baseline_on_a_straight_line():
+    """close = 10 + 2t, target = mean of the next 5 closes = close_t + 6. Known answers:
+    drift and ridge are exact, naive is 6 low, MA(5) 10 low, MA(20) 25 low."""
+    spec, arrays, anchors = prepared(linear_prices(400))
+    ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a])
+    m = ev["metrics"]
+    assert m["model"]["rmse"] == pytest.approx(0, abs=1e-9) and m["model"]["skill"] == 1.0
+    assert m["drift"]["rmse"] == pytest.approx(0, abs=1e-9)
+    assert m["naive"]["rmse"] == pytest.approx(6) and m["naive"]["mae"] == pytest.approx(6)
+    assert m["moving_average"]["mae"] == pytest.approx(10)
+    assert m["moving_average_20"]["mae"] == pytest.approx(25)
+    assert m["ridge"]["rmse"] < 0.05 * m["naive"]["rmse"]
+    assert m["naive"]["mase"] == pytest.approx(3.0)  # 6 / in-sample naive MAE of 2
+    assert m["drift"]["directional_accuracy"] == 100.0
+    assert m["naive"]["directional_accuracy"] == 0.0
+    assert m["moving_average"]["skill"] == pytest.approx(1 - 10 / 6)
+    table = ev["table"]
+    assert len(table) == len(anchors["test"]) == ev["window"]["windows"]
+    np.testing.assert_allclose(table["naive"], table["last_close"])
+    assert (pd.to_datetime(table["target_date"]) > pd.to_datetime(table["anchor_date"])).all()
+    assert ev["window"]["first_target"] > ev["window"]["first_anchor"]
+    assert ev["up_share"] == 100.0
+
+
+def test_vector_target_scores_every_step():
+    spec, arrays, anchors = prepared(linear_prices(300), target="closes", horizon=3)
+    ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a])
+    assert ev["metrics"]["drift"]["rmse"] == pytest.approx(0, abs=1e-9)
+    # naive misses by 2, 4, 6 over the three steps
+    assert ev["metrics"]["naive"]["mae"] == pytest.approx(4.0)
+    assert {"model_2", "model_3", "actual_3"} <= set(ev["table"].columns)
+    assert len(ev["intervals"]["80"]["q"]) == 3
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    scores = np.arange(1.0, 10.0)  # 9 scores
+    assert conformal_quantile(scores, 0.8) == 8.0  # ceil(10 * 0.8) = 8th smallest
+    assert conformal_quantile(scores, 0.5) == 5.0
+    assert conformal_quantile(scores, 0.95) == math.inf  # needs 10 > 9 scores
+    np.testing.assert_allclose(conformal_scores([110.0, 90.0], [100.0, 100.0]), [0.1, 0.1])
+    lo, hi = interval(np.array([100.0]), 0.1)
+    assert (lo[0], hi[0]) == pytest.approx((90.0, 110.0))
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_conformal_coverage_on_synthetic_data(level):
+    rng = np.random.default_rng(7)
+    n_cal, n_test = 2000, 20000
+    forecast = rng.uniform(50, 150, n_cal + n_test)
+    actual = forecast * (1 + rng.standard_t(4, n_cal + n_test) * 0.02)  # heavy tails
+    cal = calibrate(actual[:n_cal, None], forecast[:n_cal, None], levels=(level,))
+    q = cal[str(int(level * 100))]["q"][0]
+    lo, hi = interval(forecast[n_cal:], q)
+    assert coverage(actual[n_cal:], lo, hi) == pytest.approx(level, abs=0.015)
+
+
+def test_conformal_coverage_through_evaluate():
+    """A noisy forecaster on a noisy series: test coverage lands near nominal."""
+    rng = np.random.default_rng(3)
+    n = 8000
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    prices = linear_prices(n)
+    for col in ("open", "high", "low", "close", "adj_close"):
+        prices[col] = close
+    spec, arrays, anchors = prepared(prices)
+    noise = np.exp(rng.normal(0, 0.02, len(close)))
+    ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a] * noise[a, None])
+    for key, level in (("80", 0.8), ("95", 0.95)):
+        got = ev["intervals"][key]
+        assert got["nominal"] == level and got["n_calibration"] == len(anchors["val"])
+        assert got["coverage_test"] == pytest.approx(level, abs=0.05)
+    assert (ev["table"]["lo_95"] <= ev["table"]["lo_80"]).all()
+    assert (ev["table"]["hi_80"] <= ev["table"]["hi_95"]).all()
 
 
 def test_verdict_is_plain_about_losing_to_naive():
-    win = {"model": {"rmse": 1.0}, "naive": {"rmse": 2.0}}
-    lose = {"model": {"rmse": 3.0}, "naive": {"rmse": 2.0}}
+    win = {"model": {"rmse": 1.0}, "naive": {"rmse": 2.0}, "ridge": {"rmse": 0.5}}
+    lose = {"model": {"rmse": 3.0}, "naive": {"rmse": 2.0}, "drift": {"rmse": 4.0}}
     assert "beats the naive" in verdict(win) and "+50.0%" in verdict(win)
+    assert "lower RMSE than the model: ridge" in verdict(win)
     assert "does NOT beat the naive" in verdict(lose)
+    assert "drift" not in verdict(lose)
+
+
+def test_plots_are_headless_pngs(tmp_path):
+    import matplotlib
+
+    from tasks.evaluate import plot_folds, write_evaluation
+
+    spec, arrays, anchors = prepared(linear_prices(300))
+    ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a] * 1.01)
+    paths = write_evaluation(tmp_path, ev, {"loss": [1.0, 0.5], "val_loss": [1.2, 0.7]}, "SYN")
+    folds = [
+        {"fold": i, "test_first_target": "2020-01-01", "metrics": ev["metrics"]} for i in (1, 2)
+    ]
+    plot_folds(folds, tmp_path / "folds.png", "folds")
+    for path in [*paths.values(), tmp_path / "folds.png"]:
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert matplotlib.get_backend().lower() == "agg"
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind

@@ -58,3 +58,116 @@ def test_damaged_bundle_refused_naming_the_file(tmp_path, damage):
         match = "manifest.json is missing"
     with pytest.raises(BundleError, match=match):
         verify_bundle(bundle)
+
+
+def test_manifest_covers_folders_and_refuses_unsafe_or_unlisted_paths(tmp_path):
+    files = make_files(tmp_path)
+    folder = tmp_path / "src" / "saved_model" / "variables"
+    folder.mkdir(parents=True)
+    (folder / "variables.index").write_bytes(b"index")
+    (tmp_path / "src" / "saved_model" / "saved_model.pb").write_bytes(b"pb")
+    bundle = write_bundle(tmp_path, "AAPL", {**files, "saved_model": folder.parent}, {})
+    manifest = verify_bundle(bundle)
+    assert {"saved_model/saved_model.pb", "saved_model/variables/variables.index"} <= set(manifest)
+    (bundle / "saved_model/variables/variables.index").write_bytes(b"evil")
+    with pytest.raises(BundleError, match="variables.index does not match its checksum"):
+        verify_bundle(bundle)
+    (bundle / "saved_model/variables/variables.index").write_bytes(b"index")
+    (bundle / "saved_model/variables/extra.data").write_bytes(b"smuggled")
+    with pytest.raises(BundleError, match="extra.data is not in the manifest"):
+        verify_bundle(bundle)
+    (bundle / "saved_model/variables/extra.data").unlink()
+    verify_bundle(bundle)
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["files"]["../../outside"] = "0" * 64
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="unsafe path"):
+        verify_bundle(bundle)
+
+
+@pytest.fixture(scope="module")
+def real_bundle():
+    from tests.tiny_models import store
+
+    return store() / "models/MSFT/versions/1"
+
+
+def test_real_bundle_contents(real_bundle):
+    names = set(verify_bundle(real_bundle))
+    assert {
+        "model.keras",
+        "preprocessing.json",
+        "metadata.json",
+        "history.json",
+        "predictions.parquet",
+        "loss.png",
+        "forecast.png",
+        "residuals.png",
+        "serving.json",
+        "saved_model/saved_model.pb",
+    } <= names
+    assert any(n.startswith("saved_model/variables/") for n in names)
+    meta = json.loads((real_bundle / "metadata.json").read_text())
+    assert {"model", "naive", "drift", "moving_average", "moving_average_20", "ridge"} == set(
+        meta["metrics"]
+    )
+    assert set(meta["intervals"]) == {"80", "95"}
+    assert meta["serving"]["signature"] == "serving_default"
+
+
+def test_saved_model_serving_signature_as_documented(real_bundle):
+    """TF Serving's view: feed serving.json's input, scaled as documented, and get the
+    bundle's own evaluation predictions back after the documented inverse scaling."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from tasks import lake
+    from tasks.features import build_features
+
+    serving = json.loads((real_bundle / "serving.json").read_text())
+    pre = json.loads((real_bundle / "preprocessing.json").read_text())
+    assert (serving["tag"], serving["signature"]) == ("serve", "serving_default")
+    ((input_name, spec),) = serving["inputs"].items()
+    assert spec == {"dtype": "float32", "shape": [None, pre["lookback"], len(pre["features"])]}
+    (output_name,) = serving["outputs"]
+
+    loaded = tf.saved_model.load(str(real_bundle / serving["path"]))
+    signature = loaded.signatures[serving["signature"]]
+    table = pd.read_parquet(real_bundle / "predictions.parquet").head(5)
+    prices = lake.read_partition(real_bundle.parents[3], "MSFT")
+    frame = build_features(prices, pre["features"])
+    raw = frame[pre["features"]].to_numpy(dtype=np.float64)
+    lo, hi = np.array(pre["feature_scaler"]["min"]), np.array(pre["feature_scaler"]["max"])
+    dates = pd.to_datetime(frame["date"])
+    windows = []
+    for day in table["anchor_date"]:
+        end = int(np.flatnonzero(dates == pd.Timestamp(day))[0])
+        windows.append((raw[end - pre["lookback"] + 1 : end + 1] - lo) / (hi - lo))
+    out = signature(**{input_name: tf.constant(np.array(windows, dtype=np.float32))})
+    scaled = out[output_name].numpy()[:, 0]
+    t_lo, t_hi = pre["target_scaler"]["min"][0], pre["target_scaler"]["max"][0]
+    np.testing.assert_allclose(scaled * (t_hi - t_lo) + t_lo, table["model"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", ["model", "saved_model", "delete"])
+def test_damaged_real_bundle_refused_on_load(real_bundle, tmp_path, damage):
+    import shutil
+
+    from tasks.export import load_bundle
+
+    bundle = tmp_path / "7"
+    shutil.copytree(real_bundle, bundle)
+    assert load_bundle(bundle).spec.lookback == 20
+    if damage == "model":
+        with (bundle / "model.keras").open("ab") as handle:
+            handle.write(b"\0")
+        match = "model.keras does not match"
+    elif damage == "saved_model":
+        (bundle / "saved_model/saved_model.pb").write_bytes(b"")
+        match = "saved_model.pb does not match"
+    else:
+        (bundle / "serving.json").unlink()
+        match = "serving.json is missing"
+    with pytest.raises(BundleError, match=match):
+        load_bundle(bundle)

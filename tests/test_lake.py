@@ -95,3 +95,38 @@ def test_corrupt_partition_named(tmp_path):
     path.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(lake.CorruptPartitionError, match="ticker=AAPL/part-0.parquet"):
         lake.read_partition(tmp_path, "AAPL")
+
+
+def test_events_have_an_explicit_schema(tmp_path):
+    from tasks.schema import EVENT_SCHEMA
+
+    events = pd.DataFrame(
+        {"date": [dt.date(2020, 8, 31), dt.date(2020, 11, 6)], "kind": ["split", "dividend"]}
+    ).assign(value=[4.0, 0.205])
+    path = lake.write_events(tmp_path, "AAPL", events)
+    assert pa.parquet.read_schema(path).remove_metadata().equals(EVENT_SCHEMA.remove_metadata())
+    assert lake.read_events(tmp_path, "AAPL").to_dict("records")[0] == {
+        "date": dt.date(2020, 8, 31),
+        "kind": "split",
+        "value": 4.0,
+    }
+    with pytest.raises(ValueError, match=r"unknown event kinds \['bonus'\]"):
+        lake.write_events(tmp_path, "AAPL", events.assign(kind="bonus"))
+    assert lake.read_events(tmp_path, "MSFT") is None
+
+
+def test_symbols_with_hive_characters_are_percent_encoded(tmp_path):
+    assert lake.partition_dir(tmp_path, "EURUSD=X").name == "ticker=EURUSD%3DX"
+    assert lake.partition_dir(tmp_path, "^GSPC").name == "ticker=%5EGSPC"
+    assert lake.partition_dir(tmp_path, "BRK-B").name == "ticker=BRK-B"
+    lake.write_partition(tmp_path, "EURUSD=X", frame([2, 3]))
+    assert lake.read_dataset(tmp_path).column("ticker").to_pylist() == ["EURUSD=X"] * 2
+
+
+def test_covered_from_note_and_days(tmp_path):
+    lake.write_partition(tmp_path, "AAPL", frame([2, 3]), covered_from="2019-06-01")
+    assert lake.read_covered_from(tmp_path, "AAPL") == "2019-06-01"
+    assert [str(d) for d in lake.read_days(tmp_path, "AAPL")] == ["2020-01-02", "2020-01-03"]
+    lake.write_partition(tmp_path, "AAPL", frame([2]))
+    assert lake.read_covered_from(tmp_path, "AAPL") is None
+    assert lake.read_days(tmp_path, "MSFT") is None

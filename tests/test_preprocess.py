@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from tasks.features import build_features
-from tasks.preprocess import InsufficientHistoryError, make_targets, preprocess
+from tasks.preprocess import (
+    TARGETS,
+    InsufficientHistoryError,
+    make_targets,
+    output_width,
+    preprocess,
+    target_prices,
+    to_prices,
+)
 from tasks.windows import split_anchors
 
 CFG = {
@@ -114,3 +122,54 @@ def test_date_filter_is_inclusive():
     spec, arrays = preprocess(prices(400), cfg, "T")
     assert str(arrays["dates"][0]) == "2018-02-01" and spec.last_day == "2018-12-31"
     assert dt.date.fromisoformat(spec.first_day) >= dt.date(2018, 2, 1)
+
+
+def test_multi_step_and_log_return_targets_by_hand():
+    close = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    np.testing.assert_allclose(target_prices(close, 2, "closes")[:3], [[2, 4], [4, 8], [8, 16]])
+    assert np.isnan(target_prices(close, 2, "closes")[3:]).all()
+    np.testing.assert_allclose(make_targets(close, 2, "close_log_return")[:3, 0], np.log(4.0))
+    np.testing.assert_allclose(make_targets(close, 2, "mean_close_log_return")[:3, 0], np.log(3.0))
+    np.testing.assert_allclose(
+        make_targets(close, 2, "closes_log_return")[:3], np.log([[2.0, 4.0]] * 3)
+    )
+    assert output_width("closes", 7) == 7 and output_width("close_log_return", 7) == 1
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_target_maps_back_to_prices(target):
+    """The model-space target of every test window, mapped back, is the price target."""
+    cfg = dict(CFG, target=target)
+    spec, arrays = preprocess(prices(), cfg, "T")
+    n = spec.n_train + spec.n_val + spec.n_test
+    test = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)["test"]
+    assert arrays["y"].shape == (n, output_width(target, spec.horizon))
+    got = to_prices(spec, arrays["y"][test], arrays["close"][test])
+    np.testing.assert_allclose(got, arrays["y_price"][test], rtol=1e-5)
+    # and the price target is what its name says
+    close, h = arrays["close"], spec.horizon
+    t = test[0]
+    expected = {
+        "mean_close": [close[t + 1 : t + h + 1].mean()],
+        "close": [close[t + h]],
+        "closes": close[t + 1 : t + h + 1],
+    }[target.removesuffix("_log_return")]
+    np.testing.assert_allclose(arrays["y_price"][t], expected)
+
+
+def test_log_return_targets_need_the_last_close_and_scale_on_train_only():
+    spec, arrays = preprocess(prices(), dict(CFG, target="close_log_return"), "T")
+    with pytest.raises(ValueError, match="last_close"):
+        to_prices(spec, arrays["y"][:3])
+    train_targets = make_targets(arrays["close"], 5, "close_log_return")[: spec.n_train - 5]
+    assert spec.target_scaler.min == [train_targets.min()]
+    assert spec.target_scaler.max == [train_targets.max()]
+
+
+def test_config_feature_names_match_the_builders():
+    from tasks.config import FEATURES
+    from tasks.features import _BUILDERS
+
+    assert set(FEATURES) == set(_BUILDERS)
+    frame = build_features(prices(60), list(FEATURES))
+    assert list(frame.columns[1:-1]) == list(FEATURES) and not frame.isna().any().any()

@@ -7,7 +7,14 @@ import numpy as np
 
 from tasks.preprocess import preprocess
 from tasks.sources import sine_prices
-from tasks.windows import gather_windows, make_dataset, split_anchors
+from tasks.windows import (
+    aligned_empty,
+    as_tensor,
+    concat_anchors,
+    gather_windows,
+    make_dataset,
+    split_anchors,
+)
 
 
 def tutorial_create_dataset(dataset, look_back=1):
@@ -93,3 +100,66 @@ def test_shuffle_is_seeded():
     b = np.concatenate([b[1].numpy() for b in make_dataset(x, y, anchors, 10, 16, True, 7)])
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a[:, 0], y[anchors, 0])
+
+
+def test_resumed_stream_is_the_tail_of_the_uninterrupted_one():
+    x = np.arange(300, dtype=np.float32).reshape(-1, 1)
+    anchors = np.arange(9, 290)
+    full = [b[1].numpy() for b in make_dataset(x, x, anchors, 10, 32, True, 5, epochs=4)]
+    tail = [
+        b[1].numpy() for b in make_dataset(x, x, anchors, 10, 32, True, 5, epochs=4, first_epoch=2)
+    ]
+    per_epoch = len(full) // 4
+    assert len(tail) == 2 * per_epoch
+    for a, b in zip(full[2 * per_epoch :], tail, strict=True):
+        np.testing.assert_array_equal(a, b)
+    epochs = [
+        np.sort(np.concatenate(full[i * per_epoch : (i + 1) * per_epoch])[:, 0]) for i in range(4)
+    ]
+    for e in epochs:  # every epoch is a permutation of all windows
+        np.testing.assert_array_equal(e, anchors.astype(np.float32))
+    assert not np.array_equal(
+        np.concatenate(full[:per_epoch]), np.concatenate(full[per_epoch : 2 * per_epoch])
+    )
+
+
+def test_global_windows_stay_inside_their_ticker():
+    lookback, horizon = 5, 2
+    n_rows = [40, 25, 60]
+    per_ticker = [split_anchors(n, int(n * 0.7), int(n * 0.15), lookback, horizon) for n in n_rows]
+    anchors, offsets = concat_anchors(per_ticker, n_rows)
+    # rows hold (ticker, own row number) so every gathered window can be checked
+    x = np.concatenate(
+        [np.stack([np.full(n, t), np.arange(n)], axis=1) for t, n in enumerate(n_rows)]
+    ).astype(np.float32)
+    y = x[:, :1].copy()
+    assert offsets.tolist() == [0, 40, 65]
+    assert len(anchors["train"]) == sum(len(a["train"]) for a in per_ticker)
+    ds = make_dataset(x, y, anchors["train"], lookback, 16, True, 1, ticker_offsets=offsets)
+    seen = 0
+    for inputs, target in ds:
+        windows, ids = inputs["window"].numpy(), inputs["ticker"].numpy()
+        assert (windows[:, :, 0] == ids[:, None]).all()  # one ticker per window
+        assert (np.diff(windows[:, :, 1], axis=1) == 1).all()  # consecutive own rows
+        assert (windows[:, 0, 1] >= 0).all()
+        np.testing.assert_array_equal(target.numpy()[:, 0], ids)
+        seen += len(ids)
+    assert seen == len(anchors["train"])
+
+
+def test_aligned_arrays_are_read_in_place_others_copied():
+    aligned = aligned_empty((1000, 3), np.float32)
+    aligned[:] = 1
+    tensor = as_tensor(aligned, np.float32)
+    aligned[0, 0] = 5
+    assert float(tensor[0, 0]) == 5  # same memory: no copy of the data
+    shifted = aligned_empty(3001, np.float32)[1:].reshape(1000, 3)
+    shifted[:] = 1
+    copy = as_tensor(shifted, np.float32)
+    shifted[0, 0] = 5
+    assert float(copy[0, 0]) == 1
+    frozen = aligned_empty((10, 2), np.float32)
+    frozen[:] = 2
+    frozen.flags.writeable = False
+    assert float(as_tensor(frozen, np.float32)[3, 1]) == 2
+    assert as_tensor(np.arange(4), np.int32).dtype.name == "int32"

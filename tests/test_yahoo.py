@@ -129,6 +129,15 @@ def test_start_and_end_are_both_inclusive() -> None:
     assert list(history.events.columns) == EVENT_COLUMNS
 
 
+def test_a_lone_end_fetches_everything_up_to_it() -> None:
+    # yfinance alone would read `end` without `start` as the month before it
+    history = fetch_history("AAPL", end=dt.date(2020, 10, 15), session=replay_session())
+
+    assert history.prices["date"].iloc[0] == SPLIT_DAY
+    assert history.prices["date"].iloc[-1] == dt.date(2020, 10, 15)
+    assert history.events["kind"].tolist() == ["split"]
+
+
 def test_single_day_window_and_event_on_its_end_day() -> None:
     one = fetch_history("AAPL", start=DIVIDEND_DAY, end=DIVIDEND_DAY, session=replay_session())
 

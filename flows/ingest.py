@@ -1,0 +1,129 @@
+"""The ingest flow: bring each ticker's lake partition up to date, one task per ticker.
+
+Run it by hand with `tickercast ingest --help` (or `python -m flows.ingest --help`), or
+on a schedule. The retrain flow runs the same `ingest_step` task for its tickers.
+
+One bad ticker never stops the others: every ticker gets a task run, the run publishes
+a table artifact (`ingest-report`: ticker, status, rows added, first and last day, rows
+dropped, warnings) and returns the same rows. `fail_on` decides the final state:
+Failed when every ticker failed (`all`, the default), when any did (`any`), or never.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.logging import get_run_logger
+from prefect.states import Failed
+
+from tasks.config import IngestConfig
+from tasks.ingest import report_row, source_fingerprint, verdict
+from tasks.sources import csv_tickers, sample_tickers
+from tasks.steps import ingest_step
+
+REPORT_KEY = "ingest-report"
+
+
+def resolve_tickers(config: IngestConfig) -> list[str]:
+    """The configured tickers, or every CSV in csv_dir / every bundled sample ticker."""
+    if config.tickers:
+        return list(config.tickers)
+    if config.source == "csv":
+        return csv_tickers(config.csv_dir or ".")
+    if config.source == "sample":
+        return sample_tickers()
+    raise ValueError(f"source {config.source!r} needs tickers")
+
+
+def preflight(config: IngestConfig) -> list[str]:
+    """Refuse a run that cannot start (no such csv_dir); returns the tickers it covers."""
+    return resolve_tickers(config)
+
+
+def _fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
+    """The cache key's content hash, or None (not cached) when the input is not there:
+    the task then fails for this ticker alone, naming what is missing."""
+    try:
+        return source_fingerprint(source, ticker, csv_dir)
+    except (OSError, ValueError):
+        return None
+
+
+def _table(rows: list[dict]) -> list[dict]:
+    """Report rows as the artifact shows them (warnings as text)."""
+    return [
+        {
+            "ticker": r["ticker"],
+            "status": r["status"],
+            "rows_added": r["rows_added"],
+            "first_day": r["first_day"] or "",
+            "last_day": r["last_day"] or "",
+            "rows_dropped": r["rows_dropped"],
+            "warnings": "; ".join(r["warnings"]),
+            "mode": r["mode"] or "",
+            "error": r["error"] or "",
+        }
+        for r in rows
+    ]
+
+
+@flow(name="ingest", log_prints=True, persist_result=False)
+def ingest(config: IngestConfig = IngestConfig()) -> dict:
+    """Ingest every ticker into the lake; returns {"tickers": report rows, "results": ...}."""
+    tickers = preflight(config)
+    data_dir = str(Path(config.data_dir).resolve())
+    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
+    step = ingest_step.with_options(
+        persist_result=True,
+        result_storage=Path(data_dir) / "results",
+        result_serializer="json",
+        refresh_cache=config.refresh,
+    )
+    start = config.start.isoformat() if config.start else None
+    end = config.end.isoformat() if config.end else None
+    rows, results = [], {}
+    for ticker in tickers:
+        state = step(
+            ticker,
+            config.source,
+            data_dir,
+            csv_dir,
+            start,
+            end,
+            _fingerprint(config.source, ticker, csv_dir),
+            options=config.options(),
+            period=config.period,
+            return_state=True,
+        )
+        if state.is_completed():
+            result = state.result()
+            results[result["ticker"]] = result
+            rows.append(report_row(ticker, result, cached=state.name == "Cached"))
+        else:
+            rows.append(report_row(ticker, error=state.result(raise_on_failure=False)))
+
+    ok = sum(r["status"] in ("ok", "cached") for r in rows)
+    create_table_artifact(
+        _table(rows),
+        key=REPORT_KEY,
+        description=f"ingest from {config.source}: {ok} of {len(rows)} ticker(s) ingested",
+    )
+    logger = get_run_logger()
+    for row in rows:
+        if row["status"] == "failed":
+            logger.error("%s: %s", row["ticker"], row["error"])
+        elif row["status"] == "skipped":  # on_corrupt=skip: by choice, not a failure
+            logger.warning("%s: %s", row["ticker"], row["error"])
+    summary = {"tickers": rows, "results": results}
+    why = verdict(rows, config.fail_on)
+    if why is not None:
+        return Failed(message=f"{why} (fail_on={config.fail_on})", data=summary)
+    return summary
+
+
+if __name__ == "__main__":
+    from tasks.cli import main
+
+    raise SystemExit(main(["ingest", *__import__("sys").argv[1:]]))

@@ -1,0 +1,111 @@
+"""`tickercast backtest` and the `backtest` flow end to end (Prefect test server): files,
+printed table and artifacts; a tiny network (1 epoch, one fit) next to the baselines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.config import BacktestConfig
+from tests.tiny_models import TICKER
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def artifacts_of(state) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found if a.key}
+
+
+def test_help_lists_every_config_field():
+    text = subprocess.run(
+        [sys.executable, "-m", "flows.backtest", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
+    for name in BacktestConfig.model_fields:
+        assert "--" + name.replace("_", "-") in text, name
+
+
+def test_bad_settings_are_refused_in_one_line_before_any_work(tmp_path, capsys):
+    from tasks.cli import main
+
+    assert main(["backtest", "--initial", "30", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "initial 30 is too short for model 'stacked_lstm'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["backtest", "--model", "arima", "--data-dir", str(tmp_path)]) == 1
+    assert "model.0: got 'arima'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_backtest_of_a_network_and_baselines(prefect_server, tmp_path, capsys):
+    from tasks.cli import main
+
+    argv = ["backtest", "--tickers", TICKER, "--start", "2019-01-01", "--data-dir", str(tmp_path)]
+    argv += ["--model", "lstm", "--model", "naive", "drift", "--units", "4", "--lookback", "10"]
+    argv += ["--epochs", "1", "--batch-size", "64", "--initial", "300", "--step", "40"]
+    argv += ["--refit-every", "100"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{TICKER}: 5 origins" in out and "RMSE" in out and "lagging" in out
+    folder = Path(out.split("written to ")[1].strip())
+    assert folder.parent == tmp_path / "backtests"
+    metrics = pd.read_parquet(folder / "metrics.parquet")
+    assert metrics["model"].tolist() == ["lstm", "naive", "drift"]
+    assert (metrics["ticker"] == TICKER).all() and (metrics["n"] == 5).all()
+    lstm = metrics.set_index("model").loc["lstm"]
+    assert 0 <= lstm["coverage_80"] <= lstm["coverage_95"] <= 1  # the network has intervals
+    assert metrics.set_index("model").loc[["naive", "drift"], "coverage_80"].isna().all()
+    assert metrics.set_index("model").loc["naive", "skill"] == 0.0
+    forecasts = pd.read_parquet(folder / "forecasts.parquet")
+    origins = forecasts.groupby("model")["origin"].apply(tuple)
+    assert origins.nunique() == 1 and len(origins.iloc[0]) == 5  # the very same origins
+    assert (forecasts.loc[forecasts["model"] == "lstm", "fold"] == 1).all()  # one fit
+    assert (forecasts["target_date"] > forecasts["origin"]).all()
+    report = (folder / "report.md").read_text()
+    assert f"## {TICKER}" in report and "| lstm | t+1 | 5 |" in report
+
+
+def test_flow_publishes_the_table_and_report(prefect_server, tmp_path):
+    from flows.backtest import METRICS_KEY, REPORT_KEY, backtest
+
+    config = BacktestConfig(
+        tickers=[TICKER],
+        start="2019-01-01",
+        model=["naive", "drift", "mean", "moving_average", "ridge"],
+        target="closes",
+        horizon=3,
+        initial=250,
+        step=10,
+        data_dir=str(tmp_path),
+    )
+    state = backtest(config, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    rows = result["tickers"][TICKER]["metrics"]
+    assert {(r["model"], r["step"]) for r in rows if r["model"] == "ridge"} == {
+        ("ridge", "all"),
+        ("ridge", "t+1"),
+        ("ridge", "t+2"),
+        ("ridge", "t+3"),
+    }
+    found = artifacts_of(state)
+    assert {METRICS_KEY, REPORT_KEY} <= set(found)
+    table = found[METRICS_KEY].data
+    assert "moving_average" in table and "t+3" in table and TICKER in table
+    report = found[REPORT_KEY].data
+    assert "**naive is lagging**" in report and "MASE scale" in report
+    assert Path(result["paths"]["metrics"]).is_file()

@@ -1,0 +1,118 @@
+"""Global mode: one model over several tickers, each scaled on its own, evaluated per ticker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tasks.config import RetrainConfig
+from tasks.preprocess import preprocess
+from tasks.train import train_global
+from tasks.windows import gather_windows, split_anchors
+from tests.test_preprocess import prices
+
+PRE = {
+    "start": None,
+    "end": None,
+    "features": ["close", "log_return"],
+    "lookback": 8,
+    "horizon": 2,
+    "target": "close_log_return",
+    "val_fraction": 0.15,
+    "test_fraction": 0.15,
+}
+CFG = {
+    "model": "lstm",
+    "units": [6],
+    "learning_rate": 1e-2,
+    "clipvalue": 1.0,
+    "epochs": 2,
+    "batch_size": 32,
+    "patience": 5,
+    "seed": 5,
+    "mode": "global",
+}
+
+
+def three_tickers():
+    out = []
+    for seed, (n, level) in enumerate([(200, 1.0), (260, 30.0), (230, 900.0)]):
+        frame = prices(n, seed)
+        for col in ("open", "high", "low", "close", "adj_close"):
+            frame[col] = frame[col] * level  # very different price levels
+        spec, arrays = preprocess(frame, PRE, f"T{seed}")
+        n_rows = len(arrays["x"])
+        anchors = split_anchors(n_rows, spec.n_train, spec.n_val, 8, 2)
+        out.append((spec, arrays, anchors))
+    return out
+
+
+def test_one_model_over_three_tickers_with_an_embedding(tmp_path):
+    import keras
+
+    data = three_tickers()
+    tickers = ["AAA", "BBB", "CCC"]
+    summary = train_global(
+        tickers,
+        [len(a["x"]) for _, a, _ in data],
+        lambda i: (data[i][1]["x"], data[i][1]["y"], data[i][2]),
+        8,
+        {**CFG, "ticker_embedding": 3},
+        tmp_path,
+    )
+    assert summary["train_windows"] == sum(len(a["train"]) for *_, a in data)
+    assert summary["epochs_run"] == 2 and summary["mode"] == "global"
+    paths = [summary["models"][t] for t in tickers]
+    assert len(set(paths)) == 3 and all(Path(p).is_file() for p in paths)
+    glob = keras.models.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    assert [i.name for i in glob.inputs] == ["window", "ticker"]
+    for i, (_, arrays, anchors) in enumerate(data):
+        windows = gather_windows(arrays["x"], anchors["test"], 8)
+        ids = np.full(len(windows), i, dtype="int32")
+        bound = keras.models.load_model(paths[i], safe_mode=True, compile=False)
+        np.testing.assert_allclose(
+            bound.predict(windows, verbose=0),
+            glob.predict({"window": windows, "ticker": ids}, verbose=0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_global_mode_end_to_end_on_three_tickers(prefect_server, tmp_path):
+    from flows.retrain import retrain
+    from tests.test_flow import task_states
+
+    config = RetrainConfig(
+        tickers=["AAPL", "MSFT", "NVDA"],
+        start="2019-01-01",
+        lookback=15,
+        epochs=2,
+        units=[8, 4],
+        batch_size=64,
+        mode="global",
+        data_dir=str(tmp_path),
+    )
+    state = retrain(config, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert set(result) == {"AAPL", "MSFT", "NVDA"}
+    states = task_states(state)
+    assert states["train-global"] == "Completed" and "train" not in states
+    for out in result.values():
+        bundle = Path(out["bundle"])
+        meta = json.loads((bundle / "metadata.json").read_text())
+        assert meta["training"]["mode"] == "global"
+        assert meta["training"]["tickers"] == ["AAPL", "MSFT", "NVDA"]
+        assert meta["training"]["device"]["device"] == "cpu"
+        assert meta["metrics"]["model"]["rmse"] > 0
+        spec = json.loads((bundle / "preprocessing.json").read_text())
+        assert spec["n_train"] > 0  # each ticker keeps its own scalers
+    mins = {
+        t: json.loads((Path(o["bundle"]) / "preprocessing.json").read_text())["target_scaler"][
+            "min"
+        ][0]
+        for t, o in result.items()
+    }
+    assert len(set(mins.values())) == 3

@@ -1,0 +1,100 @@
+"""Next-horizon forecasts from the champion: the functions, the predict flow and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import lake
+from tasks.predict import check_window, forecast_next, forecast_window, predict_at
+from tasks.registry import load_champion, promote
+from tests.tiny_models import TICKER, copy_store
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    data_dir = copy_store(tmp_path_factory.mktemp("predict"))
+    promote(data_dir, TICKER, 3)
+    return data_dir
+
+
+def test_forecast_next_from_the_latest_lake_rows(data):
+    bundle = load_champion(data, TICKER)
+    prices = lake.read_partition(data, TICKER)
+    (row,) = forecast_next(bundle, prices, TICKER)
+    assert row["as_of"] == str(pd.Timestamp(prices["date"].iloc[-1]).date())
+    assert (row["version"], row["horizon"], row["target"]) == (3, 5, "mean_close")
+    assert row["last_close"] == pytest.approx(float(prices["close"].iloc[-1]))
+    assert row["lo_95"] < row["lo_80"] < row["forecast"] < row["hi_80"] < row["hi_95"]
+    q80 = bundle.metadata["intervals"]["80"]["q"][0]
+    assert row["hi_80"] - row["forecast"] == pytest.approx(row["forecast"] * q80)
+    # the evaluation's own code path gives the same number for that anchor day
+    same = predict_at(bundle, prices, [row["as_of"]])[0, 0]
+    assert same == pytest.approx(row["forecast"], rel=1e-5)
+
+
+def test_a_raw_window_gives_the_same_forecast(data):
+    bundle = load_champion(data, TICKER)
+    prices = lake.read_partition(data, TICKER)
+    window = prices[["close", "volume"]].tail(bundle.spec.lookback).to_numpy(dtype=float)
+    (expected,) = forecast_next(bundle, prices, TICKER)
+    (row,) = forecast_window(bundle, window.tolist(), TICKER)
+    assert row["forecast"] == pytest.approx(expected["forecast"], rel=1e-5)
+    assert row["lo_80"] == pytest.approx(expected["lo_80"], rel=1e-5)
+    assert row["last_close"] == pytest.approx(expected["last_close"])
+
+
+@pytest.mark.parametrize(
+    "window, message",
+    [
+        (np.ones((19, 2)).tolist(), r"shape \[19, 2\], expected \[20, 2\]"),
+        (np.ones((20, 3)).tolist(), r"expected \[20, 2\]"),
+        ([[1.0, float("nan")]] * 20, "NaN"),
+        ([[1.0, float("inf")]] * 20, "infinite"),
+        ([["a", 1.0]] * 20, "list of rows of numbers"),
+    ],
+)
+def test_bad_windows_refused_saying_why(data, window, message):
+    with pytest.raises(ValueError, match=message):
+        check_window(load_champion(data, TICKER), window)
+
+
+def read_artifacts(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+
+
+def test_predict_flow_writes_parquet_and_a_table(prefect_server, data):
+    from flows.predict import predict
+    from tasks.config import PredictConfig
+
+    state = predict(PredictConfig(tickers=[TICKER, "AAPL"], data_dir=str(data)), return_state=True)
+    assert state.is_failed() and "AAPL" in state.message
+    result = state.result(raise_on_failure=False)
+    assert "has no champion" in result["failed"]["AAPL"]
+    frame = pd.read_parquet(result["path"])
+    assert list(frame["ticker"]) == [TICKER] and frame["version"].tolist() == [3]
+    assert {"as_of", "forecast", "lo_80", "hi_80", "lo_95", "hi_95", "created_at"} <= set(frame)
+    assert str(data) in result["path"] and "/forecasts/" in result["path"]
+    assert read_artifacts("forecasts")
+
+    ok = predict(PredictConfig(tickers=[TICKER], data_dir=str(data)), return_state=True)
+    assert ok.is_completed() and ok.result()["failed"] == {}
+
+
+def test_cli_predict(prefect_server, data, capsys):
+    from tasks.cli import main
+
+    assert main(["predict", "--tickers", TICKER, "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert f"{TICKER} v3 as of 2020-12-11: mean_close (horizon 5, output 1)" in out
+    assert "[80%:" in out and "written to" in out
+    assert main(["predict", "--tickers", "NVDA", "--data-dir", str(data)]) == 1
+    captured = capsys.readouterr()
+    assert "NVDA: failed" in captured.out and "1 ticker(s) failed" in captured.err

@@ -1,0 +1,104 @@
+"""The retrain flow end to end with walk-forward and the champion gate: what the bundle
+holds, what the registry records, and the run's artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.tiny_models import TICKER, tiny_config
+
+
+def artifacts_of(state) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found if a.key}
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_server, tmp_path_factory):
+    from flows.retrain import retrain
+
+    config = tiny_config(
+        tmp_path_factory.mktemp("gate-flow"), walk_forward_folds=2, walk_forward_epochs=1
+    )
+    state = retrain(config, return_state=True)
+    assert state.is_completed(), state.message
+    return config, state, state.result()
+
+
+def test_bundle_has_the_full_evaluation(first_run):
+    _, _, result = first_run
+    bundle = Path(result[TICKER]["bundle"])
+    for name in (
+        "residuals.png",
+        "folds.png",
+        "backtest.json",
+        "backtest_predictions.parquet",
+        "serving.json",
+        "saved_model/saved_model.pb",
+    ):
+        assert (bundle / name).is_file(), name
+    manifest = json.loads((bundle / "manifest.json").read_text())["files"]
+    assert "saved_model/saved_model.pb" in manifest and "folds.png" in manifest
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert set(meta["metrics"]) == {
+        "model",
+        "naive",
+        "drift",
+        "moving_average",
+        "moving_average_20",
+        "ridge",
+    }
+    for values in meta["metrics"].values():
+        assert {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"} <= set(
+            values
+        )
+    assert meta["walk_forward"]["n_folds"] == 2
+    assert meta["walk_forward"]["summary"]["metrics"]["model"]["rmse"]["folds"] == 2
+    assert {k: v["nominal"] for k, v in meta["intervals"].items()} == {"80": 0.8, "95": 0.95}
+    assert 0 <= meta["intervals"]["80"]["coverage_test"] <= 1
+    assert meta["serving"]["inputs"]["window"]["shape"] == [None, 20, 2]
+
+
+def test_first_version_becomes_champion_and_artifacts_are_published(first_run):
+    from tasks.registry import read_registry
+
+    config, state, result = first_run
+    promotion = result[TICKER]["promotion"]
+    assert promotion["action"] == "promote" and promotion["version"] == 1
+    registry = read_registry(config.data_dir, TICKER)
+    assert registry["champion"] == 1 and registry["lineage"] == [1]
+    slug = TICKER.lower()
+    found = artifacts_of(state)
+    assert {f"metrics-{slug}", f"report-{slug}", f"bundle-{slug}", f"promotion-{slug}"} <= set(
+        found
+    )
+    assert "(file:///" in found[f"bundle-{slug}"].data
+    report = found[f"report-{slug}"].data
+    assert "sMAPE" in report and "ridge" in report and "Walk-forward: 2" in report
+    assert "test coverage" in report and "beat the naive" in report
+
+
+def test_an_identical_rerun_is_not_promoted(first_run, capsys):
+    from tasks.cli import main
+    from tasks.registry import read_registry
+
+    config, _, _ = first_run
+    argv = ["retrain", "--tickers", TICKER, "--start", "2019-01-01", "--lookback", "20"]
+    argv += ["--units", "8", "4", "--epochs", "2", "--batch-size", "64"]
+    argv += ["--walk-forward-folds", "2", "--walk-forward-epochs", "1"]
+    assert main([*argv, "--data-dir", config.data_dir]) == 0
+    out = capsys.readouterr().out
+    assert f"{TICKER}: v2 not promoted" in out and ">= champion v1" in out
+    registry = read_registry(config.data_dir, TICKER)
+    assert registry["champion"] == 1
+    assert [e["action"] for e in registry["history"]] == ["promote", "reject"]

@@ -1,0 +1,159 @@
+"""The HTTP service, for real: `tickercast serve` in its own process on a free loopback
+port, called with httpx. Endpoints, bad payloads, reload after a promotion, and a
+tampered champion that is refused while the previous one keeps serving."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks import lake
+from tasks.registry import promote
+from tests.tiny_models import TICKER, copy_store
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    data = copy_store(tmp_path_factory.mktemp("serve"))
+    promote(data, TICKER, 3)
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve-log") / "server.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.cli", "serve", "--data-dir", str(data), "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not answer /health within {START_TIMEOUT_S} s")
+            time.sleep(0.25)
+        yield client, data
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+def test_health_and_models(service):
+    client, data = service
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["models_loaded"] == 1
+    (model,) = client.get("/models").json()
+    assert model["name"] == TICKER and model["champion"] == 3 and model["serving"] == 3
+    assert model["features"] == ["close", "volume"] and model["lookback"] == 20
+    assert model["intervals"] == ["80", "95"] and model["error"] is None
+
+
+def last_window(data) -> list[list[float]]:
+    prices = lake.read_partition(data, TICKER)
+    return prices[["close", "volume"]].tail(20).astype(float).to_numpy().tolist()
+
+
+def test_forecast_and_predict_agree(service):
+    client, data = service
+    response = client.get(f"/forecast/{TICKER}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (row,) = body["forecasts"]
+    assert body["version"] == 3 and row["as_of"] == "2020-12-11" and row["horizon"] == 5
+    assert row["lo_95"] < row["lo_80"] < row["forecast"] < row["hi_80"] < row["hi_95"]
+    posted = client.post("/predict", json={"ticker": "msft", "window": last_window(data)})
+    assert posted.status_code == 200, posted.text
+    (same,) = posted.json()["forecasts"]
+    assert same["forecast"] == pytest.approx(row["forecast"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        ({"ticker": TICKER, "window": [[1.0, 2.0]] * 19}, 422, "expected [20, 2]"),
+        ({"ticker": TICKER, "window": [[1.0, 2.0, 3.0]] * 20}, 422, "expected [20, 2]"),
+        ({"ticker": TICKER, "window": [[1.0, "x"]] * 20}, 422, "window"),
+        ({"ticker": TICKER, "window": []}, 422, "window"),
+        ({"ticker": TICKER}, 422, "window"),
+        ({"ticker": TICKER, "window": [[1.0, 2.0]] * 20, "extra": 1}, 422, "extra"),
+        ({"ticker": "AAPL", "window": [[1.0, 2.0]] * 20}, 404, "unknown ticker 'AAPL'"),
+        ({"ticker": "../etc", "window": [[1.0, 2.0]] * 20}, 422, "invalid ticker"),
+    ],
+)
+def test_bad_payloads_get_4xx_with_a_message(service, payload, status, message):
+    client, _ = service
+    response = client.post("/predict", json=payload)
+    assert response.status_code == status, response.text
+    assert message in response.text
+
+
+def test_nan_malformed_and_huge_bodies(service):
+    client, _ = service
+    headers = {"content-type": "application/json"}
+    nan = '{"ticker": "MSFT", "window": [' + ",".join(["[NaN, 1.0]"] * 20) + "]}"
+    response = client.post("/predict", content=nan, headers=headers)
+    assert response.status_code == 422 and "NaN" in response.text
+    response = client.post("/predict", content='{"ticker": "MSFT", "window": [[1', headers=headers)
+    assert response.status_code == 422 and "JSON" in response.text
+    huge = '{"ticker": "MSFT", "window": [' + ",".join(["[1.0, 2.0]"] * 200_000) + "]}"
+    response = client.post("/predict", content=huge, headers=headers)
+    assert response.status_code == 413 and "larger than" in response.text
+
+    def chunked():  # no Content-Length: the limit still holds
+        yield b'{"ticker": "MSFT", "window": ['
+        for _ in range(300):
+            yield b"[1.0, 2.0]," * 500
+        yield b"[1.0, 2.0]]}"
+
+    response = client.post("/predict", content=chunked(), headers=headers)
+    assert response.status_code == 413 and "larger than" in response.text
+    assert client.get("/forecast/AAPL").status_code == 404
+    assert client.get("/forecast/..%2Fx").status_code in (404, 422)
+    assert client.get("/health").status_code == 200  # still serving
+
+
+def test_reload_after_promotion_and_refusal_of_a_tampered_champion(service):
+    client, data = service
+    promote(data, TICKER, 1)  # another process moves the champion
+    assert client.get(f"/forecast/{TICKER}").json()["version"] == 1
+    promote(data, TICKER, 2)
+    with (data / f"models/{TICKER}/versions/2/model.keras").open("ab") as handle:
+        handle.write(b"tampered")
+    response = client.get(f"/forecast/{TICKER}")
+    assert response.status_code == 200 and response.json()["version"] == 1
+    (model,) = client.get("/models").json()
+    assert model["champion"] == 2 and model["serving"] == 1
+    assert "champion v2 refused" in model["error"]
+    assert "model.keras does not match" in model["error"]
+    assert client.post("/reload").status_code == 200
+    assert client.get(f"/forecast/{TICKER}").json()["version"] == 1

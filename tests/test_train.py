@@ -1,0 +1,184 @@
+"""Training: sine accuracy, NaN handling, resume after a kill, determinism, progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.preprocess import preprocess, to_prices
+from tasks.sources import sine_prices
+from tasks.train import CHECKPOINTS, TrainingDivergedError, fit, per_ticker_data, train_model
+from tasks.windows import gather_windows, split_anchors
+
+ROOT = Path(__file__).resolve().parents[1]
+PRE = {
+    "start": None,
+    "end": None,
+    "features": ["close"],
+    "lookback": 10,
+    "horizon": 1,
+    "target": "close",
+    "val_fraction": 0.15,
+    "test_fraction": 0.15,
+}
+TINY = {
+    "model": "stacked_lstm",
+    "units": [6, 4],
+    "learning_rate": 1e-2,
+    "clipvalue": 1.0,
+    "epochs": 4,
+    "batch_size": 64,
+    "patience": 10,
+    "reduce_lr_patience": 1,
+    "reduce_lr_factor": 0.5,
+    "seed": 11,
+}
+
+
+def sine_data():
+    spec, arrays = preprocess(sine_prices().prices, PRE, "SINE")
+    anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, 10, 1)
+    return spec, arrays, anchors
+
+
+def weights_of(path: Path) -> list[np.ndarray]:
+    import keras
+
+    return keras.models.load_model(path, safe_mode=True, compile=False).get_weights()
+
+
+def test_stacked_lstm_reaches_1e4_validation_mse_on_the_sine_wave(tmp_path):
+    spec, arrays, anchors = sine_data()
+    cfg = {**TINY, "units": [32, 16], "epochs": 60, "batch_size": 32, "reduce_lr_patience": 4}
+    summary, model = fit(per_ticker_data(arrays, anchors), 10, cfg, tmp_path)
+    val = anchors["val"]
+    scaled = model.predict(gather_windows(arrays["x"], val, 10), verbose=0)
+    predicted = to_prices(spec, scaled, arrays["close"][val])
+    mse = float(np.mean((predicted - arrays["y_price"][val]) ** 2))
+    assert mse <= 1e-4, f"val MSE {mse:.2e} after {summary['epochs_run']} epochs"
+
+
+def test_nan_loss_fails_cleanly_and_writes_nothing(tmp_path):
+    spec, arrays, anchors = sine_data()
+    arrays = dict(arrays, y=arrays["y"].copy())
+    arrays["y"][anchors["train"][3]] = np.nan
+    out = tmp_path / "train"
+    with pytest.raises(TrainingDivergedError, match="NaN/inf in epoch 1.*Nothing was exported"):
+        train_model(arrays, anchors, 10, TINY, out)
+    assert not (out / "model.keras").exists() and not (out / "history.json").exists()
+    assert not (out / CHECKPOINTS).exists()
+
+
+def test_same_seed_same_weights_and_metrics(tmp_path):
+    spec, arrays, anchors = sine_data()
+    cfg = {**TINY, "epochs": 2, "dropout": 0.1}
+    first = train_model(arrays, anchors, 10, cfg, tmp_path / "a")
+    second = train_model(arrays, anchors, 10, cfg, tmp_path / "b")
+    assert first["history"] == second["history"]
+    for a, b in zip(
+        weights_of(tmp_path / "a/model.keras"), weights_of(tmp_path / "b/model.keras"), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    other = train_model(arrays, anchors, 10, {**cfg, "seed": 12}, tmp_path / "c")
+    assert other["history"] != first["history"]
+    from tensorflow.python.framework import config
+
+    assert not config.is_op_determinism_enabled()  # only switched on while training
+
+
+KILLED_RUN = """
+import os, sys, json
+sys.path.insert(0, {root!r})
+import keras
+from pathlib import Path
+from tests.test_train import TINY, sine_data
+from tasks.train import train_model
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == {kill_after}:
+            os._exit(3)  # like a SIGKILL: no cleanup, no finally blocks
+
+spec, arrays, anchors = sine_data()
+train_model(arrays, anchors, 10, TINY, Path({out!r}), callbacks=[Kill()])
+"""
+
+
+def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
+    spec, arrays, anchors = sine_data()
+    out = tmp_path / "interrupted"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN.format(root=str(ROOT), kill_after=2, out=str(out))],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=ROOT,
+    )
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    assert not (out / "model.keras").exists()
+    saved = json.loads((out / CHECKPOINTS / "epoch-0002/state.json").read_text())
+    assert saved["epochs_done"] == 2 and len(saved["history"]["loss"]) == 2
+
+    with caplog.at_level(logging.INFO):
+        resumed = train_model(arrays, anchors, 10, TINY, out)
+    assert "resuming after epoch 2" in caplog.text
+    epochs_logged = [line for line in caplog.messages if " epoch " in line and "/4:" in line]
+    assert [m.split(" epoch ")[1].split(":")[0] for m in epochs_logged] == ["3/4", "4/4"]
+    assert resumed["resumed_from_epoch"] == 2 and resumed["epochs_run"] == 4
+    assert not (out / CHECKPOINTS).exists()
+
+    # the resumed run ends exactly where an uninterrupted one does (CPU, same seed)
+    straight = train_model(arrays, anchors, 10, TINY, tmp_path / "straight")
+    assert resumed["history"] == straight["history"]
+    assert resumed["history"]["learning_rate"][-1] < TINY["learning_rate"]  # ReduceLR acted
+    for a, b in zip(
+        weights_of(out / "model.keras"), weights_of(tmp_path / "straight/model.keras"), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_epoch_log_lines_and_tensorboard(tmp_path, caplog):
+    spec, arrays, anchors = sine_data()
+    cfg = {**TINY, "epochs": 2, "tensorboard_dir": str(tmp_path / "tb")}
+    with caplog.at_level(logging.INFO):
+        train_model(arrays, anchors, 10, cfg, tmp_path / "w", label="SINE")
+    lines = [m for m in caplog.messages if m.startswith("SINE epoch")]
+    assert len(lines) == 2
+    for line in lines:
+        for part in ("loss=", "val_loss=", "lr=", "samples/s="):
+            assert part in line
+        assert "\r" not in line
+    assert "training on cpu" in caplog.text
+    assert list((tmp_path / "tb" / "SINE").rglob("events.out.tfevents.*"))
+
+
+def test_progress_artifact_inside_a_prefect_run(prefect_server, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.logging import get_run_logger
+
+    spec, arrays, anchors = sine_data()
+
+    @flow(persist_result=False)
+    def train_in_flow():
+        train_model(
+            arrays, anchors, 10, {**TINY, "epochs": 2}, tmp_path, get_run_logger(), label="SINE"
+        )
+
+    train_in_flow()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["training-sine"]))
+        )
+    assert artifacts and artifacts[-1].type == "progress"
+    assert float(artifacts[-1].data) == 100.0
+    # outside a run: no artifact, no error
+    train_model(arrays, anchors, 10, {**TINY, "epochs": 1}, tmp_path / "plain", label="SINE")

@@ -1,0 +1,173 @@
+"""Walk-forward: fold construction, no look-ahead (proved two ways), and a real tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.backtest import (
+    WalkForwardError,
+    expanding_folds,
+    summarize,
+    walk_forward,
+    write_backtest,
+)
+from tasks.evaluate import flat_paths, naive_forecast, target_weights
+
+PRE_CFG = {
+    "start": None,
+    "end": None,
+    "features": ["close", "volume"],
+    "lookback": 20,
+    "horizon": 5,
+    "target": "mean_close",
+    "val_fraction": 0.15,
+    "test_fraction": 0.15,
+}
+
+
+def random_walk(n: int = 700, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
+    return pd.DataFrame(
+        {
+            "date": pd.bdate_range("2012-01-02", periods=n).date,
+            "open": close,
+            "high": close * 1.01,
+            "low": close * 0.99,
+            "close": close,
+            "adj_close": close,
+            "volume": rng.integers(1_000, 5_000, n),
+        }
+    )
+
+
+def test_folds_are_consecutive_blocks_ending_at_the_last_row():
+    folds = expanding_folds(1000, 3, 150, 0.15, lookback=20, horizon=5)
+    assert [(f.test_start, f.test_end) for f in folds] == [(550, 700), (700, 850), (850, 1000)]
+    for f in folds:
+        assert f.val_rows == round(f.test_end * 0.15)
+        assert f.train_rows == f.test_start - f.val_rows > 0
+
+
+def test_too_many_folds_refused_saying_how_many_fit():
+    with pytest.raises(WalkForwardError, match=r"fits at most 5 fold\(s\)"):
+        expanding_folds(1000, 6, 150, 0.15, lookback=60, horizon=5)
+    with pytest.raises(WalkForwardError, match="at least 1 fold"):
+        expanding_folds(1000, 0, 150, 0.15, lookback=60, horizon=5)
+
+
+class Recorder:
+    """A `fit` that records what each fold trains on and forecasts naive (no Keras)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, seen, anchors, spec, cfg, out_dir, logger):
+        self.seen.append({"arrays": seen, "anchors": anchors, "spec": spec, "cfg": cfg})
+        weights = target_weights(spec.target, spec.horizon, 1)
+
+        def forecast(arrays, a):
+            return flat_paths(naive_forecast(arrays["close"], a), spec.horizon) @ weights.T
+
+        return forecast, {"epochs_run": 0}
+
+
+def run(prices, tmp_path, folds=3):
+    recorder = Recorder()
+    result = walk_forward(prices, PRE_CFG, {"seed": 1}, folds, 2, tmp_path, fit=recorder)
+    return result, recorder
+
+
+def test_no_fold_trains_on_data_dated_at_or_after_its_test_window(tmp_path):
+    prices = random_walk()
+    result, recorder = run(prices, tmp_path)
+    assert len(recorder.seen) == result["n_folds"] == 3
+    for fold, seen in zip(result["folds"], recorder.seen, strict=True):
+        test_start = np.datetime64(fold["test_first_target"])
+        arrays, anchors, h = seen["arrays"], seen["anchors"], seen["spec"].horizon
+        # every row handed to training is dated before the test window...
+        assert arrays["dates"].max() < test_start
+        assert len(arrays["x"]) == len(arrays["dates"]) == fold["test_start"]
+        # ...every target it can read ends before it, and no test window is handed over
+        finite = np.flatnonzero(np.isfinite(arrays["y"][:, 0]))
+        assert (arrays["dates"][finite + h] < test_start).all()
+        assert len(anchors["test"]) == 0
+        used = np.concatenate([anchors["train"], anchors["val"]])
+        assert np.isfinite(arrays["y"][used]).all()
+        assert arrays["dates"][used.max() + h] < test_start
+        # the fold's scalers were fitted on its own training rows only
+        train_close = arrays["close"][: seen["spec"].n_train]
+        assert seen["spec"].target_scaler.max == [train_close.max()]
+        assert seen["cfg"]["epochs"] == 2
+
+
+def test_changing_the_future_changes_nothing_a_fold_trains_on(tmp_path):
+    """Poison every price dated on or after fold k's test window: what fold k trains on,
+    scalers included, stays bit-identical, while its test scores do change."""
+    prices = random_walk()
+    clean, clean_rec = run(prices, tmp_path / "clean")
+    for k, fold in enumerate(clean["folds"]):
+        poisoned = prices.copy()
+        future = pd.to_datetime(poisoned["date"]) >= pd.Timestamp(fold["test_first_target"])
+        for col in ("open", "high", "low", "close", "adj_close"):
+            poisoned.loc[future, col] *= 3.0
+        poisoned.loc[future, "volume"] *= 7
+        dirty, dirty_rec = run(poisoned, tmp_path / f"dirty-{k}")
+        a, b = clean_rec.seen[k], dirty_rec.seen[k]
+        assert a["arrays"].keys() == b["arrays"].keys()
+        for key in a["arrays"]:
+            np.testing.assert_array_equal(a["arrays"][key], b["arrays"][key], err_msg=key)
+        for key in ("train", "val"):
+            np.testing.assert_array_equal(a["anchors"][key], b["anchors"][key])
+        assert a["spec"].feature_scaler == b["spec"].feature_scaler
+        assert a["spec"].target_scaler == b["spec"].target_scaler
+        assert dirty["folds"][k]["metrics"]["naive"] != fold["metrics"]["naive"]
+
+
+def test_summary_is_mean_and_std_over_folds():
+    folds = [
+        {"metrics": {"model": {"rmse": 1.0, "skill": None}}, "intervals": {}},
+        {"metrics": {"model": {"rmse": 3.0, "skill": 0.5}}, "intervals": {}},
+    ]
+    s = summarize(folds)["metrics"]["model"]
+    assert s["rmse"] == {"mean": 2.0, "std": pytest.approx(np.sqrt(2.0)), "folds": 2}
+    assert s["skill"] == {"mean": 0.5, "std": 0.0, "folds": 1}
+
+
+def test_real_walk_forward_on_the_sample(tmp_path):
+    """Two folds of a tiny LSTM on MSFT: every metric of every forecaster gets mean ± std,
+    and the last fold's test window is the retrain's own test split."""
+    from tasks.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
+    from tasks.evaluate import FORECASTERS
+    from tasks.preprocess import preprocess
+    from tasks.sources import load_sample
+
+    prices = load_sample("MSFT").prices
+    config = RetrainConfig(
+        tickers=["MSFT"], start="2019-01-01", lookback=20, units=[8, 4], batch_size=64
+    )
+    pre_cfg = config.slice(*PREPROCESS_FIELDS)
+    result = walk_forward(prices, pre_cfg, config.slice(*TRAIN_FIELDS), 2, 1, tmp_path, who="MSFT")
+    assert [f["fold"] for f in result["folds"]] == [1, 2]
+    first, last = result["folds"]
+    assert first["test_last_target"] < last["test_first_target"]
+    spec, _ = preprocess(prices, pre_cfg, who="MSFT")
+    assert last["val_end"] == spec.val_end and last["test_last_target"] == spec.last_day
+    assert first["train_end"] < last["train_end"]
+    summary = result["summary"]["metrics"]
+    assert set(summary) == set(FORECASTERS)
+    for name in FORECASTERS:
+        for metric in ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"):
+            cell = summary[name][metric]
+            assert cell["folds"] == 2 and cell["mean"] is not None and cell["std"] >= 0
+    assert set(result["summary"]["coverage"]) == {"80", "95"}
+    assert all(f["training"]["epochs_run"] == 1 for f in result["folds"])
+    paths = write_backtest(tmp_path / "out", result, "MSFT")
+    saved = json.loads(paths["backtest_json"].read_text())
+    assert saved["n_folds"] == 2 and "table" not in saved
+    assert set(pd.read_parquet(paths["predictions"])["fold"]) == {1, 2}
+    assert paths["folds_png"].read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,146 @@
+"""Real bundles, built once per test session with tiny settings, for the registry, predict
+and serve tests. Built through the same functions the retrain flow's steps call
+(preprocess, train_model, evaluate, bundle_metadata, build_bundle), without Prefect.
+
+`store()` holds the MSFT sample from 2019 in a lake and three versions of model MSFT:
+  v1  a tiny trained LSTM (units [8, 4], 2 epochs)
+  v2  a deliberately bad linear model: half of the last scaled close (far worse than naive)
+  v3  ridge regression on the window, written as Flatten -> Dense (beats naive on this
+      test window: closed form, so deterministic)
+Tests copy it (`copy_store`) before changing anything.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TICKER = "MSFT"
+
+
+def tiny_config(data_dir: Path | str = "data", **overrides):
+    from tasks.config import RetrainConfig
+
+    fields = dict(
+        tickers=[TICKER],
+        start="2019-01-01",
+        lookback=20,
+        units=[8, 4],
+        epochs=2,
+        batch_size=64,
+        data_dir=str(data_dir),
+    )
+    return RetrainConfig(**{**fields, **overrides})
+
+
+def _prepared(data_dir: Path, config):
+    from tasks import lake
+    from tasks.config import PREPROCESS_FIELDS
+    from tasks.preprocess import preprocess, save_preprocessed
+    from tasks.windows import split_anchors
+
+    prices = lake.read_partition(data_dir, TICKER)
+    spec, arrays = preprocess(prices, config.slice(*PREPROCESS_FIELDS), who=TICKER)
+    npz, spec_path = save_preprocessed(data_dir / "work" / "tiny-pre", spec, arrays)
+    n = spec.n_train + spec.n_val + spec.n_test
+    anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    return spec, arrays, anchors, {"spec": str(spec_path), "arrays": str(npz)}
+
+
+def export_model(data_dir: Path, ingested: dict, config, model_path: Path, history_path: Path):
+    """Evaluate a saved Keras model and write it as the next bundle version."""
+    import keras
+
+    from tasks.evaluate import evaluate, evaluation_summary, write_evaluation
+    from tasks.export import build_bundle
+    from tasks.metadata import bundle_metadata
+    from tasks.train import load_history
+
+    spec, arrays, anchors, pre = _prepared(data_dir, config)
+    model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    ev = evaluate(model, spec, arrays, anchors)
+    history = load_history(history_path)
+    paths = write_evaluation(model_path.parent / "eval", ev, history["history"], TICKER)
+    evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
+    trained = {"model": str(model_path), "history": str(history_path)}
+    metadata = bundle_metadata(ingested, pre, trained, evaluated, config.model_dump(mode="json"))
+    files = {
+        "model.keras": model_path,
+        "preprocessing.json": Path(pre["spec"]),
+        "history.json": history_path,
+        "predictions.parquet": paths["predictions"],
+        "loss.png": paths["loss_png"],
+        "forecast.png": paths["forecast_png"],
+        "residuals.png": paths["residuals_png"],
+    }
+    return build_bundle(data_dir, TICKER, files, metadata, model_path, spec)
+
+
+def train_version(data_dir: Path, ingested: dict, config, label: str) -> Path:
+    from tasks.config import TRAIN_FIELDS
+    from tasks.train import train_model
+
+    spec, arrays, anchors, _ = _prepared(data_dir, config)
+    out = data_dir / "work" / label
+    train_model(arrays, anchors, spec.lookback, config.slice(*TRAIN_FIELDS), out)
+    return export_model(data_dir, ingested, config, out / "model.keras", out / "history.json")
+
+
+def linear_version(data_dir: Path, ingested: dict, config, label: str, kind: str) -> Path:
+    """A Flatten -> Dense model with chosen weights: 'bad' or 'ridge' (see module doc)."""
+    import keras
+
+    from tasks.atomic import write_json
+    from tasks.evaluate import fit_ridge, scaled_to_prices
+
+    spec, arrays, anchors, _ = _prepared(data_dir, config)
+    n_features = len(spec.features)
+    d = spec.lookback * n_features
+    inputs = keras.Input(shape=(spec.lookback, n_features), name="window")
+    out = keras.layers.Dense(1, name="forecast")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, out, name=f"linear_{kind}")
+    kernel, bias = np.zeros((d, 1)), np.zeros(1)
+    if kind == "bad":
+        kernel[(spec.lookback - 1) * n_features + spec.features.index("close"), 0] = 0.5
+    else:
+        ridge, _ = fit_ridge(
+            arrays,
+            anchors,
+            spec.lookback,
+            lambda s, a: scaled_to_prices(spec, s, arrays["close"][a]),
+        )
+        kernel = ridge.coef
+        bias = np.asarray(ridge.y_mean - ridge.x_mean @ ridge.coef).reshape(1)
+    model.get_layer("forecast").set_weights([kernel.astype("float32"), bias.astype("float32")])
+    folder = data_dir / "work" / label
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    write_json(folder / "history.json", {"history": {"loss": [1.0]}, "epochs_run": 0})
+    return export_model(data_dir, ingested, config, folder / "model.keras", folder / "history.json")
+
+
+@functools.cache
+def store() -> Path:
+    """Build the shared data dir once per session (see module doc)."""
+    from tasks.ingest import ingest_ticker
+
+    root = Path(tempfile.mkdtemp(prefix="tickercast-tiny-"))
+    atexit.register(shutil.rmtree, root, True)
+    data_dir = root / "data"
+    config = tiny_config(data_dir)
+    ingested = ingest_ticker(TICKER, "sample", data_dir)
+    assert train_version(data_dir, ingested, config, "lstm").name == "1"
+    assert linear_version(data_dir, ingested, config, "bad", "bad").name == "2"
+    assert linear_version(data_dir, ingested, config, "ridge", "ridge").name == "3"
+    return data_dir
+
+
+def copy_store(tmp_path: Path) -> Path:
+    target = tmp_path / "data"
+    shutil.copytree(store(), target)
+    return target
