@@ -32,15 +32,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def record(name: str, row: str) -> None:
-    """Replace (or add) the row tagged `name`, keeping the others."""
-    rows: dict[str, str] = {}
+def rows() -> dict[str, str]:
+    """The rows in RESULTS.md by tag."""
+    found: dict[str, str] = {}
     if RESULTS.exists():
         for line in RESULTS.read_text().splitlines():
             match = re.match(r"^(\|.*\|) <!-- (\S+) -->$", line)
             if match:
-                rows[match.group(2)] = match.group(1)
-    rows[name] = row
+                found[match.group(2)] = match.group(1)
+    return found
+
+
+def _write(table: dict[str, str]) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = "".join(f"{r} <!-- {k} -->\n" for k, r in sorted(rows.items()))
+    body = "".join(f"{r} <!-- {k} -->\n" for k, r in sorted(table.items()))
     RESULTS.write_text(HEADER + body + f"\nMachine: {machine()}; last run {stamp}.\n")
+
+
+def record(name: str, row: str) -> None:
+    """Replace (or add) the row tagged `name`, keeping the others."""
+    _write({**rows(), name: row})
+
+
+def reset() -> None:
+    """An empty table: `make bench` starts here, so every row it leaves is from its run."""
+    _write({})

@@ -8,6 +8,7 @@ or on a schedule (deployments/serve.py).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tasks.config import (
     RetrainConfig,
 )
 from tasks.ingest import CorruptSkippedError, source_fingerprint
+from tasks.runners import make_task_runner, result_storage, use_task_runner
 from tasks.steps import (
     backtest_step,
     evaluate_step,
@@ -72,14 +74,16 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
 
 
 def _retrain(config: RetrainConfig, data_dir: str) -> dict:
-    """The flow's body, run under the tickers' locks."""
-    options = {
+    """The flow's body, run under the tickers' locks: one concurrent branch per ticker."""
+    options: dict = {
         "persist_result": True,
-        "result_storage": Path(data_dir) / "results",
+        "result_storage": result_storage(config.result_storage, data_dir),
         "result_serializer": "json",
         "refresh_cache": config.refresh,
     }
-    ingest, preprocess, windows, train, evaluate, export = (
+    if config.cache_expiration_days:
+        options["cache_expiration"] = dt.timedelta(days=config.cache_expiration_days)
+    ingest, preprocess, windows, train, evaluate, export, backtest, promote = (
         step.with_options(**options)
         for step in (
             ingest_step,
@@ -88,6 +92,8 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
             train_step,
             evaluate_step,
             export_step,
+            backtest_step,
+            promote_step,
         )
     )
     full = config.model_dump(mode="json")
@@ -96,64 +102,99 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     # whole (dates are applied in preprocess); a live fetch asks the source for a date
     # range, and reruns only for the days missing from the lake.
     live = config.source == "yfinance"
-    results = {}
-    staged: dict[str, tuple[dict, dict, dict]] = {}
 
-    def finish(ingested: dict, pre: dict, trained: dict, evaluated: dict) -> dict:
+    def finish(ingested, pre, trained, evaluated) -> list:
         """Walk-forward (when enabled), the bundle, then the registry's champion gate."""
         backtested = None
         if config.walk_forward_folds and config.mode == "global":
             print("walk-forward refits one ticker at a time; skipped in global mode")
         elif config.walk_forward_folds:
-            backtested = backtest_step.with_options(**options)(
+            backtested = backtest.submit(
                 ingested,
                 config.slice(*PREPROCESS_FIELDS, *TRAIN_FIELDS, *BACKTEST_FIELDS),
                 data_dir,
             )
-        exported = export(ingested, pre, trained, evaluated, full, data_dir, backtested)
-        promotion = promote_step.with_options(**options)(
-            exported, config.slice(*PROMOTION_FIELDS), data_dir
-        )
-        return {**exported, "promotion": promotion}
+        exported = export.submit(ingested, pre, trained, evaluated, full, data_dir, backtested)
+        promotion = promote.submit(exported, config.slice(*PROMOTION_FIELDS), data_dir)
+        return [backtested, exported, promotion]
 
-    for ticker in config.tickers:
-        state = ingest(
-            ticker,
-            config.source,
-            data_dir,
-            csv_dir,
-            full["start"] if live else None,
-            full["end"] if live else None,
-            source_fingerprint(config.source, ticker, csv_dir),
-            options={"move_threshold": config.move_threshold, "on_corrupt": config.on_corrupt},
-            return_state=True,
-        )
-        error = state.result(raise_on_failure=False) if state.is_failed() else None
+    runner = make_task_runner(config.task_runner, config.max_workers, config.dask_address)
+    branches: dict[str, list] = {}
+    with use_task_runner(runner):
+        for ticker in config.tickers:
+            ingested = ingest.submit(
+                ticker,
+                config.source,
+                data_dir,
+                csv_dir,
+                full["start"] if live else None,
+                full["end"] if live else None,
+                source_fingerprint(config.source, ticker, csv_dir),
+                options={
+                    "move_threshold": config.move_threshold,
+                    "on_corrupt": config.on_corrupt,
+                },
+            )
+            pre = preprocess.submit(ingested, config.slice(*PREPROCESS_FIELDS), data_dir)
+            win = windows.submit(pre, data_dir)
+            branches[ticker] = [ingested, pre, win]
+            if config.mode == "per_ticker":
+                trained = train.submit(pre, win, config.slice(*TRAIN_FIELDS), data_dir)
+                evaluated = evaluate.submit(pre, win, trained, data_dir)
+                branches[ticker] += [trained, evaluated, *finish(ingested, pre, trained, evaluated)]
+        if config.mode == "global":
+            # one model over every ticker's windows, evaluated and exported per ticker
+            ready = {t: b for t, b in branches.items() if _failure(b) is None}
+            if ready:
+                trained_all = train_global_step.with_options(**options).submit(
+                    [b[1] for b in ready.values()],
+                    [b[2] for b in ready.values()],
+                    config.slice(*TRAIN_FIELDS),
+                    data_dir,
+                )
+                trained_all.wait()
+                all_models = trained_all.result(raise_on_failure=False)
+                for ticker, branch in ready.items():
+                    if not isinstance(all_models, dict):  # global training failed for all
+                        branch.append(trained_all)
+                        continue
+                    trained = all_models["tickers"][ticker]
+                    evaluated = evaluate.submit(branch[1], branch[2], trained, data_dir)
+                    branch += [evaluated, *finish(branch[0], branch[1], trained, evaluated)]
+        return _collect(branches)
+
+
+def _failure(branch: list) -> BaseException | None:
+    """The first failed step of a branch (the cause; later steps only say 'upstream')."""
+    for future in branch:
+        if future is None:
+            continue
+        future.wait()
+        if future.state.is_failed() or future.state.is_crashed():
+            error = future.state.result(raise_on_failure=False)
+            return error if isinstance(error, BaseException) else RuntimeError(str(error))
+    return None
+
+
+def _collect(branches: dict[str, list]):
+    """Per-ticker results; the run fails naming every ticker that failed, after the others
+    finished (one bad ticker never stops the rest)."""
+    results: dict[str, dict] = {}
+    failed: list[str] = []
+    for ticker, branch in branches.items():
+        error = _failure(branch)
         if isinstance(error, CorruptSkippedError):  # on_corrupt=skip: the others go on
             print(str(error))
             results[ticker] = {"ticker": ticker, "skipped": str(error)}
-            continue
-        ingested = state.result()
-        pre = preprocess(ingested, config.slice(*PREPROCESS_FIELDS), data_dir)
-        win = windows(pre, data_dir)
-        if config.mode == "global":
-            staged[ticker] = (ingested, pre, win)  # trained together below
-            continue
-        trained = train(pre, win, config.slice(*TRAIN_FIELDS), data_dir)
-        evaluated = evaluate(pre, win, trained, data_dir)
-        results[ticker] = finish(ingested, pre, trained, evaluated)
-    if staged:
-        # mode=global: one model over every ticker's windows, evaluated and exported per ticker
-        trained_all = train_global_step.with_options(**options)(
-            [pre for _, pre, _ in staged.values()],
-            [win for _, _, win in staged.values()],
-            config.slice(*TRAIN_FIELDS),
-            data_dir,
-        )
-        for ticker, (ingested, pre, win) in staged.items():
-            trained = trained_all["tickers"][ticker]
-            evaluated = evaluate(pre, win, trained, data_dir)
-            results[ticker] = finish(ingested, pre, trained, evaluated)
+        elif error is not None:
+            message = f"{type(error).__name__}: {error}"
+            results[ticker] = {"ticker": ticker, "error": message}
+            failed.append(f"{ticker}: {message}")
+        else:
+            exported, promotion = branch[-2].result(), branch[-1].result()
+            results[ticker] = {**exported, "promotion": promotion}
+    if failed:
+        return Failed(message="; ".join(failed), data=results)
     if all("skipped" in r for r in results.values()):
         return Failed(message=f"every ticker was skipped: {sorted(results)}", data=results)
     return results

@@ -707,12 +707,11 @@ def reference_paths(
         elif name == "moving_average":
             out[i] = train[-ma_window:].mean()
         elif name == "ridge":
-            lr = np.diff(np.log(train))  # lr[k] = log train[k+1] - log train[k]
-            ts = range(ridge_lags, len(train) - h)
-            xs = np.array([lr[t - ridge_lags : t][::-1] for t in ts])
-            ys = np.array(
-                [[math.log(train[t + k] / train[t]) for k in range(1, h + 1)] for t in ts]
-            )
+            lt = np.log(train)
+            lr = np.diff(lt)  # lr[k] = lt[k+1] - lt[k]
+            ts = np.arange(ridge_lags, len(train) - h)  # windows inside the training rows
+            xs = lr[ts[:, None] - 1 - np.arange(ridge_lags)]  # newest return first
+            ys = lt[ts[:, None] + np.arange(1, h + 1)] - lt[ts][:, None]
             mu, sd = xs.mean(axis=0), xs.std(axis=0)
             keep = sd > 1e-6 * np.sqrt((xs**2).mean(axis=0)) + 1e-300
             safe = np.where(keep, sd, 1.0)
@@ -930,14 +929,15 @@ def _pre_cfg(cfg: dict) -> dict:
 def rolling_backtest(
     prices: pd.DataFrame,
     cfg: dict,
-    out_dir: Path,
+    out_dir: Path | None,
     logger: Logger | None = None,
     fit: FitFn = keras_fit,
     who: str = "series",
 ) -> dict:
     """Every model of `cfg["model"]` on the same rolling origins and targets.
 
-    `cfg` holds BacktestConfig's fields (tasks.config). Naive is always scored: it is the
+    `cfg` holds BacktestConfig's fields (tasks.config); network fits write their files
+    under `out_dir` (needed only with a network). Naive is always scored: it is the
     skill reference. Returns {"origins", "models", "metrics" (rows), "folds" (per network),
     "table" (one row per model, origin and output)}.
     """
@@ -984,6 +984,8 @@ def rolling_backtest(
             )
             forecasts[name] = paths @ weights.T
             continue
+        if out_dir is None:
+            raise BacktestError(f"model {name!r} is a network: give an out_dir for its fits")
         net = network_forecasts(
             name,
             prices,
@@ -1167,8 +1169,8 @@ def markdown_lines(ticker: str, result: dict) -> list[str]:
             lines.append(
                 f"- **{name} is lagging** ({r['step']}): its forecast best matches the actual "
                 f"series {r['lag']} day(s) late (correlation {r['lag_corr']:.2f}) and it has no "
-                "skill over naive: it mostly repeats the last observed price."
-                + (" (By construction for naive.)" if name == NAIVE else "")
+                "skill over naive: it follows the price instead of anticipating it."
+                + (" (By construction for naive, the reference.)" if name == NAIVE else "")
             )
     return lines
 
@@ -1187,25 +1189,27 @@ def write_rolling(out_dir: Path, result: dict, ticker: str) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "metrics": out_dir / "metrics.parquet",
-        "forecasts": out_dir / "forecasts.parquet",
-        "summary": out_dir / "backtest.json",
+        "metrics_parquet": out_dir / "metrics.parquet",
+        "forecasts_parquet": out_dir / "forecasts.parquet",
+        "summary_json": out_dir / "backtest.json",
     }
-    with atomic_path(paths["metrics"]) as tmp:
+    with atomic_path(paths["metrics_parquet"]) as tmp:
         metrics_frame(result["metrics"], ticker).to_parquet(tmp, index=False)
     table = result["table"].copy()
     table.insert(0, "ticker", ticker)
-    with atomic_path(paths["forecasts"]) as tmp:
+    with atomic_path(paths["forecasts_parquet"]) as tmp:
         table.to_parquet(tmp, index=False)
     write_json(
-        paths["summary"], {"ticker": ticker, **{k: v for k, v in result.items() if k != "table"}}
+        paths["summary_json"],
+        {"ticker": ticker, **{k: v for k, v in result.items() if k != "table"}},
     )
     return paths
 
 
 def write_run(data_dir: str | Path, per_ticker: list[dict], report: str) -> dict[str, Path]:
     """One folder per backtest run, <data_dir>/backtests/backtest-<UTC>-<id>/, holding every
-    ticker's metrics.parquet and forecasts.parquet together and report.md. Assembled in a
+    ticker's metrics.parquet and forecasts.parquet together (`per_ticker`: `write_rolling`'s
+    paths of each ticker) and report.md. Assembled in a
     hidden folder and renamed into place, so a reader never sees half a run."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     root = Path(data_dir) / "backtests"
@@ -1214,7 +1218,7 @@ def write_run(data_dir: str | Path, per_ticker: list[dict], report: str) -> dict
     staging.mkdir(parents=True)
     try:
         for key in ("metrics", "forecasts"):
-            frames = [pd.read_parquet(t[key]) for t in per_ticker]
+            frames = [pd.read_parquet(t[f"{key}_parquet"]) for t in per_ticker]
             pd.concat(frames, ignore_index=True).to_parquet(staging / f"{key}.parquet", index=False)
         (staging / "report.md").write_text(report)
         staging.rename(final)

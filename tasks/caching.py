@@ -61,7 +61,12 @@ def _drop_stale(store: Any, key: str) -> None:
     store.cache.pop(resolved, None)
     basepath = getattr(store.result_storage, "basepath", None)
     if basepath:
-        Path(basepath, key).unlink(missing_ok=True)
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(basepath))
+        path = f"{root.rstrip('/')}/{key}"
+        if fs.exists(path):
+            fs.rm(path)
 
 
 def content_cache_key(

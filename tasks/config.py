@@ -179,6 +179,26 @@ class RetrainConfig(BaseModel):
         "data", description="Root of the data lake, work files, caches and model bundles."
     )
     refresh: bool = Field(False, description="Recompute every step, ignoring cached results.")
+    cache_expiration_days: float | None = Field(
+        None, gt=0, le=3650, description="Cached step results expire after this many days; "
+        "empty = never (keys already change with every input, config or code change)."
+    )
+    result_storage: str | None = Field(
+        None, description="Where cached step results live: a folder or any fsspec URL "
+        "(s3://bucket/tickercast, gcs://...); empty = <data_dir>/results."
+    )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="How per-ticker branches run concurrently: threads in this process, or "
+        "Dask workers (a local cluster, or the scheduler at dask_address).",
+    )
+    max_workers: int = Field(
+        4, ge=1, le=256, description="Threads, or local Dask worker processes, for the branches."
+    )
+    dask_address: str | None = Field(
+        None, description="An existing Dask scheduler (tcp://host:8786); empty = start a local "
+        "cluster of max_workers processes."
+    )
 
     @field_validator("tickers")
     @classmethod

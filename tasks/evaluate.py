@@ -8,7 +8,9 @@ averages) or the model's own scaled window (ridge, fitted on training windows on
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -524,6 +526,20 @@ def _save(fig, path: Path) -> None:
         plt.close(fig)
 
 
+# Matplotlib's pyplot state (font cache, mathtext parser, figure manager) is not
+# thread-safe, and tickers' evaluate steps run in parallel threads: one figure at a time.
+_PLOT_LOCK = threading.RLock()
+
+
+def _one_at_a_time(draw):
+    @functools.wraps(draw)
+    def locked(*args, **kwargs):
+        with _PLOT_LOCK:
+            return draw(*args, **kwargs)
+
+    return locked
+
+
 def _pyplot():
     import matplotlib
 
@@ -533,6 +549,7 @@ def _pyplot():
     return plt
 
 
+@_one_at_a_time
 def plot_loss(history: dict, path: Path, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -546,6 +563,7 @@ def plot_loss(history: dict, path: Path, title: str) -> None:
     _save(fig, path)
 
 
+@_one_at_a_time
 def plot_forecast(table: pd.DataFrame, path: Path, title: str) -> None:
     """Forecast vs actual, with the conformal bands when the table has them."""
     plt = _pyplot()
@@ -572,6 +590,7 @@ def plot_forecast(table: pd.DataFrame, path: Path, title: str) -> None:
     _save(fig, path)
 
 
+@_one_at_a_time
 def plot_residuals(table: pd.DataFrame, path: Path, title: str) -> None:
     """Histogram of test residuals (forecast - actual, prices): model against naive."""
     plt = _pyplot()
@@ -588,6 +607,7 @@ def plot_residuals(table: pd.DataFrame, path: Path, title: str) -> None:
     _save(fig, path)
 
 
+@_one_at_a_time
 def plot_folds(folds: list[dict], path: Path, title: str, metric: str = "rmse") -> None:
     """Per-fold `metric` of every forecaster, grouped by fold."""
     plt = _pyplot()

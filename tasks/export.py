@@ -71,10 +71,10 @@ def _bundle_files(root: Path) -> list[Path]:
 def write_bundle(data_dir: str | Path, name: str, files: dict[str, Path], metadata: dict) -> Path:
     """Copy `files` (bundle name -> source file or folder) plus metadata into the next version."""
     root = versions_dir(data_dir, name)
-    root.mkdir(parents=True, exist_ok=True)
     staging = root / f".tmp-{uuid.uuid4().hex}"
-    staging.mkdir()
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         for target, source in files.items():
             if Path(source).is_dir():
                 shutil.copytree(source, staging / target)

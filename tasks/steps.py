@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 
 from tasks.caching import content_cache_key, step_key
 from tasks.hashing import file_sha256
+from tasks.runners import training_lock
 
 INGEST_MODULES = (
     "tasks.ingest",
@@ -180,15 +181,16 @@ def train_step(pre: dict, win: dict, cfg: dict, data_dir: str) -> dict:
     params = {"pre": pre, "win": win, "cfg": cfg, "data_dir": data_dir}
     out = work_dir(data_dir, "train", TRAIN_MODULES, params)
     spec, arrays = load_preprocessed(pre["arrays"], pre["spec"])
-    summary = train_model(
-        arrays,
-        load_anchors(win),
-        spec.lookback,
-        cfg,
-        out,
-        get_run_logger(),
-        label=pre["ticker"],
-    )
+    with training_lock():
+        summary = train_model(
+            arrays,
+            load_anchors(win),
+            spec.lookback,
+            cfg,
+            out,
+            get_run_logger(),
+            label=pre["ticker"],
+        )
     model_path, history_path = out / "model.keras", out / "history.json"
     return {
         "ticker": pre["ticker"],
@@ -293,16 +295,17 @@ def backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
     out = work_dir(data_dir, "backtest", BACKTEST_MODULES, params)
     prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
     ticker = ingested["ticker"]
-    result = walk_forward(
-        prices,
-        {k: cfg[k] for k in PREPROCESS_FIELDS},
-        {k: cfg[k] for k in TRAIN_FIELDS if k in cfg},
-        int(cfg["walk_forward_folds"]),
-        int(cfg["walk_forward_epochs"]),
-        out,
-        get_run_logger(),
-        who=f"ticker {ticker}",
-    )
+    with training_lock():
+        result = walk_forward(
+            prices,
+            {k: cfg[k] for k in PREPROCESS_FIELDS},
+            {k: cfg[k] for k in TRAIN_FIELDS if k in cfg},
+            int(cfg["walk_forward_folds"]),
+            int(cfg["walk_forward_epochs"]),
+            out,
+            get_run_logger(),
+            who=f"ticker {ticker}",
+        )
     paths = write_backtest(out, result, ticker)
     get_run_logger().info("%s\n%s", ticker, "\n".join(summary_lines(result)))
     return {
@@ -329,7 +332,8 @@ def rolling_backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
     out = work_dir(data_dir, "rolling_backtest", BACKTEST_MODULES, params)
     prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
     ticker = ingested["ticker"]
-    result = rolling_backtest(prices, cfg, out, get_run_logger(), who=f"ticker {ticker}")
+    with training_lock():
+        result = rolling_backtest(prices, cfg, out, get_run_logger(), who=f"ticker {ticker}")
     paths = write_rolling(out, result, ticker)
     get_run_logger().info("%s backtest\n%s", ticker, format_table(result["metrics"]))
     return {

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -112,24 +113,41 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+# Global seeds and the dtype policy are process-wide, and the flow may train several
+# tickers in threads: each model is seeded and built under this lock, so its initial
+# weights (and its layers' own seed generators) depend on its seed alone.
+BUILD_LOCK = threading.RLock()
+_determinism = {"users": 0, "switched_on": False}
+_determinism_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def op_determinism(enabled: bool) -> Iterator[None]:
     """TensorFlow op determinism while training only (same seed, same weights on CPU).
 
-    It is process-wide, so it is switched back off afterwards: other code in the process
-    (evaluation, export) is not forced through tf.data's determinism rewrites. Left off on
-    a GPU, where some fused kernels have no deterministic variant.
+    It is process-wide, so it is switched back off once the last training that needed it
+    ends: other code in the process (evaluation, export) is not forced through tf.data's
+    determinism rewrites. Left off on a GPU, where some fused kernels have no
+    deterministic variant.
     """
     from tensorflow.python.framework import config as tf_config
 
-    switch = enabled and not tf_config.is_op_determinism_enabled()
-    if switch:
-        tf_config.enable_op_determinism()
+    if not enabled:
+        yield
+        return
+    with _determinism_lock:
+        if _determinism["users"] == 0 and not tf_config.is_op_determinism_enabled():
+            tf_config.enable_op_determinism()
+            _determinism["switched_on"] = True
+        _determinism["users"] += 1
     try:
         yield
     finally:
-        if switch:
-            tf_config.disable_op_determinism()
+        with _determinism_lock:
+            _determinism["users"] -= 1
+            if _determinism["users"] == 0 and _determinism["switched_on"]:
+                tf_config.disable_op_determinism()
+                _determinism["switched_on"] = False
 
 
 def resolve_device(cfg: dict) -> DeviceChoice:
@@ -404,7 +422,6 @@ def _fit(
     import keras
 
     seed = int(cfg["seed"])
-    seed_everything(seed)
     epochs, batch = int(cfg["epochs"]), int(cfg["batch_size"])
     root = out_dir / CHECKPOINTS
     resume_from = latest_checkpoint(out_dir)
@@ -414,7 +431,8 @@ def _fit(
         # cuDNN's LSTM has no CPU kernel: TensorFlow would quietly place it on the GPU.
         build_kwargs["use_cudnn"] = False
     strategy = make_strategy(choice)
-    with strategy.scope(), precision_scope(choice.mixed_precision):
+    with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
+        seed_everything(seed)
         if state:
             model = keras.models.load_model(resume_from / "model.keras", safe_mode=True)
             logger.info(
@@ -600,7 +618,7 @@ def train_global(
         kwargs = _build_kwargs(cfg, lookback, data)
         choice = resolve_device(cfg)
         for i, ticker in enumerate(tickers):
-            with precision_scope(choice.mixed_precision):
+            with BUILD_LOCK, precision_scope(choice.mixed_precision):
                 bound = bind_ticker(model, i, **kwargs)
             path = out_dir / f"model-{i:03d}.keras"
             save_model(bound, path)

@@ -8,11 +8,19 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tasks.config import BacktestConfig
 from tests.tiny_models import TICKER
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prefect_logging_outside_capsys():
+    """Importing Prefect's flow API configures its console log handlers on the sys.stderr
+    of that moment; done inside a capsys test they would write to a closed file later."""
+    import prefect.main  # noqa: F401
 
 
 def artifacts_of(state) -> dict[str, object]:

@@ -93,6 +93,36 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
     assert not config.is_op_determinism_enabled()  # only switched on while training
 
 
+@pytest.mark.slow  # four trainings, ~40 s on 2 busy cores
+def test_trainings_in_threads_match_their_solo_runs(tmp_path):
+    """The flow may train tickers in threads: seeds, dtype policy and op determinism are
+    process-wide, yet each thread's model must come out as if trained alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec, arrays, anchors = sine_data()
+    configs = {"a": {**TINY, "epochs": 1}, "b": {**TINY, "epochs": 1, "seed": 5, "dropout": 0.2}}
+    solo = {
+        k: train_model(arrays, anchors, 10, c, tmp_path / f"solo-{k}") for k, c in configs.items()
+    }
+    with ThreadPoolExecutor(2) as pool:
+        futures = {
+            k: pool.submit(train_model, arrays, anchors, 10, c, tmp_path / f"thread-{k}")
+            for k, c in configs.items()
+        }
+        threaded = {k: f.result() for k, f in futures.items()}
+    for k in configs:
+        assert threaded[k]["history"] == solo[k]["history"], k
+        for a, b in zip(
+            weights_of(tmp_path / f"solo-{k}/model.keras"),
+            weights_of(tmp_path / f"thread-{k}/model.keras"),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+    from tensorflow.python.framework import config
+
+    assert not config.is_op_determinism_enabled()
+
+
 KILLED_RUN = """
 import os, sys, json
 sys.path.insert(0, {root!r})

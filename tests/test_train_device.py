@@ -141,3 +141,32 @@ def test_gpu_slot_takes_the_limit_when_it_exists_and_skips_it_when_not(prefect_s
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(GPU_CONCURRENCY_LIMIT)
+
+
+def test_mixed_precision_training_checkpoints_and_resumes(monkeypatch, tmp_path):
+    """The GPU-only mixed-precision path (float16 layers, LossScaleOptimizer state in the
+    checkpoint) run on the CPU: interrupted after epoch 2, resumed, float32 left global."""
+    import keras
+
+    import tasks.train as train
+    from tests.test_train import TINY, sine_data
+
+    monkeypatch.setattr(
+        train, "resolve_device", lambda cfg: DeviceChoice("cpu", "test", "default", True)
+    )
+    spec, arrays, anchors = sine_data()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train_model(arrays, anchors, 10, TINY, tmp_path, callbacks=[Interrupt()])
+    assert keras.config.dtype_policy().name == "float32"
+    summary = train.train_model(arrays, anchors, 10, TINY, tmp_path)
+    assert summary["resumed_from_epoch"] == 2 and summary["epochs_run"] == 4
+    assert summary["device"]["mixed_precision"] is True
+    assert np.isfinite(summary["history"]["loss"]).all()
+    model = keras.models.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    assert model.get_layer("lstm_0").dtype_policy.name == "mixed_float16"

@@ -1,0 +1,256 @@
+"""The HTTP service under load: requests/s and p99 latency of 200 concurrent forecasts.
+
+Serves the tiny test champion (tests/tiny_models.py: the MSFT sample from 2019, an LSTM
+of units [8, 4]) with `tickercast serve` in its own process (uvicorn, loopback) and fires
+rounds of 200 concurrent `GET /forecast/MSFT` at it, one connection each, from a minimal
+asyncio client, side by side with two baselines measured in the same run:
+- the same load on `GET /health` (a bare endpoint: what HTTP, uvicorn and FastAPI cost);
+- the forecast called in-process, one after another (what the work itself costs: read
+  the lake partition, build the features, one model call).
+Run: python bench/serve_load.py  (writes a row to bench/RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CONCURRENCY = 200
+ROUNDS = 5
+START_TIMEOUT_S = 120
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a background thread; yields its base URL.
+
+    The socket is bound here (port 0: a free one) and handed to uvicorn, so there is no
+    race for the port; the server stops when the block ends.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", backlog=4096))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server thread stopped while starting")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not start within {START_TIMEOUT_S} s")
+            time.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+# Bodies above this are sent after the server's "100 Continue" (Expect: 100-continue), so
+# a server refusing them early (413) is heard instead of resetting a half-sent upload.
+EXPECT_CONTINUE_BYTES = 64 * 1024
+
+
+async def _request(
+    base_url: str, method: str, path: str, body: bytes = b"", timeout: float = 120
+) -> tuple[int | None, float, bytes]:
+    """One HTTP/1.1 request on its own connection: (status or None, seconds, body).
+
+    A minimal asyncio client on purpose: a load generator must cost far less than the
+    server it measures (httpx's per-request overhead made it the bottleneck here).
+    """
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+            if body or method == "POST":
+                head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            early = len(body) > EXPECT_CONTINUE_BYTES
+            if early:
+                head.append("Expect: 100-continue")
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (b"" if early else body))
+            await writer.drain()
+            first = b""
+            if early:
+                first = await reader.readline()
+                if b" 100 " in first:  # go ahead: send the body, then read the answer
+                    await reader.readline()
+                    first = b""
+                    writer.write(body)
+                    await writer.drain()
+            raw = first + await reader.read()
+            writer.close()
+    except (OSError, TimeoutError) as exc:  # counted as an error, never raised
+        return None, time.perf_counter() - started, repr(exc).encode()
+    elapsed = time.perf_counter() - started
+    status_line, _, rest = raw.partition(b"\r\n")
+    headers, _, content = rest.partition(b"\r\n\r\n")
+    try:
+        status = int(status_line.split()[1])
+    except (IndexError, ValueError):
+        status = None
+    if b"transfer-encoding: chunked" in headers.lower():
+        content = _dechunk(content)
+    return status, elapsed, content
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The body of a chunked HTTP/1.1 answer."""
+    out = []
+    while data:
+        size, _, data = data.partition(b"\r\n")
+        length = int(size.split(b";")[0] or b"0", 16)
+        if length == 0:
+            break
+        out.append(data[:length])
+        data = data[length + 2 :]
+    return b"".join(out)
+
+
+Call = tuple[str, str, bytes]  # method, path, body
+
+
+def fire(base_url: str, calls: list[Call], timeout: float = 120) -> list[tuple]:
+    """Send every call at once, one connection each; [(status or None, seconds, body)]."""
+
+    async def burst() -> list[tuple]:
+        return await asyncio.gather(
+            *(_request(base_url, method, path, body, timeout) for method, path, body in calls)
+        )
+
+    return asyncio.run(burst())
+
+
+def load(base_url: str, path: str, concurrency: int = CONCURRENCY, rounds: int = ROUNDS) -> dict:
+    """`rounds` bursts of `concurrency` concurrent GETs: requests/s, latency percentiles."""
+    import numpy as np
+
+    latencies, errors, elapsed = [], 0, 0.0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        results = fire(base_url, [("GET", path, b"")] * concurrency)
+        elapsed += time.perf_counter() - started
+        errors += sum(status != 200 for status, _, _ in results)
+        latencies += [seconds for _, seconds, _ in results]
+    lat = np.asarray(latencies)
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+    }
+
+
+@contextlib.contextmanager
+def serve_process(data_dir: Path) -> Iterator[str]:
+    """`tickercast serve` in its own process on a free loopback port; yields its URL."""
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tasks.cli",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while fire(url, [("GET", "/health", b"")], timeout=5)[0][0] != 200:
+            if proc.poll() is not None:
+                raise RuntimeError(f"tickercast serve exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tickercast serve did not answer within {START_TIMEOUT_S} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def in_process(data_dir: Path, ticker: str, calls: int) -> float:
+    """What one forecast costs without HTTP: the same functions, called one by one."""
+    from tasks import lake
+    from tasks.predict import forecast_next
+    from tasks.registry import load_champion
+
+    bundle = load_champion(data_dir, ticker)
+    forecast_next(bundle, lake.read_partition(data_dir, ticker), ticker)  # warm-up
+    started = time.perf_counter()
+    for _ in range(calls):
+        forecast_next(bundle, lake.read_partition(data_dir, ticker), ticker)
+    return calls / (time.perf_counter() - started)
+
+
+def main() -> dict:
+    import tempfile
+
+    from tasks.registry import promote
+    from tests.tiny_models import TICKER, copy_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = copy_store(Path(tmp))
+        promote(data, TICKER, 1, reason="bench: the LSTM serves")
+        direct = in_process(data, TICKER, CONCURRENCY)
+        with serve_process(data) as url:
+            fire(url, [("GET", f"/forecast/{TICKER}", b"")] * 20)  # warm-up
+            health = load(url, "/health")
+            forecast = load(url, f"/forecast/{TICKER}")
+    return {"health": health, "forecast": forecast, "direct_per_s": direct}
+
+
+def row(r: dict) -> str:
+    h, f = r["health"], r["forecast"]
+    return (
+        f"| serve: {CONCURRENCY} concurrent `GET /forecast` on loopback (LSTM [8, 4], "
+        f"{ROUNDS} rounds) | bare `GET /health`, same load: {h['rps']:.0f} req/s, p99 "
+        f"{h['p99_ms']:.0f} ms; in-process forecast: {r['direct_per_s']:.0f} /s | "
+        f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
+        f"{f['errors']} errors of {f['requests']} | {f['rps'] / h['rps']:.2f}x of /health "
+        f"req/s, {f['rps'] / r['direct_per_s']:.2f}x of in-process |"
+    )
+
+
+if __name__ == "__main__":
+    from bench.results import record
+
+    result = main()
+    line = row(result)
+    print(line)
+    record("serve_load", line)
+    errors = result["forecast"]["errors"] + result["health"]["errors"]
+    sys.exit(f"{errors} requests failed" if errors else 0)

@@ -1,0 +1,76 @@
+"""Where per-ticker branches run: threads here, or Dask workers here or on other machines."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+
+def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None = None) -> Any:
+    """A fresh Prefect task runner; Dask is how a user grows past one machine."""
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=max_workers)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    raise ValueError(f"unknown task runner {kind!r}; valid: ['dask', 'threads']")
+
+
+@contextlib.contextmanager
+def use_task_runner(runner: Any) -> Iterator[Any]:
+    """Run `.submit`/`.map` calls in this block on `runner`, inside the current flow run.
+
+    A flow's runner is fixed when it is decorated; swapping it in the run's context lets a
+    config field (set from the CLI or the deployment's UI form) choose it per run, while
+    the task runs stay attached to this flow run.
+    """
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None:
+        raise RuntimeError("use_task_runner needs a running flow")
+    with runner.duplicate() as started, context.model_copy(update={"task_runner": started}):
+        yield started
+
+
+# One training at a time per process: seeds and op determinism are process-wide in
+# TensorFlow, and TF already spreads one fit over every core. Other steps of other
+# tickers' branches run alongside; Dask workers are separate processes and train in parallel.
+_TRAINING_LOCK = threading.Lock()
+
+
+def training_lock() -> threading.Lock:
+    """A function, not a global, so tasks pickled by value for Dask refer to it by name."""
+    return _TRAINING_LOCK
+
+
+def result_storage(url: str | None, data_dir: str) -> Any:
+    """Prefect result storage for cached steps: a local folder, or any fsspec URL."""
+    from pathlib import Path
+
+    if not url:
+        return Path(data_dir) / "results"
+    if "://" in url and not url.startswith("file://"):
+        from prefect.filesystems import RemoteFileSystem
+
+        from tasks.hashing import json_sha256
+
+        # Prefect needs remote result storage saved as a block on the server.
+        block = RemoteFileSystem(basepath=url.rstrip("/"))
+        block.save(f"tickercast-results-{json_sha256(url)[:12]}", overwrite=True)
+        return block
+    return Path(url.removeprefix("file://"))
