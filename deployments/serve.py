@@ -84,6 +84,8 @@ def start_server(
         ],
         cwd=ROOT,
         env=env,
+        # Its own session: Ctrl-C stops the served deployments first, then the server.
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
