@@ -313,11 +313,10 @@ def test_history_too_short_fails_the_run_saying_rows_needed_and_present(
     state = retrain(sine_config(data, lookback=600), return_state=True)  # the sine has 629 rows
 
     assert state.is_failed()
-    error = state.result(raise_on_failure=False)
-    assert isinstance(error, InsufficientHistoryError)
-    message = str(error)
-    assert "ticker SINE: history too short: lookback 600 + horizon 1" in message
-    needed = int(re.search(r"needs at least (\d+) usable rows, there are 629$", message)[1])
+    message = state.message
+    assert f"SINE: {InsufficientHistoryError.__name__}: ticker SINE: history too short" in message
+    assert "lookback 600 + horizon 1 with a 70%/15%/15% split" in message
+    needed = int(re.search(r"needs at least (\d+) usable rows, there are 629", message)[1])
     assert needed > 629
     assert not (data / "models").exists() or list_versions(data, "SINE") == []
 
