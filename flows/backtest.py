@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.backtest import markdown_lines, write_run
 from tasks.config import BacktestConfig
-from tasks.ingest import source_fingerprint
+from tasks.ingest import fetch_window, source_fingerprint
 from tasks.steps import ingest_step, rolling_backtest_step
 
 METRICS_KEY, REPORT_KEY = "backtest-metrics", "backtest-report"
@@ -52,8 +52,7 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     }
     ingest, run = (s.with_options(**options) for s in (ingest_step, rolling_backtest_step))
     csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
-    live = config.source == "yfinance"  # offline sources are ingested whole
-    full = config.model_dump(mode="json")
+    window = fetch_window(config.source, config.start, config.end)
     results = {}
     for ticker in config.tickers:
         ingested = ingest(
@@ -61,8 +60,7 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
             config.source,
             data_dir,
             csv_dir,
-            full["start"] if live else None,
-            full["end"] if live else None,
+            *window,
             source_fingerprint(config.source, ticker, csv_dir),
         )
         results[ticker] = run(ingested, config.run_cfg(), data_dir)

@@ -19,7 +19,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from tasks.config import IngestConfig
-from tasks.ingest import report_row, source_fingerprint, verdict
+from tasks.ingest import fetch_window, report_row, source_fingerprint, verdict
 from tasks.sources import csv_tickers, sample_tickers
 from tasks.steps import ingest_step
 
@@ -81,8 +81,7 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
         result_serializer="json",
         refresh_cache=config.refresh,
     )
-    start = config.start.isoformat() if config.start else None
-    end = config.end.isoformat() if config.end else None
+    start, end = fetch_window(config.source, config.start, config.end)
     rows, results = [], {}
     for ticker in tickers:
         state = step(

@@ -23,7 +23,7 @@ from tasks.config import (
     TRAIN_FIELDS,
     RetrainConfig,
 )
-from tasks.ingest import CorruptSkippedError, source_fingerprint
+from tasks.ingest import CorruptSkippedError, fetch_window, source_fingerprint
 from tasks.runners import make_task_runner, result_storage, use_task_runner
 from tasks.steps import (
     backtest_step,
@@ -101,7 +101,7 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     # The ingest flow's own task and logic (flows/ingest.py): offline sources are ingested
     # whole (dates are applied in preprocess); a live fetch asks the source for a date
     # range, and reruns only for the days missing from the lake.
-    live = config.source == "yfinance"
+    window = fetch_window(config.source, config.start, config.end)
 
     def finish(ingested, pre, trained, evaluated) -> list:
         """Walk-forward (when enabled), the bundle, then the registry's champion gate."""
@@ -127,8 +127,7 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
                 config.source,
                 data_dir,
                 csv_dir,
-                full["start"] if live else None,
-                full["end"] if live else None,
+                *window,
                 source_fingerprint(config.source, ticker, csv_dir),
                 options={
                     "move_threshold": config.move_threshold,

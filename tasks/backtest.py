@@ -41,6 +41,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from tasks.config import TRAIN_FIELDS
 from tasks.evaluate import (
     LEVELS,
     NAIVE,
@@ -549,20 +550,43 @@ def summary_lines(backtest: dict) -> list[str]:
 
 def write_backtest(out_dir: Path, backtest: dict, ticker: str) -> dict[str, Path]:
     """backtest.json (folds + summary), the per-fold predictions and the per-fold plot."""
-    from tasks.atomic import atomic_path, write_json
     from tasks.evaluate import plot_folds
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "backtest_json": out_dir / "backtest.json",
-        "predictions": out_dir / "backtest_predictions.parquet",
-        "folds_png": out_dir / "folds.png",
-    }
-    write_json(paths["backtest_json"], {k: v for k, v in backtest.items() if k != "table"})
-    with atomic_path(paths["predictions"]) as tmp:
-        backtest["table"].to_parquet(tmp, index=False)
+    paths = _write_files(
+        out_dir,
+        {
+            "backtest_json": ("backtest.json", _without_table(backtest)),
+            "predictions": ("backtest_predictions.parquet", backtest["table"]),
+        },
+    )
+    paths["folds_png"] = out_dir / "folds.png"
     plot_folds(backtest["folds"], paths["folds_png"], f"{ticker}: walk-forward RMSE per fold")
     return paths
+
+
+def _write_files(
+    out_dir: Path, files: dict[str, tuple[str, dict | pd.DataFrame]]
+) -> dict[str, Path]:
+    """Write each `key: (file name, content)` into out_dir, in order and atomically (a
+    reader never sees half a file): a frame as Parquet, anything else as JSON.
+    Returns {key: path}."""
+    from tasks.atomic import atomic_path, write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, (name, content) in files.items():
+        path = paths[key] = out_dir / name
+        if isinstance(content, pd.DataFrame):
+            with atomic_path(path) as tmp:
+                content.to_parquet(tmp, index=False)
+        else:
+            write_json(path, content)
+    return paths
+
+
+def _without_table(result: dict) -> dict:
+    """A result's JSON-ready part: all but its predictions table (written as Parquet)."""
+    return {k: v for k, v in result.items() if k != "table"}
 
 
 # --------------------------------------------------------------------------- baselines
@@ -971,7 +995,9 @@ def rolling_backtest(
     intervals: dict[str, dict] = {}
     fold_of: dict[str, np.ndarray] = {}
     folds: dict[str, list] = {}
-    train_cfg = {k: cfg[k] for k in _TRAIN_KEYS if k in cfg}
+    # the training options the config has; "model" is the list of models here, each
+    # network's fit names its own
+    train_cfg = {k: cfg[k] for k in TRAIN_FIELDS if k in cfg and k != "model"}
     for name in models:
         if name in BASELINES:
             paths = baseline_paths(
@@ -1048,24 +1074,6 @@ def rolling_backtest(
         ),
     )
     return {"origins": info, "models": models, "metrics": scored, "folds": folds, "table": table}
-
-
-_TRAIN_KEYS = (
-    "units",
-    "learning_rate",
-    "clipvalue",
-    "epochs",
-    "batch_size",
-    "patience",
-    "seed",
-    "dropout",
-    "recurrent_dropout",
-    "l2",
-    "reduce_lr_patience",
-    "reduce_lr_factor",
-    "device",
-    "mixed_precision",
-)
 
 
 def _forecast_table(
@@ -1185,25 +1193,16 @@ def metrics_frame(rows: list[dict], ticker: str) -> pd.DataFrame:
 
 def write_rolling(out_dir: Path, result: dict, ticker: str) -> dict[str, Path]:
     """metrics.parquet, forecasts.parquet and backtest.json of one ticker's backtest."""
-    from tasks.atomic import atomic_path, write_json
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "metrics_parquet": out_dir / "metrics.parquet",
-        "forecasts_parquet": out_dir / "forecasts.parquet",
-        "summary_json": out_dir / "backtest.json",
-    }
-    with atomic_path(paths["metrics_parquet"]) as tmp:
-        metrics_frame(result["metrics"], ticker).to_parquet(tmp, index=False)
     table = result["table"].copy()
     table.insert(0, "ticker", ticker)
-    with atomic_path(paths["forecasts_parquet"]) as tmp:
-        table.to_parquet(tmp, index=False)
-    write_json(
-        paths["summary_json"],
-        {"ticker": ticker, **{k: v for k, v in result.items() if k != "table"}},
+    return _write_files(
+        out_dir,
+        {
+            "metrics_parquet": ("metrics.parquet", metrics_frame(result["metrics"], ticker)),
+            "forecasts_parquet": ("forecasts.parquet", table),
+            "summary_json": ("backtest.json", {"ticker": ticker, **_without_table(result)}),
+        },
     )
-    return paths
 
 
 def write_run(data_dir: str | Path, per_ticker: list[dict], report: str) -> dict[str, Path]:

@@ -1,13 +1,19 @@
-"""The typed parameters of the retrain flow (RetrainConfig) and the ingest flow (IngestConfig).
+"""The typed parameters of the flows: retrain (RetrainConfig), ingest (IngestConfig),
+predict (PredictConfig) and backtest (BacktestConfig).
 
 Every field carries a description, bounds and enums so the Prefect UI renders a usable
 form, the CLI can generate its options from it, and bad values are refused before any
-work starts.
+work starts. A field that several configs take is defined once, in RetrainConfig; the
+others copy it (`_as_retrain`), changing at most its default or description, so types,
+bounds and defaults cannot drift apart. The checks they share are written once too
+(`_Config`'s validators, `_check_inputs`).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -46,12 +52,57 @@ ON_CORRUPT_HELP = (
     "ticker again (replacing it); skip = report it and leave the ticker alone, the other "
     "tickers go on; fail = fail the ticker, changing nothing."
 )
+MOVE_THRESHOLD_HELP = (
+    "one-day close moves above this fraction (0.5 = 50%) on days with no split recorded."
+)
+CSV_FOLDER = "a folder of <TICKER>.csv files"
 
 
-class RetrainConfig(BaseModel):
-    """Everything one retrain run depends on; defaults reproduce the reference tutorial."""
+def _need_csv_dir(source: str, csv_dir: str | None, holding: str) -> None:
+    if source == "csv" and not csv_dir:
+        raise ValueError(f"source 'csv' needs csv_dir ({holding})")
+
+
+def _check_dates(start: dt.date | None, end: dt.date | None) -> None:
+    if start and end and start > end:
+        raise ValueError(f"start {start} is after end {end}")
+
+
+def _check_inputs(config: RetrainConfig | BacktestConfig, models: Iterable[str]) -> None:
+    """What retrain and backtest both refuse: csv without csv_dir, start after end, and a
+    stacked model with fewer than two units entries."""
+    _need_csv_dir(config.source, config.csv_dir, CSV_FOLDER)
+    _check_dates(config.start, config.end)
+    for name in models:
+        if name in ("stacked_lstm", "cnn_lstm") and len(config.units) < 2:
+            raise ValueError(f"model {name!r} needs at least two entries in units")
+
+
+class _Config(BaseModel):
+    """What every flow's one parameter shares: unknown fields and invalid assignments are
+    refused, and `tickers` and `units` are checked the same way wherever a config has them
+    (hence check_fields=False: a config without the field simply has nothing to check)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("tickers", check_fields=False)
+    @classmethod
+    def _tickers(cls, value: list[str]) -> list[str]:
+        symbols = [validate_ticker(t) for t in value]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"duplicate tickers in {symbols}")
+        return symbols
+
+    @field_validator("units", check_fields=False)
+    @classmethod
+    def _units(cls, value: list[int]) -> list[int]:
+        if any(u < 1 or u > 4096 for u in value):
+            raise ValueError(f"units must each be within 1..4096, got {value}")
+        return value
+
+
+class RetrainConfig(_Config):
+    """Everything one retrain run depends on; defaults reproduce the reference tutorial."""
 
     tickers: list[str] = Field(
         default_factory=lambda: ["AAPL"],
@@ -77,8 +128,7 @@ class RetrainConfig(BaseModel):
         0.5,
         gt=0,
         le=100,
-        description="Ingest: warn about one-day close moves above this fraction (0.5 = 50%) "
-        "on days with no split recorded.",
+        description="Ingest: warn about " + MOVE_THRESHOLD_HELP,
     )
     on_corrupt: OnCorrupt = Field("reingest", description="Ingest: " + ON_CORRUPT_HELP)
     features: list[Feature] = Field(
@@ -200,14 +250,6 @@ class RetrainConfig(BaseModel):
         "cluster of max_workers processes."
     )
 
-    @field_validator("tickers")
-    @classmethod
-    def _tickers(cls, value: list[str]) -> list[str]:
-        symbols = [validate_ticker(t) for t in value]
-        if len(set(symbols)) != len(symbols):
-            raise ValueError(f"duplicate tickers in {symbols}")
-        return symbols
-
     @field_validator("features")
     @classmethod
     def _features(cls, value: list[str]) -> list[str]:
@@ -215,21 +257,9 @@ class RetrainConfig(BaseModel):
             raise ValueError(f"duplicate features in {value}")
         return value
 
-    @field_validator("units")
-    @classmethod
-    def _units(cls, value: list[int]) -> list[int]:
-        if any(u < 1 or u > 4096 for u in value):
-            raise ValueError(f"units must each be within 1..4096, got {value}")
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> RetrainConfig:
-        if self.source == "csv" and not self.csv_dir:
-            raise ValueError("source 'csv' needs csv_dir (a folder of <TICKER>.csv files)")
-        if self.start and self.end and self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
-        if self.model in ("stacked_lstm", "cnn_lstm") and len(self.units) < 2:
-            raise ValueError(f"model {self.model!r} needs at least two entries in units")
+        _check_inputs(self, [self.model])
         if self.ticker_embedding and self.mode != "global":
             raise ValueError("ticker_embedding needs mode 'global' (one model over all tickers)")
         if self.val_fraction + self.test_fraction >= 0.8:
@@ -240,6 +270,17 @@ class RetrainConfig(BaseModel):
         """The JSON-ready subset of fields a step depends on (its cache-key slice)."""
         dumped = self.model_dump(mode="json")
         return {name: dumped[name] for name in names}
+
+
+def _as_retrain(name: str, **changes):
+    """RetrainConfig's field (bounds, enum, default and description), optionally with a new
+    default or description: the other configs take a field retrain has through this, so a
+    field means and allows the same in every flow (the backtest trains networks with
+    exactly the options retrain documents)."""
+    field = copy.copy(RetrainConfig.model_fields[name])
+    for key, value in changes.items():
+        setattr(field, key, value)
+    return field
 
 
 # Which fields each step depends on: a change elsewhere leaves that step's cache valid.
@@ -282,10 +323,8 @@ FailOn = Literal["any", "all", "never"]
 PERIOD_PATTERN = r"^(?:[1-9][0-9]*(?:d|wk|mo|y)|ytd|max)$"
 
 
-class IngestConfig(BaseModel):
+class IngestConfig(_Config):
     """Everything one ingest run depends on (the `ingest` flow's one parameter)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     tickers: list[str] = Field(
         default_factory=list,
@@ -293,22 +332,23 @@ class IngestConfig(BaseModel):
         description="Ticker symbols in Yahoo's alphabet (letters, digits, . - ^ =). Empty: "
         "every CSV in csv_dir (source csv) or every bundled sample ticker (source sample).",
     )
-    source: Source = Field(
-        "sample",
+    source: Source = _as_retrain(
+        "source",
         description="Where prices come from: bundled sample, Yahoo-export CSVs, live "
         "yfinance (incremental), or the tutorial's sine wave.",
     )
-    csv_dir: str | None = Field(
-        None,
+    csv_dir: str | None = _as_retrain(
+        "csv_dir",
         description="A Yahoo-export CSV, or a folder of them named <TICKER>.csv (source csv).",
     )
-    start: dt.date | None = Field(
-        None,
+    start: dt.date | None = _as_retrain(
+        "start",
+        default=None,
         description="yfinance: first day fetched (inclusive); empty = the whole history. "
         "Reruns fetch only what is missing.",
     )
-    end: dt.date | None = Field(
-        None, description="yfinance: last day fetched (inclusive); empty = up to the latest."
+    end: dt.date | None = _as_retrain(
+        "end", description="yfinance: last day fetched (inclusive); empty = up to the latest."
     )
     period: str | None = Field(
         None,
@@ -323,12 +363,8 @@ class IngestConfig(BaseModel):
         description="yfinance reruns re-fetch this many stored days, to pick up revisions "
         "and detect re-adjusted history (then the full history is fetched again).",
     )
-    move_threshold: float = Field(
-        0.5,
-        gt=0,
-        le=100,
-        description="Warn about one-day close moves above this fraction (0.5 = 50%) on days "
-        "with no split recorded.",
+    move_threshold: float = _as_retrain(
+        "move_threshold", description="Warn about " + MOVE_THRESHOLD_HELP
     )
     retries: int = Field(
         3, ge=0, le=10, description="Retries of a transiently failing fetch (network, 5xx, 429)."
@@ -339,29 +375,22 @@ class IngestConfig(BaseModel):
         le=300,
         description="Seconds before the first retry; doubles with each retry, +/-50% jitter.",
     )
-    on_corrupt: OnCorrupt = Field("reingest", description=ON_CORRUPT_HELP)
+    on_corrupt: OnCorrupt = _as_retrain("on_corrupt", description=ON_CORRUPT_HELP)
     fail_on: FailOn = Field(
         "all",
         description="When the run ends Failed: all = every ticker failed; any = at least one "
         "did; never = only the per-ticker report tells.",
     )
-    data_dir: str = Field("data", description="Root of the data lake (lake/prices, lake/events).")
-    refresh: bool = Field(
-        False, description="Re-ingest offline sources even when their file is unchanged."
+    data_dir: str = _as_retrain(
+        "data_dir", description="Root of the data lake (lake/prices, lake/events)."
     )
-
-    @field_validator("tickers")
-    @classmethod
-    def _tickers(cls, value: list[str]) -> list[str]:
-        symbols = [validate_ticker(t) for t in value]
-        if len(set(symbols)) != len(symbols):
-            raise ValueError(f"duplicate tickers in {symbols}")
-        return symbols
+    refresh: bool = _as_retrain(
+        "refresh", description="Re-ingest offline sources even when their file is unchanged."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> IngestConfig:
-        if self.source == "csv" and not self.csv_dir:
-            raise ValueError("source 'csv' needs csv_dir (a CSV file or a folder of them)")
+        _need_csv_dir(self.source, self.csv_dir, "a CSV file or a folder of them")
         if self.source in ("yfinance", "sine") and not self.tickers:
             raise ValueError(f"source {self.source!r} needs tickers")
         if self.source != "yfinance" and (self.start or self.end or self.period):
@@ -369,8 +398,7 @@ class IngestConfig(BaseModel):
                 f"start, end and period apply to source 'yfinance'; source {self.source!r} "
                 "is ingested whole (retrain applies its dates later)"
             )
-        if self.start and self.end and self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
+        _check_dates(self.start, self.end)
         if self.period and self.start and self.end:
             raise ValueError("give at most two of start, end and period")
         return self
@@ -386,28 +414,15 @@ class IngestConfig(BaseModel):
         }
 
 
-class PredictConfig(BaseModel):
+class PredictConfig(_Config):
     """The `predict` flow's one parameter: which champions forecast, from which lake."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    tickers: list[str] = Field(
-        default_factory=lambda: ["AAPL"],
-        min_length=1,
-        max_length=500,
-        description="Tickers whose champion model forecasts the next horizon.",
+    tickers: list[str] = _as_retrain(
+        "tickers", description="Tickers whose champion model forecasts the next horizon."
     )
-    data_dir: str = Field(
-        "data", description="Root of the data lake and the model registry (models/)."
+    data_dir: str = _as_retrain(
+        "data_dir", description="Root of the data lake and the model registry (models/)."
     )
-
-    @field_validator("tickers")
-    @classmethod
-    def _tickers(cls, value: list[str]) -> list[str]:
-        symbols = [validate_ticker(t) for t in value]
-        if len(set(symbols)) != len(symbols):
-            raise ValueError(f"duplicate tickers in {symbols}")
-        return symbols
 
 
 Baseline = Literal["naive", "drift", "mean", "moving_average", "ridge"]
@@ -415,21 +430,8 @@ BacktestModel = Literal[ModelName, Baseline]
 Window = Literal["expanding", "sliding"]
 
 
-def _as_retrain(name: str, **changes):
-    """RetrainConfig's field (description, bounds, enum), optionally with a new default,
-    so the backtest trains networks with exactly the options retrain documents."""
-    import copy
-
-    field = copy.copy(RetrainConfig.model_fields[name])
-    for key, value in changes.items():
-        setattr(field, key, value)
-    return field
-
-
-class BacktestConfig(BaseModel):
+class BacktestConfig(_Config):
     """The `backtest` flow's one parameter: rolling-origin evaluation of several models."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     tickers: list[str] = _as_retrain("tickers")
     source: Source = _as_retrain("source")
@@ -517,11 +519,6 @@ class BacktestConfig(BaseModel):
     data_dir: str = _as_retrain("data_dir")
     refresh: bool = _as_retrain("refresh")
 
-    @field_validator("tickers")
-    @classmethod
-    def _tickers(cls, value: list[str]) -> list[str]:
-        return RetrainConfig._tickers(value)
-
     @field_validator("model", "features")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
@@ -529,20 +526,9 @@ class BacktestConfig(BaseModel):
             raise ValueError(f"duplicates in {value}")
         return value
 
-    @field_validator("units")
-    @classmethod
-    def _units(cls, value: list[int]) -> list[int]:
-        return RetrainConfig._units(value)
-
     @model_validator(mode="after")
     def _consistent(self) -> BacktestConfig:
-        if self.source == "csv" and not self.csv_dir:
-            raise ValueError("source 'csv' needs csv_dir (a folder of <TICKER>.csv files)")
-        if self.start and self.end and self.start > self.end:
-            raise ValueError(f"start {self.start} is after end {self.end}")
-        for name in self.model:
-            if name in ("stacked_lstm", "cnn_lstm") and len(self.units) < 2:
-                raise ValueError(f"model {name!r} needs at least two entries in units")
+        _check_inputs(self, self.model)
         from tasks.backtest import check_initial
 
         check_initial(

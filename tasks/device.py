@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -116,6 +117,8 @@ def precision_scope(mixed: bool) -> Iterator[None]:
 
 
 def in_prefect_run() -> bool:
+    if "prefect.context" not in sys.modules:  # never imported: no run (and no 2 s import)
+        return False
     from prefect.context import FlowRunContext, TaskRunContext
 
     return TaskRunContext.get() is not None or FlowRunContext.get() is not None

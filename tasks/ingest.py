@@ -203,6 +203,18 @@ def source_fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | N
     return None
 
 
+def fetch_window(
+    source: str, start: dt.date | None, end: dt.date | None
+) -> tuple[str | None, str | None]:
+    """The (start, end) a flow hands the ingest task, as ISO days (JSON-ready: they are part
+    of its cache key). Only a windowed source (yfinance) is asked for a date range; whole
+    sources are ingested whole, so their partition and cache key depend on the file alone
+    (a run's own dates are applied later, in preprocess)."""
+    if source not in WINDOWED_SOURCES:
+        return None, None
+    return (start.isoformat() if start else None, end.isoformat() if end else None)
+
+
 def load_source(source: str, ticker: str, csv_dir: str | None = None) -> Loaded:
     """A whole-history source's prices (everything it holds for the ticker)."""
     if source == "sample":

@@ -510,6 +510,11 @@ def _fit(
         if stopping._restored_weights is not None:
             model.set_weights(stopping._restored_weights)
     else:
+        if not model.optimizer.built:
+            # built here, the optimizer's variables exist before fit traces its step:
+            # otherwise TensorFlow traces the whole training step twice (~1 s)
+            with strategy.scope():
+                model.optimizer.build(model.trainable_variables)
         with gpu_slot(choice, logger) as slot:
             logger.info("%s: %s", label, slot)
             with strategy.scope():

@@ -15,6 +15,7 @@ from tasks.preprocess import (
     to_prices,
 )
 from tasks.windows import split_anchors
+from tests.synthetic import random_walk
 
 CFG = {
     "start": None,
@@ -29,19 +30,7 @@ CFG = {
 
 
 def prices(n=300, seed=0):
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    return pd.DataFrame(
-        {
-            "date": pd.bdate_range("2018-01-01", periods=n).date,
-            "open": close,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "adj_close": close,
-            "volume": rng.integers(1_000, 5_000, n),
-        }
-    )
+    return random_walk(n, seed, sigma=0.01, start="2018-01-01")
 
 
 def test_split_is_chronological_70_15_15():

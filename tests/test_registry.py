@@ -19,7 +19,13 @@ from tasks.registry import (
     registry_path,
     rollback,
 )
-from tests.tiny_models import TICKER, copy_store, linear_version, tiny_config
+from tests.tiny_models import (
+    TICKER,
+    assert_consistent,
+    copy_store,
+    linear_version,
+    tiny_config,
+)
 
 
 @pytest.fixture
@@ -37,22 +43,6 @@ def ingested(data_dir):
 def meta(data_dir, version):
     path = data_dir / f"models/{TICKER}/versions/{version}/metadata.json"
     return json.loads(path.read_text())
-
-
-def assert_consistent(registry: dict) -> None:
-    """Every event starts from the champion the previous one left; lineage replays."""
-    before, lineage = None, []
-    for event in registry["history"]:
-        assert event["champion_before"] == before, registry["history"]
-        if event["action"] in ("promote", "manual_promote"):
-            lineage.append(event["version"])
-        elif event["action"] == "rollback":
-            while lineage[-1] != event["version"]:
-                lineage.pop()
-        before = event["champion_after"]
-    assert registry["champion"] == before
-    assert registry["lineage"] == lineage
-    assert registry["champion"] == (lineage[-1] if lineage else None)
 
 
 def test_gate_promotes_a_better_version_and_rejects_a_worse_one(data):

@@ -35,7 +35,7 @@ from tasks.registry import (
 )
 from tasks.sources import sine_prices
 from tests.test_reliability import run_until_flag, tiny_disk
-from tests.tiny_models import TICKER, copy_store
+from tests.tiny_models import TICKER, assert_consistent, copy_store, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_FILES = ("model.keras", "preprocessing.json", "history.json", "predictions.parquet")
@@ -64,20 +64,6 @@ def export_again(data_dir: Path) -> Path:
     source = data_dir / f"models/{TICKER}/versions/3"
     metadata = json.loads((source / "metadata.json").read_text())
     return write_bundle(data_dir, TICKER, {n: source / n for n in BUNDLE_FILES}, metadata)
-
-
-def assert_consistent(registry: dict) -> None:
-    """Every event starts from the champion the previous one left; the lineage replays."""
-    before, lineage = None, []
-    for event in registry["history"]:
-        assert event["champion_before"] == before, registry["history"]
-        if event["action"] in ("promote", "manual_promote"):
-            lineage.append(event["version"])
-        elif event["action"] == "rollback":
-            while lineage[-1] != event["version"]:
-                lineage.pop()
-        before = event["champion_after"]
-    assert registry["champion"] == before and registry["lineage"] == lineage
 
 
 # -- killed during a bundle export or a registry write -----------------------------------
@@ -223,23 +209,22 @@ def test_disk_full_simulated_in_the_writers_keeps_bundles_and_registry(
 # -- NaN loss inside a real retrain run ----------------------------------------------
 
 
-def sine_config(data_dir: Path, **overrides):
-    from tasks.config import RetrainConfig
+SINE = dict(
+    tickers=["SINE"],
+    source="sine",
+    start=None,
+    features=["close"],
+    target="close",
+    lookback=5,
+    horizon=1,
+    units=[4, 4],
+    epochs=1,
+)
 
-    fields = dict(
-        tickers=["SINE"],
-        source="sine",
-        start=None,
-        features=["close"],
-        target="close",
-        lookback=5,
-        horizon=1,
-        units=[4, 4],
-        epochs=1,
-        batch_size=64,
-        data_dir=str(data_dir),
-    )
-    return RetrainConfig(**{**fields, **overrides})
+
+def sine_config(data_dir: Path, **overrides):
+    """tiny_config on the sine source: one epoch of a 4-unit model, 5-day windows."""
+    return tiny_config(data_dir, **{**SINE, **overrides})
 
 
 NAN_RUN = """

@@ -16,6 +16,7 @@ from tasks.backtest import (
     write_backtest,
 )
 from tasks.evaluate import flat_paths, naive_forecast, target_weights
+from tests.synthetic import random_walk
 
 PRE_CFG = {
     "start": None,
@@ -27,22 +28,6 @@ PRE_CFG = {
     "val_fraction": 0.15,
     "test_fraction": 0.15,
 }
-
-
-def random_walk(n: int = 700, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
-    return pd.DataFrame(
-        {
-            "date": pd.bdate_range("2012-01-02", periods=n).date,
-            "open": close,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "adj_close": close,
-            "volume": rng.integers(1_000, 5_000, n),
-        }
-    )
 
 
 def test_folds_are_consecutive_blocks_ending_at_the_last_row():

@@ -7,7 +7,8 @@ and serve tests. Built through the same functions the retrain flow's steps call
   v2  a deliberately bad linear model: half of the last scaled close (far worse than naive)
   v3  ridge regression on the window, written as Flatten -> Dense (beats naive on this
       test window: closed form, so deterministic)
-Tests copy it (`copy_store`) before changing anything.
+Tests copy it (`copy_store`) before changing anything; `assert_consistent` checks the
+registry they leave.
 """
 
 from __future__ import annotations
@@ -144,3 +145,20 @@ def copy_store(tmp_path: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(store(), target)
     return target
+
+
+def assert_consistent(registry: dict) -> None:
+    """Every event starts from the champion the previous one left, the lineage replays from
+    the events, and the champion is the lineage's last version (None before any)."""
+    before, lineage = None, []
+    for event in registry["history"]:
+        assert event["champion_before"] == before, registry["history"]
+        if event["action"] in ("promote", "manual_promote"):
+            lineage.append(event["version"])
+        elif event["action"] == "rollback":
+            while lineage[-1] != event["version"]:
+                lineage.pop()
+        before = event["champion_after"]
+    assert registry["champion"] == before
+    assert registry["lineage"] == lineage
+    assert registry["champion"] == (lineage[-1] if lineage else None)
