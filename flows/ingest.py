@@ -1,4 +1,5 @@
-"""The ingest flow: bring each ticker's lake partition up to date, one task per ticker.
+"""The ingest flow: bring each ticker's lake partition up to date, one task per ticker,
+`max_workers` tickers at a time.
 
 Run it by hand with `tickercast ingest --help` (or `python -m flows.ingest --help`), or
 on a schedule. The retrain flow runs the same `ingest_step` task for its tickers.
@@ -20,6 +21,7 @@ from prefect.states import Failed
 
 from tasks.config import IngestConfig
 from tasks.ingest import fetch_window, report_row, source_fingerprint, verdict
+from tasks.runners import make_task_runner, use_task_runner
 from tasks.sources import csv_tickers, sample_tickers
 from tasks.steps import ingest_step
 
@@ -82,26 +84,30 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
         refresh_cache=config.refresh,
     )
     start, end = fetch_window(config.source, config.start, config.end)
-    rows, results = [], {}
-    for ticker in tickers:
-        state = step(
-            ticker,
-            config.source,
-            data_dir,
-            csv_dir,
-            start,
-            end,
-            _fingerprint(config.source, ticker, csv_dir),
-            options=config.options(),
-            period=config.period,
-            return_state=True,
-        )
-        if state.is_completed():
-            result = state.result()
-            results[result["ticker"]] = result
-            rows.append(report_row(ticker, result, cached=state.name == "Cached"))
-        else:
-            rows.append(report_row(ticker, error=state.result(raise_on_failure=False)))
+    futures = {}
+    with use_task_runner(make_task_runner("threads", config.max_workers)):
+        for ticker in tickers:
+            futures[ticker] = step.submit(
+                ticker,
+                config.source,
+                data_dir,
+                csv_dir,
+                start,
+                end,
+                _fingerprint(config.source, ticker, csv_dir),
+                options=config.options(),
+                period=config.period,
+            )
+        rows, results = [], {}
+        for ticker, future in futures.items():  # report in the order asked for
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                result = state.result()
+                results[result["ticker"]] = result
+                rows.append(report_row(ticker, result, cached=state.name == "Cached"))
+            else:
+                rows.append(report_row(ticker, error=state.result(raise_on_failure=False)))
 
     ok = sum(r["status"] in ("ok", "cached") for r in rows)
     create_table_artifact(

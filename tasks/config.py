@@ -387,6 +387,11 @@ class IngestConfig(_Config):
     refresh: bool = _as_retrain(
         "refresh", description="Re-ingest offline sources even when their file is unchanged."
     )
+    max_workers: int = _as_retrain(
+        "max_workers",
+        description="Tickers ingested at once (threads; a ticker's partition is written by "
+        "one thread only).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> IngestConfig:

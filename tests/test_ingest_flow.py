@@ -181,3 +181,34 @@ def test_ingest_parameter_schema_is_a_usable_form() -> None:
     assert all(f.get("description") for f in fields.values())
     assert fields["fail_on"]["enum"] == ["any", "all", "never"]
     assert fields["overlap_days"]["minimum"] == 1
+
+
+def test_tickers_are_ingested_concurrently_up_to_max_workers(
+    prefect_server, tmp_path: Path, monkeypatch
+) -> None:
+    """Three tickers, max_workers=3: all three are inside the ingest at once (a barrier
+    that only opens for three concurrent callers), yet the report keeps the asked order."""
+    import threading
+
+    from tasks import ingest as ingest_logic
+
+    barrier = threading.Barrier(3, timeout=30)
+    real = ingest_logic.ingest_ticker
+
+    def meeting(*args, **kwargs):
+        barrier.wait()  # raises BrokenBarrierError after 30 s if they ran one by one
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_logic, "ingest_ticker", meeting)
+    folder = csv_folder(tmp_path / "csv", bad=(), good=("CCC", "AAA", "BBB"))
+    config = IngestConfig(
+        source="csv",
+        csv_dir=str(folder),
+        tickers=["CCC", "AAA", "BBB"],
+        data_dir=str(tmp_path / "data"),
+        max_workers=3,
+    )
+    state, summary = run(config)
+    assert state.is_completed(), state.message
+    assert [r["ticker"] for r in summary["tickers"]] == ["CCC", "AAA", "BBB"]
+    assert [r["status"] for r in summary["tickers"]] == ["ok", "ok", "ok"]
