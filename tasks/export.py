@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,9 @@ REQUIRED_FILES = ("model.keras", "preprocessing.json", "metadata.json")
 SAVED_MODEL = "saved_model"
 SERVING = "serving.json"
 SIGNATURE = "serving_default"
+# A staging folder this old belongs to an export that was killed (a live one takes
+# seconds to minutes); the next export removes it.
+STALE_STAGING_SECONDS = 3600
 
 
 class BundleError(RuntimeError):
@@ -68,9 +72,24 @@ def _bundle_files(root: Path) -> list[Path]:
     )
 
 
+def sweep_stale_staging(folder: Path, prefix: str) -> list[Path]:
+    """Remove hidden staging folders (`prefix`*) that killed exports left behind."""
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    gone = []
+    for path in folder.glob(f"{prefix}*") if folder.is_dir() else ():
+        try:
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+                gone.append(path)
+        except FileNotFoundError:  # another export swept it first
+            continue
+    return gone
+
+
 def write_bundle(data_dir: str | Path, name: str, files: dict[str, Path], metadata: dict) -> Path:
     """Copy `files` (bundle name -> source file or folder) plus metadata into the next version."""
     root = versions_dir(data_dir, name)
+    sweep_stale_staging(root, ".tmp-")
     staging = root / f".tmp-{uuid.uuid4().hex}"
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -248,6 +267,7 @@ def build_bundle(
 
     staging = Path(data_dir) / "work" / "export"
     staging.mkdir(parents=True, exist_ok=True)
+    sweep_stale_staging(staging, ".export-")
     with tempfile.TemporaryDirectory(dir=staging, prefix=".export-") as tmp:
         model = keras.models.load_model(model_path, safe_mode=True, compile=False)
         serving = export_saved_model(model, spec, Path(tmp) / SAVED_MODEL)

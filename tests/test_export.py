@@ -171,3 +171,22 @@ def test_damaged_real_bundle_refused_on_load(real_bundle, tmp_path, damage):
         match = "serving.json is missing"
     with pytest.raises(BundleError, match=match):
         load_bundle(bundle)
+
+
+def test_staging_left_by_a_killed_export_is_swept_by_the_next(tmp_path):
+    import os
+    import time
+
+    from tasks.export import STALE_STAGING_SECONDS
+
+    root = tmp_path / "models/AAPL/versions"
+    killed, live = root / ".tmp-killed", root / ".tmp-live"
+    for folder in (killed, live):
+        (folder / "saved_model").mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"half")
+    old = time.time() - STALE_STAGING_SECONDS - 60
+    os.utime(killed, (old, old))
+    bundle = write_bundle(tmp_path, "AAPL", make_files(tmp_path), {})
+    assert bundle.name == "1"
+    assert not killed.exists()  # a killed export's leftovers are gone
+    assert live.exists()  # one that may still be running is left alone
