@@ -11,6 +11,11 @@ Each request stats the ticker's registry.json; when it changed (a promotion, a
 rollback) the new champion is loaded before answering, without a restart. A champion
 that fails verification (missing file, checksum mismatch) is refused and the service
 keeps serving the version it had, reporting the refusal in /models.
+
+A champion's forecast from the lake changes only when the model or the ticker's lake
+partition does (every lake write is an atomic rename: a new inode), so GET /forecast
+answers from the last forecast while both are unchanged; concurrent requests for the
+same ticker wait for one computation instead of repeating it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class Served:
     stamp: tuple | None
     error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # (lake partition stamp, forecast rows) of the last GET /forecast with this champion
+    last_forecast: tuple[tuple, list[dict]] | None = None
 
 
 class Champions:
@@ -54,11 +61,7 @@ class Champions:
     def _stamp(self, name: str) -> tuple | None:
         from tasks.registry import registry_path
 
-        try:
-            st = registry_path(self.data_dir, name).stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return _file_stamp(registry_path(self.data_dir, name))
 
     def get(self, name: str) -> Served:
         """The served entry for `name`, refreshed first if its registry changed."""
@@ -193,6 +196,14 @@ def _describe(name: str, entry: Served | None, champion) -> dict:
     return row
 
 
+def _file_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def create_app(data_dir: str | Path) -> FastAPI:
     """The service over `data_dir`; champions load at start-up and on registry changes."""
     from contextlib import asynccontextmanager
@@ -256,14 +267,18 @@ def create_app(data_dir: str | Path) -> FastAPI:
         entry = lookup(ticker)
         name = validate_ticker(ticker)
         try:
-            prices = lake.read_partition(champions.data_dir, name)
+            with entry.lock:
+                stamp = _file_stamp(lake.partition_path(champions.data_dir, name))
+                if entry.last_forecast is not None and entry.last_forecast[0] == stamp:
+                    rows = entry.last_forecast[1]
+                else:
+                    prices = lake.read_partition(champions.data_dir, name)
+                    rows = forecast_next(entry.bundle, prices, name)
+                    entry.last_forecast = (stamp, rows)
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         except lake.CorruptPartitionError as exc:
             raise HTTPException(503, str(exc)) from exc
-        try:
-            with entry.lock:
-                rows = forecast_next(entry.bundle, prices, name)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}

@@ -157,3 +157,36 @@ def test_reload_after_promotion_and_refusal_of_a_tampered_champion(service):
     assert "model.keras does not match" in model["error"]
     assert client.post("/reload").status_code == 200
     assert client.get(f"/forecast/{TICKER}").json()["version"] == 1
+
+
+def test_forecasts_are_reused_until_the_lake_or_the_champion_changes(tmp_path, monkeypatch):
+    """In-process (FastAPI's TestClient), counting the model work behind GET /forecast."""
+    from fastapi.testclient import TestClient
+
+    from tasks import predict
+    from tasks.serve import create_app
+
+    data = copy_store(tmp_path)
+    promote(data, TICKER, 3)
+    calls = []
+    real = predict.forecast_next
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "forecast_next", counted)
+    with TestClient(create_app(data)) as client:
+        first = client.get(f"/forecast/{TICKER}").json()
+        assert client.get(f"/forecast/{TICKER}").json() == first
+        assert len(calls) == 1  # the second answer came from the first computation
+
+        prices = lake.read_partition(data, TICKER)
+        lake.write_partition(data, TICKER, prices.iloc[:-1])  # the lake changes
+        changed = client.get(f"/forecast/{TICKER}").json()
+        assert len(calls) == 2
+        assert changed["forecasts"][0]["as_of"] < first["forecasts"][0]["as_of"]
+
+        promote(data, TICKER, 1)  # the champion changes
+        assert client.get(f"/forecast/{TICKER}").json()["version"] == 1
+        assert len(calls) == 3
