@@ -28,7 +28,7 @@ from tasks.atomic import atomic_path, fsync_dir, write_json
 from tasks.device import DeviceChoice, gpu_slot, in_prefect_run, make_strategy, precision_scope
 from tasks.device import resolve_device as _resolve_device
 from tasks.models import bind_ticker, build_model, cudnn_problems
-from tasks.windows import aligned_empty, concat_anchors, make_dataset, n_batches
+from tasks.windows import aligned_empty, concat_anchors, index_dtype, make_dataset, n_batches
 
 CHECKPOINTS = "checkpoints"
 Logger = logging.Logger | logging.LoggerAdapter
@@ -93,7 +93,8 @@ def global_data(
             raise ValueError(f"ticker #{i}: features/targets differ in width from ticker #0")
         x_all[start : start + rows] = x
         y_all[start : start + rows] = y
-        anchors.append({k: a[k] for k in ("train", "val", "test")})
+        # kept until all are stacked: in the stacked index type (int32), not the loader's
+        anchors.append({k: np.asarray(a[k], index_dtype(total)) for k in ("train", "val", "test")})
         start += rows
         del x, y
     stacked, offsets = concat_anchors(anchors, list(n_rows))
