@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks.backtest import markdown_lines, write_run
 from tasks.config import BacktestConfig
 from tasks.ingest import fetch_window, source_fingerprint
+from tasks.runners import step_options
 from tasks.steps import ingest_step, rolling_backtest_step
 
 METRICS_KEY, REPORT_KEY = "backtest-metrics", "backtest-report"
@@ -44,12 +45,7 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     """Backtest every model on every ticker; returns the metrics rows and the run's files."""
     preflight(config)
     data_dir = str(Path(config.data_dir).resolve())
-    options = {
-        "persist_result": True,
-        "result_storage": Path(data_dir) / "results",
-        "result_serializer": "json",
-        "refresh_cache": config.refresh,
-    }
+    options = step_options(data_dir, config.refresh)
     ingest, run = (s.with_options(**options) for s in (ingest_step, rolling_backtest_step))
     csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
     window = fetch_window(config.source, config.start, config.end)

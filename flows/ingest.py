@@ -21,7 +21,7 @@ from prefect.states import Failed
 
 from tasks.config import IngestConfig
 from tasks.ingest import fetch_window, report_row, source_fingerprint, verdict
-from tasks.runners import make_task_runner, use_task_runner
+from tasks.runners import make_task_runner, step_options, use_task_runner
 from tasks.sources import csv_tickers, sample_tickers
 from tasks.steps import ingest_step
 
@@ -77,12 +77,7 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
     tickers = preflight(config)
     data_dir = str(Path(config.data_dir).resolve())
     csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
-    step = ingest_step.with_options(
-        persist_result=True,
-        result_storage=Path(data_dir) / "results",
-        result_serializer="json",
-        refresh_cache=config.refresh,
-    )
+    step = ingest_step.with_options(**step_options(data_dir, config.refresh))
     start, end = fetch_window(config.source, config.start, config.end)
     futures = {}
     with use_task_runner(make_task_runner("threads", config.max_workers)):

@@ -8,9 +8,9 @@ or on a schedule (deployments/serve.py).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.states import Failed
@@ -24,7 +24,7 @@ from tasks.config import (
     RetrainConfig,
 )
 from tasks.ingest import CorruptSkippedError, fetch_window, source_fingerprint
-from tasks.runners import make_task_runner, result_storage, use_task_runner
+from tasks.runners import make_task_runner, step_options, use_task_runner
 from tasks.steps import (
     backtest_step,
     evaluate_step,
@@ -64,6 +64,23 @@ def ticker_locks(data_dir: str, tickers: Iterable[str]) -> Iterator[None]:
         yield
 
 
+def submit_ingest(ingest: Any, config: Any, ticker: str, data_dir: str) -> Any:
+    """The ingest step for one ticker of a retrain-like config (retrain, tune): the ingest
+    flow's own task and logic (flows/ingest.py). Offline sources are ingested whole
+    (dates are applied in preprocess); a live fetch asks the source for the config's date
+    range, and reruns only for the days missing from the lake."""
+    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
+    return ingest.submit(
+        ticker,
+        config.source,
+        data_dir,
+        csv_dir,
+        *fetch_window(config.source, config.start, config.end),
+        source_fingerprint(config.source, ticker, csv_dir),
+        options={"move_threshold": config.move_threshold, "on_corrupt": config.on_corrupt},
+    )
+
+
 @flow(name="retrain", log_prints=True, persist_result=False)
 def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     """Train, evaluate and export one model per ticker; returns bundle paths and metrics."""
@@ -75,14 +92,9 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
 
 def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     """The flow's body, run under the tickers' locks: one concurrent branch per ticker."""
-    options: dict = {
-        "persist_result": True,
-        "result_storage": result_storage(config.result_storage, data_dir),
-        "result_serializer": "json",
-        "refresh_cache": config.refresh,
-    }
-    if config.cache_expiration_days:
-        options["cache_expiration"] = dt.timedelta(days=config.cache_expiration_days)
+    options = step_options(
+        data_dir, config.refresh, config.result_storage, config.cache_expiration_days
+    )
     ingest, preprocess, windows, train, evaluate, export, backtest, promote = (
         step.with_options(**options)
         for step in (
@@ -97,11 +109,6 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
         )
     )
     full = config.model_dump(mode="json")
-    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
-    # The ingest flow's own task and logic (flows/ingest.py): offline sources are ingested
-    # whole (dates are applied in preprocess); a live fetch asks the source for a date
-    # range, and reruns only for the days missing from the lake.
-    window = fetch_window(config.source, config.start, config.end)
 
     def finish(ingested, pre, trained, evaluated) -> list:
         """Walk-forward (when enabled), the bundle, then the registry's champion gate."""
@@ -122,18 +129,7 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     branches: dict[str, list] = {}
     with use_task_runner(runner):
         for ticker in config.tickers:
-            ingested = ingest.submit(
-                ticker,
-                config.source,
-                data_dir,
-                csv_dir,
-                *window,
-                source_fingerprint(config.source, ticker, csv_dir),
-                options={
-                    "move_threshold": config.move_threshold,
-                    "on_corrupt": config.on_corrupt,
-                },
-            )
+            ingested = submit_ingest(ingest, config, ticker, data_dir)
             pre = preprocess.submit(ingested, config.slice(*PREPROCESS_FIELDS), data_dir)
             win = windows.submit(pre, data_dir)
             branches[ticker] = [ingested, pre, win]

@@ -6,6 +6,7 @@ Heavy imports (Prefect, TensorFlow) happen only once a command runs, so `--help`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("action", choices=["show", "clear"])
     cache.add_argument("--data-dir", default="data", help="the data dir whose cache to use")
     cache.add_argument("--debug", action="store_true", help="show tracebacks on failure")
-    from tasks.commands import add_commands  # models | predict | serve | backtest
+    from tasks.commands import add_commands  # models | predict | serve | backtest | tune
 
     add_commands(sub, add_model_options)
     return parser
@@ -141,32 +142,56 @@ def _quiet_tracebacks() -> None:
             handler.addFilter(quiet)
 
 
-def _run_retrain(args: argparse.Namespace) -> int:
-    config = RetrainConfig(**_collect(args, RetrainConfig))
-    from flows.retrain import preflight, retrain
-
-    preflight(config)
+def configure(args: argparse.Namespace, model: type[BaseModel], flows_module: str | None = None):
+    """The command's config from its options (over --config); with `flows_module`, that
+    flow's `preflight` refuses inputs that cannot exist before any work starts. Prefect's
+    failure logs are then kept to one line unless --debug."""
+    config = model(**_collect(args, model))
+    if flows_module:
+        importlib.import_module(flows_module).preflight(config)
     if not args.debug:
         _quiet_tracebacks()
+    return config
 
-    results = retrain(config)
-    for ticker, result in results.items():
+
+def run_state(flow: Any, config: BaseModel) -> tuple[Any, Any]:
+    """(final state, result) of a flow run; an exception the flow raised is raised here."""
+    state = flow(config, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return state, result
+
+
+def print_retrain_result(ticker: str, result: dict) -> None:
+    """One ticker's retrain outcome: bundle, test RMSE vs baselines, verdict, promotion."""
+    if "metrics" not in result:  # skipped (on_corrupt=skip) or failed
+        print(f"{ticker}: {result.get('skipped') or result.get('error')}")
+        return
+    metrics = result["metrics"]
+    print(
+        f"{ticker}: bundle {result['bundle']}\n"
+        f"{ticker}: test RMSE model {metrics['model']['rmse']:.4f} | "
+        f"naive {metrics['naive']['rmse']:.4f} | "
+        f"moving average {metrics['moving_average']['rmse']:.4f}"
+    )
+    if result.get("verdict"):
+        print(f"{ticker}: {result['verdict']}")
+    if result.get("promotion"):
+        event = result["promotion"]
+        verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
+        print(f"{ticker}: v{event['version']} {verb}: {event['reason']}")
+
+
+def _run_retrain(args: argparse.Namespace) -> int:
+    config = configure(args, RetrainConfig, "flows.retrain")
+    from flows.retrain import retrain
+
+    for ticker, result in retrain(config).items():
         if "skipped" in result:  # on_corrupt=skip
             print(f"{ticker}: skipped: {result['skipped']}")
-            continue
-        metrics = result["metrics"]
-        print(
-            f"{ticker}: bundle {result['bundle']}\n"
-            f"{ticker}: test RMSE model {metrics['model']['rmse']:.4f} | "
-            f"naive {metrics['naive']['rmse']:.4f} | "
-            f"moving average {metrics['moving_average']['rmse']:.4f}"
-        )
-        if result.get("verdict"):
-            print(f"{ticker}: {result['verdict']}")
-        if result.get("promotion"):
-            event = result["promotion"]
-            verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
-            print(f"{ticker}: v{event['version']} {verb}: {event['reason']}")
+        else:
+            print_retrain_result(ticker, result)
     return 0
 
 
@@ -182,17 +207,10 @@ def _run_cache(args: argparse.Namespace) -> int:
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
-    config = IngestConfig(**_collect(args, IngestConfig))
-    from flows.ingest import ingest, preflight
+    config = configure(args, IngestConfig, "flows.ingest")
+    from flows.ingest import ingest
 
-    preflight(config)
-    if not args.debug:
-        _quiet_tracebacks()
-
-    state = ingest(config, return_state=True)
-    summary = state.result(raise_on_failure=False)
-    if isinstance(summary, BaseException):
-        raise summary
+    state, summary = run_state(ingest, config)
     for row in summary["tickers"]:
         if row["status"] in ("failed", "skipped"):
             print(f"{row['ticker']}: {row['status']}: {row['error']}")

@@ -1,5 +1,5 @@
-"""`tickercast models | predict | serve | backtest`: the registry, forecasts, the HTTP
-service and the rolling-origin backtest.
+"""`tickercast models | predict | serve | backtest | tune`: the registry, forecasts, the
+HTTP service, the rolling-origin backtest and the hyperparameter search.
 
 Kept apart from tasks/cli.py (which wires them in) so that each command's options and
 output live next to each other. Heavy imports happen only when a command runs.
@@ -74,6 +74,21 @@ def add_commands(sub: Any, add_model_options: Callable) -> None:
     debug(backtest)
     add_model_options(backtest, BacktestConfig)
 
+    from tasks.tune import TuneConfig
+
+    tune = sub.add_parser(
+        "tune",
+        help="hyperparameter search with Keras Tuner, then retrain the best configuration",
+        description="Run the tune flow: Bayesian optimisation or Hyperband over model, units, "
+        "layers, dropout, L2, learning rate, batch size and lookback, each trial scored on "
+        "the validation split only; writes <data-dir>/tuning/<run>/best.json (a retrain "
+        "--config file) and trials.csv, then retrains best.json once for the test report. "
+        "Rerunning the same search resumes it. Every option is a TuneConfig field.",
+    )
+    tune.add_argument("--config", help="JSON file of TuneConfig fields; options override it")
+    debug(tune)
+    add_model_options(tune, TuneConfig)
+
     serve = sub.add_parser(
         "serve",
         help="serve the champions over HTTP (FastAPI + uvicorn)",
@@ -141,18 +156,13 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tasks.cli import _collect, _quiet_tracebacks
+    from tasks.cli import configure, run_state
     from tasks.config import PredictConfig
 
-    config = PredictConfig(**_collect(args, PredictConfig))
+    config = configure(args, PredictConfig)
     from flows.predict import predict
 
-    if not args.debug:
-        _quiet_tracebacks()
-    state = predict(config, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
+    _, result = run_state(predict, config)
     for row in result["forecasts"]:
         band = ""
         if row.get("lo_80") is not None:
@@ -175,16 +185,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_backtest(args: argparse.Namespace) -> int:
-    from tasks.cli import _collect, _quiet_tracebacks
+    from tasks.cli import configure
     from tasks.config import BacktestConfig
 
-    config = BacktestConfig(**_collect(args, BacktestConfig))
-    from flows.backtest import backtest, preflight
+    config = configure(args, BacktestConfig, "flows.backtest")
+    from flows.backtest import backtest
     from tasks.backtest import format_table
 
-    preflight(config)
-    if not args.debug:
-        _quiet_tracebacks()
     result = backtest(config)
     for ticker, res in result["tickers"].items():
         o = res["origins"]
@@ -203,6 +210,41 @@ def run_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tune(args: argparse.Namespace) -> int:
+    from tasks.cli import configure, print_retrain_result, run_state
+    from tasks.tune import TuneConfig
+
+    config = configure(args, TuneConfig, "flows.tune")
+    from flows.tune import tune
+
+    state, result = run_state(tune, config)
+    if not isinstance(result, dict):
+        print(f"tickercast tune: error: {state.message}", file=sys.stderr)
+        return 1
+    best = result["best"]
+    stopped = f"; stopped: {result['stop_reason']}" if result["stop_reason"] else ""
+    print(
+        f"tune {result['run']}: {result['trials']} trial(s), {result['completed']} completed, "
+        f"{len(result['ran'])} run now{stopped}"
+    )
+    print(
+        f"best: trial {best['trial']}, val MSE {best['val_mse']:.6g} (validation split): "
+        f"{best['model']} units {best['units']}, lookback {best['lookback']}, batch "
+        f"{best['batch_size']}, learning rate {best['learning_rate']:.3g}, dropout "
+        f"{best['dropout']:.3g}, l2 {best['l2']:.3g}"
+    )
+    print(f"best.json: {result['best_json']}  (tickercast retrain --config {result['best_json']})")
+    print(f"trials: {result['trials_csv']}")
+    for ticker, res in (result["test"] or {}).items():
+        if ticker == "error" or not isinstance(res, dict):
+            continue
+        print_retrain_result(ticker, res)
+    if not state.is_completed():
+        print(f"tickercast tune: error: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from tasks.serve import serve
 
@@ -215,4 +257,5 @@ COMMANDS = {
     "predict": run_predict,
     "serve": run_serve,
     "backtest": run_backtest,
+    "tune": run_tune,
 }

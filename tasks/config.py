@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -84,6 +84,20 @@ class _Config(BaseModel):
     (hence check_fields=False: a config without the field simply has nothing to check)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sine_start(cls, data: Any) -> Any:
+        # The sine wave's synthetic days begin in 2000: retrain's default start (2015)
+        # would leave no rows. An explicit start is kept.
+        if (
+            isinstance(data, dict)
+            and data.get("source") == "sine"
+            and "start" not in data
+            and "start" in cls.model_fields
+        ):
+            data = {**data, "start": None}
+        return data
 
     @field_validator("tickers", check_fields=False)
     @classmethod

@@ -74,3 +74,25 @@ def result_storage(url: str | None, data_dir: str) -> Any:
         block.save(f"tickercast-results-{json_sha256(url)[:12]}", overwrite=True)
         return block
     return Path(url.removeprefix("file://"))
+
+
+def step_options(
+    data_dir: str,
+    refresh: bool = False,
+    storage: str | None = None,
+    expiration_days: float | None = None,
+) -> dict:
+    """`with_options` for a flow's cached steps: results persisted as JSON (paths and
+    hashes, never arrays) in `storage` (default <data_dir>/results), recomputed on
+    `refresh`, expiring after `expiration_days` when set."""
+    import datetime as dt
+
+    options: dict = {
+        "persist_result": True,
+        "result_storage": result_storage(storage, data_dir),
+        "result_serializer": "json",
+        "refresh_cache": refresh,
+    }
+    if expiration_days:
+        options["cache_expiration"] = dt.timedelta(days=expiration_days)
+    return options

@@ -504,3 +504,46 @@ def _publish(
         key=f"bundle-{slug}",
         description=f"{ticker}: model bundle folder",
     )
+
+
+TUNE_DATA_MODULES = ("tasks.tune", *PREPROCESS_MODULES)
+
+
+@task(name="tune-data", cache_key_fn=content_cache_key("tune_data", TUNE_DATA_MODULES))
+def tune_data_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
+    """A ticker's search data: preprocessed as retrain does, train + validation rows only,
+    targets reaching a test day blanked (tasks.tune.search_data). Trials read only this."""
+    from tasks import lake
+    from tasks.tune import content_hash, save_search_data, search_data
+
+    params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "tune_data", TUNE_DATA_MODULES, params)
+    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    arrays, meta = search_data(prices, cfg, who=f"ticker {ingested['ticker']}")
+    path = save_search_data(out, arrays, meta)
+    get_run_logger().info(
+        "%s search data: %d rows %s..%s (train %d, validation %d); the test split is left out",
+        ingested["ticker"],
+        meta["rows"],
+        meta["first_day"],
+        meta["val_end"],
+        meta["n_train"],
+        meta["n_val"],
+    )
+    return {
+        "ticker": ingested["ticker"],
+        "search": str(path),
+        "meta": meta,
+        "content": content_hash(arrays, meta),
+        "outputs": _outputs(path),
+    }
+
+
+@task(name="tune-trial", task_run_name="tune-trial-{trial_id}", persist_result=False)
+def tune_trial_step(trial_id: str, spec: dict, data: list[dict], cfg: dict, trial_dir: str) -> dict:
+    """Train one trial's configuration on the search data (tasks.tune.run_trial); never
+    cached: the search's own folder records what is done."""
+    from tasks.tune import run_trial
+
+    with training_lock():
+        return run_trial(spec, data, cfg, trial_dir, get_run_logger())

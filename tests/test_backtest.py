@@ -24,23 +24,9 @@ from tasks.backtest import (
     training_scale,
 )
 from tasks.preprocess import target_prices, to_prices
+from tests.synthetic import price_frame as frame
 
 SHORT = np.array([10.0, 11.0, 13.0, 12.0, 14.0, 15.0, 13.0, 16.0])
-
-
-def frame(close: np.ndarray, volume: np.ndarray | None = None) -> pd.DataFrame:
-    n = len(close)
-    return pd.DataFrame(
-        {
-            "date": pd.bdate_range("2012-01-02", periods=n).date,
-            "open": close,
-            "high": close * 1.01,
-            "low": close * 0.99,
-            "close": close,
-            "adj_close": close,
-            "volume": np.full(n, 1000) if volume is None else volume,
-        }
-    )
 
 
 def random_walk(n: int, seed: int = 0) -> np.ndarray:

@@ -60,3 +60,13 @@ def test_invalid_config_refused_naming_the_problem(fields, fragment):
 def test_slice_is_json_ready():
     c = RetrainConfig(start=dt.date(2019, 1, 1))
     assert c.slice("start", "features") == {"start": "2019-01-01", "features": ["close", "volume"]}
+
+
+def test_sine_source_starts_at_its_first_day_unless_told_otherwise():
+    """The sine wave's days begin in 2000; retrain's default start (2015) would leave none."""
+    from tasks.config import BacktestConfig
+
+    assert RetrainConfig(source="sine").start is None
+    assert BacktestConfig(source="sine", tickers=["SINE"]).start is None
+    assert str(RetrainConfig(source="sine", start="2001-01-02").start) == "2001-01-02"
+    assert str(RetrainConfig().start) == "2015-01-01"  # other sources keep the default
