@@ -47,7 +47,7 @@ def use_task_runner(runner: Any) -> Iterator[Any]:
         yield started
 
 
-# One training at a time per process: seeds and op determinism are process-wide in
+# One training at a time per process: seeds and the dtype policy are process-wide in
 # TensorFlow, and TF already spreads one fit over every core. Other steps of other
 # tickers' branches run alongside; Dask workers are separate processes and train in parallel.
 _TRAINING_LOCK = threading.Lock()

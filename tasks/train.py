@@ -10,7 +10,6 @@ checkpoints are removed once `model.keras` is written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -18,7 +17,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,37 +117,12 @@ def seed_everything(seed: int) -> None:
 # tickers in threads: each model is seeded and built under this lock, so its initial
 # weights (and its layers' own seed generators) depend on its seed alone.
 BUILD_LOCK = threading.RLock()
-_determinism = {"users": 0, "switched_on": False}
-_determinism_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def op_determinism(enabled: bool) -> Iterator[None]:
-    """TensorFlow op determinism while training only (same seed, same weights on CPU).
-
-    It is process-wide, so it is switched back off once the last training that needed it
-    ends: other code in the process (evaluation, export) is not forced through tf.data's
-    determinism rewrites. Left off on a GPU, where some fused kernels have no
-    deterministic variant.
-    """
-    from tensorflow.python.framework import config as tf_config
-
-    if not enabled:
-        yield
-        return
-    with _determinism_lock:
-        if _determinism["users"] == 0 and not tf_config.is_op_determinism_enabled():
-            tf_config.enable_op_determinism()
-            _determinism["switched_on"] = True
-        _determinism["users"] += 1
-    try:
-        yield
-    finally:
-        with _determinism_lock:
-            _determinism["users"] -= 1
-            if _determinism["users"] == 0 and _determinism["switched_on"]:
-                tf_config.disable_op_determinism()
-                _determinism["switched_on"] = False
+# Determinism on CPU comes from the seeds (weights, dropout, each epoch's permutation) and
+# an order-preserving tf.data pipeline; TensorFlow's CPU kernels used here are already
+# deterministic, which tests/test_train.py and tests/test_global.py check bit for bit.
+# TensorFlow's global op-determinism switch is deliberately not used: it adds nothing for
+# these kernels, and it makes tf.data rewrite (serialise) every pipeline, which copies the
+# whole feature array each time an iterator is made.
 
 
 def resolve_device(cfg: dict) -> DeviceChoice:
@@ -405,8 +379,7 @@ def fit(
     cfg = {**DEFAULTS, **cfg}
     choice = resolve_device(cfg)
     logger.info("%s: training on %s (%s)", label, choice.device, choice.reason)
-    with op_determinism(choice.device == "cpu"):
-        return _fit(data, lookback, cfg, Path(out_dir), logger, callbacks, label, max_steps, choice)
+    return _fit(data, lookback, cfg, Path(out_dir), logger, callbacks, label, max_steps, choice)
 
 
 def _fit(

@@ -126,21 +126,18 @@ def make_dataset(
     shuffle buffer of tensors, and a run resumed at epoch k sees exactly the batches an
     uninterrupted run would (fit it with steps_per_epoch = n_batches). With
     `ticker_offsets` (global mode with an embedding: each ticker's first row) inputs are
-    {"window", "ticker"}. `x` and `y` are read in place, never copied (float32, C order).
+    {"window", "ticker"}. Aligned arrays (`aligned_empty`) are used without a copy.
     """
     import tensorflow as tf
 
     kind = index_dtype(len(x))
     tf_kind = tf.int32 if kind == np.int32 else tf.int64
-    # The rows stay numpy arrays read by a numpy gather: a tensor captured by the pipeline
-    # would be serialised into its graph (a full transient copy) whenever tf.data rewrites
-    # it, which it always does while op determinism is on (CPU training).
-    rows = np.ascontiguousarray(x, dtype=np.float32)  # no copy when already float32
-    targets = np.ascontiguousarray(y, dtype=np.float32)
-    steps = np.arange(-lookback + 1, 1, dtype=kind)
-    starts = None if ticker_offsets is None else np.asarray(ticker_offsets, kind)
+    features = as_tensor(x, np.float32)
+    targets = as_tensor(y, np.float32)
+    offsets = tf.range(-lookback + 1, 1, dtype=tf_kind)
     index = as_tensor(anchors, kind)
     n = len(anchors)
+    starts = None if ticker_offsets is None else tf.constant(np.asarray(ticker_offsets, kind))
 
     # plain tensor code: autograph's conversion only costs tracing time (~1 s per pipeline)
     plain = tf.autograph.experimental.do_not_convert
@@ -170,23 +167,14 @@ def make_dataset(
     else:
         ds = batches_of(index)
 
-    def gather_rows(batch: np.ndarray):
-        windows, target = rows[batch[:, None] + steps], targets[batch]
-        if starts is None:
-            return windows, target
-        return windows, target, (np.searchsorted(starts, batch, side="right") - 1).astype(np.int32)
-
     @plain
     def gather(batch):
-        kinds = [tf.float32, tf.float32] + ([] if starts is None else [tf.int32])
-        # a pure function of the batch: stateless, so tf.data may run it in parallel
-        out = tf.numpy_function(gather_rows, [batch], kinds, stateful=False)
-        out[0].set_shape((None, lookback, rows.shape[1]))
-        out[1].set_shape((None, targets.shape[1]))
+        windows = tf.gather(features, batch[:, None] + offsets)
         if starts is None:
-            return out[0], out[1]
-        out[2].set_shape((None,))
-        return {"window": out[0], "ticker": out[2]}, out[1]
+            return windows, tf.gather(targets, batch)
+        ticker = tf.searchsorted(starts[None, :], batch[None, :], side="right")[0] - 1
+        inputs = {"window": windows, "ticker": tf.cast(ticker, tf.int32)}
+        return inputs, tf.gather(targets, batch)
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)

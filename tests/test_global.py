@@ -116,3 +116,30 @@ def test_global_mode_end_to_end_on_three_tickers(prefect_server, tmp_path):
         for t, o in result.items()
     }
     assert len(set(mins.values())) == 3
+
+
+def test_global_training_with_an_embedding_is_repeatable(tmp_path):
+    """Same seed, same data: identical history and weights, embedding table included."""
+    import keras
+
+    data = three_tickers()
+    cfg = {**CFG, "ticker_embedding": 3, "dropout": 0.1}
+
+    def run(out):
+        return train_global(
+            ["AAA", "BBB", "CCC"],
+            [len(a["x"]) for _, a, _ in data],
+            lambda i: (data[i][1]["x"], data[i][1]["y"], data[i][2]),
+            8,
+            cfg,
+            out,
+        )
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first["history"] == second["history"]
+    weights = [
+        keras.models.load_model(tmp_path / run_dir / "model.keras").get_weights()
+        for run_dir in ("a", "b")
+    ]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -159,6 +159,7 @@ def test_reload_after_promotion_and_refusal_of_a_tampered_champion(service):
     assert client.get(f"/forecast/{TICKER}").json()["version"] == 1
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_forecasts_are_reused_until_the_lake_or_the_champion_changes(tmp_path, monkeypatch):
     """In-process (FastAPI's TestClient), counting the model work behind GET /forecast."""
     from fastapi.testclient import TestClient

@@ -90,12 +90,12 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
     assert other["history"] != first["history"]
     from tensorflow.python.framework import config
 
-    assert not config.is_op_determinism_enabled()  # only switched on while training
+    assert not config.is_op_determinism_enabled()  # never switched on (see tasks/train.py)
 
 
 @pytest.mark.slow  # four trainings, ~40 s on 2 busy cores
 def test_trainings_in_threads_match_their_solo_runs(tmp_path):
-    """The flow may train tickers in threads: seeds, dtype policy and op determinism are
+    """The flow may train tickers in threads: seeds and the dtype policy are
     process-wide, yet each thread's model must come out as if trained alone."""
     from concurrent.futures import ThreadPoolExecutor
 
