@@ -169,45 +169,50 @@ def load(
 
 
 @contextlib.contextmanager
-def serve_process(data_dir: Path) -> Iterator[str]:
-    """`tickercast serve` in its own process on a free loopback port; yields its URL."""
+def serve_process(
+    data_dir: Path, log: Path | None = None, start_timeout: float = START_TIMEOUT_S
+) -> Iterator[str]:
+    """`tickercast serve` in its own process on a free loopback port, as users start it;
+    yields its URL once /health answers. Its output goes to `log` (quoted when it fails to
+    start) or nowhere. tests/test_serve.py starts its service with this too."""
     import subprocess
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tasks.cli",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while fire(url, [("GET", "/health", b"")], timeout=5)[0][0] != 200:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tickercast serve exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"tickercast serve did not answer within {START_TIMEOUT_S} s")
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("w")) if log else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.cli", "serve", "--data-dir", str(data_dir)]
+            + ["--port", str(port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+        def said() -> str:
+            return f":\n{log.read_text()[-3000:]}" if log else ""
+
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+            deadline = time.monotonic() + start_timeout
+            while fire(url, [("GET", "/health", b"")], timeout=5)[0][0] != 200:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"tickercast serve exited with {proc.returncode}{said()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"tickercast serve did not answer /health within {start_timeout} s"
+                        + said()
+                    )
+                time.sleep(0.25)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
 
 
 def in_process(data_dir: Path, ticker: str, calls: int) -> float:

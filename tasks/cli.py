@@ -86,37 +86,55 @@ def _format_validation(exc: ValidationError) -> str:
     return "invalid config: " + "; ".join(parts)
 
 
+def add_flow_command(
+    sub: Any,
+    name: str,
+    model: type[BaseModel],
+    *,
+    config_file: bool = True,
+    **parser_kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand that runs a flow: --config (a JSON file of `model` fields, which the
+    options override), --debug, and one option per field of `model`."""
+    parser = sub.add_parser(name, **parser_kwargs)
+    if config_file:
+        parser.add_argument(
+            "--config", help=f"JSON file of {model.__name__} fields; options override it"
+        )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    add_model_options(parser, model)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickercast", description="Train, evaluate and export LSTM price forecasters."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
     sub = parser.add_subparsers(dest="command", required=True)
-    retrain = sub.add_parser(
+    add_flow_command(
+        sub,
         "retrain",
+        RetrainConfig,
         help="run the retrain flow (ingest -> ... -> export)",
         description="Run the retrain flow. Every option is a RetrainConfig field.",
     )
-    retrain.add_argument("--config", help="JSON file of RetrainConfig fields; options override it")
-    retrain.add_argument("--debug", action="store_true", help="show tracebacks on failure")
-    add_model_options(retrain, RetrainConfig)
-    ingest = sub.add_parser(
+    add_flow_command(
+        sub,
         "ingest",
+        IngestConfig,
         help="run the ingest flow alone (bring the lake up to date)",
         description="Run the ingest flow: fetch, validate and store prices in the lake, "
         "one report line per ticker. Every option is an IngestConfig field. Exits 1 when "
         "the run ends Failed (see --fail-on).",
     )
-    ingest.add_argument("--config", help="JSON file of IngestConfig fields; options override it")
-    ingest.add_argument("--debug", action="store_true", help="show tracebacks on failure")
-    add_model_options(ingest, IngestConfig)
     cache = sub.add_parser("cache", help="show or clear cached step results")
     cache.add_argument("action", choices=["show", "clear"])
     cache.add_argument("--data-dir", default="data", help="the data dir whose cache to use")
     cache.add_argument("--debug", action="store_true", help="show tracebacks on failure")
     from tasks.commands import add_commands  # models | predict | serve | backtest | tune
 
-    add_commands(sub, add_model_options)
+    add_commands(sub, add_flow_command)
     return parser
 
 

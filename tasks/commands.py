@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def add_commands(sub: Any, add_model_options: Callable) -> None:
-    """Register the subcommands on the `tickercast` parser's subparsers."""
+def add_commands(sub: Any, add_flow_command: Callable) -> None:
+    """Register the subcommands on the `tickercast` parser's subparsers
+    (`add_flow_command`: tasks/cli.py's, for the commands that run a flow)."""
     from tasks.config import PredictConfig
 
     def debug(p: argparse.ArgumentParser) -> None:
@@ -49,20 +50,23 @@ def add_commands(sub: Any, add_model_options: Callable) -> None:
     p.add_argument("--to", type=int, help="an earlier champion's version (default: previous)")
     data_dir(p)
 
-    predict = sub.add_parser(
+    add_flow_command(
+        sub,
         "predict",
+        PredictConfig,
+        config_file=False,
         help="forecast the next horizon with each ticker's champion",
         description="Run the predict flow: load each champion, read the latest lake rows, "
         "write the next-horizon forecast with its intervals to "
         "<data-dir>/forecasts/*.parquet. Every option is a PredictConfig field.",
     )
-    debug(predict)
-    add_model_options(predict, PredictConfig)
 
     from tasks.config import BacktestConfig
 
-    backtest = sub.add_parser(
+    add_flow_command(
+        sub,
         "backtest",
+        BacktestConfig,
         help="rolling-origin evaluation of networks and baselines on the same origins",
         description="Run the backtest flow: every --model (networks of the family and the "
         "baselines naive, drift, mean, moving_average, ridge) forecasts from the same rolling "
@@ -70,14 +74,13 @@ def add_commands(sub: Any, add_model_options: Callable) -> None:
         "diagnostic per model (and per horizon step), writes them to "
         "<data-dir>/backtests/*/metrics.parquet. Every option is a BacktestConfig field.",
     )
-    backtest.add_argument("--config", help="JSON file of BacktestConfig fields; options override")
-    debug(backtest)
-    add_model_options(backtest, BacktestConfig)
 
     from tasks.tune import TuneConfig
 
-    tune = sub.add_parser(
+    add_flow_command(
+        sub,
         "tune",
+        TuneConfig,
         help="hyperparameter search with Keras Tuner, then retrain the best configuration",
         description="Run the tune flow: Bayesian optimisation or Hyperband over model, units, "
         "layers, dropout, L2, learning rate, batch size and lookback, each trial scored on "
@@ -85,9 +88,6 @@ def add_commands(sub: Any, add_model_options: Callable) -> None:
         "--config file) and trials.csv, then retrains best.json once for the test report. "
         "Rerunning the same search resumes it. Every option is a TuneConfig field.",
     )
-    tune.add_argument("--config", help="JSON file of TuneConfig fields; options override it")
-    debug(tune)
-    add_model_options(tune, TuneConfig)
 
     serve = sub.add_parser(
         "serve",

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.atomic import atomic_path, write_json
+from tasks.config import Target
 from tasks.features import build_features
 
 
@@ -87,14 +88,7 @@ def check_history(
     )
 
 
-TARGETS = (
-    "mean_close",
-    "close",
-    "closes",
-    "mean_close_log_return",
-    "close_log_return",
-    "closes_log_return",
-)
+TARGETS: tuple[str, ...] = Target.__args__  # type: ignore[attr-defined]
 """mean_close: mean close of days t+1..t+h (the tutorial's); close: close at t+h;
 closes: the vector of closes t+1..t+h (multi-step). `*_log_return`: the same quantity as
 log(quantity / close at t), so the model learns a scale-free return and predictions

@@ -49,6 +49,13 @@ def work_dir(data_dir: str, step: str, modules: tuple[str, ...], params: dict) -
     return Path(data_dir) / "work" / step / step_key(step, modules, params)
 
 
+def ingested_prices(ingested: dict):
+    """The prices the ingest step stored for this run (its exact lake file)."""
+    from tasks import lake
+
+    return lake.read_price_file(Path(ingested["path"])).to_pandas()
+
+
 def _outputs(*paths: Path) -> dict[str, str]:
     return {str(p): file_sha256(p) for p in paths}
 
@@ -111,12 +118,11 @@ def ingest_step(
 @task(name="preprocess", cache_key_fn=content_cache_key("preprocess", PREPROCESS_MODULES))
 def preprocess_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
     """Features, chronological split and train-only scalers, saved as arrays + JSON."""
-    from tasks import lake
     from tasks.preprocess import preprocess, save_preprocessed
 
     params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
     out = work_dir(data_dir, "preprocess", PREPROCESS_MODULES, params)
-    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    prices = ingested_prices(ingested)
     spec, arrays = preprocess(prices, cfg, who=f"ticker {ingested['ticker']}")
     npz, spec_path = save_preprocessed(out, spec, arrays)
     get_run_logger().info(
@@ -287,13 +293,12 @@ def evaluate_step(pre: dict, win: dict, trained: dict, data_dir: str) -> dict:
 @task(name="backtest", cache_key_fn=content_cache_key("backtest", BACKTEST_MODULES))
 def backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
     """Walk-forward: refit preprocessing and the network on K expanding folds."""
-    from tasks import lake
     from tasks.backtest import summary_lines, walk_forward, write_backtest
     from tasks.config import PREPROCESS_FIELDS, TRAIN_FIELDS
 
     params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
     out = work_dir(data_dir, "backtest", BACKTEST_MODULES, params)
-    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    prices = ingested_prices(ingested)
     ticker = ingested["ticker"]
     with training_lock():
         result = walk_forward(
@@ -325,12 +330,11 @@ def backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
 )
 def rolling_backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
     """`tickercast backtest` for one ticker: every model on the same rolling origins."""
-    from tasks import lake
     from tasks.backtest import format_table, rolling_backtest, write_rolling
 
     params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
     out = work_dir(data_dir, "rolling_backtest", BACKTEST_MODULES, params)
-    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    prices = ingested_prices(ingested)
     ticker = ingested["ticker"]
     with training_lock():
         result = rolling_backtest(prices, cfg, out, get_run_logger(), who=f"ticker {ticker}")
@@ -513,12 +517,11 @@ TUNE_DATA_MODULES = ("tasks.tune", *PREPROCESS_MODULES)
 def tune_data_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
     """A ticker's search data: preprocessed as retrain does, train + validation rows only,
     targets reaching a test day blanked (tasks.tune.search_data). Trials read only this."""
-    from tasks import lake
     from tasks.tune import content_hash, save_search_data, search_data
 
     params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
     out = work_dir(data_dir, "tune_data", TUNE_DATA_MODULES, params)
-    prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
+    prices = ingested_prices(ingested)
     arrays, meta = search_data(prices, cfg, who=f"ticker {ingested['ticker']}")
     path = save_search_data(out, arrays, meta)
     get_run_logger().info(

@@ -193,8 +193,28 @@ def _callback_classes():
     """Keras callback classes, defined lazily so importing this module stays light."""
     import keras
 
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    class Resumable:
+        """A monitoring callback whose `best` and integer `COUNTERS` survive a restart:
+        Keras resets them in on_train_begin, then the checkpoint's values are put back."""
+
+        COUNTERS: tuple[str, ...] = ()
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self._restored:
+                for name in ("best", *self.COUNTERS):
+                    setattr(self, name, self._restored[name])
+
+        def state(self) -> dict:
+            return {
+                "best": _jsonable(self.best),
+                **{name: int(getattr(self, name)) for name in self.COUNTERS},
+            }
+
+    class ResumableEarlyStopping(Resumable, keras.callbacks.EarlyStopping):
         """EarlyStopping whose wait/best/best weights survive a restart."""
+
+        COUNTERS = ("wait", "best_epoch")
 
         def __init__(self, restored: dict | None, best_weights, **kwargs):
             super().__init__(**kwargs)
@@ -203,39 +223,17 @@ def _callback_classes():
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
             if self._restored:
-                self.wait = self._restored["wait"]
-                self.best = self._restored["best"]
-                self.best_epoch = self._restored["best_epoch"]
                 self.best_weights = self._restored_weights
 
-        def state(self) -> dict:
-            return {
-                "wait": int(self.wait),
-                "best": _jsonable(self.best),
-                "best_epoch": int(self.best_epoch),
-            }
-
-    class ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
+    class ResumableReduceLR(Resumable, keras.callbacks.ReduceLROnPlateau):
         """ReduceLROnPlateau whose wait/best/cooldown survive a restart (the rate itself
         is optimizer state, saved with the model)."""
+
+        COUNTERS = ("wait", "cooldown_counter")
 
         def __init__(self, restored: dict | None, **kwargs):
             super().__init__(**kwargs)
             self._restored = restored
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if self._restored:
-                self.wait = self._restored["wait"]
-                self.best = self._restored["best"]
-                self.cooldown_counter = self._restored["cooldown_counter"]
-
-        def state(self) -> dict:
-            return {
-                "wait": int(self.wait),
-                "best": _jsonable(self.best),
-                "cooldown_counter": int(self.cooldown_counter),
-            }
 
     class NanGuard(keras.callbacks.TerminateOnNaN):
         """TerminateOnNaN that remembers the epoch (1-based) where the loss went bad."""

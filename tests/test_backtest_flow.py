@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks.config import BacktestConfig
+from tests.prefect_runs import artifacts_of
 from tests.tiny_models import TICKER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,18 +22,6 @@ def _prefect_logging_outside_capsys():
     """Importing Prefect's flow API configures its console log handlers on the sys.stderr
     of that moment; done inside a capsys test they would write to a closed file later."""
     import prefect.main  # noqa: F401
-
-
-def artifacts_of(state) -> dict[str, object]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    flow_run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: a for a in found if a.key}
 
 
 def test_help_lists_every_config_field():

@@ -12,6 +12,7 @@ import pytest
 
 from tasks import lake
 from tasks.config import IngestConfig
+from tests.prefect_runs import flow_run_artifacts
 from tests.yahoo_replay import replay_session, reset_yfinance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +41,7 @@ def run(config: IngestConfig):
 
 
 def report_artifact(state) -> list[dict]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    flow_run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    (table,) = [a for a in artifacts if a.key == "ingest-report"]
+    (table,) = [a for a in flow_run_artifacts(state) if a.key == "ingest-report"]
     assert table.type == "table"
     data = table.data
     return json.loads(data) if isinstance(data, str) else data

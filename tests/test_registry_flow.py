@@ -8,19 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prefect_runs import artifacts_of
 from tests.tiny_models import TICKER, tiny_config
-
-
-def artifacts_of(state) -> dict[str, object]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    flow_run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: a for a in found if a.key}
 
 
 @pytest.fixture(scope="module")

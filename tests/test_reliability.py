@@ -39,6 +39,7 @@ from tasks.ingest import (
 )
 from tasks.schema import empty_events
 from tasks.tickers import InvalidTickerError
+from tests.test_ingest_flow import HEADER, ROWS  # a small valid Yahoo CSV
 from tests.yahoo_replay import (
     _CHART_PATH,
     CHART_DIR,
@@ -49,12 +50,6 @@ from tests.yahoo_replay import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
-ROWS = (
-    "2020-01-02,10,11,9,10.5,10.4,100\n"
-    "2020-01-03,10.5,11.5,10,11,10.9,200\n"
-    "2020-01-06,11,12,10.5,11.5,11.4,300\n"
-)
 MORE_ROWS = "2020-01-07,11.5,12.5,11,12,11.9,400\n2020-01-08,12,13,11.5,12.5,12.4,500\n"
 NO_SLEEP = {"retry_delay": 0.0, "max_retry_delay": 0.0}
 

@@ -4,68 +4,27 @@ tampered champion that is refused while the previous one keeps serving."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import pytest
 
+from bench.serve_load import serve_process
 from tasks import lake
 from tasks.registry import promote
 from tests.tiny_models import TICKER, copy_store
 
-ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     data = copy_store(tmp_path_factory.mktemp("serve"))
     promote(data, TICKER, 3)
-    port = free_port()
-    log = (tmp_path_factory.mktemp("serve-log") / "server.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.cli", "serve", "--data-dir", str(data), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /health within {START_TIMEOUT_S} s")
-            time.sleep(0.25)
+    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    with (
+        serve_process(data, log, start_timeout=START_TIMEOUT_S) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         yield client, data
-    finally:
-        client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
 
 
 def test_health_and_models(service):

@@ -18,6 +18,7 @@ import pytest
 
 from tasks.config import RetrainConfig
 from tasks.tune import SEARCHED, TuneConfig
+from tests.prefect_runs import artifacts_of
 from tests.test_tune import TINY_SPACE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,18 +64,6 @@ def run(config: TuneConfig):
     state = tune(config, return_state=True)
     assert state.is_completed(), state.message
     return state, state.result()
-
-
-def artifacts_of(state) -> dict:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    flow_run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
-    return {a.key: a for a in found if a.key}
 
 
 def task_run_states(state) -> dict[str, str]:

@@ -1,0 +1,20 @@
+"""Reading back what a flow run published (its artifacts) from the test Prefect server."""
+
+from __future__ import annotations
+
+
+def flow_run_artifacts(state) -> list:
+    """Every artifact of the flow run that ended in `state`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def artifacts_of(state) -> dict[str, object]:
+    """The run's keyed artifacts by key."""
+    return {a.key: a for a in flow_run_artifacts(state) if a.key}
