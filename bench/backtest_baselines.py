@@ -3,11 +3,12 @@
 One synthetic ticker (a random walk) with 5,000 rolling origins (expanding window, first
 window 252 days, step 1, horizon 5, every horizon step scored). Side by side in one run:
 
-- baseline: `tasks.backtest.reference_paths`, a Python loop that, per origin, slices the
-  training window and refits each baseline on it (ridge with `tasks.evaluate.Ridge`);
-- project: `tasks.backtest.baseline_paths`, every origin at once (prefix sums, one batched
-  solve for ridge), and the whole `rolling_backtest` (forecasts, metrics per step, lag
-  diagnostic) for the five baselines.
+- baseline: `tickercast.evaluation.baselines.reference_paths`, a Python loop that, per
+  origin, slices the training window and refits each baseline on it (ridge with
+  `tickercast.evaluation.baselines.Ridge`);
+- project: `tickercast.evaluation.baselines.baseline_paths`, every origin at once (prefix
+  sums, one batched solve for ridge), and the whole `rolling_backtest` (forecasts, metrics
+  per step, lag diagnostic) for the five baselines.
 
 Both must give the same forecasts (checked). Run: python bench/backtest_baselines.py
 """
@@ -47,13 +48,10 @@ def prices(n: int) -> pd.DataFrame:
 
 def main() -> None:
     from bench.results import record
-    from tasks.backtest import (
-        BASELINES,
-        baseline_paths,
-        reference_paths,
-        rolling_backtest,
-        rolling_origins,
-    )
+    from tickercast.backtest.folds import rolling_origins
+    from tickercast.backtest.rolling import rolling_backtest
+    from tickercast.choices import BASELINES
+    from tickercast.evaluation.baselines import baseline_paths, reference_paths
 
     n = INITIAL + ORIGINS - 1 + HORIZON
     frame = prices(n)

@@ -1,6 +1,6 @@
 """Ingest at scale: 500 tickers x 20 years of synthetic daily bars, and 100 tickers beside it.
 
-Both go through the same code path as a live Yahoo ingest (`tasks.ingest.ingest_ticker`
+Both go through the same code path as a live Yahoo ingest (`tickercast.market.ingest.ingest_ticker`
 with a windowed `Fetcher`: plan the window, fetch, validate, merge, atomic write under
 the ticker's lock, events, report); only the fetch is a deterministic random walk
 instead of an HTTP request. Each size runs in a fresh process so its peak memory
@@ -39,7 +39,7 @@ def synthetic_fetcher(years: int):
     import numpy as np
     import pandas as pd
 
-    from tasks.ingest import Fetched
+    from tickercast.market.retry import Fetched
 
     first_day = dt.date(RERUN_END.year - years, 1, 1)
     days = pd.bdate_range(first_day, RERUN_END).to_numpy().astype("datetime64[D]")
@@ -73,7 +73,7 @@ def synthetic_fetcher(years: int):
 
 def child(n_tickers: int, years: int, data_dir: str, rerun: bool) -> dict:
     """One measured run in this process; prints and returns its figures."""
-    from tasks.ingest import ingest_ticker
+    from tickercast.market.ingest import ingest_ticker
 
     fetch = synthetic_fetcher(years)
     tickers = [f"T{i:04d}" for i in range(n_tickers)]

@@ -183,7 +183,7 @@ def serve_process(
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(log.open("w")) if log else subprocess.DEVNULL
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.cli", "serve", "--data-dir", str(data_dir)]
+            [sys.executable, "-m", "tickercast.app.cli", "serve", "--data-dir", str(data_dir)]
             + ["--port", str(port)],
             cwd=ROOT,
             stdout=out,
@@ -217,9 +217,9 @@ def serve_process(
 
 def in_process(data_dir: Path, ticker: str, calls: int) -> float:
     """What one forecast costs without HTTP: the same functions, called one by one."""
-    from tasks import lake
-    from tasks.predict import forecast_next
-    from tasks.registry import load_champion
+    from tickercast.delivery.predict import forecast_next
+    from tickercast.delivery.registry import load_champion
+    from tickercast.market import lake
 
     bundle = load_champion(data_dir, ticker)
     forecast_next(bundle, lake.read_partition(data_dir, ticker), ticker)  # warm-up
@@ -233,8 +233,8 @@ def predict_call(data_dir: Path, ticker: str) -> Call:
     """POST /predict with the lake's last window: the model runs for every request."""
     import json
 
-    from tasks import lake
-    from tasks.registry import load_champion
+    from tickercast.delivery.registry import load_champion
+    from tickercast.market import lake
 
     spec = load_champion(data_dir, ticker).spec
     window = lake.read_partition(data_dir, ticker)[spec.features].tail(spec.lookback)
@@ -245,8 +245,8 @@ def predict_call(data_dir: Path, ticker: str) -> Call:
 def main() -> dict:
     import tempfile
 
-    from tasks.registry import promote
     from tests.tiny_models import TICKER, copy_store
+    from tickercast.delivery.registry import promote
 
     with tempfile.TemporaryDirectory() as tmp:
         data = copy_store(Path(tmp))

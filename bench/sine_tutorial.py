@@ -71,10 +71,10 @@ def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
     validation MSE (in the wave's units) is <= `target_mse`, and training stops there."""
     import keras
 
-    from tasks.preprocess import preprocess, to_prices
-    from tasks.sources import sine_prices
-    from tasks.train import train_model
-    from tasks.windows import gather_windows, split_anchors
+    from tickercast.market.sources import sine_prices
+    from tickercast.modeling.preprocess import preprocess, to_prices
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.windows import gather_windows, split_anchors
 
     cfg = {
         "start": None,

@@ -63,7 +63,7 @@ def reset_peak() -> bool:
 
 
 def make_loader(days: int):
-    from tasks.windows import split_anchors
+    from tickercast.modeling.windows import split_anchors
 
     n_train, n_val = int(days * 0.7), int(days * 0.15)
 
@@ -77,7 +77,7 @@ def make_loader(days: int):
 
 
 def main(days: int = DAYS) -> dict:
-    from tasks.train import train_global
+    from tickercast.modeling.train import train_global
 
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: same model and shapes on a tiny data set

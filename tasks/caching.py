@@ -6,19 +6,23 @@ every module the step's logic lives in, so editing that code invalidates the ste
 
 Every step result is a dict whose "outputs" maps file paths to sha256. Before Prefect
 looks a key up, the stored result for it is checked: if any output file was deleted or
-changed since, the stale record is dropped and the step runs again.
+changed since, the key moves to one derived from the files' current state, so the step
+runs again (`fresh_key`, through ResultStore's public methods only).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tasks.hashing import file_sha256, json_sha256
+from tickercast import layout
+from tickercast.hashing import file_sha256, json_sha256
 
 
 @functools.cache
@@ -27,9 +31,47 @@ def _module_hash(name: str) -> str:
     return json_sha256([name, source])
 
 
+PACKAGE = "tickercast"
+
+
+@functools.cache
+def _imports(name: str) -> tuple[str, ...]:
+    """The project modules `name` imports anywhere in its source (lazy imports included)."""
+    tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            # `from tickercast.market import lake` imports the module tickercast.market.lake
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return tuple(sorted(m for m in found if m.startswith(PACKAGE + ".") and _is_module(m)))
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # `pkg.module.attribute`: a name, not a module
+        return False
+
+
+def module_closure(modules: Iterable[str]) -> tuple[str, ...]:
+    """The named modules and every project module they import, transitively: a step's
+    cache key follows all the code it can run, however that code is split into files."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_imports(name))
+    return tuple(sorted(seen))
+
+
 def code_version(modules: Iterable[str]) -> str:
-    """Hash of the named modules' source files (not only the decorated function)."""
-    return json_sha256(sorted(_module_hash(m) for m in modules))
+    """Hash of the source of the named modules and of every project module they import."""
+    return json_sha256(sorted(_module_hash(m) for m in module_closure(modules)))
 
 
 def outputs_valid(result: Any) -> bool:
@@ -43,30 +85,43 @@ def outputs_valid(result: Any) -> bool:
     return True
 
 
+LAKE_REF = ("ticker", "path", "sha256")
+
+
+def lake_ref(ingested: Any) -> Any:
+    """What a step reads of an ingest result: the ticker's lake file and its content hash.
+    The rest of the ingest report (mode, rows added, warnings) differs between a live
+    fetch that found nothing new and the one before it, and must not rerun training."""
+    if isinstance(ingested, dict) and all(k in ingested for k in LAKE_REF):
+        return {k: ingested[k] for k in LAKE_REF}
+    return ingested
+
+
 def step_key(step: str, modules: Iterable[str], params: dict[str, Any]) -> str:
+    """The cache key and work-folder name of a step: its code and inputs (an `ingested`
+    input by its lake file's content only)."""
+    params = {k: lake_ref(v) if k == "ingested" else v for k, v in params.items()}
     return f"{step}-{json_sha256({'code': code_version(modules), 'params': params})}"
 
 
-def _drop_stale(store: Any, key: str) -> None:
-    """Remove a stored record whose output files are gone or changed, so the step reruns."""
+def fresh_key(store: Any, key: str) -> str:
+    """`key`, unless the record stored under it names output files that are gone or
+    changed since: then a key derived from those files' current state, which holds no
+    record yet (the step runs again and stores one there, which the next run finds).
+    Only ResultStore's public `exists` and `read` are used; nothing is deleted."""
     try:
         if not store.exists(key):
-            return
-        record = store.read(key)
-    except Exception:  # unreadable record: treat as stale
-        record = None
-    if record is not None and outputs_valid(record.result):
-        return
-    resolved = store._resolved_key_path(key)
-    store.cache.pop(resolved, None)
-    basepath = getattr(store.result_storage, "basepath", None)
-    if basepath:
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(str(basepath))
-        path = f"{root.rstrip('/')}/{key}"
-        if fs.exists(path):
-            fs.rm(path)
+            return key
+        result = store.read(key).result
+    except Exception:  # unreadable record: never trusted
+        return fresh_key(store, f"{key}-unreadable")
+    if outputs_valid(result):
+        return key
+    state = {
+        path: file_sha256(Path(path)) if Path(path).is_file() else None
+        for path in result.get("outputs", {})
+    }
+    return fresh_key(store, f"{key}-{json_sha256(state)[:16]}")
 
 
 def content_cache_key(
@@ -83,14 +138,12 @@ def content_cache_key(
             return None
         key = step_key(step, modules, params)
         store = getattr(context, "result_store", None)
-        if store is not None:
-            _drop_stale(store, key)
-        return key
+        return key if store is None else fresh_key(store, key)
 
     return key_fn
 
 
-CACHE_DIRS = ("results", "work")
+CACHE_DIRS = layout.CACHE_DIRS
 
 
 def cache_info(data_dir: str | Path) -> dict[str, dict[str, int]]:

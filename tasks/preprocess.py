@@ -1,265 +1,62 @@
-"""Clean, featurise, split chronologically and scale: the only place scalers are fitted.
-
-Rows split as [train | validation | test] in time order. Scalers are fitted on the
-training rows alone. Targets are defined per row t (the last day of an input window)
-from the closes of days t+1..t+horizon; windows are assigned to a split by where their
-target days lie (`tasks.windows`), and windows whose target straddles a boundary are
-dropped, so no training target ever reads a validation or test day.
-"""
+"""The preprocess step: features, chronological split, train-only scalers."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from prefect import task
+from prefect.logging import get_run_logger
 
-import numpy as np
-import pandas as pd
+from tickercast.tasks.caching import content_cache_key
+from tickercast.tasks.workfiles import ingested_prices, outputs, work_dir
 
-from tasks.atomic import atomic_path, write_json
-from tasks.config import Target
-from tasks.features import build_features
+# The library code this step runs (its imports' closure is hashed: tasks/caching.py).
+PREPROCESS_MODULES = ("tickercast.modeling.preprocess",)
 
 
-class InsufficientHistoryError(ValueError):
-    """Too few rows for lookback + horizon in every split; says how many are needed."""
+@task(name="preprocess", cache_key_fn=content_cache_key("preprocess", PREPROCESS_MODULES))
+def preprocess_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
+    """Features, chronological split and train-only scalers, saved as arrays + JSON."""
+    from tickercast.modeling.preprocess import preprocess, save_preprocessed
 
-
-@dataclass
-class MinMax:
-    """Per-column min-max scaling to [0, 1]; constant columns map to 0."""
-
-    min: list[float]
-    max: list[float]
-
-    @classmethod
-    def fit(cls, values: np.ndarray) -> MinMax:
-        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-        return cls(values.min(axis=0).tolist(), values.max(axis=0).tolist())
-
-    def _scale(self) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = np.asarray(self.min), np.asarray(self.max)
-        span = np.where(hi - lo > 0, hi - lo, 1.0)
-        return lo, span
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        lo, span = self._scale()
-        return (np.asarray(values, dtype=np.float64) - lo) / span
-
-    def inverse(self, scaled: np.ndarray) -> np.ndarray:
-        lo, span = self._scale()
-        return np.asarray(scaled, dtype=np.float64) * span + lo
-
-
-@dataclass
-class Splits:
-    n_rows: int
-    n_train: int
-    n_val: int
-    n_test: int
-
-
-def split_sizes(n_rows: int, val_fraction: float, test_fraction: float) -> Splits:
-    n_test = int(round(n_rows * test_fraction))
-    n_val = int(round(n_rows * val_fraction))
-    return Splits(n_rows, n_rows - n_val - n_test, n_val, n_test)
-
-
-def _fits(s: Splits, lookback: int, horizon: int) -> bool:
-    # One training window needs lookback inputs plus horizon target days inside train;
-    # validation and test each need at least one window whose target days lie inside them.
-    return s.n_train >= lookback + horizon and s.n_val >= horizon and s.n_test >= horizon
-
-
-def check_history(
-    n_rows: int, lookback: int, horizon: int, val_fraction: float, test_fraction: float, who: str
-) -> Splits:
-    splits = split_sizes(n_rows, val_fraction, test_fraction)
-    if _fits(splits, lookback, horizon):
-        return splits
-    needed = n_rows + 1
-    while not _fits(split_sizes(needed, val_fraction, test_fraction), lookback, horizon):
-        needed += 1
-    raise InsufficientHistoryError(
-        f"{who}: history too short: lookback {lookback} + horizon {horizon} with a "
-        f"{1 - val_fraction - test_fraction:.0%}/{val_fraction:.0%}/{test_fraction:.0%} split "
-        f"needs at least {needed} usable rows, there are {n_rows}"
+    params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "preprocess", PREPROCESS_MODULES, params)
+    prices = ingested_prices(ingested)
+    spec, arrays = preprocess(prices, cfg, who=f"ticker {ingested['ticker']}")
+    npz, spec_path = save_preprocessed(out, spec, arrays)
+    get_run_logger().info(
+        "%s: %d rows %s..%s -> train %d / val %d / test %d (train ends %s)",
+        ingested["ticker"],
+        spec.n_train + spec.n_val + spec.n_test,
+        spec.first_day,
+        spec.last_day,
+        spec.n_train,
+        spec.n_val,
+        spec.n_test,
+        spec.train_end,
     )
-
-
-TARGETS: tuple[str, ...] = Target.__args__  # type: ignore[attr-defined]
-"""mean_close: mean close of days t+1..t+h (the tutorial's); close: close at t+h;
-closes: the vector of closes t+1..t+h (multi-step). `*_log_return`: the same quantity as
-log(quantity / close at t), so the model learns a scale-free return and predictions
-are mapped back to prices with the anchor day's close."""
-
-
-def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; valid: {list(TARGETS)}")
-
-
-def is_log_return(target: str) -> bool:
-    _check_target(target)
-    return target.endswith("_log_return")
-
-
-def output_width(target: str, horizon: int) -> int:
-    """How many numbers the model predicts per window: h for the multi-step targets, else 1."""
-    _check_target(target)
-    return horizon if target.startswith("closes") else 1
-
-
-def target_prices(close: np.ndarray, horizon: int, target: str) -> np.ndarray:
-    """The target in prices per row t, NaN where t+horizon runs past the data; (n, width)."""
-    _check_target(target)
-    close = np.asarray(close, dtype=np.float64)
-    n = len(close)
-    out = np.full((n, output_width(target, horizon)), np.nan)
-    if n > horizon:
-        m = n - horizon
-        if target.startswith("mean_close"):
-            csum = np.concatenate([[0.0], np.cumsum(close)])
-            t = np.arange(m)
-            out[:m, 0] = (csum[t + horizon + 1] - csum[t + 1]) / horizon
-        elif target.startswith("closes"):
-            for k in range(horizon):
-                out[:m, k] = close[k + 1 : k + 1 + m]
-        else:
-            out[:m, 0] = close[horizon:]
-    return out
-
-
-def make_targets(close: np.ndarray, horizon: int, target: str) -> np.ndarray:
-    """What the model learns per row t, before scaling: prices, or log returns vs close t."""
-    prices = target_prices(close, horizon, target)
-    if is_log_return(target):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.log(prices / np.asarray(close, dtype=np.float64)[:, None])
-    return prices
-
-
-def to_prices(
-    spec: Preprocessing, scaled_outputs: np.ndarray, last_close: np.ndarray | None = None
-) -> np.ndarray:
-    """Model outputs (scaled, any target) back to prices; shape (n, width).
-
-    `last_close` is the close of each window's anchor day, needed by the log-return
-    targets (price = last_close * exp(log return)).
-    """
-    scaled = np.asarray(scaled_outputs, dtype=np.float64)
-    values = spec.target_scaler.inverse(scaled.reshape(len(scaled), -1))
-    if not is_log_return(spec.target):
-        return values
-    if last_close is None:
-        raise ValueError(
-            f"target {spec.target!r} predicts log returns: mapping them to prices needs "
-            "the close of each window's anchor day (last_close)"
-        )
-    last = np.asarray(last_close, dtype=np.float64).reshape(-1, 1)
-    if len(last) != len(values):
-        raise ValueError(f"last_close has {len(last)} rows for {len(values)} predictions")
-    return last * np.exp(values)
-
-
-@dataclass
-class Preprocessing:
-    """What inference needs to rebuild a model's inputs from raw prices."""
-
-    features: list[str]
-    lookback: int
-    horizon: int
-    target: str
-    feature_scaler: MinMax
-    target_scaler: MinMax
-    n_train: int
-    n_val: int
-    n_test: int
-    first_day: str
-    last_day: str
-    train_end: str
-    val_end: str
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Preprocessing:
-        data = dict(data)
-        data["feature_scaler"] = MinMax(**data["feature_scaler"])
-        data["target_scaler"] = MinMax(**data["target_scaler"])
-        return cls(**data)
-
-
-def filter_dates(prices: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
-    days = pd.to_datetime(prices["date"]).dt.date
-    mask = np.ones(len(prices), dtype=bool)
-    if start:
-        mask &= days >= dt.date.fromisoformat(str(start))
-    if end:
-        mask &= days <= dt.date.fromisoformat(str(end))
-    return prices.loc[mask].reset_index(drop=True)
-
-
-def preprocess(prices: pd.DataFrame, cfg: dict, who: str) -> tuple[Preprocessing, dict]:
-    """Fit scalers on training rows only; return the spec and the arrays for windowing."""
-    prices = filter_dates(prices, cfg.get("start"), cfg.get("end"))
-    frame = build_features(prices, list(cfg["features"]))
-    lookback, horizon = int(cfg["lookback"]), int(cfg["horizon"])
-    splits = check_history(
-        len(frame), lookback, horizon, cfg["val_fraction"], cfg["test_fraction"], who
-    )
-    raw = frame[cfg["features"]].to_numpy(dtype=np.float64)
-    close = frame["_close"].to_numpy(dtype=np.float64)
-    target = cfg["target"]
-    targets = make_targets(close, horizon, target)
-    train = slice(0, splits.n_train)
-    feature_scaler = MinMax.fit(raw[train])
-    if is_log_return(target):
-        # rows whose target days all lie inside the training rows
-        target_scaler = MinMax.fit(targets[: splits.n_train - horizon])
-    else:
-        target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
-    days = frame["date"].astype(str).tolist()
-    spec = Preprocessing(
-        features=list(cfg["features"]),
-        lookback=lookback,
-        horizon=horizon,
-        target=target,
-        feature_scaler=feature_scaler,
-        target_scaler=target_scaler,
-        n_train=splits.n_train,
-        n_val=splits.n_val,
-        n_test=splits.n_test,
-        first_day=days[0],
-        last_day=days[-1],
-        train_end=days[splits.n_train - 1],
-        val_end=days[splits.n_train + splits.n_val - 1],
-    )
-    arrays = {
-        "x": feature_scaler.transform(raw).astype(np.float32),
-        "y": target_scaler.transform(targets).astype(np.float32),
-        "y_price": target_prices(close, horizon, target),
-        "close": close,
-        "dates": np.array(days, dtype="datetime64[D]"),
+    return {
+        "ticker": ingested["ticker"],
+        "arrays": str(npz),
+        "spec": str(spec_path),
+        "outputs": outputs(npz, spec_path),
     }
-    return spec, arrays
 
 
-def save_preprocessed(out_dir: Path, spec: Preprocessing, arrays: dict) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    npz = out_dir / "arrays.npz"
-    with atomic_path(npz) as tmp:
-        with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
-    spec_path = out_dir / "preprocessing.json"
-    write_json(spec_path, spec.to_json())
-    return npz, spec_path
+@task(name="calendar")
+def calendar_step(ingested: list[dict], cfg: dict) -> dict[str, str]:
+    """Global mode: train/validation/test boundaries as dates shared by every ticker."""
+    from tickercast.modeling.preprocess import shared_split_dates
 
-
-def load_preprocessed(npz: str | Path, spec_path: str | Path) -> tuple[Preprocessing, dict]:
-    with np.load(npz, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    spec = Preprocessing.from_json(json.loads(Path(spec_path).read_text()))
-    return spec, arrays
+    dates = shared_split_dates(
+        [ingested_prices(i) for i in ingested],
+        cfg.get("start"),
+        cfg.get("end"),
+        cfg["val_fraction"],
+        cfg["test_fraction"],
+    )
+    get_run_logger().info(
+        "global split over %d tickers: train to %s, validation to %s, test after",
+        len(ingested),
+        dates["train_end"],
+        dates["val_end"],
+    )
+    return dates

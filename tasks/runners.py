@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from tickercast import layout
 
 
 def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None = None) -> Any:
@@ -60,14 +63,12 @@ def training_lock() -> threading.Lock:
 
 def result_storage(url: str | None, data_dir: str) -> Any:
     """Prefect result storage for cached steps: a local folder, or any fsspec URL."""
-    from pathlib import Path
-
     if not url:
-        return Path(data_dir) / "results"
+        return layout.results_dir(data_dir)
     if "://" in url and not url.startswith("file://"):
         from prefect.filesystems import RemoteFileSystem
 
-        from tasks.hashing import json_sha256
+        from tickercast.hashing import json_sha256
 
         # Prefect needs remote result storage saved as a block on the server.
         block = RemoteFileSystem(basepath=url.rstrip("/"))

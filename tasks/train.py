@@ -1,611 +1,94 @@
-"""Training: seeded, resumable, early-stopped, logged per epoch without progress bars.
-
-Every finished epoch is checkpointed under `<out_dir>/checkpoints/epoch-NNNN/` (model with
-optimizer state, EarlyStopping and ReduceLROnPlateau state, history so far). `out_dir`
-is the train step's content-keyed work folder, so a killed run started again with the
-same inputs resumes after its last finished epoch; and because each epoch's shuffle is
-seeded by (seed, epoch), it goes on exactly as the uninterrupted run would have. The
-checkpoints are removed once `model.keras` is written.
-"""
+"""The train steps: one network per ticker, or one global network."""
 
 from __future__ import annotations
 
 import json
-import logging
-import math
-import shutil
-import threading
-import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from tasks.atomic import atomic_path, fsync_dir, write_json
-from tasks.device import DeviceChoice, gpu_slot, in_prefect_run, make_strategy, precision_scope
-from tasks.device import resolve_device as _resolve_device
-from tasks.models import bind_ticker, build_model, cudnn_problems
-from tasks.windows import aligned_empty, concat_anchors, index_dtype, make_dataset, n_batches
-
-CHECKPOINTS = "checkpoints"
-Logger = logging.Logger | logging.LoggerAdapter
-
-# Defaults for config fields older callers (and the benches) may leave out.
-DEFAULTS = {
-    "dropout": 0.0,
-    "recurrent_dropout": 0.0,
-    "l2": 0.0,
-    "ticker_embedding": 0,
-    "reduce_lr_patience": 5,
-    "reduce_lr_factor": 0.5,
-    "device": "auto",
-    "mixed_precision": False,
-    "tensorboard_dir": None,
-}
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; nothing is exported."""
-
-
-@dataclass
-class TrainData:
-    """Scaled rows plus window anchors; global mode stacks every ticker's rows."""
-
-    x: np.ndarray  # (rows, features) float32
-    y: np.ndarray  # (rows, outputs) float32
-    train: np.ndarray  # anchor rows
-    val: np.ndarray
-    ticker_offsets: np.ndarray | None = None  # each ticker's first row (embedding only)
-    n_tickers: int = 1
-
-
-def per_ticker_data(arrays: dict, anchors: dict[str, np.ndarray]) -> TrainData:
-    return TrainData(arrays["x"], arrays["y"], anchors["train"], anchors["val"])
-
-
-def global_data(
-    n_rows: Sequence[int],
-    load: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]],
-    with_ticker_ids: bool = False,
-) -> TrainData:
-    """Stack tickers' (already per-ticker scaled) rows into one preallocated array.
-
-    `load(i)` returns ticker i's (x, y, anchors); one ticker is held at a time, so the
-    peak is the stacked data plus one ticker, never two copies of everything. The stacked
-    arrays are aligned so tf.data reads them in place (`tasks.windows.as_tensor`).
-    """
-    total = int(sum(n_rows))
-    x_all = y_all = None
-    anchors = []
-    start = 0
-    for i, rows in enumerate(n_rows):
-        x, y, a = load(i)
-        if len(x) != rows:
-            raise ValueError(f"ticker #{i}: {len(x)} rows, its spec says {rows}")
-        if x_all is None:
-            x_all = aligned_empty((total, x.shape[1]), np.float32)
-            y_all = aligned_empty((total, y.shape[1]), np.float32)
-        if x.shape[1] != x_all.shape[1] or y.shape[1] != y_all.shape[1]:
-            raise ValueError(f"ticker #{i}: features/targets differ in width from ticker #0")
-        x_all[start : start + rows] = x
-        y_all[start : start + rows] = y
-        # kept until all are stacked: in the stacked index type (int32), not the loader's
-        anchors.append({k: np.asarray(a[k], index_dtype(total)) for k in ("train", "val", "test")})
-        start += rows
-        del x, y
-    stacked, offsets = concat_anchors(anchors, list(n_rows))
-    return TrainData(
-        x_all,
-        y_all,
-        stacked["train"],
-        stacked["val"],
-        offsets if with_ticker_ids else None,
-        len(n_rows),
-    )
-
-
-def seed_everything(seed: int) -> None:
-    import keras
-
-    keras.utils.set_random_seed(seed)
-
-
-# Global seeds and the dtype policy are process-wide, and the flow may train several
-# tickers in threads: each model is seeded and built under this lock, so its initial
-# weights (and its layers' own seed generators) depend on its seed alone.
-BUILD_LOCK = threading.RLock()
-# Determinism on CPU comes from the seeds (weights, dropout, each epoch's permutation) and
-# an order-preserving tf.data pipeline; TensorFlow's CPU kernels used here are already
-# deterministic, which tests/test_train.py and tests/test_global.py check bit for bit.
-# TensorFlow's global op-determinism switch is deliberately not used: it adds nothing for
-# these kernels, and it makes tf.data rewrite (serialise) every pipeline, which copies the
-# whole feature array each time an iterator is made.
-
-
-def resolve_device(cfg: dict) -> DeviceChoice:
-    return _resolve_device(cfg.get("device", "auto"), bool(cfg.get("mixed_precision", False)))
-
-
-def _finite(value) -> bool:
-    return value is None or math.isfinite(float(value))
-
-
-def _jsonable(value):
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-# --- checkpoints ---------------------------------------------------------------------
-
-
-def _checkpoint_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    done = [p for p in root.glob("epoch-*") if (p / "state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The last finished epoch's folder, or None; half-written folders are never named."""
-    dirs = _checkpoint_dirs(Path(out_dir) / CHECKPOINTS)
-    return dirs[-1] if dirs else None
-
-
-def _save_checkpoint(root: Path, epochs_done: int, model, state: dict, best_weights) -> None:
-    """Assemble in a hidden folder, then rename: a kill mid-save leaves the previous one."""
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".tmp-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        model.save(staging / "model.keras")
-        if best_weights is not None:
-            with (staging / "best_weights.npz").open("wb") as handle:
-                np.savez(handle, *best_weights)
-        (staging / "state.json").write_text(json.dumps(state))
-        fsync_dir(staging)
-        target = root / f"epoch-{epochs_done:04d}"
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        fsync_dir(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    for old in _checkpoint_dirs(root)[:-1]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_best_weights(folder: Path) -> list[np.ndarray] | None:
-    path = folder / "best_weights.npz"
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return [data[f"arr_{i}"] for i in range(len(data.files))]
-
-
-# --- callbacks -----------------------------------------------------------------------
-
-
-def _callback_classes():
-    """Keras callback classes, defined lazily so importing this module stays light."""
-    import keras
-
-    class Resumable:
-        """A monitoring callback whose `best` and integer `COUNTERS` survive a restart:
-        Keras resets them in on_train_begin, then the checkpoint's values are put back."""
-
-        COUNTERS: tuple[str, ...] = ()
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if self._restored:
-                for name in ("best", *self.COUNTERS):
-                    setattr(self, name, self._restored[name])
-
-        def state(self) -> dict:
-            return {
-                "best": _jsonable(self.best),
-                **{name: int(getattr(self, name)) for name in self.COUNTERS},
-            }
-
-    class ResumableEarlyStopping(Resumable, keras.callbacks.EarlyStopping):
-        """EarlyStopping whose wait/best/best weights survive a restart."""
-
-        COUNTERS = ("wait", "best_epoch")
-
-        def __init__(self, restored: dict | None, best_weights, **kwargs):
-            super().__init__(**kwargs)
-            self._restored, self._restored_weights = restored, best_weights
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if self._restored:
-                self.best_weights = self._restored_weights
-
-    class ResumableReduceLR(Resumable, keras.callbacks.ReduceLROnPlateau):
-        """ReduceLROnPlateau whose wait/best/cooldown survive a restart (the rate itself
-        is optimizer state, saved with the model)."""
-
-        COUNTERS = ("wait", "cooldown_counter")
-
-        def __init__(self, restored: dict | None, **kwargs):
-            super().__init__(**kwargs)
-            self._restored = restored
-
-    class NanGuard(keras.callbacks.TerminateOnNaN):
-        """TerminateOnNaN that remembers the epoch (1-based) where the loss went bad."""
-
-        diverged_epoch: int | None = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._epoch = epoch
-
-        def on_batch_end(self, batch, logs=None):
-            super().on_batch_end(batch, logs)
-            if self.model.stop_training and not _finite((logs or {}).get("loss")):
-                self.diverged_epoch = self._epoch + 1
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            if not (_finite(logs.get("loss")) and _finite(logs.get("val_loss"))):
-                self.diverged_epoch = self.diverged_epoch or epoch + 1
-                self.model.stop_training = True
-
-    class Checkpointer(keras.callbacks.Callback):
-        """After each finished epoch: model + optimizer, callback state and history."""
-
-        def __init__(self, root: Path, history: dict, stopping, reduce_lr, seconds: float):
-            super().__init__()
-            self.root, self.history = root, history
-            self.stopping, self.reduce_lr = stopping, reduce_lr
-            self.seconds, self._since = seconds, time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            if not (_finite(logs.get("loss")) and _finite(logs.get("val_loss"))):
-                return  # a diverged epoch is never a resume point
-            for key, value in logs.items():
-                self.history.setdefault(key, []).append(float(value))
-            now = time.perf_counter()
-            self.seconds += now - self._since
-            self._since = now
-            state = {
-                "epochs_done": epoch + 1,
-                "history": self.history,
-                "early_stopping": self.stopping.state(),
-                "reduce_lr": self.reduce_lr.state(),
-                "stopped": bool(self.model.stop_training),
-                "seconds": self.seconds,
-            }
-            _save_checkpoint(self.root, epoch + 1, self.model, state, self.stopping.best_weights)
-
-    class EpochLog(keras.callbacks.Callback):
-        """One log line per epoch (loss, val_loss, learning rate, samples/s) and, inside a
-        Prefect run, a progress artifact people can watch."""
-
-        def __init__(self, logger: Logger, samples_per_epoch: int, label: str, first_epoch: int):
-            super().__init__()
-            self.logger, self.samples, self.label = logger, samples_per_epoch, label
-            self.first_epoch, self.artifact = first_epoch, None
-
-        def _progress(self, done: int, description: str) -> None:
-            try:
-                from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-                value = 100.0 * done / max(self.params["epochs"], 1)
-                if self.artifact is None:
-                    slug = "".join(c if c.isalnum() else "-" for c in self.label.lower())
-                    self.artifact = create_progress_artifact(
-                        value, key=f"training-{slug}"[:100], description=description
-                    )
-                else:
-                    update_progress_artifact(self.artifact, value, description=description)
-            except Exception as exc:  # watching must never break training
-                self.logger.warning("progress artifact not updated: %s", exc)
-
-        def on_train_begin(self, logs=None):
-            if in_prefect_run():
-                self._progress(self.first_epoch, f"{self.label}: training started")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            elapsed = max(time.perf_counter() - self._t0, 1e-9)
-            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            self.logger.info(
-                "%s epoch %d/%d: loss=%.6g val_loss=%.6g lr=%.3g samples/s=%.0f",
-                self.label,
-                epoch + 1,
-                self.params["epochs"],
-                logs.get("loss", float("nan")),
-                logs.get("val_loss", float("nan")),
-                lr,
-                self.samples / elapsed,
-            )
-            if self.artifact is not None:
-                self._progress(epoch + 1, f"{self.label}: epoch {epoch + 1} finished")
-
-        def on_train_end(self, logs=None):
-            if self.artifact is not None:
-                self._progress(self.params["epochs"], f"{self.label}: training finished")
-
-    return ResumableEarlyStopping, ResumableReduceLR, NanGuard, Checkpointer, EpochLog
-
-
-# --- training ------------------------------------------------------------------------
-
-
-def _build_kwargs(cfg: dict, lookback: int, data: TrainData) -> dict:
-    cfg = {**DEFAULTS, **cfg}
+from prefect import task
+from prefect.logging import get_run_logger
+
+from tickercast.tasks.caching import content_cache_key
+from tickercast.tasks.runners import training_lock
+from tickercast.tasks.workfiles import load_anchors, outputs, work_dir
+
+# The library code this step runs (its imports' closure is hashed: tasks/caching.py).
+TRAIN_MODULES = ("tickercast.modeling.train",)
+
+
+@task(name="train", cache_key_fn=content_cache_key("train", TRAIN_MODULES))
+def train_step(pre: dict, win: dict, cfg: dict, data_dir: str) -> dict:
+    """Fit the network on training windows, early-stopped on validation windows."""
+    from tickercast.modeling.preprocess import load_preprocessed
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+
+    params = {"pre": pre, "win": win, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "train", TRAIN_MODULES, params)
+    spec, arrays = load_preprocessed(pre["arrays"], pre["spec"])
+    with training_lock():
+        summary = train_model(
+            arrays,
+            load_anchors(win),
+            spec.lookback,
+            cfg,
+            out,
+            get_run_logger(),
+            label=pre["ticker"],
+            naive=naive_output(spec),
+        )
+    model_path, history_path = out / "model.keras", out / "history.json"
     return {
-        "name": cfg["model"],
-        "lookback": lookback,
-        "n_features": data.x.shape[1],
-        "units": list(cfg["units"]),
-        "learning_rate": float(cfg["learning_rate"]),
-        "clipvalue": float(cfg["clipvalue"]),
-        "outputs": data.y.shape[1],
-        "dropout": float(cfg["dropout"]),
-        "l2": float(cfg["l2"]),
-        "recurrent_dropout": float(cfg["recurrent_dropout"]),
-        "n_tickers": data.n_tickers if data.ticker_offsets is not None else 0,
-        "ticker_embedding": int(cfg["ticker_embedding"]) if data.ticker_offsets is not None else 0,
+        "ticker": pre["ticker"],
+        "model": str(model_path),
+        "history": str(history_path),
+        "best_epoch": summary["best_epoch"],
+        "epochs_run": summary["epochs_run"],
+        "shrinkage": summary["shrinkage"],
+        "outputs": outputs(model_path, history_path),
     }
 
 
-def fit(
-    data: TrainData,
-    lookback: int,
-    cfg: dict,
-    out_dir: Path,
-    logger: Logger | None = None,
-    callbacks: Sequence = (),
-    label: str = "model",
-    max_steps: int | None = None,
-):
-    """Train (or resume) on `data`; returns (summary, model) with best weights restored.
+@task(name="train-global", cache_key_fn=content_cache_key("train_global", TRAIN_MODULES))
+def train_global_step(pres: list[dict], wins: list[dict], cfg: dict, data_dir: str) -> dict:
+    """One network over every ticker's windows (mode=global); per ticker, the model file
+    its evaluation and bundle use, in the same shape `train_step` returns."""
 
-    `callbacks` run after the built-in ones (tests use one to kill a run mid-way);
-    `max_steps` caps the batches per epoch and per validation (benchmarks only).
-    """
-    logger = logger or logging.getLogger(__name__)
-    cfg = {**DEFAULTS, **cfg}
-    choice = resolve_device(cfg)
-    logger.info("%s: training on %s (%s)", label, choice.device, choice.reason)
-    return _fit(data, lookback, cfg, Path(out_dir), logger, callbacks, label, max_steps, choice)
+    from tickercast.modeling.preprocess import Preprocessing, load_preprocessed
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_global
 
+    params = {"pres": pres, "wins": wins, "cfg": cfg, "data_dir": data_dir}
+    out = work_dir(data_dir, "train_global", TRAIN_MODULES, params)
+    specs = [Preprocessing.from_json(json.loads(Path(p["spec"]).read_text())) for p in pres]
+    tickers = [p["ticker"] for p in pres]
 
-def _fit(
-    data: TrainData,
-    lookback: int,
-    cfg: dict,
-    out_dir: Path,
-    logger: Logger,
-    callbacks: Sequence,
-    label: str,
-    max_steps: int | None,
-    choice: DeviceChoice,
-):
-    import keras
+    def load(i: int):
+        _, arrays = load_preprocessed(pres[i]["arrays"], pres[i]["spec"])
+        return arrays["x"], arrays["y"], load_anchors(wins[i])
 
-    seed = int(cfg["seed"])
-    epochs, batch = int(cfg["epochs"]), int(cfg["batch_size"])
-    root = out_dir / CHECKPOINTS
-    resume_from = latest_checkpoint(out_dir)
-    state = json.loads((resume_from / "state.json").read_text()) if resume_from else None
-    build_kwargs = _build_kwargs(cfg, lookback, data)
-    if choice.strategy == "one_device_cpu":
-        # cuDNN's LSTM has no CPU kernel: TensorFlow would quietly place it on the GPU.
-        build_kwargs["use_cudnn"] = False
-    strategy = make_strategy(choice)
-    with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
-        seed_everything(seed)
-        if state:
-            model = keras.models.load_model(resume_from / "model.keras", safe_mode=True)
-            logger.info(
-                "%s: resuming after epoch %d from %s", label, state["epochs_done"], resume_from
-            )
-        else:
-            model = build_model(**build_kwargs)
-    if "use_cudnn" in build_kwargs:  # not part of a saved LSTM's config: set it again
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.LSTM):
-                layer.use_cudnn = build_kwargs["use_cudnn"]
-    problems = cudnn_problems(model)
-    if problems:
-        logger.warning(
-            "%s: LSTM layers not eligible for the cuDNN kernel (slow on GPU): %s",
-            label,
-            "; ".join(problems),
-        )
-    first_epoch = state["epochs_done"] if state else 0
-    steps = n_batches(len(data.train), batch)
-    val_steps = n_batches(len(data.val), batch)
-    if max_steps:
-        steps, val_steps = min(steps, max_steps), min(val_steps, max_steps)
-    train_ds = make_dataset(
-        data.x,
-        data.y,
-        data.train,
-        lookback,
-        batch,
-        shuffle=True,
-        seed=seed,
-        ticker_offsets=data.ticker_offsets,
-        epochs=epochs,
-        first_epoch=first_epoch,
+    summary = train_global(
+        tickers,
+        [s.n_train + s.n_val + s.n_test for s in specs],
+        load,
+        specs[0].lookback,
+        cfg,
+        out,
+        get_run_logger(),
+        naive=[naive_output(s) for s in specs],
     )
-    val_ds = make_dataset(
-        data.x, data.y, data.val, lookback, batch, ticker_offsets=data.ticker_offsets
-    )
-    Stopping, ReduceLR, NanGuard, Checkpointer, EpochLog = _callback_classes()
-    stopping = Stopping(
-        state["early_stopping"] if state else None,
-        _load_best_weights(resume_from) if state else None,
-        monitor="val_loss",
-        patience=int(cfg["patience"]),
-        restore_best_weights=True,
-    )
-    reduce_lr = ReduceLR(
-        state["reduce_lr"] if state else None,
-        monitor="val_loss",
-        factor=float(cfg["reduce_lr_factor"]),
-        patience=int(cfg["reduce_lr_patience"]),
-    )
-    guard = NanGuard()
-    history = dict(state["history"]) if state else {}
-    seconds = state["seconds"] if state else 0.0
-    checkpointer = Checkpointer(root, history, stopping, reduce_lr, seconds)
-    all_callbacks = [
-        stopping,
-        reduce_lr,
-        guard,
-        checkpointer,
-        EpochLog(logger, min(len(data.train), steps * batch), label, first_epoch),
-    ]
-    if cfg["tensorboard_dir"]:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise RuntimeError("tensorboard_dir is set but the tensorboard package is missing")
-        log_dir = Path(cfg["tensorboard_dir"]) / "".join(c if c.isalnum() else "-" for c in label)
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
-        logger.info("%s: TensorBoard logs in %s", label, log_dir)
-    all_callbacks.extend(callbacks)
-    if state and (state["stopped"] or first_epoch >= epochs):
-        logger.info("%s: the checkpoint had already finished training", label)
-        if stopping._restored_weights is not None:
-            model.set_weights(stopping._restored_weights)
-    else:
-        if not model.optimizer.built:
-            # built here, the optimizer's variables exist before fit traces its step:
-            # otherwise TensorFlow traces the whole training step twice (~1 s)
-            with strategy.scope():
-                model.optimizer.build(model.trainable_variables)
-        with gpu_slot(choice, logger) as slot:
-            logger.info("%s: %s", label, slot)
-            with strategy.scope():
-                model.fit(
-                    train_ds,
-                    validation_data=val_ds,
-                    epochs=epochs,
-                    initial_epoch=first_epoch,
-                    steps_per_epoch=steps,
-                    validation_steps=val_steps,
-                    callbacks=all_callbacks,
-                    shuffle=False,  # the tf.data stream is shuffled, seeded per epoch
-                    verbose=0,
-                )
-    if guard.diverged_epoch is not None:
-        shutil.rmtree(root, ignore_errors=True)
-        raise TrainingDivergedError(
-            f"{label}: training diverged: the loss became NaN/inf in epoch "
-            f"{guard.diverged_epoch}; lower learning_rate or clipvalue, or check the inputs "
-            "for NaN. Nothing was exported."
-        )
-    val = history.get("val_loss", [])
-    summary = {
-        "history": history,
-        "epochs_run": len(history.get("loss", [])),
-        "best_epoch": int(np.argmin(val)) + 1 if val else len(history.get("loss", [])),
-        "best_val_loss": float(min(val)) if val else None,
-        "stopped_early": len(history.get("loss", [])) < epochs,
-        "resumed_from_epoch": first_epoch or None,
-        "train_seconds": checkpointer.seconds,
-        "train_windows": int(len(data.train)),
-        "val_windows": int(len(data.val)),
-        "parameters": int(model.count_params()),
-        "device": choice.as_dict(),
-        "cudnn_problems": problems,
+    history_path = out / "history.json"
+    per_ticker = {
+        ticker: {
+            "ticker": ticker,
+            "model": path,
+            "history": str(history_path),
+            "best_epoch": summary["best_epoch"],
+            "epochs_run": summary["epochs_run"],
+            "shrinkage": summary["shrinkage"][ticker],
+            "outputs": outputs(Path(path), history_path),
+        }
+        for ticker, path in summary["models"].items()
     }
-    return summary, model
-
-
-def save_model(model, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        keras_tmp = tmp.with_suffix(".keras")
-        model.save(keras_tmp)
-        keras_tmp.replace(tmp)
-
-
-def _finish(out_dir: Path, summary: dict) -> None:
-    write_json(out_dir / "history.json", summary)
-    shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
-
-
-def train_model(
-    arrays: dict,
-    anchors: dict[str, np.ndarray],
-    lookback: int,
-    cfg: dict,
-    out_dir: Path,
-    logger: Logger | None = None,
-    callbacks: Sequence = (),
-    label: str = "model",
-) -> dict:
-    """Fit one ticker's network; save `model.keras` and `history.json` in `out_dir`."""
-    out_dir = Path(out_dir)
-    summary, model = fit(
-        per_ticker_data(arrays, anchors), lookback, cfg, out_dir, logger, callbacks, label
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, out_dir / "model.keras")
-    _finish(out_dir, summary)
-    return summary
-
-
-def train_global(
-    tickers: Sequence[str],
-    n_rows: Sequence[int],
-    load: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]],
-    lookback: int,
-    cfg: dict,
-    out_dir: Path,
-    logger: Logger | None = None,
-    callbacks: Sequence = (),
-    max_steps: int | None = None,
-) -> dict:
-    """One model over every ticker's windows (each ticker scaled on its own).
-
-    Writes `model.keras` (the global model) and, with a ticker embedding, one single-input
-    `model-NNN.keras` per ticker; `summary["models"]` maps each ticker to the file its
-    evaluation and bundle use.
-    """
-    logger = logger or logging.getLogger(__name__)
-    out_dir = Path(out_dir)
-    embedding = int(cfg.get("ticker_embedding", 0)) > 0
-    data = global_data(n_rows, load, with_ticker_ids=embedding)
-    logger.info(
-        "global model over %d tickers: %d rows, %d train / %d val windows",
-        len(tickers),
-        len(data.x),
-        len(data.train),
-        len(data.val),
-    )
-    summary, model = fit(data, lookback, cfg, out_dir, logger, callbacks, "global", max_steps)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, out_dir / "model.keras")
-    models = {}
-    if embedding:
-        kwargs = _build_kwargs(cfg, lookback, data)
-        choice = resolve_device(cfg)
-        for i, ticker in enumerate(tickers):
-            with BUILD_LOCK, precision_scope(choice.mixed_precision):
-                bound = bind_ticker(model, i, **kwargs)
-            path = out_dir / f"model-{i:03d}.keras"
-            save_model(bound, path)
-            models[ticker] = str(path)
-    else:
-        models = {ticker: str(out_dir / "model.keras") for ticker in tickers}
-    summary.update({"mode": "global", "tickers": list(tickers), "models": models})
-    _finish(out_dir, summary)
-    return summary
-
-
-def load_history(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    files = {Path(t["model"]) for t in per_ticker.values()} | {history_path}
+    return {"tickers": per_ticker, "outputs": outputs(*sorted(files))}

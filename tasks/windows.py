@@ -1,186 +1,44 @@
-"""Windows as indices, never as copies.
-
-A window is named by its anchor t, the last input day: inputs are rows
-t-lookback+1..t, the target is row t's target (days t+1..t+horizon). Only anchors are
-stored; `make_dataset` gathers each batch's windows from the one feature array inside
-tf.data, so memory stays at the size of the data, not lookback times it.
-"""
+"""The windows step: anchor indices per split."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+from prefect import task
+from prefect.logging import get_run_logger
 
-SPLITS = ("train", "val", "test")
+from tickercast.tasks.caching import content_cache_key
+from tickercast.tasks.workfiles import outputs, work_dir
+
+# The library code this step runs (its imports' closure is hashed: tasks/caching.py).
+WINDOWS_MODULES = ("tickercast.modeling.windows",)
 
 
-def split_anchors(
-    n_rows: int, n_train: int, n_val: int, lookback: int, horizon: int
-) -> dict[str, np.ndarray]:
-    """Anchors per split such that every target day lies inside the window's own split.
+@task(name="windows", cache_key_fn=content_cache_key("windows", WINDOWS_MODULES))
+def windows_step(pre: dict, data_dir: str) -> dict:
+    """Window anchors per split (indices only; the data is never copied per window)."""
 
-    Inputs may reach back into earlier splits (that is the past, not a leak); a window
-    whose target days straddle a boundary belongs to no split.
-    """
-    first = lookback - 1
-    val_start, test_start = n_train, n_train + n_val
-    bounds = {
-        "train": (first, n_train - horizon - 1),
-        "val": (max(first, val_start - 1), test_start - horizon - 1),
-        "test": (max(first, test_start - 1), n_rows - horizon - 1),
-    }
+    from tickercast.modeling.preprocess import Preprocessing
+    from tickercast.modeling.windows import split_anchors
+
+    params = {"pre": pre, "data_dir": data_dir}
+    out = work_dir(data_dir, "windows", WINDOWS_MODULES, params)
+    spec = Preprocessing.from_json(json.loads(Path(pre["spec"]).read_text()))
+    n_rows = spec.n_train + spec.n_val + spec.n_test
+    anchors = split_anchors(n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "anchors.npz"
+    from tickercast.atomic import atomic_path
+
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, **anchors)
+    counts = {k: int(len(v)) for k, v in anchors.items()}
+    get_run_logger().info("%s windows: %s", pre["ticker"], counts)
     return {
-        name: np.arange(lo, hi + 1, dtype=np.int64) if hi >= lo else np.empty(0, np.int64)
-        for name, (lo, hi) in bounds.items()
+        "ticker": pre["ticker"],
+        "anchors": str(path),
+        "counts": counts,
+        "outputs": outputs(path),
     }
-
-
-def gather_windows(x: np.ndarray, anchors: np.ndarray, lookback: int) -> np.ndarray:
-    """Materialise windows (for small evaluation sets and tests only)."""
-    offsets = np.arange(-lookback + 1, 1)
-    return x[anchors[:, None] + offsets]
-
-
-ALIGN = 128  # bytes; TensorFlow can only alias host memory aligned to its (<= 128) boundary
-
-
-def aligned_empty(shape: tuple[int, ...] | int, dtype) -> np.ndarray:
-    """An uninitialised array whose buffer TensorFlow can use without copying (`as_tensor`)."""
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGN, np.uint8)
-    start = (-raw.ctypes.data) % ALIGN
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
-
-
-def as_tensor(array: np.ndarray, dtype):
-    """A tf.Tensor over `array`: zero-copy through DLPack when the array is aligned,
-    C-contiguous and already of `dtype` (then the array must not change while the tensor
-    is in use); otherwise a copy."""
-    import tensorflow as tf
-
-    array = np.asarray(array)
-    if (
-        array.size
-        and array.dtype == np.dtype(dtype)
-        and array.flags.c_contiguous
-        and array.ctypes.data % ALIGN == 0
-    ):
-        try:
-            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
-        except (BufferError, TypeError, ValueError):  # read-only arrays cannot be exported
-            pass
-    return tf.convert_to_tensor(np.ascontiguousarray(array, dtype=dtype))
-
-
-def index_dtype(n_rows: int):
-    """int32 row indices (half the memory of int64) whenever the rows allow it."""
-    return np.int32 if n_rows < 2**31 - 1 else np.int64
-
-
-def concat_anchors(
-    per_ticker: list[dict[str, np.ndarray]], n_rows: list[int]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Global mode: every ticker's rows stacked in one array, windows as global row indices.
-
-    Returns anchors per split (ticker's row offset + its own anchors, in aligned arrays of
-    the smallest index type) and each ticker's first row (`offsets`). A window never
-    crosses tickers because each ticker's anchors start at lookback - 1 within its rows;
-    a window's ticker is found from its anchor by binary search over `offsets`.
-    """
-    offsets = np.concatenate([[0], np.cumsum(n_rows)[:-1]]).astype(np.int64)
-    kind = index_dtype(int(sum(n_rows)))
-    anchors = {}
-    for split in SPLITS:
-        parts = [np.asarray(a[split]) for a in per_ticker]
-        out = aligned_empty(sum(len(p) for p in parts), kind)
-        at = 0
-        for part, off in zip(parts, offsets, strict=True):
-            out[at : at + len(part)] = part + off
-            at += len(part)
-        anchors[split] = out
-    return anchors, offsets
-
-
-def n_batches(n_windows: int, batch_size: int) -> int:
-    return -(-n_windows // batch_size)
-
-
-def make_dataset(
-    x: np.ndarray,
-    y: np.ndarray,
-    anchors: np.ndarray,
-    lookback: int,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    *,
-    ticker_offsets: np.ndarray | None = None,
-    epochs: int = 1,
-    first_epoch: int = 0,
-):
-    """A tf.data pipeline of (window, target) batches gathered from `x` by anchor index.
-
-    With `shuffle`, the stream holds epochs `first_epoch..epochs-1` back to back, each a
-    permutation of the anchors seeded by (seed, epoch): one index per window instead of a
-    shuffle buffer of tensors, and a run resumed at epoch k sees exactly the batches an
-    uninterrupted run would (fit it with steps_per_epoch = n_batches). With
-    `ticker_offsets` (global mode with an embedding: each ticker's first row) inputs are
-    {"window", "ticker"}. Aligned arrays (`aligned_empty`) are used without a copy.
-    """
-    import tensorflow as tf
-
-    kind = index_dtype(len(x))
-    tf_kind = tf.int32 if kind == np.int32 else tf.int64
-    features = as_tensor(x, np.float32)
-    targets = as_tensor(y, np.float32)
-    offsets = tf.range(-lookback + 1, 1, dtype=tf_kind)
-    index = as_tensor(anchors, kind)
-    n = len(anchors)
-    starts = None if ticker_offsets is None else tf.constant(np.asarray(ticker_offsets, kind))
-
-    # plain tensor code: autograph's conversion only costs tracing time (~1 s per pipeline)
-    plain = tf.autograph.experimental.do_not_convert
-
-    def batches_of(order):
-        # slices of one index tensor: no per-element dataset copy of the anchors
-        @plain
-        def take(i):
-            i = tf.cast(i, tf_kind)
-            return order[i * batch_size : tf.minimum((i + 1) * batch_size, n)]
-
-        return tf.data.Dataset.range(n_batches(n, batch_size)).map(take)
-
-    if shuffle:
-        base_seed = tf.constant(int(seed), tf.int64)
-
-        @plain
-        def permuted(epoch):
-            order = tf.random.experimental.stateless_shuffle(
-                index, seed=tf.stack([base_seed, epoch])
-            )
-            return batches_of(order)
-
-        ds = tf.data.Dataset.range(int(first_epoch), int(epochs)).flat_map(permuted)
-        total = max(int(epochs) - int(first_epoch), 0) * n_batches(n, batch_size)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(total))
-    else:
-        ds = batches_of(index)
-
-    @plain
-    def gather(batch):
-        windows = tf.gather(features, batch[:, None] + offsets)
-        if starts is None:
-            return windows, tf.gather(targets, batch)
-        ticker = tf.searchsorted(starts[None, :], batch[None, :], side="right")[0] - 1
-        inputs = {"window": windows, "ticker": tf.cast(ticker, tf.int32)}
-        return inputs, tf.gather(targets, batch)
-
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    # tf.data's default graph rewrites serialise the pipeline, copying every captured
-    # tensor (the whole feature array) on each new iterator; parallelism and prefetch are
-    # set explicitly above, so the rewrites buy nothing here.
-    options = tf.data.Options()
-    options.experimental_optimization.apply_default_optimizations = False
-    return ds.with_options(options)

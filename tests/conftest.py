@@ -1,6 +1,9 @@
 """Test-wide setup: offline guard, a private PREFECT_HOME, one Prefect test server.
 
 Environment is set before Prefect is imported anywhere, so its settings pick it up.
+The network guard (tests/netguard.py) is installed here before anything can start a
+process, so every child (Prefect test servers, uvicorn, Dask workers, CLI subprocesses)
+runs it too; see `_no_network` for how their refusals reach the test that caused them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -26,18 +30,36 @@ os.environ["MPLBACKEND"] = "Agg"
 sys.path.insert(0, str(ROOT))
 from tests import netguard  # noqa: E402
 
-netguard.install()
+_NETGUARD_DIR = tempfile.mkdtemp(prefix="tickercast-netguard-")
+netguard.install(_NETGUARD_DIR)
+# Refusals logged between tests (a server's background work); reported at session end.
+_STRAY_VIOLATIONS: list[str] = []
+# A child gets this long to start and install the guard before it counts as unguarded.
+_GUARD_GRACE_S = 15.0
+
+
+def _unguarded_children() -> list[str]:
+    deadline = time.monotonic() + _GUARD_GRACE_S
+    while True:
+        missing = netguard.unguarded_children()
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(0.2)
 
 
 @pytest.fixture(autouse=True)
 def _no_network():
-    """Any blocked connection attempt during a test fails it, even if something caught it."""
-    start = len(netguard.VIOLATIONS)
+    """A blocked connection attempt during a test fails it, in whichever process it was
+    made and even if something caught it; so does a live child without the guard."""
+    _STRAY_VIOLATIONS.extend(netguard.take_violations())
     yield
-    new = netguard.VIOLATIONS[start:]
-    del netguard.VIOLATIONS[start:]
+    new = netguard.take_violations()
+    netguard.VIOLATIONS.clear()
     if new:
         pytest.fail("test touched the network: " + "; ".join(new))
+    unguarded = _unguarded_children()
+    if unguarded:
+        pytest.fail("processes running without the network guard: " + "; ".join(unguarded))
 
 
 @pytest.fixture(scope="session")
@@ -57,4 +79,9 @@ def shared_data() -> Path:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    stray = _STRAY_VIOLATIONS + netguard.take_violations()
+    if stray:
+        print("\nnetwork access blocked outside any test:\n  " + "\n  ".join(stray), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(_NETGUARD_DIR, ignore_errors=True)

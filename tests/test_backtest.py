@@ -10,21 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.backtest import (
-    BASELINES,
-    BacktestError,
-    baseline_paths,
-    best_lag,
-    check_initial,
-    reference_paths,
-    refit_folds,
-    rolling_backtest,
-    rolling_origins,
-    score_forecasts,
-    training_scale,
-)
-from tasks.preprocess import target_prices, to_prices
 from tests.synthetic import price_frame as frame
+from tickercast.backtest.folds import BacktestError, check_initial, refit_folds, rolling_origins
+from tickercast.backtest.rolling import best_lag, rolling_backtest, score_forecasts
+from tickercast.choices import BASELINES
+from tickercast.evaluation.baselines import baseline_paths, reference_paths, training_scale
+from tickercast.modeling.preprocess import target_prices, to_prices
 
 SHORT = np.array([10.0, 11.0, 13.0, 12.0, 14.0, 15.0, 13.0, 16.0])
 
@@ -153,12 +144,15 @@ def test_vectorised_baselines_equal_the_per_origin_loop(window):
 
 
 def test_mase_against_a_hand_computed_value():
-    """Hyndman & Koehler with a rolling origin: each forecast error is divided by the
-    in-sample MAE of the one-step naive forecast on that origin's own training window."""
+    """`--mase-scale origin`, Hyndman & Koehler with a rolling origin: each forecast error
+    is divided by the in-sample MAE of the one-step naive forecast on that origin's own
+    training window; the default `series` divides by the whole series' one-step MAE."""
     o = rolling_origins(len(SHORT), initial=4, step=1, horizon=1)
     # |diffs| 1 2 1 2 1 2 3: windows [0..3], [0..4], [0..5], [0..6]
     assert training_scale(SHORT, o).tolist() == pytest.approx([4 / 3, 6 / 4, 7 / 5, 9 / 6])
-    result = rolling_backtest(frame(SHORT), cfg(model=["naive", "drift"]), out_dir=None)
+    result = rolling_backtest(
+        frame(SHORT), cfg(model=["naive", "drift"], mase_scale="origin"), out_dir=None
+    )
     rows = {r["model"]: r for r in result["metrics"]}
     # actual 14 15 13 16; naive 12 14 15 13 -> |errors| 2 1 2 3
     naive = (2 / (4 / 3) + 1 / 1.5 + 2 / 1.4 + 3 / 1.5) / 4
@@ -167,6 +161,11 @@ def test_mase_against_a_hand_computed_value():
     assert rows["naive"]["mase"] == pytest.approx(naive)
     assert rows["drift"]["mase"] == pytest.approx(drift)
     assert rows["naive"]["mae"] == pytest.approx(2.0) and rows["naive"]["skill"] == 0.0
+    series = rolling_backtest(frame(SHORT), cfg(model=["naive", "drift"]), out_dir=None)
+    scale = np.mean(np.abs(np.diff(SHORT)))  # |diffs| 1 2 1 2 1 2 3 over the whole series
+    by = {r["model"]: r for r in series["metrics"]}
+    assert by["naive"]["mase"] == pytest.approx(2.0 / scale)
+    assert by["drift"]["mase"] == pytest.approx(((4 / 3) + 0 + 3 + 2.5) / 4 / scale)
 
 
 # --------------------------------------------------------------------------- no look-ahead

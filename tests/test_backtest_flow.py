@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import BacktestConfig
 from tests.prefect_runs import artifacts_of
 from tests.tiny_models import TICKER
+from tickercast.config import BacktestConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def _prefect_logging_outside_capsys():
 
 def test_help_lists_every_config_field():
     text = subprocess.run(
-        [sys.executable, "-m", "flows.backtest", "--help"],
+        [sys.executable, "-m", "tickercast.flows.backtest", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -37,7 +37,7 @@ def test_help_lists_every_config_field():
 
 
 def test_bad_settings_are_refused_in_one_line_before_any_work(tmp_path, capsys):
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     assert main(["backtest", "--initial", "30", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
@@ -49,7 +49,7 @@ def test_bad_settings_are_refused_in_one_line_before_any_work(tmp_path, capsys):
 
 
 def test_cli_backtest_of_a_network_and_baselines(prefect_server, tmp_path, capsys):
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     argv = ["backtest", "--tickers", TICKER, "--start", "2019-01-01", "--data-dir", str(tmp_path)]
     argv += ["--model", "lstm", "--model", "naive", "drift", "--units", "4", "--lookback", "10"]
@@ -77,7 +77,7 @@ def test_cli_backtest_of_a_network_and_baselines(prefect_server, tmp_path, capsy
 
 
 def test_flow_publishes_the_table_and_report(prefect_server, tmp_path):
-    from flows.backtest import METRICS_KEY, REPORT_KEY, backtest
+    from tickercast.flows.backtest import METRICS_KEY, REPORT_KEY, backtest
 
     config = BacktestConfig(
         tickers=[TICKER],

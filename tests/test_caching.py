@@ -6,17 +6,22 @@ import importlib
 import sys
 import types
 
-from tasks import caching
-from tasks.caching import cache_info, clear_cache, code_version, content_cache_key, step_key
+from tickercast.tasks import caching
+from tickercast.tasks.caching import (
+    cache_info,
+    clear_cache,
+    code_version,
+    content_cache_key,
+    step_key,
+)
 
 
 class FakeStore:
-    """The two calls the key function makes on Prefect's ResultStore, recorded."""
+    """The two public calls the key function makes on Prefect's ResultStore: exists, read
+    (no private attribute: a fake without them proves none is used)."""
 
     def __init__(self, records=None, basepath="/nonexistent"):
         self.records = records or {}
-        self.cache = {}
-        self.result_storage = types.SimpleNamespace(basepath=basepath)
 
     def exists(self, key):
         return key in self.records
@@ -24,15 +29,20 @@ class FakeStore:
     def read(self, key):
         return types.SimpleNamespace(result=self.records[key])
 
-    def _resolved_key_path(self, key):
-        return key
-
 
 def test_key_changes_with_inputs_and_config_but_not_dict_order():
-    base = step_key("train", ("tasks.train",), {"pre": {"sha": "a"}, "cfg": {"epochs": 5}})
-    same = step_key("train", ("tasks.train",), {"cfg": {"epochs": 5}, "pre": {"sha": "a"}})
-    other_input = step_key("train", ("tasks.train",), {"pre": {"sha": "b"}, "cfg": {"epochs": 5}})
-    other_cfg = step_key("train", ("tasks.train",), {"pre": {"sha": "a"}, "cfg": {"epochs": 6}})
+    base = step_key(
+        "train", ("tickercast.modeling.train",), {"pre": {"sha": "a"}, "cfg": {"epochs": 5}}
+    )
+    same = step_key(
+        "train", ("tickercast.modeling.train",), {"cfg": {"epochs": 5}, "pre": {"sha": "a"}}
+    )
+    other_input = step_key(
+        "train", ("tickercast.modeling.train",), {"pre": {"sha": "b"}, "cfg": {"epochs": 5}}
+    )
+    other_cfg = step_key(
+        "train", ("tickercast.modeling.train",), {"pre": {"sha": "a"}, "cfg": {"epochs": 6}}
+    )
     assert base == same
     assert len({base, other_input, other_cfg}) == 3
 
@@ -51,27 +61,31 @@ def test_code_version_follows_the_whole_module_source(tmp_path, monkeypatch):
     caching._module_hash.cache_clear()
 
 
-def test_stale_record_is_dropped_when_its_files_changed(tmp_path):
+def test_a_stale_record_is_never_used_and_its_rerun_is_found(tmp_path):
     out = tmp_path / "model.keras"
     out.write_bytes(b"weights")
-    from tasks.hashing import file_sha256
+    from tickercast.hashing import file_sha256
 
     params = {"x": 1}
-    key = step_key("train", ("tasks.train",), params)
-    record_file = tmp_path / "results" / key
-    record_file.parent.mkdir()
-    record_file.write_text("{}")
+    key = step_key("train", ("tickercast.modeling.train",), params)
     store = FakeStore({key: {"outputs": {str(out): file_sha256(out)}}}, tmp_path / "results")
-    key_fn = content_cache_key("train", ("tasks.train",))
+    key_fn = content_cache_key("train", ("tickercast.modeling.train",))
     ctx = types.SimpleNamespace(result_store=store)
-    assert key_fn(ctx, params) == key and record_file.exists()  # valid: kept
+    assert key_fn(ctx, params) == key  # valid: the stored record is used
     out.write_bytes(b"tampered")
-    assert key_fn(ctx, params) == key
-    assert not record_file.exists()  # stale: dropped, so the step runs again
+    rerun = key_fn(ctx, params)
+    assert rerun != key and not store.exists(rerun)  # stale: a key with no record, so it runs
+    store.records[rerun] = {"outputs": {str(out): file_sha256(out)}}  # what the rerun stores
+    assert key_fn(ctx, params) == rerun  # the next run finds the rerun's record
+    out.unlink()
+    gone = key_fn(ctx, params)
+    assert gone not in (key, rerun) and not store.exists(gone)
 
 
 def test_live_sources_are_not_cached():
-    key_fn = content_cache_key("ingest", ("tasks.ingest",), cacheable=lambda p: p["fp"] is not None)
+    key_fn = content_cache_key(
+        "ingest", ("tickercast.market.ingest",), cacheable=lambda p: p["fp"] is not None
+    )
     assert key_fn(types.SimpleNamespace(result_store=None), {"fp": None}) is None
     assert key_fn(types.SimpleNamespace(result_store=None), {"fp": "abc"}).startswith("ingest-")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cli import build_parser, main
-from tasks.config import RetrainConfig
+from tickercast.app.cli import build_parser, main
+from tickercast.config import RetrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,14 @@ def help_text(argv):
     ).stdout
 
 
-@pytest.mark.parametrize("argv", [["-m", "flows.retrain"], ["-m", "tasks.cli", "retrain"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "flows.retrain"],
+        ["-m", "tickercast.flows.retrain"],
+        ["-m", "tickercast.app.cli", "retrain"],
+    ],
+)
 def test_help_lists_every_config_field(argv):
     text = help_text(argv)
     for name in RetrainConfig.model_fields:
@@ -26,7 +33,7 @@ def test_help_lists_every_config_field(argv):
 
 
 def test_options_map_onto_the_config():
-    from tasks.cli import _collect
+    from tickercast.app.options import _collect
 
     args = build_parser().parse_args(
         [
@@ -55,7 +62,7 @@ def test_options_map_onto_the_config():
 
 
 def test_config_file_then_options(tmp_path):
-    from tasks.cli import _collect
+    from tickercast.app.options import _collect
 
     path = tmp_path / "best.json"
     path.write_text('{"lookback": 30, "epochs": 7}')
@@ -84,7 +91,7 @@ def test_failure_in_a_real_process_exits_nonzero_without_traceback(tmp_path):
         [
             sys.executable,
             "-m",
-            "tasks.cli",
+            "tickercast.app.cli",
             "retrain",
             "--source",
             "csv",

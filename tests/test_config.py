@@ -3,14 +3,14 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import RetrainConfig
-from tasks.tickers import InvalidTickerError, validate_ticker
+from tickercast.config import RetrainConfig
+from tickercast.tickers import InvalidTickerError, validate_ticker
 
 
-def test_defaults_reproduce_the_tutorial():
-    c = RetrainConfig()
+def test_tutorial_preset_reproduces_the_tutorial():
+    c = RetrainConfig(preset="tutorial")
     assert c.tickers == ["AAPL"] and c.source == "sample"
-    assert c.features == ["close", "volume"]
+    assert c.features == ["close", "volume"] and c.shrink is False
     assert (c.lookback, c.horizon, c.target) == (60, 5, "mean_close")
     assert (c.model, c.units, c.clipvalue, c.patience) == ("stacked_lstm", [64, 32], 1.0, 10)
     assert (c.val_fraction, c.test_fraction) == (0.15, 0.15)
@@ -58,13 +58,13 @@ def test_invalid_config_refused_naming_the_problem(fields, fragment):
 
 
 def test_slice_is_json_ready():
-    c = RetrainConfig(start=dt.date(2019, 1, 1))
+    c = RetrainConfig(start=dt.date(2019, 1, 1), features=["close", "volume"])
     assert c.slice("start", "features") == {"start": "2019-01-01", "features": ["close", "volume"]}
 
 
 def test_sine_source_starts_at_its_first_day_unless_told_otherwise():
     """The sine wave's days begin in 2000; retrain's default start (2015) would leave none."""
-    from tasks.config import BacktestConfig
+    from tickercast.config import BacktestConfig
 
     assert RetrainConfig(source="sine").start is None
     assert BacktestConfig(source="sine", tickers=["SINE"]).start is None

@@ -1,7 +1,8 @@
 """The served deployment's schedule and the parameter form the Prefect UI renders."""
 
-from deployments.serve import INGEST_CRON, RETRAIN_CRON, TIMEZONE, build_deployments
-from tasks.config import RetrainConfig
+from tickercast.config import IngestConfig, RetrainConfig
+from tickercast.deployments.nightly import nightly_settings
+from tickercast.deployments.serve import INGEST_CRON, RETRAIN_CRON, TIMEZONE, build_deployments
 
 
 def test_retrain_served_on_weekday_evenings_new_york():
@@ -13,13 +14,31 @@ def test_retrain_served_on_weekday_evenings_new_york():
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == RETRAIN_CRON and schedule.schedule.timezone == TIMEZONE
     assert deployment.concurrency_limit == 1
-    assert RetrainConfig(**deployment.parameters["config"]) == RetrainConfig()
+    nightly = RetrainConfig(**deployment.parameters["config"])
+    assert nightly.source == "yfinance" and nightly.tickers == nightly_settings()["tickers"]
+    assert IngestConfig(**ingest.parameters["config"]).tickers == nightly.tickers
+    # the flows' own defaults are the same settings: prefect.yaml's deployments get them too
+    from tickercast.deployments.nightly import nightly_ingest, nightly_retrain
+
+    assert RetrainConfig(**_default_config(nightly_retrain)) == nightly
+    assert IngestConfig(**_default_config(nightly_ingest)).source == "yfinance"
+
+
+def _default_config(flow) -> dict:
+    import inspect
+
+    default = inspect.signature(flow.fn).parameters["config"].default
+    return default.model_dump(mode="json")
+
+
+def test_make_run_and_the_tests_stay_offline_on_the_sample():
+    assert RetrainConfig().source == "sample"
 
 
 def test_parameter_schema_is_a_usable_form():
     from prefect.utilities.callables import parameter_schema
 
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     schema = parameter_schema(retrain).model_dump()
     assert list(schema["properties"]) == ["config"]
@@ -42,7 +61,8 @@ def test_parameter_schema_is_a_usable_form():
 
 
 def test_scheduled_flow_retries_as_a_whole():
-    from flows.retrain import nightly_retrain, retrain
+    from tickercast.deployments.nightly import nightly_retrain
+    from tickercast.flows.retrain import retrain
 
     assert nightly_retrain.name == retrain.name == "retrain"
     assert nightly_retrain.retries == 2 and retrain.retries in (None, 0)
@@ -52,7 +72,7 @@ def test_prefect_yaml_matches_the_served_deployments():
     import yaml
     from prefect.flows import load_flow_from_entrypoint
 
-    from deployments.serve import ROOT
+    from tickercast.deployments.serve import ROOT
 
     recipe = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     by_name = {d["name"]: d for d in recipe["deployments"]}

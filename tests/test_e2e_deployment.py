@@ -35,7 +35,7 @@ def test_served_deployment_runs_with_custom_parameters(tmp_path):
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.serve import start_server
+    from tickercast.deployments.serve import start_server
 
     env = {
         **os.environ,

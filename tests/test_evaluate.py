@@ -2,37 +2,39 @@
 split-conformal coverage on synthetic data, and the plain verdict."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.evaluate import (
+from tickercast.evaluation.baselines import drift_paths, moving_average_forecast, naive_forecast
+from tickercast.evaluation.conformal import (
     calibrate,
-    check_targets,
     conformal_quantile,
     conformal_scores,
     coverage,
-    directional_accuracy,
-    drift_paths,
-    evaluate_forecasts,
     interval,
+)
+from tickercast.evaluation.evaluate import check_targets, evaluate_forecasts, target_weights
+from tickercast.evaluation.metrics import (
+    directional_accuracy,
     mae,
     mape,
     mase,
     metrics,
-    moving_average_forecast,
-    naive_forecast,
     naive_scale,
     rmse,
     score_all,
     skill,
     smape,
-    target_weights,
-    verdict,
 )
-from tasks.preprocess import preprocess
-from tasks.windows import split_anchors
+from tickercast.evaluation.report import verdict
+from tickercast.modeling.preprocess import preprocess
+from tickercast.modeling.windows import split_anchors
 
 
 def test_metrics_by_hand():
@@ -205,19 +207,39 @@ def test_conformal_coverage_through_evaluate():
     assert (ev["table"]["hi_80"] <= ev["table"]["hi_95"]).all()
 
 
-def test_verdict_is_plain_about_losing_to_naive():
-    win = {"model": {"rmse": 1.0}, "naive": {"rmse": 2.0}, "ridge": {"rmse": 0.5}}
-    lose = {"model": {"rmse": 3.0}, "naive": {"rmse": 2.0}, "drift": {"rmse": 4.0}}
+def test_verdict_follows_the_test_not_the_sign():
+    def row(rmse, p=None, state=None):
+        return {"rmse": rmse, "dm_p": p, "dm_verdict": state}
+
+    win = {"model": row(1.0), "naive": row(2.0, 0.01, "better"), "ridge": row(0.5, 0.02, "worse")}
+    noise = {"model": row(1.9), "naive": row(2.0, 0.41, "indistinguishable")}
+    lose = {"model": row(3.0), "naive": row(2.0, 0.003, "worse"), "drift": row(4.0, 0.2, "better")}
     assert "beats the naive" in verdict(win) and "+50.0%" in verdict(win)
-    assert "lower RMSE than the model: ridge" in verdict(win)
-    assert "does NOT beat the naive" in verdict(lose)
+    assert "DM p = 0.01" in verdict(win)
+    assert "significantly better than the model: ridge (p = 0.02)" in verdict(win)
+    # a lower RMSE without a test behind it is not a win
+    assert "indistinguishable from the naive" in verdict(noise) and "p = 0.41" in verdict(noise)
+    assert "beats" not in verdict(noise)
+    assert "worse than the naive" in verdict(lose) and "do not trade on it" in verdict(lose)
     assert "drift" not in verdict(lose)
 
 
-def test_plots_are_headless_pngs(tmp_path):
-    import matplotlib
+def test_evaluation_tests_the_model_against_every_baseline():
+    spec, arrays, anchors = prepared(linear_prices(300))
+    ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a] * 1.0)
+    m = ev["metrics"]
+    for name, values in m.items():
+        if name == "model":
+            assert "dm_p" not in values
+        else:
+            assert values["dm_verdict"] in ("better", "worse", "indistinguishable")
+    # the perfect forecast is significantly better than naive on a trending series
+    assert m["naive"]["dm_verdict"] == "better" and m["naive"]["dm_p"] < 0.05
 
-    from tasks.evaluate import plot_folds, write_evaluation
+
+def test_plots_are_headless_pngs(tmp_path):
+    from tickercast.evaluation.plots import plot_folds
+    from tickercast.evaluation.report import write_evaluation
 
     spec, arrays, anchors = prepared(linear_prices(300))
     ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a] * 1.01)
@@ -229,5 +251,35 @@ def test_plots_are_headless_pngs(tmp_path):
     for path in [*paths.values(), tmp_path / "folds.png"]:
         if path.suffix == ".png":
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    assert matplotlib.get_backend().lower() == "agg"
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+HEADLESS_PLOT = """
+import sys
+from pathlib import Path
+import matplotlib
+from tickercast.evaluation.plots import plot_folds
+metrics = {"model": {"rmse": 1.0}, "naive": {"rmse": 1.5}}
+folds = [{"fold": i, "test_first_target": "2020-01-01", "metrics": metrics} for i in (1, 2)]
+plot_folds(folds, Path(sys.argv[1]), "folds")
+print(matplotlib.get_backend())
+"""
+
+
+def test_plots_are_drawn_headless_whatever_backend_the_environment_asks_for(tmp_path):
+    """A scheduled worker has no display, and its environment may name an interactive
+    backend (the pytest process itself runs with MPLBACKEND=Agg, so it proves nothing)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["MPLBACKEND"] = "TkAgg"
+    out = tmp_path / "folds.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", HEADLESS_PLOT, str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1].lower() == "agg"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

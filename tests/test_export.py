@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from tasks.export import BundleError, list_versions, verify_bundle, write_bundle
+from tickercast.delivery.bundle import BundleError, list_versions, verify_bundle, write_bundle
 
 
 def make_files(tmp_path):
@@ -122,8 +122,8 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
     import pandas as pd
     import tensorflow as tf
 
-    from tasks import lake
-    from tasks.features import build_features
+    from tickercast.market import lake
+    from tickercast.modeling.features import build_features
 
     serving = json.loads((real_bundle / "serving.json").read_text())
     pre = json.loads((real_bundle / "preprocessing.json").read_text())
@@ -154,7 +154,7 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
 def test_damaged_real_bundle_refused_on_load(real_bundle, tmp_path, damage):
     import shutil
 
-    from tasks.export import load_bundle
+    from tickercast.delivery.bundle import load_bundle
 
     bundle = tmp_path / "7"
     shutil.copytree(real_bundle, bundle)
@@ -177,7 +177,7 @@ def test_staging_left_by_a_killed_export_is_swept_by_the_next(tmp_path):
     import os
     import time
 
-    from tasks.export import STALE_STAGING_SECONDS
+    from tickercast.delivery.bundle import STALE_STAGING_SECONDS
 
     root = tmp_path / "models/AAPL/versions"
     killed, live = root / ".tmp-killed", root / ".tmp-live"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import RetrainConfig
 from tests.test_flow import task_states
+from tickercast.config import RetrainConfig
 
 TINY = {"start": "2019-06-01", "lookback": 15, "horizon": 3, "epochs": 1, "units": [4, 4]}
 
 
 def test_one_bad_ticker_never_stops_the_others(prefect_server, tmp_path, shared_data):
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     folder = tmp_path / "csv"
     folder.mkdir()
@@ -36,7 +36,7 @@ def test_one_bad_ticker_never_stops_the_others(prefect_server, tmp_path, shared_
 
 @pytest.mark.slow
 def test_dask_local_cluster_with_two_workers(prefect_server, tmp_path):
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     config = RetrainConfig(
         tickers=["MSFT", "NVDA"], task_runner="dask", max_workers=2, data_dir=str(tmp_path),
@@ -54,7 +54,7 @@ def test_results_can_live_at_an_fsspec_url(prefect_server, tmp_path):
     """memory:// stands in for s3://: the same RemoteFileSystem path, no network."""
     import fsspec
 
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     config = RetrainConfig(
         tickers=["MSFT"], data_dir=str(tmp_path), result_storage="memory://tc-results", **TINY

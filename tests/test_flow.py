@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import RetrainConfig
+from tickercast.config import RetrainConfig
 
 STEPS = ("ingest", "preprocess", "windows", "train", "evaluate", "export")
 
@@ -29,7 +29,7 @@ def task_states(flow_state) -> dict[str, str]:
 
 
 def run(config: RetrainConfig):
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     state = retrain(config, return_state=True)
     assert state.is_completed(), state.message
@@ -85,9 +85,9 @@ def test_fresh_process_reproduces_the_evaluation(tiny):
     code = (
         "import sys, numpy as np, pandas as pd\n"
         "from tests import netguard; netguard.install()\n"
-        "from tasks import lake\n"
-        "from tasks.export import load_bundle\n"
-        "from tasks.predict import predict_at\n"
+        "from tickercast.market import lake\n"
+        "from tickercast.delivery.bundle import load_bundle\n"
+        "from tickercast.delivery.predict import predict_at\n"
         f"b = load_bundle({bundle!r})\n"
         "table = pd.read_parquet(b.path / 'predictions.parquet')\n"
         f"prices = lake.read_partition({config.data_dir!r}, 'MSFT')\n"
@@ -108,14 +108,21 @@ def test_fresh_process_reproduces_the_evaluation(tiny):
     assert len(table) > 50
 
 
+def exported_versions(config: RetrainConfig) -> list[int]:
+    folder = Path(config.data_dir) / "models/MSFT/versions"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
 def test_identical_rerun_is_cached_and_exports_a_new_version(tiny):
     config, first_state, _ = tiny
     assert set(task_states(first_state).values()) == {"Completed"}
+    before = exported_versions(config)  # other tests of this module may have run first
     state, result = run(config)
     states = task_states(state)
     assert {s: states[s] for s in STEPS[:-1]} == {s: "Cached" for s in STEPS[:-1]}
     assert states["export"] == "Completed"
-    assert Path(result["MSFT"]["bundle"]).name == "2"
+    assert Path(result["MSFT"]["bundle"]).name == str(before[-1] + 1)
+    assert exported_versions(config) == [*before, before[-1] + 1]
 
 
 def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from tasks import caching
-from tasks.config import RetrainConfig
 from tests.test_flow import STEPS, run, task_states
+from tickercast.config import RetrainConfig
+from tickercast.tasks import caching
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_changed_module_code_reruns_only_its_step_and_after(csv_config, monkeypa
     real = caching._module_hash
 
     def edited(name: str) -> str:
-        return real(name) + ("-edited" if name == "tasks.models" else "")
+        return real(name) + ("-edited" if name == "tickercast.modeling.models" else "")
 
     monkeypatch.setattr(caching, "_module_hash", edited)
     found = states(config)

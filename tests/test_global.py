@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.config import RetrainConfig
-from tasks.preprocess import preprocess
-from tasks.train import train_global
-from tasks.windows import gather_windows, split_anchors
 from tests.test_preprocess import prices
+from tickercast.config import RetrainConfig
+from tickercast.modeling.preprocess import preprocess
+from tickercast.modeling.train import train_global
+from tickercast.modeling.windows import gather_windows, split_anchors
 
 PRE = {
     "start": None,
@@ -81,8 +81,8 @@ def test_one_model_over_three_tickers_with_an_embedding(tmp_path):
 
 
 def test_global_mode_end_to_end_on_three_tickers(prefect_server, tmp_path):
-    from flows.retrain import retrain
     from tests.test_flow import task_states
+    from tickercast.flows.retrain import retrain
 
     config = RetrainConfig(
         tickers=["AAPL", "MSFT", "NVDA"],

@@ -22,20 +22,15 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
-from tasks import lake
-from tasks.errors import PermanentSourceError, TransientSourceError
-from tasks.ingest import (
-    Fetched,
-    IngestOptions,
-    call_with_retries,
-    ingest_many,
-    ingest_ticker,
-    plan_window,
-    verdict,
-    yahoo_fetcher,
-)
-from tasks.validate import check_prices, move_warnings
 from tests.yahoo_replay import ALWAYS, CHART_DIR, replay_session, reset_yfinance
+from tickercast.errors import PermanentSourceError, TransientSourceError
+from tickercast.market import lake
+from tickercast.market.ingest import ingest_ticker
+from tickercast.market.options import IngestOptions
+from tickercast.market.report import ingest_many, verdict
+from tickercast.market.retry import Fetched, call_with_retries, yahoo_fetcher
+from tickercast.market.validate import check_prices, move_warnings
+from tickercast.market.window import plan_window
 
 if not CHART_DIR.is_dir():
     pytest.skip(f"recorded Yahoo responses not found at {CHART_DIR}", allow_module_level=True)
@@ -133,13 +128,21 @@ def test_yahoo_null_bars_are_dropped_and_counted(lake_dir: Path, tmp_path: Path)
     assert dt.date(2020, 9, 15) not in set(lake.read_partition(lake_dir, "AAPL")["date"])
 
 
-def test_partly_null_bar_is_refused_naming_ticker_and_day(lake_dir: Path, tmp_path: Path) -> None:
+def test_bar_without_close_is_dropped_and_counted_or_refused(
+    lake_dir: Path, tmp_path: Path
+) -> None:
     def hole(result: dict) -> None:
         result["indicators"]["quote"][0]["close"][3] = None
 
+    charts = chart_dir_with(tmp_path, hole)
+    strict = {**FAST, "on_quirk": "fail"}
     with pytest.raises(ValueError, match=r"ticker AAPL, 2020-09-03: close is missing"):
-        ingest(lake_dir, replay_session(chart_dir_with(tmp_path, hole)))
+        ingest(lake_dir, replay_session(charts), options=strict)
     assert not lake.partition_path(lake_dir, "AAPL").exists()
+
+    result = ingest(lake_dir, replay_session(charts))  # default on_quirk=repair
+    assert result["dropped_null_rows"] == 1 and result["rows"] == 48 and result["quirks"] == {}
+    assert dt.date(2020, 9, 3) not in set(lake.read_partition(lake_dir, "AAPL")["date"])
 
 
 def test_unexplained_jump_is_a_warning(lake_dir: Path, tmp_path: Path) -> None:
@@ -430,7 +433,7 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 from tests import netguard; netguard.install()
 from tests.yahoo_replay import replay_session, reset_yfinance
-from tasks.ingest import ingest_ticker
+from tickercast.market.ingest import ingest_ticker
 warnings.filterwarnings("ignore")
 reset_yfinance(Path({cache!r}))
 session = replay_session()
@@ -482,8 +485,8 @@ sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
 from tests import netguard; netguard.install()
 from tests.yahoo_replay import replay_session, reset_yfinance
-import tasks.atomic as atomic
-from tasks.ingest import ingest_ticker
+import tickercast.atomic as atomic
+from tickercast.market.ingest import ingest_ticker
 warnings.filterwarnings("ignore")
 reset_yfinance(Path({str(lake_dir.parent / "yf-crash")!r}))
 real = os.replace

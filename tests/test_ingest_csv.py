@@ -9,11 +9,12 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from tasks import lake
-from tasks.ingest import ingest_many, ingest_ticker
-from tasks.sources import MalformedFileError, csv_tickers
-from tasks.tickers import InvalidTickerError
 from tests.yahoo_replay import replay_session
+from tickercast.market import lake
+from tickercast.market.ingest import ingest_ticker
+from tickercast.market.report import ingest_many
+from tickercast.market.sources import MalformedFileError, csv_tickers
+from tickercast.tickers import InvalidTickerError
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 ROWS = (
@@ -86,13 +87,20 @@ MALFORMED = {
     "empty": ("", "line 1: empty file"),
     "header-only": (HEADER, "line 2: no data rows"),
     "all-null": (HEADER + "2020-01-02,null,null,null,null,null,null\n", "line 2: all 1"),
-    "high-below-close": (HEADER + ROWS + "2020-01-07,10,10,9,12,12,5\n", "line 5: ticker"),
-    "negative-price": (HEADER + "2020-01-02,1,2,-0.5,1,1,10\n", "line 2: ticker"),
     "negative-volume": (HEADER + "2020-01-02,1,2,0.5,1,1,-10\n", "line 2: ticker"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(MALFORMED))
+# Vendor quirks: kept (marked missing) by default, refused like the above with on_quirk=fail
+# (tests/test_ingest_quirks.py has the rest).
+QUIRKS = {
+    "high-below-close": (HEADER + ROWS + "2020-01-07,10,10,9,12,12,5\n", "line 5: ticker"),
+    "negative-price": (HEADER + "2020-01-02,1,2,-0.5,1,1,10\n", "line 2: ticker"),
+    "null-close": (HEADER + "2020-01-02,1,2,0.5,null,1,10\n", "line 2, field close"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED) + sorted(QUIRKS))
 def test_malformed_csv_refused_naming_file_and_line_lake_unchanged(
     tmp_path: Path, case: str
 ) -> None:
@@ -102,14 +110,26 @@ def test_malformed_csv_refused_naming_file_and_line_lake_unchanged(
     partition = lake.partition_path(data, "AAA")
     before = partition.read_bytes()
 
-    text, where = MALFORMED[case]
+    text, where = MALFORMED[case] if case in MALFORMED else QUIRKS[case]
     bad = write(tmp_path / "bad", "AAA.csv", text)
+    strict = {"on_quirk": "fail"} if case in QUIRKS else None
     with pytest.raises(MalformedFileError) as err:
-        ingest_ticker("AAA", "csv", data, csv_dir=str(bad.parent))
+        ingest_ticker("AAA", "csv", data, csv_dir=str(bad.parent), options=strict)
 
     assert str(bad) in str(err.value) and where in str(err.value), str(err.value)
     assert partition.read_bytes() == before
     assert sorted(p.name for p in partition.parent.iterdir()) == ["part-0.parquet"]
+
+
+def test_quirks_are_kept_by_default(tmp_path: Path) -> None:
+    result = ingest_ticker(
+        "AAA",
+        "csv",
+        tmp_path,
+        csv_dir=str(write(tmp_path / "q", "AAA.csv", QUIRKS["high-below-close"][0])),
+    )
+    assert result["quirks"] == {"close_above_high": 1} and result["rows"] == 4
+    assert lake.read_partition(tmp_path, "AAA")["high"].isna().tolist() == [False] * 3 + [True]
 
 
 def test_malformed_file_in_a_folder_fails_alone(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lake
-from tasks.config import IngestConfig
 from tests.prefect_runs import flow_run_artifacts
 from tests.yahoo_replay import replay_session, reset_yfinance
+from tickercast.config import IngestConfig
+from tickercast.market import lake
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
@@ -34,7 +34,7 @@ def csv_folder(path: Path, bad: tuple[str, ...] = ("BBB",), good: tuple[str, ...
 
 
 def run(config: IngestConfig):
-    from flows.ingest import ingest
+    from tickercast.flows.ingest import ingest
 
     state = ingest(config, return_state=True)
     return state, state.result(raise_on_failure=False)
@@ -99,7 +99,7 @@ def test_yfinance_incremental_through_the_flow(
     reset_yfinance(tmp_path / "yf")
     warnings.filterwarnings("ignore", "The inplace keyword", DeprecationWarning, r"yfinance\.")
     session = replay_session()
-    monkeypatch.setattr("tasks.yahoo.default_session", lambda: session)
+    monkeypatch.setattr("tickercast.market.yahoo.default_session", lambda: session)
     data = str(tmp_path / "data")
 
     state, summary = run(
@@ -118,7 +118,7 @@ def test_yfinance_incremental_through_the_flow(
 
 
 def test_cli_ingest_prints_a_line_per_ticker(prefect_server, tmp_path: Path, capsys) -> None:
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     folder = csv_folder(tmp_path / "csv", bad=("BBB",), good=("AAA",))
     argv = ["ingest", "--source", "csv", "--csv-dir", str(folder)]
@@ -144,7 +144,7 @@ def test_cli_ingest_prints_a_line_per_ticker(prefect_server, tmp_path: Path, cap
     ],
 )
 def test_bad_ingest_config_is_one_clear_line(capsys, argv: list[str], fragment: str) -> None:
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     assert main(["ingest", *argv]) == 1
     err = capsys.readouterr().err.strip()
@@ -153,7 +153,7 @@ def test_bad_ingest_config_is_one_clear_line(capsys, argv: list[str], fragment: 
 
 def test_ingest_help_lists_every_config_field() -> None:
     text = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "ingest", "--help"],
+        [sys.executable, "-m", "tickercast.app.cli", "ingest", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -166,7 +166,7 @@ def test_ingest_help_lists_every_config_field() -> None:
 def test_ingest_parameter_schema_is_a_usable_form() -> None:
     from prefect.utilities.callables import parameter_schema
 
-    from flows.ingest import ingest
+    from tickercast.flows.ingest import ingest
 
     schema = parameter_schema(ingest).model_dump()
     fields = schema["definitions"]["IngestConfig"]["properties"]
@@ -183,7 +183,7 @@ def test_tickers_are_ingested_concurrently_up_to_max_workers(
     that only opens for three concurrent callers), yet the report keeps the asked order."""
     import threading
 
-    from tasks import ingest as ingest_logic
+    from tickercast.market import ingest as ingest_logic
 
     barrier = threading.Barrier(3, timeout=30)
     real = ingest_logic.ingest_ticker

@@ -7,11 +7,17 @@ import logging
 import numpy as np
 import pytest
 
-from tasks.models import MODELS, bind_ticker, build_model, cudnn_problems, lstm_flops_per_sample
-from tasks.preprocess import preprocess
-from tasks.sources import sine_prices
-from tasks.train import fit, per_ticker_data, save_model
-from tasks.windows import gather_windows, split_anchors
+from tickercast.market.sources import sine_prices
+from tickercast.modeling.models import (
+    MODELS,
+    bind_ticker,
+    build_model,
+    cudnn_problems,
+    lstm_flops_per_sample,
+)
+from tickercast.modeling.preprocess import preprocess
+from tickercast.modeling.train import fit, per_ticker_data, save_model
+from tickercast.modeling.windows import gather_windows, split_anchors
 
 PRE = {
     "start": None,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import lake
-from tasks.predict import check_window, forecast_next, forecast_window, predict_at
-from tasks.registry import load_champion, promote
+from tests.prefect_runs import artifacts_of
 from tests.tiny_models import TICKER, copy_store
+from tickercast.delivery.predict import check_window, forecast_next, forecast_window, predict_at
+from tickercast.delivery.registry import load_champion, promote
+from tickercast.market import lake
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +63,9 @@ def test_bad_windows_refused_saying_why(data, window, message):
         check_window(load_champion(data, TICKER), window)
 
 
-def read_artifacts(key: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
-        )
-
-
 def test_predict_flow_writes_parquet_and_a_table(prefect_server, data):
-    from flows.predict import predict
-    from tasks.config import PredictConfig
+    from tickercast.config import PredictConfig
+    from tickercast.flows.predict import predict
 
     state = predict(PredictConfig(tickers=[TICKER, "AAPL"], data_dir=str(data)), return_state=True)
     assert state.is_failed() and "AAPL" in state.message
@@ -82,14 +75,17 @@ def test_predict_flow_writes_parquet_and_a_table(prefect_server, data):
     assert list(frame["ticker"]) == [TICKER] and frame["version"].tolist() == [3]
     assert {"as_of", "forecast", "lo_80", "hi_80", "lo_95", "hi_95", "created_at"} <= set(frame)
     assert str(data) in result["path"] and "/forecasts/" in result["path"]
-    assert read_artifacts("forecasts")
+    # this run's table (other runs publish the same key): the forecast that was written
+    table = json.loads(artifacts_of(state)["forecasts"].data)
+    assert [(r["ticker"], r["version"]) for r in table] == [(TICKER, 3)]
+    assert table[0]["forecast"] == pytest.approx(frame["forecast"].iloc[0], rel=1e-5)
 
     ok = predict(PredictConfig(tickers=[TICKER], data_dir=str(data)), return_state=True)
     assert ok.is_completed() and ok.result()["failed"] == {}
 
 
 def test_cli_predict(prefect_server, data, capsys):
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     assert main(["predict", "--tickers", TICKER, "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out

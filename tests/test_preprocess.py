@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.features import build_features
-from tasks.preprocess import (
+from tests.synthetic import random_walk
+from tickercast.modeling.features import build_features
+from tickercast.modeling.preprocess import (
     TARGETS,
     InsufficientHistoryError,
     make_targets,
@@ -14,8 +15,7 @@ from tasks.preprocess import (
     target_prices,
     to_prices,
 )
-from tasks.windows import split_anchors
-from tests.synthetic import random_walk
+from tickercast.modeling.windows import split_anchors
 
 CFG = {
     "start": None,
@@ -156,8 +156,8 @@ def test_log_return_targets_need_the_last_close_and_scale_on_train_only():
 
 
 def test_config_feature_names_match_the_builders():
-    from tasks.config import FEATURES
-    from tasks.features import _BUILDERS
+    from tickercast.choices import FEATURES
+    from tickercast.modeling.features import _BUILDERS
 
     assert set(FEATURES) == set(_BUILDERS)
     frame = build_features(prices(60), list(FEATURES))

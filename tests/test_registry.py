@@ -9,22 +9,22 @@ import threading
 
 import pytest
 
-from tasks.export import BundleError
-from tasks.registry import (
-    RegistryError,
-    challenge,
-    load_champion,
-    promote,
-    read_registry,
-    registry_path,
-    rollback,
-)
 from tests.tiny_models import (
     TICKER,
     assert_consistent,
     copy_store,
     linear_version,
     tiny_config,
+)
+from tickercast.delivery.bundle import BundleError
+from tickercast.delivery.gate import challenge
+from tickercast.delivery.registry import (
+    RegistryError,
+    load_champion,
+    promote,
+    read_registry,
+    registry_path,
+    rollback,
 )
 
 
@@ -35,7 +35,7 @@ def data(tmp_path):
 
 
 def ingested(data_dir):
-    from tasks.ingest import ingest_ticker
+    from tickercast.market.ingest import ingest_ticker
 
     return ingest_ticker(TICKER, "sample", data_dir)
 
@@ -45,14 +45,20 @@ def meta(data_dir, version):
     return json.loads(path.read_text())
 
 
-def test_gate_promotes_a_better_version_and_rejects_a_worse_one(data):
-    first = challenge(data, TICKER, 2)
-    assert first["action"] == "promote" and "no champion yet" in first["reason"]
-    assert "does not beat naive" in first["reason"]  # said plainly even when not required
+def test_gate_promotes_only_significant_improvements_and_never_a_loser_to_naive(data):
+    first = challenge(data, TICKER, 2)  # no champion, but significantly worse than naive
+    assert first["action"] == "reject", first["reason"]
+    assert "significantly worse than naive" in first["reason"]
+    assert "never promoted automatically" in first["reason"]
+    assert first["tests"]["vs_naive"]["p_value"] < 0.05
+    assert read_registry(data, TICKER)["champion"] is None  # exported, never promoted
 
+    promote(data, TICKER, 2, reason="by hand")  # a weak champion to beat
     better = challenge(data, TICKER, 3)
     assert better["action"] == "promote", better["reason"]
+    assert "significantly better" in better["reason"] and "beats naive" in better["reason"]
     assert better["champion_before"] == 2 and better["champion_after"] == 3
+    assert better["tests"]["vs_champion"]["p_value"] < 0.05
     s = better["scores"]
     assert s["challenger"] < s["champion"] and s["challenger"] < s["naive"]
     # same windows as v3's own evaluation (v2 validated before v3's test window)
@@ -62,20 +68,41 @@ def test_gate_promotes_a_better_version_and_rejects_a_worse_one(data):
 
     for worse in (1, 2):
         event = challenge(data, TICKER, worse)
-        assert event["action"] == "reject" and ">= champion v3" in event["reason"]
+        assert event["action"] == "reject" and "not significantly better" in event["reason"]
     registry = read_registry(data, TICKER)
     assert registry["champion"] == 3 and registry["lineage"] == [2, 3]
-    assert [e["action"] for e in registry["history"]] == ["promote", "promote", "reject", "reject"]
+    actions = [e["action"] for e in registry["history"]]
+    assert actions == ["reject", "manual_promote", "promote", "reject", "reject"]
     assert_consistent(registry)
     assert load_champion(data, TICKER).version == 3
+
+
+def test_a_lower_error_is_not_enough_at_a_strict_level(data):
+    promote(data, TICKER, 2, reason="by hand")
+    event = challenge(data, TICKER, 3, level=1e-40)  # far better, but p is 8e-38
+    assert event["scores"]["challenger"] < event["scores"]["champion"]
+    assert event["action"] == "reject" and "not significantly better" in event["reason"]
+    assert event["level"] == 1e-40
+    assert read_registry(data, TICKER)["champion"] == 2
 
 
 def test_require_beat_naive_blocks_a_version_that_does_not(data):
     event = challenge(data, TICKER, 2, require_beat_naive=True)
     assert event["action"] == "reject"
-    assert "does not beat naive" in event["reason"] and "(required)" in event["reason"]
+    assert "beating naive is required" in event["reason"]
     assert read_registry(data, TICKER)["champion"] is None
     assert challenge(data, TICKER, 3, require_beat_naive=True)["action"] == "promote"
+
+
+def test_models_show_puts_every_version_on_one_window(data):
+    from tickercast.delivery.gate import compare_versions
+
+    common = compare_versions(data, TICKER)
+    rows = {r["version"]: r for r in common["rows"]}
+    assert sorted(rows) == [1, 2, 3] and common["window"]["windows"] > 0
+    assert len({r["naive_rmse"] for r in rows.values()}) == 1  # one window, one naive
+    assert rows[3]["verdict"].startswith("beats naive")
+    assert rows[2]["verdict"].startswith("worse than naive")
 
 
 def test_a_tie_keeps_the_champion(data):
@@ -107,14 +134,14 @@ def test_different_targets_are_not_compared(data):
 
 
 def test_damaged_bundles_in_the_gate(data):
-    with (data / f"models/{TICKER}/versions/3/model.keras").open("ab") as handle:
+    promote(data, TICKER, 1, reason="by hand")
+    (data / f"models/{TICKER}/versions/1/preprocessing.json").write_text("{}")
+    event = challenge(data, TICKER, 3)  # the champion is damaged: judged on its own
+    assert event["action"] == "promote" and "champion v1 fails verification" in event["reason"]
+    with (data / f"models/{TICKER}/versions/2/model.keras").open("ab") as handle:
         handle.write(b"\0")
-    event = challenge(data, TICKER, 3)
+    event = challenge(data, TICKER, 2)
     assert event["action"] == "reject" and "model.keras does not match" in event["reason"]
-    assert challenge(data, TICKER, 2)["action"] == "promote"
-    (data / f"models/{TICKER}/versions/2/preprocessing.json").write_text("{}")
-    event = challenge(data, TICKER, 1)  # the champion is damaged: judged on its own
-    assert event["action"] == "promote" and "champion v2 fails verification" in event["reason"]
     assert_consistent(read_registry(data, TICKER))
 
 
@@ -151,7 +178,7 @@ def test_damaged_bundle_is_never_made_champion_by_hand(data):
 
 
 def test_cli_models_commands(data, capsys):
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     d = ["--data-dir", str(data)]
     assert main(["models", "promote", TICKER, "3", *d]) == 0
@@ -174,7 +201,7 @@ def test_cli_models_commands(data, capsys):
 
 def _promote_many(args: tuple[str, list[int], int]) -> int:
     """Run in a separate process: promote each version in turn, `rounds` times."""
-    from tasks.registry import RegistryError, promote
+    from tickercast.delivery.registry import RegistryError, promote
 
     data_dir, versions, rounds = args
     done = 0

@@ -14,10 +14,13 @@ from tests.tiny_models import TICKER, tiny_config
 
 @pytest.fixture(scope="module")
 def first_run(prefect_server, tmp_path_factory):
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     config = tiny_config(
-        tmp_path_factory.mktemp("gate-flow"), walk_forward_folds=2, walk_forward_epochs=1
+        tmp_path_factory.mktemp("gate-flow"),
+        preset="recommended",  # shrunk toward naive: never significantly worse than it
+        walk_forward_folds=2,
+        walk_forward_epochs=1,
     )
     state = retrain(config, return_state=True)
     assert state.is_completed(), state.message
@@ -59,7 +62,7 @@ def test_bundle_has_the_full_evaluation(first_run):
 
 
 def test_first_version_becomes_champion_and_artifacts_are_published(first_run):
-    from tasks.registry import read_registry
+    from tickercast.delivery.registry import read_registry
 
     config, state, result = first_run
     promotion = result[TICKER]["promotion"]
@@ -74,20 +77,32 @@ def test_first_version_becomes_champion_and_artifacts_are_published(first_run):
     assert "(file:///" in found[f"bundle-{slug}"].data
     report = found[f"report-{slug}"].data
     assert "sMAPE" in report and "ridge" in report and "Walk-forward: 2" in report
-    assert "test coverage" in report and "beat the naive" in report
+    assert "test coverage" in report and "the naive last-close forecast (RMSE skill" in report
+    assert "DM p" in report and "DM p, model vs it (pooled)" in report
+    meta = json.loads((Path(result[TICKER]["bundle"]) / "metadata.json").read_text())
+    assert 0.0 <= meta["shrinkage"]["alpha"] <= 1.0
 
 
-def test_an_identical_rerun_is_not_promoted(first_run, capsys):
-    from tasks.cli import main
-    from tasks.registry import read_registry
+def test_an_unchanged_rerun_exports_nothing_and_a_changed_config_does(first_run, capsys):
+    from tickercast.app.cli import main
+    from tickercast.delivery.registry import read_registry
 
     config, _, _ = first_run
     argv = ["retrain", "--tickers", TICKER, "--start", "2019-01-01", "--lookback", "20"]
     argv += ["--units", "8", "4", "--epochs", "2", "--batch-size", "64"]
     argv += ["--walk-forward-folds", "2", "--walk-forward-epochs", "1"]
-    assert main([*argv, "--data-dir", config.data_dir]) == 0
+    argv += ["--data-dir", config.data_dir]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert f"{TICKER}: v2 not promoted" in out and ">= champion v1" in out
+    assert f"{TICKER}: unchanged since v1: no new version, registry untouched" in out
+    versions = Path(config.data_dir) / "models" / TICKER / "versions"
+    assert sorted(p.name for p in versions.iterdir()) == ["1"]
     registry = read_registry(config.data_dir, TICKER)
-    assert registry["champion"] == 1
-    assert [e["action"] for e in registry["history"]] == ["promote", "reject"]
+    assert registry["champion"] == 1 and [e["action"] for e in registry["history"]] == ["promote"]
+
+    assert main([*argv, "--epochs", "3"]) == 0  # a changed config field: a new version
+    out = capsys.readouterr().out
+    assert f"{TICKER}: bundle " in out and "versions/2" in out
+    history = read_registry(config.data_dir, TICKER)["history"]
+    assert [e["version"] for e in history] == [1, 2]
+    assert "DM p" in history[-1]["reason"]

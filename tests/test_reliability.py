@@ -28,17 +28,6 @@ import pandas as pd
 import pytest
 import requests
 
-from tasks import lake
-from tasks.errors import PermanentSourceError
-from tasks.ingest import (
-    CorruptSkippedError,
-    IngestOptions,
-    ingest_many,
-    ingest_ticker,
-    verdict,
-)
-from tasks.schema import empty_events
-from tasks.tickers import InvalidTickerError
 from tests.test_ingest_flow import HEADER, ROWS  # a small valid Yahoo CSV
 from tests.yahoo_replay import (
     _CHART_PATH,
@@ -48,6 +37,14 @@ from tests.yahoo_replay import (
     _fault,
     reset_yfinance,
 )
+from tickercast.errors import PermanentSourceError
+from tickercast.market import lake
+from tickercast.market.ingest import ingest_ticker
+from tickercast.market.options import IngestOptions
+from tickercast.market.partition import CorruptSkippedError
+from tickercast.market.report import ingest_many, verdict
+from tickercast.market.schema import empty_events
+from tickercast.tickers import InvalidTickerError
 
 ROOT = Path(__file__).resolve().parents[1]
 MORE_ROWS = "2020-01-07,11.5,12.5,11,12,11.9,400\n2020-01-08,12,13,11.5,12.5,12.4,500\n"
@@ -271,7 +268,7 @@ def test_unknown_ticker_and_empty_window_fail_at_once_naming_them_and_others_pro
 def test_cli_refuses_bad_dates_and_names_before_any_work(
     tmp_path: Path, capsys, argv: list[str], fragment: str
 ) -> None:
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     data = tmp_path / "data"
     base = ["ingest", "--source", "yfinance", "--data-dir", str(data)]
@@ -307,8 +304,9 @@ UNSAFE = [
 
 @pytest.mark.parametrize("symbol", UNSAFE)
 def test_unsafe_ticker_refused_before_any_path_or_url(tmp_path: Path, symbol: str) -> None:
-    from tasks import export, registry
-    from tasks.sources import csv_path, sample_path
+    from tickercast.delivery import bundle as export
+    from tickercast.delivery import registry
+    from tickercast.market.sources import csv_path, sample_path
 
     data = tmp_path / "data"
     asked: list[str] = []
@@ -456,8 +454,8 @@ def test_on_corrupt_is_checked() -> None:
 def test_ingest_flow_skips_a_corrupt_ticker_by_choice_and_completes(
     prefect_server, tmp_path: Path
 ) -> None:
-    from flows.ingest import ingest
-    from tasks.config import IngestConfig
+    from tickercast.config import IngestConfig
+    from tickercast.flows.ingest import ingest
 
     folder = tmp_path / "csv"
     for name in ("AAA", "BBB"):
@@ -490,8 +488,8 @@ import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
 import pyarrow.parquet as pq
-import tasks.lake as lake
-from tasks.ingest import ingest_ticker
+import tickercast.market.lake as lake
+from tickercast.market.ingest import ingest_ticker
 
 real = pq.write_table
 
@@ -659,11 +657,13 @@ def test_disk_full_simulated_in_the_writer_keeps_the_old_partition(
 def test_invalid_config_is_refused_before_any_work_listing_valid_values(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, argv: list[str], valid: str
 ) -> None:
-    import flows.retrain
-    from tasks.cli import main
+    import tickercast.flows.retrain
+    from tickercast.app.cli import main
 
     started: list[str] = []
-    monkeypatch.setattr(flows.retrain, "preflight", lambda config: started.append("work"))
+    monkeypatch.setattr(
+        tickercast.flows.retrain, "preflight", lambda config: started.append("work")
+    )
     data = tmp_path / "data"
     assert main(["retrain", "--data-dir", str(data), *argv]) == 1
     err = capsys.readouterr().err.strip()

@@ -24,18 +24,18 @@ import numpy as np
 import pytest
 
 from bench.serve_load import fire, serve_in_thread
-from tasks import lake
-from tasks.export import list_versions, verify_bundle, write_bundle
-from tasks.registry import (
-    challenge,
+from tests.test_reliability import run_until_flag, tiny_disk
+from tests.tiny_models import TICKER, assert_consistent, copy_store, tiny_config
+from tickercast.delivery.bundle import list_versions, verify_bundle, write_bundle
+from tickercast.delivery.gate import challenge
+from tickercast.delivery.registry import (
     load_champion,
     promote,
     read_registry,
     registry_path,
 )
-from tasks.sources import sine_prices
-from tests.test_reliability import run_until_flag, tiny_disk
-from tests.tiny_models import TICKER, assert_consistent, copy_store, tiny_config
+from tickercast.market import lake
+from tickercast.market.sources import sine_prices
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_FILES = ("model.keras", "preprocessing.json", "history.json", "predictions.parquet")
@@ -72,7 +72,7 @@ KILLED_EXPORT = """
 import json, shutil, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-import tasks.export as export
+import tickercast.delivery.bundle as export
 
 real = shutil.copyfile
 
@@ -95,7 +95,7 @@ KILLED_REGISTRY_WRITE = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tasks.registry import promote
+from tickercast.delivery.registry import promote
 
 real = Path.write_text
 
@@ -129,7 +129,7 @@ def test_sigkill_mid_write_leaves_bundles_and_registry_intact(
     hidden += [p.name for p in (data / f"models/{TICKER}").iterdir()]
     assert any(name.startswith(".") and name not in (".registry.lock",) for name in hidden)
     assert load_champion(data, TICKER).version == 3
-    from tasks.serve import Champions
+    from tickercast.app.service import Champions
 
     assert Champions(data).get(TICKER).bundle.version == 3, "serving never sees the half"
     # the dead writer held the registry lock: it was released with the process
@@ -184,7 +184,7 @@ def test_disk_full_simulated_in_the_writers_keeps_bundles_and_registry(
 ) -> None:
     import shutil
 
-    import tasks.export
+    import tickercast.delivery.bundle
 
     before = models_state(data)
     real_copy, real_write = shutil.copyfile, Path.write_text
@@ -201,7 +201,7 @@ def test_disk_full_simulated_in_the_writers_keeps_bundles_and_registry(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, text, *args, **kwargs)
 
-    monkeypatch.setattr(tasks.export.shutil, "copyfile", full_copy)
+    monkeypatch.setattr(tickercast.delivery.bundle.shutil, "copyfile", full_copy)
     monkeypatch.setattr(Path, "write_text", full_write)
     assert_full_disk_refused(data, before)
 
@@ -231,16 +231,16 @@ NAN_RUN = """
 import sys
 sys.path.insert(0, {root!r})
 import numpy as np
-import tasks.preprocess
+import tickercast.modeling.preprocess
 
-real = tasks.preprocess.load_preprocessed
+real = tickercast.modeling.preprocess.load_preprocessed
 
 def exploding(*args, **kwargs):  # what exploding gradients leave: a NaN loss from batch 1
     spec, arrays = real(*args, **kwargs)
     return spec, {{**arrays, "y": np.full_like(arrays["y"], np.nan)}}
 
-tasks.preprocess.load_preprocessed = exploding
-from tasks.cli import main
+tickercast.modeling.preprocess.load_preprocessed = exploding
+from tickercast.app.cli import main
 sys.exit(main(["retrain", "--config", {config!r}]))
 """
 
@@ -255,10 +255,11 @@ def harness_env() -> dict:
 def test_nan_loss_fails_the_run_clearly_exports_nothing_and_keeps_the_champion(
     prefect_server, tmp_path: Path
 ) -> None:
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     data = tmp_path / "data"
-    config = sine_config(data)
+    # a champion to keep: a return target shrunk toward naive is never clearly worse than it
+    config = sine_config(data, features=["log_return"], target="close_log_return", shrink=True)
     first = retrain(config)
     assert first["SINE"]["version"] == 1 and first["SINE"]["promotion"]["action"] == "promote"
     registry_before = registry_path(data, "SINE").read_bytes()
@@ -291,8 +292,8 @@ def test_nan_loss_fails_the_run_clearly_exports_nothing_and_keeps_the_champion(
 def test_history_too_short_fails_the_run_saying_rows_needed_and_present(
     prefect_server, tmp_path: Path
 ) -> None:
-    from flows.retrain import retrain
-    from tasks.preprocess import InsufficientHistoryError
+    from tickercast.flows.retrain import retrain
+    from tickercast.modeling.preprocess import InsufficientHistoryError
 
     data = tmp_path / "data"
     state = retrain(sine_config(data, lookback=600), return_state=True)  # the sine has 629 rows
@@ -309,7 +310,7 @@ def test_history_too_short_fails_the_run_saying_rows_needed_and_present(
 def test_a_corrupt_ticker_skipped_by_choice_does_not_stop_the_retrain_of_the_others(
     prefect_server, tmp_path: Path
 ) -> None:
-    from flows.retrain import retrain
+    from tickercast.flows.retrain import retrain
 
     data = tmp_path / "data"
     config = sine_config(data, tickers=["SINA", "SINB"], on_corrupt="skip")
@@ -338,8 +339,8 @@ CONCURRENT_RUN = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from tasks.cli import main
-import flows.retrain  # every heavy import done before the start line
+from tickercast.app.cli import main
+import tickercast.flows.retrain  # every heavy import done before the start line
 import tensorflow
 
 Path({ready!r}).touch()
@@ -406,7 +407,7 @@ def test_two_retrain_processes_of_one_ticker_both_finish_with_distinct_versions(
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from tasks.serve import BodyLimit, create_app
+    from tickercast.app.service import BodyLimit, create_app
 
     data = copy_store(tmp_path_factory.mktemp("reliability-serve"))
     promote(data, TICKER, 3, reason="test")

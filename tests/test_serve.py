@@ -4,27 +4,45 @@ tampered champion that is refused while the previous one keeps serving."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
 
 from bench.serve_load import serve_process
-from tasks import lake
-from tasks.registry import promote
 from tests.tiny_models import TICKER, copy_store
+from tickercast.delivery.registry import promote
+from tickercast.market import lake
 
 START_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    data = copy_store(tmp_path_factory.mktemp("serve"))
+@contextlib.contextmanager
+def started_service(folder: Path) -> Iterator[tuple[httpx.Client, Path]]:
+    """A private copy of the tiny models (champion v3) served by its own process."""
+    data = copy_store(folder)
     promote(data, TICKER, 3)
-    log = tmp_path_factory.mktemp("serve-log") / "server.log"
     with (
-        serve_process(data, log, start_timeout=START_TIMEOUT_S) as url,
+        serve_process(data, folder / "server.log", start_timeout=START_TIMEOUT_S) as url,
         httpx.Client(base_url=url, timeout=60) as client,
     ):
         yield client, data
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """Shared by the tests that only read: none of them changes the store or the service."""
+    with started_service(tmp_path_factory.mktemp("serve")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_service(tmp_path):
+    """For a test that moves the champion or tampers with files: nobody else sees it."""
+    with started_service(tmp_path) as running:
+        yield running
 
 
 def test_health_and_models(service):
@@ -101,8 +119,9 @@ def test_nan_malformed_and_huge_bodies(service):
     assert client.get("/health").status_code == 200  # still serving
 
 
-def test_reload_after_promotion_and_refusal_of_a_tampered_champion(service):
-    client, data = service
+def test_reload_after_promotion_and_refusal_of_a_tampered_champion(own_service):
+    client, data = own_service
+    assert client.get(f"/forecast/{TICKER}").json()["version"] == 3
     promote(data, TICKER, 1)  # another process moves the champion
     assert client.get(f"/forecast/{TICKER}").json()["version"] == 1
     promote(data, TICKER, 2)
@@ -123,8 +142,8 @@ def test_forecasts_are_reused_until_the_lake_or_the_champion_changes(tmp_path, m
     """In-process (FastAPI's TestClient), counting the model work behind GET /forecast."""
     from fastapi.testclient import TestClient
 
-    from tasks import predict
-    from tasks.serve import create_app
+    from tickercast.app.service import create_app
+    from tickercast.delivery import predict
 
     data = copy_store(tmp_path)
     promote(data, TICKER, 3)

@@ -25,14 +25,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import lake
-from tasks.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
-from tasks.errors import TransientSourceError
-from tasks.export import list_versions, verify_bundle, write_bundle
-from tasks.ingest import ingest_ticker
-from tasks.registry import challenge, read_registry
 from tests.test_reliability import FaultyAdapter, assert_same_lake, clean_lake
 from tests.yahoo_replay import CHART_DIR, ReplaySession, reset_yfinance
+from tickercast.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
+from tickercast.delivery.bundle import list_versions, verify_bundle, write_bundle
+from tickercast.delivery.gate import challenge
+from tickercast.delivery.registry import read_registry
+from tickercast.errors import TransientSourceError
+from tickercast.market import lake
+from tickercast.market.ingest import ingest_ticker
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,11 +62,12 @@ def retrain(data: Path, ticker: str, ingested: dict, config: RetrainConfig, work
     """
     import keras
 
-    from tasks.evaluate import evaluate, evaluation_summary
-    from tasks.metadata import bundle_metadata
-    from tasks.preprocess import preprocess, save_preprocessed
-    from tasks.train import train_model
-    from tasks.windows import split_anchors
+    from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.evaluation.evaluate import evaluate
+    from tickercast.evaluation.report import evaluation_summary
+    from tickercast.modeling.preprocess import preprocess, save_preprocessed
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.windows import split_anchors
 
     prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
     spec, arrays = preprocess(prices, config.slice(*PREPROCESS_FIELDS), who=f"ticker {ticker}")

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.sources import MalformedFileError, load_csv, load_sample, sine_prices
+from tickercast.market.sources import MalformedFileError, load_csv, load_sample, sine_prices
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 

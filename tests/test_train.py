@@ -12,10 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.preprocess import preprocess, to_prices
-from tasks.sources import sine_prices
-from tasks.train import CHECKPOINTS, TrainingDivergedError, fit, per_ticker_data, train_model
-from tasks.windows import gather_windows, split_anchors
+from tickercast.market.sources import sine_prices
+from tickercast.modeling.preprocess import preprocess, to_prices
+from tickercast.modeling.train import (
+    CHECKPOINTS,
+    TrainingDivergedError,
+    fit,
+    per_ticker_data,
+    train_model,
+)
+from tickercast.modeling.windows import gather_windows, split_anchors
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = {
@@ -129,7 +135,7 @@ sys.path.insert(0, {root!r})
 import keras
 from pathlib import Path
 from tests.test_train import TINY, sine_data
-from tasks.train import train_model
+from tickercast.modeling.train import train_model
 
 class Kill(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
@@ -191,9 +197,9 @@ def test_epoch_log_lines_and_tensorboard(tmp_path, caplog):
 
 def test_progress_artifact_inside_a_prefect_run(prefect_server, tmp_path):
     from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.logging import get_run_logger
+
+    from tests.prefect_runs import flow_run_artifacts
 
     spec, arrays, anchors = sine_data()
 
@@ -203,12 +209,11 @@ def test_progress_artifact_inside_a_prefect_run(prefect_server, tmp_path):
             arrays, anchors, 10, {**TINY, "epochs": 2}, tmp_path, get_run_logger(), label="SINE"
         )
 
-    train_in_flow()
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["training-sine"]))
-        )
-    assert artifacts and artifacts[-1].type == "progress"
-    assert float(artifacts[-1].data) == 100.0
+    state = train_in_flow(return_state=True)
+    assert state.is_completed(), state.message
+    # this run's artifacts only: other tests' runs publish the same key
+    (progress,) = [a for a in flow_run_artifacts(state) if a.key == "training-sine"]
+    assert progress.type == "progress"
+    assert float(progress.data) == 100.0
     # outside a run: no artifact, no error
     train_model(arrays, anchors, 10, {**TINY, "epochs": 1}, tmp_path / "plain", label="SINE")

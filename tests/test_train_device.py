@@ -12,14 +12,13 @@ import logging
 import numpy as np
 import pytest
 
-from tasks.device import (
-    GPU_CONCURRENCY_LIMIT,
+from tickercast.modeling.device import (
     DeviceChoice,
     DeviceUnavailableError,
     decide,
-    gpu_slot,
     precision_scope,
 )
+from tickercast.runcontext import GPU_CONCURRENCY_LIMIT, gpu_slot
 
 GPU0, GPU1 = "/physical_device:GPU:0", "/physical_device:GPU:1"
 
@@ -56,7 +55,7 @@ def test_gpu_requested_without_a_gpu_is_refused_clearly():
 def test_mixed_precision_scope_is_local():
     import keras
 
-    from tasks.models import build_model
+    from tickercast.modeling.models import build_model
 
     with precision_scope(True):
         model = build_model("stacked_lstm", 5, 2, [4, 3])
@@ -77,11 +76,11 @@ def test_training_runs_under_distribution_strategies(strategy, monkeypatch, tmp_
     import keras
     import tensorflow as tf
 
-    import tasks.train as train
-    from tasks.preprocess import preprocess
-    from tasks.sources import sine_prices
-    from tasks.windows import split_anchors
+    import tickercast.modeling.train as train
     from tests.test_train import PRE, TINY
+    from tickercast.market.sources import sine_prices
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.windows import split_anchors
 
     choice = DeviceChoice("cpu", f"test: {strategy} on the CPU", strategy, False)
     monkeypatch.setattr(train, "resolve_device", lambda cfg: choice)
@@ -148,7 +147,7 @@ def test_mixed_precision_training_checkpoints_and_resumes(monkeypatch, tmp_path)
     checkpoint) run on the CPU: interrupted after epoch 2, resumed, float32 left global."""
     import keras
 
-    import tasks.train as train
+    import tickercast.modeling.train as train
     from tests.test_train import TINY, sine_data
 
     monkeypatch.setattr(

@@ -11,22 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import RetrainConfig
-from tasks.tune import (
-    SEARCHED,
-    Search,
-    TuneConfig,
-    best_config,
-    content_hash,
-    open_run,
-    run_name,
-    run_trial,
-    save_search_data,
-    search_anchors,
-    search_data,
-    search_space,
-    settings_from_values,
-)
+from tickercast.config import RetrainConfig
+from tickercast.tuning.config import SEARCHED, TuneConfig
+from tickercast.tuning.data import content_hash, save_search_data, search_anchors, search_data
+from tickercast.tuning.search import Search, open_run, run_name
+from tickercast.tuning.space import best_config, search_space, settings_from_values
+from tickercast.tuning.trial import run_trial
 
 PRE = {
     "start": None,
@@ -126,7 +116,7 @@ def test_every_retrain_option_a_trial_does_not_choose_is_carried_with_its_defini
 def test_unknown_or_invalid_values_are_refused_naming_the_field(changes, message):
     from pydantic import ValidationError
 
-    from tasks.cli import _format_validation
+    from tickercast.app.options import format_validation as _format_validation
 
     with pytest.raises(ValidationError) as caught:
         tiny(**changes)
@@ -183,7 +173,8 @@ def test_every_point_of_the_space_is_a_valid_retrain_config(tmp_path):
 
 
 def test_best_json_is_a_retrain_config_the_cli_reads(tmp_path):
-    from tasks.cli import _collect, build_parser
+    from tickercast.app.cli import build_parser
+    from tickercast.app.options import _collect
 
     config = tiny(
         source="sample",
@@ -259,7 +250,7 @@ def test_a_trial_left_running_is_run_again_and_the_budget_counts_it(tmp_path):
 
 
 def test_a_failed_trial_is_retried_once_a_divergence_never(tmp_path):
-    from tasks.train import TrainingDivergedError
+    from tickercast.modeling.train import TrainingDivergedError
 
     search = Search(tiny(max_trials=5, data_dir=str(tmp_path)), tmp_path / "run")
     flaky = search.propose("slot-0")
@@ -283,7 +274,7 @@ def test_no_trial_starts_after_the_time_budget(tmp_path):
 
 
 def test_three_failures_in_a_row_stop_the_search_with_the_reason(tmp_path):
-    from tasks.train import TrainingDivergedError
+    from tickercast.modeling.train import TrainingDivergedError
 
     search = Search(tiny(max_trials=9, data_dir=str(tmp_path)), tmp_path / "run")
     with pytest.raises(RuntimeError, match="3 trials in a row failed; the last: Training"):
@@ -296,7 +287,7 @@ def test_three_failures_in_a_row_stop_the_search_with_the_reason(tmp_path):
 
 
 def test_search_data_holds_no_test_value_and_retrains_rows_up_to_it():
-    from tasks.preprocess import preprocess, split_sizes
+    from tickercast.modeling.preprocess import preprocess, split_sizes
 
     prices = walk()
     cfg = {**PRE, "lookback": 20}
@@ -321,8 +312,8 @@ def test_search_data_holds_no_test_value_and_retrains_rows_up_to_it():
 
 
 def test_search_anchors_are_retrains_and_a_window_past_validation_trips(tmp_path):
-    from tasks.preprocess import preprocess
-    from tasks.windows import split_anchors
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.windows import split_anchors
 
     cfg = {**PRE, "lookback": 20}
     arrays, meta = search_data(walk(), cfg, "AAA")
@@ -357,9 +348,9 @@ SETTINGS = {
 
 
 def test_a_trial_trains_what_retrain_trains_and_is_not_trained_twice(tmp_path):
-    from tasks.preprocess import preprocess
-    from tasks.train import train_model
-    from tasks.windows import split_anchors
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.windows import split_anchors
 
     data = prepared(tmp_path)
     spec = {"trial_id": "0000", "settings": SETTINGS, "epochs": 2, "resume_from": None}

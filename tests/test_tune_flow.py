@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import RetrainConfig
-from tasks.tune import SEARCHED, TuneConfig
 from tests.prefect_runs import artifacts_of
 from tests.test_tune import TINY_SPACE
+from tickercast.config import RetrainConfig
+from tickercast.tuning.config import SEARCHED, TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(tickers=["MSFT"], start="2019-06-01", final_epochs=1, **TINY_SPACE)
@@ -59,7 +59,7 @@ def _prefect_logging_outside_capsys():
 
 
 def run(config: TuneConfig):
-    from flows.tune import tune
+    from tickercast.flows.tune import tune
 
     state = tune(config, return_state=True)
     assert state.is_completed(), state.message
@@ -165,7 +165,7 @@ def test_the_chosen_configuration_is_evaluated_once_on_the_test_split(searched):
 
 
 def test_the_cli_reruns_a_finished_search_without_training_and_prints_the_report(searched, capsys):
-    from tasks.cli import main
+    from tickercast.app.cli import main
 
     config, _, result = searched
     before = {k: v["seconds"] for k, v in results_of(Path(result["run_dir"])).items()}
@@ -176,14 +176,15 @@ def test_the_cli_reruns_a_finished_search_without_training_and_prints_the_report
     assert f"best: trial {result['best']['trial']}, val MSE" in out
     assert f"best.json: {result['best_json']}" in out
     assert "MSFT: test RMSE model" in out and "| naive" in out
-    assert "MSFT: v2 " in out  # the retrain of best.json exported its next version
+    # the retrain of best.json found nothing changed since the first search's: no new version
+    assert "MSFT: unchanged since v1" in out
     after = {k: v["seconds"] for k, v in results_of(Path(result["run_dir"])).items()}
     assert after == before
 
 
 def test_python_m_flows_tune_help_lists_every_field():
     text = subprocess.run(
-        [sys.executable, "-m", "flows.tune", "--help"],
+        [sys.executable, "-m", "tickercast.flows.tune", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -198,7 +199,7 @@ import sys, time
 from tests import netguard
 netguard.install()
 import keras
-import tasks.tune as tune
+import tickercast.tuning.trial as tune
 
 class Hang(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):  # after the epoch's checkpoint is written
@@ -212,7 +213,7 @@ def run_trial(spec, data, cfg, trial_dir, logger=None, callbacks=()):
     return original(spec, data, cfg, trial_dir, logger, callbacks)
 
 tune.run_trial = run_trial
-from tasks.cli import main
+from tickercast.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -223,7 +224,7 @@ def test_a_killed_search_resumes_and_a_bigger_budget_runs_only_new_trials(
 ):
     from prefect.settings import PREFECT_API_URL
 
-    import tasks.tune
+    import tickercast.tuning.trial
 
     args = [*TINY_ARGS, "--epochs", "3", "--max-trials", "2", "--no-final-retrain"]
     child = subprocess.Popen(
@@ -249,7 +250,7 @@ def test_a_killed_search_resumes_and_a_bigger_budget_runs_only_new_trials(
     stamp = (run_dir / "trial_0000/result.json").stat().st_mtime_ns
 
     calls: list[str] = []
-    original = tasks.tune.run_trial
+    original = tickercast.tuning.trial.run_trial
 
     def counting(spec, *rest, **kw):
         calls.append(spec["trial_id"])
@@ -257,7 +258,7 @@ def test_a_killed_search_resumes_and_a_bigger_budget_runs_only_new_trials(
             raise OSError("simulated crash of trial 0002")  # retried once, in this run
         return original(spec, *rest, **kw)
 
-    monkeypatch.setattr(tasks.tune, "run_trial", counting)
+    monkeypatch.setattr(tickercast.tuning.trial, "run_trial", counting)
     config = TuneConfig(
         **{**TINY, "epochs": 3, "max_trials": 2}, final_retrain=False, data_dir=str(tmp_path)
     )
@@ -298,8 +299,8 @@ def test_the_search_never_reads_the_test_split(prefect_server, tmp_path, monkeyp
     """Every price and volume of the test split is changed (x3, x7): if anything of the
     search depended on them, something below would differ. Only the final evaluation, which
     must read them, does."""
-    import tasks.tune
-    from tasks.preprocess import split_sizes
+    import tickercast.tuning.trial
+    from tickercast.modeling.preprocess import split_sizes
 
     prices = pd.read_parquet(ROOT / "data/sample/MSFT.parquet")
     prices = prices[pd.to_datetime(prices["date"]) >= "2019-06-01"].reset_index(drop=True)
@@ -313,18 +314,19 @@ def test_the_search_never_reads_the_test_split(prefect_server, tmp_path, monkeyp
     write_csv(tmp_path / "poisoned/csv", poisoned)
 
     loads: list[tuple[str, int]] = []
-    original = tasks.tune.load_search_data
+    original = tickercast.tuning.trial.load_search_data
 
     def watched(path):
         x, y, meta = original(path)
         loads.append((str(path), len(x)))
         return x, y, meta
 
-    monkeypatch.setattr(tasks.tune, "load_search_data", watched)
+    monkeypatch.setattr(tickercast.tuning.trial, "load_search_data", watched)
     results = {}
     for name in ("clean", "poisoned"):
         config = TuneConfig(
             **{**TINY, "max_trials": 2, "start": None},
+            preset="tutorial",  # features close, volume: no warm-up rows
             source="csv",
             csv_dir=str(tmp_path / name / "csv"),
             data_dir=str(tmp_path / name),

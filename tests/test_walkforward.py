@@ -8,15 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.backtest import (
-    WalkForwardError,
-    expanding_folds,
-    summarize,
-    walk_forward,
-    write_backtest,
-)
-from tasks.evaluate import flat_paths, naive_forecast, target_weights
 from tests.synthetic import random_walk
+from tickercast.backtest.folds import WalkForwardError, expanding_folds
+from tickercast.backtest.walkforward import summarize, walk_forward, write_backtest
+from tickercast.evaluation.baselines import flat_paths, naive_forecast
+from tickercast.evaluation.evaluate import target_weights
 
 PRE_CFG = {
     "start": None,
@@ -126,10 +122,10 @@ def test_summary_is_mean_and_std_over_folds():
 def test_real_walk_forward_on_the_sample(tmp_path):
     """Two folds of a tiny LSTM on MSFT: every metric of every forecaster gets mean ± std,
     and the last fold's test window is the retrain's own test split."""
-    from tasks.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
-    from tasks.evaluate import FORECASTERS
-    from tasks.preprocess import preprocess
-    from tasks.sources import load_sample
+    from tickercast.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
+    from tickercast.evaluation.names import FORECASTERS
+    from tickercast.market.sources import load_sample
+    from tickercast.modeling.preprocess import preprocess
 
     prices = load_sample("MSFT").prices
     config = RetrainConfig(

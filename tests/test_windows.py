@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 
-from tasks.preprocess import preprocess
-from tasks.sources import sine_prices
-from tasks.windows import (
+from tickercast.market.sources import sine_prices
+from tickercast.modeling.preprocess import preprocess
+from tickercast.modeling.windows import (
     aligned_empty,
     as_tensor,
     concat_anchors,
@@ -62,7 +62,7 @@ def test_pipeline_windows_match_explicit_gather_on_sine():
 
 MEMORY_PROBE = """
 import resource, sys, numpy as np
-from tasks.windows import make_dataset
+from tickercast.modeling.windows import make_dataset
 import tensorflow as tf
 x = np.random.default_rng(0).normal(size=(1_000_000, 6)).astype(np.float32)
 y = np.zeros((1_000_000, 1), np.float32)

@@ -1,4 +1,4 @@
-"""tasks.yahoo through yfinance's own request and parsing code, replayed offline.
+"""tickercast.market.yahoo through yfinance's own request and parsing code, replayed offline.
 
 Nothing here mocks yfinance: `replay_session()` answers its HTTP requests from recorded
 Yahoo chart responses, so these tests pin down what yfinance 1.7 really does with them.
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.errors import PermanentSourceError, SourceError, TransientSourceError
-from tasks.schema import PRICE_COLUMNS, to_price_table
-from tasks.tickers import InvalidTickerError
-from tasks.yahoo import EVENT_COLUMNS, fetch_history
 from tests.yahoo_replay import ALWAYS, CHART_DIR, replay_session, reset_yfinance
+from tickercast.errors import PermanentSourceError, SourceError, TransientSourceError
+from tickercast.market.schema import PRICE_COLUMNS, to_price_table
+from tickercast.market.yahoo import EVENT_COLUMNS, fetch_history
+from tickercast.tickers import InvalidTickerError
 
 if not CHART_DIR.is_dir():
     pytest.skip(f"recorded Yahoo responses not found at {CHART_DIR}", allow_module_level=True)
@@ -273,6 +273,6 @@ def test_error_classes_share_a_base() -> None:
 
 
 def test_importing_the_module_does_not_import_yfinance() -> None:
-    code = "import sys, tasks.yahoo; sys.exit('yfinance' in sys.modules)"
+    code = "import sys, tickercast.market.yahoo; sys.exit('yfinance' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)

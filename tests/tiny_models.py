@@ -25,9 +25,10 @@ TICKER = "MSFT"
 
 
 def tiny_config(data_dir: Path | str = "data", **overrides):
-    from tasks.config import RetrainConfig
+    from tickercast.config import RetrainConfig
 
     fields = dict(
+        preset="tutorial",  # the linear versions below read the close feature
         tickers=[TICKER],
         start="2019-01-01",
         lookback=20,
@@ -40,10 +41,10 @@ def tiny_config(data_dir: Path | str = "data", **overrides):
 
 
 def _prepared(data_dir: Path, config):
-    from tasks import lake
-    from tasks.config import PREPROCESS_FIELDS
-    from tasks.preprocess import preprocess, save_preprocessed
-    from tasks.windows import split_anchors
+    from tickercast.config import PREPROCESS_FIELDS
+    from tickercast.market import lake
+    from tickercast.modeling.preprocess import preprocess, save_preprocessed
+    from tickercast.modeling.windows import split_anchors
 
     prices = lake.read_partition(data_dir, TICKER)
     spec, arrays = preprocess(prices, config.slice(*PREPROCESS_FIELDS), who=TICKER)
@@ -57,10 +58,11 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
     """Evaluate a saved Keras model and write it as the next bundle version."""
     import keras
 
-    from tasks.evaluate import evaluate, evaluation_summary, write_evaluation
-    from tasks.export import build_bundle
-    from tasks.metadata import bundle_metadata
-    from tasks.train import load_history
+    from tickercast.delivery.bundle import build_bundle
+    from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.evaluation.evaluate import evaluate
+    from tickercast.evaluation.report import evaluation_summary, write_evaluation
+    from tickercast.modeling.train import load_history
 
     spec, arrays, anchors, pre = _prepared(data_dir, config)
     model = keras.models.load_model(model_path, safe_mode=True, compile=False)
@@ -83,8 +85,8 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
 
 
 def train_version(data_dir: Path, ingested: dict, config, label: str) -> Path:
-    from tasks.config import TRAIN_FIELDS
-    from tasks.train import train_model
+    from tickercast.config import TRAIN_FIELDS
+    from tickercast.modeling.train import train_model
 
     spec, arrays, anchors, _ = _prepared(data_dir, config)
     out = data_dir / "work" / label
@@ -96,8 +98,9 @@ def linear_version(data_dir: Path, ingested: dict, config, label: str, kind: str
     """A Flatten -> Dense model with chosen weights: 'bad' or 'ridge' (see module doc)."""
     import keras
 
-    from tasks.atomic import write_json
-    from tasks.evaluate import fit_ridge, scaled_to_prices
+    from tickercast.atomic import write_json
+    from tickercast.evaluation.baselines import fit_ridge
+    from tickercast.evaluation.evaluate import scaled_to_prices
 
     spec, arrays, anchors, _ = _prepared(data_dir, config)
     n_features = len(spec.features)
@@ -128,7 +131,7 @@ def linear_version(data_dir: Path, ingested: dict, config, label: str, kind: str
 @functools.cache
 def store() -> Path:
     """Build the shared data dir once per session (see module doc)."""
-    from tasks.ingest import ingest_ticker
+    from tickercast.market.ingest import ingest_ticker
 
     root = Path(tempfile.mkdtemp(prefix="tickercast-tiny-"))
     atexit.register(shutil.rmtree, root, True)

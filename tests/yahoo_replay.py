@@ -37,7 +37,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from tasks.yahoo import clear_response_memo
+from tickercast.market.yahoo import clear_response_memo
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHART_DIR = SHARED_DATA / "yahoo_chart"

@@ -1,0 +1,1 @@
+"""Entry points for people: the `tickercast` CLI and the HTTP service."""

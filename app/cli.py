@@ -1,0 +1,55 @@
+"""`tickercast` command line: options generated from the config model, one line on failure.
+
+Heavy imports (Prefect, TensorFlow) happen only once a command runs, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pydantic import ValidationError
+
+from tickercast.app.commands import COMMANDS, add_commands
+from tickercast.app.options import format_validation
+
+# Prefect's temporary server needs 10-25 s to start on a small machine; its default
+# start-up timeout is 20 s. prefect.toml raises it when run from the repo root; this
+# covers runs from any other folder.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickercast", description="Train, evaluate and export LSTM price forecasters."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tickercast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line unless --debug
+        if args.debug:
+            raise
+        if isinstance(exc, ValidationError):
+            message = format_validation(exc)
+        else:
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        print(f"tickercast {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,359 @@
+"""`tickercast models | predict | serve | backtest | tune`: the registry, forecasts, the
+HTTP service, the rolling-origin backtest and the hyperparameter search.
+
+Kept apart from app/cli.py (which wires them in) so that each command's options and
+output live next to each other. Heavy imports happen only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tickercast.app.options import (
+    add_flow_command,
+    configure,
+    print_retrain_result,
+    run_state,
+)
+
+
+def add_commands(sub: Any) -> None:
+    """Register every subcommand on the `tickercast` parser's subparsers."""
+    from tickercast.config import IngestConfig, PredictConfig, RetrainConfig
+
+    add_flow_command(
+        sub,
+        "retrain",
+        RetrainConfig,
+        help="run the retrain flow (ingest -> ... -> export)",
+        description="Run the retrain flow. Every option is a RetrainConfig field.",
+    )
+    add_flow_command(
+        sub,
+        "ingest",
+        IngestConfig,
+        help="run the ingest flow alone (bring the lake up to date)",
+        description="Run the ingest flow: fetch, validate and store prices in the lake, "
+        "one report line per ticker. Every option is an IngestConfig field. Exits 1 when "
+        "the run ends Failed (see --fail-on).",
+    )
+    cache = sub.add_parser("cache", help="show or clear cached step results")
+    cache.add_argument("action", choices=["show", "clear"])
+    cache.add_argument("--data-dir", default="data", help="the data dir whose cache to use")
+    cache.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+
+    def debug(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default="data", help="root of models/ and lake/ (data)")
+
+    models = sub.add_parser(
+        "models",
+        help="the model registry: list | show | promote | rollback",
+        description="Inspect the registry (<data-dir>/models/<name>/registry.json) and move "
+        "the champion by hand.",
+    )
+    debug(models)
+    actions = models.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("list", help="every model, its champion and version count")
+    data_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = actions.add_parser("show", help="a model's versions, champion and history")
+    p.add_argument("name", help="model name (the ticker)")
+    data_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = actions.add_parser("promote", help="make a version the champion (no gate)")
+    p.add_argument("name", help="model name (the ticker)")
+    p.add_argument("version", type=int, help="version number")
+    p.add_argument("--reason", default="manual", help="recorded in the history")
+    data_dir(p)
+    p = actions.add_parser("rollback", help="back to the previous champion")
+    p.add_argument("name", help="model name (the ticker)")
+    p.add_argument("--to", type=int, help="an earlier champion's version (default: previous)")
+    data_dir(p)
+
+    add_flow_command(
+        sub,
+        "predict",
+        PredictConfig,
+        config_file=False,
+        help="forecast the next horizon with each ticker's champion",
+        description="Run the predict flow: load each champion, read the latest lake rows, "
+        "write the next-horizon forecast with its intervals to "
+        "<data-dir>/forecasts/*.parquet. Every option is a PredictConfig field.",
+    )
+
+    from tickercast.config import BacktestConfig
+
+    add_flow_command(
+        sub,
+        "backtest",
+        BacktestConfig,
+        help="rolling-origin evaluation of networks and baselines on the same origins",
+        description="Run the backtest flow: every --model (networks of the family and the "
+        "baselines naive, drift, mean, moving_average, ridge) forecasts from the same rolling "
+        "origins; prints RMSE, MAE, MAPE, MASE, direction, coverage, skill and the lag "
+        "diagnostic per model (and per horizon step), writes them to "
+        "<data-dir>/backtests/*/metrics.parquet. Every option is a BacktestConfig field.",
+    )
+
+    from tickercast.tuning.config import TuneConfig
+
+    add_flow_command(
+        sub,
+        "tune",
+        TuneConfig,
+        help="hyperparameter search with Keras Tuner, then retrain the best configuration",
+        description="Run the tune flow: Bayesian optimisation or Hyperband over model, units, "
+        "layers, dropout, L2, learning rate, batch size and lookback, each trial scored on "
+        "the validation split only; writes <data-dir>/tuning/<run>/best.json (a retrain "
+        "--config file) and trials.csv, then retrains best.json once for the test report. "
+        "Rerunning the same search resumes it. Every option is a TuneConfig field.",
+    )
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the champions over HTTP (FastAPI + uvicorn)",
+        description="GET /health, GET /models, GET /forecast/{ticker}, POST /predict, "
+        "POST /reload. Champions are reloaded when registry.json changes.",
+    )
+    debug(serve)
+    data_dir(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from tickercast.config import RetrainConfig
+
+    config = configure(args, RetrainConfig, "tickercast.flows.retrain")
+    from tickercast.flows.retrain import retrain
+
+    for ticker, result in retrain(config).items():
+        if "skipped" in result:  # on_corrupt=skip
+            print(f"{ticker}: skipped: {result['skipped']}")
+        else:
+            print_retrain_result(ticker, result)
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from tickercast.tasks.caching import cache_info, clear_cache
+
+    info = clear_cache(args.data_dir) if args.action == "clear" else cache_info(args.data_dir)
+    verb = "cleared" if args.action == "clear" else "holds"
+    for name, sizes in info.items():
+        print(
+            f"{Path(args.data_dir) / name}: {verb} {sizes['files']} files, "
+            f"{sizes['bytes'] / 1e6:.1f} MB"
+        )
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from tickercast.config import IngestConfig
+
+    config = configure(args, IngestConfig, "tickercast.flows.ingest")
+    from tickercast.flows.ingest import ingest
+    from tickercast.market.report import quirks_text
+
+    state, summary = run_state(ingest, config)
+    for row in summary["tickers"]:
+        if row["status"] in ("failed", "skipped"):
+            print(f"{row['ticker']}: {row['status']}: {row['error']}")
+            continue
+        print(
+            f"{row['ticker']}: {row['status']} ({row['mode']}), {row['rows_added']} rows added, "
+            f"{row['rows']} stored {row['first_day']}..{row['last_day']}, "
+            f"{row['rows_dropped']} rows dropped, {len(row['warnings'])} warning(s)"
+        )
+        if row["quirks"]:
+            print(f"  quirks: {quirks_text(row['quirks'])}")
+        for warning in row["warnings"]:
+            print(f"  warning: {warning}")
+    if not state.is_completed():
+        print(f"tickercast ingest: error: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from tickercast.delivery import registry
+
+    if args.action == "list":
+        rows = registry.list_models(args.data_dir)
+        if args.json:
+            _print_json(rows)
+        elif not rows:
+            print(f"no models under {args.data_dir}/models")
+        for row in [] if args.json else rows:
+            champion = f"v{row['champion']}" if row["champion"] is not None else "none"
+            print(
+                f"{row['name']}: champion {champion}, {row['versions']} version(s), "
+                f"latest v{row['latest']}" + (f"  ({row['problem']})" if "problem" in row else "")
+            )
+        return 0
+    if args.action == "show":
+        from tickercast.delivery.gate import compare_versions
+
+        info = registry.show(args.data_dir, args.name)
+        info["common"] = compare_versions(args.data_dir, args.name)
+        if args.json:
+            _print_json(info)
+            return 0
+        print(f"{info['name']}: champion {info['champion']}, lineage {info['lineage']}")
+        for v in info["versions"]:
+            flag = "*" if v["champion"] else " "
+            state = "intact" if v["intact"] else f"DAMAGED: {v.get('problem')}"
+            rmse = v.get("rmse")
+            naive = v.get("naive_rmse")
+            scores = (
+                f"own test RMSE {rmse:.4f} vs naive {naive:.4f}"
+                if rmse is not None and naive is not None
+                else "no metrics"
+            )
+            print(
+                f" {flag} v{v['version']}: {v.get('created_at')}, data to {v.get('last_day')}, "
+                f"{scores}, {state}"
+            )
+        common = info["common"]
+        if common["rows"]:
+            w = common["window"]
+            print(
+                f"on one common window ({w['windows']} windows, anchors {w['first_anchor']}.."
+                f"{w['last_anchor']}, every version out of sample):"
+            )
+            for row in common["rows"]:
+                print(
+                    f"   v{row['version']}: RMSE {row['rmse']:.4f} vs naive "
+                    f"{row['naive_rmse']:.4f}, MAE {row['mae']:.4f}, {row['verdict']}"
+                )
+        for version, why in common["skipped"].items():
+            print(f"   v{version}: not on the common window ({why})")
+        for event in info["history"]:
+            print(
+                f"   {event['at']} {event['action']} v{event['version']}: {event.get('reason', '')}"
+            )
+        return 0
+    if args.action == "promote":
+        reg = registry.promote(args.data_dir, args.name, args.version, reason=args.reason)
+        print(f"{args.name}: champion is now v{reg['champion']}")
+        return 0
+    reg = registry.rollback(args.data_dir, args.name, to=args.to)
+    print(f"{args.name}: rolled back, champion is now v{reg['champion']}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tickercast.config import PredictConfig
+
+    config = configure(args, PredictConfig)
+    from tickercast.flows.predict import predict
+
+    _, result = run_state(predict, config)
+    for row in result["forecasts"]:
+        band = ""
+        if row.get("lo_80") is not None:
+            band = f" [80%: {row['lo_80']:.4f} .. {row['hi_80']:.4f}]"
+        print(
+            f"{row['ticker']} v{row['version']} as of {row['as_of']}: {row['target']} "
+            f"(horizon {row['horizon']}, output {row['output']}) = {row['forecast']:.4f}{band}"
+        )
+    for ticker, message in result["failed"].items():
+        print(f"{ticker}: failed: {message}")
+    if result["path"]:
+        print(f"written to {result['path']}")
+    if result["failed"]:
+        print(
+            f"tickercast predict: error: {len(result['failed'])} ticker(s) failed",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    from tickercast.config import BacktestConfig
+
+    config = configure(args, BacktestConfig, "tickercast.flows.backtest")
+    from tickercast.backtest.tables import format_table
+    from tickercast.flows.backtest import backtest
+
+    result = backtest(config)
+    for ticker, res in result["tickers"].items():
+        o = res["origins"]
+        print(
+            f"{ticker}: {o['origins']} origins {o['first_origin']}..{o['last_origin']}, "
+            f"target {o['target']} horizon {o['horizon']}, {o['window']} window"
+        )
+        print(format_table(res["metrics"]))
+        lagging = sorted({r["model"] for r in res["metrics"] if r["lagging"]} - {"naive"})
+        if lagging:
+            print(
+                f"{ticker}: lagging (best match with the actual series >= 1 day late, not "
+                f"significantly better than naive): {', '.join(lagging)}"
+            )
+    print(f"written to {result['paths']['folder']}")
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from tickercast.tuning.config import TuneConfig
+
+    config = configure(args, TuneConfig, "tickercast.flows.tune")
+    from tickercast.flows.tune import tune
+
+    state, result = run_state(tune, config)
+    if not isinstance(result, dict):
+        print(f"tickercast tune: error: {state.message}", file=sys.stderr)
+        return 1
+    best = result["best"]
+    stopped = f"; stopped: {result['stop_reason']}" if result["stop_reason"] else ""
+    print(
+        f"tune {result['run']}: {result['trials']} trial(s), {result['completed']} completed, "
+        f"{len(result['ran'])} run now{stopped}"
+    )
+    print(
+        f"best: trial {best['trial']}, val MSE {best['val_mse']:.6g} (validation split): "
+        f"{best['model']} units {best['units']}, lookback {best['lookback']}, batch "
+        f"{best['batch_size']}, learning rate {best['learning_rate']:.3g}, dropout "
+        f"{best['dropout']:.3g}, l2 {best['l2']:.3g}"
+    )
+    print(f"best.json: {result['best_json']}  (tickercast retrain --config {result['best_json']})")
+    print(f"trials: {result['trials_csv']}")
+    for ticker, res in (result["test"] or {}).items():
+        if ticker == "error" or not isinstance(res, dict):
+            continue
+        print_retrain_result(ticker, res)
+    if not state.is_completed():
+        print(f"tickercast tune: error: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from tickercast.app.service import serve
+
+    serve(args.data_dir, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS = {
+    "retrain": run_retrain,
+    "ingest": run_ingest,
+    "cache": run_cache,
+    "models": run_models,
+    "predict": run_predict,
+    "serve": run_serve,
+    "backtest": run_backtest,
+    "tune": run_tune,
+}

@@ -1,0 +1,159 @@
+"""What every `tickercast` command shares: options generated from a config model,
+configs read from them, one-line errors, a flow run's state, a retrain result printed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(inner type, is_list) with Optional stripped."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0])
+    if origin is list:
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [item for value in values for item in value.split(",") if item]
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One option per field: --snake-case-name, with choices, nargs and help from the schema."""
+    for name, field in model.model_fields.items():
+        inner, is_list = _unwrap(field.annotation)
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description} (default: {default})".replace("%", "%%")  # argparse
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if inner is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if typing.get_origin(inner) is typing.Literal:
+                kwargs["metavar"] = "{" + ",".join(map(str, typing.get_args(inner))) + "}"
+            if is_list:  # --model a b, or --model a --model b: both give [a, b]
+                kwargs["nargs"], kwargs["action"] = "+", "extend"
+        parser.add_argument(flag, **kwargs)
+
+
+def _collect(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(json.loads(Path(args.config).read_text()))
+    for name, field in model.model_fields.items():
+        if name in vars(args):
+            value = getattr(args, name)
+            if _unwrap(field.annotation)[1]:
+                value = _split_list(value)
+            values[name] = value
+    return values
+
+
+def format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            message = f"got {err['input']!r}; {message.lower()}"
+        parts.append(f"{where}: {message}")
+    return "invalid config: " + "; ".join(parts)
+
+
+def add_flow_command(
+    sub: Any,
+    name: str,
+    model: type[BaseModel],
+    *,
+    config_file: bool = True,
+    **parser_kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand that runs a flow: --config (a JSON file of `model` fields, which the
+    options override), --debug, and one option per field of `model`."""
+    parser = sub.add_parser(name, **parser_kwargs)
+    if config_file:
+        parser.add_argument(
+            "--config", help=f"JSON file of {model.__name__} fields; options override it"
+        )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    add_model_options(parser, model)
+    return parser
+
+
+class _NoTraceback(logging.Filter):
+    """Keeps Prefect's failure logs to their one-line message unless --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        if isinstance(record.msg, str) and "\nTraceback (most recent call last)" in record.msg:
+            record.msg = record.msg.split("\nTraceback (most recent call last)")[0]
+        return True
+
+
+def _quiet_tracebacks() -> None:
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    quiet = _NoTraceback()
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler.addFilter(quiet)
+
+
+def configure(args: argparse.Namespace, model: type[BaseModel], flow_module: str | None = None):
+    """The command's config from its options (over --config); with `flow_module`, that
+    flow's `preflight` refuses inputs that cannot exist before any work starts (the flow,
+    and so Prefect, is imported only once the options are valid). Prefect's failure logs
+    are then kept to one line unless --debug."""
+    config = model(**_collect(args, model))
+    if flow_module:
+        importlib.import_module(flow_module).preflight(config)
+    if not args.debug:
+        _quiet_tracebacks()
+    return config
+
+
+def run_state(flow: Any, config: BaseModel) -> tuple[Any, Any]:
+    """(final state, result) of a flow run; an exception the flow raised is raised here."""
+    state = flow(config, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return state, result
+
+
+def print_retrain_result(ticker: str, result: dict) -> None:
+    """One ticker's retrain outcome: bundle, test RMSE vs baselines, verdict, promotion."""
+    if "metrics" not in result:  # skipped (on_corrupt=skip) or failed
+        print(f"{ticker}: {result.get('skipped') or result.get('error')}")
+        return
+    metrics = result["metrics"]
+    print(
+        f"{ticker}: bundle {result['bundle']}\n"
+        f"{ticker}: test RMSE model {metrics['model']['rmse']:.4f} | "
+        f"naive {metrics['naive']['rmse']:.4f} | "
+        f"moving average {metrics['moving_average']['rmse']:.4f}"
+    )
+    if result.get("verdict"):
+        print(f"{ticker}: {result['verdict']}")
+    if result.get("promotion"):
+        event = result["promotion"]
+        if event["action"] == "unchanged":
+            print(f"{ticker}: {event['reason']}")
+            return
+        verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
+        print(f"{ticker}: v{event['version']} {verb}: {event['reason']}")

@@ -1,0 +1,218 @@
+"""Forecast quality: the recommended default vs the tutorial preset vs the baselines and a
+peer (statsforecast's AutoETS), on the very same rolling origins of the five sample tickers.
+
+Protocol (the one issue 13 measured the old default with): closes from 2015-01-01 to the
+sample's end (2020-12-11), target = mean close of the next 5 trading days, expanding
+window, first training window 1008 rows, an origin every 5 days, networks refit every 50
+origins (20 epochs max, patience 5), baselines and AutoETS refit at every origin. Scored in
+prices against naive on the same origins: RMSE skill, Diebold-Mariano p (HLN correction,
+overlapping errors), and the split-conformal 80%/95% interval coverage of the networks.
+
+Targets: the default's skill >= -1% on every ticker; its pooled 80%/95% coverage within 5
+points of nominal. Run: python bench/forecast_quality.py [TICKER ...] (rows in RESULTS.md,
+the per-ticker table in bench/out/forecast_quality.md).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TICKERS = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"  # `make peer-venv`
+PROTOCOL = dict(
+    start="2015-01-01",
+    horizon=5,
+    initial=1008,
+    step=5,
+    refit_every=50,
+    epochs=20,
+    patience=5,
+    window="expanding",
+)
+
+
+def backtest(prices: pd.DataFrame, preset: str, models: list[str], out: Path) -> dict:
+    from tickercast.backtest.rolling import rolling_backtest
+    from tickercast.config import BacktestConfig
+
+    target = "mean_close_log_return" if preset == "recommended" else "mean_close"
+    cfg = BacktestConfig(
+        tickers=["X"], preset=preset, model=models, target=target, **PROTOCOL
+    ).run_cfg()
+    return rolling_backtest(prices, cfg, out)
+
+
+def autoets_forecasts(prices: pd.DataFrame, result: dict, work: Path) -> np.ndarray:
+    """AutoETS refit on the closes up to each origin (the same origins as the backtest);
+    the mean of its 5 daily forecasts. Runs bench/peer_autoets.py in the peer's own venv."""
+    from tickercast.backtest.prepare import featurised
+
+    dates, close = featurised(
+        prices, {"start": PROTOCOL["start"], "end": None, "features": ["log_return"]}
+    )
+    table = result["table"]
+    origins = pd.to_datetime(table.loc[table["model"] == "naive", "origin"]).to_numpy()
+    rows = np.searchsorted(dates.astype("datetime64[ns]"), origins)
+    assert (dates[rows] == origins.astype("datetime64[D]")).all()
+    series, out = work / "peer-in.npz", work / "peer-out.npy"
+    np.savez(series, close=close, rows=rows)
+    subprocess.run(
+        [
+            str(PEER_PYTHON),
+            str(ROOT / "bench" / "peer_autoets.py"),
+            str(series),
+            str(PROTOCOL["horizon"]),
+            str(out),
+        ],
+        check=True,
+    )
+    return np.load(out)
+
+
+def score(actual: np.ndarray, pred: np.ndarray, naive: np.ndarray) -> dict:
+    from tickercast.evaluation.significance import dm_test
+
+    rmse = float(np.sqrt(np.mean((actual - pred) ** 2)))
+    naive_rmse = float(np.sqrt(np.mean((actual - naive) ** 2)))
+    overlap = math.ceil(PROTOCOL["horizon"] / PROTOCOL["step"])
+    test = dm_test(actual, pred, naive, overlap)
+    return {"rmse": rmse, "skill": 1 - rmse / naive_rmse, "p": test.p_value}
+
+
+def run_ticker(ticker: str, work: Path) -> dict:
+    from tickercast.layout import sample_dir
+
+    prices = pd.read_parquet(sample_dir() / f"{ticker}.parquet")
+    t0 = time.monotonic()
+    rec = backtest(
+        prices,
+        "recommended",
+        ["stacked_lstm", "drift", "mean", "moving_average", "ridge"],
+        work / f"{ticker}-rec",
+    )
+    t1 = time.monotonic()
+    tut = backtest(prices, "tutorial", ["stacked_lstm"], work / f"{ticker}-tut")
+    t2 = time.monotonic()
+    table = rec["table"]
+    naive_rows = table[table["model"] == "naive"]
+    actual = naive_rows["actual"].to_numpy()
+    naive = naive_rows["forecast"].to_numpy()
+    tut_table = tut["table"]
+    tut_net = tut_table[tut_table["model"] == "stacked_lstm"]
+    assert np.allclose(tut_table[tut_table["model"] == "naive"]["actual"].to_numpy(), actual)
+    ets = autoets_forecasts(prices, rec, work)
+    t3 = time.monotonic()
+    rows = {}
+    for name in ("stacked_lstm", "drift", "mean", "moving_average", "ridge"):
+        pred = table[table["model"] == name]["forecast"].to_numpy()
+        rows["default" if name == "stacked_lstm" else name] = score(actual, pred, naive)
+    rows["tutorial"] = score(actual, tut_net["forecast"].to_numpy(), naive)
+    rows["AutoETS"] = score(actual, ets, naive)
+    net = table[table["model"] == "stacked_lstm"]
+    cover = {
+        key: ((net["actual"] >= net[f"lo_{key}"]) & (net["actual"] <= net[f"hi_{key}"])).to_numpy()
+        for key in ("80", "95")
+    }
+    tut_cover = {
+        key: (
+            (tut_net["actual"] >= tut_net[f"lo_{key}"])
+            & (tut_net["actual"] <= tut_net[f"hi_{key}"])
+        ).to_numpy()
+        for key in ("80", "95")
+    }
+    alphas = [
+        f.get("training", {}).get("shrinkage", {}).get("alpha")
+        for f in rec["folds"].get("stacked_lstm", [])
+    ]
+    return {
+        "ticker": ticker,
+        "origins": int(len(actual)),
+        "rows": rows,
+        "cover": cover,
+        "tutorial_cover": tut_cover,
+        "alphas": alphas,
+        "seconds": {"default+baselines": t1 - t0, "tutorial": t2 - t1, "AutoETS": t3 - t2},
+    }
+
+
+def main(tickers: list[str]) -> None:
+    from bench.results import record
+
+    if not PEER_PYTHON.exists():
+        sys.exit(f"the peer's environment is missing: run `make peer-venv` ({PEER_PYTHON})")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ticker in tickers:
+            print(f"== {ticker}", flush=True)
+            results.append(run_ticker(ticker, Path(tmp)))
+            r = results[-1]
+            print(
+                "  ".join(f"{k} {v['skill']:+.2%} (p {v['p']:.2g})" for k, v in r["rows"].items()),
+                flush=True,
+            )
+    names = list(results[0]["rows"])
+    lines = [
+        "# Forecast quality (bench/forecast_quality.py)",
+        "",
+        "RMSE skill vs naive (and Diebold-Mariano p vs naive) on the same rolling origins; "
+        f"protocol: {PROTOCOL}.",
+        "",
+        "| ticker | origins | " + " | ".join(names) + " | default cov 80/95 | tutorial cov 80/95 "
+        "| shrink alpha per fit |",
+        "|---|---|" + "---|" * (len(names) + 3),
+    ]
+    for r in results:
+        cells = [f"{r['rows'][n]['skill']:+.2%} (p {r['rows'][n]['p']:.2g})" for n in names]
+        cov = "/".join(f"{r['cover'][k].mean():.0%}" for k in ("80", "95"))
+        tcov = "/".join(f"{r['tutorial_cover'][k].mean():.0%}" for k in ("80", "95"))
+        alphas = ", ".join("-" if a is None else f"{a:.2f}" for a in r["alphas"])
+        lines.append(
+            f"| {r['ticker']} | {r['origins']} | " + " | ".join(cells) + f" | {cov} | {tcov} "
+            f"| {alphas} |"
+        )
+    pooled = {k: np.concatenate([r["cover"][k] for r in results]).mean() for k in ("80", "95")}
+    tpooled = {
+        k: np.concatenate([r["tutorial_cover"][k] for r in results]).mean() for k in ("80", "95")
+    }
+    worst = min(r["rows"]["default"]["skill"] for r in results)
+    best_peer = {r["ticker"]: r["rows"]["AutoETS"]["skill"] for r in results}
+    lines += [
+        "",
+        f"Pooled coverage, default: 80% -> {pooled['80']:.1%}, 95% -> {pooled['95']:.1%}; "
+        f"tutorial: 80% -> {tpooled['80']:.1%}, 95% -> {tpooled['95']:.1%}.",
+        f"Worst default skill {worst:+.2%} (target >= -1%).",
+    ]
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "forecast_quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    per = "; ".join(
+        f"{r['ticker']} {r['rows']['default']['skill']:+.1%} (p {r['rows']['default']['p']:.2g})"
+        for r in results
+    )
+    tut = "; ".join(f"{r['ticker']} {r['rows']['tutorial']['skill']:+.1%}" for r in results)
+    ets = "; ".join(f"{t} {s:+.1%}" for t, s in best_peer.items())
+    record(
+        "forecast_quality",
+        f"| forecast quality: rolling origins of {', '.join(r['ticker'] for r in results)} "
+        f"2015-2020 (h=5 mean close, step 5, refit every 50, {results[0]['origins']} origins "
+        f"each), RMSE skill vs naive | tutorial preset: {tut}; AutoETS (statsforecast, same "
+        f"origins): {ets} | recommended default: {per}; pooled interval coverage 80% -> "
+        f"{pooled['80']:.0%}, 95% -> {pooled['95']:.0%} (tutorial {tpooled['80']:.0%} / "
+        f"{tpooled['95']:.0%}) | worst default skill {worst:+.1%} (target >= -1%) |",
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(TICKERS))

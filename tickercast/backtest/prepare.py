@@ -1,0 +1,165 @@
+"""Preparing and fitting one fold, shared by both engines: the fold's prices are
+re-preprocessed (scalers refit on its training rows alone) and the fit sees only rows
+dated before the fold's first forecast day (vocabulary in `tickercast.backtest`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from tickercast.backtest.folds import Fold, WalkForwardError
+from tickercast.evaluation.evaluate import predict_prices
+from tickercast.modeling.features import build_features
+from tickercast.modeling.preprocess import Preprocessing, filter_dates, preprocess
+from tickercast.modeling.windows import split_anchors
+
+Logger = logging.Logger | logging.LoggerAdapter
+
+
+def featurised(prices: pd.DataFrame, pre_cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Dates and closes of the rows preprocessing yields (same filter, features, warm-up)."""
+    frame = build_features(
+        filter_dates(prices, pre_cfg.get("start"), pre_cfg.get("end")), list(pre_cfg["features"])
+    )
+    dates = np.array(frame["date"].astype(str).tolist(), dtype="datetime64[D]")
+    return dates, frame["_close"].to_numpy(dtype=np.float64)
+
+
+def fold_prices(
+    prices: pd.DataFrame, dates: np.ndarray, fold: Fold, pre_cfg: dict | None = None
+) -> pd.DataFrame:
+    """The price rows the fold's preprocessing reads: up to its last day and, for a sliding
+    window, from its first training day back by the features' warm-up rows."""
+    if pre_cfg is not None:
+        prices = filter_dates(prices, pre_cfg.get("start"), pre_cfg.get("end"))
+    days = pd.to_datetime(prices["date"]).to_numpy().astype("datetime64[D]")
+    hi = int(np.searchsorted(days, dates[fold.test_end - 1], side="right"))
+    lo = 0
+    if fold.train_start:
+        warmup = int(np.searchsorted(days, dates[0]))  # rows the features drop first
+        lo = max(int(np.searchsorted(days, dates[fold.train_start])) - warmup, 0)
+    return prices.iloc[lo:hi].reset_index(drop=True)
+
+
+def prepare_fold(
+    prices: pd.DataFrame, pre_cfg: dict, fold: Fold, dates: np.ndarray, who: str
+) -> tuple[Preprocessing, dict, dict[str, np.ndarray]]:
+    """Preprocess the fold's own rows (scalers refit on its training rows) and its anchors.
+
+    The arrays' row i is row `fold.train_start + i` of the whole series.
+    """
+    n = fold.test_end - fold.train_start
+    cfg = {**pre_cfg, "test_fraction": fold.test_rows / n, "val_fraction": fold.val_rows / n}
+    spec, arrays = preprocess(
+        fold_prices(prices, dates, fold, pre_cfg), cfg, who=f"{who} fold {fold.fold}"
+    )
+    if (
+        len(arrays["dates"]) != n
+        or arrays["dates"][0] != dates[fold.train_start]
+        or arrays["dates"][-1] != dates[fold.test_end - 1]
+        or (spec.n_train, spec.n_val, spec.n_test)
+        != (fold.train_rows, fold.val_rows, fold.test_rows)
+    ):
+        raise WalkForwardError(
+            f"{who} fold {fold.fold}: preprocessing the fold's prices gave "
+            f"{len(arrays['dates'])} rows split {spec.n_train}/{spec.n_val}/{spec.n_test}, "
+            f"expected {n} rows {dates[fold.train_start]}..{dates[fold.test_end - 1]} split "
+            f"{fold.train_rows}/{fold.val_rows}/{fold.test_rows}"
+        )
+    anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    return spec, arrays, anchors
+
+
+def training_view(arrays: dict, seen_rows: int, horizon: int) -> dict:
+    """Rows before the test block only; targets that would read a test day blanked (NaN)."""
+    n_total = len(arrays["dates"])
+    out = {}
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        out[key] = value[:seen_rows].copy() if value.ndim and len(value) == n_total else value
+    first_leaky = max(seen_rows - horizon, 0)  # row t's target reads t+1..t+horizon
+    for key in ("y", "y_price"):
+        if key in out and np.issubdtype(out[key].dtype, np.floating):
+            out[key][first_leaky:] = np.nan
+    return out
+
+
+class Forecaster(Protocol):
+    def __call__(self, arrays: dict, anchors: np.ndarray) -> np.ndarray:
+        """Forecasts in prices, shape (len(anchors), outputs), for windows of `arrays`."""
+
+
+FitFn = Callable[
+    [dict, dict, Preprocessing, dict, Path, Logger],
+    tuple[Forecaster, dict],
+]
+
+
+def keras_fit(
+    seen: dict,
+    anchors: dict[str, np.ndarray],
+    spec: Preprocessing,
+    train_cfg: dict,
+    out_dir: Path,
+    logger: Logger,
+) -> tuple[Forecaster, dict]:
+    """Train the configured network on the fold's seen rows, shrunk toward the last close
+    on the fold's validation windows when `shrink` is on (tickercast.modeling.train)."""
+    import keras
+
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+
+    summary = train_model(
+        seen, anchors, spec.lookback, train_cfg, out_dir, logger, naive=naive_output(spec)
+    )
+    model = keras.models.load_model(out_dir / "model.keras", safe_mode=True, compile=False)
+
+    def forecast(arrays: dict, fold_anchors: np.ndarray) -> np.ndarray:
+        return predict_prices(model, spec, arrays["x"], fold_anchors, arrays["close"])
+
+    return forecast, {k: v for k, v in summary.items() if k != "history"}
+
+
+@dataclass
+class FittedFold:
+    """A fold after its fit: its preprocessing, arrays, anchors and forecaster."""
+
+    fold: Fold
+    spec: Preprocessing
+    arrays: dict
+    anchors: dict[str, np.ndarray]
+    forecaster: Forecaster
+    info: dict
+
+    def forecast(self, rows: np.ndarray) -> np.ndarray:
+        """Forecasts for origins given as rows of the whole series; (len(rows), outputs)."""
+        local = np.asarray(rows, dtype=np.int64) - self.fold.train_start
+        out = np.asarray(self.forecaster(self.arrays, local), dtype=np.float64)
+        return out.reshape(len(local), -1)
+
+
+def fit_fold(
+    prices: pd.DataFrame,
+    pre_cfg: dict,
+    fold: Fold,
+    dates: np.ndarray,
+    fit: FitFn,
+    train_cfg: dict,
+    out_dir: Path,
+    logger: Logger,
+    who: str,
+) -> FittedFold:
+    """Prepare the fold and fit on what it may see: rows before its first forecast day,
+    train and validation anchors only, targets reaching into the test block blanked."""
+    spec, arrays, anchors = prepare_fold(prices, pre_cfg, fold, dates, who)
+    seen = training_view(arrays, fold.seen_rows, spec.horizon)
+    seen_anchors = {"train": anchors["train"], "val": anchors["val"], "test": np.empty(0, np.int64)}
+    forecaster, info = fit(seen, seen_anchors, spec, train_cfg, out_dir, logger)
+    return FittedFold(fold, spec, arrays, anchors, forecaster, info)

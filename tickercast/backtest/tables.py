@@ -1,0 +1,121 @@
+"""Backtest results as text: the CLI's aligned table and the markdown reports of both
+engines. Nothing here feeds a cached result, so editing a layout invalidates no backtest."""
+
+from __future__ import annotations
+
+from tickercast.evaluation.names import NAIVE
+
+COLUMNS = (
+    ("model", "model", "s"),
+    ("step", "step", "s"),
+    ("n", "n", "d"),
+    ("rmse", "RMSE", ".4f"),
+    ("mae", "MAE", ".4f"),
+    ("mape", "MAPE %", ".2f"),
+    ("mase", "MASE", ".3f"),
+    ("directional_accuracy", "dir %", ".1f"),
+    ("coverage_80", "cov 80", ".0%"),
+    ("coverage_95", "cov 95", ".0%"),
+    ("skill", "skill", "+.1%"),
+    ("p", "DM p", ".2g"),
+    ("lag", "lag", "d"),
+    ("lagging", "lagging", "s"),
+)
+
+
+def _cell(row: dict, key: str, spec: str) -> str:
+    value = row.get(key)
+    if key == "lagging":
+        return "LAGGING" if value else ""
+    if value is None:
+        return "n/a" if key not in ("coverage_80", "coverage_95", "p") else "-"
+    return format(value, spec) if spec != "s" else str(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    """The metrics rows as an aligned plain-text table (what the CLI prints)."""
+    cells = [[title for _, title, _ in COLUMNS]]
+    cells += [[_cell(r, key, spec) for key, _, spec in COLUMNS] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(COLUMNS))).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_lines(ticker: str, result: dict) -> list[str]:
+    """The markdown report of one ticker: what was run, the table, the lag verdicts."""
+    o = result["origins"]
+    lines = [
+        f"## {ticker}",
+        "",
+        f"- {o['origins']} origins {o['first_origin']} .. {o['last_origin']} (every "
+        f"{o['step']} day(s)) over {o['rows']} rows {o['first_day']} .. {o['last_day']}",
+        f"- target `{o['target']}`, horizon {o['horizon']}; {o['window']} training window, "
+        f"first {o['initial']} rows; networks refit every {o['refit_every']} origin(s), "
+        "baselines at every origin",
+        f"- MASE scale: {o['mase_scale']}; lag searched over 0..{o['max_lag']} days",
+        "",
+        "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for r in result["metrics"]:
+        lines.append("| " + " | ".join(_cell(r, k, s) for k, _, s in COLUMNS) + " |")
+    lines.append("")
+    for name in result["models"]:
+        lagging = [r for r in result["metrics"] if r["model"] == name and r["lagging"]]
+        if lagging:
+            r = lagging[0]
+            lines.append(
+                f"- **{name} is lagging** ({r['step']}): its forecast best matches the actual "
+                f"series {r['lag']} day(s) late (correlation {r['lag_corr']:.2f}) and it is not "
+                "significantly better than naive (Diebold-Mariano at 5%"
+                + (f", p = {r['p']:.2g}" if r.get("p") is not None else "")
+                + "): it follows the price instead of anticipating it."
+                + (" (By construction for naive, the reference.)" if name == NAIVE else "")
+            )
+    return lines
+
+
+def summary_lines(backtest: dict) -> list[str]:
+    """Markdown: mean ± std per forecaster over the folds."""
+    s = backtest["summary"]["metrics"]
+
+    def pm(name, metric, spec):
+        v = s[name].get(metric, {})
+        if v.get("mean") is None:
+            return "n/a"
+        return f"{format(v['mean'], spec)} ± {format(v['std'], spec)}"
+
+    lines = [
+        f"Walk-forward: {backtest['n_folds']} expanding folds, "
+        f"{backtest['epochs_per_fold']} epochs max per fold (mean ± std over folds).",
+        "",
+        "| forecaster | RMSE | MAE | MAPE % | MASE | direction % | skill vs naive "
+        "| DM p, model vs it (pooled) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    tests = backtest["summary"].get("significance", {})
+    for name in s:
+        test = tests.get(name)
+        p = "—" if test is None else _p_cell(test)
+        lines.append(
+            f"| {name} | {pm(name, 'rmse', '.4f')} | {pm(name, 'mae', '.4f')} | "
+            f"{pm(name, 'mape', '.2f')} | {pm(name, 'mase', '.3f')} | "
+            f"{pm(name, 'directional_accuracy', '.1f')} | {pm(name, 'skill', '+.3f')} | {p} |"
+        )
+    naive = tests.get(NAIVE)
+    if naive is not None:
+        state = {
+            "better": "beats naive",
+            "worse": "worse than naive",
+            "indistinguishable": "indistinguishable from naive",
+        }[naive["verdict"]]
+        lines += ["", f"Over all folds the model {state} (DM p {_p_cell(naive)})."]
+    return lines
+
+
+def _p_cell(test: dict) -> str:
+    p = test.get("p_value")
+    if p is None:
+        return "n/a"
+    return ("< 0.001" if p < 0.001 else f"{p:.2g}") + f" ({test['verdict']})"

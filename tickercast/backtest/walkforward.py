@@ -1,0 +1,156 @@
+"""Retrain's walk-forward backtest: K expanding folds, each refit and scored like the
+retrain itself (`evaluate_forecasts`), summarised as mean ± std over the folds."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tickercast.backtest.files import without_table, write_files
+from tickercast.backtest.folds import expanding_folds
+from tickercast.backtest.prepare import FitFn, Logger, fit_fold, keras_fit
+from tickercast.evaluation.evaluate import evaluate_forecasts
+from tickercast.evaluation.jsonsafe import clean
+from tickercast.evaluation.names import FORECASTERS, MODEL
+from tickercast.evaluation.significance import LEVEL, compare
+from tickercast.modeling.preprocess import preprocess
+
+
+def summarize(folds: list[dict]) -> dict:
+    """Mean ± std (ddof=1; 0 for one fold) of every metric of every forecaster."""
+    summary: dict[str, dict] = {}
+    for name in folds[0]["metrics"] if folds else []:
+        summary[name] = {}
+        for metric, first in folds[0]["metrics"][name].items():
+            if isinstance(first, str):  # a per-fold verdict: the pooled test replaces it
+                continue
+            values = np.array(
+                [
+                    f["metrics"][name].get(metric)
+                    for f in folds
+                    if f["metrics"][name].get(metric) is not None
+                ],
+                dtype=np.float64,
+            )
+            summary[name][metric] = {
+                "mean": float(values.mean()) if len(values) else None,
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "folds": int(len(values)),
+            }
+    cover: dict[str, dict] = {}
+    for key in folds[0].get("intervals", {}) if folds else []:
+        values = np.array(
+            [
+                f["intervals"][key]["coverage_test"]
+                for f in folds
+                if f["intervals"].get(key, {}).get("coverage_test") is not None
+            ],
+            dtype=np.float64,
+        )
+        cover[key] = {
+            "nominal": folds[0]["intervals"][key]["nominal"],
+            "mean": float(values.mean()) if len(values) else None,
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        }
+    return {"metrics": clean(summary), "coverage": clean(cover)}
+
+
+def walk_forward(
+    prices: pd.DataFrame,
+    pre_cfg: dict,
+    train_cfg: dict,
+    n_folds: int,
+    epochs: int,
+    out_dir: Path,
+    logger: Logger | None = None,
+    fit: FitFn = keras_fit,
+    who: str = "series",
+) -> dict:
+    """Run every fold; returns per-fold results, the summary and the predictions table."""
+    logger = logger or logging.getLogger(__name__)
+    spec0, arrays0 = preprocess(prices, pre_cfg, who=who)
+    dates = arrays0["dates"]
+    folds = expanding_folds(
+        len(dates),
+        n_folds,
+        spec0.n_test,
+        float(pre_cfg["val_fraction"]),
+        spec0.lookback,
+        spec0.horizon,
+    )
+    cfg = {**train_cfg, "epochs": int(epochs)}
+    results, tables = [], []
+    for fold in folds:
+        fitted = fit_fold(
+            prices, pre_cfg, fold, dates, fit, cfg, out_dir / f"fold-{fold.fold}", logger, who
+        )
+        spec, arrays = fitted.spec, fitted.arrays
+        ev = evaluate_forecasts(
+            spec, arrays, fitted.anchors, lambda a, f=fitted: f.forecaster(f.arrays, a)
+        )
+        entry = {
+            **asdict(fold),
+            "train_rows": fold.train_rows,
+            "test_rows": fold.test_rows,
+            "train_first": str(dates[fold.train_start]),
+            "train_end": spec.train_end,
+            "val_end": spec.val_end,
+            "test_first_target": ev["window"]["first_target"],
+            "test_last_target": ev["window"]["last_target"],
+            "test_windows": ev["window"]["windows"],
+            "metrics": ev["metrics"],
+            "intervals": ev["intervals"],
+            "training": clean(fitted.info),
+        }
+        results.append(entry)
+        table = ev["table"].copy()
+        table.insert(0, "fold", fold.fold)
+        tables.append(table)
+        logger.info(
+            "%s walk-forward fold %d/%d: train ..%s, test %s..%s, RMSE model %.4f naive %.4f",
+            who,
+            fold.fold,
+            len(folds),
+            spec.train_end,
+            entry["test_first_target"],
+            entry["test_last_target"],
+            ev["metrics"]["model"]["rmse"],
+            ev["metrics"]["naive"]["rmse"],
+        )
+    table = pd.concat(tables, ignore_index=True)
+    summary = summarize(results)
+    summary["significance"] = pooled_significance(table, spec0.horizon)
+    return {
+        "n_folds": len(folds),
+        "epochs_per_fold": int(epochs),
+        "folds": results,
+        "summary": summary,
+        "table": table,
+    }
+
+
+def pooled_significance(table: pd.DataFrame, horizon: int) -> dict[str, dict]:
+    """Diebold-Mariano tests of the model against each other forecaster over every fold's
+    test windows pooled (first output), the walk-forward's verdict on skill."""
+    others = {n: table[n] for n in FORECASTERS if n != MODEL and n in table.columns}
+    return compare(table["actual"], table[MODEL], others, horizon, level=LEVEL)
+
+
+def write_backtest(out_dir: Path, backtest: dict, ticker: str) -> dict[str, Path]:
+    """backtest.json (folds + summary), the per-fold predictions and the per-fold plot."""
+    from tickercast.evaluation.plots import plot_folds
+
+    paths = write_files(
+        out_dir,
+        {
+            "backtest_json": ("backtest.json", without_table(backtest)),
+            "predictions": ("backtest_predictions.parquet", backtest["table"]),
+        },
+    )
+    paths["folds_png"] = out_dir / "folds.png"
+    plot_folds(backtest["folds"], paths["folds_png"], f"{ticker}: walk-forward RMSE per fold")
+    return paths

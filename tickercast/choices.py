@@ -1,0 +1,65 @@
+"""Every closed set of choices, as the `Literal` types the configs validate with; the tuples
+the code checks against are derived from them here, so a new choice is added in one place."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Source = Literal["sample", "csv", "yfinance", "sine"]
+WholeSource = Literal["sample", "csv", "sine"]  # ingested whole: replace the partition
+WindowedSource = Literal["yfinance"]  # fetched by date window: incremental
+Feature = Literal[
+    "close",
+    "open",
+    "high",
+    "low",
+    "volume",
+    "log_volume",
+    "return",
+    "log_return",
+    "volatility",
+    "day_of_week",
+]
+Target = Literal[
+    "mean_close",
+    "close",
+    "closes",
+    "mean_close_log_return",
+    "close_log_return",
+    "closes_log_return",
+]
+ModelName = Literal["stacked_lstm", "lstm", "bilstm", "cnn_lstm", "lstm_attention"]
+Baseline = Literal["naive", "drift", "mean", "moving_average", "ridge"]
+BacktestModel = Literal[ModelName, Baseline]
+Window = Literal["expanding", "sliding"]
+MaseScale = Literal["series", "origin"]
+Mode = Literal["per_ticker", "global"]
+PromotionMetric = Literal["rmse", "mae", "mape", "smape", "mase"]
+Device = Literal["auto", "cpu", "gpu"]
+OnCorrupt = Literal["reingest", "skip", "fail"]
+OnQuirk = Literal["repair", "drop", "fail"]  # a kept row's vendor quirks: see market/validate.py
+FailOn = Literal["any", "all", "never"]
+Preset = Literal["recommended", "tutorial"]
+TaskRunner = Literal["threads", "dask"]
+TuneAlgorithm = Literal["bayesian", "hyperband"]
+
+
+def values(choice: object) -> tuple[str, ...]:
+    """The values of a Literal (nested Literals flattened), in declaration order."""
+    out: list[str] = []
+    for arg in get_args(choice):
+        out.extend(values(arg) if get_args(arg) else [arg])
+    return tuple(out)
+
+
+SOURCES = values(Source)
+WHOLE_SOURCES = values(WholeSource)
+WINDOWED_SOURCES = values(WindowedSource)
+FEATURES = values(Feature)
+TARGETS = values(Target)
+NETWORKS = values(ModelName)
+BASELINES = values(Baseline)
+WINDOWS = values(Window)
+DEVICES = values(Device)
+ON_CORRUPT = values(OnCorrupt)
+ON_QUIRK = values(OnQuirk)

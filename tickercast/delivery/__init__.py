@@ -1,0 +1,1 @@
+"""What leaves the pipeline: versioned bundles, the registry, forecasts from champions."""

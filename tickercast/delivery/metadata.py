@@ -1,0 +1,84 @@
+"""What a bundle records about how it was made: enough to reproduce and to audit it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+LIBRARIES = (
+    "tickercast",
+    "tensorflow",
+    "keras",
+    "prefect",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "yfinance",
+)
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description() -> dict[str, str]:
+    """What TensorFlow sees here (the device training used is in `training.device`)."""
+    from tickercast.modeling.device import describe_visible
+
+    return describe_visible()
+
+
+def bundle_metadata(
+    ingested: dict,
+    pre: dict,
+    trained: dict,
+    evaluated: dict,
+    config: dict,
+    backtest: dict | None = None,
+    serving: dict | None = None,
+) -> dict:
+    """Everything `models show`, the promotion gate and `predict` read about a version."""
+    spec = json.loads(Path(pre["spec"]).read_text())
+    history = json.loads(Path(trained["history"]).read_text())
+    return {
+        "ticker": ingested["ticker"],
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "config": config,
+        "data": {
+            "source": ingested["source"],
+            "lake_file": ingested["path"],
+            "sha256": ingested["sha256"],
+            "rows": spec["n_train"] + spec["n_val"] + spec["n_test"],
+            "first_day": spec["first_day"],
+            "last_day": spec["last_day"],
+            "train_end": spec["train_end"],
+            "val_end": spec["val_end"],
+            "dropped_null_rows": ingested["dropped_null_rows"],
+        },
+        "training": {k: v for k, v in history.items() if k not in ("history", "shrinkage")},
+        # the factor toward the last close folded into the exported network (all paths)
+        "shrinkage": trained.get("shrinkage"),
+        "metrics": evaluated["metrics"],
+        "verdict": evaluated["verdict"],
+        # test window, MASE scale, ridge alpha, share of up moves (directional reference)
+        "evaluation": evaluated.get("evaluation", {}),
+        # split-conformal: per level the nominal coverage, q per output, test coverage
+        "intervals": evaluated.get("intervals", {}),
+        "walk_forward": (
+            {k: backtest[k] for k in ("n_folds", "epochs_per_fold", "summary", "folds")}
+            if backtest
+            else None
+        ),
+        "serving": serving,
+        "device": device_description(),
+        "versions": library_versions(),
+    }

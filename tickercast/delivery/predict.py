@@ -1,0 +1,188 @@
+"""Inference from a bundle and raw prices, with the bundle's own (training-fit) scalers.
+
+`forecast_next` gives the next-horizon forecast from the latest lake rows (the `predict`
+flow and `GET /forecast/{ticker}`); `forecast_window` does the same from a raw window a
+client sends (`POST /predict`). Both attach the bundle's split-conformal intervals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tickercast import layout
+from tickercast.delivery.bundle import Bundle
+from tickercast.evaluation.conformal import interval
+from tickercast.evaluation.evaluate import predict_prices, scaled_to_prices
+from tickercast.modeling.features import build_features
+
+MAX_WINDOW_VALUES = 100_000  # a POSTed window larger than this is refused before scaling
+# Raw features that are prices (> 0) or counts (>= 0) in a POSTed window.
+POSITIVE_FEATURES = frozenset({"close", "open", "high", "low"})
+NON_NEGATIVE_FEATURES = frozenset({"volume", "log_volume", "volatility"})
+# A scaled input beyond this many training ranges from the training data is refused: the
+# network's answer there means nothing (and float32 overflows to inf long before 1e38).
+MAX_SCALED = 1e3
+# Days of history before a forecast window that feature warm-up may need (see forecast_next).
+WARMUP_ROWS = 256
+
+
+def model_inputs(bundle: Bundle, prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled feature rows and their dates; features use only past days, so any longer
+    history gives the same rows as training once past the warm-up."""
+    x, dates, _ = _inputs(bundle, prices)
+    return x, dates
+
+
+def _inputs(bundle: Bundle, prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    frame = build_features(prices, bundle.spec.features)
+    raw = frame[bundle.spec.features].to_numpy(dtype=np.float64)
+    x = bundle.spec.feature_scaler.transform(raw).astype(np.float32)
+    dates = np.array(frame["date"].astype(str).tolist(), dtype="datetime64[D]")
+    return x, dates, frame["_close"].to_numpy(dtype=np.float64)
+
+
+def predict_at(bundle: Bundle, prices: pd.DataFrame, anchor_dates) -> np.ndarray:
+    """Forecast (in prices) for windows ending on each of `anchor_dates`."""
+    x, dates, close = _inputs(bundle, prices)
+    wanted = np.asarray(pd.to_datetime(anchor_dates).values.astype("datetime64[D]"))
+    positions = np.searchsorted(dates, wanted)
+    found = (positions < len(dates)) & (dates[np.minimum(positions, len(dates) - 1)] == wanted)
+    if not found.all():
+        raise ValueError(f"no price row for anchor day(s) {wanted[~found][:3]}")
+    if (positions < bundle.spec.lookback - 1).any():
+        raise ValueError(f"fewer than lookback={bundle.spec.lookback} rows before an anchor day")
+    return predict_prices(bundle.model, bundle.spec, x, positions, close)
+
+
+def interval_columns(bundle: Bundle, forecast: np.ndarray) -> dict[str, np.ndarray]:
+    """lo_<level>/hi_<level> per output from the bundle's conformal quantiles (NaN if none)."""
+    out = {}
+    for key, cal in sorted((bundle.metadata.get("intervals") or {}).items()):
+        q = np.array(
+            [np.nan if v is None else v for v in cal.get("q", [])], dtype=np.float64
+        ).reshape(-1)
+        if q.size != forecast.shape[-1]:
+            q = np.full(forecast.shape[-1], np.nan)
+        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q)
+    return out
+
+
+def _rows(bundle: Bundle, ticker: str, forecast: np.ndarray, as_of: str, last_close) -> list:
+    bands = interval_columns(bundle, forecast)
+    rows = []
+    for j in range(forecast.shape[-1]):
+        rows.append(
+            {
+                "ticker": ticker,
+                "version": bundle.version,
+                "as_of": as_of,
+                "horizon": bundle.spec.horizon,
+                "target": bundle.spec.target,
+                "output": j + 1,
+                "last_close": last_close,
+                "forecast": float(forecast[0, j]),
+                **{k: _finite(v[0, j]) for k, v in bands.items()},
+            }
+        )
+    return rows
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dict]:
+    """The forecast for the `horizon` days after the last lake day, one row per output.
+
+    Only the last `lookback + WARMUP_ROWS` days are turned into features: every feature
+    looks back a bounded number of days (at most 21), so the window is the same (to
+    rounding) as from the whole history, at a fraction of the cost per request.
+    """
+    prices = prices.iloc[-(bundle.spec.lookback + WARMUP_ROWS) :]
+    x, dates, closes = _inputs(bundle, prices)
+    if len(x) < bundle.spec.lookback:
+        raise ValueError(
+            f"ticker {ticker}: {len(x)} usable rows in the lake, the model needs "
+            f"lookback={bundle.spec.lookback}"
+        )
+    window = x[len(x) - bundle.spec.lookback :][None]
+    scaled = np.asarray(bundle.model.predict_on_batch(window))
+    forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, closes[-1:]), ticker)
+    return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]))
+
+
+def check_window(bundle: Bundle, window) -> np.ndarray:
+    """A client's raw window as a float array, or ValueError saying what is wrong with it."""
+    expected = (bundle.spec.lookback, len(bundle.spec.features))
+    try:
+        array = np.asarray(window, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"window must be a list of rows of numbers: {exc}") from exc
+    if array.shape != expected:
+        raise ValueError(
+            f"window has shape {list(array.shape)}, expected {list(expected)}: "
+            f"{expected[0]} rows (lookback, oldest first) of {expected[1]} features "
+            f"{bundle.spec.features}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("window contains NaN or infinite values")
+    for j, name in enumerate(bundle.spec.features):
+        column = array[:, j]
+        if name in POSITIVE_FEATURES and (column <= 0).any():
+            raise ValueError(f"window feature {name!r} must be > 0 (a price), got {column.min():g}")
+        if name in NON_NEGATIVE_FEATURES and (column < 0).any():
+            raise ValueError(f"window feature {name!r} must be >= 0, got {column.min():g}")
+    scaled = bundle.spec.feature_scaler.transform(array)
+    if (np.abs(scaled) > MAX_SCALED).any():
+        j = int(np.argwhere(np.abs(scaled) > MAX_SCALED)[0][1])
+        raise ValueError(
+            f"window feature {bundle.spec.features[j]!r} is far outside the range the model "
+            f"was trained on ({bundle.spec.feature_scaler.min[j]:g}..."
+            f"{bundle.spec.feature_scaler.max[j]:g}); refusing to extrapolate"
+        )
+    return array
+
+
+def finite_forecast(forecast: np.ndarray, ticker: str) -> np.ndarray:
+    """The forecast, or ValueError when the model produced NaN or inf (never served)."""
+    if not np.isfinite(forecast).all():
+        raise ValueError(f"ticker {ticker}: the model's forecast is not a finite number")
+    return forecast
+
+
+def forecast_window(bundle: Bundle, window, ticker: str) -> list[dict]:
+    """The forecast from a raw (unscaled, price-unit) window of the model's features."""
+    raw = check_window(bundle, window)
+    close = None
+    if "close" in bundle.spec.features:
+        close = float(raw[-1, bundle.spec.features.index("close")])
+    elif bundle.spec.target.endswith("_log_return"):
+        raise ValueError(
+            f"target {bundle.spec.target!r} predicts a return from the last close, and the "
+            "window has no close feature to take it from"
+        )
+    x = bundle.spec.feature_scaler.transform(raw).astype(np.float32)[None]
+    scaled = np.asarray(bundle.model.predict_on_batch(x))
+    last = None if close is None else np.array([close])
+    forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, last), ticker)
+    return _rows(bundle, ticker, forecast, "window", close)
+
+
+def write_forecasts(data_dir: str | Path, rows: list[dict]) -> Path:
+    """One Parquet file per predict run under <data_dir>/forecasts/, written atomically."""
+    from tickercast.atomic import atomic_path
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = layout.forecasts_dir(data_dir) / f"forecast-{stamp}-{uuid.uuid4().hex[:6]}.parquet"
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "created_at", pd.Timestamp.now(tz="UTC"))
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return path

@@ -1,0 +1,1 @@
+"""Judging forecasts: metrics, baselines, conformal intervals, significance, plots, reports."""

@@ -1,0 +1,118 @@
+"""What an evaluation says: the plain verdict, the JSON summary metadata.json and the
+promotion gate read, the report's tables, and the files of one evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tickercast.evaluation.jsonsafe import clean
+from tickercast.evaluation.metrics import skill
+from tickercast.evaluation.names import MODEL, NAIVE
+from tickercast.evaluation.plots import plot_forecast, plot_loss, plot_residuals
+
+
+def verdict(results: dict[str, dict[str, float]]) -> str:
+    """Plain sentences: is the model better than naive *by a test* (Diebold-Mariano at 5%),
+    and which baselines are significantly better than the model?"""
+    model_rmse, naive_rmse = results[MODEL]["rmse"], results[NAIVE]["rmse"]
+    s = skill(model_rmse, naive_rmse)
+    test = results[NAIVE]
+    p = format_p(test.get("dm_p"))
+    state = test.get("dm_verdict") or "indistinguishable"
+    if state == "better":
+        text = f"The model beats the naive last-close forecast (RMSE skill {s:+.1%}, DM p {p})."
+    elif state == "worse":
+        text = (
+            f"The model is worse than the naive last-close forecast (RMSE skill {s:+.1%}, "
+            f"DM p {p}): do not trade on it."
+        )
+    else:
+        text = (
+            f"The model is indistinguishable from the naive last-close forecast (RMSE skill "
+            f"{s:+.1%}, DM p {p}): no evidence of skill."
+        )
+    better = [
+        f"{name} (p {format_p(values.get('dm_p'))})"
+        for name, values in results.items()
+        if name not in (MODEL, NAIVE) and values.get("dm_verdict") == "worse"
+    ]
+    if better:
+        text += f" Baselines significantly better than the model: {', '.join(better)}."
+    return text
+
+
+def format_p(p: float | None) -> str:
+    """'= 0.041', '< 0.001' or 'n/a' (too few windows to test)."""
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
+
+
+def report_rows(results: dict[str, dict[str, float]]) -> list[dict]:
+    """One row per forecaster for a table artifact, rounded, None where undefined."""
+    return [
+        {
+            "forecaster": name,
+            **{k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()},
+        }
+        for name, values in results.items()
+    ]
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> list[str]:
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    lines = [
+        "| forecaster | RMSE | MAE | MAPE % | sMAPE % | MASE | direction % | skill vs naive "
+        "| DM p (model vs it) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in results.items():
+        lines.append(
+            f"| {name} | {fmt(v.get('rmse'), '.4f')} | {fmt(v.get('mae'), '.4f')} | "
+            f"{fmt(v.get('mape'), '.2f')} | {fmt(v.get('smape'), '.2f')} | "
+            f"{fmt(v.get('mase'), '.3f')} | {fmt(v.get('directional_accuracy'), '.1f')} | "
+            f"{fmt(v.get('skill'), '+.1%')} | "
+            + ("—" if name == MODEL else f"{fmt(v.get('dm_p'), '.3g')} ({v.get('dm_verdict')})")
+            + " |"
+        )
+    return lines
+
+
+def evaluation_summary(ev: dict) -> dict:
+    """The JSON-ready part of an evaluation (what metadata.json and the gate read)."""
+    return clean(
+        {
+            "metrics": ev["metrics"],
+            "verdict": verdict(ev["metrics"]),
+            "intervals": ev["intervals"],
+            "evaluation": {
+                "window": ev["window"],
+                "mase_scale": ev["mase_scale"],
+                "ridge_alpha": ev["ridge_alpha"],
+                "up_share": ev["up_share"],
+            },
+        }
+    )
+
+
+def write_evaluation(out_dir: Path, ev: dict, history: dict, ticker: str) -> dict[str, Path]:
+    """predictions.parquet, metrics.json and the three plots of one evaluation."""
+    from tickercast.atomic import atomic_path, write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "predictions": out_dir / "predictions.parquet",
+        "metrics_json": out_dir / "metrics.json",
+        "loss_png": out_dir / "loss.png",
+        "forecast_png": out_dir / "forecast.png",
+        "residuals_png": out_dir / "residuals.png",
+    }
+    with atomic_path(paths["predictions"]) as tmp:
+        ev["table"].to_parquet(tmp, index=False)
+    write_json(paths["metrics_json"], evaluation_summary(ev))
+    plot_loss(history, paths["loss_png"], f"{ticker}: training loss")
+    plot_forecast(ev["table"], paths["forecast_png"], f"{ticker}: test-split forecast vs actual")
+    plot_residuals(ev["table"], paths["residuals_png"], f"{ticker}: test residuals")
+    return paths

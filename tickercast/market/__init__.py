@@ -1,0 +1,1 @@
+"""Market data in: Yahoo and file sources, validation, and the Parquet lake."""

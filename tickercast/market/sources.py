@@ -1,0 +1,249 @@
+"""Offline price sources: the bundled sample, Yahoo-export CSVs, and the tutorial's sine wave.
+
+Each returns a canonical frame (`tickercast.market.schema.PRICE_COLUMNS`) plus how many rows it
+dropped, so ingest can report what it let in and what it refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from tickercast import layout
+from tickercast.market.schema import PRICE_COLUMNS, PRICE_SCHEMA
+from tickercast.tickers import validate_ticker
+
+_CSV_FIELDS = {
+    "date": "date",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "adj close": "adj_close",
+    "adj_close": "adj_close",
+    "adjclose": "adj_close",
+    "volume": "volume",
+}
+_REQUIRED = ("date", "open", "high", "low", "close", "volume")
+# A day, optionally with the time and UTC offset of yfinance's exports (00:00:00-04:00).
+_DATE = re.compile(
+    r"(?P<day>\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+)
+
+
+class MalformedFileError(ValueError):
+    """A source file that cannot be trusted; the message names file, line and field."""
+
+
+@dataclass
+class Loaded:
+    """A source's prices, how many all-null rows it dropped, and where each row came from."""
+
+    prices: pd.DataFrame
+    dropped_null_rows: int = 0
+    origin: Path | None = None
+    lines: dict[dt.date, int] = field(default_factory=dict)
+
+    def where(self, day: dt.date | None) -> str:
+        """'<file>, line <n>' for a day's row when the rows came from a file, else ''."""
+        if self.origin is None:
+            return ""
+        line = self.lines.get(day) if day is not None else None
+        return f"{self.origin}, line {line}" if line else str(self.origin)
+
+
+# Cells a vendor writes for a value it does not have (Yahoo: `null`).
+_NO_VALUE = frozenset({"", "null", "nan"})
+
+
+def load_csv(path: str | Path, missing_ok: bool = False) -> Loaded:
+    """Parse one Yahoo-export CSV strictly; Yahoo's all-`null` rows are dropped and counted.
+
+    With `missing_ok` a price cell (open, high, low, close, adj close) may be empty,
+    `null` or `nan`: it is read as NaN and left to `screen_prices` (which drops a row
+    without a close and counts the others' quirks); without, such a cell is malformed.
+    Text that is no number is malformed either way.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such CSV file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MalformedFileError(f"{path}, line 1: empty file, expected a header") from None
+        # Case-insensitive; the web table's "Close*" / "Adj Close**" footnote marks too.
+        names = [_CSV_FIELDS.get(h.strip().rstrip("*").strip().lower()) for h in header]
+        duplicate = sorted({n for n in names if n and names.count(n) > 1})
+        if duplicate:
+            raise MalformedFileError(f"{path}, line 1: duplicate column(s) {duplicate}")
+        missing = [f for f in _REQUIRED if f not in names]
+        if missing:
+            raise MalformedFileError(
+                f"{path}, line 1: missing column(s) {missing}; header was {header}"
+            )
+        index = {name: i for i, name in enumerate(names) if name}
+        rows: dict[str, list] = {c: [] for c in PRICE_COLUMNS}
+        lines: dict[dt.date, int] = {}
+        dropped = 0
+        for line_no, record in enumerate(reader, start=2):
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if len(record) != len(header):
+                raise MalformedFileError(
+                    f"{path}, line {line_no}: {len(record)} fields, header has {len(header)}"
+                )
+            values = {name: record[i].strip() for name, i in index.items()}
+            if all(values[f].lower() == "null" for f in values if f != "date"):
+                dropped += 1
+                continue
+            day = _parse_date(values["date"], path, line_no)
+            if day in lines:
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field date: {day} repeats line {lines[day]}"
+                )
+            if rows["date"] and day < rows["date"][-1]:
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field date: {day} comes after "
+                    f"{rows['date'][-1]} (line {lines[rows['date'][-1]]}); rows must be sorted"
+                )
+            lines[day] = line_no
+            rows["date"].append(day)
+            for field in ("open", "high", "low", "close"):
+                rows[field].append(_parse_price(values[field], path, line_no, field, missing_ok))
+            adj = values.get("adj_close")
+            rows["adj_close"].append(
+                _parse_price(adj, path, line_no, "adj_close", missing_ok)
+                if adj
+                else rows["close"][-1]
+            )
+            volume = _parse_number(values["volume"], path, line_no, "volume")
+            if volume != int(volume):
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field volume: {values['volume']!r} is not whole"
+                )
+            rows["volume"].append(int(volume))
+    if not rows["date"]:
+        what = f"all {dropped} data rows are null" if dropped else "no data rows"
+        raise MalformedFileError(f"{path}, line 2: {what}, expected at least one trading day")
+    return Loaded(pd.DataFrame(rows), dropped, origin=path, lines=lines)
+
+
+def _parse_date(text: str, path: Path, line_no: int) -> dt.date:
+    """YYYY-MM-DD, or the exchange-local timestamp yfinance's `to_csv()` writes."""
+    match = _DATE.fullmatch(text)
+    try:
+        if match is None:
+            raise ValueError(text)
+        return dt.date.fromisoformat(match["day"])
+    except ValueError:
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field date: {text!r} is not a YYYY-MM-DD date"
+        ) from None
+
+
+def _parse_price(text: str, path: Path, line_no: int, field: str, missing_ok: bool) -> float:
+    """A price cell; a vendor's empty or `null` cell is NaN when `missing_ok`."""
+    if missing_ok and text.lower() in _NO_VALUE:
+        return math.nan
+    return _parse_number(text, path, line_no, field)
+
+
+def _parse_number(text: str, path: Path, line_no: int, field: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field {field}: {text!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise MalformedFileError(f"{path}, line {line_no}, field {field}: {text!r} is not finite")
+    return value
+
+
+def csv_path(csv_dir: str | Path, ticker: str) -> Path:
+    """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
+    itself when it is one file (that file then holds the ticker, whatever its name)."""
+    ticker = validate_ticker(ticker)
+    folder = Path(csv_dir)
+    if folder.is_file():
+        return folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
+    exact = folder / f"{ticker}.csv"
+    if exact.is_file():
+        return exact
+    for candidate in sorted(folder.iterdir()):
+        if candidate.suffix.lower() == ".csv" and candidate.stem.upper() == ticker:
+            return candidate
+    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+
+
+def csv_tickers(csv_dir: str | Path) -> list[str]:
+    """The tickers a CSV import covers: the file's stem, or every `*.csv` stem in a folder.
+
+    Stems are returned as found (upper-cased, not validated): a file whose name is not
+    a ticker is reported as that ticker's failure instead of stopping the others.
+    """
+    path = Path(csv_dir)
+    if path.is_file():
+        return [path.stem.upper()]
+    if not path.is_dir():
+        raise FileNotFoundError(f"csv_dir {path} is not a folder or a CSV file")
+    stems = sorted({p.stem.upper() for p in path.iterdir() if p.suffix.lower() == ".csv"})
+    if not stems:
+        raise FileNotFoundError(f"csv_dir {path} holds no .csv files")
+    return stems
+
+
+def sample_tickers() -> list[str]:
+    """Tickers of the bundled offline sample."""
+    return sorted(p.stem for p in layout.sample_dir().glob("*.parquet"))
+
+
+def sample_path(ticker: str) -> Path:
+    ticker = validate_ticker(ticker)
+    path = layout.sample_dir() / f"{ticker}.parquet"
+    if not path.is_file():
+        available = sorted(p.stem for p in layout.sample_dir().glob("*.parquet"))
+        raise FileNotFoundError(
+            f"ticker {ticker} is not in the bundled sample; available: {available}"
+        )
+    return path
+
+
+def load_sample(ticker: str) -> Loaded:
+    """The bundled offline sample (real Yahoo exports, see data/sample/README.md)."""
+    table = pq.read_table(sample_path(ticker), schema=PRICE_SCHEMA)
+    return Loaded(table.to_pandas())
+
+
+def sine_prices(step: float = 0.1, cycles: float = 10.0) -> Loaded:
+    """The tutorial's sine wave sin(arange(0, 20*pi, 0.1)) as a price series.
+
+    The wave is shifted by +2 so prices stay positive (the lake refuses prices <= 0);
+    scaling makes the shift invisible to the model, and dates are consecutive business days.
+    """
+    wave = np.sin(np.arange(0, 2 * cycles * math.pi, step)) + 2.0
+    dates = pd.bdate_range("2000-01-03", periods=len(wave)).date
+    frame = pd.DataFrame(
+        {
+            "date": dates,
+            "open": wave,
+            "high": wave,
+            "low": wave,
+            "close": wave,
+            "adj_close": wave,
+            "volume": np.zeros(len(wave), dtype=np.int64),
+        }
+    )
+    return Loaded(frame)

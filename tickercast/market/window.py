@@ -1,0 +1,283 @@
+"""Incremental ingest of a windowed source (yfinance, or any `Fetcher`).
+
+The first run fetches `start`..`end` (or `period`); a rerun asks only for the days after
+the last stored one, re-reading the last `overlap_days` stored days to pick up revisions,
+merges (fetched rows win), de-duplicates by date and rewrites the partition atomically.
+When the overlap shows that history was re-adjusted since the last run (a split or
+dividend not stored yet, or every overlapping close / adj_close changed beyond
+`tolerance`), the ticker's full stored span is fetched again and replaces the partition,
+so old and new rows never mix two adjustment bases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tickercast.hashing import file_sha256
+from tickercast.market import lake
+from tickercast.market.options import IngestOptions
+from tickercast.market.partition import (
+    as_date,
+    canonical,
+    dates,
+    day_array,
+    ingest_result,
+    read_stored,
+    split_days,
+)
+from tickercast.market.retry import Attempts, Fetched, Fetcher, call_with_retries
+from tickercast.market.schema import EVENT_COLUMNS, empty_events
+from tickercast.market.validate import Screened, move_warnings, screen_prices
+
+
+@dataclass(frozen=True)
+class Window:
+    """One request to a windowed source (start and end inclusive)."""
+
+    start: dt.date | None
+    end: dt.date | None
+    period: str | None
+    why: str
+
+    def describe(self) -> dict[str, str | None]:
+        return {
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "period": self.period,
+            "why": self.why,
+        }
+
+
+_FIRST_STORED: Any = object()
+
+
+def plan_window(
+    stored: Iterable | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    period: str | None,
+    overlap_days: int,
+    covered_from: dt.date | None = _FIRST_STORED,
+) -> Window | None:
+    """What to ask the source for, given the stored days; None when nothing is missing.
+
+    First run: the requested window. Rerun: from the `overlap_days`-th last stored day on.
+    A `start` before what earlier fetches covered (`covered_from`: None = the whole
+    history; by default the first stored day) needs the full span again, one adjustment
+    basis for every row. `period` only shapes a first run.
+    """
+    days = None if stored is None else day_array(stored)
+    if days is None or len(days) == 0:
+        return Window(start, end, period, "first")
+    first, last = as_date(days[0]), as_date(days[-1])
+    if covered_from is _FIRST_STORED:
+        covered_from = first
+    if start is not None and covered_from is not None and start < covered_from:
+        return Window(start, _full_end(end, last), None, "backfill")
+    if end is not None and end <= last:
+        return None
+    tail = as_date(days[max(0, len(days) - overlap_days)])
+    return Window(tail, end, None, "incremental")
+
+
+def _full_end(end: dt.date | None, last: dt.date) -> dt.date | None:
+    """A full refetch never ends before the last stored day (replacing would drop rows)."""
+    return None if end is None else max(end, last)
+
+
+def readjustment(
+    old: pd.DataFrame,
+    old_events: pd.DataFrame | None,
+    fetched: Fetched,
+    tolerance: float,
+) -> tuple[str | None, list[str]]:
+    """(why history must be fetched again or None, notes about revised overlap days).
+
+    Re-adjusted: the answer carries a split or dividend the lake does not hold yet (Yahoo
+    then rescales every earlier close or adj_close), or every overlapping day's close or
+    adj_close changed. Only some overlap days changed: revisions, taken as they are.
+    """
+    known = set()
+    if old_events is not None:
+        known = set(zip(dates(old_events["date"]), old_events["kind"], strict=True))
+    if fetched.events is not None:
+        for day, kind, value in zip(
+            dates(fetched.events["date"]),
+            fetched.events["kind"],
+            fetched.events["value"],
+            strict=True,
+        ):
+            if (day, kind) not in known:
+                return f"new {kind} on {day} ({value:g}) not in the lake", []
+    shared, i_old, i_new = np.intersect1d(
+        day_array(old["date"]), day_array(fetched.prices["date"]), return_indices=True
+    )
+    if len(shared) == 0:
+        return None, []
+    changed = np.zeros(len(shared), dtype=bool)
+    for column in ("close", "adj_close"):
+        before = old[column].to_numpy(dtype="float64")[i_old]
+        after = fetched.prices[column].to_numpy(dtype="float64")[i_new]
+        changed |= np.abs(after - before) > tolerance * np.abs(before)
+    if not changed.any():
+        return None, []
+    days = [str(d) for d in shared[changed]]
+    if changed.all():
+        return f"all {len(shared)} overlapping day(s) changed price ({', '.join(days[:3])})", []
+    return None, [f"revised {len(days)} overlapping day(s): {', '.join(days[:5])}"]
+
+
+def ingest_window(
+    ticker: str,
+    source: str,
+    data_dir: Path,
+    fetch: Fetcher,
+    start: dt.date | None,
+    end: dt.date | None,
+    period: str | None,
+    opts: IngestOptions,
+    sleep: Callable[[float], None],
+    log: Callable[[str], None] | None,
+) -> dict:
+    """Plan, fetch (retried), refetch in full if history was re-adjusted, merge and write,
+    all under the ticker's lock."""
+    attempts = Attempts()
+    fetches: list[dict] = []
+    screens: list[Screened] = []  # the last one screened the rows that are stored
+
+    def get(window: Window) -> Fetched:
+        fetches.append(window.describe())
+        got = call_with_retries(
+            lambda: fetch(ticker, window.start, window.end, window.period),
+            ticker,
+            opts,
+            sleep=sleep,
+            log=log,
+            attempts=attempts,
+        )
+        screened = screen_prices(canonical(got.prices), ticker, opts.on_quirk)
+        screens.append(screened)
+        return replace(  # a new answer: a fetcher may hand out the same object twice
+            got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
+        )
+
+    notes: list[str] = []
+    with lake.partition_lock(data_dir, ticker):
+        old, old_events, _ = read_stored(data_dir, ticker, opts.on_corrupt, notes)
+        if old is None:
+            old_events = None
+        stored = None if old is None else day_array(old["date"])
+        covered = _covered_from(data_dir, ticker, stored)
+        window = plan_window(stored, start, end, period, opts.overlap_days, covered)
+        if window is None:
+            path = lake.partition_path(data_dir, ticker)
+            return ingest_result(
+                ticker,
+                source,
+                path,
+                file_sha256(path),
+                old,
+                stored,
+                dropped=0,
+                warnings=notes,
+                mode="up-to-date",
+                fetches=[],
+                attempts=0,
+            )
+        fetched = get(window)
+        mode = "full"
+        if window.why == "incremental":
+            why, revisions = readjustment(old, old_events, fetched, opts.tolerance)
+            notes += revisions
+            mode = "incremental"
+            if why is not None:
+                notes.append(f"ticker {ticker}: history re-adjusted ({why}); fetched it again")
+                since = None if covered is None else min(covered, start or covered)
+                full_end = _full_end(end, as_date(stored[-1]))
+                window = Window(since, full_end, None, "re-adjusted")
+                fetched = get(window)
+                mode = "refetch"
+        if mode == "incremental":
+            prices = _merge(old, fetched.prices)
+            events = _merge_events(old_events, fetched.events)
+        else:
+            prices = fetched.prices
+            events = fetched.events if fetched.events is not None else old_events
+        if mode == "incremental":
+            note = "max" if covered is None else covered.isoformat()
+        elif window.start is not None:
+            note = window.start.isoformat()
+        else:  # the whole history, or a look-back `period` (then: what it returned)
+            note = "max" if window.period is None else str(day_array(prices["date"])[0])
+        path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
+        digest = file_sha256(path)
+        if events is not None:
+            lake.write_events(data_dir, ticker, events)
+    after = as_date(stored[-1]) if mode == "incremental" else None
+    warnings = (
+        notes
+        + screens[-1].notes
+        + move_warnings(
+            prices,
+            ticker,
+            move_threshold=opts.move_threshold,
+            split_days=split_days(events),
+            after=after,
+        )
+    )
+    return ingest_result(
+        ticker,
+        source,
+        path,
+        digest,
+        prices,
+        stored,
+        dropped=fetched.dropped_null_rows,
+        warnings=warnings,
+        mode=mode,
+        fetches=fetches,
+        attempts=attempts.count,
+        retries=attempts.log,
+        screened=screens[-1],
+    )
+
+
+def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """New rows win on shared days; old days outside the fetched ones are kept."""
+    merged = pd.concat([old, new], ignore_index=True)
+    merged = merged.drop_duplicates("date", keep="last")
+    return merged.sort_values("date", kind="stable").reset_index(drop=True)
+
+
+def _merge_events(old: pd.DataFrame | None, new: pd.DataFrame | None) -> pd.DataFrame | None:
+    if new is None:
+        return old
+    frames = [f[EVENT_COLUMNS] for f in (old, new) if f is not None and len(f)]
+    if not frames:
+        return empty_events()
+    merged = pd.concat(frames, ignore_index=True)
+    merged["date"] = dates(merged["date"])
+    merged = merged.drop_duplicates(["date", "kind"], keep="last")
+    return merged.sort_values(["date", "kind"], kind="stable").reset_index(drop=True)
+
+
+def _covered_from(data_dir: Path, ticker: str, stored: np.ndarray | None) -> dt.date | None:
+    """From which day on earlier fetches covered the ticker (None: its whole history)."""
+    if stored is None or len(stored) == 0:
+        return None
+    try:
+        note = lake.read_covered_from(data_dir, ticker)
+    except lake.CorruptPartitionError:
+        note = None
+    if note == "max":
+        return None
+    if note:
+        return dt.date.fromisoformat(note)
+    return as_date(stored[0])  # written before the note existed: what is stored

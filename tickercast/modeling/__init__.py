@@ -1,0 +1,1 @@
+"""Turning prices into a fitted network: features, preprocessing, windows, models, training."""

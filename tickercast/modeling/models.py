@@ -1,0 +1,212 @@
+"""The LSTM family, built only from stock Keras layers so bundles load in safe mode.
+
+LSTM layers keep Keras' defaults (tanh/sigmoid, bias, no recurrent dropout, no unroll),
+which is what makes them eligible for the fused cuDNN kernel on a GPU; `cudnn_problems`
+names anything in a built model that breaks that, so training can warn about it.
+
+A global model with a ticker embedding takes two inputs (`window`, `ticker`).
+`bind_ticker` turns it into the single-input model of one ticker (the embedding row
+becomes a constant), so evaluation, bundles and inference never need the ticker id.
+"""
+
+from __future__ import annotations
+
+from tickercast.choices import NETWORKS
+
+MODELS = NETWORKS
+CONV_KERNEL = 3
+
+
+def min_units(name: str) -> int:
+    """How many entries `units` needs for an architecture (its layers' sizes)."""
+    return {"stacked_lstm": 2, "cnn_lstm": 2}.get(name, 1)
+
+
+def _body(
+    x,
+    name: str,
+    units: list[int],
+    outputs: int,
+    dropout: float,
+    l2: float,
+    rdrop: float,
+    use_cudnn: bool | str = "auto",
+):
+    """The shared trunk + head; layer names are fixed so weights can move between models."""
+    import keras
+
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    def lstm(size: int, i: int, sequences: bool):
+        return keras.layers.LSTM(
+            size,
+            return_sequences=sequences,
+            kernel_regularizer=reg,
+            recurrent_dropout=rdrop,
+            use_cudnn=use_cudnn,
+            name=f"lstm_{i}",
+        )
+
+    def drop(i: int):
+        return keras.layers.Dropout(dropout, name=f"dropout_{i}") if dropout > 0 else None
+
+    def stack(x, sizes: list[int], all_sequences: bool = False, bidirectional: bool = False):
+        for i, size in enumerate(sizes):
+            sequences = all_sequences or i < len(sizes) - 1
+            layer = lstm(size, i, sequences)
+            if bidirectional:
+                layer = keras.layers.Bidirectional(layer, name=f"bilstm_{i}")
+            x = layer(x)
+            if (d := drop(i)) is not None:
+                x = d(x)
+        return x
+
+    if name == "lstm":
+        x = stack(x, units[:1])
+    elif name == "stacked_lstm":
+        x = stack(x, units)
+    elif name == "bilstm":
+        x = stack(x, units, bidirectional=True)
+    elif name == "cnn_lstm":
+        # Causal padding: output step t sees inputs <= t only, like the LSTM after it.
+        x = keras.layers.Conv1D(
+            units[0],
+            CONV_KERNEL,
+            padding="causal",
+            activation="relu",
+            kernel_regularizer=reg,
+            name="conv_0",
+        )(x)
+        x = stack(x, units[1:])
+    elif name == "lstm_attention":
+        seq = stack(x, units, all_sequences=True)
+        hidden = keras.layers.Dense(
+            units[-1], activation="tanh", kernel_regularizer=reg, name="attention_hidden"
+        )(seq)
+        score = keras.layers.Dense(1, name="attention_score")(hidden)
+        weights = keras.layers.Softmax(axis=1, name="attention_weights")(score)
+        context = keras.layers.Dot(axes=1, name="attention_context")([weights, seq])
+        x = keras.layers.Flatten(name="context")(context)
+    else:
+        raise ValueError(f"unknown model {name!r}; valid: {list(MODELS)}")
+    # float32 output even under mixed precision: the loss and the forecast stay exact.
+    return keras.layers.Dense(outputs, kernel_regularizer=reg, dtype="float32", name="forecast")(x)
+
+
+def build_model(
+    name: str,
+    lookback: int,
+    n_features: int,
+    units: list[int],
+    learning_rate: float = 1e-3,
+    clipvalue: float = 1.0,
+    outputs: int = 1,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    n_tickers: int = 0,
+    ticker_embedding: int = 0,
+    bound_ticker_vector=None,
+    compile: bool = True,
+    use_cudnn: bool | str = "auto",
+):
+    """Default (the tutorial): LSTM(64, seq) -> LSTM(32) -> Dense(1), Adam(clipvalue=1).
+
+    `ticker_embedding > 0` (global mode) adds a `ticker` input whose learned vector is
+    appended to every time step's features. `bound_ticker_vector` builds the one-ticker
+    version instead: same trunk, the vector as a constant. `use_cudnn=False` keeps the LSTM
+    off the cuDNN kernel (training pinned to the CPU on a machine that has a GPU).
+    """
+    import keras
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {list(MODELS)}")
+    if len(units) < min_units(name):
+        raise ValueError(f"model {name!r} needs at least {min_units(name)} entries in units")
+    window = keras.Input(shape=(lookback, n_features), name="window")
+    inputs: list = [window]
+    x = window
+    if bound_ticker_vector is not None:
+        import numpy as np
+
+        vector = np.asarray(bound_ticker_vector, dtype="float32")
+        constant = keras.layers.Dense(
+            len(vector),
+            kernel_initializer="zeros",
+            bias_initializer=keras.initializers.Constant(vector),
+            trainable=False,
+            name="ticker_constant",
+        )(window)  # zero kernel: every step gets exactly the ticker's vector
+        x = keras.layers.Concatenate(name="with_ticker")([window, constant])
+    elif ticker_embedding > 0:
+        if n_tickers < 1:
+            raise ValueError("a ticker embedding needs n_tickers >= 1")
+        ticker = keras.Input(shape=(), dtype="int32", name="ticker")
+        inputs.append(ticker)
+        vector = keras.layers.Embedding(n_tickers, ticker_embedding, name="ticker_embedding")(
+            ticker
+        )
+        steps = keras.layers.RepeatVector(lookback, name="ticker_steps")(vector)
+        x = keras.layers.Concatenate(name="with_ticker")([window, steps])
+    out = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn)
+    model = keras.Model(inputs if len(inputs) > 1 else window, out, name=name)
+    if compile:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipvalue=clipvalue),
+            loss="mse",
+        )
+    return model
+
+
+def bind_ticker(model, index: int, **build_kwargs):
+    """The single-input model of ticker `index` from a global model with an embedding.
+
+    Predictions equal the global model's for that ticker: the trunk's weights are copied
+    by layer name and the embedding row becomes a constant.
+    """
+    table = model.get_layer("ticker_embedding").get_weights()[0]
+    kwargs = {k: v for k, v in build_kwargs.items() if k not in ("n_tickers", "ticker_embedding")}
+    bound = build_model(bound_ticker_vector=table[index], compile=False, **kwargs)
+    for layer in bound.layers:
+        if layer.weights and layer.name != "ticker_constant":
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return bound
+
+
+def _lstm_layers(model):
+    import keras
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.LSTM):
+            yield layer
+
+
+def cudnn_problems(model) -> list[str]:
+    """Why each LSTM layer of `model` could not use the fused cuDNN kernel (empty = all can)."""
+    problems = []
+    for layer in _lstm_layers(model):
+        cell = layer.cell
+        why = []
+        if getattr(cell.activation, "__name__", "") != "tanh":
+            why.append(f"activation {getattr(cell.activation, '__name__', cell.activation)}")
+        if getattr(cell.recurrent_activation, "__name__", "") != "sigmoid":
+            why.append("recurrent_activation is not sigmoid")
+        if cell.recurrent_dropout:
+            why.append(f"recurrent_dropout={cell.recurrent_dropout}")
+        if layer.unroll:
+            why.append("unroll=True")
+        if not cell.use_bias:
+            why.append("use_bias=False")
+        if why:
+            problems.append(f"{layer.name}: {', '.join(why)}")
+    return problems
+
+
+def lstm_flops_per_sample(model, lookback: int) -> int:
+    """Multiply-adds x2 of every LSTM's matmuls for one forward pass of one window."""
+    total = 0
+    for layer in _lstm_layers(model):
+        units = layer.cell.units
+        n_in = layer.cell.kernel.shape[0]
+        total += 2 * 4 * units * (n_in + units) * lookback
+    return total

@@ -1,0 +1,1 @@
+"""Hyperparameter search: its config, space, search data, trials and the driver."""
