@@ -4,7 +4,8 @@
     GET  /models               every model: registry champion, the version served, errors
     GET  /forecast/{ticker}    next-horizon forecast from the latest lake rows, with intervals
     POST /predict              {"ticker": "AAPL", "window": [[f1, f2, ...], ...]}: lookback
-                               rows (oldest first) of the model's features, raw prices
+                               rows (oldest first) of the model's features, raw prices;
+                               "last_close" too when the features do not include close
     POST /reload               re-read every registry and reload changed champions
 
 Each request stats the ticker's registry.json; when it changed (a promotion, a
@@ -122,6 +123,12 @@ class PredictRequest(BaseModel):
         min_length=1,
         max_length=MAX_WINDOW_ROWS,
         description="lookback rows, oldest first, of the model's features in raw units",
+    )
+    last_close: float | None = Field(
+        None,
+        gt=0,
+        description="the close of the window's last day: needed when the model forecasts a "
+        "return from it and its features do not include close (the recommended default)",
     )
 
 
@@ -293,7 +300,7 @@ def create_app(data_dir: str | Path) -> FastAPI:
             raise HTTPException(422, f"window rows may hold at most {MAX_FEATURES} features")
         try:
             with entry.lock:
-                rows = forecast_window(entry.bundle, request.window, name)
+                rows = forecast_window(entry.bundle, request.window, name, request.last_close)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}

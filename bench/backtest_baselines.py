@@ -48,10 +48,10 @@ def prices(n: int) -> pd.DataFrame:
 
 def main() -> None:
     from bench.results import record
-    from tickercast.backtest.folds import rolling_origins
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.choices import BASELINES
     from tickercast.evaluation.baselines import baseline_paths, reference_paths
+    from tickercast.folds import rolling_origins
 
     n = INITIAL + ORIGINS - 1 + HORIZON
     frame = prices(n)

@@ -43,13 +43,27 @@ PROTOCOL = dict(
 
 
 def backtest(prices: pd.DataFrame, preset: str, models: list[str], out: Path) -> dict:
+    """The rolling backtest of a preset. Origins are rows of the featurised series, and the
+    recommended features drop their warm-up rows first: the tutorial's first window is
+    longer by that many rows, so both presets forecast from the very same days."""
+    from tickercast.backtest.prepare import featurised
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.config import BacktestConfig
 
-    target = "mean_close_log_return" if preset == "recommended" else "mean_close"
-    cfg = BacktestConfig(
-        tickers=["X"], preset=preset, model=models, target=target, **PROTOCOL
-    ).run_cfg()
+    def config(name: str, **changes) -> dict:
+        target = "mean_close_log_return" if name == "recommended" else "mean_close"
+        fields = {**PROTOCOL, **changes}
+        return BacktestConfig(
+            tickers=["X"], preset=name, model=models, target=target, **fields
+        ).run_cfg()
+
+    def rows(cfg: dict) -> int:
+        return len(featurised(prices, {**cfg, "end": None})[0])
+
+    cfg = config(preset)
+    if preset != "recommended":
+        extra = rows(cfg) - rows(config("recommended"))
+        cfg = config(preset, initial=PROTOCOL["initial"] + extra)
     return rolling_backtest(prices, cfg, out)
 
 
@@ -81,7 +95,7 @@ def autoets_forecasts(prices: pd.DataFrame, result: dict, work: Path) -> np.ndar
 
 
 def score(actual: np.ndarray, pred: np.ndarray, naive: np.ndarray) -> dict:
-    from tickercast.evaluation.significance import dm_test
+    from tickercast.significance import dm_test
 
     rmse = float(np.sqrt(np.mean((actual - pred) ** 2)))
     naive_rmse = float(np.sqrt(np.mean((actual - naive) ** 2)))
@@ -110,7 +124,9 @@ def run_ticker(ticker: str, work: Path) -> dict:
     naive = naive_rows["forecast"].to_numpy()
     tut_table = tut["table"]
     tut_net = tut_table[tut_table["model"] == "stacked_lstm"]
-    assert np.allclose(tut_table[tut_table["model"] == "naive"]["actual"].to_numpy(), actual)
+    same = tut_table[tut_table["model"] == "naive"]
+    assert (same["origin"].to_numpy() == naive_rows["origin"].to_numpy()).all()
+    assert np.allclose(same["actual"].to_numpy(), actual)
     ets = autoets_forecasts(prices, rec, work)
     t3 = time.monotonic()
     rows = {}

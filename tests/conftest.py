@@ -81,7 +81,8 @@ def shared_data() -> Path:
 def pytest_sessionfinish(session, exitstatus):
     stray = _STRAY_VIOLATIONS + netguard.take_violations()
     if stray:
-        print("\nnetwork access blocked outside any test:\n  " + "\n  ".join(stray), file=sys.stderr)
+        lines = "\n  ".join(stray)
+        print(f"\nnetwork access blocked outside any test:\n  {lines}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
     shutil.rmtree(_NETGUARD_DIR, ignore_errors=True)

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from tests.synthetic import price_frame as frame
-from tickercast.backtest.folds import BacktestError, check_initial, refit_folds, rolling_origins
 from tickercast.backtest.rolling import best_lag, rolling_backtest, score_forecasts
 from tickercast.choices import BASELINES
 from tickercast.evaluation.baselines import baseline_paths, reference_paths, training_scale
+from tickercast.folds import BacktestError, check_initial, refit_folds, rolling_origins
 from tickercast.modeling.preprocess import target_prices, to_prices
 
 SHORT = np.array([10.0, 11.0, 13.0, 12.0, 14.0, 15.0, 13.0, 16.0])

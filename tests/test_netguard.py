@@ -175,6 +175,31 @@ def test_the_prefect_test_server_runs_guarded(prefect_server):
     )
 
 
+def try_connect_outside() -> tuple[str, int]:
+    """Run in a Dask worker: which exception a connection attempt raised there, and where."""
+    try:
+        socket.create_connection(OUTSIDE, timeout=5)
+        return "connected", os.getpid()
+    except Exception as exc:  # noqa: BLE001 - the kind is the answer
+        return type(exc).__name__, os.getpid()
+
+
+def test_a_dask_worker_process_is_guarded():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        kind, worker_pid = client.submit(try_connect_outside, pure=False).result(timeout=120)
+    assert worker_pid != os.getpid(), "ran in a worker process"
+    assert kind == "NetworkAccessError"
+    (line,) = expect_logged("connect to 10.255.255.1:9")
+    assert line.startswith(f"pid {worker_pid} ")
+
+
 # --- curl_cffi: libcurl connects from C, past the socket guard ---------------------------
 
 

@@ -31,7 +31,11 @@ def test_forecast_next_from_the_latest_lake_rows(data):
     assert row["last_close"] == pytest.approx(float(prices["close"].iloc[-1]))
     assert row["lo_95"] < row["lo_80"] < row["forecast"] < row["hi_80"] < row["hi_95"]
     q80 = bundle.metadata["intervals"]["80"]["q"][0]
-    assert row["hi_80"] - row["forecast"] == pytest.approx(row["forecast"] * q80)
+    assert bundle.metadata["intervals"]["80"]["scale"] == "volatility"
+    # the band is q per unit of the last 20 days' volatility of daily log returns
+    returns = np.diff(np.log(prices["close"].to_numpy(dtype=float)))[-20:]
+    vol = np.std(returns, ddof=1)
+    assert row["hi_80"] - row["forecast"] == pytest.approx(row["forecast"] * q80 * vol)
     # the evaluation's own code path gives the same number for that anchor day
     same = predict_at(bundle, prices, [row["as_of"]])[0, 0]
     assert same == pytest.approx(row["forecast"], rel=1e-5)
@@ -44,8 +48,12 @@ def test_a_raw_window_gives_the_same_forecast(data):
     (expected,) = forecast_next(bundle, prices, TICKER)
     (row,) = forecast_window(bundle, window.tolist(), TICKER)
     assert row["forecast"] == pytest.approx(expected["forecast"], rel=1e-5)
-    assert row["lo_80"] == pytest.approx(expected["lo_80"], rel=1e-5)
     assert row["last_close"] == pytest.approx(expected["last_close"])
+    # the band's volatility comes from what the window holds: its 19 daily returns (the
+    # lake's forecast reads 20)
+    q80 = bundle.metadata["intervals"]["80"]["q"][0]
+    vol = np.std(np.diff(np.log(window[:, 0])), ddof=1)
+    assert row["forecast"] - row["lo_80"] == pytest.approx(row["forecast"] * q80 * vol)
 
 
 @pytest.mark.parametrize(

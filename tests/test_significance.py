@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tickercast.evaluation.significance import (
+from tickercast.significance import (
     DMResult,
     compare,
     dm_test,

@@ -103,9 +103,9 @@ def test_training_runs_under_distribution_strategies(strategy, monkeypatch, tmp_
 
 
 def test_no_concurrency_slot_on_cpu_or_outside_a_run():
-    with gpu_slot(decide("auto", [])) as note:
+    with gpu_slot(decide("auto", []).device) as note:
         assert "no GPU concurrency slot needed on CPU" == note
-    with gpu_slot(decide("gpu", [GPU0])) as note:
+    with gpu_slot(decide("gpu", [GPU0]).device) as note:
         assert "not in a Prefect run" in note
 
 
@@ -123,7 +123,7 @@ def test_gpu_slot_takes_the_limit_when_it_exists_and_skips_it_when_not(prefect_s
 
     @flow(persist_result=False)
     def guarded(check: bool):
-        with gpu_slot(gpu, logging.getLogger("test")) as note:
+        with gpu_slot(gpu.device, logging.getLogger("test")) as note:
             seen["note"] = note
             if check:
                 seen["inside"] = active_slots()

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from tests.synthetic import random_walk
-from tickercast.backtest.folds import WalkForwardError, expanding_folds
 from tickercast.backtest.walkforward import summarize, walk_forward, write_backtest
 from tickercast.evaluation.baselines import flat_paths, naive_forecast
 from tickercast.evaluation.evaluate import target_weights
+from tickercast.folds import WalkForwardError, expanding_folds
 
 PRE_CFG = {
     "start": None,

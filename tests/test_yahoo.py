@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.yahoo_replay import ALWAYS, CHART_DIR, replay_session, reset_yfinance
-from tickercast.errors import PermanentSourceError, SourceError, TransientSourceError
+from tickercast.errors import PermanentSourceError, TransientSourceError
 from tickercast.market.schema import PRICE_COLUMNS, to_price_table
 from tickercast.market.yahoo import EVENT_COLUMNS, fetch_history
 from tickercast.tickers import InvalidTickerError
@@ -263,13 +263,6 @@ def test_period_counts_back_from_the_latest_bar() -> None:
 
     assert prices["date"].iloc[-1] == DIVIDEND_DAY
     assert 1 <= len(prices) <= 5
-
-
-def test_error_classes_share_a_base() -> None:
-    assert issubclass(TransientSourceError, SourceError)
-    assert issubclass(PermanentSourceError, SourceError)
-    assert issubclass(SourceError, RuntimeError)
-    assert not issubclass(TransientSourceError, PermanentSourceError)
 
 
 def test_importing_the_module_does_not_import_yfinance() -> None:

@@ -609,7 +609,7 @@ class BacktestConfig(_Config):
     @model_validator(mode="after")
     def _consistent(self) -> BacktestConfig:
         _check_inputs(self, self.model)
-        from tickercast.backtest.folds import check_initial
+        from tickercast.folds import check_initial
 
         check_initial(
             self.initial,

@@ -11,8 +11,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from tickercast.modeling.device import DeviceChoice
-
 GPU_CONCURRENCY_LIMIT = "tickercast-gpu"
 """Name of the Prefect global concurrency limit taken around GPU training
 (create it with `prefect gcl create tickercast-gpu --limit 1`; absent = no limit)."""
@@ -28,7 +26,7 @@ def in_prefect_run() -> bool:
 
 @contextlib.contextmanager
 def gpu_slot(
-    choice: DeviceChoice, logger: logging.Logger | logging.LoggerAdapter | None = None
+    device: str, logger: logging.Logger | logging.LoggerAdapter | None = None
 ) -> Iterator[str]:
     """Hold one slot of the `tickercast-gpu` global concurrency limit while training on a GPU.
 
@@ -37,7 +35,7 @@ def gpu_slot(
     Yields a sentence saying what was done, for the log.
     """
     logger = logger or logging.getLogger(__name__)
-    if choice.device != "gpu":
+    if device != "gpu":
         yield "no GPU concurrency slot needed on CPU"
         return
     if not in_prefect_run():

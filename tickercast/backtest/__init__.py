@@ -26,8 +26,8 @@ first forecast day, any target reaching past it blanked) and both score with
 prove that nothing dated at or after an origin's first forecast day reaches what is
 fitted for it.
 
-Modules: `folds` (which rows each fit sees), `prepare` (a fold's preprocessing and fit),
-`walkforward` and `rolling` (the two engines), `tables` (text and markdown reports) and
-`files` (what a backtest writes). The engines import neither `tables` nor the CLI, so a
+Modules: `tickercast.folds` (which rows each fit sees), `prepare` (a fold's preprocessing
+and fit), `walkforward` and `rolling` (the two engines), `tables` (text and markdown
+reports) and `files` (what a backtest writes). The engines import neither `tables` nor the CLI, so a
 report's layout is not part of a cached backtest's key.
 """

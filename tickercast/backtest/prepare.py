@@ -13,8 +13,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from tickercast.backtest.folds import Fold, WalkForwardError
 from tickercast.evaluation.evaluate import predict_prices
+from tickercast.folds import Fold, WalkForwardError
 from tickercast.modeling.features import build_features
 from tickercast.modeling.preprocess import Preprocessing, filter_dates, preprocess
 from tickercast.modeling.windows import split_anchors

@@ -14,24 +14,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickercast.backtest.folds import (
+from tickercast.backtest.prepare import FitFn, Logger, featurised, fit_fold, keras_fit
+from tickercast.choices import BASELINES, NETWORKS
+from tickercast.config import TRAIN_FIELDS
+from tickercast.evaluation.baselines import baseline_paths, training_scale
+from tickercast.evaluation.conformal import (
+    LEVELS,
+    calibrate,
+    coverage,
+    interval,
+    level_key,
+    recent_volatility,
+)
+from tickercast.evaluation.evaluate import target_weights
+from tickercast.evaluation.jsonsafe import clean
+from tickercast.evaluation.metrics import metrics, skill
+from tickercast.evaluation.names import NAIVE
+from tickercast.folds import (
     BacktestError,
     Origins,
     check_initial,
     refit_folds,
     rolling_origins,
 )
-from tickercast.backtest.prepare import FitFn, Logger, featurised, fit_fold, keras_fit
-from tickercast.choices import BASELINES, NETWORKS
-from tickercast.config import TRAIN_FIELDS
-from tickercast.evaluation.baselines import baseline_paths, training_scale
-from tickercast.evaluation.conformal import LEVELS, calibrate, coverage, interval, level_key
-from tickercast.evaluation.evaluate import target_weights
-from tickercast.evaluation.jsonsafe import clean
-from tickercast.evaluation.metrics import metrics, skill
-from tickercast.evaluation.names import NAIVE
-from tickercast.evaluation.significance import LEVEL, dm_test
 from tickercast.modeling.preprocess import output_width, target_prices
+from tickercast.significance import LEVEL, dm_test
 
 # --------------------------------------------------------------------------- networks
 
@@ -80,14 +87,20 @@ def network_forecasts(
         pred[part] = fitted.forecast(group)
         val = fitted.anchors["val"]
         cal = {}
+        fold_close = np.asarray(fitted.arrays["close"], dtype=np.float64)
         if len(val):
             val_pred = np.asarray(fitted.forecaster(fitted.arrays, val), dtype=np.float64)
             val_actual = np.asarray(fitted.arrays["y_price"], dtype=np.float64)[val]
-            cal = calibrate(val_actual.reshape(len(val), -1), val_pred.reshape(len(val), -1))
+            cal = calibrate(
+                val_actual.reshape(len(val), -1),
+                val_pred.reshape(len(val), -1),
+                scale=recent_volatility(fold_close, val),
+            )
+        vol = recent_volatility(fold_close, np.asarray(group) - fold.train_start)
         for key, c in cal.items():
             q = np.asarray(c["q"], dtype=np.float64)
             if np.isfinite(q).all():  # too few calibration windows: no band
-                bands[key][0][part], bands[key][1][part] = interval(pred[part], q)
+                bands[key][0][part], bands[key][1][part] = interval(pred[part], q, vol)
         fold_of[part] = fold.fold
         folds.append(
             {

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 
 from tickercast.backtest.files import without_table, write_files
-from tickercast.backtest.folds import expanding_folds
 from tickercast.backtest.prepare import FitFn, Logger, fit_fold, keras_fit
 from tickercast.evaluation.evaluate import evaluate_forecasts
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.names import FORECASTERS, MODEL
-from tickercast.evaluation.significance import LEVEL, compare
+from tickercast.folds import expanding_folds
 from tickercast.modeling.preprocess import preprocess
+from tickercast.significance import LEVEL, compare
 
 
 def summarize(folds: list[dict]) -> dict:

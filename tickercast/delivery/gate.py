@@ -26,7 +26,7 @@ from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, load_bu
 from tickercast.delivery.registry import RegistryError, decide, known, lock, read_registry
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import LOWER_IS_BETTER, metrics
-from tickercast.evaluation.significance import dm_test
+from tickercast.significance import dm_test
 
 DEFAULT_LEVEL = 0.05
 

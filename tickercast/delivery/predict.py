@@ -17,7 +17,13 @@ import pandas as pd
 
 from tickercast import layout
 from tickercast.delivery.bundle import Bundle
-from tickercast.evaluation.conformal import interval
+from tickercast.evaluation.conformal import (
+    MIN_VOLATILITY,
+    SCALE,
+    VOLATILITY_DAYS,
+    interval,
+    recent_volatility,
+)
 from tickercast.evaluation.evaluate import predict_prices, scaled_to_prices
 from tickercast.modeling.features import build_features
 
@@ -60,8 +66,11 @@ def predict_at(bundle: Bundle, prices: pd.DataFrame, anchor_dates) -> np.ndarray
     return predict_prices(bundle.model, bundle.spec, x, positions, close)
 
 
-def interval_columns(bundle: Bundle, forecast: np.ndarray) -> dict[str, np.ndarray]:
-    """lo_<level>/hi_<level> per output from the bundle's conformal quantiles (NaN if none)."""
+def interval_columns(
+    bundle: Bundle, forecast: np.ndarray, volatility: float | None = None
+) -> dict[str, np.ndarray]:
+    """lo_<level>/hi_<level> per output from the bundle's conformal quantiles (NaN if none,
+    or if they were calibrated per unit of volatility and `volatility` is unknown)."""
     out = {}
     for key, cal in sorted((bundle.metadata.get("intervals") or {}).items()):
         q = np.array(
@@ -69,12 +78,22 @@ def interval_columns(bundle: Bundle, forecast: np.ndarray) -> dict[str, np.ndarr
         ).reshape(-1)
         if q.size != forecast.shape[-1]:
             q = np.full(forecast.shape[-1], np.nan)
-        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q)
+        scale = None
+        if cal.get("scale") == SCALE:
+            scale = np.array([np.nan if volatility is None else volatility])
+        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q, scale)
     return out
 
 
-def _rows(bundle: Bundle, ticker: str, forecast: np.ndarray, as_of: str, last_close) -> list:
-    bands = interval_columns(bundle, forecast)
+def _rows(
+    bundle: Bundle,
+    ticker: str,
+    forecast: np.ndarray,
+    as_of: str,
+    last_close,
+    volatility: float | None = None,
+) -> list:
+    bands = interval_columns(bundle, forecast, volatility)
     rows = []
     for j in range(forecast.shape[-1]):
         rows.append(
@@ -115,7 +134,8 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
     window = x[len(x) - bundle.spec.lookback :][None]
     scaled = np.asarray(bundle.model.predict_on_batch(window))
     forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, closes[-1:]), ticker)
-    return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]))
+    volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
+    return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]), volatility)
 
 
 def check_window(bundle: Bundle, window) -> np.ndarray:
@@ -157,22 +177,43 @@ def finite_forecast(forecast: np.ndarray, ticker: str) -> np.ndarray:
     return forecast
 
 
-def forecast_window(bundle: Bundle, window, ticker: str) -> list[dict]:
-    """The forecast from a raw (unscaled, price-unit) window of the model's features."""
+def forecast_window(
+    bundle: Bundle, window, ticker: str, last_close: float | None = None
+) -> list[dict]:
+    """The forecast from a raw (unscaled, price-unit) window of the model's features.
+    A target relative to the last close needs that close: the window's `close` feature,
+    or `last_close` when the features are scale-free (the recommended default)."""
     raw = check_window(bundle, window)
-    close = None
-    if "close" in bundle.spec.features:
-        close = float(raw[-1, bundle.spec.features.index("close")])
-    elif bundle.spec.target.endswith("_log_return"):
+    features = bundle.spec.features
+    close = last_close
+    if "close" in features:
+        close = float(raw[-1, features.index("close")])
+    if close is not None and not (math.isfinite(close) and close > 0):
+        raise ValueError(f"last_close must be a positive price, got {close}")
+    if close is None and bundle.spec.target.endswith("_log_return"):
         raise ValueError(
-            f"target {bundle.spec.target!r} predicts a return from the last close, and the "
-            "window has no close feature to take it from"
+            f"target {bundle.spec.target!r} predicts a return from the last close: send "
+            "last_close (the window's features do not include close)"
         )
     x = bundle.spec.feature_scaler.transform(raw).astype(np.float32)[None]
     scaled = np.asarray(bundle.model.predict_on_batch(x))
     last = None if close is None else np.array([close])
     forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, last), ticker)
-    return _rows(bundle, ticker, forecast, "window", close)
+    return _rows(bundle, ticker, forecast, "window", close, window_volatility(features, raw))
+
+
+def window_volatility(features: list[str], raw: np.ndarray) -> float | None:
+    """The recent volatility at a window's last day, from what the window holds: its
+    `volatility` feature, else its daily log returns, else its closes; None if none."""
+    if "volatility" in features:
+        return float(max(raw[-1, features.index("volatility")], MIN_VOLATILITY))
+    if "log_return" in features:
+        returns = raw[-VOLATILITY_DAYS:, features.index("log_return")]
+        return float(max(np.std(returns, ddof=1), MIN_VOLATILITY)) if len(returns) > 1 else None
+    if "close" in features:
+        closes = raw[:, features.index("close")]
+        return float(recent_volatility(closes, [len(closes) - 1])[0])
+    return None
 
 
 def write_forecasts(data_dir: str | Path, rows: list[dict]) -> Path:

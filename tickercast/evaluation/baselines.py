@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tickercast.backtest.folds import BacktestError, Origins
 from tickercast.choices import BASELINES
 from tickercast.evaluation.metrics import rmse
+from tickercast.folds import BacktestError, Origins
 from tickercast.modeling.windows import gather_windows
 
 RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)

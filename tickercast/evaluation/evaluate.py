@@ -20,7 +20,7 @@ from tickercast.evaluation.baselines import (
     naive_forecast,
     ridge_design,
 )
-from tickercast.evaluation.conformal import calibrate, coverage, interval
+from tickercast.evaluation.conformal import calibrate, coverage, interval, recent_volatility
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import (
@@ -31,9 +31,9 @@ from tickercast.evaluation.names import (
     NAIVE,
     RIDGE,
 )
-from tickercast.evaluation.significance import LEVEL, compare
 from tickercast.modeling.preprocess import Preprocessing
 from tickercast.modeling.windows import make_dataset
+from tickercast.significance import LEVEL, compare
 
 LONG_MA_DAYS = 20  # the window of MOVING_AVERAGE_20
 
@@ -170,7 +170,8 @@ def evaluate_forecasts(
     intervals: dict[str, dict] = {}
     if len(val):
         val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
-        intervals = calibrate(y_price[val], val_pred)
+        intervals = calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
+    test_vol = recent_volatility(close, test)
     table = pd.DataFrame(
         {
             "anchor_date": pd.to_datetime(arrays["dates"][test]),
@@ -186,7 +187,7 @@ def evaluate_forecasts(
     for key, cal in intervals.items():
         q = np.asarray(cal["q"], dtype=np.float64)
         q = np.where(np.isfinite(q), q, np.nan)  # too few calibration windows: no band
-        lo, hi = interval(model_test, q)
+        lo, hi = interval(model_test, q, test_vol)
         cal["coverage_test"] = coverage(actual, lo, hi) if np.isfinite(q).all() else None
         table[f"lo_{key}"], table[f"hi_{key}"] = lo[:, 0], hi[:, 0]
     window = {

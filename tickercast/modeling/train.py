@@ -32,6 +32,7 @@ from tickercast.modeling.device import (
 )
 from tickercast.modeling.device import resolve_device as _resolve_device
 from tickercast.modeling.models import bind_ticker, build_model, cudnn_problems
+from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
     aligned_empty,
     concat_anchors,
@@ -494,7 +495,7 @@ def _fit(
             # otherwise TensorFlow traces the whole training step twice (~1 s)
             with strategy.scope():
                 model.optimizer.build(model.trainable_variables)
-        with gpu_slot(choice, logger) as slot:
+        with gpu_slot(choice.device, logger) as slot:
             logger.info("%s: %s", label, slot)
             with strategy.scope():
                 model.fit(
@@ -550,7 +551,7 @@ def shrink_fitted(
     data: TrainData,
     lookback: int,
     cfg: dict,
-    naive: np.ndarray | None,
+    naive: NoChange | None,
     logger: Logger | None = None,
     label: str = "model",
 ) -> dict:
@@ -580,10 +581,13 @@ def shrink_fitted(
 
     result = shrink_model(model, predict_val, data.y[data.val], naive)
     (logger or logging.getLogger(__name__)).info(
-        "%s: forecast shrunk toward the last close by alpha %.3f (validation MSE naive %.4g, "
+        "%s: forecast shrunk toward the last close by alpha %.3f (least squares %.3f, DM p "
+        "%s vs naive; validation MSE naive %.4g, "
         "network %.4g, shrunk %.4g)",
         label,
         result["alpha"],
+        result["alpha_least_squares"],
+        result["dm_p_vs_naive"],
         result["val_mse_naive"],
         result["val_mse_network"],
         result["val_mse_shrunk"],
@@ -600,7 +604,7 @@ def train_model(
     logger: Logger | None = None,
     callbacks: Sequence = (),
     label: str = "model",
-    naive: np.ndarray | None = None,
+    naive: NoChange | None = None,
 ) -> dict:
     """Fit one ticker's network, shrink it toward the last close (`naive`: the scaled
     no-change output, None for price targets); save `model.keras` and `history.json`."""
@@ -624,7 +628,7 @@ def train_global(
     logger: Logger | None = None,
     callbacks: Sequence = (),
     max_steps: int | None = None,
-    naive: Sequence[np.ndarray | None] | None = None,
+    naive: Sequence[NoChange | None] | None = None,
 ) -> dict:
     """One model over every ticker's windows (each ticker scaled on its own).
 
