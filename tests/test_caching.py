@@ -100,3 +100,36 @@ def test_cache_show_and_clear_leave_lake_and_models(tmp_path):
     clear_cache(tmp_path)
     assert cache_info(tmp_path)["work"]["files"] == 0
     assert (tmp_path / "lake/prices/x").exists() and (tmp_path / "models/A/versions/1/m").exists()
+
+
+def test_a_versions_inputs_key_follows_the_lake_the_config_and_the_upstream_files():
+    from tickercast.config import RetrainConfig
+    from tickercast.tasks.export import inputs_key
+
+    ingested = {"ticker": "AAPL", "sha256": "a" * 64, "rows_added": 10, "mode": "incremental"}
+    steps = [{"outputs": {"/w/pre/x.npz": "1"}}, {"outputs": {"/w/train/m.keras": "2"}}]
+    evaluated = {"outputs": {"/w/eval/p.parquet": "3"}}
+    config = RetrainConfig().model_dump(mode="json")
+
+    def key(ing=ingested, cfg=config, ev=evaluated):
+        return inputs_key(ing, steps[0], steps[1], ev, cfg, None)
+
+    base = key()
+    # a rerun that fetched nothing new differs only in the ingest report: same version
+    assert key(ing={**ingested, "rows_added": 0, "mode": "noop"}) == base
+    assert key(cfg={**config, "refresh": True, "data_dir": "/elsewhere"}) == base
+    # new rows in the lake, a changed config field or a changed upstream file: a new one
+    assert key(ing={**ingested, "sha256": "b" * 64}) != base
+    assert key(cfg={**config, "epochs": config["epochs"] + 1}) != base
+    assert key(ev={"outputs": {"/w/eval/p.parquet": "4"}}) != base
+
+
+def test_an_ingest_result_enters_step_keys_by_its_lake_file_only():
+    lake = {"ticker": "AAPL", "path": "/d/lake/prices/ticker=AAPL/part-0.parquet", "sha256": "a"}
+    first = {**lake, "mode": "replace", "rows_added": 1500, "warnings": ["x"]}
+    again = {**lake, "mode": "incremental", "rows_added": 0, "warnings": []}
+    modules = ("tickercast.modeling.preprocess",)
+    key = step_key("preprocess", modules, {"ingested": first, "cfg": {"lookback": 60}})
+    assert step_key("preprocess", modules, {"ingested": again, "cfg": {"lookback": 60}}) == key
+    changed = {**again, "sha256": "b"}  # new rows: another file content
+    assert step_key("preprocess", modules, {"ingested": changed, "cfg": {"lookback": 60}}) != key

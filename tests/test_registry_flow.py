@@ -106,3 +106,25 @@ def test_an_unchanged_rerun_exports_nothing_and_a_changed_config_does(first_run,
     history = read_registry(config.data_dir, TICKER)["history"]
     assert [e["version"] for e in history] == [1, 2]
     assert "DM p" in history[-1]["reason"]
+
+
+def test_a_scale_free_champion_forecasts_from_a_raw_window_and_its_last_close(first_run):
+    from tickercast.delivery.predict import forecast_next, forecast_window
+    from tickercast.delivery.registry import load_champion
+    from tickercast.market import lake
+    from tickercast.modeling.features import build_features
+
+    config, _, _ = first_run
+    bundle = load_champion(config.data_dir, TICKER)
+    assert bundle.spec.features == ["log_return", "volatility"]
+    prices = lake.read_partition(config.data_dir, TICKER)
+    (expected,) = forecast_next(bundle, prices, TICKER)
+    frame = build_features(prices, bundle.spec.features)
+    window = frame[bundle.spec.features].tail(bundle.spec.lookback).to_numpy(dtype=float)
+    last = float(prices["close"].iloc[-1])
+    (row,) = forecast_window(bundle, window.tolist(), TICKER, last_close=last)
+    assert row["forecast"] == pytest.approx(expected["forecast"], rel=1e-5)
+    # the volatility feature is the band's volatility: the same band as from the lake
+    assert row["lo_80"] == pytest.approx(expected["lo_80"], rel=1e-5)
+    with pytest.raises(ValueError, match="send last_close"):
+        forecast_window(bundle, window.tolist(), TICKER)
