@@ -106,22 +106,19 @@ def step_key(step: str, modules: Iterable[str], params: dict[str, Any]) -> str:
 
 def fresh_key(store: Any, key: str) -> str:
     """`key`, unless the record stored under it names output files that are gone or
-    changed since: then a key derived from those files' current state, which holds no
-    record yet (the step runs again and stores one there, which the next run finds).
+    changed since: then the first of `key-r1`, `key-r2`, ... that holds a valid record, or
+    none yet (the step runs again and stores its record there, which later runs find).
     Only ResultStore's public `exists` and `read` are used; nothing is deleted."""
-    try:
-        if not store.exists(key):
-            return key
-        result = store.read(key).result
-    except Exception:  # unreadable record: never trusted
-        return fresh_key(store, f"{key}-unreadable")
-    if outputs_valid(result):
-        return key
-    state = {
-        path: file_sha256(Path(path)) if Path(path).is_file() else None
-        for path in result.get("outputs", {})
-    }
-    return fresh_key(store, f"{key}-{json_sha256(state)[:16]}")
+    candidate, n = key, 0
+    while store.exists(candidate):
+        try:
+            if outputs_valid(store.read(candidate).result):
+                return candidate
+        except Exception:  # an unreadable record is never trusted
+            pass
+        n += 1
+        candidate = f"{key}-r{n}"
+    return candidate
 
 
 def content_cache_key(

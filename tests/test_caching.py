@@ -80,6 +80,11 @@ def test_a_stale_record_is_never_used_and_its_rerun_is_found(tmp_path):
     out.unlink()
     gone = key_fn(ctx, params)
     assert gone not in (key, rerun) and not store.exists(gone)
+    # the step reruns and writes bytes unlike any before (its key was chosen before them)
+    out.write_bytes(b"weights, recomputed")
+    store.records[gone] = {"outputs": {str(out): file_sha256(out)}}
+    assert key_fn(ctx, params) == gone  # found again on every later run: cached
+    assert key_fn(ctx, params) == gone
 
 
 def test_live_sources_are_not_cached():

@@ -22,7 +22,10 @@ def test_one_bad_ticker_never_stops_the_others(prefect_server, tmp_path, shared_
     lines = (shared_data / "prices" / "AMZN.csv").read_text().splitlines()
     (folder / "AMZN.csv").write_text("\n".join(lines[:1] + lines[-20:]) + "\n")  # too short
     config = RetrainConfig(
-        tickers=["AMZN", "GOOG"], source="csv", csv_dir=str(folder), data_dir=str(tmp_path),
+        tickers=["AMZN", "GOOG"],
+        source="csv",
+        csv_dir=str(folder),
+        data_dir=str(tmp_path),
         **TINY,
     )
     state = retrain(config, return_state=True)
@@ -39,7 +42,10 @@ def test_dask_local_cluster_with_two_workers(prefect_server, tmp_path):
     from tickercast.flows.retrain import retrain
 
     config = RetrainConfig(
-        tickers=["MSFT", "NVDA"], task_runner="dask", max_workers=2, data_dir=str(tmp_path),
+        tickers=["MSFT", "NVDA"],
+        task_runner="dask",
+        max_workers=2,
+        data_dir=str(tmp_path),
         **TINY,
     )
     state = retrain(config, return_state=True)

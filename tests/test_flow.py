@@ -73,7 +73,10 @@ def test_bundle_contents(tiny):
     assert meta["config"]["lookback"] == 20 and meta["data"]["first_day"] >= "2018-06-01"
     assert len(meta["data"]["sha256"]) == 64 and meta["versions"]["tensorflow"]
     pre = json.loads((bundle / "preprocessing.json").read_text())
-    assert pre["features"] == ["close", "volume"] and pre["horizon"] == 5
+    # the recommended default: scale-free inputs, a target relative to the last close
+    assert pre["features"] == ["log_return", "volatility"] and pre["horizon"] == 5
+    assert pre["target"] == "mean_close_log_return"
+    assert meta["shrinkage"]["alpha"] is not None and 0.0 <= meta["shrinkage"]["alpha"] <= 1.0
     assert {"min", "max"} <= set(pre["feature_scaler"])
     lake = Path(config.data_dir) / "lake/prices/ticker=MSFT/part-0.parquet"
     assert lake.is_file()

@@ -16,8 +16,15 @@ def csv_config(prefect_server, tmp_path_factory, shared_data):
     folder = tmp_path_factory.mktemp("csv")
     shutil.copy(shared_data / "prices" / "NVDA.csv", folder / "NVDA.csv")
     config = RetrainConfig(
-        tickers=["NVDA"], source="csv", csv_dir=str(folder), start="2019-06-01", lookback=15,
-        horizon=3, epochs=2, units=[4, 4], data_dir=str(tmp_path_factory.mktemp("data")),
+        tickers=["NVDA"],
+        source="csv",
+        csv_dir=str(folder),
+        start="2019-06-01",
+        lookback=15,
+        horizon=3,
+        epochs=2,
+        units=[4, 4],
+        data_dir=str(tmp_path_factory.mktemp("data")),
     )
     run(config)
     return config, folder / "NVDA.csv"

@@ -147,7 +147,8 @@ def test_non_editable_install_runs_retrain_on_the_bundled_sample(tmp_path):
     only `tickercast` lands in site-packages, and the sample ships inside it."""
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+        + ["-w", str(wheels), str(ROOT)],
         check=True,
         capture_output=True,
     )

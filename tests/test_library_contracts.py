@@ -61,3 +61,26 @@ def test_keras_tuner_oracle_internals():
         "the oracle's _random_state / _retry_queue attributes are gone",
         "tickercast/tuning/search.py _oracle_class",
     )
+
+
+def test_yahoos_http_session_works_after_tensorflow_is_loaded():
+    """TensorFlow exports libcurl symbols that shadow curl_cffi's when loaded first; the
+    package loads curl_cffi first (tickercast/__init__.py). A nightly process trains, then
+    ingests again the next evening: its Yahoo session must still work then."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tickercast, tensorflow\n"
+        "from curl_cffi import requests\n"
+        "try:\n"
+        "    requests.Session(impersonate='chrome').get('http://127.0.0.1:9/', timeout=5)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    ).stdout
+    # a refused loopback connection is the healthy answer; a shadowed libcurl says
+    # "Impersonating chrome... is not supported" instead
+    assert out.startswith("ConnectionError") and "Failed to connect" in out, out

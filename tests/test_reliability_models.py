@@ -356,12 +356,14 @@ def test_two_retrain_processes_of_one_ticker_both_finish_with_distinct_versions(
     prefect_server, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    config = tmp_path / "config.json"
-    config.write_text(sine_config(data, epochs=2).model_dump_json())
     go = tmp_path / "go"
     env = harness_env()
     procs, ready, logs = [], [], []
     for i in range(2):
+        # two seeds: two different models (identical configs would rightly export one
+        # version, the second run reporting "unchanged since v1")
+        config = tmp_path / f"config-{i}.json"
+        config.write_text(sine_config(data, epochs=2, seed=42 + i).model_dump_json())
         flag = tmp_path / f"ready-{i}"
         code = CONCURRENT_RUN.format(
             root=str(ROOT), ready=str(flag), go=str(go), config=str(config)

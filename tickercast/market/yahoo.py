@@ -15,6 +15,10 @@ Why failures need more than yfinance's exceptions (checked against yfinance 1.7)
   delisted; no timezone found" (or, twice per process, as an HTTP 404 from a quoteSummary
   fallback), exactly like an unknown ticker does. So this module watches the HTTP status
   of Yahoo's chart answers during the call and lets that status decide.
+- Conversely, over curl_cffi that fallback logs its 404s (it only catches curl_cffi's
+  HTTPError) and tries another endpoint, whose empty answer fails as "not JSON". So a
+  chart 404 with Yahoo's own error object ("No data found") is permanent whatever
+  yfinance raises after it.
 - yfinance memoises GET responses by URL for the whole process (`YfData.cache_get`, 64
   entries), error responses included, and memoised answers bypass the status watch.
   Each call therefore starts with `clear_response_memo()`; otherwise a retry in the same
@@ -61,6 +65,8 @@ _CHART_STATUSES: ContextVar[list[int] | None] = ContextVar("yahoo_chart_statuses
 # mid-answer): yfinance hides that failure in its timezone lookup and falls back to an
 # endpoint whose 404 reads like "unknown ticker", yet retrying is what helps.
 _CUT_SHORT = -1
+# Noted instead of 404 when the chart API itself said it has no such symbol (or window).
+_NOT_FOUND = -2
 
 
 @dataclass
@@ -255,7 +261,18 @@ def _note_response(response: Any, *args: Any, **kwargs: Any) -> None:
                 json.loads(response.content)
             except (ValueError, TypeError):
                 status = _CUT_SHORT
+        elif status == 404 and _chart_error(response) is not None:
+            status = _NOT_FOUND
         statuses.append(status)
+
+
+def _chart_error(response: Any) -> dict | None:
+    """The chart API's own error object in `response` ({"code", "description"}), if any."""
+    try:
+        error = json.loads(response.content)["chart"]["error"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return error if isinstance(error, dict) and error else None
 
 
 def _classify(
@@ -288,6 +305,9 @@ def _classify(
         return transient(f"the chart API's answer was cut short or not JSON; {detail}")
     if chart_status is not None and _is_transient_status(chart_status):
         return transient(f"HTTP {chart_status} from the chart API; {detail}")
+    if chart_status == _NOT_FOUND:
+        # Yahoo's verdict; yfinance may then fail differently on the endpoints it tries next.
+        return permanent(f"unknown or delisted ticker, Yahoo has no data{span} (HTTP 404)")
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if isinstance(exc, OSError) and isinstance(status, int):
