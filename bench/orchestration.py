@@ -70,14 +70,33 @@ def main() -> list[str]:
     return rows
 
 
+def _flow_seconds(log: str) -> float:
+    """The flow run's own duration, from Prefect's log lines (begin .. finished)."""
+    import datetime as dt
+    import re
+
+    stamps = [
+        dt.datetime.strptime(m.group(1), "%H:%M:%S.%f")
+        for m in re.finditer(
+            r"^(\d\d:\d\d:\d\d\.\d+) \| INFO +\| Flow run '[^']+' - "
+            r"(?:Beginning flow run|Finished in state)",
+            log,
+            re.M,
+        )
+    ]
+    return (stamps[-1] - stamps[0]).total_seconds() % 86_400  # a run across midnight
+
+
 def unchanged_rerun() -> str:
-    """Cold vs unchanged rerun of the CLI against a real `prefect server start`."""
+    """Cold vs unchanged rerun of the CLI against a real `prefect server start`: the whole
+    process (what a user waits for) and the flow run alone (what the server records)."""
     import subprocess
 
     from tickercast.deployments.serve import start_server
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect-home")}
+        env["PREFECT_LOGGING_LEVEL"] = "INFO"
         server, api = start_server(env=env)
         env["PREFECT_API_URL"] = api
         try:
@@ -91,11 +110,12 @@ def unchanged_rerun() -> str:
                 "--data-dir",
                 str(Path(tmp) / "data"),
             ]
-            walls, outputs = [], []
+            walls, flows, outputs = [], [], []
             for _ in range(2):
                 started = time.perf_counter()
                 run = subprocess.run(cli, env=env, capture_output=True, text=True, check=True)
                 walls.append(time.perf_counter() - started)
+                flows.append(_flow_seconds(run.stderr + run.stdout))
                 outputs.append(run.stdout)
         finally:
             server.terminate()
@@ -103,11 +123,13 @@ def unchanged_rerun() -> str:
         versions = sorted(p.name for p in (Path(tmp) / "data/models/AAPL/versions").iterdir())
     assert "unchanged since v1" in outputs[1], outputs[1]
     assert versions == ["1"], versions
-    cold, warm = walls
+    (cold, warm), (cold_flow, warm_flow) = walls, flows
     row = (
         f"| unchanged rerun vs cold run, real Prefect server (`tickercast retrain --source sine "
-        f"--epochs 3` twice, whole CLI process) | cold {cold:.1f} s | rerun {warm:.1f} s, "
-        f'"unchanged since v1", no new version | {warm / cold:.2f}x (target <= 0.10x) |'
+        f"--epochs 3` twice) | cold: process {cold:.1f} s, flow run {cold_flow:.1f} s | "
+        f'rerun: process {warm:.1f} s, flow run {warm_flow:.2f} s; "unchanged since v1", no '
+        f"new version | flow run {warm_flow / cold_flow:.2f}x, whole process {warm / cold:.2f}x "
+        "(target <= 0.10x; the process's floor is Python + Prefect start-up) |"
     )
     print(row)
     return row

@@ -25,10 +25,18 @@ from tickercast import layout
 from tickercast.hashing import file_sha256, json_sha256
 
 
+def _source(name: str) -> str:
+    """A module's source, read from its file: hashing code must not run it (importing a
+    step's whole closure costs seconds on a cached rerun that runs none of it)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return inspect.getsource(importlib.import_module(name))
+    return Path(spec.origin).read_text()
+
+
 @functools.cache
 def _module_hash(name: str) -> str:
-    source = inspect.getsource(importlib.import_module(name))
-    return json_sha256([name, source])
+    return json_sha256([name, _source(name)])
 
 
 PACKAGE = "tickercast"
@@ -37,7 +45,7 @@ PACKAGE = "tickercast"
 @functools.cache
 def _imports(name: str) -> tuple[str, ...]:
     """The project modules `name` imports anywhere in its source (lazy imports included)."""
-    tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+    tree = ast.parse(_source(name))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -49,11 +57,24 @@ def _imports(name: str) -> tuple[str, ...]:
     return tuple(sorted(m for m in found if m.startswith(PACKAGE + ".") and _is_module(m)))
 
 
-def _is_module(name: str) -> bool:
+@functools.cache
+def _spec(name: str) -> Any:
     try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # `pkg.module.attribute`: a name, not a module
-        return False
+        return importlib.util.find_spec(name)
+    except (ModuleNotFoundError, ValueError):
+        return None
+
+
+def _is_module(name: str) -> bool:
+    """Whether `name` is a module (`from pkg.module import attribute` names both). Only
+    packages are imported to find out, never a module: `pkg.module.attribute` is refused
+    from its parent's spec alone."""
+    parent = name.rpartition(".")[0]
+    if parent and parent != PACKAGE:
+        spec = _spec(parent)
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+    return _spec(name) is not None
 
 
 def module_closure(modules: Iterable[str]) -> tuple[str, ...]:

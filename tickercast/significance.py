@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "ALTERNATIVES",
@@ -107,10 +106,17 @@ def _hln_factor(n: int, h: int) -> float:
 
 def _p_value(stat: float, df: int, alternative: str) -> float:
     if alternative == "less":
-        return float(stats.t.cdf(stat, df))
+        return float(_t().cdf(stat, df))
     if alternative == "greater":
-        return float(stats.t.sf(stat, df))
-    return float(min(1.0, 2.0 * stats.t.sf(abs(stat), df)))
+        return float(_t().sf(stat, df))
+    return float(min(1.0, 2.0 * _t().sf(abs(stat), df)))
+
+
+def _t():
+    """Student's t (scipy.stats takes 0.6 s to import: only when a p-value is needed)."""
+    from scipy import stats
+
+    return stats.t
 
 
 def dm_test(
