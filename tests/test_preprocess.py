@@ -151,8 +151,10 @@ def test_log_return_targets_need_the_last_close_and_scale_on_train_only():
     with pytest.raises(ValueError, match="last_close"):
         to_prices(spec, arrays["y"][:3])
     train_targets = make_targets(arrays["close"], 5, "close_log_return")[: spec.n_train - 5]
-    assert spec.target_scaler.min == [train_targets.min()]
-    assert spec.target_scaler.max == [train_targets.max()]
+    # scaled by the largest training move, never shifted: no change is exactly 0
+    assert spec.target_scaler.min == [0.0]
+    assert spec.target_scaler.max == [abs(train_targets).max()]
+    assert spec.target_scaler.transform(np.zeros((1, 1)))[0, 0] == 0.0
 
 
 def test_config_feature_names_match_the_builders():

@@ -176,7 +176,7 @@ class RetrainConfig(_Config):
     on_quirk: OnQuirk = Field("repair", description="Ingest: " + ON_QUIRK_HELP)
     preset: Preset = Field(
         "recommended",
-        description="recommended: scale-free inputs (daily log return, 21-day volatility), a "
+        description="recommended: scale-free inputs (daily log return, 20-day volatility), a "
         "target relative to the last close, and the forecast shrunk toward the last close "
         "by a factor fit on the validation split; tutorial: the reference tutorial exactly "
         "(close + volume min-max scaled on training rows, mean_close, no shrinkage). "

@@ -266,8 +266,12 @@ def preprocess(prices: pd.DataFrame, cfg: dict, who: str) -> tuple[Preprocessing
     train = slice(0, splits.n_train)
     feature_scaler = MinMax.fit(raw[train])
     if is_log_return(target):
-        # rows whose target days all lie inside the training rows
-        target_scaler = MinMax.fit(targets[: splits.n_train - horizon])
+        # Scaled by the largest move of the rows whose target days all lie inside the
+        # training rows, not shifted: "no change" stays exactly 0, so a network shrunk all
+        # the way to naive (tickercast.modeling.shrink) forecasts the last close exactly.
+        moves = np.abs(targets[: splits.n_train - horizon])
+        largest = np.nanmax(moves, axis=0) if len(moves) else np.ones(targets.shape[1])
+        target_scaler = MinMax([0.0] * targets.shape[1], [float(v) for v in largest])
     else:
         target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
     days = frame["date"].astype(str).tolist()
