@@ -218,3 +218,14 @@ def test_bad_arguments_raise():
         loss_differential([1.0, 2.0], [1.0, 2.0], [1.0, 2.0], loss="huber")
     with pytest.raises(ValueError):
         loss_differential([1.0, 2.0], [1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_rounding_level_differences_are_no_difference():
+    rng = np.random.default_rng(5)
+    actual = 100 + np.cumsum(rng.normal(0, 1, 300))
+    naive = np.roll(actual, 1)[1:]
+    same = naive * (1 + 1e-15)  # the same number computed another way
+    res = dm_test(actual[1:], same, naive, 5)
+    assert res.p_value == 1.0 and res.statistic == 0.0
+    nearly = naive * (1 + 1e-6)  # a real (if tiny) difference is still tested
+    assert dm_test(actual[1:], nearly, naive, 5).statistic != 0.0
