@@ -10,7 +10,7 @@ overlapping errors), and the split-conformal 80%/95% interval coverage of the ne
 
 Targets: the default's skill >= -1% on every ticker; its pooled 80%/95% coverage within 5
 points of nominal. Run: python bench/forecast_quality.py [TICKER ...] (rows in RESULTS.md,
-the per-ticker table in bench/out/forecast_quality.md).
+the per-ticker table in bench/FORECAST_QUALITY.md).
 """
 
 from __future__ import annotations
@@ -209,9 +209,7 @@ def main(tickers: list[str]) -> None:
         f"tutorial: 80% -> {tpooled['80']:.1%}, 95% -> {tpooled['95']:.1%}.",
         f"Worst default skill {worst:+.2%} (target >= -1%).",
     ]
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "forecast_quality.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "bench" / "FORECAST_QUALITY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     per = "; ".join(
         f"{r['ticker']} {r['rows']['default']['skill']:+.1%} (p {r['rows']['default']['p']:.2g})"
