@@ -14,7 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-SKIP = {"__init__.py", "results.py", "run_all.py", "peer_autoets.py"}  # the peer runs inside forecast_quality
+# peer_autoets.py is forecast_quality.py's helper (run in the peer's venv), not a benchmark
+SKIP = {"__init__.py", "results.py", "run_all.py", "peer_autoets.py"}
 
 if __name__ == "__main__":
     from bench.results import RESULTS, record, reset
