@@ -28,6 +28,7 @@ __all__ = [
     "DMResult",
     "compare",
     "dm_test",
+    "format_p",
     "loss_differential",
     "verdict_text",
 ]
@@ -220,7 +221,10 @@ def compare(
     return out
 
 
-def _format_p(p: float) -> str:
+def format_p(p: float | None) -> str:
+    """How every report prints a p-value: '= 0.041', '< 0.001', or 'n/a' (not testable)."""
+    if p is None or not math.isfinite(p):
+        return "n/a"
     return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
@@ -246,4 +250,4 @@ def verdict_text(name: str, result: DMResult | Mapping[str, Any], level: float =
         "worse": f"worse than {name}",
         "indistinguishable": f"indistinguishable from {name}",
     }[verdict]
-    return f"{phrase} (DM p {_format_p(p)})"
+    return f"{phrase} (DM p {format_p(p)})"

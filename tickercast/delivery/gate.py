@@ -26,7 +26,7 @@ from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, load_bu
 from tickercast.delivery.registry import RegistryError, decide, known, lock, read_registry
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import LOWER_IS_BETTER, metrics
-from tickercast.significance import dm_test
+from tickercast.significance import dm_test, format_p
 
 DEFAULT_LEVEL = 0.05
 
@@ -116,8 +116,7 @@ def comparable(a: Bundle, b: Bundle) -> str | None:
 
 
 def _p(test: dict) -> str:
-    p = test.get("p_value")
-    return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.2g}")
+    return format_p(test.get("p_value"))
 
 
 def challenge(
@@ -179,7 +178,7 @@ def challenge(
             reasons.append(
                 f"{metric} {s['challenger']:.6g} vs champion v{before} {s['champion']:.6g}: "
                 + ("significantly better" if better else "not significantly better")
-                + f" (one-sided DM p = {_p(vs)}, level {level:g})"
+                + f" (one-sided DM p {_p(vs)}, level {level:g})"
             )
         elif not damaged:
             reasons.append("no champion yet")
@@ -190,12 +189,12 @@ def challenge(
         if worse:
             ok = False
             reasons.append(
-                f"significantly worse than naive ({s['naive']:.6g}, DM p = {_p(vs_naive)}): "
+                f"significantly worse than naive ({s['naive']:.6g}, DM p {_p(vs_naive)}): "
                 "never promoted automatically"
             )
         else:
             state = "beats naive" if beats else "indistinguishable from naive"
-            reasons.append(f"{state} ({s['naive']:.6g}, DM p = {_p(vs_naive)})")
+            reasons.append(f"{state} ({s['naive']:.6g}, DM p {_p(vs_naive)})")
         if require_beat_naive and not beats:
             ok = False
             reasons.append("beating naive is required")
@@ -259,7 +258,7 @@ def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEV
                 "naive_rmse": naive_rmse,
                 "skill": 1.0 - m["rmse"] / naive_rmse if naive_rmse else None,
                 "dm_p_vs_naive": test["p_value"],
-                "verdict": f"{verdict} (DM p = {_p(test)})",
+                "verdict": f"{verdict} (DM p {_p(test)})",
             }
         )
     return {"window": window, "rows": clean(rows), "skipped": skipped}

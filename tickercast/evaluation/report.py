@@ -9,6 +9,7 @@ from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import skill
 from tickercast.evaluation.names import MODEL, NAIVE
 from tickercast.evaluation.plots import plot_forecast, plot_loss, plot_residuals
+from tickercast.significance import format_p
 
 
 def verdict(results: dict[str, dict[str, float]]) -> str:
@@ -39,13 +40,6 @@ def verdict(results: dict[str, dict[str, float]]) -> str:
     if better:
         text += f" Baselines significantly better than the model: {', '.join(better)}."
     return text
-
-
-def format_p(p: float | None) -> str:
-    """'= 0.041', '< 0.001' or 'n/a' (too few windows to test)."""
-    if p is None:
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"= {p:.2g}"
 
 
 def report_rows(results: dict[str, dict[str, float]]) -> list[dict]:
