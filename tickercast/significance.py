@@ -29,6 +29,7 @@ __all__ = [
     "compare",
     "dm_test",
     "format_p",
+    "verdict_of",
     "loss_differential",
     "verdict_text",
 ]
@@ -180,8 +181,12 @@ def dm_test(
     return result(stat, _p_value(stat, n - 1, alternative), note)
 
 
-def _verdict(p_two_sided: float, mean_diff: float, level: float) -> str:
-    if math.isfinite(p_two_sided) and p_two_sided < level and mean_diff != 0:
+def verdict_of(p_two_sided: float | None, mean_diff: float | None, level: float = LEVEL) -> str:
+    """ "better" / "worse" (A than B) when the two-sided p is below `level`, by the sign of the
+    mean loss differential; else "indistinguishable" (also when the test could not run)."""
+    if p_two_sided is None or mean_diff is None or not math.isfinite(p_two_sided):
+        return "indistinguishable"
+    if p_two_sided < level and mean_diff != 0:
         return "better" if mean_diff < 0 else "worse"
     return "indistinguishable"
 
@@ -214,7 +219,7 @@ def compare(
             "p_worse": worse.p_value,
             "n": two.n,
             "mean_diff": two.mean_diff,
-            "verdict": _verdict(two.p_value, two.mean_diff, level),
+            "verdict": verdict_of(two.p_value, two.mean_diff, level),
             "note": two.note,
         }
         out[name] = {k: _json_float(v) for k, v in row.items()}
@@ -236,13 +241,10 @@ def verdict_text(name: str, result: DMResult | Mapping[str, Any], level: float =
     """
     if isinstance(result, DMResult):
         p, mean_diff, note = result.p_value, result.mean_diff, result.note
-        verdict = _verdict(p, mean_diff, level)
+        verdict = verdict_of(p, mean_diff, level)
     else:
         p, note = result.get("p_value"), result.get("note")
-        mean_diff = result.get("mean_diff")
-        verdict = result.get("verdict") or _verdict(
-            math.nan if p is None else p, 0.0 if mean_diff is None else mean_diff, level
-        )
+        verdict = result.get("verdict") or verdict_of(p, result.get("mean_diff"), level)
     if p is None or not math.isfinite(p):
         return f"not tested against {name} ({note or 'no p-value'})"
     phrase = {

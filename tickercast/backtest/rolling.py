@@ -38,7 +38,7 @@ from tickercast.folds import (
     rolling_origins,
 )
 from tickercast.modeling.preprocess import output_width, target_prices
-from tickercast.significance import LEVEL, dm_test
+from tickercast.significance import dm_test, verdict_of
 
 # --------------------------------------------------------------------------- networks
 
@@ -222,7 +222,7 @@ def score_forecasts(
             else:
                 test = dm_test(a, p, forecasts[NAIVE][:, cols], overlap)
                 row["p"] = test.p_value if math.isfinite(test.p_value) else None
-                row["dm"] = verdict_of(test)
+                row["dm"] = verdict_of(test.p_value, test.mean_diff)
             for lv in LEVELS:
                 key = level_key(lv)
                 lo_hi = bands.get(key)
@@ -257,13 +257,6 @@ def mase_scale(close: np.ndarray, origins: Origins, kind: str = "series") -> np.
     steps = np.abs(np.diff(np.asarray(close, dtype=np.float64)))
     value = float(steps.mean()) if len(steps) else float("nan")
     return np.full(len(origins.rows), value)
-
-
-def verdict_of(test) -> str:
-    """better / worse / indistinguishable (than naive) at the reports' 5% level."""
-    if math.isfinite(test.p_value) and test.p_value < LEVEL and test.mean_diff != 0:
-        return "better" if test.mean_diff < 0 else "worse"
-    return "indistinguishable"
 
 
 def _pre_cfg(cfg: dict) -> dict:

@@ -26,7 +26,7 @@ from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, load_bu
 from tickercast.delivery.registry import RegistryError, decide, known, lock, read_registry
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import LOWER_IS_BETTER, metrics
-from tickercast.significance import dm_test, format_p
+from tickercast.significance import dm_test, format_p, verdict_of, verdict_text
 
 DEFAULT_LEVEL = 0.05
 
@@ -183,9 +183,8 @@ def challenge(
         elif not damaged:
             reasons.append("no champion yet")
         vs_naive = result["tests"]["vs_naive"]
-        significant = vs_naive.get("p_value") is not None and vs_naive["p_value"] < level
-        worse = significant and (vs_naive.get("mean_diff") or 0) > 0
-        beats = significant and (vs_naive.get("mean_diff") or 0) < 0
+        state = verdict_of(vs_naive.get("p_value"), vs_naive.get("mean_diff"), level)
+        worse, beats = state == "worse", state == "better"
         if worse:
             ok = False
             reasons.append(
@@ -193,8 +192,8 @@ def challenge(
                 "never promoted automatically"
             )
         else:
-            state = "beats naive" if beats else "indistinguishable from naive"
-            reasons.append(f"{state} ({s['naive']:.6g}, DM p {_p(vs_naive)})")
+            phrase = "beats naive" if beats else "indistinguishable from naive"
+            reasons.append(f"{phrase} ({s['naive']:.6g}, DM p {_p(vs_naive)})")
         if require_beat_naive and not beats:
             ok = False
             reasons.append("beating naive is required")
@@ -244,12 +243,6 @@ def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEV
     for label, pred in forecasts.items():
         m = metrics(actual, pred, last_close=last, scale=scale)
         test = dm_test(actual, pred, naive, int(newest.spec.horizon)).to_dict()
-        significant = test["p_value"] is not None and test["p_value"] < level
-        verdict = (
-            ("beats naive" if test["mean_diff"] < 0 else "worse than naive")
-            if significant
-            else "indistinguishable from naive"
-        )
         rows.append(
             {
                 "version": int(label[1:]),
@@ -258,7 +251,7 @@ def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEV
                 "naive_rmse": naive_rmse,
                 "skill": 1.0 - m["rmse"] / naive_rmse if naive_rmse else None,
                 "dm_p_vs_naive": test["p_value"],
-                "verdict": f"{verdict} (DM p {_p(test)})",
+                "verdict": verdict_text("naive", test, level),
             }
         )
     return {"window": window, "rows": clean(rows), "skipped": skipped}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from tickercast.modeling.features import VOLATILITY_WINDOW
 
@@ -25,14 +26,11 @@ MIN_VOLATILITY = 1e-4  # a flat stretch of prices must not give a zero-width ban
 
 def recent_volatility(close, rows) -> np.ndarray:
     """Per row: the standard deviation (ddof 1) of the last VOLATILITY_DAYS daily log
-    returns up to and including that row's close (fewer at the start); causal."""
-    close = np.asarray(close, dtype=np.float64)
-    returns = np.diff(np.log(close))
-    out = []
-    for row in np.asarray(rows, dtype=np.int64):
-        window = returns[max(row - VOLATILITY_DAYS, 0) : max(row, 0)]
-        out.append(np.std(window, ddof=1) if len(window) > 1 else np.nan)
-    vol = np.asarray(out, dtype=np.float64)
+    returns up to and including that row's close (fewer at the start); causal. The same
+    rolling window as the `volatility` feature, which it equals once the window is full."""
+    returns = pd.Series(np.log(np.asarray(close, dtype=np.float64))).diff()
+    vol = returns.rolling(VOLATILITY_DAYS, min_periods=2).std().to_numpy()
+    vol = vol[np.asarray(rows, dtype=np.int64)]
     return np.where(np.isfinite(vol), np.maximum(vol, MIN_VOLATILITY), np.nan)
 
 
