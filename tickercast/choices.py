@@ -42,6 +42,7 @@ FailOn = Literal["any", "all", "never"]
 Preset = Literal["recommended", "tutorial"]
 TaskRunner = Literal["threads", "dask"]
 TuneAlgorithm = Literal["bayesian", "hyperband"]
+ProgressMode = Literal["on", "off", "auto"]  # terminal progress bars: see progress.py
 
 
 def values(choice: object) -> tuple[str, ...]:
@@ -63,3 +64,4 @@ WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)
 ON_QUIRK = values(OnQuirk)
+PROGRESS_MODES = values(ProgressMode)

@@ -38,6 +38,7 @@ from tickercast.folds import (
     rolling_origins,
 )
 from tickercast.modeling.preprocess import output_width, target_prices
+from tickercast.progress import track
 from tickercast.significance import dm_test, verdict_of
 
 # --------------------------------------------------------------------------- networks
@@ -71,61 +72,63 @@ def network_forecasts(
     fold_of = np.zeros(k, dtype=np.int64)
     folds, at = [], 0
     plan = refit_folds(origins, refit_every, float(pre_cfg["val_fraction"]))
-    for fold, group in plan:
-        fitted = fit_fold(
-            prices,
-            pre_cfg,
-            fold,
-            dates,
-            fit,
-            {**train_cfg, "model": name},
-            out_dir / name / f"fold-{fold.fold}",
-            logger,
-            who,
-        )
-        part = slice(at, at + len(group))
-        pred[part] = fitted.forecast(group)
-        val = fitted.anchors["val"]
-        cal = {}
-        fold_close = np.asarray(fitted.arrays["close"], dtype=np.float64)
-        if len(val):
-            val_pred = np.asarray(fitted.forecaster(fitted.arrays, val), dtype=np.float64)
-            val_actual = np.asarray(fitted.arrays["y_price"], dtype=np.float64)[val]
-            cal = calibrate(
-                val_actual.reshape(len(val), -1),
-                val_pred.reshape(len(val), -1),
-                scale=recent_volatility(fold_close, val),
+    with track(f"{who} backtest {name} refits", total=len(plan)) as bar:
+        for fold, group in plan:
+            fitted = fit_fold(
+                prices,
+                pre_cfg,
+                fold,
+                dates,
+                fit,
+                {**train_cfg, "model": name},
+                out_dir / name / f"fold-{fold.fold}",
+                logger,
+                who,
             )
-        vol = recent_volatility(fold_close, np.asarray(group) - fold.train_start)
-        for key, c in cal.items():
-            q = np.asarray(c["q"], dtype=np.float64)
-            if np.isfinite(q).all():  # too few calibration windows: no band
-                bands[key][0][part], bands[key][1][part] = interval(pred[part], q, vol)
-        fold_of[part] = fold.fold
-        folds.append(
-            {
-                **asdict(fold),
-                "refit_origin": str(dates[group[0]]),
-                "origins": int(len(group)),
-                "train_first": str(dates[fold.train_start]),
-                "train_end": fitted.spec.train_end,
-                "val_end": fitted.spec.val_end,
-                "intervals": clean({k2: v["q"] for k2, v in cal.items()}),
-                "training": clean(fitted.info),
-            }
-        )
-        logger.info(
-            "%s backtest %s fit %d/%d at %s (train %s..%s): %d origin(s)",
-            who,
-            name,
-            fold.fold,
-            len(plan),
-            dates[group[0]],
-            dates[fold.train_start],
-            fitted.spec.train_end,
-            len(group),
-        )
-        at += len(group)
+            part = slice(at, at + len(group))
+            pred[part] = fitted.forecast(group)
+            val = fitted.anchors["val"]
+            cal = {}
+            fold_close = np.asarray(fitted.arrays["close"], dtype=np.float64)
+            if len(val):
+                val_pred = np.asarray(fitted.forecaster(fitted.arrays, val), dtype=np.float64)
+                val_actual = np.asarray(fitted.arrays["y_price"], dtype=np.float64)[val]
+                cal = calibrate(
+                    val_actual.reshape(len(val), -1),
+                    val_pred.reshape(len(val), -1),
+                    scale=recent_volatility(fold_close, val),
+                )
+            vol = recent_volatility(fold_close, np.asarray(group) - fold.train_start)
+            for key, c in cal.items():
+                q = np.asarray(c["q"], dtype=np.float64)
+                if np.isfinite(q).all():  # too few calibration windows: no band
+                    bands[key][0][part], bands[key][1][part] = interval(pred[part], q, vol)
+            fold_of[part] = fold.fold
+            folds.append(
+                {
+                    **asdict(fold),
+                    "refit_origin": str(dates[group[0]]),
+                    "origins": int(len(group)),
+                    "train_first": str(dates[fold.train_start]),
+                    "train_end": fitted.spec.train_end,
+                    "val_end": fitted.spec.val_end,
+                    "intervals": clean({k2: v["q"] for k2, v in cal.items()}),
+                    "training": clean(fitted.info),
+                }
+            )
+            logger.info(
+                "%s backtest %s fit %d/%d at %s (train %s..%s): %d origin(s)",
+                who,
+                name,
+                fold.fold,
+                len(plan),
+                dates[group[0]],
+                dates[fold.train_start],
+                fitted.spec.train_end,
+                len(group),
+            )
+            at += len(group)
+            bar.advance(1, f"{who} backtest {name} refits · {at}/{k} origins")
     return {"forecasts": pred, "intervals": bands, "fold": fold_of, "folds": folds}
 
 

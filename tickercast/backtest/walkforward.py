@@ -17,6 +17,7 @@ from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.names import FORECASTERS, MODEL
 from tickercast.folds import expanding_folds
 from tickercast.modeling.preprocess import preprocess
+from tickercast.progress import track
 from tickercast.significance import LEVEL, compare
 
 
@@ -84,43 +85,45 @@ def walk_forward(
     )
     cfg = {**train_cfg, "epochs": int(epochs)}
     results, tables = [], []
-    for fold in folds:
-        fitted = fit_fold(
-            prices, pre_cfg, fold, dates, fit, cfg, out_dir / f"fold-{fold.fold}", logger, who
-        )
-        spec, arrays = fitted.spec, fitted.arrays
-        ev = evaluate_forecasts(
-            spec, arrays, fitted.anchors, lambda a, f=fitted: f.forecaster(f.arrays, a)
-        )
-        entry = {
-            **asdict(fold),
-            "train_rows": fold.train_rows,
-            "test_rows": fold.test_rows,
-            "train_first": str(dates[fold.train_start]),
-            "train_end": spec.train_end,
-            "val_end": spec.val_end,
-            "test_first_target": ev["window"]["first_target"],
-            "test_last_target": ev["window"]["last_target"],
-            "test_windows": ev["window"]["windows"],
-            "metrics": ev["metrics"],
-            "intervals": ev["intervals"],
-            "training": clean(fitted.info),
-        }
-        results.append(entry)
-        table = ev["table"].copy()
-        table.insert(0, "fold", fold.fold)
-        tables.append(table)
-        logger.info(
-            "%s walk-forward fold %d/%d: train ..%s, test %s..%s, RMSE model %.4f naive %.4f",
-            who,
-            fold.fold,
-            len(folds),
-            spec.train_end,
-            entry["test_first_target"],
-            entry["test_last_target"],
-            ev["metrics"]["model"]["rmse"],
-            ev["metrics"]["naive"]["rmse"],
-        )
+    with track(f"{who} walk-forward folds", total=len(folds)) as bar:
+        for fold in folds:
+            fitted = fit_fold(
+                prices, pre_cfg, fold, dates, fit, cfg, out_dir / f"fold-{fold.fold}", logger, who
+            )
+            spec, arrays = fitted.spec, fitted.arrays
+            ev = evaluate_forecasts(
+                spec, arrays, fitted.anchors, lambda a, f=fitted: f.forecaster(f.arrays, a)
+            )
+            entry = {
+                **asdict(fold),
+                "train_rows": fold.train_rows,
+                "test_rows": fold.test_rows,
+                "train_first": str(dates[fold.train_start]),
+                "train_end": spec.train_end,
+                "val_end": spec.val_end,
+                "test_first_target": ev["window"]["first_target"],
+                "test_last_target": ev["window"]["last_target"],
+                "test_windows": ev["window"]["windows"],
+                "metrics": ev["metrics"],
+                "intervals": ev["intervals"],
+                "training": clean(fitted.info),
+            }
+            results.append(entry)
+            table = ev["table"].copy()
+            table.insert(0, "fold", fold.fold)
+            tables.append(table)
+            logger.info(
+                "%s walk-forward fold %d/%d: train ..%s, test %s..%s, RMSE model %.4f naive %.4f",
+                who,
+                fold.fold,
+                len(folds),
+                spec.train_end,
+                entry["test_first_target"],
+                entry["test_last_target"],
+                ev["metrics"]["model"]["rmse"],
+                ev["metrics"]["naive"]["rmse"],
+            )
+            bar.advance()
     table = pd.concat(tables, ignore_index=True)
     summary = summarize(results)
     summary["significance"] = pooled_significance(table, spec0.horizon)

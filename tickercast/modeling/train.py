@@ -1,4 +1,4 @@
-"""Training: seeded, resumable, early-stopped, logged per epoch without progress bars.
+"""Training: seeded, resumable, early-stopped, logged per epoch (plus a bar in a terminal).
 
 Every finished epoch is checkpointed under `<out_dir>/checkpoints/epoch-NNNN/` (model with
 optimizer state, EarlyStopping and ReduceLROnPlateau state, history so far). `out_dir`
@@ -40,6 +40,7 @@ from tickercast.modeling.windows import (
     make_dataset,
     n_batches,
 )
+from tickercast.progress import track
 from tickercast.runcontext import gpu_slot, in_prefect_run, progress
 
 CHECKPOINTS = "checkpoints"
@@ -342,7 +343,30 @@ def _callback_classes():
             if self.artifact is not None:
                 self._progress(self.params["epochs"], f"{self.label}: training finished")
 
-    return ResumableEarlyStopping, ResumableReduceLR, NanGuard, Checkpointer, EpochLog
+    class EpochBar(keras.callbacks.Callback):
+        """Advances a terminal progress bar (tickercast.progress) per finished epoch, its
+        line showing the epoch's loss and val_loss; says so when early stopping ends it."""
+
+        def __init__(self, bar, label: str, stopping):
+            super().__init__()
+            self.bar, self.label, self.stopping = bar, label, stopping
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            self.bar.advance(
+                1,
+                f"{self.label} epochs · loss {logs.get('loss', float('nan')):.4g}"
+                f" val_loss {logs.get('val_loss', float('nan')):.4g}",
+            )
+
+        def on_train_end(self, logs=None):
+            if self.stopping.stopped_epoch:
+                self.bar.update(
+                    description=f"{self.label} epochs · stopped early, best epoch "
+                    f"{self.stopping.best_epoch + 1}"
+                )
+
+    return ResumableEarlyStopping, ResumableReduceLR, NanGuard, Checkpointer, EpochLog, EpochBar
 
 
 # --- training ------------------------------------------------------------------------
@@ -451,7 +475,7 @@ def _fit(
     val_ds = make_dataset(
         data.x, data.y, data.val, lookback, batch, ticker_offsets=data.ticker_offsets
     )
-    Stopping, ReduceLR, NanGuard, Checkpointer, EpochLog = _callback_classes()
+    Stopping, ReduceLR, NanGuard, Checkpointer, EpochLog, EpochBar = _callback_classes()
     stopping = Stopping(
         state["early_stopping"] if state else None,
         _load_best_weights(resume_from) if state else None,
@@ -495,8 +519,13 @@ def _fit(
             # otherwise TensorFlow traces the whole training step twice (~1 s)
             with strategy.scope():
                 model.optimizer.build(model.trainable_variables)
-        with gpu_slot(choice.device, logger) as slot:
+        with (
+            gpu_slot(choice.device, logger) as slot,
+            track(f"{label} epochs", total=epochs, completed=first_epoch) as bar,
+        ):
             logger.info("%s: %s", label, slot)
+            if bar.shown:  # a terminal's bar (tickercast.progress); nothing otherwise
+                all_callbacks.append(EpochBar(bar, label, stopping))
             with strategy.scope():
                 model.fit(
                     train_ds,

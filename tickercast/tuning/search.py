@@ -10,6 +10,7 @@ same run reloads it and runs only what is missing.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import time
@@ -24,6 +25,7 @@ import numpy as np
 from tickercast import layout
 from tickercast.atomic import atomic_path, write_json
 from tickercast.hashing import json_sha256
+from tickercast.progress import NULL_BAR, track
 from tickercast.tuning.config import OBJECTIVE, TuneConfig
 from tickercast.tuning.space import search_space, settings_from_values
 
@@ -67,16 +69,29 @@ def open_run(config: TuneConfig, data_dir: str | Path, data: list[dict]) -> Path
     return run_dir
 
 
+# The trials bar of the search running in this context (set by run_lock, which spans the
+# search, so the bar ends with it however it ends; advanced by Search as trials report).
+_TRIALS_BAR: contextvars.ContextVar[Any] = contextvars.ContextVar("trials_bar", default=NULL_BAR)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """One process at a time per search; a second waits, then resumes what is left."""
+    """One process at a time per search; a second waits, then resumes what is left.
+    Inside it, a terminal shows the search's trials as a progress bar (tickercast.progress)."""
     from tickercast.atomic import file_lock
 
     def waiting(path: Path) -> None:
         print(f"another tune run holds {path}; waiting for it to finish")
 
-    with file_lock(run_dir / ".tune.lock", on_wait=waiting):
-        yield
+    with (
+        file_lock(run_dir / ".tune.lock", on_wait=waiting),
+        track(f"tune {run_dir.name} trials", total=None) as bar,
+    ):
+        token = _TRIALS_BAR.set(bar)
+        try:
+            yield
+        finally:
+            _TRIALS_BAR.reset(token)
 
 
 # --- the oracle ----------------------------------------------------------------------
@@ -230,12 +245,32 @@ class Search:
     deadline: float | None = None
     ran: list[str] = field(default_factory=list)
     stop_reason: str | None = None
+    bar: Any = NULL_BAR  # the trials bar of run_lock, in a terminal
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
         self.oracle = make_oracle(self.config, self.run_dir)
         if self.config.max_minutes:
             self.deadline = time.monotonic() + 60.0 * self.config.max_minutes
+        self.bar = _TRIALS_BAR.get()
+        if self.bar.shown:  # a resumed search starts at the trials it already ended
+            self.bar.reset(total=self.config.max_trials, completed=self.finished())
+            self._show_best()
+
+    def finished(self) -> int:
+        """Trials ended for good (completed or failed; not those queued to run again)."""
+        pending = set(self.oracle.queued_retries())
+        return sum(
+            t.status in ("COMPLETED", "FAILED", "INVALID") and trial_id not in pending
+            for trial_id, t in self.oracle.trials.items()
+        )
+
+    def _show_best(self) -> None:
+        best = self.best()
+        note = f" · best {OBJECTIVE} {best.score:.4g} (trial {best.trial_id})" if best else ""
+        self.bar.update(
+            completed=self.finished(), description=f"tune {self.run_dir.name} trials{note}"
+        )
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.run_dir / f"trial_{trial_id}"
@@ -276,6 +311,8 @@ class Search:
         trial.status = TrialStatus.COMPLETED if math.isfinite(value) else TrialStatus.INVALID
         self.oracle.end_trial(trial)
         self.ran.append(trial_id)
+        if self.bar.shown:
+            self._show_best()
 
     def fail(self, trial_id: str, error: BaseException) -> None:
         """A divergence is the configuration's result (FAILED, never retried); any other
@@ -296,6 +333,8 @@ class Search:
                 f"search stopped: {self.oracle.max_consecutive_failed_trials} trials in a "
                 f"row failed; the last: {trial.message}"
             ) from exc
+        if self.bar.shown:
+            self._show_best()
 
     def best(self):
         done = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
