@@ -44,9 +44,11 @@ from tickercast.market.sources import (
 )
 from tickercast.market.validate import InvalidPricesError, move_warnings, screen_prices
 from tickercast.market.window import ingest_window
+from tickercast.progress import tally
 from tickercast.tickers import validate_ticker
 
 SOURCES = tuple(sorted(_SOURCES))  # as listed in error messages
+INGEST_BAR = "ingest tickers"  # the terminal's progress bar (tickercast.progress.tally)
 
 
 def source_fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
@@ -116,13 +118,15 @@ def ingest_ticker(
         raise ValueError(f"ticker {ticker}: start {start_day} is after end {end_day}")
     if fetch is None and source == "yfinance":
         fetch = yahoo_fetcher(session)
-    if fetch is None:
-        if source not in WHOLE_SOURCES:
-            raise ValueError(f"unknown source {source!r}; valid: {list(SOURCES)}")
-        return _ingest_whole(ticker, source, Path(data_dir), csv_dir, opts)
-    return ingest_window(
-        ticker, source, Path(data_dir), fetch, start_day, end_day, period, opts, sleep, log
-    )
+    if fetch is None and source not in WHOLE_SOURCES:
+        raise ValueError(f"unknown source {source!r}; valid: {list(SOURCES)}")
+    # one shared bar in a terminal, whichever thread ingests which ticker
+    with tally(INGEST_BAR):
+        if fetch is None:
+            return _ingest_whole(ticker, source, Path(data_dir), csv_dir, opts)
+        return ingest_window(
+            ticker, source, Path(data_dir), fetch, start_day, end_day, period, opts, sleep, log
+        )
 
 
 # -- whole-history sources -------------------------------------------------------------
