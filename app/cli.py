@@ -11,6 +11,7 @@ import sys
 
 from pydantic import ValidationError
 
+from tickercast import progress
 from tickercast.app.commands import COMMANDS, add_commands
 from tickercast.app.options import format_validation
 
@@ -28,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tickercast", description="Train, evaluate and export LSTM price forecasters."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars for epochs, folds, trials and tickers (default: when stderr is "
+        f"a terminal and not CI; env {progress.ENV}=on|off|auto); log lines stay either way",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
     return parser
@@ -36,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        bars = progress.decide(args.progress, os.environ, tty)
+        with progress.session(bars):
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("tickercast: interrupted", file=sys.stderr)
         return 130
