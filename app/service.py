@@ -7,6 +7,17 @@
                                rows (oldest first) of the model's features, raw prices;
                                "last_close" too when the features do not include close
     POST /reload               re-read every registry and reload changed champions
+    GET  /                     HTML: every champion, its latest forecast and bands, its
+                               verdict against naive, test and walk-forward figures, plots
+    GET  /tickers/{ticker}     HTML: every version of one model and the registry's history
+    GET  /models/{ticker}/plots/{name}.png
+                               a plot of the served champion (or of ?version=N): only
+                               forecast, loss, residuals, folds; listed in the manifest,
+                               checksum verified
+    GET  /docs, /openapi.json  the API, every response's schema included
+
+Every request body is bounded by MAX_BODY_BYTES in the app itself (`BodyLimit`), chunked
+uploads without Content-Length included: 413 before anything parses it.
 
 Each request stats the ticker's registry.json; when it changed (a promotion, a
 rollback) the new champion is loaded before answering, without a restart. A champion
@@ -21,11 +32,14 @@ same ticker wait for one computation instead of repeating it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tickercast.tickers import InvalidTickerError, validate_ticker
@@ -132,6 +146,70 @@ class PredictRequest(BaseModel):
     )
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+    data_dir: str
+    models_loaded: int = Field(description="model names with a champion loaded")
+
+
+class ModelInfo(BaseModel):
+    """One model name: the registry's champion, the version served, why they differ."""
+
+    name: str
+    champion: int | None = Field(
+        description="the registry's champion version (null in POST /reload's answer)"
+    )
+    serving: int | None = Field(description="the version this service answers with")
+    error: str | None = Field(
+        description="why the champion is not served (refused, unreadable registry), if so"
+    )
+    features: list[str] | None = None
+    lookback: int | None = None
+    horizon: int | None = None
+    target: str | None = None
+    intervals: list[str] | None = Field(None, description="conformal levels, e.g. ['80', '95']")
+    trained_to: str | None = Field(None, description="the last day of the training data")
+
+
+class ForecastRow(BaseModel):
+    """One output of a forecast; lo_<level>/hi_<level> per conformal level of the bundle."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ticker: str
+    version: int
+    as_of: str = Field(description='the last day of the window ("window" for POST /predict)')
+    horizon: int
+    target: str
+    output: int
+    last_close: float | None
+    forecast: float = Field(description="in price units")
+    lo_80: float | None = None
+    hi_80: float | None = None
+    lo_95: float | None = None
+    hi_95: float | None = None
+
+
+class Forecast(BaseModel):
+    ticker: str
+    version: int
+    forecasts: list[ForecastRow]
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI entries for the error answers a route gives: {"detail": message}."""
+    what = {
+        404: "unknown ticker, version or file",
+        413: "request body too large",
+        503: "stored data fails verification or cannot be read",
+    }
+    return {code: {"model": ErrorDetail, "description": what[code]} for code in codes}
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 before any parsing.
 
@@ -211,8 +289,9 @@ def _file_stamp(path: Path) -> tuple | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def create_app(data_dir: str | Path) -> FastAPI:
-    """The service over `data_dir`; champions load at start-up and on registry changes."""
+def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The service over `data_dir`; champions load at start-up and on registry changes.
+    Request bodies over `max_body_bytes` get 413 (`BodyLimit`, part of the app)."""
     from contextlib import asynccontextmanager
 
     champions = Champions(data_dir)
@@ -225,10 +304,12 @@ def create_app(data_dir: str | Path) -> FastAPI:
 
     app = FastAPI(
         title="Tickercast",
-        description="Forecasts from the registry's champion models.",
+        description="Forecasts from the registry's champion models. The page at `/` shows "
+        "every champion; `/tickers/{ticker}` one model's versions.",
         lifespan=lifespan,
     )
     app.state.champions = champions
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     def lookup(ticker: str) -> Served:
         try:
@@ -238,59 +319,65 @@ def create_app(data_dir: str | Path) -> FastAPI:
         except UnknownModel as exc:
             raise HTTPException(404, f"unknown ticker {ticker!r}: {exc}") from exc
 
-    @app.get("/health")
-    def health() -> dict:
-        loaded = sum(1 for e in champions.served.values() if e.bundle is not None)
-        return {"status": "ok", "data_dir": str(champions.data_dir), "models_loaded": loaded}
-
-    @app.get("/models")
-    def models() -> list[dict]:
-        from tickercast.delivery.registry import RegistryError, read_registry
-
-        rows = []
-        for name in champions.names():
-            try:
-                champions.get(name)
-            except UnknownModel:
-                pass
-            try:
-                champion = read_registry(data_dir, name)["champion"]
-            except RegistryError:
-                champion = None
-            rows.append(_describe(name, champions.served.get(name), champion))
-        return rows
-
-    @app.post("/reload")
-    def reload() -> list[dict]:
-        return [
-            _describe(name, champions.refresh(name, force=True), None) for name in champions.names()
-        ]
-
-    @app.get("/forecast/{ticker}")
-    def forecast(ticker: str) -> dict:
+    def latest_forecast(entry: Served, name: str) -> list[dict]:
+        """The forecast from the lake's latest rows, reused while lake and model stay."""
         from tickercast.delivery.predict import forecast_next
         from tickercast.market import lake
 
-        entry = lookup(ticker)
-        name = validate_ticker(ticker)
         try:
             with entry.lock:
                 stamp = _file_stamp(lake.partition_path(champions.data_dir, name))
                 if entry.last_forecast is not None and entry.last_forecast[0] == stamp:
-                    rows = entry.last_forecast[1]
-                else:
-                    prices = lake.read_partition(champions.data_dir, name)
-                    rows = forecast_next(entry.bundle, prices, name)
-                    entry.last_forecast = (stamp, rows)
+                    return entry.last_forecast[1]
+                prices = lake.read_partition(champions.data_dir, name)
+                rows = forecast_next(entry.bundle, prices, name)
+                entry.last_forecast = (stamp, rows)
+                return rows
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         except lake.CorruptPartitionError as exc:
             raise HTTPException(503, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
+
+    def registry_champion(name: str) -> int | None:
+        from tickercast.delivery.registry import RegistryError, read_registry
+
+        try:
+            return read_registry(data_dir, name)["champion"]
+        except RegistryError:
+            return None
+
+    @app.get("/health", response_model=Health)
+    def health() -> dict:
+        loaded = sum(1 for e in champions.served.values() if e.bundle is not None)
+        return {"status": "ok", "data_dir": str(champions.data_dir), "models_loaded": loaded}
+
+    @app.get("/models", response_model=list[ModelInfo])
+    def models() -> list[dict]:
+        rows = []
+        for name in champions.names():
+            try:
+                champions.get(name)
+            except UnknownModel:
+                pass
+            rows.append(_describe(name, champions.served.get(name), registry_champion(name)))
+        return rows
+
+    @app.post("/reload", response_model=list[ModelInfo], responses=errors(413))
+    def reload() -> list[dict]:
+        return [
+            _describe(name, champions.refresh(name, force=True), None) for name in champions.names()
+        ]
+
+    @app.get("/forecast/{ticker}", response_model=Forecast, responses=errors(404, 503))
+    def forecast(ticker: str) -> dict:
+        entry = lookup(ticker)
+        name = validate_ticker(ticker)
+        rows = latest_forecast(entry, name)
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Forecast, responses=errors(404, 413))
     def predict(request: PredictRequest) -> dict:
         from tickercast.delivery.predict import forecast_window
 
@@ -305,6 +392,99 @@ def create_app(data_dir: str | Path) -> FastAPI:
             raise HTTPException(422, str(exc)) from exc
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
 
+    # ----------------------------------------------------------------- pages and plots
+
+    def champion_view(name: str):
+        from tickercast.delivery.page import ChampionView
+
+        view = ChampionView(name, registry_champion(name))
+        try:
+            entry = champions.get(name)
+        except (UnknownModel, InvalidTickerError) as exc:
+            view.error = str(exc)
+            return view
+        view.bundle, view.error = entry.bundle, entry.error
+        try:
+            view.forecast = latest_forecast(entry, name)
+        except HTTPException as exc:
+            view.forecast_error = str(exc.detail)
+        return view
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        """Every champion: forecast and bands, verdict against naive, figures, plots."""
+        from tickercast.delivery.page import index_page
+
+        return index_page([champion_view(n) for n in champions.names()], champions.data_dir)
+
+    @app.get(
+        "/tickers/{ticker}",
+        response_class=HTMLResponse,
+        responses={
+            404: {"description": "unknown ticker (an HTML page saying so)"},
+            503: {"description": "the registry cannot be read (an HTML page saying so)"},
+        },
+    )
+    def ticker_page(ticker: str) -> HTMLResponse:
+        """One model: every version, the champion marked, and the registry's history."""
+        from tickercast.delivery import page
+        from tickercast.delivery.bundle import versions_dir
+        from tickercast.delivery.registry import RegistryError, model_names, show
+
+        def problem(status: int, message: str) -> HTMLResponse:
+            return HTMLResponse(page.error_page(status, message), status_code=status)
+
+        try:
+            name = validate_ticker(ticker)
+        except InvalidTickerError as exc:
+            return problem(422, str(exc))
+        if name not in model_names(champions.data_dir):
+            return problem(404, f"unknown ticker {ticker!r}")
+        try:
+            shown = show(champions.data_dir, name)
+        except RegistryError as exc:
+            return problem(503, str(exc))
+        view = champion_view(name)
+        served = view.bundle.version if view.bundle is not None else None
+        folder = versions_dir(champions.data_dir, name)
+        return HTMLResponse(page.ticker_page(name, shown, folder, served, view.error))
+
+    @app.get(
+        "/models/{ticker}/plots/{plot}.png",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {}}, "description": "the PNG"},
+            **errors(404, 503),
+        },
+    )
+    def plot(ticker: str, plot: str, request: Request, version: int | None = None) -> Response:
+        """A plot of the served champion, or of `version`: forecast, loss, residuals or
+        folds, only if the bundle's manifest lists it and its checksum matches."""
+        from tickercast.delivery.bundle import BundleError, bundle_path, list_versions
+        from tickercast.delivery.page import plot_bytes
+
+        if version is None:
+            path = lookup(ticker).bundle.path
+        else:
+            try:
+                name = validate_ticker(ticker)
+            except InvalidTickerError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            if version not in list_versions(champions.data_dir, name):
+                raise HTTPException(404, f"model {name} has no version {version}")
+            path = bundle_path(champions.data_dir, name, version)
+        try:
+            data = plot_bytes(path, plot)
+        except FileNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except BundleError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        headers = {"Cache-Control": "no-cache", "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/png", headers=headers)
+
     return app
 
 
@@ -312,5 +492,4 @@ def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> No
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    app = BodyLimit(create_app(data_dir))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(create_app(data_dir), host=host, port=port, log_level="info")

@@ -1,0 +1,517 @@
+"""The service's HTML pages: every champion at a glance, and one page per model's history.
+
+Server-rendered with f-strings and `html.escape` (no template engine, no script, no
+stylesheet or font from elsewhere): the service runs on machines without internet, and
+Prefect's UI cannot show a bundle's local images. Every value that comes from a file
+is escaped; the only URLs are the service's own (`plot_url`, `ticker_url`).
+
+Images are the bundle's own PNGs, read through `plot_bytes`: only the names in `PLOTS`,
+only when the bundle's manifest lists the file, and only when its checksum still matches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from tickercast.delivery.bundle import MANIFEST, BundleError
+from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
+from tickercast.significance import format_p, verdict_of, verdict_text
+
+# The bundle images a page shows, in this order, with their captions; `folds` exists only
+# in bundles trained with a walk-forward backtest.
+PLOTS: dict[str, str] = {
+    "forecast": "Test split: forecast vs actual",
+    "loss": "Training loss",
+    "residuals": "Test residuals",
+    "folds": "Walk-forward RMSE per fold",
+}
+METRIC_COLUMNS = (
+    ("rmse", "RMSE"),
+    ("mae", "MAE"),
+    ("mase", "MASE"),
+    ("skill", "skill vs naive"),
+    ("directional_accuracy", "direction hit %"),
+)
+ACTIONS = {
+    "promote": "promoted by the gate",
+    "reject": "rejected by the gate",
+    "manual_promote": "promoted by hand",
+    "rollback": "rollback",
+}
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2430}
+header,main{max-width:1180px;margin:0 auto;padding:12px 20px}
+header{border-bottom:1px solid #d8dce3}
+h1{margin:8px 0 2px;font-size:24px}h2{margin:0 0 6px;font-size:20px}
+h3{margin:16px 0 4px;font-size:15px}
+a{color:#1f5fbf}
+.muted{color:#5b6575}
+.card{background:#fff;border:1px solid #d8dce3;border-radius:8px;margin:16px 0;padding:14px 18px}
+.card.problem{border-color:#d38b00}
+.tag{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;background:#e9edf3;
+margin-left:6px;vertical-align:middle}
+.verdict{font-weight:600;padding:4px 10px;border-radius:6px;display:inline-block}
+.better{background:#e3f5e6;color:#17612a}.worse{background:#fbe4e4;color:#8a1c1c}
+.indistinguishable{background:#eef0f3;color:#39414e}
+.warn{background:#fff4dc;border-left:4px solid #d38b00;padding:6px 10px}
+table{border-collapse:collapse;margin:4px 0;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #e4e7ec;padding:3px 10px;text-align:left;vertical-align:top}
+.num{text-align:right;white-space:nowrap}
+tr.champion td{background:#f1f8f2;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px}
+figure{margin:0;flex:1 1 340px;max-width:560px}
+figure img{width:100%;height:auto;border:1px solid #e4e7ec;border-radius:4px}
+figcaption{font-size:12px;color:#5b6575}
+"""
+
+
+class Raw(str):
+    """Markup built here (already escaped): a table cell that must not be escaped again."""
+
+
+def esc(value: object) -> str:
+    return value if isinstance(value, Raw) else html.escape("" if value is None else str(value))
+
+
+def ticker_url(name: str) -> str:
+    return f"/tickers/{quote(name, safe='')}"
+
+
+def plot_url(name: str, plot: str, version: int) -> str:
+    """The service's URL of one version's plot (a page names the version it shows, so a
+    promotion between the page and its images cannot mix two versions)."""
+    return f"/models/{quote(name, safe='')}/plots/{quote(plot, safe='')}.png?version={int(version)}"
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def price(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.2f}"
+
+
+def number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def percent(value: float | None, signed: bool = False) -> str:
+    return "–" if value is None else (f"{value:+.1%}" if signed else f"{value:.1%}")
+
+
+def metric_cell(key: str, value: float | None) -> str:
+    if key == "skill":
+        return percent(value, signed=True)
+    if key == "directional_accuracy":
+        return "–" if value is None else f"{value:.1f}"
+    return number(value)
+
+
+# --------------------------------------------------------------------------- bundle files
+
+
+def _manifest(bundle_dir: Path) -> dict[str, str]:
+    try:
+        files = json.loads((bundle_dir / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} is unreadable: {exc}") from exc
+    if not isinstance(files, dict):
+        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} is unreadable")
+    return files
+
+
+def listed_plots(bundle_dir: Path) -> list[str]:
+    """The names in `PLOTS` whose PNG the bundle's manifest lists, in page order."""
+    files = _manifest(bundle_dir)
+    return [name for name in PLOTS if f"{name}.png" in files]
+
+
+def plot_bytes(bundle_dir: Path, name: str) -> bytes:
+    """The bundle's PNG `name`: FileNotFoundError unless `name` is one of `PLOTS` and the
+    manifest lists it (so no other file and no path can be asked for), BundleError when
+    the file no longer matches its checksum (the bundle was changed after export)."""
+    if name not in PLOTS:
+        raise FileNotFoundError(f"no plot named {name!r}; plots: {', '.join(PLOTS)}")
+    file = f"{name}.png"
+    digest = _manifest(bundle_dir).get(file)
+    if digest is None:
+        raise FileNotFoundError(f"version {bundle_dir.name} has no {file}")
+    try:
+        data = (bundle_dir / file).read_bytes()
+    except FileNotFoundError as exc:
+        raise BundleError(f"bundle {bundle_dir}: {file} is missing") from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise BundleError(f"bundle {bundle_dir}: {file} does not match its checksum")
+    return data
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def table(headers: Iterable[str], rows: Iterable[Iterable[object]], classes=()) -> str:
+    """An HTML table; `classes` gives a class per row (e.g. the champion's). `Raw` cells
+    are text (left-aligned), the others numbers (right-aligned, escaped here); a column
+    is aligned like its first row's cell."""
+    classes, rows = list(classes), [list(r) for r in rows]
+    kinds = ["text" if isinstance(c, Raw) else "num" for c in (rows[0] if rows else [])]
+    head = "".join(
+        f'<th class="{kinds[i] if i < len(kinds) else "text"}">{esc(h)}</th>'
+        for i, h in enumerate(headers)
+    )
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{esc(classes[i])}"' if i < len(classes) and classes[i] else ""
+        cells = "".join(
+            f'<td class="{"text" if isinstance(c, Raw) else "num"}">{esc(c)}</td>' for c in row
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def when(stamp: object) -> str:
+    """An ISO time as '2024-01-02 15:04 UTC' (as stored when it is not one)."""
+    try:
+        moment = dt.datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return "–" if stamp is None else str(stamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def naive_test(metrics: Mapping) -> dict:
+    """The Diebold-Mariano test of the model against naive that evaluation recorded."""
+    naive = metrics.get(NAIVE) or {}
+    return {"p_value": naive.get("dm_p"), "verdict": naive.get("dm_verdict")}
+
+
+def verdict_badge(test: Mapping, name: str = NAIVE) -> str:
+    """'beats naive (DM p = 0.012)' coloured by the verdict, never by a difference's sign."""
+    state = test.get("verdict") or verdict_of(test.get("p_value"), test.get("mean_diff"))
+    return f'<span class="verdict {esc(state)}">{esc(verdict_text(name, test))}</span>'
+
+
+def forecast_table(rows: list[dict]) -> str:
+    """The latest forecast, one row per output, with the conformal bands."""
+    out = []
+    for row in rows:
+        out.append(
+            [
+                Raw(esc(row.get("as_of"))),
+                f"+{row.get('horizon')} days" if len(rows) == 1 else f"output {row['output']}",
+                price(row.get("last_close")),
+                price(row.get("forecast")),
+                f"{price(row.get('lo_80'))} – {price(row.get('hi_80'))}",
+                f"{price(row.get('lo_95'))} – {price(row.get('hi_95'))}",
+            ]
+        )
+    headers = ("as of", "horizon", "last close", "forecast", "80% band", "95% band")
+    return table(headers, out)
+
+
+def test_split(metadata: Mapping) -> str:
+    """Every forecaster's test metrics and its DM test against the model, interval coverage."""
+    metrics = metadata.get("metrics") or {}
+    window = (metadata.get("evaluation") or {}).get("window") or {}
+    parts = []
+    if window:
+        parts.append(
+            f'<p class="muted">{esc(window.get("windows"))} test windows, targets '
+            f"{esc(window.get('first_target'))} to {esc(window.get('last_target'))}</p>"
+        )
+    names = [n for n in FORECASTERS if n in metrics] + [n for n in metrics if n not in FORECASTERS]
+    rows = []
+    for name in names:
+        m = metrics[name]
+        vs = "" if name == MODEL else f"{m.get('dm_verdict') or '–'} (p {format_p(m.get('dm_p'))})"
+        rows.append(
+            [Raw(esc(name))]
+            + [metric_cell(k, m.get(k)) for k, _ in METRIC_COLUMNS]
+            + [Raw(esc(vs))]
+        )
+    headers = ["forecaster", *(label for _, label in METRIC_COLUMNS), "model vs it (DM test)"]
+    parts.append(table(headers, rows, ["champion" if n == MODEL else "" for n in names]))
+    cover = [
+        f"{percent(c.get('nominal'))} band covered {percent(c.get('coverage_test'))}"
+        for _, c in sorted((metadata.get("intervals") or {}).items())
+    ]
+    if cover:
+        text = "; ".join(cover)
+        parts.append(f'<p class="muted">Conformal intervals on the test windows: {esc(text)}.</p>')
+    return "".join(parts)
+
+
+def walk_forward(metadata: Mapping) -> str:
+    """The walk-forward backtest's pooled verdict, mean ± std per forecaster, and its folds."""
+    wf = metadata.get("walk_forward")
+    if not wf:
+        return (
+            '<p class="muted">No walk-forward backtest in this bundle '
+            "(retrain with <code>--walk-forward-folds K</code>).</p>"
+        )
+    summary = wf.get("summary") or {}
+    metrics = summary.get("metrics") or {}
+    pooled = (summary.get("significance") or {}).get(NAIVE) or {}
+    parts = [
+        f"<p>{esc(wf.get('n_folds'))} expanding folds, {esc(wf.get('epochs_per_fold'))} epochs "
+        f"each; pooled over every fold's test windows the model {verdict_badge(pooled)}</p>"
+    ]
+
+    def mean_std(name: str, key: str) -> str:
+        cell = (metrics.get(name) or {}).get(key) or {}
+        if cell.get("mean") is None:
+            return "–"
+        return f"{metric_cell(key, cell['mean'])} ± {metric_cell(key, cell.get('std'))}"
+
+    names = [n for n in FORECASTERS if n in metrics]
+    rows = [[Raw(esc(n))] + [mean_std(n, k) for k, _ in METRIC_COLUMNS[:4]] for n in names]
+    headers = ["forecaster", *(f"{label} (mean ± std)" for _, label in METRIC_COLUMNS[:4])]
+    parts.append(table(headers, rows, ["champion" if n == MODEL else "" for n in names]))
+    folds = []
+    for fold in wf.get("folds") or []:
+        m = fold.get("metrics") or {}
+        folds.append(
+            [
+                Raw(f"fold {esc(fold.get('fold'))}"),
+                Raw(f"{esc(fold.get('test_first_target'))} to {esc(fold.get('test_last_target'))}"),
+                fold.get("test_windows"),
+                number((m.get(MODEL) or {}).get("rmse")),
+                number((m.get(NAIVE) or {}).get("rmse")),
+                percent((m.get(MODEL) or {}).get("skill"), signed=True),
+            ]
+        )
+    if folds:
+        headers = ("fold", "test targets", "windows", "model RMSE", "naive RMSE", "skill")
+        parts.append(table(headers, folds))
+    return "".join(parts)
+
+
+def figures(name: str, version: int, plots: list[str]) -> str:
+    items = [
+        f'<figure><img src="{esc(plot_url(name, plot, version))}" '
+        f'alt="{esc(name)} v{version}: {esc(PLOTS[plot])}" loading="eager">'
+        f"<figcaption>{esc(PLOTS[plot])}</figcaption></figure>"
+        for plot in plots
+    ]
+    return f'<div class="plots">{"".join(items)}</div>' if items else ""
+
+
+def document(title: str, body: str) -> str:
+    """A whole page: inline CSS, no script, nothing loaded from another origin."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>{body}</body></html>"
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --------------------------------------------------------------------------- the index
+
+
+@dataclass
+class ChampionView:
+    """What the index shows about one model name; `bundle` is None when none is served."""
+
+    name: str
+    champion: int | None  # the registry's champion
+    bundle: object | None = None  # the served Bundle (the champion, or the one kept)
+    forecast: list[dict] = field(default_factory=list)
+    forecast_error: str | None = None
+    error: str | None = None  # why the registry's champion is not the one served
+
+
+def champion_card(view: ChampionView) -> str:
+    name = view.name
+    link = f'<a href="{esc(ticker_url(name))}">{esc(name)}</a>'
+    if view.bundle is None:
+        why = view.error or "no champion"
+        return (
+            f'<section class="card problem" id="{esc(name)}"><h2>{link}</h2>'
+            f'<p class="warn">{esc(why)}</p></section>'
+        )
+    b = view.bundle
+    meta, spec = b.metadata, b.spec
+    config = meta.get("config") or {}
+    data = meta.get("data") or {}
+    parts = [
+        f'<section class="card{" problem" if view.error else ""}" id="{esc(name)}">',
+        f'<h2>{link}<span class="tag">v{b.version}</span>'
+        f'<span class="tag">{esc(config.get("model", "model"))}</span></h2>',
+    ]
+    if view.error:
+        parts.append(f'<p class="warn">{esc(view.error)}</p>')
+    shrink = meta.get("shrinkage") or {}
+    shrunk = (
+        f" · shrunk toward naive (alpha {number(shrink.get('alpha'))})"
+        if shrink.get("alpha") is not None
+        else ""
+    )
+    parts.append(
+        f'<p class="muted">target {esc(spec.target)}, horizon {spec.horizon} days, lookback '
+        f"{spec.lookback}, features {esc(', '.join(spec.features))}; trained on "
+        f"{esc(data.get('first_day'))} to {esc(data.get('last_day'))} "
+        f"({esc(data.get('source'))}), exported {esc(when(meta.get('created_at')))}"
+        f"{esc(shrunk)}</p>"
+    )
+    badge = verdict_badge(naive_test(meta.get("metrics") or {}))
+    parts.append(f"<p>Against naive on the test split: {badge}</p>")
+    parts.append("<h3>Latest forecast</h3>")
+    if view.forecast:
+        parts.append(forecast_table(view.forecast))
+    else:
+        parts.append(f'<p class="warn">no forecast: {esc(view.forecast_error)}</p>')
+    parts.append("<h3>Test split</h3>" + test_split(meta))
+    parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
+    try:
+        plots = listed_plots(b.path)
+    except BundleError as exc:
+        plots = []
+        parts.append(f'<p class="warn">{esc(exc)}</p>')
+    parts.append(figures(name, b.version, plots))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def index_page(views: list[ChampionView], data_dir: str | Path) -> str:
+    """`/`: every model name with its served champion."""
+    served = sum(1 for v in views if v.bundle is not None)
+    cards = "".join(champion_card(v) for v in views) or (
+        f'<p class="warn">No models under {esc(data_dir)}: run <code>tickercast retrain</code> '
+        "first.</p>"
+    )
+    body = (
+        "<header><h1>Tickercast champions</h1>"
+        f'<p class="muted">{served} of {len(views)} models served from {esc(data_dir)} · '
+        f"{esc(_now())} · verdicts are Diebold-Mariano tests at 5% · "
+        '<a href="/docs">API</a></p></header>'
+        f"<main>{cards}</main>"
+    )
+    return document("Tickercast champions", body)
+
+
+# --------------------------------------------------------------------------- one model
+
+
+def version_events(history: list[dict]) -> dict[int, list[str]]:
+    """Per version, what happened to it, in order: 'promoted by the gate 2024-01-02', ..."""
+    events: dict[int, list[str]] = {}
+    for event in history:
+        day = str(event.get("at", ""))[:10]
+        version = event.get("version")
+        if event.get("action") == "rollback":
+            before = event.get("champion_before")
+            if before is not None:
+                events.setdefault(int(before), []).append(f"rolled back to v{version} {day}")
+            events.setdefault(int(version), []).append(f"champion again (rollback) {day}")
+        elif version is not None:
+            label = ACTIONS.get(event.get("action"), str(event.get("action")))
+            events.setdefault(int(version), []).append(f"{label} {day}")
+    return events
+
+
+def plot_links(name: str, version: int, version_dir: Path) -> str:
+    try:
+        plots = listed_plots(version_dir)
+    except BundleError:
+        return "–"
+    return " ".join(f'<a href="{esc(plot_url(name, p, version))}">{esc(p)}</a>' for p in plots)
+
+
+def _naive_verdict(version_dir: Path) -> dict:
+    try:
+        meta = json.loads((version_dir / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return naive_test(meta.get("metrics") or {})
+
+
+def ticker_page(
+    name: str, shown: dict, versions_dir: Path, served: int | None, error: str | None
+) -> str:
+    """`/tickers/{name}`: every version (when, data, metrics, verdict, what happened to it)
+    and the registry's history. `shown` is `registry.show()`; `served` the version the
+    service answers with (it differs from the champion when that one was refused)."""
+    champion = shown.get("champion")
+    events = version_events(shown.get("history") or [])
+    rows, classes = [], []
+    for v in reversed(shown.get("versions") or []):
+        number_ = v["version"]
+        marks = []
+        if number_ == champion:
+            marks.append("champion")
+        if number_ == served:
+            marks.append("served")
+        state = "intact" if v.get("intact") else f"damaged: {v.get('problem', '')}"
+        test = _naive_verdict(versions_dir / str(number_))
+        rows.append(
+            [
+                Raw(f"v{number_}" + "".join(f'<span class="tag">{m}</span>' for m in marks)),
+                Raw(esc(when(v.get("created_at")))),
+                Raw(esc(v.get("last_day"))),
+                number(v.get("rmse")),
+                number(v.get("naive_rmse")),
+                percent(v.get("skill"), signed=True),
+                Raw(verdict_badge(test)) if test else Raw("–"),
+                Raw("<br>".join(esc(e) for e in events.get(number_, [])) or "never promoted"),
+                Raw(esc(state)),
+                Raw(plot_links(name, number_, versions_dir / str(number_))),
+            ]
+        )
+        classes.append("champion" if number_ == champion else "")
+    headers = (
+        "version", "exported", "trained to", "test RMSE", "naive RMSE", "skill",
+        "vs naive", "registry events", "files", "plots",
+    )  # fmt: skip
+    history = [
+        [
+            Raw(esc(when(e.get("at")))),
+            Raw(esc(ACTIONS.get(e.get("action"), e.get("action")))),
+            f"v{e.get('version')}",
+            f"{_v(e.get('champion_before'))} → {_v(e.get('champion_after'))}",
+            Raw(esc(e.get("reason"))),
+        ]
+        for e in reversed(shown.get("history") or [])
+    ]
+    lineage = " → ".join(f"v{v}" for v in shown.get("lineage") or []) or "none"
+    body = [
+        f'<header><h1>{esc(name)}</h1><p class="muted"><a href="/">all champions</a> · '
+        f"champion {esc(_v(champion))} · served {esc(_v(served))} · lineage {esc(lineage)}</p>"
+        "</header><main>"
+    ]
+    if error:
+        body.append(f'<p class="warn">{esc(error)}</p>')
+    body.append(f'<section class="card"><h2>Versions</h2>{table(headers, rows, classes)}</section>')
+    body.append(
+        '<section class="card"><h2>Registry history</h2>'
+        + (
+            table(("when", "action", "version", "champion", "reason"), history)
+            if history
+            else '<p class="muted">nothing promoted yet</p>'
+        )
+        + "</section></main>"
+    )
+    return document(f"{name}: versions", "".join(body))
+
+
+def error_page(status: int, message: str) -> str:
+    """What a page route answers instead of itself: the status and why, as a page."""
+    body = (
+        f'<header><h1>{status}</h1><p class="muted"><a href="/">all champions</a></p></header>'
+        f'<main><p class="warn">{esc(message)}</p></main>'
+    )
+    return document(f"{status}: {message}", body)
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
