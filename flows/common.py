@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tickercast.config import BacktestConfig, RetrainConfig
-from tickercast.market.ingest import fetch_window, source_fingerprint
+from tickercast.market.locate import fetch_window, source_fingerprint
 
 
 def preflight(config: RetrainConfig | BacktestConfig) -> None:

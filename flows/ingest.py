@@ -20,9 +20,8 @@ from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from tickercast.config import IngestConfig
-from tickercast.market.ingest import fetch_window, source_fingerprint
+from tickercast.market.locate import csv_tickers, fetch_window, sample_tickers, source_fingerprint
 from tickercast.market.report import quirks_text, report_row, verdict
-from tickercast.market.sources import csv_tickers, sample_tickers
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 

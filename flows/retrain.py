@@ -26,7 +26,6 @@ from tickercast.config import (
     RetrainConfig,
 )
 from tickercast.flows.common import preflight, submit_ingest
-from tickercast.market.partition import CorruptSkippedError
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
 from tickercast.tasks.export import export_step
@@ -37,6 +36,7 @@ from tickercast.tasks.runners import make_task_runner, step_options, use_task_ru
 from tickercast.tasks.train import train_global_step, train_step
 from tickercast.tasks.windows import windows_step
 from tickercast.tickers import validate_ticker
+from tickercast.tracking import resolve_uri
 
 
 @contextlib.contextmanager
@@ -85,7 +85,9 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
             promote_step,
         )
     )
-    full = config.model_dump(mode="json")
+    # what the bundle's metadata records; where runs are mirrored is not part of a version
+    full = config.model_dump(mode="json", exclude={"mlflow_uri"})
+    mlflow_uri = resolve_uri(config.mlflow_uri)
 
     def finish(branch: Branch, trained: Any) -> None:
         """Evaluate, walk-forward (when enabled), the bundle, then the champion gate."""
@@ -109,7 +111,7 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
             branch.backtested,
         )
         branch.promotion = promote.submit(
-            branch.exported, config.slice(*PROMOTION_FIELDS), data_dir
+            branch.exported, config.slice(*PROMOTION_FIELDS), data_dir, mlflow_uri
         )
 
     runner = make_task_runner(config.task_runner, config.max_workers, config.dask_address)
@@ -190,6 +192,9 @@ def _failure(branch: Branch) -> BaseException | None:
 def _collect(branches: dict[str, Branch]):
     """Per-ticker results; the run fails naming every ticker that failed, after the others
     finished (one bad ticker never stops the rest)."""
+    # imported here: the partition module brings pandas, which a cached rerun never needs
+    from tickercast.market.partition import CorruptSkippedError
+
     results: dict[str, dict] = {}
     failed: list[str] = []
     for ticker, branch in branches.items():
@@ -211,8 +216,6 @@ def _collect(branches: dict[str, Branch]):
     if all("skipped" in r for r in results.values()):
         return Failed(message=f"every ticker was skipped: {sorted(results)}", data=results)
     return results
-
-
 
 
 if __name__ == "__main__":  # `python -m flows.retrain`: the CLI's `retrain`, looked up by name

@@ -12,8 +12,9 @@ import pytest
 from tests.yahoo_replay import replay_session
 from tickercast.market import lake
 from tickercast.market.ingest import ingest_ticker
+from tickercast.market.locate import csv_tickers
 from tickercast.market.report import ingest_many
-from tickercast.market.sources import MalformedFileError, csv_tickers
+from tickercast.market.sources import MalformedFileError
 from tickercast.tickers import InvalidTickerError
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"

@@ -306,7 +306,7 @@ UNSAFE = [
 def test_unsafe_ticker_refused_before_any_path_or_url(tmp_path: Path, symbol: str) -> None:
     from tickercast.delivery import bundle as export
     from tickercast.delivery import registry
-    from tickercast.market.sources import csv_path, sample_path
+    from tickercast.market.locate import csv_path, sample_path
 
     data = tmp_path / "data"
     asked: list[str] = []

@@ -27,19 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from tickercast.choices import SOURCES as _SOURCES
-from tickercast.choices import WHOLE_SOURCES, WINDOWED_SOURCES
+from tickercast.choices import WHOLE_SOURCES
 from tickercast.hashing import file_sha256
 from tickercast.market import lake
+from tickercast.market.locate import csv_path
 from tickercast.market.options import IngestOptions
 from tickercast.market.partition import canonical, day_array, ingest_result, read_stored, split_days
 from tickercast.market.retry import Fetcher, yahoo_fetcher
 from tickercast.market.sources import (
     Loaded,
     MalformedFileError,
-    csv_path,
     load_csv,
     load_sample,
-    sample_path,
     sine_prices,
 )
 from tickercast.market.validate import InvalidPricesError, move_warnings, screen_prices
@@ -49,29 +48,6 @@ from tickercast.tickers import validate_ticker
 
 SOURCES = tuple(sorted(_SOURCES))  # as listed in error messages
 INGEST_BAR = "ingest tickers"  # the terminal's progress bar (tickercast.progress.tally)
-
-
-def source_fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
-    """Content hash of what an offline source would read; None for live sources."""
-    if source == "sample":
-        return file_sha256(sample_path(ticker))
-    if source == "csv":
-        return file_sha256(csv_path(csv_dir or ".", ticker))
-    if source == "sine":
-        return "sine-v1"
-    return None
-
-
-def fetch_window(
-    source: str, start: dt.date | None, end: dt.date | None
-) -> tuple[str | None, str | None]:
-    """The (start, end) a flow hands the ingest task, as ISO days (JSON-ready: they are part
-    of its cache key). Only a windowed source (yfinance) is asked for a date range; whole
-    sources are ingested whole, so their partition and cache key depend on the file alone
-    (a run's own dates are applied later, in preprocess)."""
-    if source not in WINDOWED_SOURCES:
-        return None, None
-    return (start.isoformat() if start else None, end.isoformat() if end else None)
 
 
 def load_source(

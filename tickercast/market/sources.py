@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tickercast import layout
+from tickercast.market.locate import sample_path
 from tickercast.market.schema import PRICE_COLUMNS, PRICE_SCHEMA
-from tickercast.tickers import validate_ticker
 
 _CSV_FIELDS = {
     "date": "date",
@@ -168,57 +167,6 @@ def _parse_number(text: str, path: Path, line_no: int, field: str) -> float:
     if not math.isfinite(value):
         raise MalformedFileError(f"{path}, line {line_no}, field {field}: {text!r} is not finite")
     return value
-
-
-def csv_path(csv_dir: str | Path, ticker: str) -> Path:
-    """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
-    itself when it is one file (that file then holds the ticker, whatever its name)."""
-    ticker = validate_ticker(ticker)
-    folder = Path(csv_dir)
-    if folder.is_file():
-        return folder
-    if not folder.is_dir():
-        raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
-    exact = folder / f"{ticker}.csv"
-    if exact.is_file():
-        return exact
-    for candidate in sorted(folder.iterdir()):
-        if candidate.suffix.lower() == ".csv" and candidate.stem.upper() == ticker:
-            return candidate
-    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
-
-
-def csv_tickers(csv_dir: str | Path) -> list[str]:
-    """The tickers a CSV import covers: the file's stem, or every `*.csv` stem in a folder.
-
-    Stems are returned as found (upper-cased, not validated): a file whose name is not
-    a ticker is reported as that ticker's failure instead of stopping the others.
-    """
-    path = Path(csv_dir)
-    if path.is_file():
-        return [path.stem.upper()]
-    if not path.is_dir():
-        raise FileNotFoundError(f"csv_dir {path} is not a folder or a CSV file")
-    stems = sorted({p.stem.upper() for p in path.iterdir() if p.suffix.lower() == ".csv"})
-    if not stems:
-        raise FileNotFoundError(f"csv_dir {path} holds no .csv files")
-    return stems
-
-
-def sample_tickers() -> list[str]:
-    """Tickers of the bundled offline sample."""
-    return sorted(p.stem for p in layout.sample_dir().glob("*.parquet"))
-
-
-def sample_path(ticker: str) -> Path:
-    ticker = validate_ticker(ticker)
-    path = layout.sample_dir() / f"{ticker}.parquet"
-    if not path.is_file():
-        available = sorted(p.stem for p in layout.sample_dir().glob("*.parquet"))
-        raise FileNotFoundError(
-            f"ticker {ticker} is not in the bundled sample; available: {available}"
-        )
-    return path
 
 
 def load_sample(ticker: str) -> Loaded:

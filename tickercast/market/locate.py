@@ -1,0 +1,89 @@
+"""Where a source's prices are and what identifies them, without reading them.
+
+Flows call these before any work (preflight, cache keys of the ingest step), so this
+module stays free of pandas and pyarrow: a fully cached rerun never imports either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tickercast import layout
+from tickercast.choices import WINDOWED_SOURCES
+from tickercast.hashing import file_sha256
+from tickercast.tickers import validate_ticker
+
+
+def source_fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
+    """Content hash of what an offline source would read; None for live sources."""
+    if source == "sample":
+        return file_sha256(sample_path(ticker))
+    if source == "csv":
+        return file_sha256(csv_path(csv_dir or ".", ticker))
+    if source == "sine":
+        return "sine-v1"
+    return None
+
+
+def fetch_window(
+    source: str, start: dt.date | None, end: dt.date | None
+) -> tuple[str | None, str | None]:
+    """The (start, end) a flow hands the ingest task, as ISO days (JSON-ready: they are part
+    of its cache key). Only a windowed source (yfinance) is asked for a date range; whole
+    sources are ingested whole, so their partition and cache key depend on the file alone
+    (a run's own dates are applied later, in preprocess)."""
+    if source not in WINDOWED_SOURCES:
+        return None, None
+    return (start.isoformat() if start else None, end.isoformat() if end else None)
+
+
+def csv_path(csv_dir: str | Path, ticker: str) -> Path:
+    """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
+    itself when it is one file (that file then holds the ticker, whatever its name)."""
+    ticker = validate_ticker(ticker)
+    folder = Path(csv_dir)
+    if folder.is_file():
+        return folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
+    exact = folder / f"{ticker}.csv"
+    if exact.is_file():
+        return exact
+    for candidate in sorted(folder.iterdir()):
+        if candidate.suffix.lower() == ".csv" and candidate.stem.upper() == ticker:
+            return candidate
+    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+
+
+def csv_tickers(csv_dir: str | Path) -> list[str]:
+    """The tickers a CSV import covers: the file's stem, or every `*.csv` stem in a folder.
+
+    Stems are returned as found (upper-cased, not validated): a file whose name is not
+    a ticker is reported as that ticker's failure instead of stopping the others.
+    """
+    path = Path(csv_dir)
+    if path.is_file():
+        return [path.stem.upper()]
+    if not path.is_dir():
+        raise FileNotFoundError(f"csv_dir {path} is not a folder or a CSV file")
+    stems = sorted({p.stem.upper() for p in path.iterdir() if p.suffix.lower() == ".csv"})
+    if not stems:
+        raise FileNotFoundError(f"csv_dir {path} holds no .csv files")
+    return stems
+
+
+def sample_tickers() -> list[str]:
+    """Tickers of the bundled offline sample."""
+    return sorted(p.stem for p in layout.sample_dir().glob("*.parquet"))
+
+
+def sample_path(ticker: str) -> Path:
+    ticker = validate_ticker(ticker)
+    path = layout.sample_dir() / f"{ticker}.parquet"
+    if not path.is_file():
+        available = sorted(p.stem for p in layout.sample_dir().glob("*.parquet"))
+        raise FileNotFoundError(
+            f"ticker {ticker} is not in the bundled sample; available: {available}"
+        )
+    return path
