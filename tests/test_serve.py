@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bench.serve_load import serve_process
-from tests.tiny_models import TICKER, copy_store
+from tests.tiny_models import TICKER, copy_store, tiny_config
 from tickercast.delivery.registry import promote
 from tickercast.market import lake
 
@@ -169,3 +169,311 @@ def test_forecasts_are_reused_until_the_lake_or_the_champion_changes(tmp_path, m
         promote(data, TICKER, 1)  # the champion changes
         assert client.get(f"/forecast/{TICKER}").json()["version"] == 1
         assert len(calls) == 3
+
+
+# -- the pages, the plots, the API description, the body limit (in-process) ---------------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def walk_forward_version(data: Path) -> int:
+    """A new MSFT version: v3's files plus a real walk-forward backtest (2 expanding folds
+    of the real engine, each "fit" a 3-day moving average, so no Keras) in its metadata,
+    with backtest.json, backtest_predictions.parquet and folds.png, as retrain exports."""
+    import json
+
+    from tickercast.backtest.walkforward import walk_forward, write_backtest
+    from tickercast.config import PREPROCESS_FIELDS
+    from tickercast.delivery.bundle import MANIFEST, bundle_path, write_bundle
+    from tickercast.evaluation.baselines import flat_paths, moving_average_forecast
+    from tickercast.evaluation.evaluate import target_weights
+
+    def moving_average_fit(seen, anchors, spec, cfg, out_dir, logger):
+        weights = target_weights(spec.target, spec.horizon, 1)
+
+        def forecast(arrays, a):
+            level = moving_average_forecast(arrays["close"], a, 3)
+            return flat_paths(level, spec.horizon) @ weights.T
+
+        return forecast, {"epochs_run": 0}
+
+    prices = lake.read_partition(data, TICKER)
+    pre_cfg = tiny_config(data).slice(*PREPROCESS_FIELDS)
+    out = data / "work" / "walk-forward"
+    backtest = walk_forward(prices, pre_cfg, {}, 2, 1, out, fit=moving_average_fit, who=TICKER)
+    paths = write_backtest(out, backtest, TICKER)
+    source = bundle_path(data, TICKER, 3)
+    files = {p.name: p for p in source.iterdir() if p.name not in (MANIFEST, "metadata.json")}
+    files |= {
+        "backtest.json": paths["backtest_json"],
+        "backtest_predictions.parquet": paths["predictions"],
+        "folds.png": paths["folds_png"],
+    }
+    metadata = json.loads((source / "metadata.json").read_text())
+    metadata["walk_forward"] = {
+        k: backtest[k] for k in ("n_folds", "epochs_per_fold", "summary", "folds")
+    }
+    return int(write_bundle(data, TICKER, files, metadata).name)
+
+
+def page_store(folder: Path) -> Path:
+    """Three model names: MSFT (champion v4 with a walk-forward backtest; history with a
+    gate rejection, manual promotions and a rollback), AAPL (a copy of MSFT's v3 and its
+    prices under another name, champion v1) and GOOG (a version, never promoted)."""
+    import shutil
+
+    from tickercast.delivery.gate import challenge
+    from tickercast.delivery.registry import rollback
+
+    data = copy_store(folder)
+    promote(data, TICKER, 3)
+    assert challenge(data, TICKER, 2)["action"] == "reject"  # far worse than naive
+    assert walk_forward_version(data) == 4
+    promote(data, TICKER, 4)
+    promote(data, TICKER, 1)
+    rollback(data, TICKER)  # back to v4
+    versions = data / "models" / TICKER / "versions"
+    shutil.copytree(versions / "3", data / "models" / "AAPL" / "versions" / "1")
+    shutil.copytree(versions / "2", data / "models" / "GOOG" / "versions" / "1")
+    lake.write_partition(data, "AAPL", lake.read_partition(data, TICKER).assign(ticker="AAPL"))
+    promote(data, "AAPL", 1)
+    return data
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """In-process client (real app, lifespan run) over `page_store`; tests only read."""
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+
+    data = page_store(tmp_path_factory.mktemp("pages"))
+    with TestClient(create_app(data)) as client:
+        yield client, data
+
+
+def cards(page: str) -> dict[str, str]:
+    """Each model's section of the index page, by name."""
+    import re
+
+    return dict(re.findall(r'<section class="card[^"]*" id="([^"]+)">(.*?)</section>', page))
+
+
+def links(page: str) -> list[str]:
+    import re
+
+    return re.findall(r'(?:src|href)="([^"]*)"', page)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_index_shows_every_champion_with_forecast_verdict_figures_and_plots(pages):
+    import html
+    import json
+
+    from tickercast.delivery.page import naive_test, price
+    from tickercast.significance import verdict_text
+
+    client, data = pages
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "<title>Tickercast champions</title>" in page
+    assert "<script" not in page and "@import" not in page and "url(" not in page
+    assert all(link.startswith("/") and not link.startswith("//") for link in links(page))
+    sections = cards(page)
+    assert sorted(sections) == ["AAPL", "GOOG", TICKER]
+    assert "model GOOG has no champion" in sections["GOOG"] and "<img" not in sections["GOOG"]
+
+    msft = sections[TICKER]
+    meta = json.loads((data / f"models/{TICKER}/versions/4/metadata.json").read_text())
+    verdict = verdict_text("naive", naive_test(meta["metrics"]))
+    assert verdict.startswith(("beats naive", "worse than", "indistinguishable"))
+    assert html.escape(verdict) in msft and 'class="tag">v4<' in msft
+    (row,) = client.get(f"/forecast/{TICKER}").json()["forecasts"]
+    for value in ("2020-12-11", price(row["forecast"]), price(row["last_close"])):
+        assert value in msft
+    assert f"{price(row['lo_80'])} – {price(row['hi_80'])}" in msft
+    assert f"{price(row['lo_95'])} – {price(row['hi_95'])}" in msft
+    assert f"{meta['metrics']['model']['rmse']:.4g}" in msft  # test split
+    assert "2 expanding folds" in msft and "fold 2" in msft  # walk-forward
+    pooled = meta["walk_forward"]["summary"]["significance"]["naive"]
+    assert html.escape(verdict_text("naive", pooled)) in msft
+    wf_rmse = meta["walk_forward"]["summary"]["metrics"]["model"]["rmse"]
+    assert f"{wf_rmse['mean']:.4g} ± {wf_rmse['std']:.4g}" in msft
+
+    images = {
+        name: [link for link in links(section) if ".png" in link]
+        for name, section in sections.items()
+    }
+    assert images[TICKER] == [
+        f"/models/{TICKER}/plots/{p}.png?version=4"
+        for p in ("forecast", "loss", "residuals", "folds")
+    ]
+    assert [i.split("/")[-1] for i in images["AAPL"]] == [
+        f"{p}.png?version=1" for p in ("forecast", "loss", "residuals")
+    ]
+    assert "No walk-forward backtest" in sections["AAPL"]
+    for src in images[TICKER] + images["AAPL"]:
+        image = client.get(html.unescape(src))
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert image.content.startswith(PNG)
+    served = client.get(f"/models/{TICKER}/plots/folds.png")  # no version: the champion's
+    assert served.content == (data / f"models/{TICKER}/versions/4/folds.png").read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_ticker_page_lists_every_version_and_what_happened_to_it(pages):
+    import re
+
+    client, _ = pages
+    response = client.get(f"/tickers/{TICKER}")
+    assert response.status_code == 200, response.text
+    page = response.text
+    assert f"<title>{TICKER}: versions</title>" in page
+    rows = re.findall(r"<tr( class=\"champion\")?><td class=\"text\">v(\d+)(.*?)</tr>", page)
+    assert [(int(v), bool(c)) for c, v, _ in rows] == [
+        (4, True),
+        (3, False),
+        (2, False),
+        (1, False),
+    ]
+    by_version = {int(v): rest for _, v, rest in rows}
+    assert "champion</span>" in by_version[4] and "served</span>" in by_version[4]
+    assert "rejected by the gate" in by_version[2] and "worse than naive" in by_version[2]
+    assert "rolled back to v4" in by_version[1] and "champion again (rollback)" in by_version[4]
+    assert "promoted by hand" in by_version[3]
+    assert "lineage v3 → v4" in page
+    history = page.split("Registry history", 1)[1]
+    assert history.count("<tr>") == 1 + 5  # header + every event, newest first
+    assert history.index("rollback") < history.index("rejected by the gate")
+    assert all(link.startswith("/") for link in links(page))
+
+    aapl = client.get("/tickers/aapl")
+    assert aapl.status_code == 200 and "promoted by hand" in aapl.text
+    goog = client.get("/tickers/GOOG")
+    assert goog.status_code == 200 and "never promoted" in goog.text
+    unknown = client.get("/tickers/NOPE")
+    assert unknown.status_code == 404 and "unknown ticker" in unknown.text
+    assert unknown.headers["content-type"].startswith("text/html")
+    assert client.get("/tickers/a%3Cb%3E").status_code == 422  # '<' is no ticker
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        (f"/models/{TICKER}/plots/...png", 404, "no plot named '..'"),
+        (f"/models/{TICKER}/plots/..%2Fmetadata.png", 404, "Not Found"),
+        (f"/models/{TICKER}/plots/..%2F..%2Fregistry.png", 404, "Not Found"),
+        (f"/models/{TICKER}/plots/metadata.png", 404, "no plot named 'metadata'"),
+        (f"/models/{TICKER}/plots/manifest.png", 404, "no plot named 'manifest'"),
+        (f"/models/{TICKER}/plots/chart.png", 404, "no plot named 'chart'"),
+        ("/models/AAPL/plots/folds.png", 404, "version 1 has no folds.png"),
+        (f"/models/{TICKER}/plots/loss.png?version=9", 404, "has no version 9"),
+        ("/models/NOPE/plots/loss.png", 404, "unknown ticker"),
+        ("/models/GOOG/plots/loss.png", 404, "no champion"),
+        ("/models/..%2Fx/plots/loss.png", 404, "Not Found"),
+    ],
+)
+def test_plots_are_only_the_named_pngs_a_manifest_lists(pages, path, status, message):
+    client, _ = pages
+    response = client.get(path)
+    assert response.status_code == status and message in response.text
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_changed_plot_is_refused_and_unchanged_ones_revalidate(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+
+    data = copy_store(tmp_path)
+    promote(data, TICKER, 3)
+    with TestClient(create_app(data)) as client:
+        first = client.get(f"/models/{TICKER}/plots/loss.png")
+        assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+        again = client.get(
+            f"/models/{TICKER}/plots/loss.png", headers={"if-none-match": first.headers["etag"]}
+        )
+        assert again.status_code == 304 and not again.content
+        with (data / f"models/{TICKER}/versions/3/loss.png").open("ab") as handle:
+            handle.write(b"tampered")
+        refused = client.get(f"/models/{TICKER}/plots/loss.png")
+        assert refused.status_code == 503 and "loss.png does not match its checksum" in refused.text
+        assert client.get(f"/models/{TICKER}/plots/forecast.png").status_code == 200
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_openapi_documents_every_response():
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+
+    spec = TestClient(create_app("unused")).get("/openapi.json").json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+
+    def body(path, method="get", status="200", media="application/json"):
+        return paths[path][method]["responses"][status]["content"][media]["schema"]
+
+    assert body("/health") == {"$ref": "#/components/schemas/Health"}
+    for path, method in (("/models", "get"), ("/reload", "post")):
+        assert body(path, method)["items"] == {"$ref": "#/components/schemas/ModelInfo"}
+    for path, method in (("/forecast/{ticker}", "get"), ("/predict", "post")):
+        assert body(path, method) == {"$ref": "#/components/schemas/Forecast"}
+        assert body(path, method, "404") == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert body("/predict", "post", "413") == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert (
+        "image/png"
+        in paths["/models/{ticker}/plots/{plot}.png"]["get"]["responses"]["200"]["content"]
+    )
+    for page in ("/", "/tickers/{ticker}"):
+        assert "text/html" in paths[page]["get"]["responses"]["200"]["content"]
+    row = schemas["ForecastRow"]["properties"]
+    assert {"forecast", "lo_80", "hi_80", "lo_95", "hi_95", "as_of"} <= row.keys()
+    assert {"serving", "champion", "error", "features"} <= schemas["ModelInfo"]["properties"].keys()
+    for path, operations in paths.items():  # every route answers with a documented schema
+        for method, operation in operations.items():
+            assert operation["responses"]["200"].get("content"), (method, path)
+            for media in operation["responses"]["200"]["content"].values():
+                assert media.get("schema") or media == {}, (method, path)
+
+
+def test_the_body_limit_is_part_of_the_app():
+    """Through the app itself (httpx's ASGI transport, no server, no serve()): a declared
+    or a chunked body over the limit gets 413; one under it reaches the route intact."""
+    import asyncio
+
+    from tickercast.app.service import MAX_BODY_BYTES, create_app
+
+    async def calls():
+        app = create_app("unused", max_body_bytes=1000)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            headers = {"content-type": "application/json"}
+            big = b'{"ticker": "MSFT", "window": [' + b"[1.0, 2.0]," * 200 + b"[1.0]]}"
+            declared = await client.post("/predict", content=big, headers=headers)
+
+            async def chunks():
+                for _ in range(10):
+                    yield b" " * 200
+
+            chunked = await client.post("/predict", content=chunks(), headers=headers)
+            small = await client.post(
+                "/predict", content=b'{"ticker": "../x", "window": [[1.0]]}', headers=headers
+            )
+        default = create_app("unused")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=default), base_url="http://app"
+        ) as client:
+            huge = await client.post("/predict", content=b" " * (MAX_BODY_BYTES + 1))
+        return declared, chunked, small, huge
+
+    declared, chunked, small, huge = asyncio.run(calls())
+    assert "content-length" not in chunked.request.headers
+    assert chunked.request.headers["transfer-encoding"] == "chunked"
+    for response in (declared, chunked):
+        assert response.status_code == 413
+        assert response.json() == {"detail": "request body larger than 1000 bytes"}
+    assert small.status_code == 422 and "invalid ticker" in small.text  # parsed by the route
+    assert huge.status_code == 413 and f"larger than {MAX_BODY_BYTES} bytes" in huge.text
