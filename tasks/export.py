@@ -24,8 +24,9 @@ def export_step(
     publish the run's artifacts; when nothing upstream changed since the latest version
     (same lake contents, config and code), write nothing and say so."""
 
-    from tickercast.delivery.bundle import build_bundle, latest_with_inputs
+    from tickercast.delivery.bundle import latest_with_inputs
     from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.delivery.servable import build_bundle
     from tickercast.modeling.preprocess import Preprocessing
 
     ticker = ingested["ticker"]
@@ -71,7 +72,7 @@ def export_step(
 
 # What a version depends on: the lake file's content, every upstream step's output files
 # (content-addressed), the fields of the config those steps read, and the export code.
-EXPORT_MODULES = ("tickercast.delivery.bundle", "tickercast.delivery.metadata")
+EXPORT_MODULES = ("tickercast.delivery.servable", "tickercast.delivery.metadata")
 
 
 def inputs_key(

@@ -116,8 +116,9 @@ def test_real_bundle_contents(real_bundle):
 
 
 def test_saved_model_serving_signature_as_documented(real_bundle):
-    """TF Serving's view: feed serving.json's input, scaled as documented, and get the
-    bundle's own evaluation predictions back after the documented inverse scaling."""
+    """TF Serving's view: feed serving.json's raw window (the lake's fields, oldest first)
+    and get the bundle's own evaluation forecasts and bands back in prices; its `scaled`
+    signature, fed scaled features, gives the scaled target as documented."""
     import numpy as np
     import pandas as pd
     import tensorflow as tf
@@ -128,14 +129,31 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
     serving = json.loads((real_bundle / "serving.json").read_text())
     pre = json.loads((real_bundle / "preprocessing.json").read_text())
     assert (serving["tag"], serving["signature"]) == ("serve", "serving_default")
-    ((input_name, spec),) = serving["inputs"].items()
-    assert spec == {"dtype": "float32", "shape": [None, pre["lookback"], len(pre["features"])]}
-    (output_name,) = serving["outputs"]
+    assert serving["fields"] == ["close", "volume"] and serving["rows"] == pre["lookback"] + 1
+    assert serving["inputs"] == {
+        "window": {"dtype": "float64", "shape": [None, serving["rows"], 2]}
+    }
+    assert set(serving["outputs"]) == {"forecast", "lower_80", "upper_80", "lower_95", "upper_95"}
 
     loaded = tf.saved_model.load(str(real_bundle / serving["path"]))
-    signature = loaded.signatures[serving["signature"]]
     table = pd.read_parquet(real_bundle / "predictions.parquet").head(5)
     prices = lake.read_partition(real_bundle.parents[3], "MSFT")
+    days = pd.to_datetime(prices["date"])
+    windows = []
+    for day in table["anchor_date"]:
+        end = int(np.flatnonzero(days == pd.Timestamp(day))[0])
+        rows = prices.iloc[end - serving["rows"] + 1 : end + 1]
+        windows.append(rows[serving["fields"]].to_numpy(dtype=np.float64))
+    out = loaded.signatures["serving_default"](window=tf.constant(np.array(windows)))
+    np.testing.assert_allclose(out["forecast"].numpy()[:, 0], table["model"], rtol=1e-5)
+    np.testing.assert_allclose(out["lower_80"].numpy()[:, 0], table["lo_80"], rtol=1e-5)
+    np.testing.assert_allclose(out["upper_95"].numpy()[:, 0], table["hi_95"], rtol=1e-5)
+
+    scaled_signature = serving["signatures"]["scaled"]
+    assert scaled_signature["inputs"]["window"] == {
+        "dtype": "float32",
+        "shape": [None, pre["lookback"], len(pre["features"])],
+    }
     frame = build_features(prices, pre["features"])
     raw = frame[pre["features"]].to_numpy(dtype=np.float64)
     lo, hi = np.array(pre["feature_scaler"]["min"]), np.array(pre["feature_scaler"]["max"])
@@ -144,8 +162,8 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
     for day in table["anchor_date"]:
         end = int(np.flatnonzero(dates == pd.Timestamp(day))[0])
         windows.append((raw[end - pre["lookback"] + 1 : end + 1] - lo) / (hi - lo))
-    out = signature(**{input_name: tf.constant(np.array(windows, dtype=np.float32))})
-    scaled = out[output_name].numpy()[:, 0]
+    out = loaded.signatures["scaled"](window=tf.constant(np.array(windows, dtype=np.float32)))
+    scaled = out["forecast"].numpy()[:, 0]
     t_lo, t_hi = pre["target_scaler"]["min"][0], pre["target_scaler"]["max"][0]
     np.testing.assert_allclose(scaled * (t_hi - t_lo) + t_lo, table["model"], rtol=1e-4)
 

@@ -58,8 +58,8 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
     """Evaluate a saved Keras model and write it as the next bundle version."""
     import keras
 
-    from tickercast.delivery.bundle import build_bundle
     from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.delivery.servable import build_bundle
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
     from tickercast.modeling.train import load_history
@@ -86,11 +86,13 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
 
 def train_version(data_dir: Path, ingested: dict, config, label: str) -> Path:
     from tickercast.config import TRAIN_FIELDS
+    from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
 
     spec, arrays, anchors, _ = _prepared(data_dir, config)
     out = data_dir / "work" / label
-    train_model(arrays, anchors, spec.lookback, config.slice(*TRAIN_FIELDS), out)
+    cfg = config.slice(*TRAIN_FIELDS)  # shrinks as the train step does when cfg says so
+    train_model(arrays, anchors, spec.lookback, cfg, out, naive=naive_output(spec))
     return export_model(data_dir, ingested, config, out / "model.keras", out / "history.json")
 
 

@@ -7,7 +7,9 @@ included, by relative path); loading checks it first and refuses a missing, chan
 unlisted file. The Keras model loads in safe mode; nothing is unpickled.
 
 Besides `model.keras` a bundle carries `saved_model/`, a TensorFlow SavedModel for TF
-Serving, and `serving.json`, which documents its signature (see `export_saved_model`).
+Serving that takes raw prices and returns forecasts with their bands, and `serving.json`,
+which documents its signature; both are made and checked by
+`tickercast.delivery.servable.build_bundle`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-
-import numpy as np
 
 from tickercast import layout
 from tickercast.atomic import fsync_dir, storage_error, write_json
@@ -212,82 +212,3 @@ def load_bundle(bundle: str | Path) -> Bundle:
     except Exception as exc:  # checksums matched, yet unreadable: refuse, naming the bundle
         raise BundleError(f"bundle {bundle}: cannot be loaded: {exc}") from exc
     return Bundle(bundle, model, spec, metadata)
-
-
-def export_saved_model(model, spec: Preprocessing, dest: Path) -> dict:
-    """Write a TF SavedModel (`model.export`) and return its serving signature, checked.
-
-    The SavedModel is reloaded with `tf.saved_model.load` and its `serving_default`
-    signature must reproduce the Keras model on a probe window, so what serving.json
-    documents is what TF Serving will run.
-    """
-    import tensorflow as tf
-
-    model.export(str(dest), format="tf_saved_model", verbose=False)
-    loaded = tf.saved_model.load(str(dest))
-    signature = loaded.signatures[SIGNATURE]
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(inputs) != 1:
-        raise BundleError(f"SavedModel signature has {len(inputs)} inputs, expected 1")
-    ((input_name, input_spec),) = inputs.items()
-    probe = np.random.default_rng(0).random((2, spec.lookback, len(spec.features)))
-    probe = probe.astype(np.float32)
-    served = signature(**{input_name: tf.constant(probe)})
-    output_name = sorted(served)[0]
-    expected = np.asarray(model.predict(probe, verbose=0))
-    if not np.allclose(np.asarray(served[output_name]), expected, rtol=1e-4, atol=1e-5):
-        raise BundleError("SavedModel does not reproduce the Keras model's predictions")
-
-    def describe(tensor_spec) -> dict:
-        return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
-
-    return {
-        "format": "tf_saved_model",
-        "path": SAVED_MODEL,
-        "tag": "serve",
-        "signature": SIGNATURE,
-        "inputs": {input_name: describe(input_spec)},
-        "outputs": {name: describe(s) for name, s in outputs.items()},
-        "input_scaling": (
-            "min-max per feature with preprocessing.json feature_scaler: "
-            "(raw - min) / (max - min) (max - min taken as 1 where it is 0), features in "
-            "preprocessing.json order, oldest day first, `lookback` days"
-        ),
-        "output_scaling": (
-            "inverse min-max with preprocessing.json target_scaler: scaled * (max - min) + min"
-            + (
-                " is a log return: price = last close * exp(value)"
-                if spec.target.endswith("_log_return")
-                else " gives prices"
-            )
-        ),
-        "features": list(spec.features),
-        "lookback": spec.lookback,
-        "horizon": spec.horizon,
-        "target": spec.target,
-    }
-
-
-def build_bundle(
-    data_dir: str | Path,
-    name: str,
-    files: dict[str, Path],
-    metadata: dict,
-    model_path: Path,
-    spec: Preprocessing,
-) -> Path:
-    """`write_bundle` plus the TF SavedModel and serving.json made from `model_path`."""
-    import tempfile
-
-    import keras
-
-    staging = layout.export_staging(data_dir)
-    staging.mkdir(parents=True, exist_ok=True)
-    sweep_stale_staging(staging, ".export-")
-    with tempfile.TemporaryDirectory(dir=staging, prefix=".export-") as tmp:
-        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
-        serving = export_saved_model(model, spec, Path(tmp) / SAVED_MODEL)
-        write_json(Path(tmp) / SERVING, serving)
-        files = {**files, SAVED_MODEL: Path(tmp) / SAVED_MODEL, SERVING: Path(tmp) / SERVING}
-        return write_bundle(data_dir, name, files, {**metadata, "serving": serving})

@@ -1,0 +1,415 @@
+"""The SavedModel that serves itself: raw prices in, forecasts in prices with bands out.
+
+A bundle's `saved_model/` signature `serving_default` takes the raw window a TF Serving
+client has (the lake's prices and volumes, oldest day first) and runs, as TensorFlow ops
+in the graph, everything `tickercast predict` does in Python (`tickercast.delivery.
+predict.forecast_next`): the features, the training-fit min-max scaling, the network (with
+any shrinkage, which is folded into its last layer), the inverse target scaling, the
+mapping of a log return to a price (last close * exp), and the split-conformal 80%/95%
+bands scaled by the recent volatility of the window's closes. A client re-implements
+nothing. `export_saved_model` refuses to write a SavedModel whose answer on probe windows
+differs from `forecast_next`'s.
+
+The window is float64: prices ~1e3 held in float32 keep ~7 digits, which leaves a daily
+log return of ~1e-2 with only ~4; in float64 the graph matches the Python path to ~1e-12
+apart from the network, which runs in float32 in both.
+
+A window TF Serving cannot answer honestly is refused with an InvalidArgumentError naming
+the problem, never answered with NaN: a non-finite value, a price <= 0 (its log is -inf
+or NaN), a negative volume, or a forecast that comes out non-finite.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tickercast import layout
+from tickercast.atomic import write_json
+from tickercast.delivery.bundle import (
+    SAVED_MODEL,
+    SERVING,
+    SIGNATURE,
+    Bundle,
+    BundleError,
+    sweep_stale_staging,
+    write_bundle,
+)
+from tickercast.delivery.predict import forecast_next
+from tickercast.evaluation.conformal import MIN_VOLATILITY, SCALE, VOLATILITY_DAYS
+from tickercast.modeling.features import NEEDS, VOLATILITY_WINDOW
+from tickercast.modeling.preprocess import Preprocessing, is_log_return, output_width
+
+# The raw fields a window may hold, in this order (those a model needs, close always).
+RAW_FIELDS = ("open", "high", "low", "close", "volume", "epoch_day")
+PRICE_FIELDS = frozenset({"open", "high", "low", "close"})
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0, as pandas' day_of_week)
+INPUT = "window"
+SCALED_SIGNATURE = "scaled"  # the network alone, on scaled features (the old signature)
+OUTPUT = "forecast"
+# Relative agreement with predict.forecast_next that export demands on its probe windows.
+RTOL = 1e-5
+
+
+def _log_return(cols: dict) -> object:
+    import tensorflow as tf
+
+    logs = tf.math.log(cols["close"])
+    return logs[:, 1:] - logs[:, :-1]
+
+
+def _rolling_std(series, window: int):
+    """Sample standard deviation (ddof 1) of each `window` consecutive values, ending at
+    every position from the `window`-th on (pandas' rolling(window).std())."""
+    import tensorflow as tf
+
+    frames = tf.signal.frame(series, window, 1, axis=-1)
+    centred = frames - tf.reduce_mean(frames, axis=-1, keepdims=True)
+    return tf.sqrt(tf.reduce_sum(centred * centred, axis=-1) / (window - 1))
+
+
+def _day_of_week(cols: dict):
+    import tensorflow as tf
+
+    return tf.math.floormod(cols["epoch_day"] + EPOCH_WEEKDAY, 7.0) / 4.0
+
+
+# Per feature (tickercast.modeling.features): the raw rows it needs before its first value
+# and its builder in TF ops. A builder returns the series ending at the window's last row.
+GRAPH_FEATURES: dict[str, tuple[int, Callable]] = {
+    "close": (0, lambda c: c["close"]),
+    "open": (0, lambda c: c["open"]),
+    "high": (0, lambda c: c["high"]),
+    "low": (0, lambda c: c["low"]),
+    "volume": (0, lambda c: c["volume"]),
+    "log_volume": (0, lambda c: _log1p(c["volume"])),
+    "return": (1, lambda c: c["close"][:, 1:] / c["close"][:, :-1] - 1.0),
+    "log_return": (1, _log_return),
+    "volatility": (VOLATILITY_WINDOW, lambda c: _rolling_std(_log_return(c), VOLATILITY_WINDOW)),
+    "day_of_week": (0, _day_of_week),
+}
+
+
+def _log1p(values):
+    import tensorflow as tf
+
+    return tf.math.log1p(values)
+
+
+def check_supported(spec: Preprocessing, intervals: dict) -> None:
+    """Refuse, naming it, a choice the serving graph does not implement."""
+    unknown = [f for f in spec.features if f not in GRAPH_FEATURES]
+    if unknown:
+        raise BundleError(
+            f"the SavedModel cannot compute feature(s) {unknown} in its graph; "
+            f"supported: {sorted(GRAPH_FEATURES)}"
+        )
+    output_width(spec.target, spec.horizon)  # an unknown target raises, naming it
+    for key, cal in intervals.items():
+        if cal.get("scale") not in (None, SCALE):
+            raise BundleError(
+                f"the SavedModel cannot scale the {key}% band by {cal.get('scale')!r}; "
+                f"supported: {SCALE!r} or none"
+            )
+
+
+def raw_fields(spec: Preprocessing) -> list[str]:
+    """The raw fields of a serving window, in RAW_FIELDS order: close (the price mapping
+    and the bands read it) plus whatever the features read."""
+    wanted = {"close"}
+    for name in spec.features:
+        wanted.update(NEEDS.get(name, ()))
+        if name == "day_of_week":
+            wanted.add("epoch_day")
+    return [f for f in RAW_FIELDS if f in wanted]
+
+
+def window_rows(spec: Preprocessing) -> int:
+    """Rows of a serving window: `lookback` plus the features' warm-up, and at least the
+    VOLATILITY_DAYS + 1 closes the bands' volatility reads."""
+    warmup = max(GRAPH_FEATURES[f][0] for f in spec.features)
+    return max(spec.lookback + warmup, VOLATILITY_DAYS + 1)
+
+
+def band_keys(intervals: dict) -> list[str]:
+    return sorted(intervals)
+
+
+class Servable:
+    """Builds the serving function of one model: `serve(window) -> {forecast, lower_<k>,
+    upper_<k>}` in TF ops, from the bundle's preprocessing spec and conformal intervals."""
+
+    def __init__(self, model, spec: Preprocessing, intervals: dict):
+        check_supported(spec, intervals)
+        self.model = model
+        self.spec = spec
+        self.intervals = intervals
+        self.fields = raw_fields(spec)
+        self.rows = window_rows(spec)
+
+    def input_spec(self):
+        import tensorflow as tf
+
+        return tf.TensorSpec([None, self.rows, len(self.fields)], tf.float64, name=INPUT)
+
+    def scaled_input_spec(self):
+        import tensorflow as tf
+
+        shape = [None, self.spec.lookback, len(self.spec.features)]
+        return tf.TensorSpec(shape, tf.float32, name=INPUT)
+
+    def _checked_columns(self, window) -> dict:
+        import tensorflow as tf
+
+        window = tf.debugging.check_numerics(window, "window holds NaN or infinite values")
+        cols = {name: window[:, :, j] for j, name in enumerate(self.fields)}
+        for name in self.fields:
+            if name in PRICE_FIELDS:
+                tf.debugging.assert_positive(
+                    cols[name], message=f"window field {name} must be > 0 (a price)"
+                )
+            elif name == "volume":
+                tf.debugging.assert_non_negative(
+                    cols[name], message="window field volume must be >= 0"
+                )
+        return cols
+
+    def serve(self, window) -> dict:
+        """The forecast in prices and its bands from a raw window [batch, rows, fields]."""
+        import tensorflow as tf
+
+        spec, lookback = self.spec, self.spec.lookback
+        cols = self._checked_columns(window)
+        features = tf.stack(
+            [GRAPH_FEATURES[name][1](cols)[:, -lookback:] for name in spec.features], axis=-1
+        )
+        lo, span = spec.feature_scaler._scale()
+        scaled = (features - tf.constant(lo, tf.float64)) / tf.constant(span, tf.float64)
+        out = tf.cast(self.model(tf.cast(scaled, tf.float32), training=False), tf.float64)
+        width = output_width(spec.target, spec.horizon)
+        t_lo, t_span = spec.target_scaler._scale()
+        values = tf.reshape(out, [-1, width]) * tf.constant(t_span, tf.float64) + tf.constant(
+            t_lo, tf.float64
+        )
+        last_close = cols["close"][:, -1:]
+        forecast = last_close * tf.exp(values) if is_log_return(spec.target) else values
+        forecast = tf.debugging.check_numerics(
+            forecast, "the model's forecast is not a finite number"
+        )
+        returns = _log_return(cols)[:, -VOLATILITY_DAYS:]
+        volatility = tf.maximum(_rolling_std(returns, VOLATILITY_DAYS), MIN_VOLATILITY)
+        result = {OUTPUT: forecast}
+        for key in band_keys(self.intervals):
+            cal = self.intervals[key]
+            q = np.array([_quantile(v) for v in cal.get("q", [])], dtype=np.float64)
+            if q.size != width:
+                q = np.full(width, math.inf)
+            band = tf.abs(forecast) * tf.constant(q, tf.float64)
+            if cal.get("scale") == SCALE:
+                band = band * volatility
+            band = tf.where(tf.constant(np.isfinite(q)), band, math.inf)
+            result[f"lower_{key}"] = forecast - band
+            result[f"upper_{key}"] = forecast + band
+        return result
+
+    def serve_scaled(self, window) -> dict:
+        """The network alone: scaled features in, the scaled target out."""
+        return {OUTPUT: self.model(window, training=False)}
+
+
+def _quantile(value) -> float:
+    """A recorded conformal quantile; None or NaN (too few calibration windows) is an
+    unbounded band, as `predict` reports it (no bound)."""
+    if value is None or not math.isfinite(float(value)):
+        return math.inf
+    return float(value)
+
+
+def write_saved_model(servable: Servable, dest: Path) -> None:
+    """The SavedModel: `serving_default` (raw window) and `scaled` (the network alone)."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(servable.model)
+    archive.add_endpoint(SIGNATURE, servable.serve, input_signature=[servable.input_spec()])
+    archive.add_endpoint(
+        SCALED_SIGNATURE, servable.serve_scaled, input_signature=[servable.scaled_input_spec()]
+    )
+    archive.write_out(str(dest), verbose=False)
+
+
+# ----------------------------------------------------------------------- probe windows
+
+
+def probe_prices(spec: Preprocessing, rows: int, seed: int) -> pd.DataFrame:
+    """Plausible lake rows for checking an export: a random walk of closes inside the
+    training ranges where the features have one, consistent open/high/low, volumes, and
+    weekdays ending on the last training day."""
+    rng = np.random.default_rng(seed)
+    bounds = zip(spec.feature_scaler.min, spec.feature_scaler.max, strict=True)
+    ranges = dict(zip(spec.features, bounds, strict=True))
+    lo, hi = ranges.get("close", (50.0, 150.0))
+    start = lo + (hi - lo) * rng.uniform(0.3, 0.7)
+    close = start * np.exp(np.cumsum(rng.normal(0.0, 0.01, rows)))
+    open_ = close * np.exp(rng.normal(0.0, 0.005, rows))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0.0, 0.01, rows))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0.0, 0.01, rows))
+    v_lo, v_hi = ranges.get("volume", (1e6, 1e7))
+    if "log_volume" in ranges and "volume" not in ranges:
+        v_lo, v_hi = np.expm1(ranges["log_volume"][0]), np.expm1(ranges["log_volume"][1])
+    volume = np.round(rng.uniform(v_lo, v_hi, rows))
+    days = pd.bdate_range(end=pd.Timestamp(spec.last_day), periods=rows)
+    return pd.DataFrame(
+        {
+            "date": days.date,
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
+    )
+
+
+def raw_window(prices: pd.DataFrame, fields: list[str], rows: int) -> np.ndarray:
+    """The last `rows` lake rows as a serving window [rows, fields] (float64)."""
+    tail = prices.iloc[-rows:]
+    columns = []
+    for name in fields:
+        if name == "epoch_day":
+            days = pd.to_datetime(tail["date"]).to_numpy(dtype="datetime64[D]")
+            columns.append((days - np.datetime64("1970-01-01", "D")).astype(np.float64))
+        else:
+            columns.append(tail[name].to_numpy(dtype=np.float64))
+    return np.stack(columns, axis=1)
+
+
+def _expected(model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame) -> dict:
+    """What `tickercast predict` answers for these lake rows, as arrays [1, width]."""
+    bundle = Bundle(Path("0"), model, spec, metadata)
+    rows = forecast_next(bundle, prices, "probe")
+    out = {OUTPUT: np.array([[r[OUTPUT] for r in rows]])}
+    for key in band_keys(metadata.get("intervals") or {}):
+        for side, name in (("lo", "lower"), ("hi", "upper")):
+            values = [r.get(f"{side}_{key}") for r in rows]
+            sign = -1 if side == "lo" else 1
+            out[f"{name}_{key}"] = np.array([[sign * math.inf if v is None else v for v in values]])
+    return out
+
+
+def verify_saved_model(dest: Path, model, spec: Preprocessing, metadata: dict) -> None:
+    """Reload the SavedModel as TF Serving would and refuse it unless `serving_default`
+    answers two probe windows as `forecast_next` does, and `scaled` as the network does."""
+    import tensorflow as tf
+
+    servable = Servable(model, spec, metadata.get("intervals") or {})
+    loaded = tf.saved_model.load(str(dest))
+    history = servable.rows + VOLATILITY_DAYS + 1  # more history than the window: any
+    probes = [probe_prices(spec, history, seed) for seed in (0, 1)]
+    window = np.stack([raw_window(p, servable.fields, servable.rows) for p in probes])
+    served = loaded.signatures[SIGNATURE](**{INPUT: tf.constant(window)})
+    for i, prices in enumerate(probes):
+        for name, expected in _expected(model, spec, metadata, prices).items():
+            got = np.asarray(served[name])[i : i + 1]
+            if not np.allclose(got, expected, rtol=RTOL, atol=0.0, equal_nan=False):
+                raise BundleError(
+                    f"SavedModel output {name!r} differs from tickercast predict's on a probe "
+                    f"window: {got.ravel()[:3]} vs {expected.ravel()[:3]}"
+                )
+    scaled = np.random.default_rng(0).random((2, spec.lookback, len(spec.features)))
+    scaled = scaled.astype(np.float32)
+    out = loaded.signatures[SCALED_SIGNATURE](**{INPUT: tf.constant(scaled)})[OUTPUT]
+    if not np.allclose(np.asarray(out), model.predict(scaled, verbose=0), rtol=1e-4, atol=1e-5):
+        raise BundleError("SavedModel signature 'scaled' does not reproduce the Keras model")
+
+
+def _describe(tensor_spec) -> dict:
+    return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
+
+
+def serving_description(servable: Servable) -> dict:
+    """serving.json: what a TF Serving client sends and gets back."""
+    spec, fields, rows = servable.spec, servable.fields, servable.rows
+    width = output_width(spec.target, spec.horizon)
+    outputs = {OUTPUT: {"dtype": "float64", "shape": [None, width]}}
+    for key in band_keys(servable.intervals):
+        for side in ("lower", "upper"):
+            outputs[f"{side}_{key}"] = {"dtype": "float64", "shape": [None, width]}
+    return {
+        "format": "tf_saved_model",
+        "path": SAVED_MODEL,
+        "tag": "serve",
+        "signature": SIGNATURE,
+        "inputs": {INPUT: _describe(servable.input_spec())},
+        "fields": fields,
+        "rows": rows,
+        "window": (
+            f"{rows} consecutive trading days, oldest first, one row per day holding "
+            f"{fields} in that order: prices as stored in the lake (split-adjusted), "
+            "volume in shares, epoch_day = days since 1970-01-01. Every transform "
+            "(features, scaling, network, target mapping, bands) runs in the graph"
+        ),
+        "outputs": outputs,
+        "output_meaning": (
+            f"forecast: the {spec.target} target in prices ({width} per window); "
+            "lower_<k>/upper_<k>: the split-conformal k% band, "
+            "forecast -+ |forecast| * q * (std of the window's last "
+            f"{VOLATILITY_DAYS} daily log returns of close, at least {MIN_VOLATILITY}); "
+            "-inf/+inf where too few calibration windows gave no quantile"
+        ),
+        "refuses": (
+            "InvalidArgumentError (HTTP 400 in TF Serving) for NaN or infinite values, a "
+            "price <= 0, a volume < 0, or a forecast that is not finite"
+        ),
+        "signatures": {
+            SCALED_SIGNATURE: {
+                "inputs": {INPUT: _describe(servable.scaled_input_spec())},
+                "outputs": {OUTPUT: {"dtype": "float32", "shape": [None, width]}},
+                "meaning": (
+                    "the network alone: features min-max scaled with preprocessing.json "
+                    "feature_scaler, lookback days; output the scaled target "
+                    "(target_scaler inverse; a log return for *_log_return targets)"
+                ),
+            }
+        },
+        "features": list(spec.features),
+        "lookback": spec.lookback,
+        "horizon": spec.horizon,
+        "target": spec.target,
+    }
+
+
+def export_saved_model(model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
+    """Write the self-serving SavedModel, check it against `tickercast predict`, and return
+    serving.json's content."""
+    servable = Servable(model, spec, metadata.get("intervals") or {})
+    write_saved_model(servable, dest)
+    verify_saved_model(dest, model, spec, metadata)
+    return serving_description(servable)
+
+
+def build_bundle(
+    data_dir: str | Path,
+    name: str,
+    files: dict[str, Path],
+    metadata: dict,
+    model_path: Path,
+    spec: Preprocessing,
+) -> Path:
+    """`write_bundle` plus the TF SavedModel and serving.json made from `model_path`."""
+    import keras
+
+    staging = layout.export_staging(data_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    sweep_stale_staging(staging, ".export-")
+    with tempfile.TemporaryDirectory(dir=staging, prefix=".export-") as tmp:
+        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+        serving = export_saved_model(model, spec, metadata, Path(tmp) / SAVED_MODEL)
+        write_json(Path(tmp) / SERVING, serving)
+        files = {**files, SAVED_MODEL: Path(tmp) / SAVED_MODEL, SERVING: Path(tmp) / SERVING}
+        return write_bundle(data_dir, name, files, {**metadata, "serving": serving})
