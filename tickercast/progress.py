@@ -193,22 +193,37 @@ def session(on: bool, console: Any = None) -> Iterator[None]:
 
 
 class _Relay(io.TextIOBase):
-    """A terminal stream's stand-in while the display runs: whole lines go above the bars
-    (through rich's FileProxy, which keeps their colours). Not itself a FileProxy, since a
-    rich Console would unwrap one and write past the display (Prefect's handler holds one)."""
+    """A terminal stream's stand-in while the display runs: each whole line is printed
+    above the bars by the display's console, colours kept, long lines soft-wrapped by the
+    terminal as before (Prefect's handler prints with soft_wrap too)."""
 
-    def __init__(self, proxy: Any, original: Any):
+    def __init__(self, console: Any, original: Any):
         super().__init__()
-        self._proxy, self._original, self._lock = proxy, original, threading.Lock()
+        self._console, self._original = console, original
+        self._partial = ""
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         with self._lock:
-            self._proxy.write(text)
+            *lines, self._partial = (self._partial + text).split("\n")
+            if lines:
+                self._emit(lines)
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
-            self._proxy.flush()
+            if self._partial:
+                self._emit([self._partial])
+                self._partial = ""
+
+    def _emit(self, lines: list[str]) -> None:
+        from rich.ansi import AnsiDecoder
+        from rich.text import Text
+
+        decoder = AnsiDecoder()
+        self._console.print(
+            Text("\n").join(decoder.decode_line(line) for line in lines), soft_wrap=True
+        )
 
     def isatty(self) -> bool:
         return bool(getattr(self._original, "isatty", lambda: False)())
@@ -261,10 +276,8 @@ class _Display:
             console=self.console,
             transient=True,
             speed_estimate_period=SPEED_WINDOW_S,
-            # stdout joins the display only when it is the terminal too: a piped stdout
-            # keeps its own output
-            redirect_stdout=bool(getattr(sys.stdout, "isatty", lambda: False)()),
-            redirect_stderr=True,
+            redirect_stdout=False,  # _start relays them itself (soft-wrapped)
+            redirect_stderr=False,
             refresh_per_second=4,
         )
         self.lock = threading.RLock()
@@ -272,6 +285,7 @@ class _Display:
         self.closed = False
         self.tallies: dict[str, list] = {}  # description -> [task, begun, done]
         self._rerouted: list[tuple[logging.StreamHandler, Any, Any]] = []
+        self._streams: list[tuple[str, Any, _Relay]] = []
 
     # -- bars
     def add(self, description: str, total: float | None, completed: float) -> Any:
@@ -302,6 +316,7 @@ class _Display:
             if description is not None:
                 self.progress.update(task, description=description)
             self.progress.advance(task, steps)
+            self.progress.refresh()  # a step is seconds of work: show it now
 
     def update(
         self, task: Any, completed: float | None, total: float | None, description: str | None
@@ -317,6 +332,7 @@ class _Display:
             if description is not None:
                 kwargs["description"] = description
             self.progress.update(task, **kwargs)
+            self.progress.refresh()
 
     def reset(self, task: Any, total: float | None, completed: float) -> None:
         with self.lock:
@@ -324,6 +340,7 @@ class _Display:
                 return
             self.progress.reset(task, total=total, completed=completed)
             self.progress.advance(task, 0)
+            self.progress.refresh()
 
     def tally_begin(self, description: str) -> None:
         with self.lock:
@@ -349,15 +366,21 @@ class _Display:
 
     # -- the live display
     def _start(self) -> None:
-        streams = (sys.stdout, sys.stderr)
+        """Show the bars; route stderr, stdout when it is the terminal too (a piped stdout
+        keeps its own output), and the log handlers writing to either, above them."""
         self.progress.start()
-        for original, now in zip(streams, (sys.stdout, sys.stderr), strict=True):
-            if now is original:  # not redirected (a piped stdout)
-                continue
-            relay = _Relay(now, original)
+        names = ["stderr"]
+        if getattr(sys.stdout, "isatty", lambda: False)():
+            names.append("stdout")
+        for name in names:
+            original = getattr(sys, name)
+            relay = _Relay(self.console, original)
+            setattr(sys, name, relay)
+            self._streams.append((name, original, relay))
             for handler in _stream_handlers():
                 if handler.stream is not original:
                     continue
+                # Prefect's console handler prints through its own rich Console
                 rich_console = getattr(handler, "console", None)
                 inner = getattr(rich_console, "_file", None)
                 handler.setStream(relay)
@@ -371,6 +394,11 @@ class _Display:
             if inner is original:
                 handler.console.file = original
         self._rerouted.clear()
+        for name, original, relay in reversed(self._streams):
+            relay.flush()
+            if getattr(sys, name) is relay:
+                setattr(sys, name, original)
+        self._streams.clear()
         self.progress.stop()
 
     def close(self) -> None:
