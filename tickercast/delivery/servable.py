@@ -363,8 +363,9 @@ def serving_description(servable: Servable) -> dict:
             "-inf/+inf where too few calibration windows gave no quantile"
         ),
         "refuses": (
-            "InvalidArgumentError (HTTP 400 in TF Serving) for NaN or infinite values, a "
-            "price <= 0, a volume < 0, or a forecast that is not finite"
+            'an InvalidArgumentError naming the problem (TF Serving answers {"error": '
+            "...}), never NaN: NaN or infinite values, a price <= 0, a volume < 0, or a "
+            "forecast that is not finite"
         ),
         "signatures": {
             SCALED_SIGNATURE: {
