@@ -127,6 +127,30 @@ def test_bars_off_import_no_rich_and_print_nothing(tmp_path):
     assert proc.stderr == ""
 
 
+def test_bars_of_parallel_threads_are_lines_of_one_display():
+    both_open = threading.Barrier(2, timeout=30)
+
+    def branch(ticker: str) -> None:
+        with progress.track(f"{ticker} epochs", total=2) as bar:
+            both_open.wait()
+            bar.advance()
+            both_open.wait()  # both at 1/2 before either finishes
+            bar.advance()
+
+    rich_console, out = console()
+    with progress.session(True, rich_console):
+        threads = [threading.Thread(target=branch, args=(t,)) for t in ("AAA", "BBB")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    frames = plain(out.getvalue()).split("\r")
+    together = [f for f in frames if "AAA epochs" in f and "BBB epochs" in f]
+    two_lines = r"(AAA|BBB) epochs .* 1/2 .*\n(AAA|BBB) epochs .* 1/2 "
+    assert any(re.search(two_lines, f) for f in together), together
+    assert not progress.enabled()
+
+
 # --- a fit -----------------------------------------------------------------------------
 
 
