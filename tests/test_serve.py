@@ -477,3 +477,27 @@ def test_the_body_limit_is_part_of_the_app():
         assert response.json() == {"detail": "request body larger than 1000 bytes"}
     assert small.status_code == 422 and "invalid ticker" in small.text  # parsed by the route
     assert huge.status_code == 413 and f"larger than {MAX_BODY_BYTES} bytes" in huge.text
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_pages_escape_what_they_read(tmp_path):
+    """A promotion reason is free text from whoever ran `models promote`: it is shown as
+    text, never as markup."""
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+
+    data = copy_store(tmp_path)
+    hostile = '<img src="https://example.com/x.png" onerror="alert(1)">'
+    promote(data, TICKER, 3, reason=hostile)
+    with TestClient(create_app(data)) as client:
+        for path in ("/", f"/tickers/{TICKER}"):
+            page = client.get(path).text
+            assert '<img src="https' not in page and not any(
+                "example.com" in link for link in links(page)
+            )
+        page = client.get(f"/tickers/{TICKER}").text
+        assert (
+            "&lt;img src=&quot;https://example.com/x.png&quot; onerror=&quot;alert(1)&quot;&gt;"
+            in page
+        )

@@ -230,13 +230,17 @@ def test_split(metadata: Mapping) -> str:
     rows = []
     for name in names:
         m = metrics[name]
-        vs = "" if name == MODEL else f"{m.get('dm_verdict') or '–'} (p {format_p(m.get('dm_p'))})"
+        vs = ""
+        if name != MODEL:
+            state = m.get("dm_verdict") or "–"
+            said = {"better": "model better", "worse": "model worse"}.get(state, state)
+            vs = f"{said} (p {format_p(m.get('dm_p'))})"
         rows.append(
             [Raw(esc(name))]
             + [metric_cell(k, m.get(k)) for k, _ in METRIC_COLUMNS]
             + [Raw(esc(vs))]
         )
-    headers = ["forecaster", *(label for _, label in METRIC_COLUMNS), "model vs it (DM test)"]
+    headers = ["forecaster", *(label for _, label in METRIC_COLUMNS), "DM test, model vs it"]
     parts.append(table(headers, rows, ["champion" if n == MODEL else "" for n in names]))
     cover = [
         f"{percent(c.get('nominal'))} band covered {percent(c.get('coverage_test'))}"
@@ -260,8 +264,9 @@ def walk_forward(metadata: Mapping) -> str:
     metrics = summary.get("metrics") or {}
     pooled = (summary.get("significance") or {}).get(NAIVE) or {}
     parts = [
-        f"<p>{esc(wf.get('n_folds'))} expanding folds, {esc(wf.get('epochs_per_fold'))} epochs "
-        f"each; pooled over every fold's test windows the model {verdict_badge(pooled)}</p>"
+        f"<p>{esc(wf.get('n_folds'))} expanding folds (training epochs per fold: "
+        f"{esc(wf.get('epochs_per_fold'))}); pooled over every fold's test windows the model "
+        f"{verdict_badge(pooled)}</p>"
     ]
 
     def mean_std(name: str, key: str) -> str:
