@@ -58,7 +58,10 @@ def test_bundle_has_the_full_evaluation(first_run):
     assert meta["walk_forward"]["summary"]["metrics"]["model"]["rmse"]["folds"] == 2
     assert {k: v["nominal"] for k, v in meta["intervals"].items()} == {"80": 0.8, "95": 0.95}
     assert 0 <= meta["intervals"]["80"]["coverage_test"] <= 1
-    assert meta["serving"]["inputs"]["window"]["shape"] == [None, 20, 2]
+    # the raw window: 20 days of lookback plus the volatility feature's 20-day warm-up, of
+    # the one field the recommended features read (close)
+    assert meta["serving"]["inputs"]["window"]["shape"] == [None, 40, 1]
+    assert meta["serving"]["fields"] == ["close"]
 
 
 def test_first_version_becomes_champion_and_artifacts_are_published(first_run):
