@@ -36,13 +36,16 @@ import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tickercast.tickers import InvalidTickerError, validate_ticker
+
+if TYPE_CHECKING:
+    from tickercast.delivery.page import ChampionView
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a 1000 x 10 window of floats is ~200 kB of JSON
 MAX_WINDOW_ROWS = 5000
@@ -394,7 +397,9 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
 
     # ----------------------------------------------------------------- pages and plots
 
-    def champion_view(name: str):
+    def champion_view(name: str) -> ChampionView:
+        """What the pages show about `name`: its served champion and latest forecast, or
+        why there is none."""
         from tickercast.delivery.page import ChampionView
 
         view = ChampionView(name, registry_champion(name))
