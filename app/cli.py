@@ -6,8 +6,10 @@ Heavy imports (Prefect, TensorFlow) happen only once a command runs, so `--help`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -41,11 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dask_workers(args: argparse.Namespace) -> bool:
+    """Whether the command runs its tasks on Dask (the option, else its --config file)."""
+    runner = getattr(args, "task_runner", None)
+    if runner is None and getattr(args, "config", None):
+        try:
+            runner = json.loads(Path(args.config).read_text()).get("task_runner")
+        except (OSError, ValueError, AttributeError):
+            return False  # the command itself reports a bad config file
+    return runner == "dask"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
-        bars = progress.decide(args.progress, os.environ, tty)
+        bars = progress.decide(args.progress, os.environ, tty, _dask_workers(args))
         with progress.session(bars):
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:

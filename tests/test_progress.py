@@ -66,6 +66,12 @@ def test_mode_decision(flag, env, tty, on):
     assert progress.decide(flag, env, tty) is on
 
 
+def test_dask_worker_processes_turn_auto_off_but_not_an_explicit_on():
+    assert progress.decide(None, {}, True, worker_processes=True) is False
+    assert progress.decide(None, {"TICKERCAST_PROGRESS": "on"}, True, True) is True
+    assert progress.decide(True, {}, True, worker_processes=True) is True
+
+
 def test_unknown_setting_is_refused_naming_the_valid_ones():
     with pytest.raises(ValueError, match=r"TICKERCAST_PROGRESS='yes' .*\['on', 'off', 'auto'\]"):
         progress.decide(None, {"TICKERCAST_PROGRESS": "yes"}, True)
@@ -91,6 +97,31 @@ def test_cli_turns_bars_on_for_its_command_only_as_decided(monkeypatch, capsys):
         "tickercast ingest: error: ValueError: TICKERCAST_PROGRESS='sometimes' is not one of "
         "['on', 'off', 'auto']"
     )
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_in_a_terminal_shows_bars_unless_dask_workers_run_the_tasks(monkeypatch, tmp_path):
+    from tickercast.app import cli
+
+    seen = []
+    for command in ("ingest", "retrain"):
+        monkeypatch.setitem(cli.COMMANDS, command, lambda a: seen.append(progress.enabled()) or 0)
+    for name in ("CI", progress.ENV, "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    config = tmp_path / "dask.json"
+    config.write_text('{"task_runner": "dask", "epochs": 3}')
+    assert cli.main(["ingest"]) == 0
+    assert cli.main(["retrain", "--task-runner", "threads"]) == 0
+    assert cli.main(["retrain", "--task-runner", "dask"]) == 0
+    assert cli.main(["retrain", "--config", str(config)]) == 0
+    assert cli.main(["retrain", "--config", str(config), "--task-runner", "threads"]) == 0
+    assert cli.main(["--progress", "retrain", "--task-runner", "dask"]) == 0
+    assert seen == [True, True, False, False, True, True]
 
 
 # --- bars off --------------------------------------------------------------------------

@@ -37,10 +37,18 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def decide(flag: bool | None, env: Mapping[str, str], stderr_is_tty: bool) -> bool:
+def decide(
+    flag: bool | None,
+    env: Mapping[str, str],
+    stderr_is_tty: bool,
+    worker_processes: bool = False,
+) -> bool:
     """Whether to show bars: an explicit flag wins, then `TICKERCAST_PROGRESS`; `auto` (the
     default) means only for a person: stderr is a terminal, not CI (`CI` set, as CI
-    services do) and not a dumb terminal. Raises ValueError for an unknown setting."""
+    services do) and not a dumb terminal. Raises ValueError for an unknown setting.
+
+    `worker_processes` (Dask workers started for the run) also turns `auto` off: they train
+    out of the bars' reach and print to the same terminal, which would garble them."""
     if flag is not None:
         return bool(flag)
     raw = env.get(ENV, "")
@@ -49,7 +57,7 @@ def decide(flag: bool | None, env: Mapping[str, str], stderr_is_tty: bool) -> bo
         raise ValueError(f"{ENV}={raw!r} is not one of {list(PROGRESS_MODES)}")
     if mode != "auto":
         return mode == "on"
-    if _truthy(env.get("CI")) or env.get("TERM") == "dumb":
+    if _truthy(env.get("CI")) or env.get("TERM") == "dumb" or worker_processes:
         return False
     return bool(stderr_is_tty)
 
