@@ -163,7 +163,7 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
         end = int(np.flatnonzero(dates == pd.Timestamp(day))[0])
         windows.append((raw[end - pre["lookback"] + 1 : end + 1] - lo) / (hi - lo))
     out = loaded.signatures["scaled"](window=tf.constant(np.array(windows, dtype=np.float32)))
-    scaled = out["forecast"].numpy()[:, 0]
+    scaled = out["scaled_target"].numpy()[:, 0]
     t_lo, t_hi = pre["target_scaler"]["min"][0], pre["target_scaler"]["max"][0]
     np.testing.assert_allclose(scaled * (t_hi - t_lo) + t_lo, table["model"], rtol=1e-4)
 

@@ -25,6 +25,7 @@ import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,10 @@ from tickercast.evaluation.conformal import MIN_VOLATILITY, SCALE, VOLATILITY_DA
 from tickercast.modeling.features import NEEDS, VOLATILITY_WINDOW
 from tickercast.modeling.preprocess import Preprocessing, is_log_return, output_width
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
 # The raw fields a window may hold, in this order (those a model needs, close always).
 RAW_FIELDS = ("open", "high", "low", "close", "volume", "epoch_day")
 PRICE_FIELDS = frozenset({"open", "high", "low", "close"})
@@ -52,18 +57,19 @@ EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0, as pandas' day_of_we
 INPUT = "window"
 SCALED_SIGNATURE = "scaled"  # the network alone, on scaled features (the old signature)
 OUTPUT = "forecast"
+SCALED_OUTPUT = "scaled_target"
 # Relative agreement with predict.forecast_next that export demands on its probe windows.
 RTOL = 1e-5
 
 
-def _log_return(cols: dict) -> object:
+def _log_return(cols: dict[str, tf.Tensor]) -> tf.Tensor:
     import tensorflow as tf
 
     logs = tf.math.log(cols["close"])
     return logs[:, 1:] - logs[:, :-1]
 
 
-def _rolling_std(series, window: int):
+def _rolling_std(series: tf.Tensor, window: int) -> tf.Tensor:
     """Sample standard deviation (ddof 1) of each `window` consecutive values, ending at
     every position from the `window`-th on (pandas' rolling(window).std())."""
     import tensorflow as tf
@@ -73,7 +79,13 @@ def _rolling_std(series, window: int):
     return tf.sqrt(tf.reduce_sum(centred * centred, axis=-1) / (window - 1))
 
 
-def _day_of_week(cols: dict):
+def _log1p(values: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
+    return tf.math.log1p(values)
+
+
+def _day_of_week(cols: dict[str, tf.Tensor]) -> tf.Tensor:
     import tensorflow as tf
 
     return tf.math.floormod(cols["epoch_day"] + EPOCH_WEEKDAY, 7.0) / 4.0
@@ -93,12 +105,6 @@ GRAPH_FEATURES: dict[str, tuple[int, Callable]] = {
     "volatility": (VOLATILITY_WINDOW, lambda c: _rolling_std(_log_return(c), VOLATILITY_WINDOW)),
     "day_of_week": (0, _day_of_week),
 }
-
-
-def _log1p(values):
-    import tensorflow as tf
-
-    return tf.math.log1p(values)
 
 
 def check_supported(spec: Preprocessing, intervals: dict) -> None:
@@ -137,6 +143,7 @@ def window_rows(spec: Preprocessing) -> int:
 
 
 def band_keys(intervals: dict) -> list[str]:
+    """The band levels in output order ("80", "95"): one place for serve, check, docs."""
     return sorted(intervals)
 
 
@@ -144,7 +151,7 @@ class Servable:
     """Builds the serving function of one model: `serve(window) -> {forecast, lower_<k>,
     upper_<k>}` in TF ops, from the bundle's preprocessing spec and conformal intervals."""
 
-    def __init__(self, model, spec: Preprocessing, intervals: dict):
+    def __init__(self, model: keras.Model, spec: Preprocessing, intervals: dict):
         check_supported(spec, intervals)
         self.model = model
         self.spec = spec
@@ -152,18 +159,18 @@ class Servable:
         self.fields = raw_fields(spec)
         self.rows = window_rows(spec)
 
-    def input_spec(self):
+    def input_spec(self) -> tf.TensorSpec:
         import tensorflow as tf
 
         return tf.TensorSpec([None, self.rows, len(self.fields)], tf.float64, name=INPUT)
 
-    def scaled_input_spec(self):
+    def scaled_input_spec(self) -> tf.TensorSpec:
         import tensorflow as tf
 
         shape = [None, self.spec.lookback, len(self.spec.features)]
         return tf.TensorSpec(shape, tf.float32, name=INPUT)
 
-    def _checked_columns(self, window) -> dict:
+    def _checked_columns(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
         import tensorflow as tf
 
         window = tf.debugging.check_numerics(window, "window holds NaN or infinite values")
@@ -179,7 +186,7 @@ class Servable:
                 )
         return cols
 
-    def serve(self, window) -> dict:
+    def serve(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
         """The forecast in prices and its bands from a raw window [batch, rows, fields]."""
         import tensorflow as tf
 
@@ -217,9 +224,9 @@ class Servable:
             result[f"upper_{key}"] = forecast + band
         return result
 
-    def serve_scaled(self, window) -> dict:
+    def serve_scaled(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
         """The network alone: scaled features in, the scaled target out."""
-        return {OUTPUT: self.model(window, training=False)}
+        return {SCALED_OUTPUT: self.model(window, training=False)}
 
 
 def _quantile(value) -> float:
@@ -289,7 +296,9 @@ def raw_window(prices: pd.DataFrame, fields: list[str], rows: int) -> np.ndarray
     return np.stack(columns, axis=1)
 
 
-def _expected(model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame) -> dict:
+def _expected(
+    model: keras.Model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame
+) -> dict:
     """What `tickercast predict` answers for these lake rows, as arrays [1, width]."""
     bundle = Bundle(Path("0"), model, spec, metadata)
     rows = forecast_next(bundle, prices, "probe")
@@ -302,7 +311,7 @@ def _expected(model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame) 
     return out
 
 
-def verify_saved_model(dest: Path, model, spec: Preprocessing, metadata: dict) -> None:
+def verify_saved_model(dest: Path, model: keras.Model, spec: Preprocessing, metadata: dict) -> None:
     """Reload the SavedModel as TF Serving would and refuse it unless `serving_default`
     answers two probe windows as `forecast_next` does, and `scaled` as the network does."""
     import tensorflow as tf
@@ -323,12 +332,12 @@ def verify_saved_model(dest: Path, model, spec: Preprocessing, metadata: dict) -
                 )
     scaled = np.random.default_rng(0).random((2, spec.lookback, len(spec.features)))
     scaled = scaled.astype(np.float32)
-    out = loaded.signatures[SCALED_SIGNATURE](**{INPUT: tf.constant(scaled)})[OUTPUT]
+    out = loaded.signatures[SCALED_SIGNATURE](**{INPUT: tf.constant(scaled)})[SCALED_OUTPUT]
     if not np.allclose(np.asarray(out), model.predict(scaled, verbose=0), rtol=1e-4, atol=1e-5):
         raise BundleError("SavedModel signature 'scaled' does not reproduce the Keras model")
 
 
-def _describe(tensor_spec) -> dict:
+def _describe(tensor_spec: tf.TensorSpec) -> dict:
     return {"dtype": tensor_spec.dtype.name, "shape": tensor_spec.shape.as_list()}
 
 
@@ -370,7 +379,7 @@ def serving_description(servable: Servable) -> dict:
         "signatures": {
             SCALED_SIGNATURE: {
                 "inputs": {INPUT: _describe(servable.scaled_input_spec())},
-                "outputs": {OUTPUT: {"dtype": "float32", "shape": [None, width]}},
+                "outputs": {SCALED_OUTPUT: {"dtype": "float32", "shape": [None, width]}},
                 "meaning": (
                     "the network alone: features min-max scaled with preprocessing.json "
                     "feature_scaler, lookback days; output the scaled target "
@@ -385,7 +394,7 @@ def serving_description(servable: Servable) -> dict:
     }
 
 
-def export_saved_model(model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
+def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
     """Write the self-serving SavedModel, check it against `tickercast predict`, and return
     serving.json's content."""
     servable = Servable(model, spec, metadata.get("intervals") or {})
