@@ -5,7 +5,7 @@ Bars are off unless an entry point turns them on for its process with `session`;
 does when its stderr is a terminal and not CI (`decide`), so deployment runs, workers and CI
 keep exactly today's log lines and Prefect progress artifacts. Off, `track` hands back one
 shared do-nothing bar and rich is never imported. On, every bar of the process is a line of
-one shared rich Progress (one Live display), so tickers training in parallel threads each
+one shared rich Progress (one Live display), so branches running in parallel threads each
 get their own line instead of fighting over the terminal. The display runs only while a bar
 is open; meanwhile stdout/stderr and the logging handlers that write to the terminal
 (Prefect's console handler included) are routed through it, so log lines scroll above the
