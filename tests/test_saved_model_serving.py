@@ -243,3 +243,17 @@ def test_export_refuses_a_savedmodel_that_disagrees_with_predict(bundles, monkey
     monkeypatch.setitem(servable.GRAPH_FEATURES, "return", (warmup, servable._log_return))
     with pytest.raises(BundleError, match="'forecast' differs from tickercast predict"):
         servable.export_saved_model(bundle.model, bundle.spec, bundle.metadata, tmp_path / "sm")
+
+
+def test_export_refuses_a_model_whose_forecast_is_not_finite(bundles, tmp_path):
+    """A network that overflows gives no NaN or inf to serve: export says so and stops."""
+    from tickercast.delivery import servable
+
+    bundle = load_bundle(bundles["every_feature"])
+    layer = bundle.model.get_layer("forecast")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([np.full_like(kernel, 1e30), bias])
+    with pytest.raises(
+        BundleError, match="(?s)refused a probe window.*forecast is not a finite number"
+    ):
+        servable.export_saved_model(bundle.model, bundle.spec, bundle.metadata, tmp_path / "sm")

@@ -318,10 +318,15 @@ def verify_saved_model(dest: Path, model: keras.Model, spec: Preprocessing, meta
 
     servable = Servable(model, spec, metadata.get("intervals") or {})
     loaded = tf.saved_model.load(str(dest))
-    history = servable.rows + VOLATILITY_DAYS + 1  # more history than the window: any
+    # predict gets more history than the window holds: features look back a bounded number
+    # of days, so the answer must be the same
+    history = servable.rows + VOLATILITY_DAYS + 1
     probes = [probe_prices(spec, history, seed) for seed in (0, 1)]
     window = np.stack([raw_window(p, servable.fields, servable.rows) for p in probes])
-    served = loaded.signatures[SIGNATURE](**{INPUT: tf.constant(window)})
+    try:
+        served = loaded.signatures[SIGNATURE](**{INPUT: tf.constant(window)})
+    except tf.errors.InvalidArgumentError as exc:
+        raise BundleError(f"SavedModel refused a probe window: {exc.message}") from exc
     for i, prices in enumerate(probes):
         for name, expected in _expected(model, spec, metadata, prices).items():
             got = np.asarray(served[name])[i : i + 1]
