@@ -52,11 +52,18 @@ def add_commands(sub: Any) -> None:
     def data_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", default="data", help="root of models/ and lake/ (data)")
 
+    def mlflow_uri(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--mlflow-uri",
+            default=None,
+            help=RetrainConfig.model_fields["mlflow_uri"].description,
+        )
+
     models = sub.add_parser(
         "models",
-        help="the model registry: list | show | promote | rollback",
-        description="Inspect the registry (<data-dir>/models/<name>/registry.json) and move "
-        "the champion by hand.",
+        help="the model registry: list | show | promote | rollback | sync-mlflow",
+        description="Inspect the registry (<data-dir>/models/<name>/registry.json), move "
+        "the champion by hand, mirror it to MLflow.",
     )
     debug(models)
     actions = models.add_subparsers(dest="action", required=True)
@@ -72,10 +79,22 @@ def add_commands(sub: Any) -> None:
     p.add_argument("version", type=int, help="version number")
     p.add_argument("--reason", default="manual", help="recorded in the history")
     data_dir(p)
+    mlflow_uri(p)
     p = actions.add_parser("rollback", help="back to the previous champion")
     p.add_argument("name", help="model name (the ticker)")
     p.add_argument("--to", type=int, help="an earlier champion's version (default: previous)")
     data_dir(p)
+    mlflow_uri(p)
+    p = actions.add_parser(
+        "sync-mlflow",
+        help="mirror the registry to MLflow (runs, versions, the champion alias)",
+        description="Log every version MLflow lacks (a run and a model version of "
+        "tickercast-<name>) and set its 'champion' alias to the registry's champion: repairs "
+        "a mirror that a run could not update. Exits 1 if any model failed.",
+    )
+    p.add_argument("names", nargs="*", help="model names (default: every model)")
+    data_dir(p)
+    mlflow_uri(p)
 
     add_flow_command(
         sub,
@@ -244,13 +263,43 @@ def run_models(args: argparse.Namespace) -> int:
                 f"   {event['at']} {event['action']} v{event['version']}: {event.get('reason', '')}"
             )
         return 0
+    if args.action == "sync-mlflow":
+        return _sync_mlflow(args.mlflow_uri, args.data_dir, args.names)
     if args.action == "promote":
         reg = registry.promote(args.data_dir, args.name, args.version, reason=args.reason)
         print(f"{args.name}: champion is now v{reg['champion']}")
-        return 0
-    reg = registry.rollback(args.data_dir, args.name, to=args.to)
-    print(f"{args.name}: rolled back, champion is now v{reg['champion']}")
+    else:
+        reg = registry.rollback(args.data_dir, args.name, to=args.to)
+        print(f"{args.name}: rolled back, champion is now v{reg['champion']}")
+    from tickercast.tracking import resolve_uri
+
+    if resolve_uri(args.mlflow_uri):  # the registry changed: its MLflow mirror follows
+        _sync_mlflow(args.mlflow_uri, args.data_dir, [args.name])
     return 0
+
+
+def _sync_mlflow(uri: str | None, data_dir: str, names: list[str]) -> int:
+    """Mirror each model's registry to MLflow; 1 if any failed (each failure on stderr,
+    naming the command that retries it; the file registry is never changed here)."""
+    from tickercast.delivery.registry import model_names
+    from tickercast.tracking import TrackingError, describe_sync, retry_hint, sync_model
+    from tickercast.tracking import resolve_uri as resolve
+
+    resolved = resolve(uri)
+    if resolved is None:
+        raise ValueError("no MLflow tracking URI: give --mlflow-uri or set MLFLOW_TRACKING_URI")
+    failed = 0
+    for name in names or model_names(data_dir):
+        try:
+            print(describe_sync(name, sync_model(resolved, data_dir, name)))
+        except TrackingError as exc:
+            failed += 1
+            print(
+                f"{name}: MLflow not updated: {exc} (the registry is; retry: "
+                f"{retry_hint(name, data_dir)})",
+                file=sys.stderr,
+            )
+    return 1 if failed else 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -303,7 +352,18 @@ def run_backtest(args: argparse.Namespace) -> int:
                 f"significantly better than naive): {', '.join(lagging)}"
             )
     print(f"written to {result['paths']['folder']}")
+    _print_logged("backtest", result.get("mlflow"))
     return 0
+
+
+def _print_logged(what: str, logged: dict | None) -> None:
+    """Where a backtest or search was logged in MLflow; a failure goes to stderr."""
+    if not logged:
+        return
+    if "error" in logged:
+        print(f"{what} not logged to MLflow: {logged['error']}", file=sys.stderr)
+    else:
+        print(f"{what} logged to MLflow: run {logged['run_id']} ({logged['experiment']})")
 
 
 def run_tune(args: argparse.Namespace) -> int:
@@ -330,6 +390,7 @@ def run_tune(args: argparse.Namespace) -> int:
     )
     print(f"best.json: {result['best_json']}  (tickercast retrain --config {result['best_json']})")
     print(f"trials: {result['trials_csv']}")
+    _print_logged("search", result.get("mlflow"))
     for ticker, res in (result["test"] or {}).items():
         if ticker == "error" or not isinstance(res, dict):
             continue

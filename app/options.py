@@ -7,6 +7,7 @@ import argparse
 import importlib
 import json
 import logging
+import sys
 import types
 import typing
 from pathlib import Path
@@ -154,6 +155,19 @@ def print_retrain_result(ticker: str, result: dict) -> None:
         event = result["promotion"]
         if event["action"] == "unchanged":
             print(f"{ticker}: {event['reason']}")
-            return
-        verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
-        print(f"{ticker}: v{event['version']} {verb}: {event['reason']}")
+        else:
+            verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
+            print(f"{ticker}: v{event['version']} {verb}: {event['reason']}")
+        print_mlflow(ticker, event.get("mlflow"))
+
+
+def print_mlflow(ticker: str, synced: dict | None) -> None:
+    """What the MLflow mirror did (nothing without one); a failure goes to stderr."""
+    if not synced:
+        return
+    if "error" in synced:
+        print(f"{ticker}: MLflow not updated: {synced['error']}", file=sys.stderr)
+        return
+    from tickercast.tracking import describe_sync
+
+    print(describe_sync(ticker, synced))

@@ -21,9 +21,10 @@ from tickercast.backtest.files import write_run
 from tickercast.backtest.tables import markdown_lines
 from tickercast.config import BacktestConfig
 from tickercast.flows.common import ingest_args, preflight
-from tickercast.tasks.backtest import rolling_backtest_step
+from tickercast.tasks.backtest import rolling_backtest_step, track_backtest_step
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import step_options
+from tickercast.tracking import resolve_uri
 
 METRICS_KEY, REPORT_KEY = "backtest-metrics", "backtest-report"
 
@@ -59,11 +60,20 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     create_markdown_artifact(
         "\n".join(report), key=REPORT_KEY, description="rolling-origin backtest report"
     )
+    mlflow_uri, tracked = resolve_uri(config.mlflow_uri), None
+    if mlflow_uri:  # after the run's files are written: MLflow gets a copy
+        tracked = track_backtest_step(
+            mlflow_uri,
+            str(paths["folder"]),
+            config.model_dump(mode="json"),
+            {t: r["metrics"] for t, r in results.items()},
+        )
     return {
         "tickers": {
             t: {k: r[k] for k in ("origins", "models", "metrics")} for t, r in results.items()
         },
         "paths": {k: str(v) for k, v in paths.items()},
+        "mlflow": tracked,
     }
 
 

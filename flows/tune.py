@@ -26,7 +26,8 @@ from tickercast.flows.common import preflight, submit_ingest
 from tickercast.flows.retrain import retrain
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
-from tickercast.tasks.tune import tune_data_step, tune_trial_step
+from tickercast.tasks.tune import track_tune_step, tune_data_step, tune_trial_step
+from tickercast.tracking import resolve_uri
 from tickercast.tuning.config import OBJECTIVE, SEARCHED, TuneConfig
 from tickercast.tuning.report import flat_row, summary_lines, write_trials
 from tickercast.tuning.search import Search, open_run, run_lock
@@ -92,7 +93,13 @@ def tune(config: TuneConfig = TuneConfig()) -> dict:
         "ran": list(search.ran),
         "stop_reason": search.stop_reason,
         "test": None,
+        "mlflow": None,
     }
+    mlflow_uri = resolve_uri(config.mlflow_uri)
+    if mlflow_uri:  # the search's table and best.json; the final retrain logs its own run
+        summary["mlflow"] = track_tune_step(
+            mlflow_uri, str(run_dir), config.model_dump(mode="json"), rows, "\n".join(lines)
+        )
     if not config.final_retrain:
         return summary
     print(f"evaluating trial {best['trial']} on the test split: retrain --config {best_json}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tickercast.tasks.caching import content_cache_key
@@ -74,3 +75,20 @@ def rolling_backtest_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
         **{name: str(path) for name, path in paths.items()},
         "outputs": outputs(*paths.values()),
     }
+
+
+@task(name="mlflow-backtest", persist_result=False, cache_policy=NO_CACHE)
+def track_backtest_step(
+    mlflow_uri: str, folder: str, config: dict, metrics: dict[str, list[dict]]
+) -> dict:
+    """Log a finished `tickercast backtest` run to MLflow (tickercast.tracking.log_backtest).
+    A failure is a warning and {"error": ...}: the run's files are already written."""
+    from tickercast.tracking import TrackingError, log_backtest
+
+    try:
+        logged = log_backtest(mlflow_uri, folder, config, metrics)
+    except TrackingError as exc:
+        get_run_logger().warning("backtest not logged to MLflow: %s", exc)
+        return {"uri": mlflow_uri, "error": str(exc)}
+    get_run_logger().info("backtest logged to MLflow: run %s", logged["run_id"])
+    return logged

@@ -8,15 +8,17 @@ from prefect.logging import get_run_logger
 
 
 @task(name="promote")
-def promote_step(exported: dict, cfg: dict, data_dir: str) -> dict:
-    """The champion gate: promote the new version only if it is significantly better."""
+def promote_step(exported: dict, cfg: dict, data_dir: str, mlflow_uri: str | None = None) -> dict:
+    """The champion gate: promote the new version only if it is significantly better.
+    With an MLflow URI, the registry is then mirrored there (`mirror_to_mlflow`)."""
     from tickercast.delivery.gate import challenge
 
     ticker = exported["ticker"]
     if exported.get("unchanged"):  # nothing new to judge: the registry is left alone
         reason = f"unchanged since v{exported['version']}: no new version, registry untouched"
         get_run_logger().info("%s: %s", ticker, reason)
-        return {"action": "unchanged", "version": exported["version"], "reason": reason}
+        event = {"action": "unchanged", "version": exported["version"], "reason": reason}
+        return _mirrored(event, mlflow_uri, data_dir, ticker)
     event = challenge(
         data_dir,
         ticker,
@@ -44,4 +46,29 @@ def promote_step(exported: dict, cfg: dict, data_dir: str) -> dict:
         key=f"promotion-{slug}",
         description=f"{ticker}: registry decision",
     )
-    return event
+    return _mirrored(event, mlflow_uri, data_dir, ticker)
+
+
+def _mirrored(event: dict, mlflow_uri: str | None, data_dir: str, ticker: str) -> dict:
+    """The gate's event, with what the MLflow mirror did under "mlflow" when there is one."""
+    if mlflow_uri is None:
+        return event
+    return {**event, "mlflow": mirror_to_mlflow(mlflow_uri, data_dir, ticker)}
+
+
+def mirror_to_mlflow(uri: str, data_dir: str, ticker: str) -> dict:
+    """After the registry was written: mirror it to MLflow (tickercast.tracking.sync_model).
+    A failure is logged as a warning naming the repair command, and returned as
+    {"error": ...}; it never fails the step, since the bundle and registry are already
+    safely written and the next sync repairs MLflow."""
+    from tickercast.tracking import TrackingError, describe_sync, retry_hint, sync_model
+
+    logger = get_run_logger()
+    try:
+        synced = sync_model(uri, data_dir, ticker)
+    except TrackingError as exc:
+        message = f"{exc}; the file registry is up to date; retry: {retry_hint(ticker, data_dir)}"
+        logger.warning("%s: %s", ticker, message)
+        return {"uri": uri, "error": message}
+    logger.info("%s", describe_sync(ticker, synced))
+    return synced

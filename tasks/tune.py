@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tickercast.tasks.caching import content_cache_key
@@ -51,3 +52,21 @@ def tune_trial_step(trial_id: str, spec: dict, data: list[dict], cfg: dict, tria
 
     with training_lock():
         return run_trial(spec, data, cfg, trial_dir, get_run_logger())
+
+
+@task(name="mlflow-tune", persist_result=False, cache_policy=NO_CACHE)
+def track_tune_step(
+    mlflow_uri: str, run_dir: str, config: dict, rows: list[dict], report: str
+) -> dict:
+    """Log a search's trial table and best configuration to MLflow
+    (tickercast.tracking.log_tune). A failure is a warning and {"error": ...}: the
+    search's own files are already written."""
+    from tickercast.tracking import TrackingError, log_tune
+
+    try:
+        logged = log_tune(mlflow_uri, run_dir, config, rows, report)
+    except TrackingError as exc:
+        get_run_logger().warning("search not logged to MLflow: %s", exc)
+        return {"uri": mlflow_uri, "error": str(exc)}
+    get_run_logger().info("search logged to MLflow: run %s", logged["run_id"])
+    return logged

@@ -320,6 +320,13 @@ class RetrainConfig(_Config):
         description="An existing Dask scheduler (tcp://host:8786); empty = start a local "
         "cluster of max_workers processes.",
     )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking server (http://host:5000, or any MLflow tracking URI) "
+        "that mirrors each run: runs with params, metrics and artifacts, registered "
+        "versions and the champion alias (needs the mlflow extra); empty = the "
+        "MLFLOW_TRACKING_URI environment variable if set, else no MLflow.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -598,6 +605,7 @@ class BacktestConfig(_Config):
     mixed_precision: bool = _as_retrain("mixed_precision")
     data_dir: str = _as_retrain("data_dir")
     refresh: bool = _as_retrain("refresh")
+    mlflow_uri: str | None = _as_retrain("mlflow_uri")
 
     @field_validator("model", "features")
     @classmethod
@@ -624,5 +632,5 @@ class BacktestConfig(_Config):
 
     def run_cfg(self) -> dict:
         """The JSON-ready fields one ticker's backtest depends on (its cache-key slice)."""
-        skip = {"tickers", "source", "csv_dir", "data_dir", "refresh"}
+        skip = {"tickers", "source", "csv_dir", "data_dir", "refresh", "mlflow_uri"}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}

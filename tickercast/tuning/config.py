@@ -53,6 +53,7 @@ BUDGET_FIELDS = (
     "require_beat_naive",
     "move_threshold",
     "on_corrupt",
+    "mlflow_uri",
 )
 
 Units = Annotated[int, Field(ge=1, le=4096)]

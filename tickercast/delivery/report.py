@@ -1,0 +1,53 @@
+"""A version's retrain report (markdown), written from its bundle's metadata alone, so the
+export step's `report-<t>` artifact and the MLflow run of any version, even one mirrored
+long after it was trained, show the same text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
+    """Data, verdict, every forecaster's metrics, interval coverage, walk-forward."""
+    from tickercast.evaluation.report import markdown_table
+
+    data, training = metadata["data"], metadata.get("training") or {}
+    evaluation = metadata.get("evaluation") or {}
+    window = evaluation.get("window") or {}
+    intervals = [
+        f"| {k}% | {v['coverage_test']:.1%} |"
+        if v.get("coverage_test") is not None
+        else f"| {k}% | n/a (too few validation windows) |"
+        for k, v in (metadata.get("intervals") or {}).items()
+    ]
+    lines = [
+        f"# Retrain {ticker}",
+        "",
+        f"- bundle: `{bundle}`",
+        f"- data: {data['first_day']} .. {data['last_day']} "
+        f"({data['rows']} rows, sha256 `{data['sha256'][:12]}`)",
+        f"- best epoch {training.get('best_epoch')} of {training.get('epochs_run')}",
+    ]
+    if window:
+        lines.append(
+            f"- test: {window['windows']} windows, targets {window['first_target']} .. "
+            f"{window['last_target']}; actual moved up in "
+            f"{evaluation['up_share']:.0f}% of them"
+        )
+    lines += [
+        "",
+        f"**{metadata['verdict']}**",
+        "",
+        *markdown_table(metadata["metrics"]),
+        "",
+        "Split-conformal intervals (calibrated on validation residuals):",
+        "",
+        "| nominal | test coverage |",
+        "|---|---|",
+        *intervals,
+    ]
+    if metadata.get("walk_forward"):
+        from tickercast.backtest.tables import summary_lines
+
+        lines += ["", *summary_lines(metadata["walk_forward"])]
+    return "\n".join(lines)
