@@ -172,6 +172,14 @@ class ModelInfo(BaseModel):
     target: str | None = None
     intervals: list[str] | None = Field(None, description="conformal levels, e.g. ['80', '95']")
     trained_to: str | None = Field(None, description="the last day of the training data")
+    savedmodel_fields: list[str] | None = Field(
+        None,
+        description="the raw window the bundle's SavedModel takes (serving_default): these "
+        "lake fields per row, oldest day first (serving.json)",
+    )
+    savedmodel_rows: int | None = Field(
+        None, description="rows of that raw window: the lookback plus the features' warm-up"
+    )
 
 
 class ForecastRow(BaseModel):
@@ -280,6 +288,8 @@ def _describe(name: str, entry: Served | None, champion) -> dict:
                 target=b.spec.target,
                 intervals=sorted((b.metadata.get("intervals") or {}).keys()),
                 trained_to=b.metadata.get("data", {}).get("last_day"),
+                savedmodel_fields=(b.metadata.get("serving") or {}).get("fields"),
+                savedmodel_rows=(b.metadata.get("serving") or {}).get("rows"),
             )
     return row
 

@@ -53,6 +53,9 @@ def test_health_and_models(service):
     assert model["name"] == TICKER and model["champion"] == 3 and model["serving"] == 3
     assert model["features"] == ["close", "volume"] and model["lookback"] == 20
     assert model["intervals"] == ["80", "95"] and model["error"] is None
+    # what the bundle's SavedModel takes: the raw fields, lookback plus warm-up rows
+    assert model["savedmodel_fields"] == ["close", "volume"]
+    assert model["savedmodel_rows"] == 21  # lookback 20, at least 21 so the bands see 20 returns
 
 
 def last_window(data) -> list[list[float]]:
