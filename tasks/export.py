@@ -25,9 +25,6 @@ def export_step(
     (same lake contents, config and code), write nothing and say so."""
 
     from tickercast.delivery.bundle import latest_with_inputs
-    from tickercast.delivery.metadata import bundle_metadata
-    from tickercast.delivery.servable import build_bundle
-    from tickercast.modeling.preprocess import Preprocessing
 
     ticker = ingested["ticker"]
     key = inputs_key(ingested, pre, trained, evaluated, config, backtested)
@@ -43,6 +40,11 @@ def export_step(
             "verdict": evaluated["verdict"],
             "unchanged": True,
         }
+    # imported only now: an unchanged rerun never needs pandas or TensorFlow
+    from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.delivery.servable import build_bundle
+    from tickercast.modeling.preprocess import Preprocessing
+
     spec = Preprocessing.from_json(json.loads(Path(pre["spec"]).read_text()))
     files = {
         "model.keras": Path(trained["model"]),
@@ -60,7 +62,7 @@ def export_step(
     metadata = bundle_metadata(ingested, pre, trained, evaluated, config, backtested)
     metadata["inputs_key"] = key
     bundle = build_bundle(data_dir, ticker, files, metadata, Path(trained["model"]), spec)
-    _publish(ticker, bundle, evaluated, metadata, backtested)
+    _publish(ticker, bundle, evaluated, metadata)
     return {
         "ticker": ticker,
         "bundle": str(bundle),
@@ -99,13 +101,12 @@ def inputs_key(
     )
 
 
-def _publish(
-    ticker: str, bundle: Path, evaluated: dict, metadata: dict, backtested: dict | None
-) -> None:
+def _publish(ticker: str, bundle: Path, evaluated: dict, metadata: dict) -> None:
     """Metrics table, markdown report and a link to the bundle, keyed per ticker."""
     from prefect.artifacts import create_link_artifact
 
-    from tickercast.evaluation.report import markdown_table, report_rows
+    from tickercast.delivery.report import retrain_report
+    from tickercast.evaluation.report import report_rows
 
     slug = "".join(c if c.isalnum() else "-" for c in ticker.lower())
     create_table_artifact(
@@ -113,41 +114,11 @@ def _publish(
         key=f"metrics-{slug}",
         description=f"{ticker}: test-split metrics in price units, model and baselines",
     )
-    window = evaluated["evaluation"]["window"]
-    intervals = [
-        f"| {k}% | {v['coverage_test']:.1%} |"
-        if v.get("coverage_test") is not None
-        else f"| {k}% | n/a (too few validation windows) |"
-        for k, v in evaluated["intervals"].items()
-    ]
-    lines = [
-        f"# Retrain {ticker}",
-        "",
-        f"- bundle: `{bundle}`",
-        f"- data: {metadata['data']['first_day']} .. {metadata['data']['last_day']} "
-        f"({metadata['data']['rows']} rows, sha256 `{metadata['data']['sha256'][:12]}`)",
-        f"- best epoch {metadata['training'].get('best_epoch')} of "
-        f"{metadata['training'].get('epochs_run')}",
-        f"- test: {window['windows']} windows, targets {window['first_target']} .. "
-        f"{window['last_target']}; actual moved up in "
-        f"{evaluated['evaluation']['up_share']:.0f}% of them",
-        "",
-        f"**{evaluated['verdict']}**",
-        "",
-        *markdown_table(evaluated["metrics"]),
-        "",
-        "Split-conformal intervals (calibrated on validation residuals):",
-        "",
-        "| nominal | test coverage |",
-        "|---|---|",
-        *intervals,
-    ]
-    if backtested:
-        from tickercast.backtest.tables import summary_lines
-
-        lines += ["", *summary_lines(backtested)]
+    # the same report MLflow's run of this version gets (tickercast.tracking)
     create_markdown_artifact(
-        "\n".join(lines), key=f"report-{slug}", description=f"{ticker}: retrain report"
+        retrain_report(ticker, bundle, metadata),
+        key=f"report-{slug}",
+        description=f"{ticker}: retrain report",
     )
     create_link_artifact(
         bundle.resolve().as_uri(),

@@ -21,12 +21,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from tickercast import layout
 from tickercast.atomic import fsync_dir, storage_error, write_json
 from tickercast.hashing import file_sha256
-from tickercast.modeling.preprocess import Preprocessing
 from tickercast.tickers import validate_ticker
+
+if TYPE_CHECKING:  # loading one does import it; finding and checking versions (a
+    # cached rerun's export step) must not pay for preprocessing's pandas
+    from tickercast.modeling.preprocess import Preprocessing
 
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.keras", "preprocessing.json", "metadata.json")
@@ -207,6 +211,8 @@ def load_bundle(bundle: str | Path) -> Bundle:
     verify_bundle(bundle)
     try:
         model = keras.models.load_model(bundle / "model.keras", safe_mode=True, compile=False)
+        from tickercast.modeling.preprocess import Preprocessing
+
         spec = Preprocessing.from_json(json.loads((bundle / "preprocessing.json").read_text()))
         metadata = json.loads((bundle / "metadata.json").read_text())
     except Exception as exc:  # checksums matched, yet unreadable: refuse, naming the bundle
