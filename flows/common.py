@@ -7,12 +7,15 @@ from typing import Any
 
 from tickercast.config import BacktestConfig, RetrainConfig
 from tickercast.market.locate import fetch_window, source_fingerprint
+from tickercast.tracking import require_client, resolve_uri
 
 
 def preflight(config: RetrainConfig | BacktestConfig) -> None:
-    """Refuse a run whose inputs cannot exist before any work starts (names the ticker)."""
+    """Refuse a run whose inputs cannot exist before any work starts (names the ticker),
+    or that asks for an MLflow mirror without the MLflow client installed."""
     for ticker in config.tickers:
         source_fingerprint(config.source, ticker, config.csv_path())
+    require_client(resolve_uri(config.mlflow_uri))
 
 
 def ingest_args(config: Any, ticker: str, data_dir: str) -> tuple:

@@ -329,3 +329,32 @@ print("imported:", sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "imported: []" in done.stdout
     assert "champion is now v3" in done.stdout and "MLflow" not in done.stdout + done.stderr
+
+
+def test_a_uri_without_the_mlflow_client_is_refused_before_any_work(tmp_path):
+    """In a process where mlflow cannot be imported, every flow command given a URI (here
+    through MLFLOW_TRACKING_URI) refuses in one line and writes nothing."""
+    code = """
+import sys
+sys.modules["mlflow"] = None  # importlib.util.find_spec("mlflow") is now None
+from tickercast.app.cli import main
+for command in ("retrain", "backtest", "tune"):
+    assert main([command, "--data-dir", sys.argv[1]]) == 1
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    message = (
+        "error: TrackingError: an MLflow URI was given (http://127.0.0.1:9) but MLflow is "
+        "not installed: pip install 'tickercast[mlflow]'"
+    )
+    assert done.stderr.splitlines() == [
+        f"tickercast {command}: {message}" for command in ("retrain", "backtest", "tune")
+    ]
+    assert not any(tmp_path.iterdir())

@@ -65,6 +65,18 @@ def resolve_uri(uri: str | None) -> str | None:
     return uri or os.environ.get(ENV_URI) or None
 
 
+def require_client(uri: str | None) -> None:
+    """Refuse, before any work, a URI without the MLflow client to use it (a server that is
+    down is only found out, and tolerated, when the mirror is written)."""
+    import importlib.util
+
+    if uri is not None and importlib.util.find_spec("mlflow") is None:
+        raise TrackingError(
+            f"an MLflow URI was given ({uri}) but MLflow is not installed: "
+            "pip install 'tickercast[mlflow]'"
+        )
+
+
 def registered_name(ticker: str) -> str:
     """The registered model that mirrors ticker `ticker`'s registry."""
     return MODEL_PREFIX + ticker
@@ -92,13 +104,9 @@ def _reported(uri: str, what: str) -> Iterator[None]:
 def _client(uri: str) -> Any:
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    try:
-        from mlflow import MlflowClient
-    except ImportError as exc:
-        raise TrackingError(
-            f"an MLflow URI was given ({uri}) but MLflow is not installed: "
-            "pip install 'tickercast[mlflow]'"
-        ) from exc
+    require_client(uri)
+    from mlflow import MlflowClient
+
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
