@@ -258,6 +258,12 @@ def test_a_server_that_is_down_leaves_the_registry_right_and_a_resync_repairs_it
     assert len(_runs(uri, "tickercast-retrain")) == runs_before + 1
     assert main([*sync, down]) == 1
     assert f"{TICKER}: MLflow not updated" in capsys.readouterr().err
+    # a damaged bundle (no readable metadata.json) is skipped and named; the rest goes on
+    (data_dir / "models" / OTHER / "versions" / "9").mkdir()
+    assert main([*sync, uri]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"{OTHER}: "))
+    assert "logged nothing new;" in line
+    assert line.endswith("; v9 not mirrored (unreadable metadata)")
 
 
 @pytest.mark.slow

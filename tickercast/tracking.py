@@ -245,7 +245,7 @@ def _version_tags(ticker: str, version: int, bundle: Path, metadata: dict) -> di
     }
 
 
-def _version_run(client: Any, ticker: str, version: int, bundle: Path) -> Any:
+def _version_run(client: Any, ticker: str, version: int, bundle: Path, metadata: dict) -> Any:
     """The finished run of one bundle version: found when an earlier sync logged it (and
     perhaps failed to register it), else logged now."""
     from tickercast.delivery.report import retrain_report
@@ -259,7 +259,6 @@ def _version_run(client: Any, ticker: str, version: int, bundle: Path) -> Any:
     )
     if found:
         return found[0]
-    metadata = json.loads((bundle / "metadata.json").read_text())
     return _log_run(
         client,
         RETRAIN_EXPERIMENT,
@@ -308,7 +307,8 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
     """Mirror ticker `ticker`'s file registry into MLflow: a run and a model version for
     every bundle version MLflow lacks (oldest first), then the champion alias on the
     champion's version (removed when there is none). Safe to repeat: what is already there
-    is found by its tags, not logged twice."""
+    is found by its tags, not logged twice. A version whose metadata.json cannot be read
+    (a damaged bundle) is skipped and listed under "skipped"."""
     from tickercast.delivery.bundle import bundle_path, list_versions
     from tickercast.delivery.registry import read_registry
 
@@ -317,6 +317,7 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
     client = _client(uri)
     name = registered_name(ticker)
     logged: list[int] = []
+    skipped: dict[int, str] = {}
     with _reported(uri, f"mirroring {ticker}"):
         _registered_model(client, ticker)
         mirrored = _mirrored_versions(client, name)
@@ -324,7 +325,12 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
             if version in mirrored:
                 continue
             bundle = bundle_path(data_dir, ticker, version)
-            run = _version_run(client, ticker, version, bundle)
+            try:
+                metadata = json.loads((bundle / "metadata.json").read_text())
+            except (OSError, ValueError) as exc:
+                skipped[version] = f"{type(exc).__name__}: {exc}"
+                continue
+            run = _version_run(client, ticker, version, bundle, metadata)
             mv = client.create_model_version(
                 name,
                 source=f"{run.info.artifact_uri}/bundle",
@@ -339,15 +345,15 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
             if ALIAS in aliases:
                 client.delete_registered_model_alias(name, ALIAS)
         elif champion not in mirrored:
-            raise TrackingError(
-                f"MLflow at {uri}: {ticker}'s champion v{champion} has no bundle to mirror"
-            )
+            why = skipped.get(champion, "its bundle is missing")
+            raise TrackingError(f"MLflow at {uri}: {ticker}'s champion v{champion}: {why}")
         elif aliases.get(ALIAS) != mirrored[champion]:
             client.set_registered_model_alias(name, ALIAS, mirrored[champion])
     return {
         "uri": uri,
         "model": name,
         "logged": logged,
+        "skipped": skipped,
         "champion": champion,
         "alias": None if champion is None else mirrored[champion],
     }
@@ -361,7 +367,10 @@ def describe_sync(ticker: str, synced: dict) -> str:
         if synced["champion"] is not None
         else f"no '{ALIAS}' (no champion)"
     )
-    return f"{ticker}: MLflow {synced['model']}: logged {logged}; {alias}"
+    unread = "".join(
+        f"; v{v} not mirrored (unreadable metadata)" for v in synced.get("skipped", {})
+    )
+    return f"{ticker}: MLflow {synced['model']}: logged {logged}; {alias}{unread}"
 
 
 def retry_hint(ticker: str | None, data_dir: str | Path) -> str:
