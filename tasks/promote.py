@@ -11,14 +11,14 @@ from prefect.logging import get_run_logger
 def promote_step(exported: dict, cfg: dict, data_dir: str, mlflow_uri: str | None = None) -> dict:
     """The champion gate: promote the new version only if it is significantly better.
     With an MLflow URI, the registry is then mirrored there (`mirror_to_mlflow`)."""
-    from tickercast.delivery.gate import challenge
-
     ticker = exported["ticker"]
     if exported.get("unchanged"):  # nothing new to judge: the registry is left alone
         reason = f"unchanged since v{exported['version']}: no new version, registry untouched"
         get_run_logger().info("%s: %s", ticker, reason)
         event = {"action": "unchanged", "version": exported["version"], "reason": reason}
         return _mirrored(event, mlflow_uri, data_dir, ticker)
+    from tickercast.delivery.gate import challenge  # here: an unchanged rerun needs no gate
+
     event = challenge(
         data_dir,
         ticker,
