@@ -6,6 +6,7 @@ all read back through MLflow's client. And without a URI, MLflow is never import
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
 import os
@@ -163,6 +164,8 @@ def test_each_retrain_logs_one_run_per_ticker_with_config_metrics_artifacts_and_
         bundle = data_dir / "models" / TICKER / "versions" / str(version)
         meta = json.loads((bundle / "metadata.json").read_text())
         assert run.info.status == "FINISHED"
+        created = dt.datetime.fromisoformat(meta["created_at"])  # dated when it was made
+        assert run.info.start_time == int(created.timestamp() * 1000)
         params = run.data.params
         assert params["lookback"] == "20" and params["units"] == "[8, 4]"
         assert params["seed"] == ("42" if version == 1 else "7")

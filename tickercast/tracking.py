@@ -163,13 +163,19 @@ def _log_run(
     files: Iterable[tuple[Path, str | None]] = (),
     folders: Iterable[tuple[Path, str]] = (),
     texts: dict[str, str] | None = None,
+    started: str | None = None,
 ) -> Any:
     """One finished run: tags, params, metrics (a series: one value per step), files and
-    folders as artifacts. A run that fails half-way is marked FAILED, never left running."""
+    folders as artifacts; `started` (ISO time) dates it, e.g. when its version was made.
+    A run that fails half-way is marked FAILED, never left running."""
+    import datetime as dt
+
     from mlflow.entities import Metric, Param
 
+    start_time = int(dt.datetime.fromisoformat(started).timestamp() * 1000) if started else None
     run = client.create_run(
         _experiment_id(client, experiment),
+        start_time=start_time,
         run_name=run_name,
         tags={k: str(v) for k, v in tags.items() if v is not None},
     )
@@ -268,6 +274,7 @@ def _version_run(client: Any, ticker: str, version: int, bundle: Path, metadata:
         metrics=version_metrics(metadata),
         folders=[(bundle, "bundle")],
         texts={"report.md": retrain_report(ticker, bundle, metadata)},
+        started=metadata.get("created_at"),
     )
 
 
