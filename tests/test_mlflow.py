@@ -150,12 +150,18 @@ def mirrored(prefect_server, mlflow_server, tmp_path_factory):
         after.append(
             {t: (_champion(data_dir, t), _alias(mlflow_server, t)) for t in (TICKER, OTHER)}
         )
-    return mlflow_server, data_dir, after
+    # the second run again while MLflow is down: nothing new to export, and the mirror's
+    # failure is reported without failing the run
+    down = f"http://127.0.0.1:{_free_port()}"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["retrain", "--tickers", TICKER, "--seed", "7", *common, "--mlflow-uri", down])
+    return mlflow_server, data_dir, after, (down, code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.slow
 def test_each_retrain_logs_one_run_per_ticker_with_config_metrics_artifacts_and_data(mirrored):
-    uri, data_dir, _ = mirrored
+    uri, data_dir, *_ = mirrored
     client = _client(uri)
     assert len(_runs(uri, "tickercast-retrain", OTHER)) == 1
     runs = _runs(uri, "tickercast-retrain", TICKER)
@@ -193,12 +199,22 @@ def test_each_retrain_logs_one_run_per_ticker_with_config_metrics_artifacts_and_
 
 
 @pytest.mark.slow
+def test_a_retrain_while_mlflow_is_down_succeeds_and_says_how_to_repair(mirrored):
+    uri, data_dir, after, (down, code, out, err) = mirrored
+    assert code == 0
+    assert f"{TICKER}: unchanged since v2" in out
+    assert f"{TICKER}: MLflow not updated: MLflow at {down}: mirroring {TICKER} failed" in err
+    assert f"retry: tickercast models sync-mlflow {TICKER} --data-dir {data_dir}" in err
+    assert _alias(uri, TICKER) == after[-1][TICKER][1]  # the mirror as the last sync left it
+
+
+@pytest.mark.slow
 def test_versions_are_registered_and_the_alias_follows_promotion_and_rollback(
     mirrored, monkeypatch, capsys
 ):
     from tickercast.app.cli import main
 
-    uri, data_dir, after = mirrored
+    uri, data_dir, after, _ = mirrored
     client = _client(uri)
     # after each retrain MLflow's champion is Tickercast's, whatever the gate decided
     # (MSFT v1: nothing to beat; AAPL v1 was significantly worse than naive: no champion,
@@ -232,7 +248,7 @@ def test_a_server_that_is_down_leaves_the_registry_right_and_a_resync_repairs_it
     from tickercast.app.cli import main
     from tickercast.market.ingest import ingest_ticker
 
-    uri, data_dir, _ = mirrored
+    uri, data_dir, *_ = mirrored
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     down = f"http://127.0.0.1:{_free_port()}"
     # a new version promoted while the server is down: the registry changes, MLflow cannot
