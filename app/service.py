@@ -42,6 +42,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickercast.errors import CorruptPartitionError
 from tickercast.tickers import InvalidTickerError, validate_ticker
 
 if TYPE_CHECKING:
@@ -348,7 +349,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
                 return rows
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
-        except lake.CorruptPartitionError as exc:
+        except CorruptPartitionError as exc:
             raise HTTPException(503, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc

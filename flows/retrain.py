@@ -25,6 +25,7 @@ from tickercast.config import (
     TRAIN_FIELDS,
     RetrainConfig,
 )
+from tickercast.errors import CorruptSkippedError
 from tickercast.flows.common import preflight, submit_ingest
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
@@ -192,9 +193,6 @@ def _failure(branch: Branch) -> BaseException | None:
 def _collect(branches: dict[str, Branch]):
     """Per-ticker results; the run fails naming every ticker that failed, after the others
     finished (one bad ticker never stops the rest)."""
-    # imported here: the partition module brings pandas, which a cached rerun never needs
-    from tickercast.market.partition import CorruptSkippedError
-
     results: dict[str, dict] = {}
     failed: list[str] = []
     for ticker, branch in branches.items():

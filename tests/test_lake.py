@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from tickercast.errors import CorruptPartitionError
 from tickercast.market import lake
 from tickercast.market.ingest import ingest_ticker
 from tickercast.market.schema import PRICE_SCHEMA
@@ -100,7 +101,7 @@ def test_crash_before_rename_leaves_old_partition(tmp_path):
 def test_corrupt_partition_named(tmp_path):
     path = lake.write_partition(tmp_path, "AAPL", frame([2, 3]))
     path.write_bytes(b"PAR1 not really parquet")
-    with pytest.raises(lake.CorruptPartitionError, match="ticker=AAPL/part-0.parquet"):
+    with pytest.raises(CorruptPartitionError, match="ticker=AAPL/part-0.parquet"):
         lake.read_partition(tmp_path, "AAPL")
 
 

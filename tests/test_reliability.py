@@ -37,7 +37,7 @@ from tests.yahoo_replay import (
     _fault,
     reset_yfinance,
 )
-from tickercast.errors import PermanentSourceError
+from tickercast.errors import CorruptPartitionError, PermanentSourceError
 from tickercast.market import lake
 from tickercast.market.ingest import ingest_ticker
 from tickercast.market.options import IngestOptions
@@ -400,7 +400,7 @@ def test_corrupt_partition_is_reported_by_name_and_handled_by_choice(
     msft_events = snapshot(data / "lake" / "events" / "ticker=MSFT")
     path = lake.partition_path(data, "AAPL")
     damaged = corrupt(path)
-    with pytest.raises(lake.CorruptPartitionError, match="ticker=AAPL/part-0.parquet"):
+    with pytest.raises(CorruptPartitionError, match="ticker=AAPL/part-0.parquet"):
         lake.read_partition(data, "AAPL")  # every reader names the file
 
     rows = []

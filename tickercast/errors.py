@@ -1,4 +1,5 @@
-"""Source failures split by what a caller should do next: retry later, or give up."""
+"""Error kinds callers branch on, in one pandas-free module: source failures split by what
+a caller should do next (retry later, or give up), and lake files that cannot be read."""
 
 from __future__ import annotations
 
@@ -13,3 +14,11 @@ class TransientSourceError(SourceError):
 
 class PermanentSourceError(SourceError):
     """Retrying will not help: unknown or delisted ticker, no data, HTTP 4xx."""
+
+
+class CorruptPartitionError(RuntimeError):
+    """A lake file that cannot be read back; the message names the file."""
+
+
+class CorruptSkippedError(CorruptPartitionError):
+    """on_corrupt='skip': the ticker was left as it was; the message names the file."""

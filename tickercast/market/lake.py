@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from tickercast import layout
 from tickercast.atomic import atomic_path, file_lock
+from tickercast.errors import CorruptPartitionError
 from tickercast.market.schema import (
     EVENT_SCHEMA,
     PRICE_SCHEMA,
@@ -33,10 +34,6 @@ from tickercast.market.schema import (
 from tickercast.tickers import validate_ticker
 
 PART_NAME = "part-0.parquet"
-
-
-class CorruptPartitionError(RuntimeError):
-    """A lake file that cannot be read back; the message names the file."""
 
 
 def prices_root(data_dir: str | Path) -> Path:

@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tickercast.errors import CorruptPartitionError, CorruptSkippedError
 from tickercast.market import lake
 from tickercast.market.schema import PRICE_COLUMNS
 from tickercast.market.validate import InvalidPricesError, Screened
-
-
-class CorruptSkippedError(lake.CorruptPartitionError):
-    """on_corrupt='skip': the ticker was left as it was; the message names the file."""
 
 
 # Days are handled as numpy datetime64[D] arrays: converting thousands of rows to and from
@@ -79,18 +76,18 @@ def read_stored(
     if path.is_file():
         try:
             prices = canonical(lake.read_price_file(path).to_pandas(date_as_object=False))
-        except lake.CorruptPartitionError as exc:
+        except CorruptPartitionError as exc:
             problems.append(str(exc))
     try:
         events = lake.read_events(data_dir, ticker)
-    except lake.CorruptPartitionError as exc:
+    except CorruptPartitionError as exc:
         events = None
         problems.append(str(exc))
     if not problems:
         return prices, events, False
     found = "; ".join(problems)
     if on_corrupt == "fail":
-        raise lake.CorruptPartitionError(
+        raise CorruptPartitionError(
             f"ticker {ticker}: {found} (on_corrupt=fail: nothing was changed; remove or "
             "repair the file, or rerun with on_corrupt=reingest)"
         )

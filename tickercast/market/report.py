@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tickercast.choices import FailOn
-from tickercast.errors import PermanentSourceError, TransientSourceError
+from tickercast.errors import CorruptSkippedError, PermanentSourceError, TransientSourceError
 from tickercast.market.ingest import ingest_ticker
-from tickercast.market.partition import CorruptSkippedError
 
 
 def report_row(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tickercast.errors import CorruptPartitionError
 from tickercast.hashing import file_sha256
 from tickercast.market import lake
 from tickercast.market.options import IngestOptions
@@ -274,7 +275,7 @@ def _covered_from(data_dir: Path, ticker: str, stored: np.ndarray | None) -> dt.
         return None
     try:
         note = lake.read_covered_from(data_dir, ticker)
-    except lake.CorruptPartitionError:
+    except CorruptPartitionError:
         note = None
     if note == "max":
         return None
