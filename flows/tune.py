@@ -103,7 +103,9 @@ def tune(config: TuneConfig = TuneConfig()) -> dict:
     if not config.final_retrain:
         return summary
     print(f"evaluating trial {best['trial']} on the test split: retrain --config {best_json}")
-    state = retrain(RetrainConfig.model_validate_json(best_json.read_text()), return_state=True)
+    final = RetrainConfig.model_validate_json(best_json.read_text())
+    final = final.model_copy(update={"mlflow_uri": config.mlflow_uri})
+    state = retrain(final, return_state=True)
     result = state.result(raise_on_failure=False)
     if not state.is_completed():
         summary["test"] = {"error": state.message}

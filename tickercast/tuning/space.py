@@ -78,6 +78,8 @@ def settings_from_values(values: dict) -> dict:
 
 
 def best_config(config: TuneConfig, settings: dict) -> dict:
-    """best.json: a RetrainConfig (validated) with the chosen settings, JSON-ready."""
+    """best.json: a RetrainConfig (validated) with the chosen settings, JSON-ready. Where
+    runs are mirrored (`mlflow_uri`, which may carry credentials) is not written to a file
+    meant for sharing; the final retrain gets it from the search's own config."""
     fields = {**config.carried(), **settings, "epochs": config.final_epochs, "refresh": False}
-    return RetrainConfig(**fields).model_dump(mode="json")
+    return RetrainConfig(**{**fields, "mlflow_uri": None}).model_dump(mode="json")
