@@ -409,11 +409,11 @@ def test_two_retrain_processes_of_one_ticker_both_finish_with_distinct_versions(
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from tickercast.app.service import BodyLimit, create_app
+    from tickercast.app.service import create_app  # its body limit is part of the app
 
     data = copy_store(tmp_path_factory.mktemp("reliability-serve"))
     promote(data, TICKER, 3, reason="test")
-    with serve_in_thread(BodyLimit(create_app(data))) as url:
+    with serve_in_thread(create_app(data)) as url:
         yield url, data
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tickercast.market.sources import sine_prices
+from tickercast.modeling.callbacks import CHECKPOINTS
 from tickercast.modeling.preprocess import preprocess, to_prices
 from tickercast.modeling.train import (
-    CHECKPOINTS,
     TrainingDivergedError,
     fit,
     per_ticker_data,

@@ -37,7 +37,7 @@ def _copy_checkpoint(source: Path, out: Path, logger: Logger) -> None:
     """Hyperband's next round continues a trial: start from its last checkpoint. Training
     from scratch would end identically (per-epoch seeded shuffles, resumable callbacks),
     only slower, so a missing checkpoint is not an error."""
-    from tickercast.modeling.train import CHECKPOINTS, latest_checkpoint
+    from tickercast.modeling.callbacks import CHECKPOINTS, latest_checkpoint
 
     if latest_checkpoint(out) is not None:
         return  # this trial's own, newer checkpoint (it was interrupted)
@@ -76,7 +76,8 @@ def _fit_part(
     label: str,
     callbacks,
 ) -> dict:
-    from tickercast.modeling.train import CHECKPOINTS, fit
+    from tickercast.modeling.callbacks import CHECKPOINTS
+    from tickercast.modeling.train import fit
 
     if resume_from is not None:
         _copy_checkpoint(resume_from, out, logger)
