@@ -20,6 +20,7 @@ from tickercast import layout
 from tickercast.atomic import file_lock
 from tickercast.config import (
     BACKTEST_FIELDS,
+    MIRROR_FIELDS,
     PREPROCESS_FIELDS,
     PROMOTION_FIELDS,
     TRAIN_FIELDS,
@@ -87,7 +88,7 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
         )
     )
     # what the bundle's metadata records; where runs are mirrored is not part of a version
-    full = config.model_dump(mode="json", exclude={"mlflow_uri"})
+    full = config.model_dump(mode="json", exclude=set(MIRROR_FIELDS))
     mlflow_uri = resolve_uri(config.mlflow_uri)
 
     def finish(branch: Branch, trained: Any) -> None:

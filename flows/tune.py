@@ -21,7 +21,7 @@ from prefect.futures import as_completed
 from prefect.states import Failed
 
 from tickercast.atomic import write_json
-from tickercast.config import RetrainConfig
+from tickercast.config import MIRROR_FIELDS, RetrainConfig
 from tickercast.flows.common import preflight, submit_ingest
 from tickercast.flows.retrain import retrain
 from tickercast.tasks.ingest import ingest_step
@@ -104,7 +104,7 @@ def tune(config: TuneConfig = TuneConfig()) -> dict:
         return summary
     print(f"evaluating trial {best['trial']} on the test split: retrain --config {best_json}")
     final = RetrainConfig.model_validate_json(best_json.read_text())
-    final = final.model_copy(update={"mlflow_uri": config.mlflow_uri})
+    final = final.model_copy(update={k: getattr(config, k) for k in MIRROR_FIELDS})
     state = retrain(final, return_state=True)
     result = state.result(raise_on_failure=False)
     if not state.is_completed():

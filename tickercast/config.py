@@ -395,6 +395,9 @@ TRAIN_FIELDS = (
 )
 BACKTEST_FIELDS = ("walk_forward_folds", "walk_forward_epochs")
 PROMOTION_FIELDS = ("promotion_metric", "require_beat_naive", "promotion_level")
+# Where a run's records are mirrored, not what it computes: never part of a version's
+# metadata, a cache key, a search's identity or the params MLflow records.
+MIRROR_FIELDS = ("mlflow_uri",)
 
 
 # Yahoo's look-back periods (yfinance's `period`): 5d, 3mo, 1y, 10y, ytd, max, ...
@@ -632,5 +635,5 @@ class BacktestConfig(_Config):
 
     def run_cfg(self) -> dict:
         """The JSON-ready fields one ticker's backtest depends on (its cache-key slice)."""
-        skip = {"tickers", "source", "csv_dir", "data_dir", "refresh", "mlflow_uri"}
+        skip = {"tickers", "source", "csv_dir", "data_dir", "refresh", *MIRROR_FIELDS}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}

@@ -388,9 +388,10 @@ class _Display:
             for handler in _stream_handlers():
                 if handler.stream is not original:
                     continue
-                # Prefect's console handler prints through its own rich Console
+                # Prefect's console handler prints through its own rich Console; one bound
+                # to no file follows sys.stderr/stdout, which are the relays by now
                 rich_console = getattr(handler, "console", None)
-                inner = getattr(rich_console, "_file", None)
+                inner = getattr(rich_console, "file", None)
                 handler.setStream(relay)
                 if inner is original:
                     rich_console.file = relay

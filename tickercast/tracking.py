@@ -32,6 +32,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tickercast.config import MIRROR_FIELDS
+
 ENV_URI = "MLFLOW_TRACKING_URI"
 RETRAIN_EXPERIMENT = "tickercast-retrain"
 BACKTEST_EXPERIMENT = "tickercast-backtest"
@@ -42,8 +44,6 @@ TICKER_TAG = "tickercast.ticker"
 VERSION_TAG = "tickercast.version"
 KIND_TAG = "tickercast.kind"
 RESYNC = "tickercast models sync-mlflow"
-# Fields that say where a run sends its records, not what it computed: never logged.
-NOT_PARAMS = ("mlflow_uri",)
 # A tracking server that is down fails in seconds, not MLflow's default minutes of
 # retries; a later sync repairs what was missed. Users' own settings win.
 HTTP_DEFAULTS = {
@@ -183,7 +183,7 @@ def _log_run(
     now = int(time.time() * 1000)
     try:
         for batch in _chunks(
-            [Param(k, _param_value(v)) for k, v in params.items() if k not in NOT_PARAMS],
+            [Param(k, _param_value(v)) for k, v in params.items() if k not in MIRROR_FIELDS],
             _BATCH_PARAMS,
         ):
             client.log_batch(run_id, params=batch)

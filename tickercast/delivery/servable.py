@@ -195,11 +195,11 @@ class Servable:
         features = tf.stack(
             [GRAPH_FEATURES[name][1](cols)[:, -lookback:] for name in spec.features], axis=-1
         )
-        lo, span = spec.feature_scaler._scale()
+        lo, span = spec.feature_scaler.offset_and_span()
         scaled = (features - tf.constant(lo, tf.float64)) / tf.constant(span, tf.float64)
         out = tf.cast(self.model(tf.cast(scaled, tf.float32), training=False), tf.float64)
         width = output_width(spec.target, spec.horizon)
-        t_lo, t_span = spec.target_scaler._scale()
+        t_lo, t_span = spec.target_scaler.offset_and_span()
         values = tf.reshape(out, [-1, width]) * tf.constant(t_span, tf.float64) + tf.constant(
             t_lo, tf.float64
         )
@@ -311,12 +311,12 @@ def _expected(
     return out
 
 
-def verify_saved_model(dest: Path, model: keras.Model, spec: Preprocessing, metadata: dict) -> None:
+def verify_saved_model(dest: Path, servable: Servable, metadata: dict) -> None:
     """Reload the SavedModel as TF Serving would and refuse it unless `serving_default`
     answers two probe windows as `forecast_next` does, and `scaled` as the network does."""
     import tensorflow as tf
 
-    servable = Servable(model, spec, metadata.get("intervals") or {})
+    model, spec = servable.model, servable.spec
     loaded = tf.saved_model.load(str(dest))
     # predict gets more history than the window holds: features look back a bounded number
     # of days, so the answer must be the same
@@ -404,7 +404,7 @@ def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, 
     serving.json's content."""
     servable = Servable(model, spec, metadata.get("intervals") or {})
     write_saved_model(servable, dest)
-    verify_saved_model(dest, model, spec, metadata)
+    verify_saved_model(dest, servable, metadata)
     return serving_description(servable)
 
 

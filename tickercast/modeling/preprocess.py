@@ -38,17 +38,19 @@ class MinMax:
         values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         return cls(values.min(axis=0).tolist(), values.max(axis=0).tolist())
 
-    def _scale(self) -> tuple[np.ndarray, np.ndarray]:
+    def offset_and_span(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max - min) per column, a zero span taken as 1: what `transform` subtracts
+        and divides by (the SavedModel's graph scales with the same numbers)."""
         lo, hi = np.asarray(self.min), np.asarray(self.max)
         span = np.where(hi - lo > 0, hi - lo, 1.0)
         return lo, span
 
     def transform(self, values: np.ndarray) -> np.ndarray:
-        lo, span = self._scale()
+        lo, span = self.offset_and_span()
         return (np.asarray(values, dtype=np.float64) - lo) / span
 
     def inverse(self, scaled: np.ndarray) -> np.ndarray:
-        lo, span = self._scale()
+        lo, span = self.offset_and_span()
         return np.asarray(scaled, dtype=np.float64) * span + lo
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from tickercast.choices import ModelName, TuneAlgorithm
-from tickercast.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig, _Config
+from tickercast.config import MIRROR_FIELDS, PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig, _Config
 
 # What a trial chooses; every other RetrainConfig field is carried from the tune config.
 SEARCHED = ("model", "units", "dropout", "l2", "learning_rate", "batch_size", "lookback")
@@ -53,7 +53,7 @@ BUDGET_FIELDS = (
     "require_beat_naive",
     "move_threshold",
     "on_corrupt",
-    "mlflow_uri",
+    *MIRROR_FIELDS,
 )
 
 Units = Annotated[int, Field(ge=1, le=4096)]

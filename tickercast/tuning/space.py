@@ -3,7 +3,7 @@ turned back into the RetrainConfig fields they stand for (best.json)."""
 
 from __future__ import annotations
 
-from tickercast.config import RetrainConfig
+from tickercast.config import MIRROR_FIELDS, RetrainConfig
 from tickercast.tuning.config import TuneConfig
 
 
@@ -79,7 +79,7 @@ def settings_from_values(values: dict) -> dict:
 
 def best_config(config: TuneConfig, settings: dict) -> dict:
     """best.json: a RetrainConfig (validated) with the chosen settings, JSON-ready. Where
-    runs are mirrored (`mlflow_uri`, which may carry credentials) is not written to a file
+    runs are mirrored (MIRROR_FIELDS: a URI may carry credentials) is not written to a file
     meant for sharing; the final retrain gets it from the search's own config."""
     fields = {**config.carried(), **settings, "epochs": config.final_epochs, "refresh": False}
-    return RetrainConfig(**{**fields, "mlflow_uri": None}).model_dump(mode="json")
+    return RetrainConfig(**{**fields, **dict.fromkeys(MIRROR_FIELDS)}).model_dump(mode="json")
