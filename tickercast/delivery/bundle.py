@@ -163,8 +163,8 @@ def _safe_relative(bundle: Path, name: str) -> Path:
     return bundle.joinpath(*rel.parts)
 
 
-def verify_bundle(bundle: str | Path) -> dict[str, str]:
-    """Refuse a bundle with a missing, changed or unlisted file, naming the file."""
+def read_manifest(bundle: str | Path) -> dict[str, str]:
+    """The bundle's manifest: file name -> sha256; BundleError when missing or unreadable."""
     bundle = Path(bundle)
     manifest_path = bundle / MANIFEST
     if not manifest_path.is_file():
@@ -173,8 +173,15 @@ def verify_bundle(bundle: str | Path) -> dict[str, str]:
         files = json.loads(manifest_path.read_text())["files"]
         if not isinstance(files, dict):
             raise TypeError("'files' is not an object")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"bundle {bundle}: {MANIFEST} is unreadable: {exc}") from exc
+    return files
+
+
+def verify_bundle(bundle: str | Path) -> dict[str, str]:
+    """Refuse a bundle with a missing, changed or unlisted file, naming the file."""
+    bundle = Path(bundle)
+    files = read_manifest(bundle)
     for required in REQUIRED_FILES:
         if required not in files:
             raise BundleError(f"bundle {bundle}: manifest does not list {required}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tickercast.delivery.bundle import MANIFEST, BundleError
+from tickercast.delivery.bundle import BundleError, read_manifest
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
 
@@ -117,19 +117,9 @@ def metric_cell(key: str, value: float | None) -> str:
 # --------------------------------------------------------------------------- bundle files
 
 
-def _manifest(bundle_dir: Path) -> dict[str, str]:
-    try:
-        files = json.loads((bundle_dir / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} is unreadable: {exc}") from exc
-    if not isinstance(files, dict):
-        raise BundleError(f"bundle {bundle_dir}: {MANIFEST} is unreadable")
-    return files
-
-
 def listed_plots(bundle_dir: Path) -> list[str]:
     """The names in `PLOTS` whose PNG the bundle's manifest lists, in page order."""
-    files = _manifest(bundle_dir)
+    files = read_manifest(bundle_dir)
     return [name for name in PLOTS if f"{name}.png" in files]
 
 
@@ -140,7 +130,7 @@ def plot_bytes(bundle_dir: Path, name: str) -> bytes:
     if name not in PLOTS:
         raise FileNotFoundError(f"no plot named {name!r}; plots: {', '.join(PLOTS)}")
     file = f"{name}.png"
-    digest = _manifest(bundle_dir).get(file)
+    digest = read_manifest(bundle_dir).get(file)
     if digest is None:
         raise FileNotFoundError(f"version {bundle_dir.name} has no {file}")
     try:
