@@ -32,7 +32,6 @@ same ticker wait for one computation instead of repeating it.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,12 +489,12 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
                 raise HTTPException(404, f"model {name} has no version {version}")
             path = bundle_path(champions.data_dir, name, version)
         try:
-            data = plot_bytes(path, plot)
+            data, digest = plot_bytes(path, plot)
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
         except BundleError as exc:
             raise HTTPException(503, str(exc)) from exc
-        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        etag = '"' + digest[:32] + '"'
         headers = {"Cache-Control": "no-cache", "ETag": etag}
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)

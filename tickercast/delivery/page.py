@@ -123,10 +123,11 @@ def listed_plots(bundle_dir: Path) -> list[str]:
     return [name for name in PLOTS if f"{name}.png" in files]
 
 
-def plot_bytes(bundle_dir: Path, name: str) -> bytes:
-    """The bundle's PNG `name`: FileNotFoundError unless `name` is one of `PLOTS` and the
-    manifest lists it (so no other file and no path can be asked for), BundleError when
-    the file no longer matches its checksum (the bundle was changed after export)."""
+def plot_bytes(bundle_dir: Path, name: str) -> tuple[bytes, str]:
+    """The bundle's PNG `name` and its sha256 (checked against the manifest): a
+    FileNotFoundError unless `name` is one of `PLOTS` and the manifest lists it (so no
+    other file and no path can be asked for), BundleError when the file no longer matches
+    its checksum (the bundle was changed after export)."""
     if name not in PLOTS:
         raise FileNotFoundError(f"no plot named {name!r}; plots: {', '.join(PLOTS)}")
     file = f"{name}.png"
@@ -139,7 +140,7 @@ def plot_bytes(bundle_dir: Path, name: str) -> bytes:
         raise BundleError(f"bundle {bundle_dir}: {file} is missing") from exc
     if hashlib.sha256(data).hexdigest() != digest:
         raise BundleError(f"bundle {bundle_dir}: {file} does not match its checksum")
-    return data
+    return data, digest
 
 
 # --------------------------------------------------------------------------- pieces
