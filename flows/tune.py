@@ -64,7 +64,8 @@ def tune(config: TuneConfig = TuneConfig()) -> dict:
         with run_lock(run_dir):
             search = Search(config, run_dir)
             try:
-                _run_trials(search, config, data)
+                with search.progress():
+                    _run_trials(search, config, data)
             finally:  # even when the search stops on failures, the table says why
                 rows = search.rows()
                 paths = write_trials(run_dir, rows)

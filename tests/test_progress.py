@@ -293,16 +293,15 @@ def test_tune_trials_bar_counts_ended_trials_and_shows_the_best(tmp_path):
     run_dir.mkdir()
     rich_console, out = console()
     with progress.session(True, rich_console):
-        with run_lock(run_dir):
-            search = Search(config, run_dir)
+        with run_lock(run_dir), Search(config, run_dir).progress() as search:
             first = search.propose("slot-0")
             search.record(first.trial_id, {"val_mse": 0.5, "epochs_run": 1})
             second = search.propose("slot-0")
             search.fail(second.trial_id, OSError("worker lost"))  # queued again: not ended
             again = search.propose("slot-0")
             search.record(again.trial_id, {"val_mse": 0.25, "epochs_run": 1})
-        with run_lock(run_dir):  # a rerun of the search starts where it ended
-            Search(config, run_dir)
+        with run_lock(run_dir), Search(config, run_dir).progress():  # a rerun starts where
+            pass  # it ended
     text = plain(out.getvalue())
     assert re.search(r"tune run trials · best val_mse 0.5 \(trial 0000\) .* 1/3 ", text)
     assert re.search(r"tune run trials · best val_mse 0.25 \(trial 0001\) .* 2/3 ", text)

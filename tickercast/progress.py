@@ -88,9 +88,6 @@ class _NullBar:
     ) -> None:
         return None
 
-    def reset(self, *, total: float | None, completed: float = 0) -> None:
-        return None
-
 
 NULL_BAR = _NullBar()
 
@@ -126,12 +123,6 @@ class Bar:
     ) -> None:
         if self._task is not None:
             self._display.update(self._task, completed, total, description)
-
-    def reset(self, *, total: float | None, completed: float = 0) -> None:
-        """Start over at `completed` of `total` (a resumed search): what was done before
-        does not count toward the rate, so the remaining time stays honest."""
-        if self._task is not None:
-            self._display.reset(self._task, total, completed)
 
 
 _DISPLAY: _Display | None = None
@@ -340,14 +331,6 @@ class _Display:
             if description is not None:
                 kwargs["description"] = description
             self.progress.update(task, **kwargs)
-            self.progress.refresh()
-
-    def reset(self, task: Any, total: float | None, completed: float) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            self.progress.reset(task, total=total, completed=completed)
-            self.progress.advance(task, 0)
             self.progress.refresh()
 
     def tally_begin(self, description: str) -> None:

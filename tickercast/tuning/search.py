@@ -10,7 +10,6 @@ same run reloads it and runs only what is missing.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import math
 import time
@@ -69,29 +68,16 @@ def open_run(config: TuneConfig, data_dir: str | Path, data: list[dict]) -> Path
     return run_dir
 
 
-# The trials bar of the search running in this context (set by run_lock, which spans the
-# search, so the bar ends with it however it ends; advanced by Search as trials report).
-_TRIALS_BAR: contextvars.ContextVar[Any] = contextvars.ContextVar("trials_bar", default=NULL_BAR)
-
-
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """One process at a time per search; a second waits, then resumes what is left.
-    Inside it, a terminal shows the search's trials as a progress bar (tickercast.progress)."""
+    """One process at a time per search; a second waits, then resumes what is left."""
     from tickercast.atomic import file_lock
 
     def waiting(path: Path) -> None:
         print(f"another tune run holds {path}; waiting for it to finish")
 
-    with (
-        file_lock(run_dir / ".tune.lock", on_wait=waiting),
-        track(f"tune {run_dir.name} trials", total=None) as bar,
-    ):
-        token = _TRIALS_BAR.set(bar)
-        try:
-            yield
-        finally:
-            _TRIALS_BAR.reset(token)
+    with file_lock(run_dir / ".tune.lock", on_wait=waiting):
+        yield
 
 
 # --- the oracle ----------------------------------------------------------------------
@@ -245,17 +231,28 @@ class Search:
     deadline: float | None = None
     ran: list[str] = field(default_factory=list)
     stop_reason: str | None = None
-    bar: Any = NULL_BAR  # the trials bar of run_lock, in a terminal
+    bar: Any = NULL_BAR  # the trials bar while `progress()` shows one, in a terminal
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
         self.oracle = make_oracle(self.config, self.run_dir)
         if self.config.max_minutes:
             self.deadline = time.monotonic() + 60.0 * self.config.max_minutes
-        self.bar = _TRIALS_BAR.get()
-        if self.bar.shown:  # a resumed search starts at the trials it already ended
-            self.bar.reset(total=self.config.max_trials, completed=self.finished())
-            self._show_best()
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[Search]:
+        """In a terminal, the trials as a progress bar (tickercast.progress) during the
+        block; a resumed search starts at the trials it already ended, which do not count
+        toward the remaining time."""
+        total, done = self.config.max_trials, self.finished()
+        with track(f"tune {self.run_dir.name} trials", total=total, completed=done) as bar:
+            self.bar = bar
+            try:
+                if bar.shown:
+                    self._show_best()
+                yield self
+            finally:
+                self.bar = NULL_BAR
 
     def finished(self) -> int:
         """Trials ended for good (completed or failed; not those queued to run again)."""
