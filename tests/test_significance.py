@@ -229,3 +229,40 @@ def test_rounding_level_differences_are_no_difference():
     assert res.p_value == 1.0 and res.statistic == 0.0
     nearly = naive * (1 + 1e-6)  # a real (if tiny) difference is still tested
     assert dm_test(actual[1:], nearly, naive, 5).statistic != 0.0
+
+
+# --------------------------------------------------------------------------- Kupiec, raw d
+
+
+def test_dm_on_a_differential_equals_dm_on_the_errors() -> None:
+    from tickercast.significance import dm_test, dm_test_differential, loss_differential
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=300)
+    a, b = y + rng.normal(0, 1.0, 300), y + rng.normal(0, 1.2, 300)
+    direct = dm_test(y, a, b, horizon=5)
+    via_d = dm_test_differential(loss_differential(y, a, b), horizon=5)
+    assert via_d.statistic == pytest.approx(direct.statistic)
+    assert via_d.p_value == pytest.approx(direct.p_value)
+    # NaN windows (a score not yet known) are dropped, not propagated
+    d = np.r_[loss_differential(y, a, b), [np.nan, np.nan]]
+    assert dm_test_differential(d, horizon=5).n == 300
+
+
+def test_kupiec_accepts_honest_coverage_and_flags_too_few_hits() -> None:
+    from tickercast.significance import kupiec_test
+
+    rng = np.random.default_rng(0)
+    honest = kupiec_test(rng.random(2000) < 0.95, 0.95)
+    assert honest.p_value > 0.01 and abs(honest.coverage - 0.95) < 0.02
+    low = kupiec_test(rng.random(2000) < 0.90, 0.95)  # a 95% band covering 90%
+    assert low.p_value < 1e-6 and low.p_below < 1e-6 and low.coverage < 0.92
+    high = kupiec_test(rng.random(2000) < 0.995, 0.95)  # too wide: not "below nominal"
+    assert high.p_value < 1e-6 and high.p_below > 0.99
+    # by hand: 10 misses in 100 at 95%: -2[10 ln .05 + 90 ln .95 - 10 ln .1 - 90 ln .9] = 4.1308
+    known = kupiec_test([True] * 90 + [False] * 10, 0.95)
+    assert known.statistic == pytest.approx(4.1308, abs=1e-3)
+    assert known.p_value == pytest.approx(stats.chi2.sf(4.1308, 1), abs=1e-4)
+    empty = kupiec_test([np.nan, np.nan], 0.8)
+    assert empty.n == 0 and np.isnan(empty.p_value)
+    assert empty.to_dict()["p_value"] is None

@@ -26,8 +26,11 @@ __all__ = [
     "LEVEL",
     "LOSSES",
     "DMResult",
+    "KupiecResult",
     "compare",
     "dm_test",
+    "dm_test_differential",
+    "kupiec_test",
     "format_p",
     "verdict_of",
     "loss_differential",
@@ -142,12 +145,26 @@ def dm_test(
     A constant differential gives statistic 0 / p 1 when it is zero, otherwise ±inf with p 0 on
     the side it points to.  Fewer than 2 windows, or ``n <= horizon``, gives NaN and a note.
     """
+    d = loss_differential(actual, pred_a, pred_b, loss)
+    return dm_test_differential(d, horizon, alternative, loss)
+
+
+def dm_test_differential(
+    d: Any, horizon: int, alternative: str = "two-sided", loss: str = "squared"
+) -> DMResult:
+    """The Diebold–Mariano/HLN test of a loss-differential series ``d_t = L_a,t - L_b,t``.
+
+    `dm_test` builds ``d`` from errors; any per-window score difference (CRPS, interval
+    score, pinball loss, or a pooled per-date mean across tickers) is tested the same way.
+    NaN entries are dropped. `loss` only labels the result.
+    """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}; got {alternative!r}")
     h = int(horizon)
     if h < 1:
         raise ValueError(f"horizon must be >= 1; got {horizon!r}")
-    d = loss_differential(actual, pred_a, pred_b, loss)
+    d = np.asarray(d, dtype=float).ravel()
+    d = d[~np.isnan(d)]
     n = int(d.size)
     mean_diff = float(d.mean()) if n else math.nan
 
@@ -179,6 +196,58 @@ def dm_test(
 
     stat = mean_diff / math.sqrt(var) * math.sqrt(_hln_factor(n, h))
     return result(stat, _p_value(stat, n - 1, alternative), note)
+
+
+@dataclass(frozen=True)
+class KupiecResult:
+    """Kupiec's (1995) proportion-of-failures test of an interval's coverage.
+
+    ``misses`` of ``n`` outcomes fell outside a band of nominal coverage ``nominal``;
+    ``statistic`` is the likelihood ratio (chi-square, 1 df under H0: the miss rate is
+    1 - nominal), ``p_value`` two-sided, ``p_below`` one-sided (H1: coverage below nominal,
+    from the signed root of the statistic). NaN when there is nothing to test.
+    """
+
+    n: int
+    misses: int
+    nominal: float
+    coverage: float
+    statistic: float
+    p_value: float
+    p_below: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_float(v) for k, v in asdict(self).items()}
+
+
+def kupiec_test(hits: Any, nominal: float) -> KupiecResult:
+    """Kupiec's POF test: did a band that promises `nominal` coverage cover as often as it
+    promised? `hits` is one bool per outcome (True = inside the band); NaN entries (not yet
+    known) are dropped. Overlapping h-step outcomes are dependent, which this test ignores:
+    read its p-value as indicative for h > 1."""
+    from scipy import stats
+
+    if not 0 < nominal < 1:
+        raise ValueError(f"nominal coverage must be within (0, 1); got {nominal!r}")
+    h = np.asarray(hits, dtype=float).ravel()
+    h = h[~np.isnan(h)]
+    n, misses = int(h.size), int(np.sum(h == 0))
+    if n == 0:
+        return KupiecResult(0, 0, nominal, math.nan, math.nan, math.nan, math.nan)
+    p0, rate = 1.0 - nominal, misses / n
+
+    def loglik(p: float) -> float:
+        # x*log(p) + (n-x)*log(1-p), with 0*log(0) = 0
+        return float(
+            (misses * math.log(p) if misses else 0.0)
+            + ((n - misses) * math.log1p(-p) if n - misses else 0.0)
+        )
+
+    stat = max(0.0, -2.0 * (loglik(p0) - loglik(rate)))
+    p_two = float(stats.chi2.sf(stat, 1))
+    signed = math.copysign(math.sqrt(stat), rate - p0)  # > 0: more misses than promised
+    p_below = float(stats.norm.sf(signed))
+    return KupiecResult(n, misses, nominal, 1.0 - rate, stat, p_two, p_below)
 
 
 def verdict_of(p_two_sided: float | None, mean_diff: float | None, level: float = LEVEL) -> str:
