@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from tickercast import progress
 from tickercast.app.commands import COMMANDS, add_commands
-from tickercast.app.options import format_validation
+from tickercast.app.options import ConfigError, format_validation
 
 # Prefect's temporary server needs 10-25 s to start on a small machine; its default
 # start-up timeout is 20 s. prefect.toml raises it when run from the repo root; this
@@ -44,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dask_workers(args: argparse.Namespace) -> bool:
-    """Whether the command runs its tasks on Dask (the option, else its --config file)."""
+    """Whether the command runs its tasks on Dask (the option, else its --config file,
+    where the setting is flat or in the execution section)."""
     runner = getattr(args, "task_runner", None)
     if runner is None and getattr(args, "config", None):
         try:
-            runner = json.loads(Path(args.config).read_text()).get("task_runner")
+            data = json.loads(Path(args.config).read_text())
+            runner = data.get("task_runner") or (data.get("execution") or {}).get("task_runner")
         except (OSError, ValueError, AttributeError):
             return False  # the command itself reports a bad config file
     return runner == "dask"
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(exc, ValidationError):
             message = format_validation(exc)
+        elif isinstance(exc, ConfigError):
+            message = str(exc)
         else:
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
         print(f"tickercast {args.command}: error: {message}", file=sys.stderr)

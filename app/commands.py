@@ -20,17 +20,56 @@ from tickercast.app.options import (
     run_state,
 )
 
+# Every route of `tickercast serve` (app/service.py); tests/test_cli.py checks the list
+# against the service's own routes.
+ROUTES = (
+    ("GET", "/health", "liveness and how many champions are loaded"),
+    ("GET", "/models", "every model: its champion, the version served, problems"),
+    ("GET", "/forecast/{ticker}", "the champion's next-horizon forecast with its bands"),
+    ("POST", "/predict", "a forecast from a window of raw prices you send"),
+    ("POST", "/reload", "re-read every registry, reload changed champions"),
+    ("GET", "/", "HTML: every champion, its forecast, verdict, figures and plots"),
+    ("GET", "/tickers/{ticker}", "HTML: every version of one model and its history"),
+    ("GET", "/models/{ticker}/plots/{plot}.png", "a plot of the champion (or ?version=N)"),
+    ("GET", "/docs", "the API's interactive documentation"),
+    ("GET", "/openapi.json", "the API's schema"),
+)
+
 
 def add_commands(sub: Any) -> None:
     """Register every subcommand on the `tickercast` parser's subparsers."""
-    from tickercast.config import IngestConfig, PredictConfig, RetrainConfig
+    _add_flows(sub)
+    _add_cache(sub)
+    _add_models(sub)
+    _add_serve(sub)
+
+
+def _debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default="data", help="root of models/ and lake/ (data)")
+
+
+def _mlflow_uri(p: argparse.ArgumentParser) -> None:
+    from tickercast.sections import Mirror
+
+    p.add_argument("--mlflow-uri", default=None, help=Mirror.model_fields["mlflow_uri"].description)
+
+
+def _add_flows(sub: Any) -> None:
+    """The commands that run a flow, their options generated from its config."""
+    from tickercast.config import BacktestConfig, IngestConfig, PredictConfig, RetrainConfig
+    from tickercast.tuning.config import TuneConfig
 
     add_flow_command(
         sub,
         "retrain",
         RetrainConfig,
         help="run the retrain flow (ingest -> ... -> export)",
-        description="Run the retrain flow. Every option is a RetrainConfig field.",
+        description="Run the retrain flow. Every option is a RetrainConfig setting. Exits 1 "
+        "when a ticker failed (each named with its cause); the others still finish.",
     )
     add_flow_command(
         sub,
@@ -38,64 +77,9 @@ def add_commands(sub: Any) -> None:
         IngestConfig,
         help="run the ingest flow alone (bring the lake up to date)",
         description="Run the ingest flow: fetch, validate and store prices in the lake, "
-        "one report line per ticker. Every option is an IngestConfig field. Exits 1 when "
+        "one report line per ticker. Every option is an IngestConfig setting. Exits 1 when "
         "the run ends Failed (see --fail-on).",
     )
-    cache = sub.add_parser("cache", help="show or clear cached step results")
-    cache.add_argument("action", choices=["show", "clear"])
-    cache.add_argument("--data-dir", default="data", help="the data dir whose cache to use")
-    cache.add_argument("--debug", action="store_true", help="show tracebacks on failure")
-
-    def debug(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--debug", action="store_true", help="show tracebacks on failure")
-
-    def data_dir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default="data", help="root of models/ and lake/ (data)")
-
-    def mlflow_uri(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--mlflow-uri",
-            default=None,
-            help=RetrainConfig.model_fields["mlflow_uri"].description,
-        )
-
-    models = sub.add_parser(
-        "models",
-        help="the model registry: list | show | promote | rollback | sync-mlflow",
-        description="Inspect the registry (<data-dir>/models/<name>/registry.json), move "
-        "the champion by hand, mirror it to MLflow.",
-    )
-    debug(models)
-    actions = models.add_subparsers(dest="action", required=True)
-    p = actions.add_parser("list", help="every model, its champion and version count")
-    data_dir(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = actions.add_parser("show", help="a model's versions, champion and history")
-    p.add_argument("name", help="model name (the ticker)")
-    data_dir(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = actions.add_parser("promote", help="make a version the champion (no gate)")
-    p.add_argument("name", help="model name (the ticker)")
-    p.add_argument("version", type=int, help="version number")
-    p.add_argument("--reason", default="manual", help="recorded in the history")
-    data_dir(p)
-    mlflow_uri(p)
-    p = actions.add_parser("rollback", help="back to the previous champion")
-    p.add_argument("name", help="model name (the ticker)")
-    p.add_argument("--to", type=int, help="an earlier champion's version (default: previous)")
-    data_dir(p)
-    mlflow_uri(p)
-    p = actions.add_parser(
-        "sync-mlflow",
-        help="mirror the registry to MLflow (runs, versions, the champion alias)",
-        description="Log every version MLflow lacks (a run and a model version of "
-        "tickercast-<name>) and set its 'champion' alias to the registry's champion: repairs "
-        "a mirror that a run could not update. Exits 1 if any model failed.",
-    )
-    p.add_argument("names", nargs="*", help="model names (default: every model)")
-    data_dir(p)
-    mlflow_uri(p)
-
     add_flow_command(
         sub,
         "predict",
@@ -104,11 +88,9 @@ def add_commands(sub: Any) -> None:
         help="forecast the next horizon with each ticker's champion",
         description="Run the predict flow: load each champion, read the latest lake rows, "
         "write the next-horizon forecast with its intervals to "
-        "<data-dir>/forecasts/*.parquet. Every option is a PredictConfig field.",
+        "<data-dir>/forecasts/*.parquet. Every option is a PredictConfig setting. A ticker "
+        "without a usable champion is one line naming why; exits 1 if any failed.",
     )
-
-    from tickercast.config import BacktestConfig
-
     add_flow_command(
         sub,
         "backtest",
@@ -118,11 +100,9 @@ def add_commands(sub: Any) -> None:
         "baselines naive, drift, mean, moving_average, ridge) forecasts from the same rolling "
         "origins; prints RMSE, MAE, MAPE, MASE, direction, coverage, skill and the lag "
         "diagnostic per model (and per horizon step), writes them to "
-        "<data-dir>/backtests/*/metrics.parquet. Every option is a BacktestConfig field.",
+        "<data-dir>/backtests/*/metrics.parquet. Every option is a BacktestConfig setting. "
+        "Exits 1 when a ticker failed; the others are still backtested and written.",
     )
-
-    from tickercast.tuning.config import TuneConfig
-
     add_flow_command(
         sub,
         "tune",
@@ -132,19 +112,76 @@ def add_commands(sub: Any) -> None:
         "layers, dropout, L2, learning rate, batch size and lookback, each trial scored on "
         "the validation split only; writes <data-dir>/tuning/<run>/best.json (a retrain "
         "--config file) and trials.csv, then retrains best.json once for the test report. "
-        "Rerunning the same search resumes it. Every option is a TuneConfig field.",
+        "Rerunning the same search resumes it. Every option is a TuneConfig setting.",
     )
 
+
+def _add_cache(sub: Any) -> None:
+    cache = sub.add_parser("cache", help="show or clear cached step results")
+    cache.add_argument("action", choices=["show", "clear"])
+    cache.add_argument("--data-dir", default="data", help="the data dir whose cache to use")
+    _debug(cache)
+
+
+def _add_models(sub: Any) -> None:
+    models = sub.add_parser(
+        "models",
+        help="the model registry: list | show | promote | rollback | sync-mlflow",
+        description="Inspect the registry (<data-dir>/models/<name>/registry.json), move "
+        "the champion by hand, mirror it to MLflow.",
+    )
+    _debug(models)
+    actions = models.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("list", help="every model, its champion and version count")
+    _data_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = actions.add_parser("show", help="a model's versions, champion and history")
+    p.add_argument("name", help="model name (the ticker)")
+    _data_dir(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = actions.add_parser("promote", help="make a version the champion (no gate)")
+    p.add_argument("name", help="model name (the ticker)")
+    p.add_argument("version", type=int, help="version number")
+    p.add_argument("--reason", default="manual", help="recorded in the history")
+    _data_dir(p)
+    _mlflow_uri(p)
+    p = actions.add_parser("rollback", help="back to the previous champion")
+    p.add_argument("name", help="model name (the ticker)")
+    p.add_argument("--to", type=int, help="an earlier champion's version (default: previous)")
+    _data_dir(p)
+    _mlflow_uri(p)
+    p = actions.add_parser(
+        "sync-mlflow",
+        help="mirror the registry to MLflow (runs, versions, the champion alias)",
+        description="Log every version MLflow lacks (a run and a model version of "
+        "tickercast-<name>) and set its 'champion' alias to the registry's champion: repairs "
+        "a mirror that a run could not update. Exits 1 if any model failed.",
+    )
+    p.add_argument("names", nargs="*", help="model names (default: every model)")
+    _data_dir(p)
+    _mlflow_uri(p)
+
+
+def _add_serve(sub: Any) -> None:
+    routes = "; ".join(f"{verb} {path}: {what}" for verb, path, what in ROUTES)
     serve = sub.add_parser(
         "serve",
         help="serve the champions over HTTP (FastAPI + uvicorn)",
-        description="GET /health, GET /models, GET /forecast/{ticker}, POST /predict, "
-        "POST /reload. Champions are reloaded when registry.json changes.",
+        description=f"Routes: {routes}. Champions are reloaded when registry.json changes.",
     )
-    debug(serve)
-    data_dir(serve)
+    _debug(serve)
+    _data_dir(serve)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (8000)")
+
+
+def _status(command: str, state) -> int:
+    """The command's exit status; a failed run ends in one line saying why (which
+    tickers failed, each with its cause, or what failed the run as a whole)."""
+    if state.is_completed():
+        return 0
+    print(f"tickercast {command}: error: {state.message}", file=sys.stderr)
+    return 1
 
 
 def run_retrain(args: argparse.Namespace) -> int:
@@ -153,12 +190,10 @@ def run_retrain(args: argparse.Namespace) -> int:
     config = configure(args, RetrainConfig, "tickercast.flows.retrain")
     from tickercast.flows.retrain import retrain
 
-    for ticker, result in retrain(config).items():
-        if "skipped" in result:  # on_corrupt=skip
-            print(f"{ticker}: skipped: {result['skipped']}")
-        else:
-            print_retrain_result(ticker, result)
-    return 0
+    state, results = run_state(retrain, config)
+    for ticker, result in results.items():
+        print_retrain_result(ticker, result)
+    return _status("retrain", state)
 
 
 def run_cache(args: argparse.Namespace) -> int:
@@ -195,10 +230,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             print(f"  quirks: {quirks_text(row['quirks'])}")
         for warning in row["warnings"]:
             print(f"  warning: {warning}")
-    if not state.is_completed():
-        print(f"tickercast ingest: error: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return _status("ingest", state)
 
 
 def _print_json(obj: Any) -> None:
@@ -305,10 +337,10 @@ def _sync_mlflow(uri: str | None, data_dir: str, names: list[str]) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tickercast.config import PredictConfig
 
-    config = configure(args, PredictConfig)
+    config = configure(args, PredictConfig, "tickercast.flows.predict")
     from tickercast.flows.predict import predict
 
-    _, result = run_state(predict, config)
+    state, result = run_state(predict, config)
     for row in result["forecasts"]:
         band = ""
         if row.get("lo_80") is not None:
@@ -321,13 +353,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"{ticker}: failed: {message}")
     if result["path"]:
         print(f"written to {result['path']}")
-    if result["failed"]:
-        print(
-            f"tickercast predict: error: {len(result['failed'])} ticker(s) failed",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _status("predict", state)
 
 
 def run_backtest(args: argparse.Namespace) -> int:
@@ -337,7 +363,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from tickercast.backtest.tables import format_table
     from tickercast.flows.backtest import backtest
 
-    result = backtest(config)
+    state, result = run_state(backtest, config)
     for ticker, res in result["tickers"].items():
         o = res["origins"]
         print(
@@ -351,9 +377,12 @@ def run_backtest(args: argparse.Namespace) -> int:
                 f"{ticker}: lagging (best match with the actual series >= 1 day late, not "
                 f"significantly better than naive): {', '.join(lagging)}"
             )
-    print(f"written to {result['paths']['folder']}")
+    for ticker, message in result["failed"].items():
+        print(f"{ticker}: failed: {message}")
+    if result["paths"]:
+        print(f"written to {result['paths']['folder']}")
     _print_logged("backtest", result.get("mlflow"))
-    return 0
+    return _status("backtest", state)
 
 
 def _print_logged(what: str, logged: dict | None) -> None:
@@ -373,7 +402,9 @@ def run_tune(args: argparse.Namespace) -> int:
     from tickercast.flows.tune import tune
 
     state, result = run_state(tune, config)
-    if not isinstance(result, dict):
+    for ticker, message in (result or {}).get("failed", {}).items():
+        print(f"{ticker}: failed: {message}")
+    if not isinstance(result, dict) or result.get("best") is None:
         print(f"tickercast tune: error: {state.message}", file=sys.stderr)
         return 1
     best = result["best"]
@@ -395,10 +426,7 @@ def run_tune(args: argparse.Namespace) -> int:
         if ticker == "error" or not isinstance(res, dict):
             continue
         print_retrain_result(ticker, res)
-    if not state.is_completed():
-        print(f"tickercast tune: error: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return _status("tune", state)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from tickercast.sections import Composite
+
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
     """(inner type, is_list) with Optional stripped."""
@@ -28,12 +30,16 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 def _split_list(values: list[str]) -> list[str]:
-    return [item for value in values for item in value.split(",") if item]
+    """`--tickers A B`, `--tickers A,B` and `--model a --model b` all give a list; an
+    empty entry (`--tickers ''`, an unset shell variable) stays, to be refused by name."""
+    return [item.strip() for value in values for item in value.split(",")]
 
 
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One option per field: --snake-case-name, with choices, nargs and help from the schema."""
-    for name, field in model.model_fields.items():
+def add_model_options(parser: argparse.ArgumentParser, model: type[Composite]) -> None:
+    """One option per setting: --snake-case-name, with choices, nargs and help from the
+    field that defines it (whichever section holds it)."""
+    for name in model.leaves():
+        field = model.leaf_field(name)
         inner, is_list = _unwrap(field.annotation)
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
@@ -49,23 +55,62 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
         parser.add_argument(flag, **kwargs)
 
 
-def _collect(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values.update(json.loads(Path(args.config).read_text()))
-    for name, field in model.model_fields.items():
+class ConfigError(ValueError):
+    """A config that cannot be used: one line naming the file, setting or value."""
+
+
+def read_config_file(path: str | Path, model: type[Composite]) -> dict[str, Any]:
+    """A `--config` JSON file's settings (flat names, or grouped by section); every
+    problem is one line naming the file (and the line and column of a syntax error)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: expected a JSON object of {model.__name__} settings "
+            f"(name: value), got {type(data).__name__ if data is not None else 'null'}"
+        )
+    return data
+
+
+def _collect(args: argparse.Namespace, model: type[Composite]) -> dict[str, Any]:
+    """The settings the command was given: its --config file, then its options over it."""
+    given = read_config_file(args.config, model) if getattr(args, "config", None) else {}
+    options: dict[str, Any] = {}
+    for name in model.leaves():
         if name in vars(args):
             value = getattr(args, name)
-            if _unwrap(field.annotation)[1]:
+            if _unwrap(model.leaf_field(name).annotation)[1]:
                 value = _split_list(value)
-            values[name] = value
-    return values
+            options[name] = value
+    try:
+        return model.nest(given, options)
+    except ValueError as exc:
+        raise ConfigError(_where(args, f"invalid config: {exc}")) from None
 
 
-def format_validation(exc: ValidationError) -> str:
+def _where(args: argparse.Namespace, message: str) -> str:
+    config = getattr(args, "config", None)
+    return f"{message} (config file {config})" if config else message
+
+
+def format_validation(exc: ValidationError, model: type[Composite] | None = None) -> str:
+    """A validation error as one line, each problem named by its setting's flat name
+    (the option's name) rather than by the section holding it."""
+    sections = model.sections() if model is not None else {}
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
+        loc = list(err["loc"])
+        if len(loc) > 1 and loc[0] in sections:
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "config"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "literal_error":
             message = f"got {err['input']!r}; {message.lower()}"
@@ -76,17 +121,19 @@ def format_validation(exc: ValidationError) -> str:
 def add_flow_command(
     sub: Any,
     name: str,
-    model: type[BaseModel],
+    model: type[Composite],
     *,
     config_file: bool = True,
     **parser_kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """A subcommand that runs a flow: --config (a JSON file of `model` fields, which the
-    options override), --debug, and one option per field of `model`."""
+    """A subcommand that runs a flow: --config (a JSON file of `model` settings, which the
+    options override), --debug, and one option per setting of `model`."""
     parser = sub.add_parser(name, **parser_kwargs)
     if config_file:
         parser.add_argument(
-            "--config", help=f"JSON file of {model.__name__} fields; options override it"
+            "--config",
+            help=f"JSON file of {model.__name__} settings, by their option names without "
+            "the dashes (or grouped by section); options override it",
         )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
     add_model_options(parser, model)
@@ -115,14 +162,16 @@ def _quiet_tracebacks() -> None:
             handler.addFilter(quiet)
 
 
-def configure(args: argparse.Namespace, model: type[BaseModel], flow_module: str | None = None):
-    """The command's config from its options (over --config); with `flow_module`, that
-    flow's `preflight` refuses inputs that cannot exist before any work starts (the flow,
-    and so Prefect, is imported only once the options are valid). Prefect's failure logs
-    are then kept to one line unless --debug."""
-    config = model(**_collect(args, model))
-    if flow_module:
-        importlib.import_module(flow_module).preflight(config)
+def configure(args: argparse.Namespace, model: type[Composite], flow_module: str):
+    """The command's config from its options (over --config); then `flow_module`'s
+    `preflight` refuses inputs that cannot exist before any work starts (the flow, and so
+    Prefect, is imported only once the options are valid). Prefect's failure logs are then
+    kept to one line unless --debug."""
+    try:
+        config = model.model_validate(_collect(args, model))
+    except ValidationError as exc:
+        raise ConfigError(_where(args, format_validation(exc, model))) from None
+    importlib.import_module(flow_module).preflight(config)
     if not args.debug:
         _quiet_tracebacks()
     return config
@@ -139,8 +188,11 @@ def run_state(flow: Any, config: BaseModel) -> tuple[Any, Any]:
 
 def print_retrain_result(ticker: str, result: dict) -> None:
     """One ticker's retrain outcome: bundle, test RMSE vs baselines, verdict, promotion."""
-    if "metrics" not in result:  # skipped (on_corrupt=skip) or failed
-        print(f"{ticker}: {result.get('skipped') or result.get('error')}")
+    if "metrics" not in result:  # skipped (on_corrupt=skip) or failed: one line
+        if "skipped" in result:
+            print(f"{ticker}: skipped: {result['skipped']}")
+        else:
+            print(f"{ticker}: failed: {result.get('error')}")
         return
     metrics = result["metrics"]
     print(

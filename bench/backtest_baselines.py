@@ -52,6 +52,7 @@ def main() -> None:
     from tickercast.choices import BASELINES
     from tickercast.evaluation.baselines import baseline_paths, reference_paths
     from tickercast.folds import rolling_origins
+    from tickercast.sections import RollingSpec
 
     n = INITIAL + ORIGINS - 1 + HORIZON
     frame = prices(n)
@@ -88,7 +89,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        result = rolling_backtest(frame, cfg, Path(out))
+        result = rolling_backtest(frame, RollingSpec(**cfg), Path(out))
         full_s = time.perf_counter() - t0
     assert result["origins"]["origins"] == ORIGINS
 

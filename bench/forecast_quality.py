@@ -50,15 +50,15 @@ def backtest(prices: pd.DataFrame, preset: str, models: list[str], out: Path) ->
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.config import BacktestConfig
 
-    def config(name: str, **changes) -> dict:
+    def config(name: str, **changes):
         target = "mean_close_log_return" if name == "recommended" else "mean_close"
         fields = {**PROTOCOL, **changes}
         return BacktestConfig(
             tickers=["X"], preset=name, model=models, target=target, **fields
-        ).run_cfg()
+        ).rolling_spec()
 
-    def rows(cfg: dict) -> int:
-        return len(featurised(prices, {**cfg, "end": None})[0])
+    def rows(spec) -> int:
+        return len(featurised(prices, spec.preprocessing.model_copy(update={"end": None}))[0])
 
     cfg = config(preset)
     if preset != "recommended":
@@ -71,9 +71,10 @@ def autoets_forecasts(prices: pd.DataFrame, result: dict, work: Path) -> np.ndar
     """AutoETS refit on the closes up to each origin (the same origins as the backtest);
     the mean of its 5 daily forecasts. Runs bench/peer_autoets.py in the peer's own venv."""
     from tickercast.backtest.prepare import featurised
+    from tickercast.sections import Windowing
 
     dates, close = featurised(
-        prices, {"start": PROTOCOL["start"], "end": None, "features": ["log_return"]}
+        prices, Windowing(start=PROTOCOL["start"], end=None, features=["log_return"])
     )
     table = result["table"]
     origins = pd.to_datetime(table.loc[table["model"] == "naive", "origin"]).to_numpy()

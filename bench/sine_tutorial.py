@@ -71,6 +71,7 @@ def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
     validation MSE (in the wave's units) is <= `target_mse`, and training stops there."""
     import keras
 
+    from tickercast.config import RetrainConfig
     from tickercast.market.sources import sine_prices
     from tickercast.modeling.preprocess import preprocess, to_prices
     from tickercast.modeling.train import train_model
@@ -95,7 +96,8 @@ def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
         "seed": 7,
     }
     started = time.perf_counter()
-    spec, arrays = preprocess(sine_prices().prices, cfg, "SINE")
+    settings = RetrainConfig(**cfg)
+    spec, arrays = preprocess(sine_prices().prices, settings.preprocessing, "SINE")
     n = len(arrays["x"])
     anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
     span2 = (spec.target_scaler.max[0] - spec.target_scaler.min[0]) ** 2
@@ -109,7 +111,9 @@ def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
                 self.model.stop_training = True
 
     with tempfile.TemporaryDirectory() as out:
-        summary = train_model(arrays, anchors, spec.lookback, cfg, Path(out), callbacks=[Reach()])
+        summary = train_model(
+            arrays, anchors, spec.lookback, settings.fit_spec(), Path(out), callbacks=[Reach()]
+        )
         model = keras.models.load_model(Path(out) / "model.keras")
     seconds = time.perf_counter() - started
     val = anchors["val"]

@@ -44,9 +44,8 @@ CFG = {
     "batch_size": BATCH,
     "patience": 5,
     "seed": 1,
-    "mode": "global",
-    "ticker_embedding": 4,
 }
+EMBEDDING = 4  # global mode with a ticker embedding
 
 
 def _status(field: str) -> int:
@@ -77,32 +76,20 @@ def make_loader(days: int):
 
 
 def main(days: int = DAYS) -> dict:
-    from tickercast.modeling.train import train_global
+    from tickercast.modeling.train import GlobalData, train_global
+    from tickercast.sections import FitSpec
 
+    spec = FitSpec(**CFG)
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: same model and shapes on a tiny data set
-        train_global(
-            [f"W{i}" for i in range(TICKERS)],
-            [200] * TICKERS,
-            make_loader(200),
-            LOOKBACK,
-            CFG,
-            Path(tmp, "warm"),
-            max_steps=2,
-        )
+        warm = GlobalData([f"W{i}" for i in range(TICKERS)], [200] * TICKERS, make_loader(200))
+        train_global(warm, LOOKBACK, spec, EMBEDDING, Path(tmp, "warm"), max_steps=2)
         raw = TICKERS * days * FEATURES * 4
         base = _status("VmRSS")
         exact = reset_peak()
         started = time.perf_counter()
-        summary = train_global(
-            [f"T{i}" for i in range(TICKERS)],
-            [days] * TICKERS,
-            make_loader(days),
-            LOOKBACK,
-            CFG,
-            Path(tmp, "run"),
-            max_steps=STEPS,
-        )
+        source = GlobalData([f"T{i}" for i in range(TICKERS)], [days] * TICKERS, make_loader(days))
+        summary = train_global(source, LOOKBACK, spec, EMBEDDING, Path(tmp, "run"), max_steps=STEPS)
         seconds = time.perf_counter() - started
         peak = _status("VmHWM")
     growth = peak - base

@@ -72,13 +72,14 @@ def epoch_timer():
 
 def pipeline(x, y, anchors) -> dict:
     from tickercast.modeling.train import TrainData, fit
+    from tickercast.sections import FitSpec
 
     timer = epoch_timer()
     with tempfile.TemporaryDirectory() as out:
         _, model = fit(
             TrainData(x, y, anchors["train"], anchors["val"]),
             LOOKBACK,
-            CFG,
+            FitSpec(**CFG),
             Path(out),
             callbacks=[timer],
         )

@@ -1,7 +1,8 @@
 """What the schedules run: `retrain` and `ingest` on live data, configured in one place.
 
-`deployments/nightly.json` holds the fields the nightly runs use (tickers, source, start,
-...); any RetrainConfig / IngestConfig field may appear there. They become the default of
+`deployments/nightly.json` holds the settings the nightly runs use (tickers, source,
+start, ...), by their flat names (the CLI options' names); any RetrainConfig /
+IngestConfig setting may appear there. They become the default of
 each nightly flow's `config` parameter, so `deployments/serve.py`, `prefect deploy
 --prefect-file deployments/prefect.yaml` and the Prefect UI's form all start from them,
 and a custom run can still override any field. `make run` and the tests stay offline:
@@ -28,9 +29,10 @@ def nightly_settings() -> dict:
 
 
 def nightly_config(model: type[RetrainConfig] | type[IngestConfig]):
-    """`model` built from the nightly settings (the fields it has)."""
+    """`model` built from the nightly settings (those it has: `start` is retrain's first
+    day and ingest's first day fetched alike)."""
     settings = nightly_settings()
-    return model(**{k: v for k, v in settings.items() if k in model.model_fields})
+    return model(**{k: v for k, v in settings.items() if k in model.leaves()})
 
 
 # The scheduled retrain retries as a whole (a Yahoo outage at 17:30 is usually over by

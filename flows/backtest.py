@@ -4,7 +4,8 @@ Per ticker: ingest (the task `retrain` and `ingest` run) -> rolling-backtest (ev
 of `--model` on the same origins and targets, tasks/backtest.py). Then one folder per run,
 `<data_dir>/backtests/backtest-<UTC>-<id>/` with metrics.parquet, forecasts.parquet and
 report.md, the table artifact `backtest-metrics` and the markdown artifact
-`backtest-report`.
+`backtest-report`. A ticker that fails (unreadable source, too short a history) is named
+with its cause; the others are backtested and written, and the run then ends Failed.
 
     tickercast backtest --tickers AAPL --model stacked_lstm --model naive --model drift
     python -m tickercast.flows.backtest --help
@@ -12,15 +13,15 @@ report.md, the table artifact `backtest-metrics` and the markdown artifact
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
 
 from tickercast.backtest.files import write_run
-from tickercast.backtest.tables import markdown_lines
+from tickercast.backtest.tables import artifact_rows, run_report
 from tickercast.config import BacktestConfig
-from tickercast.flows.common import ingest_args, preflight
+from tickercast.fanout import each_ticker, settle
+from tickercast.flows.common import preflight, submit_ingest
 from tickercast.tasks.backtest import rolling_backtest_step, track_backtest_step
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import step_options
@@ -29,52 +30,56 @@ from tickercast.tracking import resolve_uri
 METRICS_KEY, REPORT_KEY = "backtest-metrics", "backtest-report"
 
 
-def _artifact_rows(ticker: str, rows: list[dict]) -> list[dict]:
-    return [
-        {"ticker": ticker, **{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}}
-        for r in rows
-    ]
-
-
 @flow(name="backtest", log_prints=True, persist_result=False)
 def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     """Backtest every model on every ticker; returns the metrics rows and the run's files."""
     preflight(config)
-    data_dir = str(Path(config.data_dir).resolve())
-    options = step_options(data_dir, config.refresh)
+    data_dir = config.execution.resolved_dir()
+    options = step_options(data_dir, config.execution.refresh)
     ingest, run = (s.with_options(**options) for s in (ingest_step, rolling_backtest_step))
-    results = {}
+    spec = config.rolling_spec()
+    steps = {}
     for ticker in config.tickers:
-        ingested = ingest(*ingest_args(config, ticker, data_dir))
-        results[ticker] = run(ingested, config.run_cfg(), data_dir)
-    report = ["# Backtest", ""]
-    for ticker, result in results.items():
-        report += [*markdown_lines(ticker, result), ""]
-    paths = write_run(data_dir, list(results.values()), "\n".join(report))
-    report.insert(2, f"Files: `{paths['folder']}`\n")
+        ingested = submit_ingest(ingest, config, ticker, data_dir)
+        steps[ticker] = (ingested, run.submit(ingested, spec, data_dir))
+    outcomes = each_ticker(config.tickers, lambda t: settle(steps[t]))
+    results = outcomes.values()
+    summary = {
+        "tickers": {
+            t: r.model_dump(include={"origins", "models", "metrics"}) for t, r in results.items()
+        },
+        "failed": {o.ticker: o.error for o in outcomes.failed()},
+        "paths": {},
+        "mlflow": None,
+    }
+    if results:
+        summary.update(_publish(config, data_dir, results))
+    why = outcomes.failure()
+    return Failed(message=why, data=summary) if why else summary
+
+
+def _publish(config: BacktestConfig, data_dir: str, results: dict) -> dict:
+    """The run's folder, its artifacts, and (with a URI) its MLflow run."""
+    paths = write_run(data_dir, list(results.values()), run_report(results))
     create_table_artifact(
-        [row for t, r in results.items() for row in _artifact_rows(t, r["metrics"])],
+        artifact_rows(results),
         key=METRICS_KEY,
         description=f"rolling-origin metrics in price units per model and step ({paths['folder']})",
     )
     create_markdown_artifact(
-        "\n".join(report), key=REPORT_KEY, description="rolling-origin backtest report"
+        run_report(results, str(paths["folder"])),
+        key=REPORT_KEY,
+        description="rolling-origin backtest report",
     )
-    mlflow_uri, tracked = resolve_uri(config.mlflow_uri), None
+    mlflow_uri, tracked = resolve_uri(config.mirror.mlflow_uri), None
     if mlflow_uri:  # after the run's files are written: MLflow gets a copy
         tracked = track_backtest_step(
             mlflow_uri,
             str(paths["folder"]),
-            config.model_dump(mode="json"),
-            {t: r["metrics"] for t, r in results.items()},
+            config.flat(),
+            {t: r.metrics for t, r in results.items()},
         )
-    return {
-        "tickers": {
-            t: {k: r[k] for k in ("origins", "models", "metrics")} for t, r in results.items()
-        },
-        "paths": {k: str(v) for k, v in paths.items()},
-        "mlflow": tracked,
-    }
+    return {"paths": {k: str(v) for k, v in paths.items()}, "mlflow": tracked}
 
 
 if __name__ == "__main__":  # `python -m flows.backtest`: the CLI's `backtest`, looked up by name

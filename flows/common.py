@@ -7,39 +7,34 @@ from typing import Any
 
 from tickercast.config import BacktestConfig, RetrainConfig
 from tickercast.market.locate import fetch_window, source_fingerprint
+from tickercast.sections import FetchWindow
 from tickercast.tracking import require_client, resolve_uri
+from tickercast.tuning.config import TuneConfig
+
+Trains = RetrainConfig | BacktestConfig | TuneConfig  # configs that ingest, then train
 
 
-def preflight(config: RetrainConfig | BacktestConfig) -> None:
+def preflight(config: Trains) -> None:
     """Refuse a run whose inputs cannot exist before any work starts (names the ticker),
     or that asks for an MLflow mirror without the MLflow client installed."""
     for ticker in config.tickers:
-        source_fingerprint(config.source, ticker, config.csv_path())
-    require_client(resolve_uri(config.mlflow_uri))
+        source_fingerprint(config.data.source, ticker, config.data.csv_path())
+    require_client(resolve_uri(config.mirror.mlflow_uri))
 
 
-def ingest_args(config: Any, ticker: str, data_dir: str) -> tuple:
-    """The ingest step's positional arguments for one ticker of a retrain-like config.
-    Offline sources are ingested whole (dates are applied in preprocess); a live fetch asks
-    the source for the config's date range, and reruns only for the days the lake lacks."""
-    csv_dir = config.csv_path()
-    return (
-        ticker,
-        config.source,
-        data_dir,
-        csv_dir,
-        *fetch_window(config.source, config.start, config.end),
-        source_fingerprint(config.source, ticker, csv_dir),
+def ingest_window(config: Trains) -> FetchWindow:
+    """The days a live source is asked for: the run's own start and end (reruns fetch
+    only what the lake lacks). Offline sources are ingested whole (dates are applied in
+    preprocess), so their ingest's cache key depends on the file alone."""
+    start, end = fetch_window(
+        config.data.source, config.preprocessing.start, config.preprocessing.end
     )
+    return FetchWindow(start=start, end=end)
 
 
-def submit_ingest(ingest: Any, config: Any, ticker: str, data_dir: str) -> Any:
-    """The ingest step for one ticker of retrain or tune: the ingest flow's own task."""
+def submit_ingest(ingest: Any, config: Trains, ticker: str, data_dir: str) -> Any:
+    """The ingest step for one ticker of a retrain-like run: the ingest flow's own task."""
+    fingerprint = source_fingerprint(config.data.source, ticker, config.data.csv_path())
     return ingest.submit(
-        *ingest_args(config, ticker, data_dir),
-        options={
-            "move_threshold": config.move_threshold,
-            "on_corrupt": config.on_corrupt,
-            "on_quirk": config.on_quirk,
-        },
+        ticker, config.data, config.ingest, ingest_window(config), fingerprint, data_dir
     )

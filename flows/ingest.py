@@ -12,16 +12,15 @@ Failed when every ticker failed (`all`, the default), when any did (`any`), or n
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from tickercast.config import IngestConfig
-from tickercast.market.locate import csv_tickers, fetch_window, sample_tickers, source_fingerprint
-from tickercast.market.report import quirks_text, report_row, verdict
+from tickercast.fanout import each_ticker
+from tickercast.market.locate import csv_tickers, sample_tickers, source_fingerprint
+from tickercast.market.report import artifact_table, outcome_rows, verdict
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 
@@ -32,11 +31,11 @@ def resolve_tickers(config: IngestConfig) -> list[str]:
     """The configured tickers, or every CSV in csv_dir / every bundled sample ticker."""
     if config.tickers:
         return list(config.tickers)
-    if config.source == "csv":
-        return csv_tickers(config.csv_dir or ".")
-    if config.source == "sample":
+    if config.data.source == "csv":
+        return csv_tickers(config.data.csv_dir or ".")
+    if config.data.source == "sample":
         return sample_tickers()
-    raise ValueError(f"source {config.source!r} needs tickers")
+    raise ValueError(f"source {config.data.source!r} needs tickers")
 
 
 def preflight(config: IngestConfig) -> list[str]:
@@ -53,74 +52,43 @@ def _fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
         return None
 
 
-def _table(rows: list[dict]) -> list[dict]:
-    """Report rows as the artifact shows them (quirks and warnings as text)."""
-    return [
-        {
-            "ticker": r["ticker"],
-            "status": r["status"],
-            "rows_added": r["rows_added"],
-            "first_day": r["first_day"] or "",
-            "last_day": r["last_day"] or "",
-            "rows_dropped": r["rows_dropped"],
-            "quirks": quirks_text(r["quirks"]),
-            "warnings": "; ".join(r["warnings"]),
-            "mode": r["mode"] or "",
-            "error": r["error"] or "",
-        }
-        for r in rows
-    ]
-
-
 @flow(name="ingest", log_prints=True, persist_result=False)
 def ingest(config: IngestConfig = IngestConfig()) -> dict:
     """Ingest every ticker into the lake; returns {"tickers": report rows, "results": ...}."""
     tickers = preflight(config)
-    data_dir = str(Path(config.data_dir).resolve())
-    csv_dir = config.csv_path()
-    step = ingest_step.with_options(**step_options(data_dir, config.refresh))
-    start, end = fetch_window(config.source, config.start, config.end)
-    futures = {}
-    with use_task_runner(make_task_runner("threads", config.max_workers)):
-        for ticker in tickers:
-            futures[ticker] = step.submit(
-                ticker,
-                config.source,
+    run, data = config.execution, config.data
+    data_dir = run.resolved_dir()
+    step = ingest_step.with_options(**step_options(data_dir, run.refresh))
+    with use_task_runner(make_task_runner("threads", run.max_workers)):
+        futures = {
+            t: step.submit(
+                t,
+                data,
+                config.ingest,
+                config.window,
+                _fingerprint(data.source, t, data.csv_path()),
                 data_dir,
-                csv_dir,
-                start,
-                end,
-                _fingerprint(config.source, ticker, csv_dir),
-                options=config.options(),
-                period=config.period,
             )
-        rows, results = [], {}
-        for ticker, future in futures.items():  # report in the order asked for
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                result = state.result()
-                results[result["ticker"]] = result
-                rows.append(report_row(ticker, result, cached=state.name == "Cached"))
-            else:
-                rows.append(report_row(ticker, error=state.result(raise_on_failure=False)))
-
+            for t in tickers
+        }
+        outcomes = each_ticker(
+            tickers, lambda t: (futures[t].result().report, futures[t].state.name == "Cached")
+        )
+    rows = outcome_rows(outcomes)
     ok = sum(r["status"] in ("ok", "cached") for r in rows)
     create_table_artifact(
-        _table(rows),
+        artifact_table(rows),
         key=REPORT_KEY,
-        description=f"ingest from {config.source}: {ok} of {len(rows)} ticker(s) ingested",
+        description=f"ingest from {data.source}: {ok} of {len(rows)} ticker(s) ingested",
     )
     logger = get_run_logger()
-    for row in rows:
-        if row["status"] == "failed":
-            logger.error("%s: %s", row["ticker"], row["error"])
-        elif row["status"] == "skipped":  # on_corrupt=skip: by choice, not a failure
-            logger.warning("%s: %s", row["ticker"], row["error"])
-    summary = {"tickers": rows, "results": results}
-    why = verdict(rows, config.fail_on)
+    for o in outcomes:
+        if not o.ok:  # skipped (on_corrupt=skip) by choice, not a failure
+            (logger.warning if o.skipped else logger.error)("%s: %s", o.ticker, o.error)
+    summary = {"tickers": rows, "results": {t: r for t, (r, _) in outcomes.values().items()}}
+    why = verdict(rows, run.fail_on)
     if why is not None:
-        return Failed(message=f"{why} (fail_on={config.fail_on})", data=summary)
+        return Failed(message=f"{why} (fail_on={run.fail_on})", data=summary)
     return summary
 
 

@@ -2,8 +2,8 @@
 
 Writes one Parquet file per run under `<data_dir>/forecasts/` (a row per ticker and model
 output, with the split-conformal 80% and 95% bounds) and a Prefect table artifact. A
-ticker without a champion or lake data fails alone; the others are still written, and
-the run ends Failed naming the tickers that failed.
+ticker without a champion or lake data fails alone, named with its cause; the others are
+still written, and the run ends Failed naming the tickers that failed.
 
     tickercast predict --tickers AAPL MSFT --data-dir data
     python -m tickercast.flows.predict --tickers AAPL
@@ -11,29 +11,27 @@ the run ends Failed naming the tickers that failed.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.states import Failed
 
 from tickercast.config import PredictConfig
 from tickercast.delivery.predict import write_forecasts
+from tickercast.fanout import each_ticker
 from tickercast.tasks.forecast import forecast_step
+
+
+def preflight(config: PredictConfig) -> None:
+    """Nothing can be refused before the run: each ticker's champion is looked up by its
+    own task (a missing one fails that ticker alone)."""
 
 
 @flow(name="predict", log_prints=True, persist_result=False)
 def predict(config: PredictConfig = PredictConfig()) -> dict:
     """Next-horizon forecasts of every ticker's champion; returns rows, file and failures."""
-    data_dir = str(Path(config.data_dir).resolve())
-    rows: list[dict] = []
-    failed: dict[str, str] = {}
-    for ticker in config.tickers:
-        state = forecast_step(ticker, data_dir, return_state=True)
-        try:
-            rows += state.result()
-        except Exception as exc:  # one ticker's failure never stops the others
-            failed[ticker] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    data_dir = config.execution.resolved_dir()
+    outcomes = each_ticker(config.tickers, lambda t: forecast_step(t, data_dir))
+    rows = [row for ticker_rows in outcomes.values().values() for row in ticker_rows]
     path = write_forecasts(data_dir, rows) if rows else None
     if rows:
         create_table_artifact(
@@ -41,10 +39,10 @@ def predict(config: PredictConfig = PredictConfig()) -> dict:
             key="forecasts",
             description=f"next-horizon forecasts with 80% / 95% conformal bounds ({path})",
         )
+    failed = {o.ticker: o.error for o in outcomes.failed()}
     summary = {"path": str(path) if path else None, "forecasts": rows, "failed": failed}
-    if failed:
-        return Failed(message=f"forecast failed for {sorted(failed)}: {failed}", data=summary)
-    return summary
+    why = outcomes.failure()
+    return Failed(message=why, data=summary) if why else summary
 
 
 if __name__ == "__main__":  # `python -m flows.predict`: the CLI's `predict`, looked up by name

@@ -18,16 +18,10 @@ from prefect.states import Failed
 
 from tickercast import layout
 from tickercast.atomic import file_lock
-from tickercast.config import (
-    BACKTEST_FIELDS,
-    MIRROR_FIELDS,
-    PREPROCESS_FIELDS,
-    PROMOTION_FIELDS,
-    TRAIN_FIELDS,
-    RetrainConfig,
-)
-from tickercast.errors import CorruptSkippedError
+from tickercast.config import RetrainConfig
+from tickercast.fanout import Outcomes, each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
+from tickercast.splits import SplitDates
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
 from tickercast.tasks.export import export_step
@@ -62,112 +56,55 @@ def ticker_locks(data_dir: str, tickers: Iterable[str]) -> Iterator[None]:
 
 @flow(name="retrain", log_prints=True, persist_result=False)
 def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
-    """Train, evaluate and export one model per ticker; returns bundle paths and metrics."""
+    """Train, evaluate and export one model per ticker; returns each ticker's bundle,
+    metrics and promotion. A ticker that fails is named with its cause; the others
+    finish, and the run then ends Failed."""
     preflight(config)
-    data_dir = str(Path(config.data_dir).resolve())
+    data_dir = config.execution.resolved_dir()
     with ticker_locks(data_dir, config.tickers):
         return _retrain(config, data_dir)
 
 
-def _retrain(config: RetrainConfig, data_dir: str) -> dict:
-    """The flow's body, run under the tickers' locks: one concurrent branch per ticker."""
-    options = step_options(
-        data_dir, config.refresh, config.result_storage, config.cache_expiration_days
-    )
-    ingest, preprocess, windows, train, evaluate, export, backtest, promote = (
-        step.with_options(**options)
-        for step in (
+@dataclasses.dataclass
+class Steps:
+    """The flow's tasks with this run's result storage, cache refresh and expiry."""
+
+    ingest: Any
+    preprocess: Any
+    windows: Any
+    train: Any
+    train_global: Any
+    evaluate: Any
+    backtest: Any
+    export: Any
+    promote: Any
+
+    @classmethod
+    def of(cls, config: RetrainConfig, data_dir: str) -> Steps:
+        run = config.execution
+        options = step_options(data_dir, run.refresh, run.result_storage, run.cache_expiration_days)
+        tasks = (
             ingest_step,
             preprocess_step,
             windows_step,
             train_step,
+            train_global_step,
             evaluate_step,
-            export_step,
             backtest_step,
+            export_step,
             promote_step,
         )
-    )
-    # what the bundle's metadata records; where runs are mirrored is not part of a version
-    full = config.model_dump(mode="json", exclude=set(MIRROR_FIELDS))
-    mlflow_uri = resolve_uri(config.mlflow_uri)
-
-    def finish(branch: Branch, trained: Any) -> None:
-        """Evaluate, walk-forward (when enabled), the bundle, then the champion gate."""
-        branch.trained = trained
-        branch.evaluated = evaluate.submit(branch.pre, branch.win, trained, data_dir)
-        if config.walk_forward_folds and config.mode == "global":
-            print("walk-forward refits one ticker at a time; skipped in global mode")
-        elif config.walk_forward_folds:
-            branch.backtested = backtest.submit(
-                branch.ingested,
-                config.slice(*PREPROCESS_FIELDS, *TRAIN_FIELDS, *BACKTEST_FIELDS),
-                data_dir,
-            )
-        branch.exported = export.submit(
-            branch.ingested,
-            branch.pre,
-            trained,
-            branch.evaluated,
-            full,
-            data_dir,
-            branch.backtested,
-        )
-        branch.promotion = promote.submit(
-            branch.exported, config.slice(*PROMOTION_FIELDS), data_dir, mlflow_uri
-        )
-
-    runner = make_task_runner(config.task_runner, config.max_workers, config.dask_address)
-    branches: dict[str, Branch] = {}
-    with use_task_runner(runner):
-        ingested = {t: submit_ingest(ingest, config, t, data_dir) for t in config.tickers}
-        pre_cfg = config.slice(*PREPROCESS_FIELDS)
-        if config.mode == "global":  # one calendar: split dates shared by every ticker
-            pre_cfg["split_dates"] = _shared_split_dates(ingested, pre_cfg)
-        for ticker in config.tickers:
-            pre = preprocess.submit(ingested[ticker], pre_cfg, data_dir)
-            branch = branches[ticker] = Branch(ingested[ticker], pre, windows.submit(pre, data_dir))
-            if config.mode == "per_ticker":
-                finish(branch, train.submit(pre, branch.win, config.slice(*TRAIN_FIELDS), data_dir))
-        if config.mode == "global":
-            # one model over every ticker's windows, evaluated and exported per ticker
-            ready = {t: b for t, b in branches.items() if _failure(b) is None}
-            if ready:
-                trained_all = train_global_step.with_options(**options).submit(
-                    [b.pre for b in ready.values()],
-                    [b.win for b in ready.values()],
-                    config.slice(*TRAIN_FIELDS),
-                    data_dir,
-                )
-                trained_all.wait()
-                all_models = trained_all.result(raise_on_failure=False)
-                for ticker, branch in ready.items():
-                    if not isinstance(all_models, dict):  # global training failed for all
-                        branch.trained = trained_all
-                        continue
-                    finish(branch, all_models["tickers"][ticker])
-        return _collect(branches)
-
-
-def _shared_split_dates(ingested: dict[str, Any], pre_cfg: dict) -> dict[str, str] | None:
-    """Split dates over the tickers whose ingest succeeded (the failed ones fail their
-    own branch with the ingest error)."""
-    done = [f.result() for f in ingested.values() if _ok(f)]
-    return calendar_step(done, pre_cfg) if done else None
-
-
-def _ok(future: Any) -> bool:
-    future.wait()
-    return future.state.is_completed()
+        return cls(*(task.with_options(**options) for task in tasks))
 
 
 @dataclasses.dataclass
 class Branch:
-    """One ticker's step futures, named; steps not (yet) submitted stay None. `trained`
-    is a future, or in global mode the ticker's slice of the global model's result."""
+    """One ticker's submitted steps, named, each a future of its step's record; steps not
+    submitted stay None. In global mode `trained` is the global model's future."""
 
     ingested: Any
-    pre: Any
-    win: Any
+    pre: Any = None
+    win: Any = None
     trained: Any = None
     evaluated: Any = None
     backtested: Any = None
@@ -175,46 +112,107 @@ class Branch:
     promotion: Any = None
 
     def steps(self) -> list[Any]:
-        """The submitted steps in pipeline order."""
+        """The steps in pipeline order."""
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
+    def prepared(self) -> Any:
+        """Its windows, once ingest, preprocess and windows succeeded (else their error)."""
+        return settle([self.ingested, self.pre, self.win])
 
-def _failure(branch: Branch) -> BaseException | None:
-    """The first failed step of a branch (the cause; later steps only say 'upstream')."""
-    for future in branch.steps():
-        if future is None or not hasattr(future, "wait"):  # not submitted, or a plain result
-            continue
-        future.wait()
-        if future.state.is_failed() or future.state.is_crashed():
-            error = future.state.result(raise_on_failure=False)
-            return error if isinstance(error, BaseException) else RuntimeError(str(error))
-    return None
+    def result(self) -> dict:
+        """The exported bundle and the gate's decision (the first failed step raises)."""
+        settle(self.steps())
+        return {
+            **self.exported.result().model_dump(mode="json"),
+            "promotion": self.promotion.result(),
+        }
 
 
-def _collect(branches: dict[str, Branch]):
-    """Per-ticker results; the run fails naming every ticker that failed, after the others
-    finished (one bad ticker never stops the rest)."""
+def _retrain(config: RetrainConfig, data_dir: str) -> dict:
+    """The flow's body, run under the tickers' locks: one concurrent branch per ticker."""
+    steps = Steps.of(config, data_dir)
+    runner = make_task_runner(
+        config.execution.task_runner, config.execution.max_workers, config.execution.dask_address
+    )
+    with use_task_runner(runner):
+        branches = {
+            t: Branch(submit_ingest(steps.ingest, config, t, data_dir)) for t in config.tickers
+        }
+        split = _shared_split(config, branches) if config.scope.mode == "global" else None
+        for branch in branches.values():
+            branch.pre = steps.preprocess.submit(
+                branch.ingested, config.preprocessing, split, data_dir
+            )
+            branch.win = steps.windows.submit(branch.pre, data_dir)
+        for branch in _trained(steps, config, branches, data_dir):
+            _finish(steps, branch, config, data_dir)
+        outcomes = each_ticker(config.tickers, lambda t: branches[t].result())
+    return _report(outcomes)
+
+
+def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDates | None:
+    """Global mode's split dates, over the tickers whose ingest succeeded (the others
+    fail their own branch with the ingest error)."""
+    ingested = each_ticker(config.tickers, lambda t: branches[t].ingested.result()).values()
+    return calendar_step(list(ingested.values()), config.preprocessing) if ingested else None
+
+
+def _trained(
+    steps: Steps, config: RetrainConfig, branches: dict[str, Branch], data_dir: str
+) -> list[Branch]:
+    """Submit training: one network per ticker, or one global network over the tickers
+    whose windows are ready (a refused ticker fails alone, naming why). Returns the
+    branches that train."""
+    spec = config.fit_spec()
+    if config.scope.mode == "per_ticker":
+        for branch in branches.values():
+            branch.trained = steps.train.submit(branch.pre, branch.win, spec, data_dir)
+        return list(branches.values())
+    prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
+    ready = [branches[t] for t in prepared.values()]
+    if not ready:
+        return []
+    trained = steps.train_global.submit(
+        [b.pre for b in ready], [b.win for b in ready], spec, config.scope, data_dir
+    )
+    for branch in ready:
+        branch.trained = trained
+    return ready
+
+
+def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) -> None:
+    """Evaluate, walk-forward (when enabled), the bundle, then the champion gate."""
+    branch.evaluated = steps.evaluate.submit(branch.pre, branch.win, branch.trained, data_dir)
+    if config.walk_forward.walk_forward_folds and config.scope.mode == "global":
+        print("walk-forward refits one ticker at a time; skipped in global mode")
+    elif config.walk_forward.walk_forward_folds:
+        branch.backtested = steps.backtest.submit(
+            branch.ingested, config.preprocessing, config.fit_spec(), config.walk_forward, data_dir
+        )
+    branch.exported = steps.export.submit(
+        branch.ingested,
+        branch.pre,
+        branch.trained,
+        branch.evaluated,
+        branch.backtested,
+        config,
+        data_dir,
+    )
+    mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
+    branch.promotion = steps.promote.submit(branch.exported, config.gate, data_dir, mlflow_uri)
+
+
+def _report(outcomes: Outcomes[dict]) -> Any:
+    """Per-ticker results (a failed ticker: its one-line cause; a skipped one: why); the
+    run fails naming every ticker that failed, after the others finished."""
     results: dict[str, dict] = {}
-    failed: list[str] = []
-    for ticker, branch in branches.items():
-        error = _failure(branch)
-        if isinstance(error, CorruptSkippedError):  # on_corrupt=skip: the others go on
-            print(str(error))
-            results[ticker] = {"ticker": ticker, "skipped": str(error)}
-        elif error is not None:
-            message = f"{type(error).__name__}: {error}"
-            results[ticker] = {"ticker": ticker, "error": message}
-            failed.append(f"{ticker}: {message}")
+    for o in outcomes:
+        if o.ok:
+            results[o.ticker] = o.value  # type: ignore[assignment]
         else:
-            results[ticker] = {
-                **branch.exported.result(),
-                "promotion": branch.promotion.result(),
-            }
-    if failed:
-        return Failed(message="; ".join(failed), data=results)
-    if all("skipped" in r for r in results.values()):
-        return Failed(message=f"every ticker was skipped: {sorted(results)}", data=results)
-    return results
+            results[o.ticker] = {"ticker": o.ticker, "skipped" if o.skipped else "error": o.error}
+    why = outcomes.failure()
+    return Failed(message=why, data=results) if why else results
 
 
 if __name__ == "__main__":  # `python -m flows.retrain`: the CLI's `retrain`, looked up by name

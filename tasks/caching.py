@@ -1,10 +1,11 @@
 """Content-keyed task caching that is never silently wrong.
 
-A step's cache key hashes (a) its JSON-ready inputs, which carry upstream file paths
-*with their content hashes* plus the step's slice of the config, and (b) the source of
-every module the step's logic lives in, so editing that code invalidates the step.
+A step's cache key hashes (a) its inputs: upstream records (tickercast.records) by what
+they say of their files (paths *with their content hashes*), and the step's own config
+sections by their values; and (b) the source of every module the step's logic lives in,
+so editing that code invalidates the step.
 
-Every step result is a dict whose "outputs" maps file paths to sha256. Before Prefect
+Every step result is a record whose `outputs` maps file paths to sha256. Before Prefect
 looks a key up, the stored result for it is checked: if any output file was deleted or
 changed since, the key moves to one derived from the files' current state, so the step
 runs again (`fresh_key`, through ResultStore's public methods only).
@@ -21,8 +22,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from tickercast import layout
 from tickercast.hashing import file_sha256, json_sha256
+from tickercast.records import Record
 
 
 def _source(name: str) -> str:
@@ -42,12 +46,34 @@ def _module_hash(name: str) -> str:
 PACKAGE = "tickercast"
 
 
+def _type_checking(node: ast.AST) -> bool:
+    """An `if TYPE_CHECKING:` block: imported for annotations only, never run."""
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _walk(tree: ast.AST):
+    """Every node of `tree` but those under `if TYPE_CHECKING:`."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _type_checking(node):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
 @functools.cache
 def _imports(name: str) -> tuple[str, ...]:
-    """The project modules `name` imports anywhere in its source (lazy imports included)."""
+    """The project modules `name` imports anywhere in its source (lazy imports included;
+    imports for annotations only, under `if TYPE_CHECKING:`, are not code it runs)."""
     tree = ast.parse(_source(name))
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -97,32 +123,37 @@ def code_version(modules: Iterable[str]) -> str:
 
 def outputs_valid(result: Any) -> bool:
     """True when every file the result names still holds the content it was hashed with."""
-    if not isinstance(result, dict):
+    if isinstance(result, Record):
+        outputs = result.outputs
+    elif isinstance(result, dict):
+        outputs = result.get("outputs", {})
+    else:
         return False
-    for path, digest in result.get("outputs", {}).items():
+    for path, digest in outputs.items():
         target = Path(path)
         if not target.is_file() or file_sha256(target) != digest:
             return False
     return True
 
 
-LAKE_REF = ("ticker", "path", "sha256")
-
-
-def lake_ref(ingested: Any) -> Any:
-    """What a step reads of an ingest result: the ticker's lake file and its content hash.
-    The rest of the ingest report (mode, rows added, warnings) differs between a live
-    fetch that found nothing new and the one before it, and must not rerun training."""
-    if isinstance(ingested, dict) and all(k in ingested for k in LAKE_REF):
-        return {k: ingested[k] for k in LAKE_REF}
-    return ingested
+def keyed(value: Any) -> Any:
+    """An input as a cache key sees it: a record by its `key()` (an ingest by its lake
+    file's content only), settings by their values, containers element by element."""
+    if isinstance(value, Record):
+        return value.key()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): keyed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [keyed(v) for v in value]
+    return value
 
 
 def step_key(step: str, modules: Iterable[str], params: dict[str, Any]) -> str:
-    """The cache key and work-folder name of a step: its code and inputs (an `ingested`
-    input by its lake file's content only)."""
-    params = {k: lake_ref(v) if k == "ingested" else v for k, v in params.items()}
-    return f"{step}-{json_sha256({'code': code_version(modules), 'params': params})}"
+    """The cache key and work-folder name of a step: its code and inputs."""
+    inputs = {k: keyed(v) for k, v in params.items()}
+    return f"{step}-{json_sha256({'code': code_version(modules), 'params': inputs})}"
 
 
 def fresh_key(store: Any, key: str) -> str:

@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from prefect import task
+from pathlib import Path
+
 from prefect.logging import get_run_logger
 
-from tickercast.tasks.caching import content_cache_key
-from tickercast.tasks.workfiles import load_anchors, outputs, work_dir
-
-# The library code this step runs (its imports' closure is hashed: tasks/caching.py).
-EVALUATE_MODULES = ("tickercast.evaluation.evaluate", "tickercast.evaluation.report")
+from tickercast.records import Evaluated, GlobalTrained, Preprocessed, Trained, Windows
+from tickercast.tasks.steps import step
+from tickercast.tasks.workfiles import outputs
 
 
-@task(name="evaluate", cache_key_fn=content_cache_key("evaluate", EVALUATE_MODULES))
-def evaluate_step(pre: dict, win: dict, trained: dict, data_dir: str) -> dict:
+@step("evaluate", ("tickercast.evaluation.evaluate", "tickercast.evaluation.report"))
+def evaluate_step(
+    pre: Preprocessed,
+    win: Windows,
+    trained: Trained | GlobalTrained,
+    data_dir: str,
+    *,
+    work: Path,
+) -> Evaluated:
     """Price-unit metrics of the model and every baseline on the test windows, conformal
-    intervals from the validation windows, and the plots."""
-    import keras
-
+    intervals from the validation windows, and the plots. `trained` is the ticker's own
+    model, or the global model whose file for this ticker is used."""
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
-    from tickercast.modeling.preprocess import load_preprocessed
-    from tickercast.modeling.train import load_history
 
-    params = {"pre": pre, "win": win, "trained": trained, "data_dir": data_dir}
-    out = work_dir(data_dir, "evaluate", EVALUATE_MODULES, params)
-    spec, arrays = load_preprocessed(pre["arrays"], pre["spec"])
-    model = keras.models.load_model(trained["model"], safe_mode=True, compile=False)
-    ev = evaluate(model, spec, arrays, load_anchors(win))
-    ticker = pre["ticker"]
-    paths = write_evaluation(out, ev, load_history(trained["history"])["history"], ticker)
+    model = trained.for_ticker(pre.ticker)
+    spec, arrays = pre.load()
+    ev = evaluate(model.load_model(), spec, arrays, win.load())
+    paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
     coverage = ", ".join(
         f"{k}% -> {v['coverage_test']:.0%}"
@@ -38,15 +38,15 @@ def evaluate_step(pre: dict, win: dict, trained: dict, data_dir: str) -> dict:
     )
     get_run_logger().info(
         "%s test RMSE model %.4f, naive %.4f; interval coverage %s. %s",
-        ticker,
+        pre.ticker,
         summary["metrics"]["model"]["rmse"],
         summary["metrics"]["naive"]["rmse"],
         coverage or "n/a",
         summary["verdict"],
     )
-    return {
-        "ticker": ticker,
+    return Evaluated(
+        ticker=pre.ticker,
         **summary,
         **{name: str(path) for name, path in paths.items()},
-        "outputs": outputs(*paths.values()),
-    }
+        outputs=outputs(*paths.values()),
+    )

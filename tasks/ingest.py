@@ -2,61 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from prefect import task
 from prefect.logging import get_run_logger
 
-from tickercast.tasks.caching import content_cache_key
-
-# The library code this step runs (its imports' closure is hashed: tasks/caching.py).
-INGEST_MODULES = ("tickercast.market.ingest",)
+from tickercast.records import Ingested
+from tickercast.sections import DataSource, FetchWindow, IngestChecks
+from tickercast.tasks.steps import step
 
 
 # No Prefect-level retries: tickercast.market.retry retries transient fetch failures itself
-# (backoff and jitter from `options`, each retry logged here), per request rather than per
+# (backoff and jitter from `checks`, each retry logged here), per request rather than per
 # ticker, and the same way when its functions are called without Prefect. Permanent failures
 # (unknown ticker, malformed file) fail the task at once.
-@task(
-    name="ingest",
-    cache_key_fn=content_cache_key(
-        "ingest", INGEST_MODULES, cacheable=lambda p: p.get("fingerprint") is not None
-    ),
+@step(
+    "ingest",
+    ("tickercast.market.ingest",),
+    cacheable=lambda params: params.get("fingerprint") is not None,
 )
 def ingest_step(
     ticker: str,
-    source: str,
-    data_dir: str,
-    csv_dir: str | None,
-    start: str | None,
-    end: str | None,
+    data: DataSource,
+    checks: IngestChecks,
+    window: FetchWindow,
     fingerprint: str | None,
-    options: dict[str, Any] | None = None,
-    period: str | None = None,
-) -> dict:
-    """Bring the ticker's lake partition up to date; `fingerprint` keys the cache.
-
-    `options` are `tickercast.market.options.IngestOptions` fields (overlap, move threshold,
-    retries).
-    """
+    data_dir: str,
+) -> Ingested:
+    """Bring the ticker's lake partition up to date; `fingerprint` (the offline source's
+    content hash, None for a live one) keys the cache. A live source is asked for
+    `window`; whole sources are ingested whole (a run's dates apply in preprocess)."""
     from tickercast.market.ingest import ingest_ticker
 
     logger = get_run_logger()
     result = ingest_ticker(
         ticker,
-        source,
+        data.source,
         data_dir,
-        csv_dir=csv_dir,
-        start=start,
-        end=end,
-        period=period,
-        options=options,
+        csv_dir=data.csv_path(),
+        start=window.start,
+        end=window.end,
+        period=window.period,
+        options=checks.options(),
         log=logger.warning,
     )
     logger.info(
         "ingested %s from %s (%s): %d rows %s..%s, %d added, %d null rows dropped",
         ticker,
-        source,
+        data.source,
         result["mode"],
         result["rows"],
         result["first_day"],
@@ -66,4 +56,4 @@ def ingest_step(
     )
     for warning in result["warnings"]:
         logger.warning(warning)
-    return result
+    return Ingested.of(result)

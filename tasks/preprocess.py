@@ -1,31 +1,40 @@
-"""The preprocess step: features, chronological split, train-only scalers."""
+"""The preprocess steps: features, chronological split, train-only scalers; and global
+mode's shared calendar."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tickercast.tasks.caching import content_cache_key
-from tickercast.tasks.workfiles import ingested_prices, outputs, work_dir
+from tickercast.records import Ingested, Preprocessed
+from tickercast.sections import PreprocessSettings
+from tickercast.splits import SplitDates
+from tickercast.tasks.steps import step
+from tickercast.tasks.workfiles import outputs
 
-# The library code this step runs (its imports' closure is hashed: tasks/caching.py).
-PREPROCESS_MODULES = ("tickercast.modeling.preprocess",)
 
-
-@task(name="preprocess", cache_key_fn=content_cache_key("preprocess", PREPROCESS_MODULES))
-def preprocess_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
-    """Features, chronological split and train-only scalers, saved as arrays + JSON."""
+@step("preprocess", ("tickercast.modeling.preprocess",))
+def preprocess_step(
+    ingested: Ingested,
+    section: PreprocessSettings,
+    split: SplitDates | None,
+    data_dir: str,
+    *,
+    work: Path,
+) -> Preprocessed:
+    """Features, chronological split and train-only scalers, saved as arrays + JSON; the
+    split by the section's fractions, or by global mode's shared `split` dates."""
     from tickercast.modeling.preprocess import preprocess, save_preprocessed
 
-    params = {"ingested": ingested, "cfg": cfg, "data_dir": data_dir}
-    out = work_dir(data_dir, "preprocess", PREPROCESS_MODULES, params)
-    prices = ingested_prices(ingested)
-    spec, arrays = preprocess(prices, cfg, who=f"ticker {ingested['ticker']}")
-    npz, spec_path = save_preprocessed(out, spec, arrays)
+    who = f"ticker {ingested.ticker}"
+    spec, arrays = preprocess(ingested.prices(), section, who=who, split=split)
+    npz, spec_path = save_preprocessed(work, spec, arrays)
     get_run_logger().info(
         "%s: %d rows %s..%s -> train %d / val %d / test %d (train ends %s)",
-        ingested["ticker"],
-        spec.n_train + spec.n_val + spec.n_test,
+        ingested.ticker,
+        spec.n_rows,
         spec.first_day,
         spec.last_day,
         spec.n_train,
@@ -33,30 +42,20 @@ def preprocess_step(ingested: dict, cfg: dict, data_dir: str) -> dict:
         spec.n_test,
         spec.train_end,
     )
-    return {
-        "ticker": ingested["ticker"],
-        "arrays": str(npz),
-        "spec": str(spec_path),
-        "outputs": outputs(npz, spec_path),
-    }
+    files = outputs(npz, spec_path)
+    return Preprocessed(ticker=ingested.ticker, arrays=str(npz), spec=str(spec_path), outputs=files)
 
 
 @task(name="calendar")
-def calendar_step(ingested: list[dict], cfg: dict) -> dict[str, str]:
+def calendar_step(ingested: list[Ingested], section: PreprocessSettings) -> SplitDates:
     """Global mode: train/validation/test boundaries as dates shared by every ticker."""
     from tickercast.modeling.preprocess import shared_split_dates
 
-    dates = shared_split_dates(
-        [ingested_prices(i) for i in ingested],
-        cfg.get("start"),
-        cfg.get("end"),
-        cfg["val_fraction"],
-        cfg["test_fraction"],
-    )
+    dates = shared_split_dates([i.prices() for i in ingested], section)
     get_run_logger().info(
         "global split over %d tickers: train to %s, validation to %s, test after",
         len(ingested),
-        dates["train_end"],
-        dates["val_end"],
+        dates.train_end,
+        dates.val_end,
     )
     return dates

@@ -6,26 +6,32 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from tickercast.records import Exported
+from tickercast.sections import Gate
+
 
 @task(name="promote")
-def promote_step(exported: dict, cfg: dict, data_dir: str, mlflow_uri: str | None = None) -> dict:
-    """The champion gate: promote the new version only if it is significantly better.
-    With an MLflow URI, the registry is then mirrored there (`mirror_to_mlflow`)."""
-    ticker = exported["ticker"]
-    if exported.get("unchanged"):  # nothing new to judge: the registry is left alone
-        reason = f"unchanged since v{exported['version']}: no new version, registry untouched"
+def promote_step(
+    exported: Exported, gate: Gate, data_dir: str, mlflow_uri: str | None = None
+) -> dict:
+    """The champion gate: promote the new version only if it is significantly better;
+    returns the registry's event. With an MLflow URI, the registry is then mirrored
+    there (`mirror_to_mlflow`)."""
+    ticker = exported.ticker
+    if exported.unchanged:  # nothing new to judge: the registry is left alone
+        reason = f"unchanged since v{exported.version}: no new version, registry untouched"
         get_run_logger().info("%s: %s", ticker, reason)
-        event = {"action": "unchanged", "version": exported["version"], "reason": reason}
+        event = {"action": "unchanged", "version": exported.version, "reason": reason}
         return _mirrored(event, mlflow_uri, data_dir, ticker)
     from tickercast.delivery.gate import challenge  # here: an unchanged rerun needs no gate
 
     event = challenge(
         data_dir,
         ticker,
-        exported["version"],
-        metric=cfg["promotion_metric"],
-        require_beat_naive=cfg["require_beat_naive"],
-        level=cfg["promotion_level"],
+        exported.version,
+        metric=gate.promotion_metric,
+        require_beat_naive=gate.require_beat_naive,
+        level=gate.promotion_level,
     )
     verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
     get_run_logger().info("%s v%s %s: %s", ticker, event["version"], verb, event["reason"])

@@ -16,6 +16,7 @@ from tickercast.choices import BASELINES
 from tickercast.evaluation.baselines import baseline_paths, reference_paths, training_scale
 from tickercast.folds import BacktestError, check_initial, refit_folds, rolling_origins
 from tickercast.modeling.preprocess import target_prices, to_prices
+from tickercast.sections import RollingSpec
 
 SHORT = np.array([10.0, 11.0, 13.0, 12.0, 14.0, 15.0, 13.0, 16.0])
 
@@ -25,7 +26,7 @@ def random_walk(n: int, seed: int = 0) -> np.ndarray:
     return 50 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
 
 
-def cfg(**overrides) -> dict:
+def cfg(**overrides) -> RollingSpec:
     base = {
         "start": None,
         "end": None,
@@ -45,7 +46,7 @@ def cfg(**overrides) -> dict:
         "max_lag": None,
         "seed": 1,
     }
-    return {**base, **overrides}
+    return RollingSpec(**{**base, **overrides})
 
 
 # --------------------------------------------------------------------------- origins

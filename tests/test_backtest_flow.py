@@ -32,7 +32,7 @@ def test_help_lists_every_config_field():
         cwd=ROOT,
         check=True,
     ).stdout
-    for name in BacktestConfig.model_fields:
+    for name in BacktestConfig.leaves():
         assert "--" + name.replace("_", "-") in text, name
 
 

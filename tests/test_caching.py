@@ -107,34 +107,124 @@ def test_cache_show_and_clear_leave_lake_and_models(tmp_path):
     assert (tmp_path / "lake/prices/x").exists() and (tmp_path / "models/A/versions/1/m").exists()
 
 
-def test_a_versions_inputs_key_follows_the_lake_the_config_and_the_upstream_files():
-    from tickercast.config import RetrainConfig
+def _records(work: str = "/w"):
+    from tickercast.records import Evaluated, Preprocessed, Trained
+
+    pre = Preprocessed(
+        ticker="AAPL",
+        arrays=f"{work}/pre/x.npz",
+        spec="/s.json",
+        outputs={f"{work}/pre/x.npz": "1"},
+    )
+    trained = Trained(
+        ticker="AAPL",
+        model=f"{work}/train/m.keras",
+        history="/h.json",
+        best_epoch=1,
+        epochs_run=1,
+        outputs={f"{work}/train/m.keras": "2"},
+    )
+    files = dict.fromkeys(
+        ("predictions", "metrics_json", "loss_png", "forecast_png", "residuals_png"), "/f"
+    )
+    evaluated = Evaluated(
+        ticker="AAPL",
+        metrics={},
+        verdict="",
+        intervals={},
+        evaluation={},
+        **files,
+        outputs={f"{work}/eval/p.parquet": "3"},
+    )
+    return pre, trained, evaluated
+
+
+def _ingested(**changes):
+    from tickercast.records import Ingested
+
+    fields = {
+        "ticker": "AAPL",
+        "source": "csv",
+        "path": "/d/lake/prices/ticker=AAPL/part-0.parquet",
+    }
+    report = {"rows_added": 10, "mode": "incremental", "warnings": ["x"]}
+    return Ingested(**{**fields, "sha256": "a" * 64, "report": report, **changes})
+
+
+def test_a_versions_inputs_key_follows_the_lake_and_the_upstream_files():
     from tickercast.tasks.export import inputs_key
 
-    ingested = {"ticker": "AAPL", "sha256": "a" * 64, "rows_added": 10, "mode": "incremental"}
-    steps = [{"outputs": {"/w/pre/x.npz": "1"}}, {"outputs": {"/w/train/m.keras": "2"}}]
-    evaluated = {"outputs": {"/w/eval/p.parquet": "3"}}
-    config = RetrainConfig().model_dump(mode="json")
-
-    def key(ing=ingested, cfg=config, ev=evaluated):
-        return inputs_key(ing, steps[0], steps[1], ev, cfg, None)
-
-    base = key()
+    pre, trained, evaluated = _records()
+    base = inputs_key(_ingested(), [pre, trained, evaluated])
     # a rerun that fetched nothing new differs only in the ingest report: same version
-    assert key(ing={**ingested, "rows_added": 0, "mode": "noop"}) == base
-    assert key(cfg={**config, "refresh": True, "data_dir": "/elsewhere"}) == base
-    # new rows in the lake, a changed config field or a changed upstream file: a new one
-    assert key(ing={**ingested, "sha256": "b" * 64}) != base
-    assert key(cfg={**config, "epochs": config["epochs"] + 1}) != base
-    assert key(ev={"outputs": {"/w/eval/p.parquet": "4"}}) != base
+    quiet = _ingested(report={"rows_added": 0, "mode": "noop", "warnings": []})
+    assert inputs_key(quiet, [pre, trained, evaluated]) == base
+    # new rows in the lake, or any upstream step's files (a setting it reads names its
+    # folder, its output bytes are hashed): a new version
+    assert inputs_key(_ingested(sha256="b" * 64), [pre, trained, evaluated]) != base
+    retrained = trained.model_copy(update={"outputs": {"/w/train2/m.keras": "2"}})
+    assert inputs_key(_ingested(), [pre, retrained, evaluated]) != base
+    changed = evaluated.model_copy(update={"outputs": {"/w/eval/p.parquet": "4"}})
+    assert inputs_key(_ingested(), [pre, trained, changed]) != base
 
 
 def test_an_ingest_result_enters_step_keys_by_its_lake_file_only():
-    lake = {"ticker": "AAPL", "path": "/d/lake/prices/ticker=AAPL/part-0.parquet", "sha256": "a"}
-    first = {**lake, "mode": "replace", "rows_added": 1500, "warnings": ["x"]}
-    again = {**lake, "mode": "incremental", "rows_added": 0, "warnings": []}
+    from tickercast.sections import PreprocessSettings
+
+    section = PreprocessSettings(lookback=60)
     modules = ("tickercast.modeling.preprocess",)
-    key = step_key("preprocess", modules, {"ingested": first, "cfg": {"lookback": 60}})
-    assert step_key("preprocess", modules, {"ingested": again, "cfg": {"lookback": 60}}) == key
-    changed = {**again, "sha256": "b"}  # new rows: another file content
-    assert step_key("preprocess", modules, {"ingested": changed, "cfg": {"lookback": 60}}) != key
+    first = _ingested(report={"mode": "replace", "rows_added": 1500, "warnings": ["x"]})
+    again = _ingested(report={"mode": "incremental", "rows_added": 0, "warnings": []})
+    key = step_key("preprocess", modules, {"ingested": first, "section": section})
+    assert step_key("preprocess", modules, {"ingested": again, "section": section}) == key
+    changed = _ingested(sha256="b")  # new rows: another file content
+    assert step_key("preprocess", modules, {"ingested": changed, "section": section}) != key
+    other = PreprocessSettings(lookback=61)  # a setting of the step's own section
+    assert step_key("preprocess", modules, {"ingested": first, "section": other}) != key
+
+
+def test_a_step_is_keyed_on_its_own_sections_only():
+    """Changing the gate's level (or any setting no step reads) keys no step anew: each
+    step takes its own sections, so only a promotion would differ."""
+    from tickercast.config import RetrainConfig
+
+    base, gated = RetrainConfig(), RetrainConfig(promotion_level=0.01, max_workers=8)
+    for take in (lambda c: c.preprocessing, lambda c: c.fit_spec(), lambda c: c.walk_forward):
+        assert step_key("s", (), {"x": take(base)}) == step_key("s", (), {"x": take(gated)})
+    assert step_key("s", (), {"x": base.gate}) != step_key("s", (), {"x": gated.gate})
+
+
+def test_records_outputs_are_checked_and_survive_prefect_json_and_pickle(tmp_path):
+    import pickle
+
+    from prefect.serializers import JSONSerializer
+
+    from tickercast.hashing import file_sha256
+    from tickercast.records import GlobalTrained, Trained
+    from tickercast.tasks.caching import outputs_valid
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"weights")
+    one = Trained(
+        ticker="AAA",
+        model=str(model),
+        history=str(model),
+        best_epoch=1,
+        epochs_run=2,
+        shrinkage={"alpha": 0.5},
+        outputs={str(model): file_sha256(model)},
+    )
+    record = GlobalTrained(models={"AAA": one}, outputs=one.outputs)
+    serializer = JSONSerializer()
+    for copy in (serializer.loads(serializer.dumps(record)), pickle.loads(pickle.dumps(record))):
+        assert copy == record and isinstance(copy.for_ticker("AAA"), Trained)
+        assert outputs_valid(copy)
+    model.write_bytes(b"tampered")
+    assert not outputs_valid(record)
+
+
+def test_the_type_checking_imports_of_a_module_are_not_its_code():
+    """Settings arrive as values: the sections' code (descriptions, validators) is no part
+    of a fit's key, though the training module names their types."""
+    assert "tickercast.sections" not in caching.module_closure(["tickercast.modeling.train"])
+    assert "tickercast.modeling.models" in caching.module_closure(["tickercast.modeling.train"])

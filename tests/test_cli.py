@@ -27,7 +27,7 @@ def help_text(argv):
 )
 def test_help_lists_every_config_field(argv):
     text = help_text(argv)
-    for name in RetrainConfig.model_fields:
+    for name in RetrainConfig.leaves():
         assert "--" + name.replace("_", "-") in text, name
     assert "--debug" in text
 
@@ -56,19 +56,88 @@ def test_options_map_onto_the_config():
         ]
     )
     config = RetrainConfig(**_collect(args, RetrainConfig))
-    assert config.tickers == ["MSFT", "AAPL"] and config.epochs == 5
-    assert config.features == ["close", "volume"] and config.units == [16, 8]
-    assert config.refresh is False and config.lookback == 60
+    assert config.tickers == ["MSFT", "AAPL"] and config.training.epochs == 5
+    assert config.preprocessing.features == ["close", "volume"] and config.network.units == [16, 8]
+    assert config.execution.refresh is False and config.preprocessing.lookback == 60
 
 
-def test_config_file_then_options(tmp_path):
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"lookback": 30, "epochs": 7}',  # flat names, as every older file has them
+        '{"preprocessing": {"lookback": 30}, "training": {"epochs": 7}}',  # by section
+    ],
+)
+def test_config_file_then_options(tmp_path, text):
     from tickercast.app.options import _collect
 
     path = tmp_path / "best.json"
-    path.write_text('{"lookback": 30, "epochs": 7}')
+    path.write_text(text)
     args = build_parser().parse_args(["retrain", "--config", str(path), "--epochs", "9"])
     config = RetrainConfig(**_collect(args, RetrainConfig))
-    assert (config.lookback, config.epochs) == (30, 9)
+    assert (config.preprocessing.lookback, config.training.epochs) == (30, 9)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('{"lookback": 30,\n  "epochs": }', "invalid JSON at line 2, column 13"),
+        (
+            '["lookback", 30]',
+            "expected a JSON object of RetrainConfig settings (name: value), got list",
+        ),
+        ("null", "got null"),
+        ('{"lookback": 0}', "lookback: Input should be greater than or equal to 1"),
+        ('{"nonsense": 1}', "nonsense: Extra inputs are not permitted"),
+        ('{"epochs": 3, "training": {"epochs": 4}}', "epochs is given twice"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_naming_the_file(tmp_path, capsys, text, fragment):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    assert main(["retrain", "--config", str(path), "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert fragment in err and str(path) in err, err
+
+
+def test_a_missing_config_file_is_named(tmp_path, capsys):
+    assert main(["retrain", "--config", str(tmp_path / "nope.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tickercast retrain: error: config file ") and "nope.json" in err
+
+
+@pytest.mark.parametrize("command", ["retrain", "ingest", "predict", "backtest", "tune"])
+@pytest.mark.parametrize("tickers", [[""], ["AAPL,"], ["AAPL", ""]])
+def test_an_empty_ticker_is_refused_like_any_invalid_one(tmp_path, capsys, command, tickers):
+    """`--tickers ''` (an unset shell variable in a nightly script) never means "every
+    ticker": the empty symbol is refused by name, and nothing is written."""
+    argv = [command, "--tickers", *tickers, "--data-dir", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid ticker ''" in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_omitting_the_tickers_keeps_its_meaning():
+    from tickercast.app.options import _collect
+    from tickercast.config import IngestConfig
+
+    args = build_parser().parse_args(["ingest", "--source", "sample"])
+    assert IngestConfig(**_collect(args, IngestConfig)).tickers == []  # every sample ticker
+
+
+def test_serve_help_lists_every_route_of_the_service(tmp_path):
+    from tickercast.app.commands import ROUTES
+    from tickercast.app.service import create_app
+
+    app = create_app(tmp_path)
+    served = {route.path for route in app.routes}
+    listed = {path for _, path, _ in ROUTES}
+    assert served - {"/docs/oauth2-redirect", "/redoc"} == listed
+    text = help_text(["-m", "tickercast.app.cli", "serve"])
+    for verb, path, _ in ROUTES:
+        assert f"{verb} {path}" in " ".join(text.split()), path
 
 
 @pytest.mark.parametrize(

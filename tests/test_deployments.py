@@ -15,13 +15,13 @@ def test_retrain_served_on_weekday_evenings_new_york():
     assert schedule.schedule.cron == RETRAIN_CRON and schedule.schedule.timezone == TIMEZONE
     assert deployment.concurrency_limit == 1
     nightly = RetrainConfig(**deployment.parameters["config"])
-    assert nightly.source == "yfinance" and nightly.tickers == nightly_settings()["tickers"]
+    assert nightly.data.source == "yfinance" and nightly.tickers == nightly_settings()["tickers"]
     assert IngestConfig(**ingest.parameters["config"]).tickers == nightly.tickers
     # the flows' own defaults are the same settings: prefect.yaml's deployments get them too
     from tickercast.deployments.nightly import nightly_ingest, nightly_retrain
 
     assert RetrainConfig(**_default_config(nightly_retrain)) == nightly
-    assert IngestConfig(**_default_config(nightly_ingest)).source == "yfinance"
+    assert IngestConfig(**_default_config(nightly_ingest)).data.source == "yfinance"
 
 
 def _default_config(flow) -> dict:
@@ -32,7 +32,7 @@ def _default_config(flow) -> dict:
 
 
 def test_make_run_and_the_tests_stay_offline_on_the_sample():
-    assert RetrainConfig().source == "sample"
+    assert RetrainConfig().data.source == "sample"
 
 
 def test_parameter_schema_is_a_usable_form():
@@ -42,8 +42,15 @@ def test_parameter_schema_is_a_usable_form():
 
     schema = parameter_schema(retrain).model_dump()
     assert list(schema["properties"]) == ["config"]
-    fields = schema["definitions"]["RetrainConfig"]["properties"]
-    assert set(fields) == set(RetrainConfig.model_fields)
+    definitions = schema["definitions"]
+    groups = definitions["RetrainConfig"]["properties"]
+    assert set(groups) == set(RetrainConfig.model_fields)  # one group per section
+    assert all(g.get("description") for g in groups.values())
+    fields = {}
+    for name, group in groups.items():  # a section's settings, with their descriptions
+        ref = group.get("$ref", "").rsplit("/", 1)[-1]
+        fields.update(definitions[ref]["properties"] if ref else {name: group})
+    assert set(fields) == set(RetrainConfig.leaves())
     assert all(f.get("description") for f in fields.values())
     assert fields["lookback"]["minimum"] == 1 and fields["lookback"]["maximum"] == 1000
     assert fields["source"]["enum"] == ["sample", "csv", "yfinance", "sine"]
@@ -58,6 +65,19 @@ def test_parameter_schema_is_a_usable_form():
     assert fields["device"]["enum"] == ["auto", "cpu", "gpu"]
     assert fields["dropout"]["maximum"] == 0.9
     assert fields["reduce_lr_factor"]["exclusiveMaximum"] == 1
+
+
+def test_flat_deployment_parameters_of_before_the_sections_still_run():
+    """A deployment registered with flat parameters (before settings were grouped into
+    sections) validates as before: each setting is lifted into its section."""
+    from prefect.flows import Flow
+
+    from tickercast.flows.retrain import retrain
+
+    flat = {"tickers": ["MSFT"], "source": "yfinance", "start": "2015-01-01", "epochs": 7}
+    assert isinstance(retrain, Flow)
+    config = retrain.validate_parameters({"config": flat})["config"]
+    assert config.training.epochs == 7 and config.data.source == "yfinance"
 
 
 def test_scheduled_flow_retries_as_a_whole():

@@ -35,6 +35,7 @@ from tickercast.evaluation.metrics import (
 from tickercast.evaluation.report import verdict
 from tickercast.modeling.preprocess import preprocess
 from tickercast.modeling.windows import split_anchors
+from tickercast.sections import PreprocessSettings
 
 
 def test_metrics_by_hand():
@@ -127,7 +128,7 @@ def prepared(prices: pd.DataFrame, target: str = "mean_close", horizon: int = 5)
         "val_fraction": 0.15,
         "test_fraction": 0.15,
     }
-    spec, arrays = preprocess(prices, cfg, who="synthetic")
+    spec, arrays = preprocess(prices, PreprocessSettings(**cfg), who="synthetic")
     n = spec.n_train + spec.n_val + spec.n_test
     return spec, arrays, split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
 

@@ -55,7 +55,7 @@ def tiny(prefect_server, tmp_path_factory):
 def test_bundle_contents(tiny):
     config, _, result = tiny
     bundle = Path(result["MSFT"]["bundle"])
-    assert bundle == Path(config.data_dir).resolve() / "models/MSFT/versions/1"
+    assert bundle == Path(config.execution.data_dir).resolve() / "models/MSFT/versions/1"
     for name in (
         "model.keras",
         "preprocessing.json",
@@ -78,7 +78,7 @@ def test_bundle_contents(tiny):
     assert pre["target"] == "mean_close_log_return"
     assert meta["shrinkage"]["alpha"] is not None and 0.0 <= meta["shrinkage"]["alpha"] <= 1.0
     assert {"min", "max"} <= set(pre["feature_scaler"])
-    lake = Path(config.data_dir) / "lake/prices/ticker=MSFT/part-0.parquet"
+    lake = Path(config.execution.data_dir) / "lake/prices/ticker=MSFT/part-0.parquet"
     assert lake.is_file()
 
 
@@ -93,7 +93,7 @@ def test_fresh_process_reproduces_the_evaluation(tiny):
         "from tickercast.delivery.predict import predict_at\n"
         f"b = load_bundle({bundle!r})\n"
         "table = pd.read_parquet(b.path / 'predictions.parquet')\n"
-        f"prices = lake.read_partition({config.data_dir!r}, 'MSFT')\n"
+        f"prices = lake.read_partition({config.execution.data_dir!r}, 'MSFT')\n"
         "got = predict_at(b, prices, table['anchor_date'])[:, 0]\n"
         "np.testing.assert_allclose(got, table['model'], rtol=1e-5, atol=1e-4)\n"
         "print('reproduced', len(got))\n"
@@ -112,7 +112,7 @@ def test_fresh_process_reproduces_the_evaluation(tiny):
 
 
 def exported_versions(config: RetrainConfig) -> list[int]:
-    folder = Path(config.data_dir) / "models/MSFT/versions"
+    folder = Path(config.execution.data_dir) / "models/MSFT/versions"
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
 
 
@@ -124,7 +124,7 @@ def test_identical_rerun_is_cached_and_exports_nothing_new(tiny):
     # Other tests of this module may have exported other configs since: this run makes
     # the latest version this config's again (a new one or, if it was, none).
     run(config)
-    versions, registry = exported_versions(config), read_registry(config.data_dir, "MSFT")
+    versions, registry = exported_versions(config), read_registry(config.execution.data_dir, "MSFT")
 
     state, result = run(config)
     states = task_states(state)
@@ -132,7 +132,7 @@ def test_identical_rerun_is_cached_and_exports_nothing_new(tiny):
     assert Path(result["MSFT"]["bundle"]).name == str(versions[-1])
     assert result["MSFT"]["promotion"]["action"] == "unchanged"
     assert exported_versions(config) == versions
-    assert read_registry(config.data_dir, "MSFT") == registry
+    assert read_registry(config.execution.data_dir, "MSFT") == registry
 
 
 def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
@@ -151,7 +151,7 @@ def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
 
 def test_deleted_work_file_is_recomputed_not_trusted(tiny):
     config, _, _ = tiny
-    for model in (Path(config.data_dir) / "work/train").glob("*/model.keras"):
+    for model in (Path(config.execution.data_dir) / "work/train").glob("*/model.keras"):
         model.unlink()
     state, _ = run(config)
     states = task_states(state)

@@ -8,26 +8,26 @@ import pandas as pd
 import pytest
 
 from tests.synthetic import price_frame, random_walk
-from tickercast.config import PREPROCESS_FIELDS, TRAIN_FIELDS, BacktestConfig, RetrainConfig
+from tickercast.config import BacktestConfig, RetrainConfig
 from tickercast.modeling.preprocess import MinMax
 from tickercast.modeling.shrink import apply_alpha, fit_alpha, naive_output
 
 
 def test_recommended_is_the_default_and_the_tutorial_one_option_away():
-    default = RetrainConfig()
-    assert default.preset == "recommended"
-    assert default.features == ["log_return", "volatility"]
-    assert default.target == "mean_close_log_return" and default.shrink is True
-    tutorial = RetrainConfig(preset="tutorial")
-    assert tutorial.features == ["close", "volume"]
-    assert tutorial.target == "mean_close" and tutorial.shrink is False
+    default = RetrainConfig().flat()
+    assert default["preset"] == "recommended"
+    assert default["features"] == ["log_return", "volatility"]
+    assert default["target"] == "mean_close_log_return" and default["shrink"] is True
+    tutorial = RetrainConfig(preset="tutorial").flat()
+    assert tutorial["features"] == ["close", "volume"]
+    assert tutorial["target"] == "mean_close" and tutorial["shrink"] is False
     # everything else is the tutorial's too: lookback 60, horizon 5, LSTM(64) -> LSTM(32)
     same = {"lookback": 60, "horizon": 5, "units": [64, 32], "model": "stacked_lstm"}
-    assert {k: getattr(tutorial, k) for k in same} == same
+    assert {k: tutorial[k] for k in same} == same
     # an explicit option wins over the preset
-    assert RetrainConfig(preset="tutorial", target="close").target == "close"
-    assert BacktestConfig(preset="tutorial").features == ["close", "volume"]
-    assert BacktestConfig().features == ["log_return", "volatility"]
+    assert RetrainConfig(preset="tutorial", target="close").preprocessing.target == "close"
+    assert BacktestConfig(preset="tutorial").preprocessing.features == ["close", "volume"]
+    assert BacktestConfig().preprocessing.features == ["log_return", "volatility"]
 
 
 def test_alpha_follows_the_validation_evidence():
@@ -83,14 +83,14 @@ def _fit_and_verdict(prices: pd.DataFrame, tmp_path, **overrides) -> tuple[str, 
     from tickercast.modeling.windows import split_anchors
 
     config = RetrainConfig(start=None, epochs=8, patience=4, **overrides)
-    spec, arrays = preprocess(prices, config.slice(*PREPROCESS_FIELDS), who="test")
+    spec, arrays = preprocess(prices, config.preprocessing, who="test")
     n = spec.n_train + spec.n_val + spec.n_test
     anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
     summary = train_model(
         arrays,
         anchors,
         spec.lookback,
-        config.slice(*TRAIN_FIELDS),
+        config.fit_spec(),
         tmp_path,
         naive=naive_output(spec),
     )
@@ -121,12 +121,12 @@ def test_global_mode_splits_every_ticker_at_the_same_dates():
     from tickercast.modeling.preprocess import preprocess, shared_split_dates
 
     frames = {t: pd.read_parquet(sample_dir() / f"{t}.parquet") for t in ("AAPL", "GOOG", "NVDA")}
-    dates = shared_split_dates(list(frames.values()), None, None, 0.15, 0.15)
-    cfg = {**RetrainConfig(start=None).slice(*PREPROCESS_FIELDS), "split_dates": dates}
-    specs = {t: preprocess(f, cfg, who=t)[0] for t, f in frames.items()}
+    section = RetrainConfig(start=None).preprocessing
+    dates = shared_split_dates(list(frames.values()), section)
+    specs = {t: preprocess(f, section, who=t, split=dates)[0] for t, f in frames.items()}
     train_ends = {s.train_end for s in specs.values()}
     val_ends = {s.val_end for s in specs.values()}
-    assert max(train_ends) <= dates["train_end"] and max(val_ends) <= dates["val_end"]
+    assert max(train_ends) <= dates.train_end and max(val_ends) <= dates.val_end
     # every ticker's test rows start after every ticker's validation rows end
     for ticker, spec in specs.items():
         rows = spec.n_train + spec.n_val + spec.n_test
@@ -154,7 +154,7 @@ def test_rolling_mase_is_the_textbooks_by_default():
         initial=3,
         step=1,
         refit_every=1,
-    ).run_cfg()
+    ).rolling_spec()
     by = {r["model"]: r for r in rolling_backtest(prices, cfg, None)["metrics"]}
     drift = by["drift"]
     assert (round(drift["rmse"], 1), round(drift["mae"], 2), round(drift["mape"], 2)) == (
@@ -165,7 +165,9 @@ def test_rolling_mase_is_the_textbooks_by_default():
     assert round(drift["mase"], 2) == 1.02
     origin = {
         r["model"]: r
-        for r in rolling_backtest(prices, {**cfg, "mase_scale": "origin"}, None)["metrics"]
+        for r in rolling_backtest(prices, cfg.model_copy(update={"mase_scale": "origin"}), None)[
+            "metrics"
+        ]
     }
     assert origin["drift"]["mase"] == pytest.approx(1.166, abs=0.001)
     # one-step drift is no better than naive by a test: lagging, with its p-value

@@ -10,8 +10,9 @@ import numpy as np
 from tests.test_preprocess import prices
 from tickercast.config import RetrainConfig
 from tickercast.modeling.preprocess import preprocess
-from tickercast.modeling.train import train_global
+from tickercast.modeling.train import GlobalData, train_global
 from tickercast.modeling.windows import gather_windows, split_anchors
+from tickercast.sections import FitSpec, PreprocessSettings
 
 PRE = {
     "start": None,
@@ -32,7 +33,6 @@ CFG = {
     "batch_size": 32,
     "patience": 5,
     "seed": 5,
-    "mode": "global",
 }
 
 
@@ -42,7 +42,7 @@ def three_tickers():
         frame = prices(n, seed)
         for col in ("open", "high", "low", "close", "adj_close"):
             frame[col] = frame[col] * level  # very different price levels
-        spec, arrays = preprocess(frame, PRE, f"T{seed}")
+        spec, arrays = preprocess(frame, PreprocessSettings(**PRE), f"T{seed}")
         n_rows = len(arrays["x"])
         anchors = split_anchors(n_rows, spec.n_train, spec.n_val, 8, 2)
         out.append((spec, arrays, anchors))
@@ -55,11 +55,14 @@ def test_one_model_over_three_tickers_with_an_embedding(tmp_path):
     data = three_tickers()
     tickers = ["AAA", "BBB", "CCC"]
     summary = train_global(
-        tickers,
-        [len(a["x"]) for _, a, _ in data],
-        lambda i: (data[i][1]["x"], data[i][1]["y"], data[i][2]),
+        GlobalData(
+            tickers,
+            [len(a["x"]) for _, a, _ in data],
+            lambda i: (data[i][1]["x"], data[i][1]["y"], data[i][2]),
+        ),
         8,
-        {**CFG, "ticker_embedding": 3},
+        FitSpec(**CFG),
+        3,
         tmp_path,
     )
     assert summary["train_windows"] == sum(len(a["train"]) for *_, a in data)
@@ -124,17 +127,15 @@ def test_global_training_with_an_embedding_is_repeatable(tmp_path):
     import keras
 
     data = three_tickers()
-    cfg = {**CFG, "ticker_embedding": 3, "dropout": 0.1}
+    spec = FitSpec(**CFG, dropout=0.1)
 
     def run(out):
-        return train_global(
+        source = GlobalData(
             ["AAA", "BBB", "CCC"],
             [len(a["x"]) for _, a, _ in data],
             lambda i: (data[i][1]["x"], data[i][1]["y"], data[i][2]),
-            8,
-            cfg,
-            out,
         )
+        return train_global(source, 8, spec, 3, out)
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first["history"] == second["history"]

@@ -62,7 +62,7 @@ def test_one_bad_file_is_reported_and_the_run_completes(prefect_server, tmp_path
     assert rows["AAA"]["last_day"] == "2020-01-06" and rows["AAA"]["rows_dropped"] == 0
     assert rows["BBB"]["status"] == "failed" and "BBB.csv, line 2" in rows["BBB"]["error"]
     assert {"warnings", "status"} <= set(rows["AAA"])
-    assert lake.read_dataset(config.data_dir).num_rows == 6
+    assert lake.read_dataset(config.execution.data_dir).num_rows == 6
 
     # unchanged files: the rerun is served from the cache and says so
     state, summary = run(config)
@@ -160,7 +160,7 @@ def test_ingest_help_lists_every_config_field() -> None:
         cwd=ROOT,
         check=True,
     ).stdout
-    for name in IngestConfig.model_fields:
+    for name in IngestConfig.leaves():
         assert "--" + name.replace("_", "-") in text, name
 
 
@@ -170,8 +170,14 @@ def test_ingest_parameter_schema_is_a_usable_form() -> None:
     from tickercast.flows.ingest import ingest
 
     schema = parameter_schema(ingest).model_dump()
-    fields = schema["definitions"]["IngestConfig"]["properties"]
-    assert set(fields) == set(IngestConfig.model_fields)
+    definitions = schema["definitions"]
+    groups = definitions["IngestConfig"]["properties"]
+    assert all(g.get("description") for g in groups.values())
+    fields = {}
+    for name, group in groups.items():  # each section's settings
+        ref = group.get("$ref", "").rsplit("/", 1)[-1]
+        fields.update(definitions[ref]["properties"] if ref else {name: group})
+    assert set(fields) == set(IngestConfig.leaves())
     assert all(f.get("description") for f in fields.values())
     assert fields["fail_on"]["enum"] == ["any", "all", "never"]
     assert fields["overlap_days"]["minimum"] == 1

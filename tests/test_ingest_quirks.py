@@ -33,6 +33,7 @@ from tickercast.market.validate import (
 )
 from tickercast.modeling.features import MissingFieldError, build_features
 from tickercast.modeling.preprocess import preprocess
+from tickercast.sections import PreprocessSettings
 
 TICKER = "XOM"
 ZERO_OPEN = 1987  # the rows of the refusal: "open <= 0 (1987 rows)"
@@ -300,7 +301,7 @@ def test_on_quirk_option_and_config_fields() -> None:
     assert IngestOptions().on_quirk == "repair"
     assert IngestConfig(on_quirk="drop").options()["on_quirk"] == "drop"
     assert RetrainConfig().on_quirk == "repair"
-    assert IngestConfig.model_fields["on_quirk"].description
+    assert IngestConfig.leaf_field("on_quirk").description
 
 
 def test_csv_reads_vendor_null_cells_only_when_asked(tmp_path: Path) -> None:
@@ -361,16 +362,22 @@ def test_preprocess_refuses_a_range_with_missing_opens_and_accepts_one_without(
     quirky_prices: pd.DataFrame,
 ) -> None:
     with pytest.raises(MissingFieldError, match=rf"needs open, .* last {DAYS[ZERO_OPEN - 1]}"):
-        preprocess(quirky_prices, {**CFG, "start": None, "end": None}, who=f"ticker {TICKER}")
+        preprocess(
+            quirky_prices,
+            PreprocessSettings(**{**CFG, "start": None, "end": None}),
+            who=f"ticker {TICKER}",
+        )
     # after the last missing open: every row is there and every input is finite
     start = str(DAYS[ZERO_OPEN])
-    spec, arrays = preprocess(quirky_prices, {**CFG, "start": start, "end": None}, "T")
+    spec, arrays = preprocess(
+        quirky_prices, PreprocessSettings(**{**CFG, "start": start, "end": None}), "T"
+    )
     assert spec.first_day == str(DAYS[ZERO_OPEN + 1])  # the log return's one warm-up row
     assert len(arrays["x"]) == N_ROWS - ZERO_OPEN - 2 - 1
     assert np.isfinite(arrays["x"]).all()
     # default features read only the close: the whole history, no NaN
     cfg = {**CFG, "features": ["log_return", "volatility"], "start": None, "end": None}
-    _, arrays = preprocess(quirky_prices, cfg, "T")
+    _, arrays = preprocess(quirky_prices, PreprocessSettings(**cfg), "T")
     assert len(arrays["x"]) == N_ROWS - 2 - 20 and np.isfinite(arrays["x"]).all()
 
 

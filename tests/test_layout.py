@@ -135,8 +135,8 @@ def test_choice_tuples_derive_from_the_config_literals():
     from tickercast.modeling.models import MODELS
 
     assert MODELS == choices.NETWORKS
-    assert choices.values(RetrainConfig.model_fields["source"].annotation) == choices.SOURCES
-    assert set(choices.values(BacktestConfig.model_fields["model"].annotation.__args__[0])) == (
+    assert choices.values(RetrainConfig.leaf_field("source").annotation) == choices.SOURCES
+    assert set(choices.values(BacktestConfig.leaf_field("model").annotation.__args__[0])) == (
         set(choices.NETWORKS) | set(choices.BASELINES)
     )
 

@@ -18,6 +18,7 @@ from tickercast.modeling.models import (
 from tickercast.modeling.preprocess import preprocess
 from tickercast.modeling.train import fit, per_ticker_data, save_model
 from tickercast.modeling.windows import gather_windows, split_anchors
+from tickercast.sections import FitSpec, PreprocessSettings
 
 PRE = {
     "start": None,
@@ -42,7 +43,7 @@ TRAIN = {
 
 @pytest.fixture(scope="module")
 def sine():
-    spec, arrays = preprocess(sine_prices().prices, PRE, "SINE")
+    spec, arrays = preprocess(sine_prices().prices, PreprocessSettings(**PRE), "SINE")
     anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, 8, 1)
     return spec, arrays, anchors
 
@@ -53,7 +54,7 @@ def test_every_architecture_trains_saves_and_loads_back(name, sine, tmp_path):
 
     spec, arrays, anchors = sine
     cfg = {**TRAIN, "model": name, "dropout": 0.1, "l2": 1e-4}
-    summary, model = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "w")
+    summary, model = fit(per_ticker_data(arrays, anchors), 8, FitSpec(**cfg), tmp_path / "w")
     assert summary["epochs_run"] == 1 and np.isfinite(summary["history"]["loss"][0])
     assert model.losses, "l2 regularisation should add a loss term"
     assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
@@ -89,7 +90,7 @@ def test_recurrent_dropout_breaks_cudnn_and_training_warns(sine, tmp_path, caplo
     spec, arrays, anchors = sine
     cfg = {**TRAIN, "model": "lstm", "units": [4], "recurrent_dropout": 0.2}
     with caplog.at_level(logging.WARNING):
-        fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path)
+        fit(per_ticker_data(arrays, anchors), 8, FitSpec(**cfg), tmp_path)
     assert "not eligible for the cuDNN kernel" in caplog.text and "lstm_0" in caplog.text
 
 

@@ -16,6 +16,7 @@ from tickercast.modeling.preprocess import (
     to_prices,
 )
 from tickercast.modeling.windows import split_anchors
+from tickercast.sections import PreprocessSettings
 
 CFG = {
     "start": None,
@@ -27,6 +28,7 @@ CFG = {
     "val_fraction": 0.15,
     "test_fraction": 0.15,
 }
+PRE = PreprocessSettings(**CFG)
 
 
 def prices(n=300, seed=0):
@@ -34,7 +36,7 @@ def prices(n=300, seed=0):
 
 
 def test_split_is_chronological_70_15_15():
-    spec, arrays = preprocess(prices(), CFG, "ticker T")
+    spec, arrays = preprocess(prices(), PRE, "ticker T")
     assert (spec.n_train, spec.n_val, spec.n_test) == (210, 45, 45)
     days = arrays["dates"]
     assert (np.diff(days.astype(int)) > 0).all()
@@ -43,12 +45,12 @@ def test_split_is_chronological_70_15_15():
 
 def test_scaler_sees_training_rows_only():
     base = prices()
-    spec, _ = preprocess(base, CFG, "T")
+    spec, _ = preprocess(base, PRE, "T")
     changed = base.copy()
     later = changed.index >= spec.n_train
     changed.loc[later, ["open", "high", "low", "close", "adj_close"]] *= 10
     changed.loc[later, "volume"] *= 10
-    spec2, arrays2 = preprocess(changed, CFG, "T")
+    spec2, arrays2 = preprocess(changed, PRE, "T")
     assert spec2.feature_scaler == spec.feature_scaler
     assert spec2.target_scaler == spec.target_scaler
     # and the scaler is exactly the min/max of the training rows
@@ -59,7 +61,7 @@ def test_scaler_sees_training_rows_only():
 
 
 def test_no_training_target_reaches_validation_or_test():
-    spec, arrays = preprocess(prices(), CFG, "T")
+    spec, arrays = preprocess(prices(), PRE, "T")
     n = spec.n_train + spec.n_val + spec.n_test
     anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
     h = spec.horizon
@@ -95,7 +97,7 @@ def test_unknown_feature_lists_valid_ones():
 
 
 def test_short_history_says_how_many_rows_are_needed():
-    cfg = dict(CFG, lookback=60)
+    cfg = PreprocessSettings(**dict(CFG, lookback=60))
     with pytest.raises(InsufficientHistoryError) as err:
         preprocess(prices(70), cfg, "ticker T")
     message = str(err.value)
@@ -107,7 +109,7 @@ def test_short_history_says_how_many_rows_are_needed():
 
 
 def test_date_filter_is_inclusive():
-    cfg = dict(CFG, start="2018-02-01", end="2018-12-31")
+    cfg = PreprocessSettings(**dict(CFG, start="2018-02-01", end="2018-12-31"))
     spec, arrays = preprocess(prices(400), cfg, "T")
     assert str(arrays["dates"][0]) == "2018-02-01" and spec.last_day == "2018-12-31"
     assert dt.date.fromisoformat(spec.first_day) >= dt.date(2018, 2, 1)
@@ -128,7 +130,7 @@ def test_multi_step_and_log_return_targets_by_hand():
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_maps_back_to_prices(target):
     """The model-space target of every test window, mapped back, is the price target."""
-    cfg = dict(CFG, target=target)
+    cfg = PreprocessSettings(**dict(CFG, target=target))
     spec, arrays = preprocess(prices(), cfg, "T")
     n = spec.n_train + spec.n_val + spec.n_test
     test = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)["test"]
@@ -147,7 +149,9 @@ def test_every_target_maps_back_to_prices(target):
 
 
 def test_log_return_targets_need_the_last_close_and_scale_on_train_only():
-    spec, arrays = preprocess(prices(), dict(CFG, target="close_log_return"), "T")
+    spec, arrays = preprocess(
+        prices(), PreprocessSettings(**dict(CFG, target="close_log_return")), "T"
+    )
     with pytest.raises(ValueError, match="last_close"):
         to_prices(spec, arrays["y"][:3])
     train_targets = make_targets(arrays["close"], 5, "close_log_return")[: spec.n_train - 5]

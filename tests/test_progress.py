@@ -135,13 +135,16 @@ from tests.synthetic import random_walk
 from tickercast import progress
 from tickercast.backtest.walkforward import walk_forward
 from tickercast.market.ingest import ingest_ticker
+from tickercast.sections import FitSpec, PreprocessSettings, WalkForward
 
 assert progress.track("x", total=3) is progress.NULL_BAR
 with progress.track("x", total=3) as bar, progress.tally("y"):
     bar.advance()
 ingest_ticker("SINE", "sine", {data!r})
 from pathlib import Path
-walk_forward(random_walk(), {pre!r}, {{}}, 2, 1, Path({data!r}), fit=naive_fit)
+walk = WalkForward(walk_forward_folds=2, walk_forward_epochs=1)
+section = PreprocessSettings(**{pre!r})
+walk_forward(random_walk(), section, FitSpec(), walk, Path({data!r}), fit=naive_fit)
 print("rich imported:", "rich" in sys.modules)
 """
 
@@ -186,13 +189,13 @@ def test_bars_of_parallel_threads_are_lines_of_one_display():
 
 
 def _fit_logged(tmp_path: Path, caplog) -> tuple[dict, list[str]]:
-    from tests.test_train import TINY, sine_data
+    from tests.test_train import sine_data, tiny_fit
     from tickercast.modeling.train import fit, per_ticker_data
 
     _, arrays, anchors = sine_data()
     # seeded: a step this large stops early after 3 of 12 epochs (best: epoch 2)
-    cfg = {**TINY, "model": "lstm", "units": [4], "learning_rate": 0.3, "epochs": 12}
-    cfg.update(patience=1, reduce_lr_patience=50)
+    cfg = tiny_fit(model="lstm", units=[4], learning_rate=0.3, epochs=12)
+    cfg = cfg.model_copy(update={"patience": 1, "reduce_lr_patience": 50})
     logger = logging.getLogger("tickercast.test.progress")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger=logger.name):
@@ -252,10 +255,15 @@ def naive_fit(seen, anchors, spec, cfg, out_dir, logger):
 def test_walk_forward_and_rolling_backtest_show_folds_and_refits(tmp_path):
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.backtest.walkforward import walk_forward
+    from tickercast.sections import FitSpec, PreprocessSettings, RollingSpec, WalkForward
 
     rich_console, out = console()
     with progress.session(True, rich_console):
-        walk_forward(random_walk(), PRE, {}, 3, 1, tmp_path / "wf", fit=naive_fit, who="RW")
+        walk = WalkForward(walk_forward_folds=3, walk_forward_epochs=1)
+        section = PreprocessSettings(**PRE)
+        walk_forward(
+            random_walk(), section, FitSpec(), walk, tmp_path / "wf", fit=naive_fit, who="RW"
+        )
         cfg = {
             **{k: v for k, v in PRE.items() if k != "test_fraction"},
             "model": ["lstm", "naive"],
@@ -269,7 +277,8 @@ def test_walk_forward_and_rolling_backtest_show_folds_and_refits(tmp_path):
             "max_lag": None,
             "seed": 1,
         }
-        result = rolling_backtest(random_walk(), cfg, tmp_path / "bt", fit=naive_fit, who="RW")
+        spec = RollingSpec(**cfg)
+        result = rolling_backtest(random_walk(), spec, tmp_path / "bt", fit=naive_fit, who="RW")
     text = plain(out.getvalue())
     assert re.search(r"RW walk-forward folds .* 3/3 ", text)
     origins = result["origins"]["origins"]

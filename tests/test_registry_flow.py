@@ -70,7 +70,7 @@ def test_first_version_becomes_champion_and_artifacts_are_published(first_run):
     config, state, result = first_run
     promotion = result[TICKER]["promotion"]
     assert promotion["action"] == "promote" and promotion["version"] == 1
-    registry = read_registry(config.data_dir, TICKER)
+    registry = read_registry(config.execution.data_dir, TICKER)
     assert registry["champion"] == 1 and registry["lineage"] == [1]
     slug = TICKER.lower()
     found = artifacts_of(state)
@@ -94,19 +94,19 @@ def test_an_unchanged_rerun_exports_nothing_and_a_changed_config_does(first_run,
     argv = ["retrain", "--tickers", TICKER, "--start", "2019-01-01", "--lookback", "20"]
     argv += ["--units", "8", "4", "--epochs", "2", "--batch-size", "64"]
     argv += ["--walk-forward-folds", "2", "--walk-forward-epochs", "1"]
-    argv += ["--data-dir", config.data_dir]
+    argv += ["--data-dir", config.execution.data_dir]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"{TICKER}: unchanged since v1: no new version, registry untouched" in out
-    versions = Path(config.data_dir) / "models" / TICKER / "versions"
+    versions = Path(config.execution.data_dir) / "models" / TICKER / "versions"
     assert sorted(p.name for p in versions.iterdir()) == ["1"]
-    registry = read_registry(config.data_dir, TICKER)
+    registry = read_registry(config.execution.data_dir, TICKER)
     assert registry["champion"] == 1 and [e["action"] for e in registry["history"]] == ["promote"]
 
     assert main([*argv, "--epochs", "3"]) == 0  # a changed config field: a new version
     out = capsys.readouterr().out
     assert f"{TICKER}: bundle " in out and "versions/2" in out
-    history = read_registry(config.data_dir, TICKER)["history"]
+    history = read_registry(config.execution.data_dir, TICKER)["history"]
     assert [e["version"] for e in history] == [1, 2]
     assert "DM p" in history[-1]["reason"]
 
@@ -118,9 +118,9 @@ def test_a_scale_free_champion_forecasts_from_a_raw_window_and_its_last_close(fi
     from tickercast.modeling.features import build_features
 
     config, _, _ = first_run
-    bundle = load_champion(config.data_dir, TICKER)
+    bundle = load_champion(config.execution.data_dir, TICKER)
     assert bundle.spec.features == ["log_return", "volatility"]
-    prices = lake.read_partition(config.data_dir, TICKER)
+    prices = lake.read_partition(config.execution.data_dir, TICKER)
     (expected,) = forecast_next(bundle, prices, TICKER)
     frame = build_features(prices, bundle.spec.features)
     window = frame[bundle.spec.features].tail(bundle.spec.lookback).to_numpy(dtype=float)

@@ -67,7 +67,7 @@ def every_feature_version(data_dir: Path, ingested: dict) -> Path:
     config = tiny_config(
         data_dir, features=list(FEATURES), target="closes_log_return", shrink=False
     )
-    lookback, width = config.lookback, config.horizon
+    lookback, width = config.preprocessing.lookback, config.preprocessing.horizon
     inputs = keras.Input(shape=(lookback, len(FEATURES)), name="window")
     out = keras.layers.Dense(width, name="forecast")(keras.layers.Flatten()(inputs))
     model = keras.Model(inputs, out)

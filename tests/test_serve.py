@@ -186,7 +186,6 @@ def walk_forward_version(data: Path) -> int:
     import json
 
     from tickercast.backtest.walkforward import walk_forward, write_backtest
-    from tickercast.config import PREPROCESS_FIELDS
     from tickercast.delivery.bundle import MANIFEST, bundle_path, write_bundle
     from tickercast.evaluation.baselines import flat_paths, moving_average_forecast
     from tickercast.evaluation.evaluate import target_weights
@@ -201,9 +200,14 @@ def walk_forward_version(data: Path) -> int:
         return forecast, {"epochs_run": 0}
 
     prices = lake.read_partition(data, TICKER)
-    pre_cfg = tiny_config(data).slice(*PREPROCESS_FIELDS)
+    from tickercast.sections import FitSpec, WalkForward
+
+    config = tiny_config(data)
     out = data / "work" / "walk-forward"
-    backtest = walk_forward(prices, pre_cfg, {}, 2, 1, out, fit=moving_average_fit, who=TICKER)
+    walk = WalkForward(walk_forward_folds=2, walk_forward_epochs=1)
+    backtest = walk_forward(
+        prices, config.preprocessing, FitSpec(), walk, out, fit=moving_average_fit, who=TICKER
+    )
     paths = write_backtest(out, backtest, TICKER)
     source = bundle_path(data, TICKER, 3)
     files = {p.name: p for p in source.iterdir() if p.name not in (MANIFEST, "metadata.json")}

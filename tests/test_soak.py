@@ -27,7 +27,7 @@ import pytest
 
 from tests.test_reliability import FaultyAdapter, assert_same_lake, clean_lake
 from tests.yahoo_replay import CHART_DIR, ReplaySession, reset_yfinance
-from tickercast.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
+from tickercast.config import RetrainConfig
 from tickercast.delivery.bundle import list_versions, verify_bundle, write_bundle
 from tickercast.delivery.gate import challenge
 from tickercast.delivery.registry import read_registry
@@ -70,19 +70,17 @@ def retrain(data: Path, ticker: str, ingested: dict, config: RetrainConfig, work
     from tickercast.modeling.windows import split_anchors
 
     prices = lake.read_price_file(Path(ingested["path"])).to_pandas()
-    spec, arrays = preprocess(prices, config.slice(*PREPROCESS_FIELDS), who=f"ticker {ticker}")
+    spec, arrays = preprocess(prices, config.preprocessing, who=f"ticker {ticker}")
     npz, spec_path = save_preprocessed(work / "pre", spec, arrays)
     n_rows = spec.n_train + spec.n_val + spec.n_test
     anchors = split_anchors(n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    summary = train_model(arrays, anchors, spec.lookback, config.slice(*TRAIN_FIELDS), work)
+    summary = train_model(arrays, anchors, spec.lookback, config.fit_spec(), work)
     model = keras.models.load_model(work / "model.keras", safe_mode=True, compile=False)
     ev = evaluate(model, spec, arrays, anchors)
     ev["table"].to_parquet(work / "predictions.parquet", index=False)
     trained = {"model": str(work / "model.keras"), "history": str(work / "history.json")}
     pre = {"spec": str(spec_path), "arrays": str(npz)}
-    metadata = bundle_metadata(
-        ingested, pre, trained, evaluation_summary(ev), config.model_dump(mode="json")
-    )
+    metadata = bundle_metadata(ingested, pre, trained, evaluation_summary(ev), config.recorded())
     files = {
         "model.keras": work / "model.keras",
         "preprocessing.json": spec_path,

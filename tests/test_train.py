@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tickercast.market.sources import sine_prices
-from tickercast.modeling.callbacks import CHECKPOINTS
+from tickercast.modeling.checkpoints import CHECKPOINTS
 from tickercast.modeling.preprocess import preprocess, to_prices
 from tickercast.modeling.train import (
     TrainingDivergedError,
@@ -22,6 +22,7 @@ from tickercast.modeling.train import (
     train_model,
 )
 from tickercast.modeling.windows import gather_windows, split_anchors
+from tickercast.sections import FitSpec, PreprocessSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = {
@@ -48,8 +49,13 @@ TINY = {
 }
 
 
+def tiny_fit(**overrides) -> FitSpec:
+    """TINY with `overrides`, as the train functions take it."""
+    return FitSpec(**{**TINY, **overrides})
+
+
 def sine_data():
-    spec, arrays = preprocess(sine_prices().prices, PRE, "SINE")
+    spec, arrays = preprocess(sine_prices().prices, PreprocessSettings(**PRE), "SINE")
     anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, 10, 1)
     return spec, arrays, anchors
 
@@ -62,7 +68,7 @@ def weights_of(path: Path) -> list[np.ndarray]:
 
 def test_stacked_lstm_reaches_1e4_validation_mse_on_the_sine_wave(tmp_path):
     spec, arrays, anchors = sine_data()
-    cfg = {**TINY, "units": [32, 16], "epochs": 60, "batch_size": 32, "reduce_lr_patience": 4}
+    cfg = tiny_fit(units=[32, 16], epochs=60, batch_size=32, reduce_lr_patience=4)
     summary, model = fit(per_ticker_data(arrays, anchors), 10, cfg, tmp_path)
     val = anchors["val"]
     scaled = model.predict(gather_windows(arrays["x"], val, 10), verbose=0)
@@ -77,14 +83,14 @@ def test_nan_loss_fails_cleanly_and_writes_nothing(tmp_path):
     arrays["y"][anchors["train"][3]] = np.nan
     out = tmp_path / "train"
     with pytest.raises(TrainingDivergedError, match="NaN/inf in epoch 1.*Nothing was exported"):
-        train_model(arrays, anchors, 10, TINY, out)
+        train_model(arrays, anchors, 10, tiny_fit(), out)
     assert not (out / "model.keras").exists() and not (out / "history.json").exists()
     assert not (out / CHECKPOINTS).exists()
 
 
 def test_same_seed_same_weights_and_metrics(tmp_path):
     spec, arrays, anchors = sine_data()
-    cfg = {**TINY, "epochs": 2, "dropout": 0.1}
+    cfg = tiny_fit(epochs=2, dropout=0.1)
     first = train_model(arrays, anchors, 10, cfg, tmp_path / "a")
     second = train_model(arrays, anchors, 10, cfg, tmp_path / "b")
     assert first["history"] == second["history"]
@@ -92,7 +98,9 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
         weights_of(tmp_path / "a/model.keras"), weights_of(tmp_path / "b/model.keras"), strict=True
     ):
         np.testing.assert_array_equal(a, b)
-    other = train_model(arrays, anchors, 10, {**cfg, "seed": 12}, tmp_path / "c")
+    other = train_model(
+        arrays, anchors, 10, tiny_fit(epochs=2, dropout=0.1, seed=12), tmp_path / "c"
+    )
     assert other["history"] != first["history"]
     from tensorflow.python.framework import config
 
@@ -106,7 +114,7 @@ def test_trainings_in_threads_match_their_solo_runs(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     spec, arrays, anchors = sine_data()
-    configs = {"a": {**TINY, "epochs": 1}, "b": {**TINY, "epochs": 1, "seed": 5, "dropout": 0.2}}
+    configs = {"a": tiny_fit(epochs=1), "b": tiny_fit(epochs=1, seed=5, dropout=0.2)}
     solo = {
         k: train_model(arrays, anchors, 10, c, tmp_path / f"solo-{k}") for k, c in configs.items()
     }
@@ -134,7 +142,7 @@ import os, sys, json
 sys.path.insert(0, {root!r})
 import keras
 from pathlib import Path
-from tests.test_train import TINY, sine_data
+from tests.test_train import sine_data, tiny_fit
 from tickercast.modeling.train import train_model
 
 class Kill(keras.callbacks.Callback):
@@ -143,7 +151,7 @@ class Kill(keras.callbacks.Callback):
             os._exit(3)  # like a SIGKILL: no cleanup, no finally blocks
 
 spec, arrays, anchors = sine_data()
-train_model(arrays, anchors, 10, TINY, Path({out!r}), callbacks=[Kill()])
+train_model(arrays, anchors, 10, tiny_fit(), Path({out!r}), callbacks=[Kill()])
 """
 
 
@@ -163,7 +171,7 @@ def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
     assert saved["epochs_done"] == 2 and len(saved["history"]["loss"]) == 2
 
     with caplog.at_level(logging.INFO):
-        resumed = train_model(arrays, anchors, 10, TINY, out)
+        resumed = train_model(arrays, anchors, 10, tiny_fit(), out)
     assert "resuming after epoch 2" in caplog.text
     epochs_logged = [line for line in caplog.messages if " epoch " in line and "/4:" in line]
     assert [m.split(" epoch ")[1].split(":")[0] for m in epochs_logged] == ["3/4", "4/4"]
@@ -171,7 +179,7 @@ def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
     assert not (out / CHECKPOINTS).exists()
 
     # the resumed run ends exactly where an uninterrupted one does (CPU, same seed)
-    straight = train_model(arrays, anchors, 10, TINY, tmp_path / "straight")
+    straight = train_model(arrays, anchors, 10, tiny_fit(), tmp_path / "straight")
     assert resumed["history"] == straight["history"]
     assert resumed["history"]["learning_rate"][-1] < TINY["learning_rate"]  # ReduceLR acted
     for a, b in zip(
@@ -182,7 +190,7 @@ def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
 
 def test_epoch_log_lines_and_tensorboard(tmp_path, caplog):
     spec, arrays, anchors = sine_data()
-    cfg = {**TINY, "epochs": 2, "tensorboard_dir": str(tmp_path / "tb")}
+    cfg = tiny_fit(epochs=2, tensorboard_dir=str(tmp_path / "tb"))
     with caplog.at_level(logging.INFO):
         train_model(arrays, anchors, 10, cfg, tmp_path / "w", label="SINE")
     lines = [m for m in caplog.messages if m.startswith("SINE epoch")]
@@ -206,7 +214,7 @@ def test_progress_artifact_inside_a_prefect_run(prefect_server, tmp_path):
     @flow(persist_result=False)
     def train_in_flow():
         train_model(
-            arrays, anchors, 10, {**TINY, "epochs": 2}, tmp_path, get_run_logger(), label="SINE"
+            arrays, anchors, 10, tiny_fit(epochs=2), tmp_path, get_run_logger(), label="SINE"
         )
 
     state = train_in_flow(return_state=True)
@@ -216,4 +224,4 @@ def test_progress_artifact_inside_a_prefect_run(prefect_server, tmp_path):
     assert progress.type == "progress"
     assert float(progress.data) == 100.0
     # outside a run: no artifact, no error
-    train_model(arrays, anchors, 10, {**TINY, "epochs": 1}, tmp_path / "plain", label="SINE")
+    train_model(arrays, anchors, 10, tiny_fit(epochs=1), tmp_path / "plain", label="SINE")

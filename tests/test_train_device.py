@@ -77,10 +77,11 @@ def test_training_runs_under_distribution_strategies(strategy, monkeypatch, tmp_
     import tensorflow as tf
 
     import tickercast.modeling.train as train
-    from tests.test_train import PRE, TINY
+    from tests.test_train import PRE, tiny_fit
     from tickercast.market.sources import sine_prices
     from tickercast.modeling.preprocess import preprocess
     from tickercast.modeling.windows import split_anchors
+    from tickercast.sections import PreprocessSettings
 
     choice = DeviceChoice("cpu", f"test: {strategy} on the CPU", strategy, False)
     monkeypatch.setattr(train, "resolve_device", lambda cfg: choice)
@@ -88,10 +89,10 @@ def test_training_runs_under_distribution_strategies(strategy, monkeypatch, tmp_
         monkeypatch.setattr(
             train, "make_strategy", lambda c: tf.distribute.MirroredStrategy(["/cpu:0"])
         )
-    spec, arrays = preprocess(sine_prices().prices, PRE, "SINE")
+    spec, arrays = preprocess(sine_prices().prices, PreprocessSettings(**PRE), "SINE")
     anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, 10, 1)
     data = train.per_ticker_data(arrays, anchors)
-    summary, model = train.fit(data, 10, {**TINY, "epochs": 2}, tmp_path)
+    summary, model = train.fit(data, 10, tiny_fit(epochs=2), tmp_path)
     assert summary["epochs_run"] == 2 and summary["device"]["strategy"] == strategy
     assert np.isfinite(summary["best_val_loss"])
     expected = False if strategy == "one_device_cpu" else "auto"
@@ -148,7 +149,7 @@ def test_mixed_precision_training_checkpoints_and_resumes(monkeypatch, tmp_path)
     import keras
 
     import tickercast.modeling.train as train
-    from tests.test_train import TINY, sine_data
+    from tests.test_train import sine_data, tiny_fit
 
     monkeypatch.setattr(
         train, "resolve_device", lambda cfg: DeviceChoice("cpu", "test", "default", True)
@@ -161,9 +162,9 @@ def test_mixed_precision_training_checkpoints_and_resumes(monkeypatch, tmp_path)
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.train_model(arrays, anchors, 10, TINY, tmp_path, callbacks=[Interrupt()])
+        train.train_model(arrays, anchors, 10, tiny_fit(), tmp_path, callbacks=[Interrupt()])
     assert keras.config.dtype_policy().name == "float32"
-    summary = train.train_model(arrays, anchors, 10, TINY, tmp_path)
+    summary = train.train_model(arrays, anchors, 10, tiny_fit(), tmp_path)
     assert summary["resumed_from_epoch"] == 2 and summary["epochs_run"] == 4
     assert summary["device"]["mixed_precision"] is True
     assert np.isfinite(summary["history"]["loss"]).all()

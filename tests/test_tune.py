@@ -12,8 +12,15 @@ import pandas as pd
 import pytest
 
 from tickercast.config import RetrainConfig
-from tickercast.tuning.config import SEARCHED, TuneConfig
-from tickercast.tuning.data import content_hash, save_search_data, search_anchors, search_data
+from tickercast.sections import FitSpec, PreprocessSettings
+from tickercast.tuning.config import SEARCHED, Choice, TrialSettings, TuneConfig
+from tickercast.tuning.data import (
+    SearchData,
+    content_hash,
+    save_search_data,
+    search_anchors,
+    search_data,
+)
 from tickercast.tuning.search import Search, open_run, run_name
 from tickercast.tuning.space import best_config, search_space, settings_from_values
 from tickercast.tuning.trial import run_trial
@@ -40,6 +47,10 @@ TRAIN = {
     "mixed_precision": False,
     "tensorboard_dir": None,
 }
+
+
+def section(**changes) -> PreprocessSettings:
+    return PreprocessSettings(**{**PRE, **changes})
 
 
 def walk(n: int = 260, seed: int = 0) -> pd.DataFrame:
@@ -79,16 +90,37 @@ def tiny(**changes) -> TuneConfig:
 
 
 def test_every_retrain_option_a_trial_does_not_choose_is_carried_with_its_definition():
-    retrain, tune = RetrainConfig.model_fields, TuneConfig.model_fields
+    retrain, tune = RetrainConfig.leaves(), TuneConfig.leaves()
     carried = set(retrain) - set(SEARCHED) - {"epochs"}
     assert carried <= set(tune)
     for name in carried:
-        assert tune[name].description == retrain[name].description, name
-        assert tune[name].metadata == retrain[name].metadata, name
+        ours, theirs = TuneConfig.leaf_field(name), RetrainConfig.leaf_field(name)
+        assert ours.description == theirs.description, name
+        assert ours.metadata == theirs.metadata, name
     assert not set(SEARCHED) & set(tune)  # the space has its own, differently named fields
-    assert set(tiny().carried()) == carried
-    final, epochs = tune["final_epochs"], retrain["epochs"]
+    config = tiny(patience=4, promotion_level=0.01, walk_forward_folds=2)
+    choice = Choice(**SETTINGS)
+    made = config.retrain(choice).flat()
+    assert {k: made[k] for k in carried if k != "refresh"} == {
+        k: v for k, v in config.flat().items() if k in carried and k != "refresh"
+    }
+    assert {k: made[k] for k in SEARCHED} == choice.model_dump()
+    final, epochs = TuneConfig.leaf_field("final_epochs"), RetrainConfig.leaf_field("epochs")
     assert (final.default, final.metadata) == (epochs.default, epochs.metadata)
+
+
+def test_a_search_is_identified_by_what_its_trials_compute_only():
+    """The gate, the walk-forward, the budget and how the run executes change best.json
+    or the run, never a trial: a rerun changing them resumes the same search."""
+    base = tiny()
+    for changes in (
+        {"promotion_level": 0.01, "promotion_metric": "mae", "require_beat_naive": True},
+        {"walk_forward_folds": 3, "max_trials": 30, "parallel_trials": 2, "final_retrain": False},
+        {"device": "cpu", "max_workers": 8, "refresh": True, "move_threshold": 0.9},
+    ):
+        assert base.model_copy(update=changes).identity() == base.identity(), changes
+    for changes in ({"patience": 3}, {"horizon": 2}, {"lookbacks": [10]}, {"epochs": 2}):
+        assert base.model_copy(update=changes).identity() != base.identity(), changes
 
 
 @pytest.mark.parametrize(
@@ -124,9 +156,10 @@ def test_unknown_or_invalid_values_are_refused_naming_the_field(changes, message
 
 
 def test_sine_starts_at_its_first_day_unless_told_otherwise():
-    assert TuneConfig(source="sine").start is None
-    assert str(TuneConfig(source="sine", start="2001-01-02").start) == "2001-01-02"
-    assert str(TuneConfig(source="sample").start) == "2015-01-01"  # retrain's default
+    assert TuneConfig(source="sine").preprocessing.start is None
+    start = TuneConfig(source="sine", start="2001-01-02").preprocessing.start
+    assert str(start) == "2001-01-02"
+    assert str(TuneConfig(source="sample").preprocessing.start) == "2015-01-01"  # retrain's
 
 
 # --- the space and best.json ----------------------------------------------------------
@@ -134,19 +167,19 @@ def test_sine_starts_at_its_first_day_unless_told_otherwise():
 
 def test_values_become_the_network_retrain_builds():
     base = {"dropout": 0.1, "l2": 1e-5, "learning_rate": 1e-3, "batch_size": 32, "lookback": 20}
-    assert settings_from_values({**base, "model": "lstm", "units_0": 8})["units"] == [8]
+    assert settings_from_values({**base, "model": "lstm", "units_0": 8}).units == [8]
     one = settings_from_values({**base, "model": "stacked_lstm", "layers": 1, "units_0": 8})
-    assert (one["model"], one["units"]) == ("lstm", [8])  # the same network, valid for retrain
+    assert (one.model, one.units) == ("lstm", [8])  # the same network, valid for retrain
     three = {"model": "bilstm", "layers": 3, "units_0": 8, "units_1": 4, "units_2": 16}
-    assert settings_from_values({**base, **three})["units"] == [8, 4, 16]
+    assert settings_from_values({**base, **three}).units == [8, 4, 16]
     cnn = {"model": "cnn_lstm", "filters": 32, "layers": 1, "units_0": 8}
-    assert settings_from_values({**base, **cnn})["units"] == [32, 8]
-    assert set(one) == set(SEARCHED)
+    assert settings_from_values({**base, **cnn}).units == [32, 8]
+    assert set(one.model_dump()) == set(SEARCHED)
 
 
 def test_every_point_of_the_space_is_a_valid_retrain_config(tmp_path):
     config = tiny(
-        models=list(TuneConfig.model_fields["models"].default_factory()),
+        models=list(TuneConfig.leaf_field("models").default_factory()),
         layers_range=[1, 3],
         units_choices=[4, 8, 16],
         l2_range=[1e-6, 1e-2],
@@ -154,7 +187,7 @@ def test_every_point_of_the_space_is_a_valid_retrain_config(tmp_path):
         algorithm="hyperband",  # epochs 1: every trial a random draw, no GP fitting
         data_dir=str(tmp_path),
     )
-    hp = search_space(config)
+    hp = search_space(config.search)
     names = {p.name for p in hp.space}
     assert {"model", "units_0", "units_1", "units_2", "layers", "filters"} <= names
     search = Search(config, tmp_path / "run")
@@ -162,12 +195,12 @@ def test_every_point_of_the_space_is_a_valid_retrain_config(tmp_path):
     for _ in range(40):
         proposal = search.propose("slot-0")
         settings = proposal.settings
-        retrain = RetrainConfig(**best_config(config, settings))
-        assert [getattr(retrain, k) for k in SEARCHED] == [settings[k] for k in SEARCHED]
-        assert 1e-6 <= settings["l2"] <= 1e-2 and 1e-4 <= settings["learning_rate"] <= 1e-2
+        retrain = RetrainConfig(**best_config(config, settings)).flat()
+        assert {k: retrain[k] for k in SEARCHED} == settings.model_dump()
+        assert 1e-6 <= settings.l2 <= 1e-2 and 1e-4 <= settings.learning_rate <= 1e-2
         inactive = {"layers", "units_1", "units_2"} if proposal.values["model"] == "lstm" else set()
         assert not inactive & set(proposal.values)  # nothing drawn that the network ignores
-        seen.add(settings["model"])
+        seen.add(settings.model)
         search.record(proposal.trial_id, {"val_mse": 1.0, "epochs_run": 1})
     assert seen == {"lstm", "stacked_lstm", "bilstm", "cnn_lstm", "lstm_attention"}
 
@@ -185,22 +218,24 @@ def test_best_json_is_a_retrain_config_the_cli_reads(tmp_path):
         patience=4,
         data_dir=str(tmp_path),
     )
-    settings = {
-        "model": "stacked_lstm",
-        "units": [8, 4],
-        "dropout": 0.2,
-        "l2": 1e-5,
-        "learning_rate": 3e-3,
-        "batch_size": 64,
-        "lookback": 20,
-    }
+    settings = Choice(
+        model="stacked_lstm",
+        units=[8, 4],
+        dropout=0.2,
+        l2=1e-5,
+        learning_rate=3e-3,
+        batch_size=64,
+        lookback=20,
+    )
     path = tmp_path / "best.json"
     path.write_text(json.dumps(best_config(config, settings)))
     stored = json.loads(path.read_text())
-    assert set(stored) == set(RetrainConfig.model_fields)  # only RetrainConfig fields
+    # every RetrainConfig setting by its flat name, but where runs are mirrored
+    assert set(stored) == set(RetrainConfig.leaves()) - {"mlflow_uri"}
     retrain = RetrainConfig(**stored)
-    assert (retrain.epochs, retrain.patience, retrain.refresh) == (30, 4, False)
-    assert retrain.units == [8, 4] and str(retrain.start) == "2019-01-01"
+    assert (retrain.training.epochs, retrain.training.patience) == (30, 4)
+    assert retrain.execution.refresh is False and retrain.network.units == [8, 4]
+    assert str(retrain.preprocessing.start) == "2019-01-01"
     args = build_parser().parse_args(["retrain", "--config", str(path), "--epochs", "3"])
     parsed = RetrainConfig(**_collect(args, RetrainConfig))
     assert parsed == retrain.model_copy(update={"epochs": 3})
@@ -210,19 +245,19 @@ def test_best_json_is_a_retrain_config_the_cli_reads(tmp_path):
 
 
 def test_a_rerun_with_a_larger_budget_is_the_same_search_a_new_space_is_not(tmp_path):
-    data = [{"ticker": "AAA", "content": "c0ffee"}]
+    data = [SearchData(ticker="AAA", search="/s", meta={}, content="c0ffee")]
     config = tiny(data_dir=str(tmp_path))
     first = open_run(config, tmp_path, data)
     bigger = config.model_copy(update={"max_trials": 30, "parallel_trials": 2})
     assert open_run(bigger, tmp_path, data) == first
     assert run_name(config.model_copy(update={"epochs": 2}), data) != first.name
-    assert run_name(config, [{"ticker": "AAA", "content": "other"}]) != first.name
+    assert run_name(config, [data[0].model_copy(update={"content": "other"})]) != first.name
     named = config.model_copy(update={"run": first.name, "lookbacks": [5, 10]})
     with pytest.raises(ValueError, match="holds a different search: lookbacks differ"):
         open_run(named, tmp_path, data)
     same_name = config.model_copy(update={"run": first.name})
     with pytest.raises(ValueError, match="the search data"):
-        open_run(same_name, tmp_path, [{**data[0], "content": "x"}])
+        open_run(same_name, tmp_path, [data[0].model_copy(update={"content": "x"})])
 
 
 def test_a_trial_left_running_is_run_again_and_the_budget_counts_it(tmp_path):
@@ -290,7 +325,7 @@ def test_search_data_holds_no_test_value_and_retrains_rows_up_to_it():
     from tickercast.modeling.preprocess import preprocess, split_sizes
 
     prices = walk()
-    cfg = {**PRE, "lookback": 20}
+    cfg = section(lookback=20)
     arrays, meta = search_data(prices, cfg, "AAA")
     spec, full = preprocess(prices, cfg, "AAA")
     rows, horizon = spec.n_train + spec.n_val, spec.horizon
@@ -315,7 +350,7 @@ def test_search_anchors_are_retrains_and_a_window_past_validation_trips(tmp_path
     from tickercast.modeling.preprocess import preprocess
     from tickercast.modeling.windows import split_anchors
 
-    cfg = {**PRE, "lookback": 20}
+    cfg = section(lookback=20)
     arrays, meta = search_data(walk(), cfg, "AAA")
     spec, full = preprocess(walk(), cfg, "AAA")
     n = spec.n_train + spec.n_val + spec.n_test
@@ -330,10 +365,20 @@ def test_search_anchors_are_retrains_and_a_window_past_validation_trips(tmp_path
 # --- one trial ------------------------------------------------------------------------
 
 
+def searched(tmp_path, ticker: str, prices: pd.DataFrame) -> SearchData:
+    arrays, meta = search_data(prices, section(lookback=20), ticker)
+    path = save_search_data(tmp_path / ticker, arrays, meta)
+    return SearchData(
+        ticker=ticker, search=str(path), meta=meta, content=content_hash(arrays, meta)
+    )
+
+
 def prepared(tmp_path):
-    arrays, meta = search_data(walk(), {**PRE, "lookback": 20}, "AAA")
-    path = save_search_data(tmp_path / "data", arrays, meta)
-    return [{"ticker": "AAA", "search": str(path), "content": content_hash(arrays, meta)}]
+    return [searched(tmp_path, "AAA", walk())]
+
+
+def trial_settings(**changes) -> TrialSettings:
+    return TrialSettings(**{**TRAIN, **changes})
 
 
 SETTINGS = {
@@ -354,25 +399,25 @@ def test_a_trial_trains_what_retrain_trains_and_is_not_trained_twice(tmp_path):
 
     data = prepared(tmp_path)
     spec = {"trial_id": "0000", "settings": SETTINGS, "epochs": 2, "resume_from": None}
-    result = run_trial(spec, data, TRAIN, tmp_path / "trial")
+    result = run_trial(spec, data, trial_settings(), tmp_path / "trial")
     assert not result["reused"] and result["epochs_run"] == 2
     assert result["val_mse"] > 0 and result["val_loss"] > result["val_mse"]  # + L2 penalty
 
-    pre, full = preprocess(walk(), {**PRE, "lookback": 10}, "AAA")
+    pre, full = preprocess(walk(), section(lookback=10), "AAA")
     n = pre.n_train + pre.n_val + pre.n_test
     anchors = split_anchors(n, pre.n_train, pre.n_val, 10, pre.horizon)
     cfg = {**TRAIN, **{k: v for k, v in SETTINGS.items() if k != "lookback"}, "epochs": 2}
-    retrain = train_model(full, anchors, 10, cfg, tmp_path / "retrain")
+    del cfg["mode"], cfg["ticker_embedding"]  # the scope: a per-ticker model
+    retrain = train_model(full, anchors, 10, FitSpec(**cfg), tmp_path / "retrain")
     np.testing.assert_allclose(
         result["history"]["AAA"]["val_loss"], retrain["history"]["val_loss"], rtol=1e-6
     )
-    again = run_trial(spec, data, TRAIN, tmp_path / "trial")
+    again = run_trial(spec, data, trial_settings(), tmp_path / "trial")
     assert again["reused"] and again["val_mse"] == result["val_mse"]
 
 
 def test_hyperband_continuation_ends_where_training_from_scratch_ends(tmp_path):
     data = prepared(tmp_path)
-    cfg = {**TRAIN, "keep_checkpoints": True}
 
     def trial(trial_id: str, epochs: int, resume_from=None) -> dict:
         spec = {
@@ -381,7 +426,7 @@ def test_hyperband_continuation_ends_where_training_from_scratch_ends(tmp_path):
             "epochs": epochs,
             "resume_from": resume_from,
         }
-        return run_trial(spec, data, cfg, tmp_path / trial_id)
+        return run_trial(spec, data, trial_settings(), tmp_path / trial_id, keep_checkpoints=True)
 
     trial("first", 1)
     continued = trial("next", 3, resume_from=str(tmp_path / "first"))
@@ -396,14 +441,13 @@ def test_hyperband_continuation_ends_where_training_from_scratch_ends(tmp_path):
 
 @pytest.mark.parametrize("mode", ["per_ticker", "global"])
 def test_several_tickers_score_the_mean_or_one_global_model(tmp_path, mode):
-    data = []
-    for seed, ticker in enumerate(["AAA", "BBB"]):
-        arrays, meta = search_data(walk(240 + 20 * seed, seed), {**PRE, "lookback": 20}, ticker)
-        path = save_search_data(tmp_path / ticker, arrays, meta)
-        data.append({"ticker": ticker, "search": str(path), "content": content_hash(arrays, meta)})
-    cfg = {**TRAIN, "mode": mode, "ticker_embedding": 2 if mode == "global" else 0}
+    data = [
+        searched(tmp_path, ticker, walk(240 + 20 * seed, seed))
+        for seed, ticker in enumerate(["AAA", "BBB"])
+    ]
+    settings = trial_settings(mode=mode, ticker_embedding=2 if mode == "global" else 0)
     spec = {"trial_id": "0000", "settings": SETTINGS, "epochs": 1, "resume_from": None}
-    result = run_trial(spec, data, cfg, tmp_path / "trial")
+    result = run_trial(spec, data, settings, tmp_path / "trial")
     parts = result["parts"]
     if mode == "global":
         assert list(parts) == ["global"]

@@ -96,7 +96,7 @@ def searched(prefect_server, tmp_path_factory):
 def test_a_tiny_search_end_to_end(searched):
     config, state, result = searched
     run_dir = Path(result["run_dir"])
-    assert run_dir.parent == Path(config.data_dir).resolve() / "tuning"
+    assert run_dir.parent == Path(config.execution.data_dir).resolve() / "tuning"
     assert (result["trials"], result["completed"]) == (3, 3)
     assert sorted(result["ran"]) == ["0000", "0001", "0002"]
     states = task_run_states(state)
@@ -116,9 +116,9 @@ def test_a_tiny_search_end_to_end(searched):
 
     # best.json: a RetrainConfig with the best trial's choices and the final epochs
     stored = json.loads(Path(result["best_json"]).read_text())
-    retrain = RetrainConfig(**stored)
-    assert {k: getattr(retrain, k) for k in SEARCHED} == {k: best[k] for k in SEARCHED}
-    assert retrain.epochs == config.final_epochs and retrain.tickers == ["MSFT"]
+    retrain = RetrainConfig(**stored).flat()
+    assert {k: retrain[k] for k in SEARCHED} == {k: best[k] for k in SEARCHED}
+    assert retrain["epochs"] == config.budget.final_epochs and retrain["tickers"] == ["MSFT"]
 
     # the trial table artifact lists every trial with its hyperparameters, loss and time
     artifacts = artifacts_of(state)
@@ -169,7 +169,7 @@ def test_the_cli_reruns_a_finished_search_without_training_and_prints_the_report
 
     config, _, result = searched
     before = {k: v["seconds"] for k, v in results_of(Path(result["run_dir"])).items()}
-    code = main(["tune", *TINY_ARGS, "--data-dir", config.data_dir])
+    code = main(["tune", *TINY_ARGS, "--data-dir", config.execution.data_dir])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"tune {result['run']}: 3 trial(s), 3 completed, 0 run now" in out
@@ -190,7 +190,7 @@ def test_python_m_flows_tune_help_lists_every_field():
         cwd=ROOT,
         check=True,
     ).stdout
-    for name in TuneConfig.model_fields:
+    for name in TuneConfig.leaves():
         assert "--" + name.replace("_", "-") in text, name
 
 
@@ -207,10 +207,10 @@ class Hang(keras.callbacks.Callback):
 
 original = tune.run_trial
 
-def run_trial(spec, data, cfg, trial_dir, logger=None, callbacks=()):
+def run_trial(spec, data, settings, trial_dir, logger=None, callbacks=(), **kw):
     if spec["trial_id"] == "0001":
         callbacks = [Hang()]
-    return original(spec, data, cfg, trial_dir, logger, callbacks)
+    return original(spec, data, settings, trial_dir, logger, callbacks, **kw)
 
 tune.run_trial = run_trial
 from tickercast.app.cli import main
@@ -299,7 +299,7 @@ def test_the_search_never_reads_the_test_split(prefect_server, tmp_path, monkeyp
     """Every price and volume of the test split is changed (x3, x7): if anything of the
     search depended on them, something below would differ. Only the final evaluation, which
     must read them, does."""
-    import tickercast.tuning.trial
+    import tickercast.tuning.data
     from tickercast.modeling.preprocess import split_sizes
 
     prices = pd.read_parquet(ROOT / "data/sample/MSFT.parquet")
@@ -314,14 +314,14 @@ def test_the_search_never_reads_the_test_split(prefect_server, tmp_path, monkeyp
     write_csv(tmp_path / "poisoned/csv", poisoned)
 
     loads: list[tuple[str, int]] = []
-    original = tickercast.tuning.trial.load_search_data
+    original = tickercast.tuning.data.SearchData.load
 
-    def watched(path):
-        x, y, meta = original(path)
-        loads.append((str(path), len(x)))
+    def watched(self):
+        x, y, meta = original(self)
+        loads.append((self.search, len(x)))
         return x, y, meta
 
-    monkeypatch.setattr(tickercast.tuning.trial, "load_search_data", watched)
+    monkeypatch.setattr(tickercast.tuning.data.SearchData, "load", watched)
     results = {}
     for name in ("clean", "poisoned"):
         config = TuneConfig(

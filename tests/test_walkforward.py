@@ -13,6 +13,7 @@ from tickercast.backtest.walkforward import summarize, walk_forward, write_backt
 from tickercast.evaluation.baselines import flat_paths, naive_forecast
 from tickercast.evaluation.evaluate import target_weights
 from tickercast.folds import WalkForwardError, expanding_folds
+from tickercast.sections import FitSpec, PreprocessSettings, WalkForward
 
 PRE_CFG = {
     "start": None,
@@ -59,7 +60,14 @@ class Recorder:
 
 def run(prices, tmp_path, folds=3):
     recorder = Recorder()
-    result = walk_forward(prices, PRE_CFG, {"seed": 1}, folds, 2, tmp_path, fit=recorder)
+    result = walk_forward(
+        prices,
+        PreprocessSettings(**PRE_CFG),
+        FitSpec(seed=1),
+        WalkForward(walk_forward_folds=folds, walk_forward_epochs=2),
+        tmp_path,
+        fit=recorder,
+    )
     return result, recorder
 
 
@@ -83,7 +91,7 @@ def test_no_fold_trains_on_data_dated_at_or_after_its_test_window(tmp_path):
         # the fold's scalers were fitted on its own training rows only
         train_close = arrays["close"][: seen["spec"].n_train]
         assert seen["spec"].target_scaler.max == [train_close.max()]
-        assert seen["cfg"]["epochs"] == 2
+        assert seen["cfg"].training.epochs == 2
 
 
 def test_changing_the_future_changes_nothing_a_fold_trains_on(tmp_path):
@@ -122,7 +130,7 @@ def test_summary_is_mean_and_std_over_folds():
 def test_real_walk_forward_on_the_sample(tmp_path):
     """Two folds of a tiny LSTM on MSFT: every metric of every forecaster gets mean ± std,
     and the last fold's test window is the retrain's own test split."""
-    from tickercast.config import PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig
+    from tickercast.config import RetrainConfig
     from tickercast.evaluation.names import FORECASTERS
     from tickercast.market.sources import load_sample
     from tickercast.modeling.preprocess import preprocess
@@ -131,8 +139,9 @@ def test_real_walk_forward_on_the_sample(tmp_path):
     config = RetrainConfig(
         tickers=["MSFT"], start="2019-01-01", lookback=20, units=[8, 4], batch_size=64
     )
-    pre_cfg = config.slice(*PREPROCESS_FIELDS)
-    result = walk_forward(prices, pre_cfg, config.slice(*TRAIN_FIELDS), 2, 1, tmp_path, who="MSFT")
+    pre_cfg = config.preprocessing
+    walk = WalkForward(walk_forward_folds=2, walk_forward_epochs=1)
+    result = walk_forward(prices, pre_cfg, config.fit_spec(), walk, tmp_path, who="MSFT")
     assert [f["fold"] for f in result["folds"]] == [1, 2]
     first, last = result["folds"]
     assert first["test_last_target"] < last["test_first_target"]

@@ -15,6 +15,7 @@ from tickercast.modeling.windows import (
     make_dataset,
     split_anchors,
 )
+from tickercast.sections import PreprocessSettings
 
 
 def tutorial_create_dataset(dataset, look_back=1):
@@ -52,7 +53,7 @@ def test_pipeline_windows_match_explicit_gather_on_sine():
         "val_fraction": 0.15,
         "test_fraction": 0.15,
     }
-    spec, arrays = preprocess(sine_prices().prices, cfg, "SINE")
+    spec, arrays = preprocess(sine_prices().prices, PreprocessSettings(**cfg), "SINE")
     n = len(arrays["x"])
     anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)["train"]
     ds = make_dataset(arrays["x"], arrays["y"], anchors, spec.lookback, batch_size=32)

@@ -41,17 +41,14 @@ def tiny_config(data_dir: Path | str = "data", **overrides):
 
 
 def _prepared(data_dir: Path, config):
-    from tickercast.config import PREPROCESS_FIELDS
     from tickercast.market import lake
     from tickercast.modeling.preprocess import preprocess, save_preprocessed
-    from tickercast.modeling.windows import split_anchors
+    from tickercast.modeling.windows import anchors_for
 
     prices = lake.read_partition(data_dir, TICKER)
-    spec, arrays = preprocess(prices, config.slice(*PREPROCESS_FIELDS), who=TICKER)
+    spec, arrays = preprocess(prices, config.preprocessing, who=TICKER)
     npz, spec_path = save_preprocessed(data_dir / "work" / "tiny-pre", spec, arrays)
-    n = spec.n_train + spec.n_val + spec.n_test
-    anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    return spec, arrays, anchors, {"spec": str(spec_path), "arrays": str(npz)}
+    return spec, arrays, anchors_for(spec), {"spec": str(spec_path), "arrays": str(npz)}
 
 
 def export_model(data_dir: Path, ingested: dict, config, model_path: Path, history_path: Path):
@@ -71,7 +68,7 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
     paths = write_evaluation(model_path.parent / "eval", ev, history["history"], TICKER)
     evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
     trained = {"model": str(model_path), "history": str(history_path)}
-    metadata = bundle_metadata(ingested, pre, trained, evaluated, config.model_dump(mode="json"))
+    metadata = bundle_metadata(ingested, pre, trained, evaluated, config.recorded())
     files = {
         "model.keras": model_path,
         "preprocessing.json": Path(pre["spec"]),
@@ -85,14 +82,13 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
 
 
 def train_version(data_dir: Path, ingested: dict, config, label: str) -> Path:
-    from tickercast.config import TRAIN_FIELDS
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
 
     spec, arrays, anchors, _ = _prepared(data_dir, config)
     out = data_dir / "work" / label
-    cfg = config.slice(*TRAIN_FIELDS)  # shrinks as the train step does when cfg says so
-    train_model(arrays, anchors, spec.lookback, cfg, out, naive=naive_output(spec))
+    # shrinks as the train step does when the config says so
+    train_model(arrays, anchors, spec.lookback, config.fit_spec(), out, naive=naive_output(spec))
     return export_model(data_dir, ingested, config, out / "model.keras", out / "history.json")
 
 

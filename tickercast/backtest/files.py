@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from tickercast import layout
+from tickercast.records import Backtested
 
 
 def write_files(
@@ -61,10 +62,9 @@ def write_rolling(out_dir: Path, result: dict, ticker: str) -> dict[str, Path]:
     )
 
 
-def write_run(data_dir: str | Path, per_ticker: list[dict], report: str) -> dict[str, Path]:
+def write_run(data_dir: str | Path, per_ticker: list[Backtested], report: str) -> dict[str, Path]:
     """One folder per backtest run, <data_dir>/backtests/backtest-<UTC>-<id>/, holding every
-    ticker's metrics.parquet and forecasts.parquet together (`per_ticker`: `write_rolling`'s
-    paths of each ticker) and report.md. Assembled in a
+    ticker's metrics.parquet and forecasts.parquet together and report.md. Assembled in a
     hidden folder and renamed into place, so a reader never sees half a run."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     root = layout.backtests_dir(data_dir)
@@ -72,8 +72,11 @@ def write_run(data_dir: str | Path, per_ticker: list[dict], report: str) -> dict
     staging = root / f".tmp-{final.name}"
     staging.mkdir(parents=True)
     try:
-        for key in ("metrics", "forecasts"):
-            frames = [pd.read_parquet(t[f"{key}_parquet"]) for t in per_ticker]
+        for key, files in (
+            ("metrics", [t.metrics_parquet for t in per_ticker]),
+            ("forecasts", [t.forecasts_parquet for t in per_ticker]),
+        ):
+            frames = [pd.read_parquet(path) for path in files]
             pd.concat(frames, ignore_index=True).to_parquet(staging / f"{key}.parquet", index=False)
         (staging / "report.md").write_text(report)
         staging.rename(final)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,27 +17,29 @@ from tickercast.evaluation.evaluate import predict_prices
 from tickercast.folds import Fold, WalkForwardError
 from tickercast.modeling.features import build_features
 from tickercast.modeling.preprocess import Preprocessing, filter_dates, preprocess
-from tickercast.modeling.windows import split_anchors
+from tickercast.modeling.windows import anchors_for
+from tickercast.splits import Fractions
+
+if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a fit
+    from tickercast.sections import FitSpec, Windowing
 
 Logger = logging.Logger | logging.LoggerAdapter
 
 
-def featurised(prices: pd.DataFrame, pre_cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+def featurised(prices: pd.DataFrame, section: Windowing) -> tuple[np.ndarray, np.ndarray]:
     """Dates and closes of the rows preprocessing yields (same filter, features, warm-up)."""
-    frame = build_features(
-        filter_dates(prices, pre_cfg.get("start"), pre_cfg.get("end")), list(pre_cfg["features"])
-    )
+    frame = build_features(filter_dates(prices, section.start, section.end), list(section.features))
     dates = np.array(frame["date"].astype(str).tolist(), dtype="datetime64[D]")
     return dates, frame["_close"].to_numpy(dtype=np.float64)
 
 
 def fold_prices(
-    prices: pd.DataFrame, dates: np.ndarray, fold: Fold, pre_cfg: dict | None = None
+    prices: pd.DataFrame, dates: np.ndarray, fold: Fold, section: Windowing | None = None
 ) -> pd.DataFrame:
     """The price rows the fold's preprocessing reads: up to its last day and, for a sliding
     window, from its first training day back by the features' warm-up rows."""
-    if pre_cfg is not None:
-        prices = filter_dates(prices, pre_cfg.get("start"), pre_cfg.get("end"))
+    if section is not None:
+        prices = filter_dates(prices, section.start, section.end)
     days = pd.to_datetime(prices["date"]).to_numpy().astype("datetime64[D]")
     hi = int(np.searchsorted(days, dates[fold.test_end - 1], side="right"))
     lo = 0
@@ -48,16 +50,18 @@ def fold_prices(
 
 
 def prepare_fold(
-    prices: pd.DataFrame, pre_cfg: dict, fold: Fold, dates: np.ndarray, who: str
+    prices: pd.DataFrame, section: Windowing, fold: Fold, dates: np.ndarray, who: str
 ) -> tuple[Preprocessing, dict, dict[str, np.ndarray]]:
     """Preprocess the fold's own rows (scalers refit on its training rows) and its anchors.
 
     The arrays' row i is row `fold.train_start + i` of the whole series.
     """
     n = fold.test_end - fold.train_start
-    cfg = {**pre_cfg, "test_fraction": fold.test_rows / n, "val_fraction": fold.val_rows / n}
     spec, arrays = preprocess(
-        fold_prices(prices, dates, fold, pre_cfg), cfg, who=f"{who} fold {fold.fold}"
+        fold_prices(prices, dates, fold, section),
+        section,
+        who=f"{who} fold {fold.fold}",
+        split=Fractions(val=fold.val_rows / n, test=fold.test_rows / n),
     )
     if (
         len(arrays["dates"]) != n
@@ -72,8 +76,7 @@ def prepare_fold(
             f"expected {n} rows {dates[fold.train_start]}..{dates[fold.test_end - 1]} split "
             f"{fold.train_rows}/{fold.val_rows}/{fold.test_rows}"
         )
-    anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    return spec, arrays, anchors
+    return spec, arrays, anchors_for(spec)
 
 
 def training_view(arrays: dict, seen_rows: int, horizon: int) -> dict:
@@ -96,7 +99,7 @@ class Forecaster(Protocol):
 
 
 FitFn = Callable[
-    [dict, dict, Preprocessing, dict, Path, Logger],
+    [dict, dict, Preprocessing, "FitSpec", Path, Logger],
     tuple[Forecaster, dict],
 ]
 
@@ -105,7 +108,7 @@ def keras_fit(
     seen: dict,
     anchors: dict[str, np.ndarray],
     spec: Preprocessing,
-    train_cfg: dict,
+    fit: FitSpec,
     out_dir: Path,
     logger: Logger,
 ) -> tuple[Forecaster, dict]:
@@ -117,7 +120,7 @@ def keras_fit(
     from tickercast.modeling.train import train_model
 
     summary = train_model(
-        seen, anchors, spec.lookback, train_cfg, out_dir, logger, naive=naive_output(spec)
+        seen, anchors, spec.lookback, fit, out_dir, logger, naive=naive_output(spec)
     )
     model = keras.models.load_model(out_dir / "model.keras", safe_mode=True, compile=False)
 
@@ -145,21 +148,28 @@ class FittedFold:
         return out.reshape(len(local), -1)
 
 
+@dataclass(frozen=True)
+class Series:
+    """The backtested series: its price rows, and the featurised rows' dates."""
+
+    prices: pd.DataFrame
+    dates: np.ndarray
+
+
 def fit_fold(
-    prices: pd.DataFrame,
-    pre_cfg: dict,
+    series: Series,
+    section: Windowing,
     fold: Fold,
-    dates: np.ndarray,
-    fit: FitFn,
-    train_cfg: dict,
+    fitter: FitFn,
+    spec: FitSpec,
     out_dir: Path,
     logger: Logger,
     who: str,
 ) -> FittedFold:
     """Prepare the fold and fit on what it may see: rows before its first forecast day,
     train and validation anchors only, targets reaching into the test block blanked."""
-    spec, arrays, anchors = prepare_fold(prices, pre_cfg, fold, dates, who)
-    seen = training_view(arrays, fold.seen_rows, spec.horizon)
+    pre, arrays, anchors = prepare_fold(series.prices, section, fold, series.dates, who)
+    seen = training_view(arrays, fold.seen_rows, pre.horizon)
     seen_anchors = {"train": anchors["train"], "val": anchors["val"], "test": np.empty(0, np.int64)}
-    forecaster, info = fit(seen, seen_anchors, spec, train_cfg, out_dir, logger)
-    return FittedFold(fold, spec, arrays, anchors, forecaster, info)
+    forecaster, info = fitter(seen, seen_anchors, pre, spec, out_dir, logger)
+    return FittedFold(fold, pre, arrays, anchors, forecaster, info)

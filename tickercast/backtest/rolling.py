@@ -8,15 +8,23 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from tickercast.backtest.prepare import FitFn, Logger, featurised, fit_fold, keras_fit
+from tickercast.backtest.prepare import (
+    FitFn,
+    FittedFold,
+    Logger,
+    Series,
+    featurised,
+    fit_fold,
+    keras_fit,
+)
 from tickercast.choices import BASELINES, NETWORKS
-from tickercast.config import TRAIN_FIELDS
 from tickercast.evaluation.baselines import baseline_paths, training_scale
 from tickercast.evaluation.conformal import (
     LEVELS,
@@ -41,29 +49,38 @@ from tickercast.modeling.preprocess import output_width, target_prices
 from tickercast.progress import track
 from tickercast.significance import dm_test, verdict_of
 
+if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a backtest
+    from tickercast.sections import Rolling, RollingSpec, Windowing
+
 # --------------------------------------------------------------------------- networks
+
+
+@dataclass(frozen=True)
+class RollingSeries(Series):
+    """The backtested series with its closes and the rolling origins every model
+    forecasts from."""
+
+    close: np.ndarray
+    origins: Origins
 
 
 def network_forecasts(
     name: str,
-    prices: pd.DataFrame,
-    pre_cfg: dict,
-    train_cfg: dict,
-    dates: np.ndarray,
-    origins: Origins,
-    refit_every: int,
+    series: RollingSeries,
+    spec: RollingSpec,
     out_dir: Path,
     logger: Logger,
     fit: FitFn = keras_fit,
     who: str = "series",
 ) -> dict:
-    """A network refit every `refit_every` origins; each fit forecasts its group's origins
-    and calibrates split-conformal intervals on its own validation windows.
+    """The network `name` refit every `refit_every` origins; each fit forecasts its group's
+    origins and calibrates split-conformal intervals on its own validation windows.
 
     Returns {"forecasts": (n, outputs), "intervals": {level: (lo, hi)}, "fold": (n,) fold
     number per origin, "folds": per-fit details}.
     """
-    n_out = output_width(pre_cfg["target"], origins.horizon)
+    section, origins = spec.preprocessing, series.origins
+    n_out = output_width(section.target, origins.horizon)
     k = len(origins)
     pred = np.full((k, n_out), np.nan)
     bands = {
@@ -71,65 +88,67 @@ def network_forecasts(
     }
     fold_of = np.zeros(k, dtype=np.int64)
     folds, at = [], 0
-    plan = refit_folds(origins, refit_every, float(pre_cfg["val_fraction"]))
+    plan = refit_folds(origins, spec.backtest.refit_every, section.val_fraction)
+    fit_spec = spec.fit_spec(name)
     with track(f"{who} backtest {name} refits", total=len(plan)) as bar:
         for fold, group in plan:
-            fitted = fit_fold(
-                prices,
-                pre_cfg,
-                fold,
-                dates,
-                fit,
-                {**train_cfg, "model": name},
-                out_dir / name / f"fold-{fold.fold}",
-                logger,
-                who,
-            )
+            folder = out_dir / name / f"fold-{fold.fold}"
+            fitted = fit_fold(series, section, fold, fit, fit_spec, folder, logger, who)
             part = slice(at, at + len(group))
             pred[part] = fitted.forecast(group)
-            val = fitted.anchors["val"]
-            cal = {}
-            fold_close = np.asarray(fitted.arrays["close"], dtype=np.float64)
-            if len(val):
-                val_pred = np.asarray(fitted.forecaster(fitted.arrays, val), dtype=np.float64)
-                val_actual = np.asarray(fitted.arrays["y_price"], dtype=np.float64)[val]
-                cal = calibrate(
-                    val_actual.reshape(len(val), -1),
-                    val_pred.reshape(len(val), -1),
-                    scale=recent_volatility(fold_close, val),
-                )
-            vol = recent_volatility(fold_close, np.asarray(group) - fold.train_start)
-            for key, c in cal.items():
-                q = np.asarray(c["q"], dtype=np.float64)
-                if np.isfinite(q).all():  # too few calibration windows: no band
-                    bands[key][0][part], bands[key][1][part] = interval(pred[part], q, vol)
+            cal = _calibrated(fitted, pred[part], group, bands, part)
             fold_of[part] = fold.fold
-            folds.append(
-                {
-                    **asdict(fold),
-                    "refit_origin": str(dates[group[0]]),
-                    "origins": int(len(group)),
-                    "train_first": str(dates[fold.train_start]),
-                    "train_end": fitted.spec.train_end,
-                    "val_end": fitted.spec.val_end,
-                    "intervals": clean({k2: v["q"] for k2, v in cal.items()}),
-                    "training": clean(fitted.info),
-                }
-            )
+            folds.append(_fold_entry(fitted, series.dates, group, cal))
             logger.info(
                 "%s backtest %s fit %d/%d at %s (train %s..%s): %d origin(s)",
                 who,
                 name,
                 fold.fold,
                 len(plan),
-                dates[group[0]],
-                dates[fold.train_start],
+                series.dates[group[0]],
+                series.dates[fold.train_start],
                 fitted.spec.train_end,
                 len(group),
             )
             at += len(group)
             bar.advance(1, f"{who} backtest {name} refits · {at}/{k} origins")
     return {"forecasts": pred, "intervals": bands, "fold": fold_of, "folds": folds}
+
+
+def _calibrated(fitted: FittedFold, pred: np.ndarray, group, bands: dict, part: slice) -> dict:
+    """Split-conformal quantiles from the fit's validation windows, and its group's bands
+    (into `bands` at `part`); returns the quantiles per level."""
+    val = fitted.anchors["val"]
+    cal = {}
+    fold_close = np.asarray(fitted.arrays["close"], dtype=np.float64)
+    if len(val):
+        val_pred = np.asarray(fitted.forecaster(fitted.arrays, val), dtype=np.float64)
+        val_actual = np.asarray(fitted.arrays["y_price"], dtype=np.float64)[val]
+        cal = calibrate(
+            val_actual.reshape(len(val), -1),
+            val_pred.reshape(len(val), -1),
+            scale=recent_volatility(fold_close, val),
+        )
+    vol = recent_volatility(fold_close, np.asarray(group) - fitted.fold.train_start)
+    for key, c in cal.items():
+        q = np.asarray(c["q"], dtype=np.float64)
+        if np.isfinite(q).all():  # too few calibration windows: no band
+            bands[key][0][part], bands[key][1][part] = interval(pred, q, vol)
+    return cal
+
+
+def _fold_entry(fitted: FittedFold, dates: np.ndarray, group, cal: dict) -> dict:
+    fold = fitted.fold
+    return {
+        **asdict(fold),
+        "refit_origin": str(dates[group[0]]),
+        "origins": int(len(group)),
+        "train_first": str(dates[fold.train_start]),
+        "train_end": fitted.spec.train_end,
+        "val_end": fitted.spec.val_end,
+        "intervals": clean({k: v["q"] for k, v in cal.items()}),
+        "training": clean(fitted.info),
+    }
 
 
 # --------------------------------------------------------------------------- scoring
@@ -262,114 +281,104 @@ def mase_scale(close: np.ndarray, origins: Origins, kind: str = "series") -> np.
     return np.full(len(origins.rows), value)
 
 
-def _pre_cfg(cfg: dict) -> dict:
-    return {
-        "start": cfg.get("start"),
-        "end": cfg.get("end"),
-        "features": list(cfg["features"]),
-        "lookback": int(cfg["lookback"]),
-        "horizon": int(cfg["horizon"]),
-        "target": cfg["target"],
-        "val_fraction": float(cfg["val_fraction"]),
-        "test_fraction": 0.0,  # set per fold
-    }
-
-
 def rolling_backtest(
     prices: pd.DataFrame,
-    cfg: dict,
+    spec: RollingSpec,
     out_dir: Path | None,
     logger: Logger | None = None,
     fit: FitFn = keras_fit,
     who: str = "series",
 ) -> dict:
-    """Every model of `cfg["model"]` on the same rolling origins and targets.
+    """Every model of `spec.backtest.model` on the same rolling origins and targets.
 
-    `cfg` holds BacktestConfig's fields (tickercast.config); network fits write their files
-    under `out_dir` (needed only with a network). Naive is always scored: it is the
-    skill reference. Returns {"origins", "models", "metrics" (rows), "folds" (per network),
-    "table" (one row per model, origin and output)}.
+    Network fits write their files under `out_dir` (needed only with a network). Naive is
+    always scored: it is the skill reference. Returns {"origins", "models", "metrics"
+    (rows), "folds" (per network), "table" (one row per model, origin and output)}.
     """
     logger = logger or logging.getLogger(__name__)
-    pre_cfg = _pre_cfg(cfg)
-    horizon, target = pre_cfg["horizon"], pre_cfg["target"]
-    models = list(dict.fromkeys([*cfg["model"], NAIVE]))
+    section, rolling = spec.preprocessing, spec.backtest
+    models = list(dict.fromkeys([*rolling.model, NAIVE]))
     unknown = [m for m in models if m not in NETWORKS + BASELINES]
     if unknown:
         raise BacktestError(f"unknown model(s) {unknown}; valid: {list(NETWORKS + BASELINES)}")
-    settings = {
-        "horizon": horizon,
-        "lookback": pre_cfg["lookback"],
-        "val_fraction": pre_cfg["val_fraction"],
-        "ridge_lags": int(cfg.get("ridge_lags", 5)),
-        "ma_window": int(cfg.get("ma_window", 20)),
-    }
-    check_initial(int(cfg["initial"]), models, **settings)
-    dates, close = featurised(prices, pre_cfg)
-    origins = rolling_origins(
-        len(close), int(cfg["initial"]), int(cfg["step"]), horizon, cfg.get("window", "expanding")
-    )
-    rows = origins.rows
-    n_out = output_width(target, horizon)
-    weights = target_weights(target, horizon, n_out)
-    y_price = target_prices(close, horizon, target)
-    actual = y_price[rows]
-    last = close[rows]
-    scale = mase_scale(close, origins, cfg.get("mase_scale", "series"))
+    series = _series(prices, section, rolling, models)
     forecasts: dict[str, np.ndarray] = {}
-    intervals: dict[str, dict] = {}
-    fold_of: dict[str, np.ndarray] = {}
-    folds: dict[str, list] = {}
-    # the training options the config has; "model" is the list of models here, each
-    # network's fit names its own
-    train_cfg = {k: cfg[k] for k in TRAIN_FIELDS if k in cfg and k != "model"}
+    networks: dict[str, dict] = {}
     for name in models:
         if name in BASELINES:
-            paths = baseline_paths(
-                name,
-                close,
-                origins,
-                ma_window=settings["ma_window"],
-                ridge_lags=settings["ridge_lags"],
-                ridge_alpha=float(cfg.get("ridge_alpha", 1.0)),
-            )
-            forecasts[name] = paths @ weights.T
+            forecasts[name] = _baseline_forecasts(name, series, section, rolling)
             continue
         if out_dir is None:
             raise BacktestError(f"model {name!r} is a network: give an out_dir for its fits")
-        net = network_forecasts(
-            name,
-            prices,
-            pre_cfg,
-            train_cfg,
-            dates,
-            origins,
-            int(cfg["refit_every"]),
-            Path(out_dir),
-            logger,
-            fit=fit,
-            who=who,
-        )
-        forecasts[name], intervals[name] = net["forecasts"], net["intervals"]
-        fold_of[name], folds[name] = net["fold"], net["folds"]
-    max_lag = cfg.get("max_lag") or horizon + 5
-    labels = output_labels(target, horizon)
+        networks[name] = network_forecasts(name, series, spec, Path(out_dir), logger, fit, who)
+        forecasts[name] = networks[name]["forecasts"]
+    scored = _scored(series, section, rolling, forecasts, networks)
+    info = _origins_info(series, section, rolling)
+    table = _forecast_table(series, forecasts, networks, section.target)
+    _log_summary(logger, who, info, scored, output_labels(section.target, section.horizon))
+    folds = {name: net["folds"] for name, net in networks.items()}
+    return {"origins": info, "models": models, "metrics": scored, "folds": folds, "table": table}
+
+
+def _series(prices: pd.DataFrame, section: Windowing, rolling: Rolling, models) -> RollingSeries:
+    """The featurised series and its origins, once the first window is long enough."""
+    check_initial(
+        rolling.initial,
+        models,
+        horizon=section.horizon,
+        lookback=section.lookback,
+        val_fraction=section.val_fraction,
+        ridge_lags=rolling.ridge_lags,
+        ma_window=rolling.ma_window,
+    )
+    dates, close = featurised(prices, section)
+    origins = rolling_origins(
+        len(close), rolling.initial, rolling.step, section.horizon, rolling.window
+    )
+    return RollingSeries(prices, dates, close, origins)
+
+
+def _baseline_forecasts(
+    name: str, series: RollingSeries, section: Windowing, rolling: Rolling
+) -> np.ndarray:
+    """A baseline refit at every origin (vectorised), as forecasts of the target."""
+    horizon, target = section.horizon, section.target
+    weights = target_weights(target, horizon, output_width(target, horizon))
+    paths = baseline_paths(
+        name,
+        series.close,
+        series.origins,
+        ma_window=rolling.ma_window,
+        ridge_lags=rolling.ridge_lags,
+        ridge_alpha=rolling.ridge_alpha,
+    )
+    return paths @ weights.T
+
+
+def _scored(series: RollingSeries, section, rolling, forecasts, networks) -> list[dict]:
+    horizon, target, rows = section.horizon, section.target, series.origins.rows
+    y_price = target_prices(series.close, horizon, target)
     scored = score_forecasts(
-        actual,
+        y_price[rows],
         forecasts,
-        last,
-        scale,
-        labels,
+        series.close[rows],
+        mase_scale(series.close, series.origins, rolling.mase_scale),
+        output_labels(target, horizon),
         rows=rows,
         target=y_price,
-        max_lag=int(max_lag),
-        intervals=intervals,
-        overlap=max(1, math.ceil(horizon / origins.step)),
+        max_lag=rolling.max_lag or horizon + 5,
+        intervals={name: net["intervals"] for name, net in networks.items()},
+        overlap=max(1, math.ceil(horizon / series.origins.step)),
     )
     for row in scored:
         row["kind"] = "network" if row["model"] in NETWORKS else "baseline"
-    info = {
-        "rows": int(len(close)),
+    return scored
+
+
+def _origins_info(series: RollingSeries, section, rolling) -> dict:
+    dates, origins, rows = series.dates, series.origins, series.origins.rows
+    return {
+        "rows": int(len(series.close)),
         "first_day": str(dates[0]),
         "last_day": str(dates[-1]),
         "origins": int(len(rows)),
@@ -378,45 +387,42 @@ def rolling_backtest(
         "initial": origins.initial,
         "step": origins.step,
         "window": origins.window,
-        "horizon": horizon,
-        "target": target,
-        "refit_every": int(cfg["refit_every"]),
-        "max_lag": int(max_lag),
-        "mase_scale": MASE_SCALES[cfg.get("mase_scale", "series")],
+        "horizon": section.horizon,
+        "target": section.target,
+        "refit_every": rolling.refit_every,
+        "max_lag": rolling.max_lag or section.horizon + 5,
+        "mase_scale": MASE_SCALES[rolling.mase_scale],
     }
-    table = _forecast_table(
-        dates, rows, last, actual, forecasts, intervals, fold_of, target, horizon
-    )
+
+
+def _log_summary(logger, who: str, info: dict, scored: list[dict], labels: list[str]) -> None:
+    first = labels[0] if len(labels) == 1 else "all"
     logger.info(
         "%s backtest: %d origins %s..%s, %s",
         who,
-        len(rows),
+        info["origins"],
         info["first_origin"],
         info["last_origin"],
         ", ".join(
             f"{r['model']} RMSE {r['rmse']:.4f}"
             for r in scored
-            if r["step"] == (labels[0] if n_out == 1 else "all") and r["rmse"] is not None
+            if r["step"] == first and r["rmse"] is not None
         ),
     )
-    return {"origins": info, "models": models, "metrics": scored, "folds": folds, "table": table}
 
 
 def _forecast_table(
-    dates: np.ndarray,
-    rows: np.ndarray,
-    last: np.ndarray,
-    actual: np.ndarray,
-    forecasts: dict[str, np.ndarray],
-    intervals: dict[str, dict],
-    fold_of: dict[str, np.ndarray],
-    target: str,
-    horizon: int,
+    series: RollingSeries, forecasts: dict[str, np.ndarray], networks: dict[str, dict], target: str
 ) -> pd.DataFrame:
     """Long format: one row per model, origin and output."""
+    dates, rows, horizon = series.dates, series.origins.rows, series.origins.horizon
+    last = series.close[rows]
+    actual = target_prices(series.close, horizon, target)[rows]
     days = output_days(target, horizon)
     parts = []
     for name, pred in forecasts.items():
+        net = networks.get(name, {})
+        fold = net.get("fold", np.zeros(len(rows), np.int64))
         for j, day in enumerate(days):
             part = {
                 "model": name,
@@ -427,11 +433,11 @@ def _forecast_table(
                 "last_close": last,
                 "actual": actual[:, j],
                 "forecast": pred[:, j],
-                "fold": fold_of[name] if name in fold_of else np.zeros(len(rows), np.int64),
+                "fold": fold,
             }
             for lv in LEVELS:
                 key = level_key(lv)
-                lo_hi = intervals.get(name, {}).get(key)
+                lo_hi = net.get("intervals", {}).get(key)
                 nan = np.full(len(rows), np.nan)
                 part[f"lo_{key}"] = lo_hi[0][:, j] if lo_hi is not None else nan
                 part[f"hi_{key}"] = lo_hi[1][:, j] if lo_hi is not None else nan

@@ -4,6 +4,7 @@ engines. Nothing here feeds a cached result, so editing a layout invalidates no 
 from __future__ import annotations
 
 from tickercast.evaluation.names import NAIVE
+from tickercast.records import Backtested
 
 COLUMNS = (
     ("model", "model", "s"),
@@ -42,9 +43,28 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown_lines(ticker: str, result: dict) -> list[str]:
+def run_report(results: dict[str, Backtested], folder: str | None = None) -> str:
+    """The markdown report of a backtest run: each ticker's section; the run's folder."""
+    lines = ["# Backtest", ""]
+    if folder is not None:
+        lines += [f"Files: `{folder}`", ""]
+    for ticker, result in results.items():
+        lines += [*markdown_lines(ticker, result), ""]
+    return "\n".join(lines)
+
+
+def artifact_rows(results: dict[str, Backtested]) -> list[dict]:
+    """Every ticker's metrics rows for the run's table artifact, rounded."""
+    return [
+        {"ticker": ticker, **{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}}
+        for ticker, result in results.items()
+        for r in result.metrics
+    ]
+
+
+def markdown_lines(ticker: str, result: Backtested) -> list[str]:
     """The markdown report of one ticker: what was run, the table, the lag verdicts."""
-    o = result["origins"]
+    o = result.origins
     lines = [
         f"## {ticker}",
         "",
@@ -58,11 +78,11 @@ def markdown_lines(ticker: str, result: dict) -> list[str]:
         "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    for r in result["metrics"]:
+    for r in result.metrics:
         lines.append("| " + " | ".join(_cell(r, k, s) for k, _, s in COLUMNS) + " |")
     lines.append("")
-    for name in result["models"]:
-        lagging = [r for r in result["metrics"] if r["model"] == name and r["lagging"]]
+    for name in result.models:
+        lagging = [r for r in result.metrics if r["model"] == name and r["lagging"]]
         if lagging:
             r = lagging[0]
             lines.append(

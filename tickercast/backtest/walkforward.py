@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tickercast.backtest.files import without_table, write_files
-from tickercast.backtest.prepare import FitFn, Logger, fit_fold, keras_fit
+from tickercast.backtest.prepare import FitFn, Logger, Series, fit_fold, keras_fit
 from tickercast.evaluation.evaluate import evaluate_forecasts
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.names import FORECASTERS, MODEL
@@ -19,6 +20,9 @@ from tickercast.folds import expanding_folds
 from tickercast.modeling.preprocess import preprocess
 from tickercast.progress import track
 from tickercast.significance import LEVEL, compare
+
+if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a fit
+    from tickercast.sections import FitSpec, PreprocessSettings, WalkForward
 
 
 def summarize(folds: list[dict]) -> dict:
@@ -62,33 +66,35 @@ def summarize(folds: list[dict]) -> dict:
 
 def walk_forward(
     prices: pd.DataFrame,
-    pre_cfg: dict,
-    train_cfg: dict,
-    n_folds: int,
-    epochs: int,
+    section: PreprocessSettings,
+    spec: FitSpec,
+    walk: WalkForward,
     out_dir: Path,
     logger: Logger | None = None,
     fit: FitFn = keras_fit,
     who: str = "series",
 ) -> dict:
-    """Run every fold; returns per-fold results, the summary and the predictions table."""
+    """Run `walk`'s folds, each network fitted as `spec` says with the walk-forward's own
+    epochs; returns per-fold results, the summary and the predictions table."""
     logger = logger or logging.getLogger(__name__)
-    spec0, arrays0 = preprocess(prices, pre_cfg, who=who)
+    spec0, arrays0 = preprocess(prices, section, who=who)
     dates = arrays0["dates"]
     folds = expanding_folds(
         len(dates),
-        n_folds,
+        walk.walk_forward_folds,
         spec0.n_test,
-        float(pre_cfg["val_fraction"]),
+        section.val_fraction,
         spec0.lookback,
         spec0.horizon,
     )
-    cfg = {**train_cfg, "epochs": int(epochs)}
+    epochs = walk.walk_forward_epochs
+    fold_spec = spec.model_copy(update={"epochs": epochs})
+    series = Series(prices, dates)
     results, tables = [], []
     with track(f"{who} walk-forward folds", total=len(folds)) as bar:
         for fold in folds:
             fitted = fit_fold(
-                prices, pre_cfg, fold, dates, fit, cfg, out_dir / f"fold-{fold.fold}", logger, who
+                series, section, fold, fit, fold_spec, out_dir / f"fold-{fold.fold}", logger, who
             )
             spec, arrays = fitted.spec, fitted.arrays
             ev = evaluate_forecasts(

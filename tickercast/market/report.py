@@ -110,3 +110,35 @@ def ingest_many(
         results[result["ticker"]] = result
         rows.append(report_row(result["ticker"], result))
     return rows, results
+
+
+def outcome_rows(outcomes: Iterable[Any]) -> list[dict]:
+    """Report rows of per-ticker outcomes (`tickercast.fanout`), in their order: a
+    finished ticker's value is (ingest result, whether it was cached)."""
+    rows = []
+    for o in outcomes:
+        if o.ok:
+            result, cached = o.value
+            rows.append(report_row(o.ticker, result, cached=cached))
+        else:
+            rows.append(report_row(o.ticker, error=o.exception))
+    return rows
+
+
+def artifact_table(rows: list[dict]) -> list[dict]:
+    """Report rows as the run's table artifact shows them (quirks and warnings as text)."""
+    return [
+        {
+            "ticker": r["ticker"],
+            "status": r["status"],
+            "rows_added": r["rows_added"],
+            "first_day": r["first_day"] or "",
+            "last_day": r["last_day"] or "",
+            "rows_dropped": r["rows_dropped"],
+            "quirks": quirks_text(r["quirks"]),
+            "warnings": "; ".join(r["warnings"]),
+            "mode": r["mode"] or "",
+            "error": r["error"] or "",
+        }
+        for r in rows
+    ]

@@ -173,18 +173,26 @@ def bind_ticker(model, index: int, **build_kwargs):
     return bound
 
 
-def _lstm_layers(model):
+def lstm_layers(model):
+    """Every LSTM layer of `model`, found through public attributes: a model's layers, a
+    nested model's, and a Bidirectional wrapper's forward and backward layers."""
     import keras
 
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.LSTM):
+    todo = list(model.layers)
+    while todo:
+        layer = todo.pop(0)
+        if isinstance(layer, keras.layers.Bidirectional):
+            todo[:0] = [layer.forward_layer, layer.backward_layer]
+        elif isinstance(layer, keras.Model):
+            todo[:0] = list(layer.layers)
+        elif isinstance(layer, keras.layers.LSTM):
             yield layer
 
 
 def cudnn_problems(model) -> list[str]:
     """Why each LSTM layer of `model` could not use the fused cuDNN kernel (empty = all can)."""
     problems = []
-    for layer in _lstm_layers(model):
+    for layer in lstm_layers(model):
         cell = layer.cell
         why = []
         if getattr(cell.activation, "__name__", "") != "tanh":
@@ -205,7 +213,7 @@ def cudnn_problems(model) -> list[str]:
 def lstm_flops_per_sample(model, lookback: int) -> int:
     """Multiply-adds x2 of every LSTM's matmuls for one forward pass of one window."""
     total = 0
-    for layer in _lstm_layers(model):
+    for layer in lstm_layers(model):
         units = layer.cell.units
         n_in = layer.cell.kernel.shape[0]
         total += 2 * 4 * units * (n_in + units) * lookback

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,10 @@ import pandas as pd
 from tickercast.atomic import atomic_path, write_json
 from tickercast.choices import Target
 from tickercast.modeling.features import build_features
+from tickercast.splits import Fractions, Split, SplitDates
+
+if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a step
+    from tickercast.sections import Windowing
 
 
 class InsufficientHistoryError(ValueError):
@@ -90,39 +95,36 @@ def check_history(
     )
 
 
-def shared_split_dates(
-    frames: list[pd.DataFrame],
-    start: str | None,
-    end: str | None,
-    val_fraction: float,
-    test_fraction: float,
-) -> dict[str, str]:
+def shared_split_dates(frames: list[pd.DataFrame], section: Windowing) -> SplitDates:
     """Split boundaries as dates shared by several tickers (global mode): the fractions of
-    the union of their trading days, so no ticker's test period lies inside another's
-    training or validation data. Returns {"train_end", "val_end"} (ISO days, inclusive)."""
+    the union of their trading days (within the section's start and end), so no ticker's
+    test period lies inside another's training or validation data."""
     days = np.unique(
         np.concatenate(
             [
-                pd.to_datetime(filter_dates(f, start, end)["date"]).to_numpy(dtype="datetime64[D]")
+                pd.to_datetime(filter_dates(f, section.start, section.end)["date"]).to_numpy(
+                    dtype="datetime64[D]"
+                )
                 for f in frames
             ]
         )
     )
     if len(days) == 0:
         raise InsufficientHistoryError("no trading days in the selected date range")
-    s = split_sizes(len(days), val_fraction, test_fraction)
+    split = fractions_of(section)
+    s = split_sizes(len(days), split.val, split.test)
     last_train = days[max(s.n_train - 1, 0)]
     last_val = days[max(s.n_train + s.n_val - 1, 0)]
-    return {"train_end": str(last_train), "val_end": str(last_val)}
+    return SplitDates(train_end=str(last_train), val_end=str(last_val))
 
 
 def date_splits(
-    dates: pd.Series, split_dates: dict[str, str], lookback: int, horizon: int, who: str
+    dates: pd.Series, split_dates: SplitDates, lookback: int, horizon: int, who: str
 ) -> Splits:
     """Row counts of [train | validation | test] cut at shared boundary dates."""
     days = pd.to_datetime(dates).to_numpy(dtype="datetime64[D]")
-    train_end = np.datetime64(split_dates["train_end"], "D")
-    val_end = np.datetime64(split_dates["val_end"], "D")
+    train_end = np.datetime64(split_dates.train_end, "D")
+    val_end = np.datetime64(split_dates.val_end, "D")
     n_train = int((days <= train_end).sum())
     n_val = int(((days > train_end) & (days <= val_end)).sum())
     splits = Splits(len(days), n_train, n_val, len(days) - n_train - n_val)
@@ -229,6 +231,10 @@ class Preprocessing:
     train_end: str
     val_end: str
 
+    @property
+    def n_rows(self) -> int:
+        return self.n_train + self.n_val + self.n_test
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -240,7 +246,9 @@ class Preprocessing:
         return cls(**data)
 
 
-def filter_dates(prices: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+def filter_dates(
+    prices: pd.DataFrame, start: dt.date | str | None, end: dt.date | str | None
+) -> pd.DataFrame:
     days = pd.to_datetime(prices["date"]).dt.date
     mask = np.ones(len(prices), dtype=bool)
     if start:
@@ -250,20 +258,33 @@ def filter_dates(prices: pd.DataFrame, start: str | None, end: str | None) -> pd
     return prices.loc[mask].reset_index(drop=True)
 
 
-def preprocess(prices: pd.DataFrame, cfg: dict, who: str) -> tuple[Preprocessing, dict]:
-    """Fit scalers on training rows only; return the spec and the arrays for windowing."""
-    prices = filter_dates(prices, cfg.get("start"), cfg.get("end"))
-    frame = build_features(prices, list(cfg["features"]), who=who)
-    lookback, horizon = int(cfg["lookback"]), int(cfg["horizon"])
-    if cfg.get("split_dates"):
-        splits = date_splits(frame["date"], cfg["split_dates"], lookback, horizon, who)
+def fractions_of(section: Windowing) -> Fractions:
+    """The section's own split (retrain's preprocessing has both fractions)."""
+    test = getattr(section, "test_fraction", None)
+    if test is None:
+        raise ValueError("this preprocessing has no test_fraction: give the split")
+    return Fractions(section.val_fraction, test)
+
+
+def preprocess(
+    prices: pd.DataFrame, section: Windowing, who: str, split: Split | None = None
+) -> tuple[Preprocessing, dict]:
+    """Fit scalers on training rows only; return the spec and the arrays for windowing.
+
+    `split` is how rows are split: by default the section's own fractions; a backtest's
+    fold gives its own (`Fractions`), global mode the shared dates (`SplitDates`)."""
+    prices = filter_dates(prices, section.start, section.end)
+    features = list(section.features)
+    frame = build_features(prices, features, who=who)
+    lookback, horizon = section.lookback, section.horizon
+    split = split or fractions_of(section)
+    if isinstance(split, SplitDates):
+        splits = date_splits(frame["date"], split, lookback, horizon, who)
     else:
-        splits = check_history(
-            len(frame), lookback, horizon, cfg["val_fraction"], cfg["test_fraction"], who
-        )
-    raw = frame[cfg["features"]].to_numpy(dtype=np.float64)
+        splits = check_history(len(frame), lookback, horizon, split.val, split.test, who)
+    raw = frame[features].to_numpy(dtype=np.float64)
     close = frame["_close"].to_numpy(dtype=np.float64)
-    target = cfg["target"]
+    target = section.target
     targets = make_targets(close, horizon, target)
     train = slice(0, splits.n_train)
     feature_scaler = MinMax.fit(raw[train])
@@ -278,7 +299,7 @@ def preprocess(prices: pd.DataFrame, cfg: dict, who: str) -> tuple[Preprocessing
         target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
     days = frame["date"].astype(str).tolist()
     spec = Preprocessing(
-        features=list(cfg["features"]),
+        features=features,
         lookback=lookback,
         horizon=horizon,
         target=target,
@@ -313,8 +334,12 @@ def save_preprocessed(out_dir: Path, spec: Preprocessing, arrays: dict) -> tuple
     return npz, spec_path
 
 
+def load_spec(spec_path: str | Path) -> Preprocessing:
+    """preprocessing.json (what `save_preprocessed` wrote) as a Preprocessing."""
+    return Preprocessing.from_json(json.loads(Path(spec_path).read_text()))
+
+
 def load_preprocessed(npz: str | Path, spec_path: str | Path) -> tuple[Preprocessing, dict]:
     with np.load(npz, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    spec = Preprocessing.from_json(json.loads(Path(spec_path).read_text()))
-    return spec, arrays
+    return load_spec(spec_path), arrays

@@ -17,27 +17,22 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tickercast.atomic import atomic_path, write_json
-from tickercast.config import RetrainConfig
-from tickercast.modeling.callbacks import (
+from tickercast.modeling.checkpoints import (
     CHECKPOINTS,
-    Logger,
-    callback_classes,
     latest_checkpoint,
     load_best_weights,
+    read_state,
 )
-from tickercast.modeling.device import (
-    DeviceChoice,
-    make_strategy,
-    precision_scope,
-)
+from tickercast.modeling.device import DeviceChoice, make_strategy, precision_scope
 from tickercast.modeling.device import resolve_device as _resolve_device
-from tickercast.modeling.models import bind_ticker, build_model, cudnn_problems
+from tickercast.modeling.models import bind_ticker, build_model, cudnn_problems, lstm_layers
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
     aligned_empty,
@@ -49,22 +44,10 @@ from tickercast.modeling.windows import (
 from tickercast.progress import track
 from tickercast.runcontext import gpu_slot
 
-# Defaults for config fields older callers (and the benches) may leave out.
-# Settings a caller may leave out take RetrainConfig's defaults (defined once, there).
-DEFAULTS = {
-    name: RetrainConfig.model_fields[name].default
-    for name in (
-        "dropout",
-        "recurrent_dropout",
-        "l2",
-        "ticker_embedding",
-        "reduce_lr_patience",
-        "reduce_lr_factor",
-        "device",
-        "mixed_precision",
-        "tensorboard_dir",
-    )
-}
+if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a fit
+    from tickercast.sections import Compute, FitSpec
+
+Logger = logging.Logger | logging.LoggerAdapter
 
 
 class TrainingDivergedError(RuntimeError):
@@ -81,6 +64,7 @@ class TrainData:
     val: np.ndarray
     ticker_offsets: np.ndarray | None = None  # each ticker's first row (embedding only)
     n_tickers: int = 1
+    embedding: int = 0  # size of the learned per-ticker vector (with ticker_offsets)
 
 
 def per_ticker_data(arrays: dict, anchors: dict[str, np.ndarray]) -> TrainData:
@@ -90,13 +74,14 @@ def per_ticker_data(arrays: dict, anchors: dict[str, np.ndarray]) -> TrainData:
 def global_data(
     n_rows: Sequence[int],
     load: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]],
-    with_ticker_ids: bool = False,
+    embedding: int = 0,
 ) -> TrainData:
     """Stack tickers' (already per-ticker scaled) rows into one preallocated array.
 
     `load(i)` returns ticker i's (x, y, anchors); one ticker is held at a time, so the
     peak is the stacked data plus one ticker, never two copies of everything. The stacked
     arrays are aligned so tf.data reads them in place (`tickercast.modeling.windows.as_tensor`).
+    With an `embedding`, each window also carries its ticker's index.
     """
     total = int(sum(n_rows))
     x_all = y_all = None
@@ -123,8 +108,9 @@ def global_data(
         y_all,
         stacked["train"],
         stacked["val"],
-        offsets if with_ticker_ids else None,
+        offsets if embedding else None,
         len(n_rows),
+        embedding,
     )
 
 
@@ -146,35 +132,59 @@ BUILD_LOCK = threading.RLock()
 # whole feature array each time an iterator is made.
 
 
-def resolve_device(cfg: dict) -> DeviceChoice:
-    return _resolve_device(cfg.get("device", "auto"), bool(cfg.get("mixed_precision", False)))
+def resolve_device(compute: Compute) -> DeviceChoice:
+    return _resolve_device(compute.device, compute.mixed_precision)
 
 
 # --- training ------------------------------------------------------------------------
 
 
-def _build_kwargs(cfg: dict, lookback: int, data: TrainData) -> dict:
-    cfg = {**DEFAULTS, **cfg}
+def build_kwargs(spec: FitSpec, lookback: int, data: TrainData) -> dict:
+    """`build_model`'s arguments for `spec`'s network on `data`."""
+    network, pooled = spec.network, data.ticker_offsets is not None
     return {
-        "name": cfg["model"],
+        "name": network.model,
         "lookback": lookback,
         "n_features": data.x.shape[1],
-        "units": list(cfg["units"]),
-        "learning_rate": float(cfg["learning_rate"]),
-        "clipvalue": float(cfg["clipvalue"]),
+        "units": list(network.units),
+        "learning_rate": float(spec.training.learning_rate),
+        "clipvalue": float(spec.training.clipvalue),
         "outputs": data.y.shape[1],
-        "dropout": float(cfg["dropout"]),
-        "l2": float(cfg["l2"]),
-        "recurrent_dropout": float(cfg["recurrent_dropout"]),
-        "n_tickers": data.n_tickers if data.ticker_offsets is not None else 0,
-        "ticker_embedding": int(cfg["ticker_embedding"]) if data.ticker_offsets is not None else 0,
+        "dropout": float(network.dropout),
+        "l2": float(network.l2),
+        "recurrent_dropout": float(network.recurrent_dropout),
+        "n_tickers": data.n_tickers if pooled else 0,
+        "ticker_embedding": data.embedding if pooled else 0,
     }
+
+
+@dataclass
+class _Resume:
+    """Where a fit starts: nothing, or its last checkpoint's state."""
+
+    folder: Path | None = None
+    state: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, out_dir: Path) -> _Resume:
+        folder = latest_checkpoint(out_dir)
+        return cls(folder, read_state(folder)) if folder else cls()
+
+    @property
+    def epochs_done(self) -> int:
+        return self.state.get("epochs_done", 0)
+
+    def finished(self, epochs: int) -> bool:
+        return bool(self.state) and (self.state["stopped"] or self.epochs_done >= epochs)
+
+    def best_weights(self) -> list[np.ndarray] | None:
+        return load_best_weights(self.folder) if self.folder else None
 
 
 def fit(
     data: TrainData,
     lookback: int,
-    cfg: dict,
+    spec: FitSpec,
     out_dir: Path,
     logger: Logger | None = None,
     callbacks: Sequence = (),
@@ -187,48 +197,11 @@ def fit(
     `max_steps` caps the batches per epoch and per validation (benchmarks only).
     """
     logger = logger or logging.getLogger(__name__)
-    cfg = {**DEFAULTS, **cfg}
-    choice = resolve_device(cfg)
+    out_dir = Path(out_dir)
+    choice = resolve_device(spec.compute)
     logger.info("%s: training on %s (%s)", label, choice.device, choice.reason)
-    return _fit(data, lookback, cfg, Path(out_dir), logger, callbacks, label, max_steps, choice)
-
-
-def _fit(
-    data: TrainData,
-    lookback: int,
-    cfg: dict,
-    out_dir: Path,
-    logger: Logger,
-    callbacks: Sequence,
-    label: str,
-    max_steps: int | None,
-    choice: DeviceChoice,
-):
-    import keras
-
-    seed = int(cfg["seed"])
-    epochs, batch = int(cfg["epochs"]), int(cfg["batch_size"])
-    root = out_dir / CHECKPOINTS
-    resume_from = latest_checkpoint(out_dir)
-    state = json.loads((resume_from / "state.json").read_text()) if resume_from else None
-    build_kwargs = _build_kwargs(cfg, lookback, data)
-    if choice.strategy == "one_device_cpu":
-        # cuDNN's LSTM has no CPU kernel: TensorFlow would quietly place it on the GPU.
-        build_kwargs["use_cudnn"] = False
-    strategy = make_strategy(choice)
-    with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
-        seed_everything(seed)
-        if state:
-            model = keras.models.load_model(resume_from / "model.keras", safe_mode=True)
-            logger.info(
-                "%s: resuming after epoch %d from %s", label, state["epochs_done"], resume_from
-            )
-        else:
-            model = build_model(**build_kwargs)
-    if "use_cudnn" in build_kwargs:  # not part of a saved LSTM's config: set it again
-        for layer in model._flatten_layers(include_self=False):
-            if isinstance(layer, keras.layers.LSTM):
-                layer.use_cudnn = build_kwargs["use_cudnn"]
+    resume = _Resume.of(out_dir)
+    model, strategy = _model(spec, lookback, data, choice, resume, logger, label)
     problems = cudnn_problems(model)
     if problems:
         logger.warning(
@@ -236,112 +209,184 @@ def _fit(
             label,
             "; ".join(problems),
         )
-    first_epoch = state["epochs_done"] if state else 0
-    steps = n_batches(len(data.train), batch)
-    val_steps = n_batches(len(data.val), batch)
-    if max_steps:
-        steps, val_steps = min(steps, max_steps), min(val_steps, max_steps)
-    train_ds = make_dataset(
-        data.x,
-        data.y,
-        data.train,
-        lookback,
-        batch,
-        shuffle=True,
-        seed=seed,
-        ticker_offsets=data.ticker_offsets,
-        epochs=epochs,
-        first_epoch=first_epoch,
-    )
-    val_ds = make_dataset(
-        data.x, data.y, data.val, lookback, batch, ticker_offsets=data.ticker_offsets
-    )
-    Stopping, ReduceLR, NanGuard, Checkpointer, EpochLog, EpochBar = callback_classes()
-    stopping = Stopping(
-        state["early_stopping"] if state else None,
-        load_best_weights(resume_from) if state else None,
-        monitor="val_loss",
-        patience=int(cfg["patience"]),
-        restore_best_weights=True,
-    )
-    reduce_lr = ReduceLR(
-        state["reduce_lr"] if state else None,
-        monitor="val_loss",
-        factor=float(cfg["reduce_lr_factor"]),
-        patience=int(cfg["reduce_lr_patience"]),
-    )
-    guard = NanGuard()
-    history = dict(state["history"]) if state else {}
-    seconds = state["seconds"] if state else 0.0
-    checkpointer = Checkpointer(root, history, stopping, reduce_lr, seconds)
-    all_callbacks = [
-        stopping,
-        reduce_lr,
-        guard,
-        checkpointer,
-        EpochLog(logger, min(len(data.train), steps * batch), label, first_epoch),
-    ]
-    if cfg["tensorboard_dir"]:
+    run = _FitRun(data, lookback, spec, out_dir, logger, label, resume)
+    if resume.finished(spec.training.epochs):
+        logger.info("%s: the checkpoint had already finished training", label)
+        if run.stopping.restored_best_weights is not None:
+            model.set_weights(run.stopping.restored_best_weights)
+    else:
+        run.fit(model, strategy, choice, list(callbacks), max_steps)
+    if run.guard.diverged_epoch is not None:
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        raise TrainingDivergedError(
+            f"{label}: training diverged: the loss became NaN/inf in epoch "
+            f"{run.guard.diverged_epoch}; lower learning_rate or clipvalue, or check the "
+            "inputs for NaN. Nothing was exported."
+        )
+    return run.summary(model, choice, problems), model
+
+
+def _model(spec, lookback, data, choice, resume, logger, label):
+    """(model, strategy): built and seeded, or loaded from the checkpoint to resume."""
+    import keras
+
+    kwargs = build_kwargs(spec, lookback, data)
+    on_cpu = choice.strategy == "one_device_cpu"
+    if on_cpu:  # cuDNN's LSTM has no CPU kernel: TensorFlow would put it on the GPU
+        kwargs["use_cudnn"] = False
+    strategy = make_strategy(choice)
+    with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
+        seed_everything(spec.training.seed)
+        if resume.folder:
+            model = keras.models.load_model(resume.folder / "model.keras", safe_mode=True)
+            logger.info(
+                "%s: resuming after epoch %d from %s", label, resume.epochs_done, resume.folder
+            )
+        else:
+            model = build_model(**kwargs)
+    if on_cpu:  # not part of a saved LSTM's config: set it again on a loaded model
+        for layer in lstm_layers(model):
+            layer.use_cudnn = False
+    return model, strategy
+
+
+class _FitRun:
+    """One fit's callbacks, datasets and outcome (`fit` composes them)."""
+
+    def __init__(self, data, lookback, spec, out_dir, logger, label, resume: _Resume):
+        from tickercast.modeling.callbacks import (
+            Checkpointer,
+            NanGuard,
+            ResumableEarlyStopping,
+            ResumableReduceLR,
+        )
+
+        training, state = spec.training, resume.state
+        self.data, self.lookback, self.spec = data, lookback, spec
+        self.logger, self.label, self.first_epoch = logger, label, resume.epochs_done
+        self.stopping = ResumableEarlyStopping(
+            state.get("early_stopping"),
+            resume.best_weights(),
+            monitor="val_loss",
+            patience=training.patience,
+            restore_best_weights=True,
+        )
+        self.reduce_lr = ResumableReduceLR(
+            state.get("reduce_lr"),
+            monitor="val_loss",
+            factor=training.reduce_lr_factor,
+            patience=training.reduce_lr_patience,
+        )
+        self.guard = NanGuard()
+        self.history = dict(state.get("history", {}))
+        self.checkpointer = Checkpointer(
+            out_dir / CHECKPOINTS,
+            self.history,
+            self.stopping,
+            self.reduce_lr,
+            state.get("seconds", 0.0),
+        )
+
+    def callbacks(self, steps: int, extra: list) -> list:
+        from tickercast.modeling.callbacks import EpochLog
+
+        batch = self.spec.training.batch_size
+        samples = min(len(self.data.train), steps * batch)
+        return [
+            self.stopping,
+            self.reduce_lr,
+            self.guard,
+            self.checkpointer,
+            EpochLog(self.logger, samples, self.label, self.first_epoch),
+            *self._tensorboard(),
+            *extra,
+        ]
+
+    def _tensorboard(self) -> list:
+        log_root = self.spec.compute.tensorboard_dir
+        if not log_root:
+            return []
         import importlib.util
+
+        import keras
 
         if importlib.util.find_spec("tensorboard") is None:
             raise RuntimeError("tensorboard_dir is set but the tensorboard package is missing")
-        log_dir = Path(cfg["tensorboard_dir"]) / "".join(c if c.isalnum() else "-" for c in label)
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
-        logger.info("%s: TensorBoard logs in %s", label, log_dir)
-    all_callbacks.extend(callbacks)
-    if state and (state["stopped"] or first_epoch >= epochs):
-        logger.info("%s: the checkpoint had already finished training", label)
-        if stopping._restored_weights is not None:
-            model.set_weights(stopping._restored_weights)
-    else:
+        log_dir = Path(log_root) / "".join(c if c.isalnum() else "-" for c in self.label)
+        self.logger.info("%s: TensorBoard logs in %s", self.label, log_dir)
+        return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+
+    def datasets(self, max_steps: int | None):
+        """(train, validation) tf.data streams and their steps per epoch."""
+        data, training = self.data, self.spec.training
+        batch, epochs = training.batch_size, training.epochs
+        steps, val_steps = n_batches(len(data.train), batch), n_batches(len(data.val), batch)
+        if max_steps:
+            steps, val_steps = min(steps, max_steps), min(val_steps, max_steps)
+        train = make_dataset(
+            data.x,
+            data.y,
+            data.train,
+            self.lookback,
+            batch,
+            shuffle=True,
+            seed=training.seed,
+            ticker_offsets=data.ticker_offsets,
+            epochs=epochs,
+            first_epoch=self.first_epoch,
+        )
+        offsets = data.ticker_offsets
+        val = make_dataset(data.x, data.y, data.val, self.lookback, batch, ticker_offsets=offsets)
+        return train, val, steps, val_steps
+
+    def fit(self, model, strategy, choice: DeviceChoice, extra: list, max_steps) -> None:
+        from tickercast.modeling.callbacks import EpochBar
+
+        train, val, steps, val_steps = self.datasets(max_steps)
+        callbacks = self.callbacks(steps, extra)
         if not model.optimizer.built:
             # built here, the optimizer's variables exist before fit traces its step:
             # otherwise TensorFlow traces the whole training step twice (~1 s)
             with strategy.scope():
                 model.optimizer.build(model.trainable_variables)
+        epochs = self.spec.training.epochs
         with (
-            gpu_slot(choice.device, logger) as slot,
-            track(f"{label} epochs", total=epochs, completed=first_epoch) as bar,
+            gpu_slot(choice.device, self.logger) as slot,
+            track(f"{self.label} epochs", total=epochs, completed=self.first_epoch) as bar,
         ):
-            logger.info("%s: %s", label, slot)
+            self.logger.info("%s: %s", self.label, slot)
             if bar.shown:  # a terminal's bar (tickercast.progress); nothing otherwise
-                all_callbacks.append(EpochBar(bar, label, stopping))
+                callbacks.append(EpochBar(bar, self.label, self.stopping))
             with strategy.scope():
                 model.fit(
-                    train_ds,
-                    validation_data=val_ds,
+                    train,
+                    validation_data=val,
                     epochs=epochs,
-                    initial_epoch=first_epoch,
+                    initial_epoch=self.first_epoch,
                     steps_per_epoch=steps,
                     validation_steps=val_steps,
-                    callbacks=all_callbacks,
+                    callbacks=callbacks,
                     shuffle=False,  # the tf.data stream is shuffled, seeded per epoch
                     verbose=0,
                 )
-    if guard.diverged_epoch is not None:
-        shutil.rmtree(root, ignore_errors=True)
-        raise TrainingDivergedError(
-            f"{label}: training diverged: the loss became NaN/inf in epoch "
-            f"{guard.diverged_epoch}; lower learning_rate or clipvalue, or check the inputs "
-            "for NaN. Nothing was exported."
-        )
-    val = history.get("val_loss", [])
-    summary = {
-        "history": history,
-        "epochs_run": len(history.get("loss", [])),
-        "best_epoch": int(np.argmin(val)) + 1 if val else len(history.get("loss", [])),
-        "best_val_loss": float(min(val)) if val else None,
-        "stopped_early": len(history.get("loss", [])) < epochs,
-        "resumed_from_epoch": first_epoch or None,
-        "train_seconds": checkpointer.seconds,
-        "train_windows": int(len(data.train)),
-        "val_windows": int(len(data.val)),
-        "parameters": int(model.count_params()),
-        "device": choice.as_dict(),
-        "cudnn_problems": problems,
-    }
-    return summary, model
+
+    def summary(self, model, choice: DeviceChoice, problems: list[str]) -> dict:
+        history, epochs = self.history, self.spec.training.epochs
+        val, loss = history.get("val_loss", []), history.get("loss", [])
+        return {
+            "history": history,
+            "epochs_run": len(loss),
+            "best_epoch": int(np.argmin(val)) + 1 if val else len(loss),
+            "best_val_loss": float(min(val)) if val else None,
+            "stopped_early": len(loss) < epochs,
+            "resumed_from_epoch": self.first_epoch or None,
+            "train_seconds": self.checkpointer.seconds,
+            "train_windows": int(len(self.data.train)),
+            "val_windows": int(len(self.data.val)),
+            "parameters": int(model.count_params()),
+            "device": choice.as_dict(),
+            "cudnn_problems": problems,
+        }
 
 
 def save_model(model, path: Path) -> None:
@@ -360,14 +405,14 @@ def shrink_fitted(
     model,
     data: TrainData,
     lookback: int,
-    cfg: dict,
+    spec: FitSpec,
     naive: NoChange | None,
     logger: Logger | None = None,
     label: str = "model",
 ) -> dict:
     """Shrink the fitted network toward the last close by a factor fit on the validation
     windows (tickercast.modeling.shrink), in place; returns what metadata records."""
-    if not cfg.get("shrink"):
+    if not spec.training.shrink:
         return {"alpha": None, "reason": "shrink is off"}
     if naive is None:
         return {
@@ -384,7 +429,7 @@ def shrink_fitted(
             data.y,
             data.val,
             lookback,
-            int(cfg["batch_size"]),
+            spec.training.batch_size,
             ticker_offsets=data.ticker_offsets,
         )
         return np.asarray(model.predict(batches, verbose=0))
@@ -409,7 +454,7 @@ def train_model(
     arrays: dict,
     anchors: dict[str, np.ndarray],
     lookback: int,
-    cfg: dict,
+    spec: FitSpec,
     out_dir: Path,
     logger: Logger | None = None,
     callbacks: Sequence = (),
@@ -420,75 +465,98 @@ def train_model(
     no-change output, None for price targets); save `model.keras` and `history.json`."""
     out_dir = Path(out_dir)
     data = per_ticker_data(arrays, anchors)
-    summary, model = fit(data, lookback, cfg, out_dir, logger, callbacks, label)
-    summary["shrinkage"] = shrink_fitted(model, data, lookback, cfg, naive, logger, label)
+    summary, model = fit(data, lookback, spec, out_dir, logger, callbacks, label)
+    summary["shrinkage"] = shrink_fitted(model, data, lookback, spec, naive, logger, label)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, out_dir / "model.keras")
     _finish(out_dir, summary)
     return summary
 
 
+@dataclass(frozen=True)
+class GlobalData:
+    """Global mode's tickers: their names, row counts and a loader of one at a time
+    (`load(i)` -> x, y, anchors), and each one's scaled no-change output (or None)."""
+
+    tickers: Sequence[str]
+    n_rows: Sequence[int]
+    load: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+    naive: Sequence[NoChange | None] | None = None
+
+    def no_change(self) -> list[NoChange | None]:
+        return list(self.naive) if self.naive is not None else [None] * len(self.tickers)
+
+
 def train_global(
-    tickers: Sequence[str],
-    n_rows: Sequence[int],
-    load: Callable[[int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]],
+    source: GlobalData,
     lookback: int,
-    cfg: dict,
+    spec: FitSpec,
+    embedding: int,
     out_dir: Path,
     logger: Logger | None = None,
     callbacks: Sequence = (),
     max_steps: int | None = None,
-    naive: Sequence[NoChange | None] | None = None,
 ) -> dict:
     """One model over every ticker's windows (each ticker scaled on its own).
 
-    Writes `model.keras` (the global model) and, with a ticker embedding or shrinkage, one
-    single-ticker `model-NNN.keras` per ticker (each shrunk on its own validation windows);
-    `summary["models"]` maps each ticker to the file its evaluation and bundle use.
+    Writes `model.keras` (the global model) and, with a ticker `embedding` or shrinkage,
+    one single-ticker `model-NNN.keras` per ticker (each shrunk on its own validation
+    windows); `summary["models"]` maps each ticker to the file its evaluation and bundle use.
     """
     logger = logger or logging.getLogger(__name__)
     out_dir = Path(out_dir)
-    embedding = int(cfg.get("ticker_embedding", 0)) > 0
-    data = global_data(n_rows, load, with_ticker_ids=embedding)
+    data = global_data(source.n_rows, source.load, embedding)
     logger.info(
         "global model over %d tickers: %d rows, %d train / %d val windows",
-        len(tickers),
+        len(source.tickers),
         len(data.x),
         len(data.train),
         len(data.val),
     )
-    summary, model = fit(data, lookback, cfg, out_dir, logger, callbacks, "global", max_steps)
+    summary, model = fit(data, lookback, spec, out_dir, logger, callbacks, "global", max_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, out_dir / "model.keras")
-    models, shrinkage = {}, {}
-    naive = list(naive) if naive is not None else [None] * len(tickers)
-    if embedding or (cfg.get("shrink") and any(v is not None for v in naive)):
-        import keras
-
-        kwargs = _build_kwargs(cfg, lookback, data)
-        choice = resolve_device(cfg)
-        for i, ticker in enumerate(tickers):
-            with BUILD_LOCK, precision_scope(choice.mixed_precision):
-                if embedding:
-                    own = bind_ticker(model, i, **kwargs)
-                else:
-                    own = keras.models.load_model(out_dir / "model.keras", safe_mode=True)
-            x, y, anchors = load(i)
-            own_data = TrainData(x, y, anchors["train"], anchors["val"])
-            shrinkage[ticker] = shrink_fitted(
-                own, own_data, lookback, cfg, naive[i], logger, ticker
-            )
-            path = out_dir / f"model-{i:03d}.keras"
-            save_model(own, path)
-            models[ticker] = str(path)
+    naive = source.no_change()
+    if embedding or (spec.training.shrink and any(v is not None for v in naive)):
+        models, shrinkage = _per_ticker_models(model, data, source, lookback, spec, out_dir, logger)
     else:
-        models = {ticker: str(out_dir / "model.keras") for ticker in tickers}
-        shrinkage = {t: shrink_fitted(model, data, lookback, cfg, None, logger) for t in tickers}
+        models = {ticker: str(out_dir / "model.keras") for ticker in source.tickers}
+        shrinkage = {
+            t: shrink_fitted(model, data, lookback, spec, None, logger) for t in source.tickers
+        }
     summary.update(
-        {"mode": "global", "tickers": list(tickers), "models": models, "shrinkage": shrinkage}
+        {
+            "mode": "global",
+            "tickers": list(source.tickers),
+            "models": models,
+            "shrinkage": shrinkage,
+        }
     )
     _finish(out_dir, summary)
     return summary
+
+
+def _per_ticker_models(model, data, source: GlobalData, lookback, spec, out_dir, logger):
+    """Each ticker's own single-input model (bound to its embedding row), shrunk on its
+    own validation windows: ({ticker: model file}, {ticker: shrinkage})."""
+    import keras
+
+    kwargs = build_kwargs(spec, lookback, data)
+    choice = resolve_device(spec.compute)
+    models, shrinkage = {}, {}
+    for i, (ticker, naive) in enumerate(zip(source.tickers, source.no_change(), strict=True)):
+        with BUILD_LOCK, precision_scope(choice.mixed_precision):
+            if data.embedding:
+                own = bind_ticker(model, i, **kwargs)
+            else:
+                own = keras.models.load_model(out_dir / "model.keras", safe_mode=True)
+        x, y, anchors = source.load(i)
+        own_data = TrainData(x, y, anchors["train"], anchors["val"])
+        shrinkage[ticker] = shrink_fitted(own, own_data, lookback, spec, naive, logger, ticker)
+        path = out_dir / f"model-{i:03d}.keras"
+        save_model(own, path)
+        models[ticker] = str(path)
+    return models, shrinkage
 
 
 def load_history(path: str | Path) -> dict:

@@ -34,6 +34,12 @@ def split_anchors(
     }
 
 
+def anchors_for(spec) -> dict[str, np.ndarray]:
+    """`split_anchors` of a fitted preprocessing (`tickercast.modeling.preprocess`'s
+    Preprocessing: its rows per split, lookback and horizon)."""
+    return split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+
+
 def gather_windows(x: np.ndarray, anchors: np.ndarray, lookback: int) -> np.ndarray:
     """Materialise windows (for small evaluation sets and tests only)."""
     offsets = np.arange(-lookback + 1, 1)

@@ -1,76 +1,129 @@
-"""TuneConfig: retrain's data and fixed training options plus the search space and budget.
+"""TuneConfig: retrain's sections without what a trial chooses, plus the search space and
+its budget.
 
-Every RetrainConfig field a trial does not choose is inherited with its bounds and
-description (`_inherited_fields`), so best.json carries it and a new retrain option
-arrives here without being restated.
+A trial chooses `Choice`'s settings (model, units, dropout, l2, learning rate, batch size,
+lookback); every other retrain setting is carried in sections that hold the rest of
+retrain's (`TuneData`, `TuneNetwork`, `TuneTraining`, each field copied from retrain's
+section with `field_of`), so best.json carries each of them. What defines a search (its
+`identity`, resumed by a rerun) is derived from what its steps are given.
 """
 
 from __future__ import annotations
 
-import copy
+import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    create_model,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from tickercast.choices import Feature, ModelName, Preset, Target, TuneAlgorithm
+from tickercast.config import PRESET_HELP, RetrainConfig, _Config, section, tickers_field
+from tickercast.sections import (
+    Composite,
+    Compute,
+    DataSource,
+    Execution,
+    FitSpec,
+    Gate,
+    IngestChecks,
+    Mirror,
+    Network,
+    PreprocessSettings,
+    Scope,
+    Section,
+    Training,
+    WalkForward,
+    field_of,
+    unique,
 )
 
-from tickercast.choices import ModelName, TuneAlgorithm
-from tickercast.config import MIRROR_FIELDS, PREPROCESS_FIELDS, TRAIN_FIELDS, RetrainConfig, _Config
-
-# What a trial chooses; every other RetrainConfig field is carried from the tune config.
-SEARCHED = ("model", "units", "dropout", "l2", "learning_rate", "batch_size", "lookback")
 OBJECTIVE = "val_mse"
 RUN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-# Fields that shape how, where or how long a search runs, not what its trials compute: a
-# rerun may change them and still resume the same search (they are not in its identity).
-BUDGET_FIELDS = (
-    "max_trials",
-    "max_minutes",
-    "parallel_trials",
-    "run",
-    "final_retrain",
-    "final_epochs",
-    "task_runner",
-    "max_workers",
-    "dask_address",
-    "data_dir",
-    "csv_dir",
-    "refresh",
-    "result_storage",
-    "cache_expiration_days",
-    "device",
-    "mixed_precision",
-    "tensorboard_dir",
-    "walk_forward_folds",
-    "walk_forward_epochs",
-    "promotion_metric",
-    "require_beat_naive",
-    "move_threshold",
-    "on_corrupt",
-    *MIRROR_FIELDS,
-)
 
 Units = Annotated[int, Field(ge=1, le=4096)]
 BatchSize = Annotated[int, Field(ge=1, le=65_536)]
 Lookback = Annotated[int, Field(ge=1, le=1000)]
 
 
-def _from_retrain(name: str, **changes) -> Any:
-    """RetrainConfig's field `name` (bounds, default), with `changes` (e.g. description)."""
-    info = copy.copy(RetrainConfig.model_fields[name])
-    for key, value in changes.items():
-        setattr(info, key, value)
-    return info
+class Choice(BaseModel):
+    """What one trial chose: the searched settings, as retrain names them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelName
+    units: list[int]
+    dropout: float
+    l2: float
+    learning_rate: float
+    batch_size: int
+    lookback: int
 
 
-class _Search(BaseModel):
-    """The tune-only fields (declared here, assembled into TuneConfig below)."""
+SEARCHED = tuple(Choice.model_fields)
+
+
+class TuneData(Section):
+    """Retrain's preprocessing but the lookback, which each trial chooses."""
+
+    start: dt.date | None = field_of(PreprocessSettings, "start")
+    end: dt.date | None = field_of(PreprocessSettings, "end")
+    features: list[Feature] = field_of(PreprocessSettings, "features")
+    horizon: int = field_of(PreprocessSettings, "horizon")
+    target: Target = field_of(PreprocessSettings, "target")
+    val_fraction: float = field_of(PreprocessSettings, "val_fraction")
+    test_fraction: float = field_of(PreprocessSettings, "test_fraction")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneData:
+        self.with_lookback(1)  # the checks retrain's preprocessing makes
+        return self
+
+    def with_lookback(self, lookback: int) -> PreprocessSettings:
+        return PreprocessSettings(**self.model_dump(), lookback=lookback)
+
+
+class TuneNetwork(Section):
+    """Retrain's network settings that no trial chooses."""
+
+    recurrent_dropout: float = field_of(Network, "recurrent_dropout")
+
+    def with_choice(self, choice: Choice) -> Network:
+        return Network(
+            **self.model_dump(),
+            model=choice.model,
+            units=choice.units,
+            dropout=choice.dropout,
+            l2=choice.l2,
+        )
+
+
+class TuneTraining(Section):
+    """Retrain's training settings that no trial chooses (epochs: the search's own)."""
+
+    clipvalue: float = field_of(Training, "clipvalue")
+    patience: int = field_of(Training, "patience")
+    reduce_lr_patience: int = field_of(Training, "reduce_lr_patience")
+    reduce_lr_factor: float = field_of(Training, "reduce_lr_factor")
+    shrink: bool = field_of(Training, "shrink")
+    seed: int = field_of(Training, "seed")
+
+    def with_choice(self, choice: Choice, epochs: int) -> Training:
+        return Training(
+            **self.model_dump(),
+            learning_rate=choice.learning_rate,
+            batch_size=choice.batch_size,
+            epochs=epochs,
+        )
+
+
+def _ordered(value: list, lowest: float, highest: float) -> list:
+    lo, hi = value
+    if not lowest <= lo <= hi <= highest:
+        raise ValueError(f"needs {lowest} <= lowest <= highest <= {highest}, got {value}")
+    return value
+
+
+class SearchSpace(Section):
+    """What a search explores and how: the algorithm, its space and epochs per trial."""
 
     algorithm: TuneAlgorithm = Field(
         "bayesian",
@@ -79,51 +132,12 @@ class _Search(BaseModel):
         "(epochs is then the most any trial trains; later rounds continue the best "
         "earlier trials from their checkpoints).",
     )
-    max_trials: int = Field(
-        10,
-        ge=1,
-        le=10_000,
-        description="Trial budget of the search, counting trials already run in it: a "
-        "rerun with a larger value extends the same search.",
-    )
-    max_minutes: float | None = Field(
-        None,
-        gt=0,
-        le=100_000,
-        description="Wall-time budget of this invocation in minutes: no trial starts after "
-        "it (trials in flight finish); empty = none.",
-    )
     epochs: int = Field(
         20,
         ge=1,
         le=10_000,
         description="Epochs per trial, early-stopped on the validation split (hyperband: "
         "the most epochs any trial trains).",
-    )
-    final_epochs: int = _from_retrain(
-        "epochs",
-        description="best.json's epochs: the maximum for training the chosen configuration "
-        "(early-stopped on the validation split, as retrain does).",
-    )
-    parallel_trials: int = Field(
-        1,
-        ge=1,
-        le=256,
-        description="Trials in flight at once, each a Prefect task on the task runner "
-        "(threads: they take turns training in this process; dask: one per worker).",
-    )
-    run: str | None = Field(
-        None,
-        pattern=RUN_PATTERN,
-        description="Name of the search (folder <data_dir>/tuning/<run>); empty = "
-        "<algorithm>-<hash of the search's settings and data>, so running the same search "
-        "again resumes it.",
-    )
-    final_retrain: bool = Field(
-        True,
-        description="After the search, run retrain once with best.json: train, evaluate on "
-        "the test split (the retrain report), export and the champion gate. Off: stop at "
-        "best.json.",
     )
     initial_points: int | None = Field(
         None,
@@ -181,55 +195,28 @@ class _Search(BaseModel):
         description="Window lengths (trading days) to choose from.",
     )
 
-
-def _inherited_fields() -> dict[str, Any]:
-    """Every RetrainConfig field a trial does not choose, with its description, bounds and
-    enum, so best.json carries each of them and a new retrain option arrives here too."""
-    fields = {}
-    for name in RetrainConfig.model_fields:
-        if name not in SEARCHED and name not in _Search.model_fields:
-            fields[name] = (RetrainConfig.model_fields[name].annotation, _from_retrain(name))
-    return fields
-
-
-class _TuneBase(_Config):
-    """Validation of TuneConfig (its fields are assembled by create_model below); tickers
-    and sine's start are checked as in every config (`_Config`)."""
-
-    @field_validator("features", check_fields=False)
-    @classmethod
-    def _features(cls, value: list[str]) -> list[str]:
-        return RetrainConfig._features(value)
-
-    @field_validator("models", "units_choices", "batch_sizes", "lookbacks", check_fields=False)
+    @field_validator("models", "units_choices", "batch_sizes", "lookbacks")
     @classmethod
     def _unique(cls, value: list) -> list:
-        if len(set(value)) != len(value):
-            raise ValueError(f"duplicates in {value}")
-        return value
+        return unique(value)
 
-    @field_validator("layers_range", check_fields=False)
+    @field_validator("layers_range")
     @classmethod
     def _layers(cls, value: list[int], info: ValidationInfo) -> list[int]:
-        lo, hi = value
-        if not 1 <= lo <= hi <= 4:
-            raise ValueError(f"needs 1 <= lowest <= highest <= 4, got {value}")
-        if "cnn_lstm" in (info.data.get("models") or []) and hi > 3:
+        _ordered(value, 1, 4)
+        if "cnn_lstm" in (info.data.get("models") or []) and value[1] > 3:
             raise ValueError(
                 "cnn_lstm puts its Conv1D layer in front of the LSTM layers and a model has "
                 f"at most 4 layers: the highest must be <= 3, got {value}"
             )
         return value
 
-    @field_validator("dropout_range", check_fields=False)
+    @field_validator("dropout_range")
     @classmethod
     def _dropout(cls, value: list[float]) -> list[float]:
-        lo, hi = value
-        if not 0 <= lo <= hi <= 0.9:
-            raise ValueError(f"needs 0 <= lowest <= highest <= 0.9, got {value}")
-        return value
+        return _ordered(value, 0, 0.9)
 
-    @field_validator("l2_range", check_fields=False)
+    @field_validator("l2_range")
     @classmethod
     def _l2(cls, value: list[float]) -> list[float]:
         lo, hi = value
@@ -239,7 +226,7 @@ class _TuneBase(_Config):
             )
         return value
 
-    @field_validator("learning_rate_range", check_fields=False)
+    @field_validator("learning_rate_range")
     @classmethod
     def _learning_rate(cls, value: list[float]) -> list[float]:
         lo, hi = value
@@ -247,51 +234,128 @@ class _TuneBase(_Config):
             raise ValueError(f"needs 0 < lowest <= highest <= 1 (log-uniform), got {value}")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self):
-        # The data and fixed training options must make a valid retrain config: the same
-        # checks retrain applies (csv_dir, start/end, fractions, ticker_embedding, ...).
-        try:
-            RetrainConfig(**self.carried())
-        except ValidationError as exc:
-            raise ValueError(
-                "; ".join(
-                    (".".join(map(str, e["loc"])) + ": " if e["loc"] else "")
-                    + e["msg"].removeprefix("Value error, ")
-                    for e in exc.errors()
-                )
-            ) from None
-        return self
 
-    def carried(self) -> dict:
-        """The RetrainConfig fields this config carries unchanged (JSON-ready)."""
-        dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in _inherited_fields()}
+class Budget(Section):
+    """How long this invocation searches, its name, and what happens after: how, where or
+    how long a search runs, never what its trials compute (a rerun may change these and
+    resume the same search)."""
 
-    def train_fixed(self) -> dict:
-        """The training fields every trial shares (a trial adds what it chose and epochs)."""
-        dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in TRAIN_FIELDS if k not in SEARCHED and k != "epochs"}
+    max_trials: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Trial budget of the search, counting trials already run in it: a "
+        "rerun with a larger value extends the same search.",
+    )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="Wall-time budget of this invocation in minutes: no trial starts after "
+        "it (trials in flight finish); empty = none.",
+    )
+    parallel_trials: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Trials in flight at once, each a Prefect task on the task runner "
+        "(threads: they take turns training in this process; dask: one per worker).",
+    )
+    run: str | None = Field(
+        None,
+        pattern=RUN_PATTERN,
+        description="Name of the search (folder <data_dir>/tuning/<run>); empty = "
+        "<algorithm>-<hash of the search's settings and data>, so running the same search "
+        "again resumes it.",
+    )
+    final_retrain: bool = Field(
+        True,
+        description="After the search, run retrain once with best.json: train, evaluate on "
+        "the test split (the retrain report), export and the champion gate. Off: stop at "
+        "best.json.",
+    )
+    final_epochs: int = field_of(
+        Training,
+        "epochs",
+        description="best.json's epochs: the maximum for training the chosen configuration "
+        "(early-stopped on the validation split, as retrain does).",
+    )
 
-    def data_cfg(self) -> dict:
-        """The preprocess slice (lookback = the longest searched: it only decides how much
-        history is required; features, scalers and targets do not depend on it)."""
-        dumped = self.model_dump(mode="json")
-        cfg = {k: dumped[k] for k in PREPROCESS_FIELDS if k != "lookback"}
-        return {**cfg, "lookback": max(self.lookbacks)}
 
-    def identity(self) -> dict:
-        """What defines the search: a rerun with the same identity resumes it."""
-        dumped = self.model_dump(mode="json")
-        return {k: v for k, v in dumped.items() if k not in BUDGET_FIELDS}
+class TrialSettings(Composite):
+    """What every trial of a search shares; a trial's `Choice` completes it (`fit`)."""
+
+    network: TuneNetwork = Field(default_factory=TuneNetwork)
+    scope: Scope = Field(default_factory=Scope)
+    training: TuneTraining = Field(default_factory=TuneTraining)
+    compute: Compute = Field(default_factory=Compute)
+
+    def fit(self, choice: Choice, epochs: int) -> FitSpec:
+        return FitSpec(
+            network=self.network.with_choice(choice),
+            training=self.training.with_choice(choice, epochs),
+            compute=self.compute,
+        )
 
 
-TuneConfig = create_model(
-    "TuneConfig",
-    __base__=_TuneBase,
-    __module__=__name__,
-    __doc__="Everything one hyperparameter search depends on: retrain's data and fixed "
-    "training options plus the search space and its budget.",
-    **_inherited_fields(),
-    **{name: (info.annotation, copy.copy(info)) for name, info in _Search.model_fields.items()},
-)
+class TuneConfig(_Config):
+    """Everything one hyperparameter search depends on: retrain's data and fixed
+    training options plus the search space and its budget."""
+
+    tickers: list[str] = tickers_field()
+    preset: Preset = Field("recommended", description=PRESET_HELP)
+    data: DataSource = section(DataSource, "Where prices come from.")
+    ingest: IngestChecks = section(IngestChecks, "How ingested rows are screened.")
+    preprocessing: TuneData = section(TuneData, "Which days, inputs, target and split.")
+    network: TuneNetwork = section(TuneNetwork, "Network settings no trial chooses.")
+    scope: Scope = section(Scope, "A model per ticker, or one global model over all of them.")
+    training: TuneTraining = section(TuneTraining, "Training settings no trial chooses.")
+    compute: Compute = section(Compute, "Where training runs and what it logs.")
+    search: SearchSpace = section(SearchSpace, "The algorithm, its space and epochs per trial.")
+    budget: Budget = section(Budget, "How long this invocation searches, then what.")
+    walk_forward: WalkForward = section(WalkForward, "best.json's walk-forward backtest.")
+    gate: Gate = section(Gate, "best.json's champion gate.")
+    execution: Execution = section(Execution, "Files, caches and concurrency of the run.")
+    mirror: Mirror = section(Mirror, "Where runs are mirrored (MLflow).")
+
+    def data_spec(self) -> PreprocessSettings:
+        """The search data's preprocessing: the longest searched lookback (it only decides
+        how much history is required; features, scalers and targets do not depend on it)."""
+        return self.preprocessing.with_lookback(max(self.search.lookbacks))
+
+    def trial_settings(self) -> TrialSettings:
+        return TrialSettings(
+            network=self.network, scope=self.scope, training=self.training, compute=self.compute
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the search, by setting name, derived from what its steps are
+        given: the search data's preprocessing (its lookback is the longest of the
+        space's), the settings its trials share (but where they run: a search resumes on
+        another device) and the space. Where prices came from is the search data's content
+        (hashed beside this); the budget, the gate, the walk-forward and how the run
+        executes shape best.json or the run, never a trial."""
+        trials = self.trial_settings().model_dump(mode="json", exclude={"compute"})
+        parts = [self.preprocessing.model_dump(mode="json"), *trials.values()]
+        return {
+            k: v for part in [*parts, self.search.model_dump(mode="json")] for k, v in part.items()
+        }
+
+    def retrain(self, choice: Choice) -> RetrainConfig:
+        """The retrain config of `choice` (best.json): this config's sections completed
+        by the choice, best.json's epochs, and no refresh."""
+        return RetrainConfig(
+            tickers=self.tickers,
+            preset=self.preset,
+            data=self.data,
+            ingest=self.ingest,
+            preprocessing=self.preprocessing.with_lookback(choice.lookback),
+            network=self.network.with_choice(choice),
+            scope=self.scope,
+            training=self.training.with_choice(choice, self.budget.final_epochs),
+            compute=self.compute,
+            walk_forward=self.walk_forward,
+            gate=self.gate,
+            execution=self.execution.model_copy(update={"refresh": False}),
+            mirror=self.mirror,
+        )

@@ -9,20 +9,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tickercast.atomic import atomic_path
+from tickercast.records import Record
+
+if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a step
+    from tickercast.sections import PreprocessSettings
 
 
-def search_data(prices, cfg: dict, who: str) -> tuple[dict, dict]:
+class SearchData(Record):
+    """A ticker's search data (what the tune-data step returns, every trial reads)."""
+
+    ticker: str
+    search: str
+    meta: dict[str, Any]
+    content: str  # sha256 of the values (the .npz's zip records a time)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(x, y, meta) as `save_search_data` wrote them."""
+        return load_search_data(self.search)
+
+
+def search_data(prices, section: PreprocessSettings, who: str) -> tuple[dict, dict]:
     """The rows a search may see: preprocessed exactly as retrain does (same features,
     train-only scalers, same split), cut after the last validation row, with each target
     whose days reach past it set to NaN. Nothing in the result depends on a test-split
     value (tests/test_tune_flow.py proves it by poisoning them)."""
     from tickercast.modeling.preprocess import preprocess
 
-    spec, arrays = preprocess(prices, cfg, who)
+    spec, arrays = preprocess(prices, section, who)
     rows = spec.n_train + spec.n_val
     x = np.ascontiguousarray(arrays["x"][:rows])
     y = np.array(arrays["y"][:rows], dtype=np.float32)

@@ -25,7 +25,7 @@ from tickercast import layout
 from tickercast.atomic import atomic_path, write_json
 from tickercast.hashing import json_sha256
 from tickercast.progress import NULL_BAR, track
-from tickercast.tuning.config import OBJECTIVE, TuneConfig
+from tickercast.tuning.config import OBJECTIVE, Choice, TuneConfig
 from tickercast.tuning.space import search_space, settings_from_values
 
 # --- where a search lives ------------------------------------------------------------
@@ -33,10 +33,10 @@ from tickercast.tuning.space import search_space, settings_from_values
 
 def run_name(config: TuneConfig, data: list[dict]) -> str:
     """The explicit --run, else <algorithm>-<hash of identity and search data>."""
-    if config.run:
-        return config.run
-    digest = json_sha256({"search": config.identity(), "data": [d["content"] for d in data]})
-    return f"{config.algorithm}-{digest[:12]}"
+    if config.budget.run:
+        return config.budget.run
+    digest = json_sha256({"search": config.identity(), "data": [d.content for d in data]})
+    return f"{config.search.algorithm}-{digest[:12]}"
 
 
 def open_run(config: TuneConfig, data_dir: str | Path, data: list[dict]) -> Path:
@@ -49,7 +49,7 @@ def open_run(config: TuneConfig, data_dir: str | Path, data: list[dict]) -> Path
     run_dir = layout.tuning_dir(data_dir) / run
     identity = {
         "search": config.identity(),
-        "data": {d["ticker"]: d["content"] for d in data},
+        "data": {d.ticker: d.content for d in data},
     }
     marker = run_dir / "search.json"
     if marker.is_file():
@@ -175,23 +175,24 @@ def make_oracle(config: TuneConfig, run_dir: Path):
     """
     import keras_tuner as kt
 
+    space, budget = config.search, config.budget
     common = {
         "objective": kt.Objective(OBJECTIVE, direction="min"),
-        "hyperparameters": search_space(config),
+        "hyperparameters": search_space(space),
         "allow_new_entries": False,
         "tune_new_entries": False,
-        "seed": config.seed + 1,  # keras-tuner replaces a seed of 0 with a random one
+        "seed": config.training.seed + 1,  # keras-tuner replaces a seed of 0 with a random one
         "max_retries_per_trial": 1,
         "max_consecutive_failed_trials": 3,
     }
-    cls = _oracle_class(config.algorithm)
-    if config.algorithm == "bayesian":
-        initial = config.initial_points or max(2, config.max_trials // 3)
+    cls = _oracle_class(space.algorithm)
+    if space.algorithm == "bayesian":
+        initial = space.initial_points or max(2, budget.max_trials // 3)
         oracle = cls(max_trials=None, num_initial_points=initial, **common)
     else:
         oracle = cls(
-            max_epochs=config.epochs,
-            factor=config.hyperband_factor,
+            max_epochs=space.epochs,
+            factor=space.hyperband_factor,
             hyperband_iterations=None,  # until the trial or time budget ends
             **common,
         )
@@ -206,7 +207,7 @@ class Proposal:
 
     trial_id: str
     values: dict
-    settings: dict
+    settings: Choice
     epochs: int
     resume_from: str | None = None
     retry: bool = False
@@ -214,7 +215,7 @@ class Proposal:
     def spec(self) -> dict:
         return {
             "trial_id": self.trial_id,
-            "settings": self.settings,
+            "settings": self.settings.model_dump(),
             "epochs": self.epochs,
             "resume_from": self.resume_from,
         }
@@ -236,15 +237,15 @@ class Search:
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
         self.oracle = make_oracle(self.config, self.run_dir)
-        if self.config.max_minutes:
-            self.deadline = time.monotonic() + 60.0 * self.config.max_minutes
+        if self.config.budget.max_minutes:
+            self.deadline = time.monotonic() + 60.0 * self.config.budget.max_minutes
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Search]:
         """In a terminal, the trials as a progress bar (tickercast.progress) during the
         block; a resumed search starts at the trials it already ended, which do not count
         toward the remaining time."""
-        total, done = self.config.max_trials, self.finished()
+        total, done = self.config.budget.max_trials, self.finished()
         with track(f"tune {self.run_dir.name} trials", total=total, completed=done) as bar:
             self.bar = bar
             try:
@@ -276,11 +277,11 @@ class Search:
         """The next trial for a free slot; 'idle' = wait for a running trial first,
         'stopped' = the algorithm has nothing left, 'budget' = trials or time used up."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stop_reason = f"time budget of {self.config.max_minutes} minutes reached"
+            self.stop_reason = f"time budget of {self.config.budget.max_minutes} minutes reached"
             return "budget"
         retry = bool(self.oracle.queued_retries())
-        if not retry and len(self.oracle.trials) >= self.config.max_trials:
-            self.stop_reason = f"trial budget of {self.config.max_trials} reached"
+        if not retry and len(self.oracle.trials) >= self.config.budget.max_trials:
+            self.stop_reason = f"trial budget of {self.config.budget.max_trials} reached"
             return "budget"
         trial = self.oracle.create_trial(slot)
         if trial.status == "IDLE":
@@ -294,7 +295,7 @@ class Search:
             trial_id=trial.trial_id,
             values=values,
             settings=settings_from_values(values),
-            epochs=int(values.get("tuner/epochs", self.config.epochs)),
+            epochs=int(values.get("tuner/epochs", self.config.search.epochs)),
             resume_from=str(self.trial_dir(past)) if past else None,
             retry=retry,
         )
@@ -358,8 +359,8 @@ class Search:
                     "trial": trial_id,
                     "status": status,
                     "best": best is not None and trial_id == best.trial_id,
-                    **settings,
-                    "epochs": int(values.get("tuner/epochs", self.config.epochs)),
+                    **settings.model_dump(),
+                    "epochs": int(values.get("tuner/epochs", self.config.search.epochs)),
                     "epochs_run": result.get("epochs_run"),
                     "best_epoch": result.get("best_epoch"),
                     OBJECTIVE: trial.score if trial.status == "COMPLETED" else None,

@@ -11,14 +11,16 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tickercast.atomic import write_json
 from tickercast.hashing import json_sha256
-from tickercast.tuning.config import OBJECTIVE
-from tickercast.tuning.data import load_search_data, search_anchors
+from tickercast.tuning.config import OBJECTIVE, Choice, TrialSettings
+from tickercast.tuning.data import SearchData, search_anchors
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -37,7 +39,7 @@ def _copy_checkpoint(source: Path, out: Path, logger: Logger) -> None:
     """Hyperband's next round continues a trial: start from its last checkpoint. Training
     from scratch would end identically (per-epoch seeded shuffles, resumable callbacks),
     only slower, so a missing checkpoint is not an error."""
-    from tickercast.modeling.callbacks import CHECKPOINTS, latest_checkpoint
+    from tickercast.modeling.checkpoints import CHECKPOINTS, latest_checkpoint
 
     if latest_checkpoint(out) is not None:
         return  # this trial's own, newer checkpoint (it was interrupted)
@@ -65,25 +67,26 @@ def _val_mse(model, data, lookback: int, batch_size: int) -> float:
     return float(np.mean((predicted.reshape(actual.shape) - actual) ** 2))
 
 
-def _fit_part(
-    data,
-    lookback: int,
-    cfg: dict,
-    out: Path,
-    resume_from: Path | None,
-    keep_checkpoints: bool,
-    logger: Logger,
-    label: str,
-    callbacks,
-) -> dict:
-    from tickercast.modeling.callbacks import CHECKPOINTS
+@dataclass(frozen=True)
+class Part:
+    """One fit of a trial: a ticker's (or the global model's) data and its folders."""
+
+    name: str  # the ticker, or "global"
+    label: str  # in the log
+    data: object  # tickercast.modeling.train.TrainData
+    out: Path
+    resume_from: Path | None
+
+
+def _fit_part(part: Part, lookback: int, spec, keep_checkpoints: bool, logger, callbacks) -> dict:
+    from tickercast.modeling.checkpoints import CHECKPOINTS
     from tickercast.modeling.train import fit
 
-    if resume_from is not None:
-        _copy_checkpoint(resume_from, out, logger)
-    summary, model = fit(data, lookback, cfg, out, logger, callbacks, label)
-    part = {
-        "val_mse": _val_mse(model, data, lookback, int(cfg["batch_size"])),
+    if part.resume_from is not None:
+        _copy_checkpoint(part.resume_from, part.out, logger)
+    summary, model = fit(part.data, lookback, spec, part.out, logger, callbacks, part.label)
+    result = {
+        "val_mse": _val_mse(model, part.data, lookback, spec.training.batch_size),
         "val_loss": summary["best_val_loss"],
         **{
             k: summary[k]
@@ -101,97 +104,115 @@ def _fit_part(
         },
     }
     if not keep_checkpoints:
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    write_json(out / "part.json", part)
-    return part
+        shutil.rmtree(part.out / CHECKPOINTS, ignore_errors=True)
+    write_json(part.out / "part.json", result)
+    return result
 
 
-def run_trial(
-    spec: dict,
-    data: list[dict],
-    cfg: dict,
-    trial_dir: str | Path,
-    logger: Logger | None = None,
-    callbacks=(),
-) -> dict:
-    """Train one trial's configuration on the search data; returns its validation MSE.
+def _parts(
+    spec: dict, data: Sequence[SearchData], settings: TrialSettings, lookback: int, trial_dir: Path
+) -> list[Part]:
+    """The fits of a trial: one per ticker, or one global model over all of them."""
+    from tickercast.modeling.train import TrainData, global_data
 
-    `spec` = {trial_id, settings (searched RetrainConfig fields), epochs, resume_from}.
-    The network, seed, callbacks and batches are those retrain's train step uses for the
-    same config, on the same training and validation windows. Per ticker (or one global
-    model) in `trial_dir/train/<part>/`; with several tickers the objective is the mean of
-    their validation MSEs. An interrupted trial resumes from its checkpoints; a finished
-    one (`result.json` for the same inputs) is returned as it is.
-    """
-    logger = logger or logging.getLogger(__name__)
-    trial_dir = Path(trial_dir)
-    key = json_sha256({"spec": spec, "data": [d["content"] for d in data], "cfg": cfg})
-    done = trial_dir / "result.json"
-    if done.is_file():
-        stored = json.loads(done.read_text())
-        if stored.get("key") == key:
-            logger.info("trial %s had already finished: %s", spec["trial_id"], done)
-            return {**stored, "reused": True}
-    started, started_at = time.perf_counter(), _now()
-    settings = spec["settings"]
-    lookback = int(settings["lookback"])
-    train_cfg = {
-        **cfg,
-        **{k: v for k, v in settings.items() if k != "lookback"},
-        "epochs": int(spec["epochs"]),
-    }
-    keep = bool(cfg.get("keep_checkpoints", False))
     past = Path(spec["resume_from"]) / "train" if spec.get("resume_from") else None
-    parts: dict[str, dict] = {}
-    if cfg.get("mode") == "global":
-        from tickercast.modeling.train import global_data
+    label = f"trial {spec['trial_id']}"
 
-        loaded = [load_search_data(d["search"]) for d in data]
+    def part(name: str, folder: str, stacked) -> Part:
+        resume_from = past / folder if past else None
+        return Part(name, f"{label} {name}", stacked, trial_dir / "train" / folder, resume_from)
+
+    if settings.scope.mode == "global":
+        loaded = [d.load() for d in data]
 
         def load(i: int):
             x, y, meta = loaded[i]
             return x, y, search_anchors(meta, lookback, y)
 
-        stacked = global_data(
-            [m["rows"] for *_, m in loaded],
-            load,
-            with_ticker_ids=int(cfg.get("ticker_embedding", 0)) > 0,
-        )
-        parts["global"] = _fit_part(
-            stacked,
-            lookback,
-            train_cfg,
-            trial_dir / "train" / "global",
-            past / "global" if past else None,
-            keep,
-            logger,
-            f"trial {spec['trial_id']} global",
-            callbacks,
-        )
-    else:
-        from tickercast.modeling.train import TrainData
+        rows = [meta["rows"] for *_, meta in loaded]
+        stacked = global_data(rows, load, settings.scope.ticker_embedding)
+        return [part("global", "global", stacked)]
+    parts = []
+    for d in data:
+        x, y, meta = d.load()
+        anchors = search_anchors(meta, lookback, y)
+        stacked = TrainData(x, y, anchors["train"], anchors["val"])
+        parts.append(part(d.ticker, _slug(d.ticker), stacked))
+    return parts
 
-        for d in data:
-            name = _slug(d["ticker"])
-            x, y, meta = load_search_data(d["search"])
-            anchors = search_anchors(meta, lookback, y)
-            parts[d["ticker"]] = _fit_part(
-                TrainData(x, y, anchors["train"], anchors["val"]),
-                lookback,
-                train_cfg,
-                trial_dir / "train" / name,
-                past / name if past else None,
-                keep,
-                logger,
-                f"trial {spec['trial_id']} {d['ticker']}",
-                callbacks,
-            )
+
+def run_trial(
+    spec: dict,
+    data: Sequence[SearchData],
+    settings: TrialSettings,
+    trial_dir: str | Path,
+    logger: Logger | None = None,
+    callbacks=(),
+    keep_checkpoints: bool = False,
+) -> dict:
+    """Train one trial's configuration on the search data; returns its validation MSE.
+
+    `spec` = {trial_id, settings (a `Choice`'s fields), epochs, resume_from}. The network,
+    seed, callbacks and batches are those retrain's train step uses for the same config,
+    on the same training and validation windows. Per ticker (or one global model) in
+    `trial_dir/train/<part>/`; with several tickers the objective is the mean of their
+    validation MSEs. An interrupted trial resumes from its checkpoints; a finished one
+    (`result.json` for the same inputs) is returned as it is. Hyperband keeps each part's
+    checkpoints (`keep_checkpoints`) for the rounds that continue it.
+    """
+    logger = logger or logging.getLogger(__name__)
+    trial_dir = Path(trial_dir)
+    key = json_sha256(
+        {
+            "spec": spec,
+            "data": [d.content for d in data],
+            "settings": settings.model_dump(mode="json"),
+            "keep_checkpoints": keep_checkpoints,
+        }
+    )
+    done = _finished(trial_dir / "result.json", key)
+    if done is not None:
+        logger.info("trial %s had already finished: %s", spec["trial_id"], trial_dir)
+        return {**done, "reused": True}
+    started, started_at = time.perf_counter(), _now()
+    choice = Choice(**spec["settings"])
+    fit_spec = settings.fit(choice, int(spec["epochs"]))
+    parts = {
+        p.name: _fit_part(p, choice.lookback, fit_spec, keep_checkpoints, logger, callbacks)
+        for p in _parts(spec, data, settings, choice.lookback, trial_dir)
+    }
+    result = _result(key, spec, choice, parts, started, started_at)
+    write_json(trial_dir / "result.json", result)
+    logger.info(
+        "trial %s: %s units %s lookback %d: val_mse %.6g after %d epoch(s), %.1f s",
+        spec["trial_id"],
+        choice.model,
+        choice.units,
+        choice.lookback,
+        result[OBJECTIVE],
+        result["epochs_run"],
+        result["seconds"],
+    )
+    return {**result, "reused": False}
+
+
+def _finished(path: Path, key: str) -> dict | None:
+    """A finished trial's result for the same inputs, or None."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored
+    return None
+
+
+def _result(key, spec, choice: Choice, parts: dict, started: float, started_at: str) -> dict:
+    """result.json: the objective (mean over parts), epochs, time and each part."""
     values = [p["val_mse"] for p in parts.values()]
     losses = [p["val_loss"] for p in parts.values() if p["val_loss"] is not None]
-    result = {
+    return {
         "key": key,
         "trial_id": spec["trial_id"],
-        "settings": settings,
+        "settings": choice.model_dump(),
         "epochs": int(spec["epochs"]),
         "resume_from": spec.get("resume_from"),
         OBJECTIVE: float(np.mean(values)),
@@ -204,15 +225,3 @@ def run_trial(
         "parts": {k: {n: v for n, v in p.items() if n != "history"} for k, p in parts.items()},
         "history": {k: p["history"] for k, p in parts.items()},
     }
-    write_json(done, result)
-    logger.info(
-        "trial %s: %s units %s lookback %d: val_mse %.6g after %d epoch(s), %.1f s",
-        spec["trial_id"],
-        settings["model"],
-        settings["units"],
-        lookback,
-        result[OBJECTIVE],
-        result["epochs_run"],
-        result["seconds"],
-    )
-    return {**result, "reused": False}

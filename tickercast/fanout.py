@@ -1,0 +1,122 @@
+"""Per-ticker work where one failing ticker never stops the others.
+
+Every flow that works ticker by ticker (retrain, ingest, predict, backtest, tune) settles
+its tickers here: `each_ticker` runs (or waits for) each ticker's work and keeps what
+happened as an `Outcome`: its value, or its error as one line naming ticker and cause,
+or that it was skipped by choice (`on_corrupt=skip`). `Outcomes` then says what the run
+as a whole did: the values of the tickers that finished, one line per failure for the
+report and the CLI, and why the run fails (`failure`), which decides its exit status.
+
+Work is anything callable per ticker; a ticker's pipeline of submitted steps is settled
+with `settle`, which waits for them in order and raises the first failure: the cause,
+not a later step's "upstream failed". Nothing here knows Prefect: a step is anything
+with `result()` returning its value or raising its error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from tickercast.errors import CorruptSkippedError
+
+T = TypeVar("T")
+
+
+class Settles(Protocol):
+    def result(self) -> Any: ...
+
+
+def one_line(error: BaseException) -> str:
+    """'TypeName: first line of the message' (the kind alone when there is none)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def settle(steps: Iterable[Settles | None]) -> Any:
+    """Wait for a ticker's steps in pipeline order; the first that failed raises its own
+    error (the cause). Returns the last step's value (steps not submitted are None)."""
+    value = None
+    for step in steps:
+        if step is not None:
+            value = step.result()
+    return value
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What happened to one ticker: its value, or why it failed or was skipped."""
+
+    ticker: str
+    value: T | None = None
+    error: str | None = None  # one line: "Kind: message"
+    skipped: bool = False  # by choice (on_corrupt=skip): reported, not a failure
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None and not self.skipped
+
+    def line(self) -> str:
+        """'<ticker>: failed: <cause>' or '<ticker>: skipped: <why>' (empty when ok)."""
+        if self.ok:
+            return ""
+        return f"{self.ticker}: {'skipped' if self.skipped else 'failed'}: {self.error}"
+
+
+@dataclass(frozen=True)
+class Outcomes(Generic[T]):
+    """Every ticker's outcome, in the order the tickers were given."""
+
+    items: tuple[Outcome[T], ...]
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def values(self) -> dict[str, T]:
+        """The finished tickers' values."""
+        return {o.ticker: o.value for o in self.items if o.ok}  # type: ignore[misc]
+
+    def failed(self) -> list[Outcome[T]]:
+        return [o for o in self.items if o.failed]
+
+    def skipped(self) -> list[Outcome[T]]:
+        return [o for o in self.items if o.skipped]
+
+    def lines(self) -> list[str]:
+        """One line per ticker that failed or was skipped."""
+        return [o.line() for o in self.items if not o.ok]
+
+    def failure(self, causes: bool = True) -> str | None:
+        """Why the run fails, or None when it completes: a ticker failed, naming each
+        (with its cause unless `causes` is off), or every ticker was skipped (nothing was
+        done). The ingest flow decides with its own `fail_on` instead."""
+        failed = self.failed()
+        if not failed:
+            if self.items and len(self.skipped()) == len(self.items):
+                return f"every ticker was skipped: {[o.ticker for o in self.items]}"
+            return None
+        named = [f"{o.ticker}: {o.error}" if causes else o.ticker for o in failed]
+        return f"{len(failed)} of {len(self.items)} ticker(s) failed: " + "; ".join(named)
+
+
+def outcome(ticker: str, work: Callable[[str], T]) -> Outcome[T]:
+    """`work(ticker)`'s outcome: an exception fails this ticker alone."""
+    try:
+        return Outcome(ticker, value=work(ticker))
+    except CorruptSkippedError as error:  # on_corrupt=skip: the others go on
+        return Outcome(ticker, error=str(error).splitlines()[0], skipped=True, exception=error)
+    except Exception as error:
+        return Outcome(ticker, error=one_line(error), exception=error)
+
+
+def each_ticker(tickers: Sequence[str], work: Callable[[str], T]) -> Outcomes[T]:
+    """Every ticker's outcome of `work`, one ticker's failure never stopping the next.
+    Submit concurrent work for all tickers first; `work` then only waits for each."""
+    return Outcomes(tuple(outcome(t, work) for t in tickers))

@@ -1,0 +1,235 @@
+"""What each pipeline step hands the next: a small frozen record of paths and content
+hashes, with the methods that load what it points to.
+
+A record is what a step returns and what the next step takes, typed: no step knows
+another's dict keys. Records are pydantic models, so Prefect's JSON result serializer
+stores and restores them by class, and the Dask runner pickles them. Every record names
+the files it wrote in `outputs` (path -> sha256): a cached record whose files were deleted
+or changed since is never trusted (tasks/caching.py). `key()` is what a downstream
+step's cache key sees of it.
+
+Loading is lazy (numpy, pandas, Keras are imported when a loader runs), so passing
+records around costs nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from tickercast.modeling.preprocess import Preprocessing
+
+
+class Record(BaseModel):
+    """A step's result: its files (`outputs`: path -> sha256) and what it says of them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+    def key(self) -> Any:
+        """What a downstream step's cache key sees of this record (default: all of it)."""
+        return self.model_dump(mode="json")
+
+    def bundle_files(self) -> dict[str, Path]:
+        """The files of this step a model bundle carries, by their name in the bundle."""
+        return {}
+
+
+class Ingested(Record):
+    """A ticker's lake file after ingest, and the ingest's report."""
+
+    ticker: str
+    source: str
+    path: str
+    sha256: str
+    report: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> Ingested:
+        """From `tickercast.market.ingest.ingest_ticker`'s result."""
+        return cls(
+            ticker=result["ticker"],
+            source=result["source"],
+            path=result["path"],
+            sha256=result["sha256"],
+            outputs=result.get("outputs", {}),
+            report=result,
+        )
+
+    def key(self) -> Any:
+        """The lake file and its content only: the rest of the report (mode, rows added,
+        warnings) differs between a live fetch that found nothing new and the one before
+        it, and must not rerun training."""
+        return {"ticker": self.ticker, "path": self.path, "sha256": self.sha256}
+
+    def prices(self) -> pd.DataFrame:
+        """The prices this ingest stored (its exact lake file)."""
+        from tickercast.market import lake
+
+        return lake.read_price_file(Path(self.path)).to_pandas()
+
+
+class SplitDates(BaseModel):
+    """Global mode's split boundaries, shared by every ticker (ISO days, inclusive):
+    computed from the tickers' data, handed to preprocessing beside its settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train_end: str
+    val_end: str
+
+
+class Preprocessed(Record):
+    """Features, split and train-only scalers of one ticker: arrays + preprocessing.json."""
+
+    ticker: str
+    arrays: str
+    spec: str
+
+    @functools.cached_property
+    def preprocessing(self) -> Preprocessing:
+        """preprocessing.json, parsed once per record."""
+        from tickercast.modeling.preprocess import load_spec
+
+        return load_spec(self.spec)
+
+    def load(self) -> tuple[Preprocessing, dict[str, np.ndarray]]:
+        """(preprocessing, arrays) as `tickercast.modeling.preprocess.preprocess` made them."""
+        from tickercast.modeling.preprocess import load_preprocessed
+
+        return load_preprocessed(self.arrays, self.spec)
+
+    def bundle_files(self) -> dict[str, Path]:
+        return {"preprocessing.json": Path(self.spec)}
+
+
+class Windows(Record):
+    """Window anchors per split (indices into the preprocessed rows)."""
+
+    ticker: str
+    anchors: str
+    counts: dict[str, int]
+
+    def load(self) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        with np.load(self.anchors, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+class Trained(Record):
+    """One ticker's fitted network (shrunk toward the last close when asked) and its
+    training history."""
+
+    ticker: str
+    model: str
+    history: str
+    best_epoch: int
+    epochs_run: int
+    shrinkage: dict[str, Any] | None = None
+
+    def for_ticker(self, ticker: str) -> Trained:
+        if ticker != self.ticker:
+            raise ValueError(f"the model of {self.ticker} was asked for {ticker}")
+        return self
+
+    def load_model(self):
+        import keras
+
+        return keras.models.load_model(self.model, safe_mode=True, compile=False)
+
+    def history_data(self) -> dict[str, Any]:
+        """history.json: the training summary, per-epoch history under "history"."""
+        return json.loads(Path(self.history).read_text())
+
+    def bundle_files(self) -> dict[str, Path]:
+        return {"model.keras": Path(self.model), "history.json": Path(self.history)}
+
+
+class GlobalTrained(Record):
+    """Global mode: one network over every ticker; each ticker's model file."""
+
+    models: dict[str, Trained]
+
+    def for_ticker(self, ticker: str) -> Trained:
+        try:
+            return self.models[ticker]
+        except KeyError:
+            raise ValueError(f"{ticker} was not part of the global model") from None
+
+
+class Evaluated(Record):
+    """The model and every baseline on the test windows: metrics, verdict, intervals and
+    the evaluation's files."""
+
+    ticker: str
+    metrics: dict[str, Any]
+    verdict: str
+    intervals: dict[str, Any]
+    evaluation: dict[str, Any]
+    predictions: str
+    metrics_json: str
+    loss_png: str
+    forecast_png: str
+    residuals_png: str
+
+    def bundle_files(self) -> dict[str, Path]:
+        return {
+            "predictions.parquet": Path(self.predictions),
+            "loss.png": Path(self.loss_png),
+            "forecast.png": Path(self.forecast_png),
+            "residuals.png": Path(self.residuals_png),
+        }
+
+
+class WalkedForward(Record):
+    """Retrain's walk-forward backtest of one ticker."""
+
+    ticker: str
+    n_folds: int
+    epochs_per_fold: int
+    summary: dict[str, Any]
+    folds: list[dict[str, Any]]
+    backtest_json: str
+    predictions: str
+    folds_png: str
+
+    def bundle_files(self) -> dict[str, Path]:
+        return {
+            "backtest.json": Path(self.backtest_json),
+            "backtest_predictions.parquet": Path(self.predictions),
+            "folds.png": Path(self.folds_png),
+        }
+
+
+class Exported(Record):
+    """The bundle a retrain wrote (or the latest one, when nothing changed since)."""
+
+    ticker: str
+    bundle: str
+    version: int
+    metrics: dict[str, Any]
+    verdict: str
+    unchanged: bool = False
+
+
+class Backtested(Record):
+    """One ticker's rolling-origin backtest (`tickercast backtest`)."""
+
+    ticker: str
+    origins: dict[str, Any]
+    models: list[str]
+    metrics: list[dict[str, Any]]
+    folds: dict[str, Any]
+    metrics_parquet: str
+    forecasts_parquet: str
+    summary_json: str
