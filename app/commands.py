@@ -238,73 +238,90 @@ def _print_json(obj: Any) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from tickercast.delivery import registry
-
     if args.action == "list":
-        rows = registry.list_models(args.data_dir)
-        if args.json:
-            _print_json(rows)
-        elif not rows:
-            print(f"no models under {args.data_dir}/models")
-        for row in [] if args.json else rows:
-            champion = f"v{row['champion']}" if row["champion"] is not None else "none"
-            print(
-                f"{row['name']}: champion {champion}, {row['versions']} version(s), "
-                f"latest v{row['latest']}" + (f"  ({row['problem']})" if "problem" in row else "")
-            )
-        return 0
+        return _models_list(args)
     if args.action == "show":
-        from tickercast.delivery.gate import compare_versions
-
-        info = registry.show(args.data_dir, args.name)
-        info["common"] = compare_versions(args.data_dir, args.name)
-        if args.json:
-            _print_json(info)
-            return 0
-        print(f"{info['name']}: champion {info['champion']}, lineage {info['lineage']}")
-        for v in info["versions"]:
-            flag = "*" if v["champion"] else " "
-            state = "intact" if v["intact"] else f"DAMAGED: {v.get('problem')}"
-            rmse = v.get("rmse")
-            naive = v.get("naive_rmse")
-            scores = (
-                f"own test RMSE {rmse:.4f} vs naive {naive:.4f}"
-                if rmse is not None and naive is not None
-                else "no metrics"
-            )
-            print(
-                f" {flag} v{v['version']}: {v.get('created_at')}, data to {v.get('last_day')}, "
-                f"{scores}, {state}"
-            )
-        common = info["common"]
-        if common["rows"]:
-            w = common["window"]
-            print(
-                f"on one common window ({w['windows']} windows, anchors {w['first_anchor']}.."
-                f"{w['last_anchor']}, every version out of sample):"
-            )
-            for row in common["rows"]:
-                print(
-                    f"   v{row['version']}: RMSE {row['rmse']:.4f} vs naive "
-                    f"{row['naive_rmse']:.4f}, MAE {row['mae']:.4f}, {row['verdict']}"
-                )
-        for version, why in common["skipped"].items():
-            print(f"   v{version}: not on the common window ({why})")
-        for event in info["history"]:
-            print(
-                f"   {event['at']} {event['action']} v{event['version']}: {event.get('reason', '')}"
-            )
-        return 0
+        return _models_show(args)
     if args.action == "sync-mlflow":
         return _sync_mlflow(args.mlflow_uri, args.data_dir, args.names)
+    return _models_move(args)
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from tickercast.delivery import registry
+
+    rows = registry.list_models(args.data_dir)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no models under {args.data_dir}/models")
+    for row in rows:
+        champion = f"v{row['champion']}" if row["champion"] is not None else "none"
+        print(
+            f"{row['name']}: champion {champion}, {row['versions']} version(s), "
+            f"latest v{row['latest']}" + (f"  ({row['problem']})" if "problem" in row else "")
+        )
+    return 0
+
+
+def _models_show(args: argparse.Namespace) -> int:
+    from tickercast.delivery import registry
+    from tickercast.delivery.gate import compare_versions
+
+    info = registry.show(args.data_dir, args.name)
+    info["common"] = compare_versions(args.data_dir, args.name)
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"{info['name']}: champion {info['champion']}, lineage {info['lineage']}")
+    for v in info["versions"]:
+        flag = "*" if v["champion"] else " "
+        state = "intact" if v["intact"] else f"DAMAGED: {v.get('problem')}"
+        rmse, naive = v.get("rmse"), v.get("naive_rmse")
+        scores = (
+            f"own test RMSE {rmse:.4f} vs naive {naive:.4f}"
+            if rmse is not None and naive is not None
+            else "no metrics"
+        )
+        print(
+            f" {flag} v{v['version']}: {v.get('created_at')}, data to {v.get('last_day')}, "
+            f"{scores}, {state}"
+        )
+    _print_common(info["common"])
+    for event in info["history"]:
+        print(f"   {event['at']} {event['action']} v{event['version']}: {event.get('reason', '')}")
+    return 0
+
+
+def _print_common(common: dict) -> None:
+    """Every version scored on one common window (`models show`)."""
+    if common["rows"]:
+        w = common["window"]
+        print(
+            f"on one common window ({w['windows']} windows, anchors {w['first_anchor']}.."
+            f"{w['last_anchor']}, every version out of sample):"
+        )
+        for row in common["rows"]:
+            print(
+                f"   v{row['version']}: RMSE {row['rmse']:.4f} vs naive "
+                f"{row['naive_rmse']:.4f}, MAE {row['mae']:.4f}, {row['verdict']}"
+            )
+    for version, why in common["skipped"].items():
+        print(f"   v{version}: not on the common window ({why})")
+
+
+def _models_move(args: argparse.Namespace) -> int:
+    """`models promote` / `models rollback`; the MLflow mirror follows when there is one."""
+    from tickercast.delivery import registry
+    from tickercast.tracking import resolve_uri
+
     if args.action == "promote":
         reg = registry.promote(args.data_dir, args.name, args.version, reason=args.reason)
         print(f"{args.name}: champion is now v{reg['champion']}")
     else:
         reg = registry.rollback(args.data_dir, args.name, to=args.to)
         print(f"{args.name}: rolled back, champion is now v{reg['champion']}")
-    from tickercast.tracking import resolve_uri
-
     if resolve_uri(args.mlflow_uri):  # the registry changed: its MLflow mirror follows
         _sync_mlflow(args.mlflow_uri, args.data_dir, [args.name])
     return 0

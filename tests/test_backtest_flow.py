@@ -106,3 +106,31 @@ def test_flow_publishes_the_table_and_report(prefect_server, tmp_path):
     report = found[REPORT_KEY].data
     assert "**naive is lagging**" in report and "MASE scale" in report
     assert Path(result["paths"]["metrics"]).is_file()
+
+
+def test_one_bad_ticker_never_stops_the_others(prefect_server, tmp_path, shared_data, capsys):
+    """A backtest over a good and a bad ticker (its CSV cut to 20 rows, too short for the
+    first window) finishes the good one: its files and table are written, the bad one is
+    one line naming why, and the command exits 1."""
+    import shutil
+
+    from tickercast.app.cli import main
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    shutil.copy(shared_data / "prices" / "GOOG.csv", folder / "GOOG.csv")
+    lines = (shared_data / "prices" / "AMZN.csv").read_text().splitlines()
+    (folder / "AMZN.csv").write_text("\n".join(lines[:1] + lines[-20:]) + "\n")
+    argv = ["backtest", "--tickers", "AMZN", "GOOG", "--source", "csv", "--csv-dir", str(folder)]
+    argv += ["--start", "2019-01-01", "--model", "naive", "drift", "--initial", "300"]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "GOOG: " in out and "RMSE" in out
+    (bad,) = [line for line in out.splitlines() if line.startswith("AMZN:")]
+    assert bad.startswith("AMZN: failed: BacktestError") and "needs at least" in bad, bad
+    (error,) = [line for line in err.splitlines() if line.startswith("tickercast backtest")]
+    assert "1 of 2 ticker(s) failed: AMZN" in error
+    folder = Path(out.split("written to ")[1].split()[0])
+    metrics = pd.read_parquet(folder / "metrics.parquet")
+    assert set(metrics["ticker"]) == {"GOOG"} and "AMZN" not in (folder / "report.md").read_text()

@@ -145,3 +145,37 @@ def test_global_training_with_an_embedding_is_repeatable(tmp_path):
     ]
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_global_mode_refuses_a_history_ending_before_the_shared_validation_dates(
+    prefect_server, tmp_path, shared_data, capsys
+):
+    """Two real histories, one cut short: the shared calendar leaves the short one only
+    training rows. It is refused in one line naming it and why; the other is trained,
+    exported and promoted; the command exits 1 without a dump of the run's state."""
+    import shutil
+
+    from tickercast.app.cli import main
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    shutil.copy(shared_data / "prices" / "MSFT.csv", folder / "MSFT.csv")
+    lines = (shared_data / "prices" / "AAPL.csv").read_text().splitlines()
+    kept = [line for line in lines[1:] if line[:10] <= "2019-06-28"]
+    (folder / "AAPL.csv").write_text("\n".join([lines[0], *kept]) + "\n")
+    argv = ["retrain", "--tickers", "MSFT", "AAPL", "--mode", "global", "--source", "csv"]
+    argv += ["--csv-dir", str(folder), "--start", "2017-01-01", "--lookback", "15"]
+    argv += ["--epochs", "1", "--units", "4", "4", "--batch-size", "64"]
+    argv += ["--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    refused = [line for line in out.splitlines() if line.startswith("AAPL:")]
+    assert len(refused) == 1 and refused[0].startswith("AAPL: failed: InsufficientHistoryError")
+    assert "0 validation and 0 test rows" in refused[0], refused
+    assert "ends before the shared validation dates" in refused[0]
+    assert "MSFT: bundle " in out and "MSFT: v1 promoted to champion" in out
+    (error,) = [line for line in err.splitlines() if line.startswith("tickercast retrain: error")]
+    assert "1 of 2 ticker(s) failed: AAPL: InsufficientHistoryError" in error
+    assert "Unexpected result" not in out + err and "Traceback" not in out + err
+    assert (tmp_path / "data/models/MSFT/versions/1/model.keras").is_file()
+    assert not (tmp_path / "data/models/AAPL/versions").exists()

@@ -29,6 +29,8 @@ Target = Literal[
     "closes_log_return",
 ]
 ModelName = Literal["stacked_lstm", "lstm", "bilstm", "cnn_lstm", "lstm_attention"]
+# Networks whose `units` needs more than one entry (stacked LSTMs; cnn_lstm's Conv1D + LSTM)
+MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
 Baseline = Literal["naive", "drift", "mean", "moving_average", "ridge"]
 BacktestModel = Literal[ModelName, Baseline]
 Window = Literal["expanding", "sliding"]

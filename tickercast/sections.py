@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 
 from tickercast.choices import (
+    MIN_UNITS,
     BacktestModel,
     Baseline,
     Device,
@@ -284,13 +285,12 @@ class Architecture(Section):
         return Network(model=model, **self.model_dump())  # type: ignore[arg-type]
 
 
-STACKING = ("stacked_lstm", "cnn_lstm")  # models whose units list needs two entries
-
-
 def check_stacking(models: list[str], units: list[int]) -> None:
+    """Refuse a network whose layers need more `units` entries than given."""
     for name in models:
-        if name in STACKING and len(units) < 2:
-            raise ValueError(f"model {name!r} needs at least two entries in units")
+        needed = MIN_UNITS.get(name, 1)
+        if len(units) < needed:
+            raise ValueError(f"model {name!r} needs at least {needed} entries in units")
 
 
 class Network(Architecture):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tickercast.backtest.files import without_table, write_files
-from tickercast.backtest.prepare import FitFn, Logger, Series, fit_fold, keras_fit
+from tickercast.backtest.prepare import FitFn, FittedFold, Logger, Series, fit_fold, keras_fit
 from tickercast.evaluation.evaluate import evaluate_forecasts
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.names import FORECASTERS, MODEL
@@ -93,41 +93,21 @@ def walk_forward(
     results, tables = [], []
     with track(f"{who} walk-forward folds", total=len(folds)) as bar:
         for fold in folds:
-            fitted = fit_fold(
-                series, section, fold, fit, fold_spec, out_dir / f"fold-{fold.fold}", logger, who
-            )
-            spec, arrays = fitted.spec, fitted.arrays
-            ev = evaluate_forecasts(
-                spec, arrays, fitted.anchors, lambda a, f=fitted: f.forecaster(f.arrays, a)
-            )
-            entry = {
-                **asdict(fold),
-                "train_rows": fold.train_rows,
-                "test_rows": fold.test_rows,
-                "train_first": str(dates[fold.train_start]),
-                "train_end": spec.train_end,
-                "val_end": spec.val_end,
-                "test_first_target": ev["window"]["first_target"],
-                "test_last_target": ev["window"]["last_target"],
-                "test_windows": ev["window"]["windows"],
-                "metrics": ev["metrics"],
-                "intervals": ev["intervals"],
-                "training": clean(fitted.info),
-            }
+            folder = out_dir / f"fold-{fold.fold}"
+            fitted = fit_fold(series, section, fold, fit, fold_spec, folder, logger, who)
+            entry, table = _scored_fold(fitted, dates)
             results.append(entry)
-            table = ev["table"].copy()
-            table.insert(0, "fold", fold.fold)
             tables.append(table)
             logger.info(
                 "%s walk-forward fold %d/%d: train ..%s, test %s..%s, RMSE model %.4f naive %.4f",
                 who,
                 fold.fold,
                 len(folds),
-                spec.train_end,
+                entry["train_end"],
                 entry["test_first_target"],
                 entry["test_last_target"],
-                ev["metrics"]["model"]["rmse"],
-                ev["metrics"]["naive"]["rmse"],
+                entry["metrics"]["model"]["rmse"],
+                entry["metrics"]["naive"]["rmse"],
             )
             bar.advance()
     table = pd.concat(tables, ignore_index=True)
@@ -140,6 +120,31 @@ def walk_forward(
         "summary": summary,
         "table": table,
     }
+
+
+def _scored_fold(fitted: FittedFold, dates: np.ndarray) -> tuple[dict, pd.DataFrame]:
+    """A fitted fold scored like the retrain itself: its entry and predictions table."""
+    fold, spec = fitted.fold, fitted.spec
+    ev = evaluate_forecasts(
+        spec, fitted.arrays, fitted.anchors, lambda a: fitted.forecaster(fitted.arrays, a)
+    )
+    entry = {
+        **asdict(fold),
+        "train_rows": fold.train_rows,
+        "test_rows": fold.test_rows,
+        "train_first": str(dates[fold.train_start]),
+        "train_end": spec.train_end,
+        "val_end": spec.val_end,
+        "test_first_target": ev["window"]["first_target"],
+        "test_last_target": ev["window"]["last_target"],
+        "test_windows": ev["window"]["windows"],
+        "metrics": ev["metrics"],
+        "intervals": ev["intervals"],
+        "training": clean(fitted.info),
+    }
+    table = ev["table"].copy()
+    table.insert(0, "fold", fold.fold)
+    return entry, table
 
 
 def pooled_significance(table: pd.DataFrame, horizon: int) -> dict[str, dict]:

@@ -11,7 +11,7 @@ becomes a constant), so evaluation, bundles and inference never need the ticker 
 
 from __future__ import annotations
 
-from tickercast.choices import NETWORKS
+from tickercast.choices import MIN_UNITS, NETWORKS
 
 MODELS = NETWORKS
 CONV_KERNEL = 3
@@ -19,7 +19,7 @@ CONV_KERNEL = 3
 
 def min_units(name: str) -> int:
     """How many entries `units` needs for an architecture (its layers' sizes)."""
-    return {"stacked_lstm": 2, "cnn_lstm": 2}.get(name, 1)
+    return MIN_UNITS.get(name, 1)
 
 
 def _body(

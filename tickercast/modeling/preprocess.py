@@ -129,11 +129,17 @@ def date_splits(
     n_val = int(((days > train_end) & (days <= val_end)).sum())
     splits = Splits(len(days), n_train, n_val, len(days) - n_train - n_val)
     if not _fits(splits, lookback, horizon):
+        ends = (
+            "; its history ends before the shared validation dates: leave it out of this "
+            "global run, or train it on its own (mode per_ticker)"
+            if n_val == 0
+            else ""
+        )
         raise InsufficientHistoryError(
             f"{who}: with the shared split dates (train to {train_end}, validation to "
             f"{val_end}) it has {n_train} training, {n_val} validation and {splits.n_test} "
             f"test rows; lookback {lookback} + horizon {horizon} needs at least "
-            f"{lookback + horizon} training and {horizon} rows in each other split"
+            f"{lookback + horizon} training and {horizon} rows in each other split{ends}"
         )
     return splits
 

@@ -112,6 +112,67 @@ def n_batches(n_windows: int, batch_size: int) -> int:
     return -(-n_windows // batch_size)
 
 
+# plain tensor code: autograph's conversion only costs tracing time (~1 s per pipeline)
+def _plain(fn):
+    import tensorflow as tf
+
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
+def _batches(order, batch_size: int, tf_kind):
+    """The batches of `order` (an index tensor), as slices of it: no per-element dataset
+    copy of the anchors."""
+    import tensorflow as tf
+
+    n = int(order.shape[0])
+
+    @_plain
+    def take(i):
+        i = tf.cast(i, tf_kind)
+        return order[i * batch_size : tf.minimum((i + 1) * batch_size, n)]
+
+    return tf.data.Dataset.range(n_batches(n, batch_size)).map(take)
+
+
+def _shuffled_batches(index, batch_size: int, tf_kind, seed: int, first_epoch: int, epochs: int):
+    """Epochs `first_epoch..epochs-1` back to back, each the batches of a permutation of
+    `index` seeded by (seed, epoch)."""
+    import tensorflow as tf
+
+    base_seed = tf.constant(int(seed), tf.int64)
+
+    @_plain
+    def permuted(epoch):
+        order = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([base_seed, epoch]))
+        return _batches(order, batch_size, tf_kind)
+
+    ds = tf.data.Dataset.range(int(first_epoch), int(epochs)).flat_map(permuted)
+    total = max(int(epochs) - int(first_epoch), 0) * n_batches(int(index.shape[0]), batch_size)
+    return ds.apply(tf.data.experimental.assert_cardinality(total))
+
+
+def _gatherer(x, y, lookback: int, tf_kind, ticker_offsets, kind):
+    """A batch of anchors -> (windows, targets); with `ticker_offsets`, the windows come
+    with each one's ticker index."""
+    import tensorflow as tf
+
+    features = as_tensor(x, np.float32)
+    targets = as_tensor(y, np.float32)
+    offsets = tf.range(-lookback + 1, 1, dtype=tf_kind)
+    starts = None if ticker_offsets is None else tf.constant(np.asarray(ticker_offsets, kind))
+
+    @_plain
+    def gather(batch):
+        windows = tf.gather(features, batch[:, None] + offsets)
+        if starts is None:
+            return windows, tf.gather(targets, batch)
+        ticker = tf.searchsorted(starts[None, :], batch[None, :], side="right")[0] - 1
+        inputs = {"window": windows, "ticker": tf.cast(ticker, tf.int32)}
+        return inputs, tf.gather(targets, batch)
+
+    return gather
+
+
 def make_dataset(
     x: np.ndarray,
     y: np.ndarray,
@@ -138,50 +199,12 @@ def make_dataset(
 
     kind = index_dtype(len(x))
     tf_kind = tf.int32 if kind == np.int32 else tf.int64
-    features = as_tensor(x, np.float32)
-    targets = as_tensor(y, np.float32)
-    offsets = tf.range(-lookback + 1, 1, dtype=tf_kind)
     index = as_tensor(anchors, kind)
-    n = len(anchors)
-    starts = None if ticker_offsets is None else tf.constant(np.asarray(ticker_offsets, kind))
-
-    # plain tensor code: autograph's conversion only costs tracing time (~1 s per pipeline)
-    plain = tf.autograph.experimental.do_not_convert
-
-    def batches_of(order):
-        # slices of one index tensor: no per-element dataset copy of the anchors
-        @plain
-        def take(i):
-            i = tf.cast(i, tf_kind)
-            return order[i * batch_size : tf.minimum((i + 1) * batch_size, n)]
-
-        return tf.data.Dataset.range(n_batches(n, batch_size)).map(take)
-
     if shuffle:
-        base_seed = tf.constant(int(seed), tf.int64)
-
-        @plain
-        def permuted(epoch):
-            order = tf.random.experimental.stateless_shuffle(
-                index, seed=tf.stack([base_seed, epoch])
-            )
-            return batches_of(order)
-
-        ds = tf.data.Dataset.range(int(first_epoch), int(epochs)).flat_map(permuted)
-        total = max(int(epochs) - int(first_epoch), 0) * n_batches(n, batch_size)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(total))
+        ds = _shuffled_batches(index, batch_size, tf_kind, seed, first_epoch, epochs)
     else:
-        ds = batches_of(index)
-
-    @plain
-    def gather(batch):
-        windows = tf.gather(features, batch[:, None] + offsets)
-        if starts is None:
-            return windows, tf.gather(targets, batch)
-        ticker = tf.searchsorted(starts[None, :], batch[None, :], side="right")[0] - 1
-        inputs = {"window": windows, "ticker": tf.cast(ticker, tf.int32)}
-        return inputs, tf.gather(targets, batch)
-
+        ds = _batches(index, batch_size, tf_kind)
+    gather = _gatherer(x, y, lookback, tf_kind, ticker_offsets, kind)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     # tf.data's default graph rewrites serialise the pipeline, copying every captured

@@ -83,88 +83,93 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 # --- the oracle ----------------------------------------------------------------------
 
 
-def _oracle_class(algorithm: str):
-    """Keras Tuner's oracle for `algorithm`, saving its state atomically (a kill mid-save
-    keeps the previous file) and, for Bayesian optimisation, with its random stream, so a
-    resumed search proposes what the uninterrupted one would have.
+def _dump(path: str | Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(state))
+
+
+class ResumableOracle:
+    """What tickercast adds to a Keras Tuner oracle (mixed in before it, `_oracle_class`):
+    its state saved atomically (a kill mid-save keeps the previous file) and, for
+    Bayesian optimisation, with its random stream, so a resumed search proposes what the
+    uninterrupted one would have.
 
     Keras Tuner internals: this class is the only place that touches them (the oracle's
     `_get_oracle_fname`, `_get_trial_dir`, `_save_trial`, `_random_state`,
     `_set_project_dir` and `_retry_queue`); everything else uses its public methods and
     `queued_retries` / `attach` below.
     """
+
+    def save(self):
+        _dump(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        _dump(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
+
+    def get_state(self):
+        state = super().get_state()
+        stream = getattr(self, "_random_state", None)
+        if stream is not None:
+            name, keys, pos, has_gauss, cached = stream.get_state()
+            state["tickercast_random_state"] = [
+                name,
+                keys.tolist(),
+                int(pos),
+                int(has_gauss),
+                float(cached),
+            ]
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        saved = state.get("tickercast_random_state")
+        if saved and getattr(self, "_random_state", None) is not None:
+            name, keys, pos, has_gauss, cached = saved
+            self._random_state.set_state(
+                (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+            )
+
+    def end_trial(self, trial):
+        super().end_trial(trial)
+        # keras-tuner saves before it drops the trial from ongoing_trials: saved as it
+        # is, a reload would take the last finished trial for an interrupted one
+        self.save()
+
+    def populate_space(self, trial_id):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn's GP fitting chatter
+            return super().populate_space(trial_id)
+
+    def queued_retries(self) -> list[str]:
+        """Trial ids waiting to run again (interrupted or failed once), next last."""
+        return list(self._retry_queue)
+
+    def attach(self, run_dir: Path) -> None:
+        """Keep the state in `run_dir`; reload it when the search has state there."""
+        self._set_project_dir(str(run_dir.parent), run_dir.name)
+        if not (run_dir / "oracle.json").is_file():
+            return
+        self.reload()  # trials RUNNING when the last run stopped go to the retry queue
+        self._retry_queue = [
+            t for t in self._retry_queue if self.trials[t].status not in ("COMPLETED", "FAILED")
+        ]
+        queued = set(self._retry_queue)
+        for trial_id, trial in sorted(self.trials.items()):
+            # killed between saving a new trial and saving the oracle: run it again
+            if trial.status == "RUNNING" and trial_id not in queued:
+                self._retry_queue.insert(0, trial_id)
+
+
+def _oracle_class(algorithm: str):
+    """Keras Tuner's oracle for `algorithm` with `ResumableOracle` mixed in (Keras Tuner
+    is imported only when a search runs)."""
     import keras_tuner as kt
 
     base = {
         "bayesian": kt.oracles.BayesianOptimizationOracle,
         "hyperband": kt.oracles.HyperbandOracle,
     }[algorithm]
-
-    def dump(path: str | Path, state: dict) -> None:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(state))
-
-    class Oracle(base):
-        def save(self):
-            dump(self._get_oracle_fname(), self.get_state())
-
-        def _save_trial(self, trial):
-            dump(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
-
-        def get_state(self):
-            state = super().get_state()
-            stream = getattr(self, "_random_state", None)
-            if stream is not None:
-                name, keys, pos, has_gauss, cached = stream.get_state()
-                state["tickercast_random_state"] = [
-                    name,
-                    keys.tolist(),
-                    int(pos),
-                    int(has_gauss),
-                    float(cached),
-                ]
-            return state
-
-        def set_state(self, state):
-            super().set_state(state)
-            saved = state.get("tickercast_random_state")
-            if saved and getattr(self, "_random_state", None) is not None:
-                name, keys, pos, has_gauss, cached = saved
-                self._random_state.set_state(
-                    (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
-                )
-
-        def end_trial(self, trial):
-            super().end_trial(trial)
-            # keras-tuner saves before it drops the trial from ongoing_trials: saved as it
-            # is, a reload would take the last finished trial for an interrupted one
-            self.save()
-
-        def populate_space(self, trial_id):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # scikit-learn's GP fitting chatter
-                return super().populate_space(trial_id)
-
-        def queued_retries(self) -> list[str]:
-            """Trial ids waiting to run again (interrupted or failed once), next last."""
-            return list(self._retry_queue)
-
-        def attach(self, run_dir: Path) -> None:
-            """Keep the state in `run_dir`; reload it when the search has state there."""
-            self._set_project_dir(str(run_dir.parent), run_dir.name)
-            if not (run_dir / "oracle.json").is_file():
-                return
-            self.reload()  # trials RUNNING when the last run stopped go to the retry queue
-            self._retry_queue = [
-                t for t in self._retry_queue if self.trials[t].status not in ("COMPLETED", "FAILED")
-            ]
-            queued = set(self._retry_queue)
-            for trial_id, trial in sorted(self.trials.items()):
-                # killed between saving a new trial and saving the oracle: run it again
-                if trial.status == "RUNNING" and trial_id not in queued:
-                    self._retry_queue.insert(0, trial_id)
-
-    return Oracle
+    return type(f"Resumable{base.__name__}", (ResumableOracle, base), {})
 
 
 def make_oracle(config: TuneConfig, run_dir: Path):
