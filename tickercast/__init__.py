@@ -12,4 +12,3 @@ deployments/ (see docs/ARCHITECTURE.md).
 # process that retrained yesterday would ingest nothing today. Loading curl_cffi first,
 # here (under 0.1 s), keeps each library on its own libcurl, in every order of use.
 import curl_cffi.requests  # noqa: E402, F401
-

@@ -74,9 +74,7 @@ def write_json(target: str | Path, obj: object) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(
-    path: str | Path, on_wait: Callable[[Path], None] | None = None
-) -> Iterator[None]:
+def file_lock(path: str | Path, on_wait: Callable[[Path], None] | None = None) -> Iterator[None]:
     """An exclusive advisory lock across processes (released when the holder dies).
 
     `on_wait(path)` is called once, before blocking, when another holder has it.

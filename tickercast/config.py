@@ -73,9 +73,10 @@ def tickers_field(**changes: Any) -> Any:
     return Field(**{**options, **changes})
 
 
-def section(kind: type[Section], description: str) -> Any:
-    """A config's section field: defaults to the section's defaults."""
-    return Field(default_factory=kind, description=description)
+def section(kind: type[Section]) -> Any:
+    """A config's section field, defaulting to the section's defaults; the UI form
+    describes it with the section's docstring."""
+    return Field(default_factory=kind)
 
 
 class _Config(Composite):
@@ -112,26 +113,29 @@ def _fill(data: dict, section: str | None, leaf: str, value: Any) -> None:
         data[section].setdefault(leaf, value)
 
 
-class RetrainConfig(_Config):
+class Ingests(_Config):
+    """What every config that ingests its tickers and then trains starts with."""
+
+    tickers: list[str] = tickers_field()
+    preset: Preset = Field("recommended", description=PRESET_HELP)
+    data: DataSource = section(DataSource)
+    ingest: IngestChecks = section(IngestChecks)
+
+
+class RetrainConfig(Ingests):
     """Everything one retrain run depends on. The defaults are the recommended settings
     (scale-free inputs, a target relative to the last close, shrinkage toward naive);
     `preset="tutorial"` reproduces the reference tutorial."""
 
-    tickers: list[str] = tickers_field()
-    preset: Preset = Field("recommended", description=PRESET_HELP)
-    data: DataSource = section(DataSource, "Where prices come from.")
-    ingest: IngestChecks = section(IngestChecks, "How ingested rows are screened.")
-    preprocessing: PreprocessSettings = section(
-        PreprocessSettings, "Which days are used, the model's inputs and target, the split."
-    )
-    network: Network = section(Network, "The network's kind and layers.")
-    scope: Scope = section(Scope, "A model per ticker, or one global model over all of them.")
-    training: Training = section(Training, "How the network is fitted.")
-    compute: Compute = section(Compute, "Where training runs and what it logs.")
-    walk_forward: WalkForward = section(WalkForward, "The optional walk-forward backtest.")
-    gate: Gate = section(Gate, "The champion gate a new version must pass.")
-    execution: Execution = section(Execution, "Files, caches and concurrency of the run.")
-    mirror: Mirror = section(Mirror, "Where runs are mirrored (MLflow).")
+    preprocessing: PreprocessSettings = section(PreprocessSettings)
+    network: Network = section(Network)
+    scope: Scope = section(Scope)
+    training: Training = section(Training)
+    compute: Compute = section(Compute)
+    walk_forward: WalkForward = section(WalkForward)
+    gate: Gate = section(Gate)
+    execution: Execution = section(Execution)
+    mirror: Mirror = section(Mirror)
 
     def fit_spec(self) -> FitSpec:
         """What the train steps take."""
@@ -177,10 +181,10 @@ class IngestConfig(_Config):
         description=f"{TICKERS_HELP} Not given: every CSV in csv_dir (source csv) or every "
         "bundled sample ticker (source sample).",
     )
-    data: DataSource = section(DataSource, "Where prices come from.")
-    window: FetchWindow = section(FetchWindow, "The days a live source is asked for.")
-    ingest: Fetching = section(Fetching, "How rows are screened and fetches retried.")
-    execution: IngestExecution = section(IngestExecution, "Files, concurrency, failure.")
+    data: DataSource = section(DataSource)
+    window: FetchWindow = section(FetchWindow)
+    ingest: Fetching = section(Fetching)
+    execution: IngestExecution = section(IngestExecution)
 
     @model_validator(mode="after")
     def _consistent(self) -> IngestConfig:
@@ -196,6 +200,8 @@ class IngestConfig(_Config):
 
 
 class PredictExecution(Storage):
+    """Where the lake and the model registry are."""
+
     data_dir: str = field_of(
         Execution, "data_dir", description="Root of the data lake and the model registry."
     )
@@ -207,30 +213,26 @@ class PredictConfig(_Config):
     tickers: list[str] = tickers_field(
         description="Tickers whose champion model forecasts the next horizon."
     )
-    execution: PredictExecution = section(PredictExecution, "Where the lake and models are.")
+    execution: PredictExecution = section(PredictExecution)
 
 
 class BacktestExecution(Storage):
+    """Where the run keeps its files, and whether cached steps are recomputed."""
+
     data_dir: str = field_of(Execution, "data_dir")
     refresh: bool = field_of(Execution, "refresh")
 
 
-class BacktestConfig(_Config):
+class BacktestConfig(Ingests):
     """The `backtest` flow's one parameter: rolling-origin evaluation of several models."""
 
-    tickers: list[str] = tickers_field()
-    preset: Preset = Field("recommended", description=PRESET_HELP)
-    data: DataSource = section(DataSource, "Where prices come from.")
-    ingest: IngestChecks = section(IngestChecks, "How ingested rows are screened.")
-    preprocessing: BacktestWindowing = section(
-        BacktestWindowing, "Which days are used, the networks' inputs and the target."
-    )
-    backtest: Rolling = section(Rolling, "Models, origins and scoring.")
-    network: Architecture = section(Architecture, "The layers of every network scored.")
-    training: BacktestTraining = section(BacktestTraining, "How each network is fitted.")
-    compute: Compute = section(Compute, "Where training runs and what it logs.")
-    execution: BacktestExecution = section(BacktestExecution, "Files and caches.")
-    mirror: Mirror = section(Mirror, "Where runs are mirrored (MLflow).")
+    preprocessing: BacktestWindowing = section(BacktestWindowing)
+    backtest: Rolling = section(Rolling)
+    network: Architecture = section(Architecture)
+    training: BacktestTraining = section(BacktestTraining)
+    compute: Compute = section(Compute)
+    execution: BacktestExecution = section(BacktestExecution)
+    mirror: Mirror = section(Mirror)
 
     @model_validator(mode="after")
     def _consistent(self) -> BacktestConfig:

@@ -105,7 +105,7 @@ _INGEST = IngestOptions()  # the ingest library's defaults, stated once there
 
 
 class IngestChecks(Section):
-    """How every ingested batch is screened (`tickercast.market.options.IngestOptions`)."""
+    """How every ingested batch is screened: big moves, unreadable lake files, quirks."""
 
     move_threshold: float = Field(
         _INGEST.move_threshold,
@@ -135,7 +135,7 @@ class IngestChecks(Section):
 
 
 class Fetching(IngestChecks):
-    """The ingest flow's screening plus how a live source is fetched and retried."""
+    """How rows are screened, and how a live source is fetched and retried."""
 
     overlap_days: int = Field(
         _INGEST.overlap_days,

@@ -67,8 +67,7 @@ def read_stored(
     removed = lake.remove_leftovers(data_dir, ticker)
     if removed:
         notes.append(
-            f"ticker {ticker}: removed {removed} leftover temporary file(s) of an "
-            "interrupted write"
+            f"ticker {ticker}: removed {removed} leftover temporary file(s) of an interrupted write"
         )
     problems: list[str] = []
     prices = None
@@ -93,8 +92,7 @@ def read_stored(
         )
     if on_corrupt == "skip":
         raise CorruptSkippedError(
-            f"ticker {ticker}: skipped (on_corrupt=skip), its files were left as they are: "
-            f"{found}"
+            f"ticker {ticker}: skipped (on_corrupt=skip), its files were left as they are: {found}"
         )
     notes.append(f"ticker {ticker}: {found}; re-ingested it (on_corrupt=reingest)")
     return prices, events, True

@@ -15,16 +15,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tickercast.choices import Feature, ModelName, Preset, Target, TuneAlgorithm
-from tickercast.config import PRESET_HELP, RetrainConfig, _Config, section, tickers_field
+from tickercast.choices import Feature, ModelName, Target, TuneAlgorithm
+from tickercast.config import Ingests, RetrainConfig, section
 from tickercast.sections import (
     Composite,
     Compute,
-    DataSource,
     Execution,
     FitSpec,
     Gate,
-    IngestChecks,
     Mirror,
     Network,
     PreprocessSettings,
@@ -298,25 +296,21 @@ class TrialSettings(Composite):
         )
 
 
-class TuneConfig(_Config):
+class TuneConfig(Ingests):
     """Everything one hyperparameter search depends on: retrain's data and fixed
     training options plus the search space and its budget."""
 
-    tickers: list[str] = tickers_field()
-    preset: Preset = Field("recommended", description=PRESET_HELP)
-    data: DataSource = section(DataSource, "Where prices come from.")
-    ingest: IngestChecks = section(IngestChecks, "How ingested rows are screened.")
-    preprocessing: TuneData = section(TuneData, "Which days, inputs, target and split.")
-    network: TuneNetwork = section(TuneNetwork, "Network settings no trial chooses.")
-    scope: Scope = section(Scope, "A model per ticker, or one global model over all of them.")
-    training: TuneTraining = section(TuneTraining, "Training settings no trial chooses.")
-    compute: Compute = section(Compute, "Where training runs and what it logs.")
-    search: SearchSpace = section(SearchSpace, "The algorithm, its space and epochs per trial.")
-    budget: Budget = section(Budget, "How long this invocation searches, then what.")
-    walk_forward: WalkForward = section(WalkForward, "best.json's walk-forward backtest.")
-    gate: Gate = section(Gate, "best.json's champion gate.")
-    execution: Execution = section(Execution, "Files, caches and concurrency of the run.")
-    mirror: Mirror = section(Mirror, "Where runs are mirrored (MLflow).")
+    preprocessing: TuneData = section(TuneData)
+    network: TuneNetwork = section(TuneNetwork)
+    scope: Scope = section(Scope)
+    training: TuneTraining = section(TuneTraining)
+    compute: Compute = section(Compute)
+    search: SearchSpace = section(SearchSpace)
+    budget: Budget = section(Budget)
+    walk_forward: WalkForward = section(WalkForward)
+    gate: Gate = section(Gate)
+    execution: Execution = section(Execution)
+    mirror: Mirror = section(Mirror)
 
     def data_spec(self) -> PreprocessSettings:
         """The search data's preprocessing: the longest searched lookback (it only decides
