@@ -48,7 +48,7 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
         "tickers": {
             t: r.model_dump(include={"origins", "models", "metrics"}) for t, r in results.items()
         },
-        "failed": {o.ticker: o.error for o in outcomes.failed()},
+        "failed": outcomes.errors(),
         "paths": {},
         "mlflow": None,
     }

@@ -39,7 +39,7 @@ def predict(config: PredictConfig = PredictConfig()) -> dict:
             key="forecasts",
             description=f"next-horizon forecasts with 80% / 95% conformal bounds ({path})",
         )
-    failed = {o.ticker: o.error for o in outcomes.failed()}
+    failed = outcomes.errors()
     summary = {"path": str(path) if path else None, "forecasts": rows, "failed": failed}
     why = outcomes.failure()
     return Failed(message=why, data=summary) if why else summary

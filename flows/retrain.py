@@ -19,7 +19,7 @@ from prefect.states import Failed
 from tickercast import layout
 from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
-from tickercast.fanout import Outcomes, each_ticker, settle
+from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
 from tickercast.splits import SplitDates
 from tickercast.tasks.backtest import backtest_step
@@ -147,7 +147,9 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
         for branch in _trained(steps, config, branches, data_dir):
             _finish(steps, branch, config, data_dir)
         outcomes = each_ticker(config.tickers, lambda t: branches[t].result())
-    return _report(outcomes)
+    # a failed ticker: its one-line cause; the run fails naming each, after the others
+    why = outcomes.failure()
+    return Failed(message=why, data=outcomes.by_ticker()) if why else outcomes.by_ticker()
 
 
 def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDates | None:
@@ -200,19 +202,6 @@ def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) 
     )
     mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
     branch.promotion = steps.promote.submit(branch.exported, config.gate, data_dir, mlflow_uri)
-
-
-def _report(outcomes: Outcomes[dict]) -> Any:
-    """Per-ticker results (a failed ticker: its one-line cause; a skipped one: why); the
-    run fails naming every ticker that failed, after the others finished."""
-    results: dict[str, dict] = {}
-    for o in outcomes:
-        if o.ok:
-            results[o.ticker] = o.value  # type: ignore[assignment]
-        else:
-            results[o.ticker] = {"ticker": o.ticker, "skipped" if o.skipped else "error": o.error}
-    why = outcomes.failure()
-    return Failed(message=why, data=results) if why else results
 
 
 if __name__ == "__main__":  # `python -m flows.retrain`: the CLI's `retrain`, looked up by name

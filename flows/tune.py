@@ -58,7 +58,7 @@ def tune(config: TuneConfig = TuneConfig()) -> dict:
         if not data:
             return Failed(message=outcomes.failure() or "no ticker's search data")
         summary = _search(config, data_dir, data)
-    summary["failed"] = {o.ticker: o.error for o in outcomes.failed()}
+    summary["failed"] = outcomes.errors()
     why = outcomes.failure()
     if summary["best"] is None:
         return Failed(message=f"no trial completed; see {summary['trials_csv']}", data=summary)

@@ -228,3 +228,32 @@ def test_the_type_checking_imports_of_a_module_are_not_its_code():
     of a fit's key, though the training module names their types."""
     assert "tickercast.sections" not in caching.module_closure(["tickercast.modeling.train"])
     assert "tickercast.modeling.models" in caching.module_closure(["tickercast.modeling.train"])
+
+
+def test_one_declaration_gives_a_step_its_name_key_and_work_folder(tmp_path):
+    """@step: the cache key and the work folder come from the same declaration and the
+    same arguments, so they cannot drift apart; `work` is no parameter of the task."""
+    import inspect
+
+    from tickercast import layout
+    from tickercast.sections import Gate
+    from tickercast.tasks.steps import step
+
+    seen = {}
+
+    @step("probe-step", ("tickercast.hashing",))
+    def probe(x: int, gate: Gate, data_dir: str, *, work) -> int:
+        seen["work"] = work
+        return x
+
+    assert probe.name == "probe-step"
+    assert list(inspect.signature(probe.fn).parameters) == ["x", "gate", "data_dir"]
+    params = {"x": 1, "gate": Gate(), "data_dir": str(tmp_path)}
+    assert probe.fn(1, Gate(), str(tmp_path)) == 1
+    key = probe.cache_key_fn(types.SimpleNamespace(result_store=None), params)
+    assert key == step_key("probe_step", ("tickercast.hashing",), params)
+    assert seen["work"] == layout.work_dir(tmp_path, "probe_step") / key
+    other = probe.cache_key_fn(
+        types.SimpleNamespace(result_store=None), {**params, "gate": Gate(promotion_level=0.1)}
+    )
+    assert other != key  # a setting of a section it takes is part of both

@@ -70,3 +70,54 @@ def test_results_can_live_at_an_fsspec_url(prefect_server, tmp_path):
     assert task_states(state)["train"] == "Cached"
     assert fsspec.filesystem("memory").ls("/tc-results")
     assert not (tmp_path / "results").exists()
+
+
+# --- the helper itself (no Prefect) ------------------------------------------------------
+
+
+class Step:
+    """A submitted step: its value, or the error it failed with."""
+
+    def __init__(self, value=None, error=None):
+        self.value, self.error, self.asked = value, error, False
+
+    def result(self):
+        self.asked = True
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def test_a_failing_ticker_is_one_line_and_the_others_finish():
+    from tickercast.errors import CorruptSkippedError
+    from tickercast.fanout import each_ticker
+
+    def work(ticker: str) -> int:
+        if ticker == "BAD":
+            raise ValueError("history too short\nsecond line of detail")
+        if ticker == "SKIP":
+            raise CorruptSkippedError("lake file x unreadable; left as it was")
+        return len(ticker)
+
+    outcomes = each_ticker(["AAPL", "BAD", "SKIP", "MSFTX"], work)
+    assert outcomes.values() == {"AAPL": 4, "MSFTX": 5}
+    assert outcomes.errors() == {"BAD": "ValueError: history too short"}
+    assert [o.ticker for o in outcomes.skipped()] == ["SKIP"]
+    assert outcomes.failure() == "1 of 4 ticker(s) failed: BAD: ValueError: history too short"
+    assert outcomes.by_ticker()["SKIP"] == {
+        "ticker": "SKIP",
+        "skipped": "lake file x unreadable; left as it was",
+    }
+    assert each_ticker(["A"], work).failure() is None
+    assert each_ticker(["SKIP"], work).failure() == "every ticker was skipped: ['SKIP']"
+
+
+def test_a_branch_fails_with_its_first_failed_step_the_cause():
+    from tickercast.fanout import settle
+
+    cause, upstream = OSError("no such file"), RuntimeError("upstream task failed")
+    steps = [Step(1), Step(error=cause), Step(error=upstream), None, Step(4)]
+    with pytest.raises(OSError, match="no such file"):
+        settle(steps)
+    assert not steps[-1].asked  # nothing after the cause is waited for
+    assert settle([Step(1), None, Step(3)]) == 3

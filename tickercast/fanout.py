@@ -4,8 +4,8 @@ Every flow that works ticker by ticker (retrain, ingest, predict, backtest, tune
 its tickers here: `each_ticker` runs (or waits for) each ticker's work and keeps what
 happened as an `Outcome`: its value, or its error as one line naming ticker and cause,
 or that it was skipped by choice (`on_corrupt=skip`). `Outcomes` then says what the run
-as a whole did: the values of the tickers that finished, one line per failure for the
-report and the CLI, and why the run fails (`failure`), which decides its exit status.
+as a whole did: the values of the tickers that finished, each failure's one line for
+the report and the CLI, and why the run fails (`failure`), which decides its exit status.
 
 Work is anything callable per ticker; a ticker's pipeline of submitted steps is settled
 with `settle`, which waits for them in order and raises the first failure: the cause,
@@ -63,12 +63,6 @@ class Outcome(Generic[T]):
     def failed(self) -> bool:
         return self.error is not None and not self.skipped
 
-    def line(self) -> str:
-        """'<ticker>: failed: <cause>' or '<ticker>: skipped: <why>' (empty when ok)."""
-        if self.ok:
-            return ""
-        return f"{self.ticker}: {'skipped' if self.skipped else 'failed'}: {self.error}"
-
 
 @dataclass(frozen=True)
 class Outcomes(Generic[T]):
@@ -89,21 +83,31 @@ class Outcomes(Generic[T]):
     def skipped(self) -> list[Outcome[T]]:
         return [o for o in self.items if o.skipped]
 
-    def lines(self) -> list[str]:
-        """One line per ticker that failed or was skipped."""
-        return [o.line() for o in self.items if not o.ok]
+    def errors(self) -> dict[str, str]:
+        """The failed tickers' one-line causes."""
+        return {o.ticker: o.error for o in self.failed()}  # type: ignore[misc]
 
-    def failure(self, causes: bool = True) -> str | None:
-        """Why the run fails, or None when it completes: a ticker failed, naming each
-        (with its cause unless `causes` is off), or every ticker was skipped (nothing was
-        done). The ingest flow decides with its own `fail_on` instead."""
+    def by_ticker(self) -> dict[str, Any]:
+        """Every ticker's value, or {"ticker", "error"} / {"ticker", "skipped"} with its
+        one line: a run's per-ticker results, failures included, in the order given."""
+        return {
+            o.ticker: o.value
+            if o.ok
+            else {"ticker": o.ticker, "skipped" if o.skipped else "error": o.error}
+            for o in self.items
+        }
+
+    def failure(self) -> str | None:
+        """Why the run fails, or None when it completes: tickers failed (each named with
+        its cause), or every ticker was skipped (nothing was done). The ingest flow
+        decides with its own `fail_on` instead."""
         failed = self.failed()
         if not failed:
             if self.items and len(self.skipped()) == len(self.items):
                 return f"every ticker was skipped: {[o.ticker for o in self.items]}"
             return None
-        named = [f"{o.ticker}: {o.error}" if causes else o.ticker for o in failed]
-        return f"{len(failed)} of {len(self.items)} ticker(s) failed: " + "; ".join(named)
+        named = "; ".join(f"{o.ticker}: {o.error}" for o in failed)
+        return f"{len(failed)} of {len(self.items)} ticker(s) failed: {named}"
 
 
 def outcome(ticker: str, work: Callable[[str], T]) -> Outcome[T]:
