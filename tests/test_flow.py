@@ -149,6 +149,18 @@ def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
     ]
 
 
+def test_a_gate_setting_reruns_no_step_only_the_gate(tiny):
+    """Each step is keyed on its own sections: the gate's level is read by the gate alone,
+    so every step is cached and no new version is exported (the run changed no input of
+    the model)."""
+    config, _, _ = tiny
+    run(config)  # this config's version is the latest again
+    state, result = run(config.model_copy(update={"promotion_level": 0.01, "max_workers": 2}))
+    states = task_states(state)
+    assert {s: states[s] for s in STEPS[:-1]} == {s: "Cached" for s in STEPS[:-1]}
+    assert result["MSFT"]["promotion"]["action"] == "unchanged"
+
+
 def test_deleted_work_file_is_recomputed_not_trusted(tiny):
     config, _, _ = tiny
     for model in (Path(config.execution.data_dir) / "work/train").glob("*/model.keras"):

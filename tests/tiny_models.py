@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,12 +60,11 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
     from tickercast.delivery.servable import build_bundle
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
-    from tickercast.modeling.train import load_history
 
     spec, arrays, anchors, pre = _prepared(data_dir, config)
     model = keras.models.load_model(model_path, safe_mode=True, compile=False)
     ev = evaluate(model, spec, arrays, anchors)
-    history = load_history(history_path)
+    history = json.loads(history_path.read_text())
     paths = write_evaluation(model_path.parent / "eval", ev, history["history"], TICKER)
     evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
     trained = {"model": str(model_path), "history": str(history_path)}

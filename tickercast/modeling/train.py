@@ -12,7 +12,6 @@ checkpoints are removed once `model.keras` is written. The checkpoints and the c
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -557,7 +556,3 @@ def _per_ticker_models(model, data, source: GlobalData, lookback, spec, out_dir,
         save_model(own, path)
         models[ticker] = str(path)
     return models, shrinkage
-
-
-def load_history(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
