@@ -17,7 +17,9 @@ import pandas as pd
 from tickercast.backtest.prepare import FitFn, Logger, featurised, fit_fold, keras_fit
 from tickercast.choices import BASELINES, NETWORKS
 from tickercast.config import TRAIN_FIELDS
-from tickercast.evaluation.baselines import baseline_paths, training_scale
+from tickercast.evaluation.baseline_registry import descriptions, forecast_rolling
+from tickercast.evaluation.baseline_registry import settings as baseline_settings
+from tickercast.evaluation.baselines import training_scale
 from tickercast.evaluation.conformal import (
     LEVELS,
     calibrate,
@@ -297,12 +299,12 @@ def rolling_backtest(
     unknown = [m for m in models if m not in NETWORKS + BASELINES]
     if unknown:
         raise BacktestError(f"unknown model(s) {unknown}; valid: {list(NETWORKS + BASELINES)}")
+    params = baseline_settings(cfg)  # the baselines' parameters: the config's or defaults
     settings = {
         "horizon": horizon,
         "lookback": pre_cfg["lookback"],
         "val_fraction": pre_cfg["val_fraction"],
-        "ridge_lags": int(cfg.get("ridge_lags", 5)),
-        "ma_window": int(cfg.get("ma_window", 20)),
+        **params,
     }
     check_initial(int(cfg["initial"]), models, **settings)
     dates, close = featurised(prices, pre_cfg)
@@ -325,15 +327,7 @@ def rolling_backtest(
     train_cfg = {k: cfg[k] for k in TRAIN_FIELDS if k in cfg and k != "model"}
     for name in models:
         if name in BASELINES:
-            paths = baseline_paths(
-                name,
-                close,
-                origins,
-                ma_window=settings["ma_window"],
-                ridge_lags=settings["ridge_lags"],
-                ridge_alpha=float(cfg.get("ridge_alpha", 1.0)),
-            )
-            forecasts[name] = paths @ weights.T
+            forecasts[name] = forecast_rolling(name, close, origins, params) @ weights.T
             continue
         if out_dir is None:
             raise BacktestError(f"model {name!r} is a network: give an out_dir for its fits")
@@ -383,6 +377,7 @@ def rolling_backtest(
         "refit_every": int(cfg["refit_every"]),
         "max_lag": int(max_lag),
         "mase_scale": MASE_SCALES[cfg.get("mase_scale", "series")],
+        "baselines": descriptions(params, [m for m in models if m in BASELINES], horizon),
     }
     table = _forecast_table(
         dates, rows, last, actual, forecasts, intervals, fold_of, target, horizon
