@@ -107,6 +107,7 @@ def add_commands(sub: Any) -> None:
         "<data-dir>/forecasts/*.parquet. Every option is a PredictConfig field.",
     )
 
+    from tickercast.choices import BASELINES
     from tickercast.config import BacktestConfig
 
     add_flow_command(
@@ -115,7 +116,7 @@ def add_commands(sub: Any) -> None:
         BacktestConfig,
         help="rolling-origin evaluation of networks and baselines on the same origins",
         description="Run the backtest flow: every --model (networks of the family and the "
-        "baselines naive, drift, mean, moving_average, ridge) forecasts from the same rolling "
+        f"baselines {', '.join(BASELINES)}) forecasts from the same rolling "
         "origins; prints RMSE, MAE, MAPE, MASE, direction, coverage, skill and the lag "
         "diagnostic per model (and per horizon step), writes them to "
         "<data-dir>/backtests/*/metrics.parquet. Every option is a BacktestConfig field.",

@@ -148,7 +148,7 @@ def prepared(prices: pd.DataFrame, target: str = "mean_close", horizon: int = 5)
         "test_fraction": 0.15,
     }
     spec, arrays = preprocess(prices, cfg, who="synthetic")
-    n = spec.n_train + spec.n_val + spec.n_test
+    n = spec.n_rows
     return spec, arrays, split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
 
 

@@ -526,10 +526,9 @@ class BacktestConfig(_Config):
         min_length=1,
         description="Models evaluated on the same origins (repeat the option or list several): "
         "any network of the family (stacked_lstm, lstm, bilstm, cnn_lstm, lstm_attention) and "
-        "the baselines naive (last close), drift (last close + the average daily change over "
-        "the training window), mean (of the training window), moving_average (of the last "
-        "ma_window closes), ridge (autoregression on the last ridge_lags log returns). naive "
-        "is always scored: it is the skill reference.",
+        f"the baselines {', '.join(Baseline.__args__)} (what each one is: the README's "  # type: ignore[attr-defined]
+        "Baselines table and the report's legend; moving_average reads ma_window closes, ridge "
+        "the last ridge_lags log returns). naive is always scored: it is the skill reference.",
     )
     target: Target = _as_retrain(
         "target",

@@ -101,7 +101,7 @@ class InputsBaseline(Registered):
 
 ENTRIES: tuple[Registered, ...] = (
     PointBaseline(
-        "naive",
+        NAIVE,
         "the last close, for every day of the horizon (the skill reference)",
         window=b.window_naive,
         rolling=b.rolling_naive,
@@ -173,6 +173,13 @@ if (
     raise ImportError(  # a name in tickercast.choices without its entry here, or vice versa
         f"baseline registry {list(BASELINES)} != choices {[*CLOSE_NAMES, *INPUTS_NAMES]}"
     )
+
+
+def naive_targets(last_close: np.ndarray, n_outputs: int) -> np.ndarray:
+    """Naive's forecast of any price target, (n, outputs): its path is flat at the last
+    close, and every target is a weighted mean of future closes (weights summing to one),
+    so every output is the last close. The gate scores against it."""
+    return b.flat_paths(last_close, n_outputs)
 
 
 def get(name: str) -> Registered:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tickercast.choices import PromotionMetric, values
 from tickercast.evaluation.names import NAIVE
 
-# Lower is better for these; the promotion gate may use any of them.
-LOWER_IS_BETTER = ("rmse", "mae", "mape", "smape", "mase")
+# Lower is better for these: the promotion gate may rank by any of them.
+LOWER_IS_BETTER = values(PromotionMetric)
 
 
 def _pair(actual, predicted) -> tuple[np.ndarray, np.ndarray]:

@@ -229,6 +229,11 @@ class Preprocessing:
     train_end: str
     val_end: str
 
+    @property
+    def n_rows(self) -> int:
+        """Rows preprocessed: train + validation + test."""
+        return self.n_train + self.n_val + self.n_test
+
     def to_json(self) -> dict:
         return asdict(self)
 
