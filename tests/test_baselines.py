@@ -98,6 +98,8 @@ def test_an_inputs_baseline_is_refused_where_only_closes_exist():
         forecast_rolling("ridge_inputs", np.arange(1.0, 50.0), rolling_origins(49, 20, 1, 1))
     with pytest.raises(ValueError, match="unknown baseline 'arima'; valid: \\['naive'"):
         registry.get("arima")
+    with pytest.raises(ValueError, match=r"'moving_average_20' \(it was .*now moving_average\)"):
+        registry.get("moving_average_20")
 
 
 def test_descriptions_carry_the_parameters_used():

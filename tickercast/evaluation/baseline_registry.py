@@ -11,10 +11,14 @@ it), the parameters it takes (their defaults are stated once, in
 - `InputsBaseline` is fit on the model's own preprocessed input windows, so it exists only
   where a model's preprocessing does (the retrain evaluation and its walk-forward).
 
-A distribution forecaster (bands, issue 21) registers as another `Registered` subclass with
-`kind = "distribution"`; consumers pick entries by kind (`of_kind`). The names themselves
-are the `Literal`s in `tickercast.choices` (what configs validate and the CLI offers); this
-module refuses to import if a name lacks an entry or an entry lacks a name.
+A distribution forecaster (bands, issue 21) registers beside them: a `Registered` subclass
+with `kind = "distribution"` and its own forms (e.g. daily variance forecasts at given
+origins, refit on a schedule, mapped onto the target), its entries in `ENTRIES`, its names
+a Literal in `tickercast.choices` listed in `KIND_NAMES`. Consumers pick entries by kind
+(`of_kind("point")`: the metrics tables; `of_kind("distribution")`: the band tables), so
+neither kind's scoring sees the other's. The names themselves are the `Literal`s in
+`tickercast.choices` (what configs validate and the CLI offers); this module refuses to
+import if a name lacks an entry or an entry lacks a name.
 """
 
 from __future__ import annotations
@@ -60,8 +64,7 @@ class Registered:
 
     def settings(self, given: Mapping[str, object] | None = None) -> dict:
         """This forecaster's parameters: the given values, defaults for the rest."""
-        given = given or {}
-        return {p: given.get(p, DEFAULTS[p]) for p in self.params}
+        return settings(given, self.params)
 
     def describe(
         self, given: Mapping[str, object] | None = None, horizon: int | None = None
@@ -165,14 +168,22 @@ LEGACY: dict[str, str] = {
     "ridge": "ridge regression on the model's own scaled input windows (now ridge_inputs)",
 }
 
-if (
-    tuple(BASELINES) != (*CLOSE_NAMES, *INPUTS_NAMES)
-    or not all(isinstance(BASELINES[n], PointBaseline) for n in CLOSE_NAMES)
-    or NAIVE not in CLOSE_NAMES
-):
-    raise ImportError(  # a name in tickercast.choices without its entry here, or vice versa
-        f"baseline registry {list(BASELINES)} != choices {[*CLOSE_NAMES, *INPUTS_NAMES]}"
-    )
+# every kind's entries match its names in tickercast.choices, in order (a distribution kind
+# adds its Literal here); naive is the closes-only skill reference
+KIND_NAMES: dict[type, tuple[str, ...]] = {PointBaseline: CLOSE_NAMES, InputsBaseline: INPUTS_NAMES}
+
+
+def _check_names() -> None:
+    for cls, names in KIND_NAMES.items():
+        entries = tuple(e.name for e in ENTRIES if type(e) is cls)
+        if entries != names or len(BASELINES) != len(ENTRIES) or NAIVE not in CLOSE_NAMES:
+            raise ImportError(
+                f"baseline registry: {cls.__name__} entries {list(entries)} != the names in "
+                f"tickercast.choices {list(names)} (or a name registered twice)"
+            )
+
+
+_check_names()
 
 
 def naive_targets(last_close: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -187,7 +198,8 @@ def get(name: str) -> Registered:
     try:
         return BASELINES[name]
     except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; valid: {list(BASELINES)}") from None
+        was = f" (it was {LEGACY[name]})" if name in LEGACY else ""
+        raise ValueError(f"unknown baseline {name!r}{was}; valid: {list(BASELINES)}") from None
 
 
 def of_kind(kind: str) -> list[Registered]:
@@ -195,10 +207,13 @@ def of_kind(kind: str) -> list[Registered]:
     return [e for e in ENTRIES if e.kind == kind]
 
 
-def settings(given: Mapping[str, object] | None = None) -> dict:
-    """Every baseline parameter: the values given (e.g. a config's fields), defaults else."""
+def settings(
+    given: Mapping[str, object] | None = None, names: Sequence[str] = tuple(PARAMETERS)
+) -> dict:
+    """Baseline parameters (all, or `names`): the values given (e.g. a config's fields),
+    the defaults for the rest."""
     given = given or {}
-    return {p: given.get(p, DEFAULTS[p]) for p in PARAMETERS}
+    return {p: given.get(p, DEFAULTS[p]) for p in names}
 
 
 def point(name: str) -> PointBaseline:
@@ -265,7 +280,7 @@ def descriptions(
 
 def recorded_descriptions(evaluation: Mapping | None) -> dict[str, str]:
     """What each baseline key of a stored evaluation measured: its own record (an
-    evaluation stores `descriptions` with its metrics), or, for metadata written before
+    evaluation stores `baselines` with its metrics), or, for metadata written before
     this registry, the meanings those names had then."""
     record = (evaluation or {}).get("baselines")
     if isinstance(record, Mapping):
