@@ -60,6 +60,7 @@ def _mlflow_uri(p: argparse.ArgumentParser) -> None:
 
 def _add_flows(sub: Any) -> None:
     """The commands that run a flow, their options generated from its config."""
+    from tickercast.choices import BASELINES
     from tickercast.config import BacktestConfig, IngestConfig, PredictConfig, RetrainConfig
     from tickercast.tuning.config import TuneConfig
 
@@ -97,7 +98,7 @@ def _add_flows(sub: Any) -> None:
         BacktestConfig,
         help="rolling-origin evaluation of networks and baselines on the same origins",
         description="Run the backtest flow: every --model (networks of the family and the "
-        "baselines naive, drift, mean, moving_average, ridge) forecasts from the same rolling "
+        f"baselines {', '.join(BASELINES)}) forecasts from the same rolling "
         "origins; prints RMSE, MAE, MAPE, MASE, direction, coverage, skill and the lag "
         "diagnostic per model (and per horizon step), writes them to "
         "<data-dir>/backtests/*/metrics.parquet. Every option is a BacktestConfig setting. "

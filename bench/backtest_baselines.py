@@ -3,12 +3,12 @@
 One synthetic ticker (a random walk) with 5,000 rolling origins (expanding window, first
 window 252 days, step 1, horizon 5, every horizon step scored). Side by side in one run:
 
-- baseline: `tickercast.evaluation.baselines.reference_paths`, a Python loop that, per
-  origin, slices the training window and refits each baseline on it (ridge with
-  `tickercast.evaluation.baselines.Ridge`);
-- project: `tickercast.evaluation.baselines.baseline_paths`, every origin at once (prefix
-  sums, one batched solve for ridge), and the whole `rolling_backtest` (forecasts, metrics
-  per step, lag diagnostic) for the five baselines.
+- baseline: each registered baseline's per-window form (`baseline_registry`'s
+  `PointBaseline.window`, the one the retrain evaluation uses) in a Python loop that, per
+  origin, slices the training window and refits the baseline on it;
+- project: its rolling form (`forecast_rolling`), every origin at once (prefix sums, one
+  batched solve for ridge), and the whole `rolling_backtest` (forecasts, metrics per step,
+  lag diagnostic) for every baseline that reads closes.
 
 Both must give the same forecasts (checked). Run: python bench/backtest_baselines.py
 """
@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ORIGINS, INITIAL, HORIZON = 5_000, 252, 5
-SETTINGS = {"ma_window": 20, "ridge_lags": 5, "ridge_alpha": 1.0}
 
 
 def prices(n: int) -> pd.DataFrame:
@@ -50,9 +49,16 @@ def main() -> None:
     from bench.results import record
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.choices import BASELINES
-    from tickercast.evaluation.baselines import baseline_paths, reference_paths
+    from tickercast.evaluation.baseline_registry import DEFAULTS, forecast_rolling, point
     from tickercast.folds import rolling_origins
     from tickercast.sections import RollingSpec
+
+    def per_window(name: str) -> np.ndarray:
+        entry = point(name)
+        rows = zip(origins.rows, origins.starts, strict=True)
+        return np.stack(
+            [entry.window(close[s : o + 1], HORIZON, **entry.settings()) for o, s in rows]
+        )
 
     n = INITIAL + ORIGINS - 1 + HORIZON
     frame = prices(n)
@@ -61,11 +67,11 @@ def main() -> None:
     assert len(origins) == ORIGINS
 
     t0 = time.perf_counter()
-    loop = {name: reference_paths(name, close, origins, **SETTINGS) for name in BASELINES}
+    loop = {name: per_window(name) for name in BASELINES}
     loop_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fast = {name: baseline_paths(name, close, origins, **SETTINGS) for name in BASELINES}
+    fast = {name: forecast_rolling(name, close, origins) for name in BASELINES}
     fast_s = time.perf_counter() - t0
 
     worst = max(float(np.max(np.abs(fast[k] - loop[k]) / np.abs(loop[k]))) for k in BASELINES)
@@ -85,9 +91,10 @@ def main() -> None:
         "window": "expanding",
         "refit_every": 20,
         "max_lag": None,
-        **SETTINGS,
+        **DEFAULTS,
     }
     with tempfile.TemporaryDirectory() as out:
+        rolling_backtest(frame.iloc[: INITIAL + 50], cfg, Path(out))  # imports (scipy) once
         t0 = time.perf_counter()
         result = rolling_backtest(frame, RollingSpec(**cfg), Path(out))
         full_s = time.perf_counter() - t0

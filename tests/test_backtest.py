@@ -5,6 +5,7 @@ the lag diagnostic."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ import pytest
 from tests.synthetic import price_frame as frame
 from tickercast.backtest.rolling import best_lag, rolling_backtest, score_forecasts
 from tickercast.choices import BASELINES
-from tickercast.evaluation.baselines import baseline_paths, reference_paths, training_scale
+from tickercast.evaluation.baseline_registry import forecast_rolling
+from tickercast.evaluation.baselines import training_scale
 from tickercast.folds import BacktestError, check_initial, refit_folds, rolling_origins
 from tickercast.modeling.preprocess import target_prices, to_prices
 from tickercast.sections import RollingSpec
@@ -77,9 +79,14 @@ def test_too_short_a_first_window_is_refused_naming_the_model():
         check_initial(70, ["naive", "lstm"], **settings)
     with pytest.raises(BacktestError, match="model 'ridge'.*ridge_lags 5"):
         check_initial(15, ["ridge"], **settings)
-    with pytest.raises(BacktestError, match="moving_average.*ma_window 20"):
+    with pytest.raises(BacktestError, match="moving_average'.*ma_window 20"):
         check_initial(19, ["moving_average"], **settings)
+    with pytest.raises(BacktestError, match="moving_average_horizon'.*horizon 5"):
+        check_initial(4, ["moving_average_horizon"], **settings)
     check_initial(100, ["naive", "lstm", "ridge", "moving_average"], **settings)
+    # a parameter not given is the registry's default (ma_window 20)
+    with pytest.raises(BacktestError, match="at least 20 rows"):
+        check_initial(19, ["moving_average"], horizon=5, lookback=60, val_fraction=0.15)
 
 
 # --------------------------------------------------------------------------- baselines by hand
@@ -90,13 +97,14 @@ def test_each_baseline_against_hand_computed_forecasts():
     assert o.rows.tolist() == [3, 4, 5, 6]
 
     def one(name, origins=o, **kw):
-        return baseline_paths(name, SHORT, origins, **kw)[:, 0].tolist()
+        return forecast_rolling(name, SHORT, origins, kw)[:, 0].tolist()
 
     assert one("naive") == [12, 14, 15, 13]
     # last + (last - first) / (days - 1), over the expanding window from day 0
     assert one("drift") == pytest.approx([12 + 2 / 3, 14 + 4 / 4, 15 + 5 / 5, 13 + 3 / 6])
     assert one("mean") == pytest.approx([46 / 4, 60 / 5, 75 / 6, 88 / 7])
     assert one("moving_average", ma_window=2) == pytest.approx([12.5, 13.0, 14.5, 14.0])
+    assert one("moving_average_horizon") == [12, 14, 15, 13]  # horizon 1: the last close
     # sliding window of 4 days: the window's own first close and mean
     s = rolling_origins(len(SHORT), initial=4, step=1, horizon=1, window="sliding")
     assert one("drift", s) == pytest.approx([12 + 2 / 3, 14 + 3 / 3, 15 + 2 / 3, 13 + 1 / 3])
@@ -104,9 +112,13 @@ def test_each_baseline_against_hand_computed_forecasts():
     # two steps ahead: drift walks on, the flat ones stay flat
     o2 = rolling_origins(len(SHORT), initial=4, step=2, horizon=2)  # origins rows 3, 5
     np.testing.assert_allclose(
-        baseline_paths("drift", SHORT, o2), [[12 + 2 / 3, 12 + 4 / 3], [16, 17]], rtol=1e-12
+        forecast_rolling("drift", SHORT, o2), [[12 + 2 / 3, 12 + 4 / 3], [16, 17]], rtol=1e-12
     )
-    assert baseline_paths("naive", SHORT, o2).tolist() == [[12, 12], [15, 15]]
+    assert forecast_rolling("naive", SHORT, o2).tolist() == [[12, 12], [15, 15]]
+    assert forecast_rolling("moving_average_horizon", SHORT, o2).tolist() == [
+        [12.5, 12.5],
+        [14.5, 14.5],
+    ]
 
 
 def test_ridge_against_a_hand_computed_regression():
@@ -123,22 +135,8 @@ def test_ridge_against_a_hand_computed_regression():
     beta = m * cov / sd / (m + alpha)  # (Z'Z + alpha)^-1 Z'y with Z'Z = m
     expected = SHORT[o] * math.exp(my + (r[o - 1] - mx) / sd * beta)
     origins = rolling_origins(len(SHORT), initial=4, step=1, horizon=1)
-    got = baseline_paths("ridge", SHORT, origins, ridge_lags=1, ridge_alpha=alpha)
+    got = forecast_rolling("ridge", SHORT, origins, {"ridge_lags": 1, "ridge_alpha": alpha})
     assert got[origins.rows.tolist().index(o), 0] == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize("window", ["expanding", "sliding"])
-def test_vectorised_baselines_equal_the_per_origin_loop(window):
-    close = random_walk(400, seed=3)
-    o = rolling_origins(len(close), initial=60, step=3, horizon=4, window=window)
-    kw = dict(ma_window=15, ridge_lags=4, ridge_alpha=2.0)
-    for name in BASELINES:
-        np.testing.assert_allclose(
-            baseline_paths(name, close, o, **kw),
-            reference_paths(name, close, o, **kw),
-            rtol=1e-10,
-            err_msg=name,
-        )
 
 
 # --------------------------------------------------------------------------- MASE
@@ -342,3 +340,54 @@ def test_vector_targets_get_a_pooled_row_and_one_per_step():
     table = result["table"]
     assert (table["target_date"] > table["origin"]).all()
     assert table.groupby("model")["origin"].apply(tuple).nunique() == 1  # same origins
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def test_the_report_says_worse_when_worse_and_na_when_no_direction():
+    """A baseline far worse than naive is "significantly worse", not "not significantly
+    better (p = 1.3e-57)"; naive's direction is n/a, not 0%; a zero skill is never "-0.0%";
+    and the report says what each baseline is, with the parameters used."""
+    from tickercast.backtest.tables import format_table, markdown_lines
+
+    close = random_walk(1200, seed=4)
+    result = rolling_backtest(
+        frame(close),
+        cfg(model=["naive", "mean", "moving_average"], initial=300, step=1, ma_window=7),
+        None,
+    )
+    by = {r["model"]: r for r in result["metrics"]}
+    assert by["mean"]["dm"] == "worse" and by["mean"]["p"] < 1e-6 and by["mean"]["lagging"]
+    assert by["naive"]["directional_accuracy"] is None
+    # markdown_lines reads a Backtested record's fields; the engine's dict has the same names
+    report = "\n".join(markdown_lines("RW", SimpleNamespace(**result)))
+    note = next(line for line in report.splitlines() if "**mean is lagging**" in line)
+    assert "it is significantly worse than naive (at 5%, DM p < 0.001)" in note
+    assert "not significantly better" not in note
+    assert "| naive | t+1 | 900 |" in report and "| n/a |" in report
+    assert "- `moving_average`: the mean of the last 7 closes" in report
+    assert "- `mean`: the mean close of the training window" in report
+    for text in (report, format_table(result["metrics"])):
+        assert "-0.0%" not in text and "+0.0%" in text  # naive's own skill
+    tie = [{**by["naive"], "model": "tie", "skill": -1e-17}]
+    assert "+0.0%" in format_table(tie) and "-0.0" not in format_table(tie)
+
+
+def test_walk_forward_summary_prints_no_negative_zero():
+    from tickercast.backtest.tables import summary_lines
+
+    cell = {"mean": -1e-17, "std": 0.0, "folds": 2}
+    na = {"mean": None, "std": 0.0, "folds": 0}
+    backtest = {
+        "n_folds": 2,
+        "epochs_per_fold": 1,
+        "summary": {
+            "metrics": {
+                "naive": {"rmse": cell, "skill": cell, "directional_accuracy": na},
+            },
+            "significance": {},
+        },
+    }
+    text = "\n".join(summary_lines(backtest))
+    assert "-0.0" not in text and "+0.0% ± 0.0%" in text and "| n/a |" in text

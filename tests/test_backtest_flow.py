@@ -82,7 +82,9 @@ def test_flow_publishes_the_table_and_report(prefect_server, tmp_path):
     config = BacktestConfig(
         tickers=[TICKER],
         start="2019-01-01",
-        model=["naive", "drift", "mean", "moving_average", "ridge"],
+        # the names saved configs and deployments used before the registry keep their
+        # meaning in backtests; moving_average_horizon is new here
+        model=["naive", "drift", "mean", "moving_average", "ridge", "moving_average_horizon"],
         target="closes",
         horizon=3,
         initial=250,
@@ -105,6 +107,9 @@ def test_flow_publishes_the_table_and_report(prefect_server, tmp_path):
     assert "moving_average" in table and "t+3" in table and TICKER in table
     report = found[REPORT_KEY].data
     assert "**naive is lagging**" in report and "MASE scale" in report
+    assert "- `moving_average`: the mean of the last 20 closes" in report
+    assert "- `moving_average_horizon`: the mean of the last 3 closes" in report
+    assert "last 5 daily log returns" in report  # ridge, with its parameters
     assert Path(result["paths"]["metrics"]).is_file()
 
 

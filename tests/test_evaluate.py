@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickercast.evaluation.baselines import drift_paths, moving_average_forecast, naive_forecast
+from tickercast.choices import BASELINES, INPUTS_BASELINES
+from tickercast.evaluation.baselines import (
+    RIDGE_ALPHAS,
+    moving_average_forecast,
+    naive_forecast,
+    rolling_drift,
+)
 from tickercast.evaluation.conformal import (
     calibrate,
     conformal_quantile,
@@ -73,7 +79,20 @@ def test_skill_is_reported_against_naive_for_every_forecaster():
     assert out["model"]["skill"] == pytest.approx(0.5)  # RMSE 1 vs 2
     assert out["model"]["mase"] == pytest.approx(0.5) and out["naive"]["mase"] == 1.0
     assert out["model"]["directional_accuracy"] == 100.0
-    assert out["naive"]["directional_accuracy"] == 0.0  # "no change" calls no direction
+    assert out["naive"]["directional_accuracy"] is None  # "no change" calls no direction
+
+
+def test_a_forecast_equal_to_the_last_close_calls_no_direction():
+    """Not a wrong call: left out of the share, and n/a when no window calls one."""
+    last = np.array([10.0, 10.0, 10.0, 10.0])
+    actual = np.array([11.0, 9.0, 12.0, 8.0])
+    assert directional_accuracy(actual, last, last) is None
+    # calls on windows 0 (up, right) and 3 (up, wrong); windows 1-2 equal the last close
+    assert directional_accuracy(actual, [11.0, 10.0, 10.0, 10.5], last) == 50.0
+    # equal up to rounding (a zero move mapped back to prices) is no call either
+    assert directional_accuracy(actual, last * (1 + 1e-15), last) is None
+    # a call against an actual that did not move is wrong
+    assert directional_accuracy(last, last + 1.0, last) == 0.0
 
 
 def test_baselines_on_a_known_series():
@@ -84,10 +103,11 @@ def test_baselines_on_a_known_series():
     # a window longer than the history averages what there is
     np.testing.assert_allclose(moving_average_forecast(close, np.array([1]), 5), [1.5])
     # textbook drift: last + step * (last - first) / (t - 0)
-    np.testing.assert_allclose(drift_paths(close, np.array([2]), 2), [[4.0, 5.0]])
+    np.testing.assert_allclose(rolling_drift(close, np.array([2]), np.array([0]), 2), [[4.0, 5.0]])
     series = np.array([10.0, 10.0, 13.0, 16.0])
-    np.testing.assert_allclose(drift_paths(series, np.array([3]), 1), [[18.0]])  # (16-10)/3
-    np.testing.assert_allclose(drift_paths(series, np.array([3]), 1, window=2), [[19.0]])
+    three = np.array([3])
+    np.testing.assert_allclose(rolling_drift(series, three, np.array([0]), 1), [[18.0]])
+    np.testing.assert_allclose(rolling_drift(series, three, np.array([2]), 1), [[19.0]])
 
 
 def test_target_weights_cover_every_price_target():
@@ -129,26 +149,40 @@ def prepared(prices: pd.DataFrame, target: str = "mean_close", horizon: int = 5)
         "test_fraction": 0.15,
     }
     spec, arrays = preprocess(prices, PreprocessSettings(**cfg), who="synthetic")
-    n = spec.n_train + spec.n_val + spec.n_test
+    n = spec.n_rows
     return spec, arrays, split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
 
 
 def test_every_baseline_on_a_straight_line():
     """close = 10 + 2t, target = mean of the next 5 closes = close_t + 6. Known answers:
-    drift and ridge are exact, naive is 6 low, MA(5) 10 low, MA(20) 25 low."""
+    drift and ridge_inputs are exact, naive is 6 low, the mean of the last 5 closes
+    (moving_average_horizon) 10 low, of the last 20 (moving_average) 25 low, the mean of
+    all closes up to t (mean) t + 6 low; the ridge autoregression on log returns nearly
+    right (its intercept is the window's mean return, the line's slope, penalised a little)."""
     spec, arrays, anchors = prepared(linear_prices(400))
     ev = evaluate_forecasts(spec, arrays, anchors, lambda a: arrays["y_price"][a])
     m = ev["metrics"]
+    assert set(m) == {"model", *BASELINES, *INPUTS_BASELINES}
     assert m["model"]["rmse"] == pytest.approx(0, abs=1e-9) and m["model"]["skill"] == 1.0
     assert m["drift"]["rmse"] == pytest.approx(0, abs=1e-9)
     assert m["naive"]["rmse"] == pytest.approx(6) and m["naive"]["mae"] == pytest.approx(6)
-    assert m["moving_average"]["mae"] == pytest.approx(10)
-    assert m["moving_average_20"]["mae"] == pytest.approx(25)
-    assert m["ridge"]["rmse"] < 0.05 * m["naive"]["rmse"]
+    assert m["moving_average_horizon"]["mae"] == pytest.approx(10)
+    assert m["moving_average"]["mae"] == pytest.approx(25)
+    # the mean of closes 0..t is 10 + t, the target 10 + 2t + 6
+    assert m["mean"]["mae"] == pytest.approx(np.mean(anchors["test"] + 6.0), rel=1e-9)
+    assert m["ridge_inputs"]["rmse"] < 0.05 * m["naive"]["rmse"]
+    assert m["ridge"]["rmse"] < 0.15 * m["naive"]["rmse"]
     assert m["naive"]["mase"] == pytest.approx(3.0)  # 6 / in-sample naive MAE of 2
     assert m["drift"]["directional_accuracy"] == 100.0
-    assert m["naive"]["directional_accuracy"] == 0.0
-    assert m["moving_average"]["skill"] == pytest.approx(1 - 10 / 6)
+    assert m["naive"]["directional_accuracy"] is None
+    assert m["moving_average_horizon"]["skill"] == pytest.approx(1 - 10 / 6)
+    described = ev["baselines"]
+    assert described["moving_average"] == {
+        "description": "the mean of the last 20 closes",
+        "params": {"ma_window": 20},
+    }
+    assert described["moving_average_horizon"]["description"].startswith("the mean of the last 5")
+    assert described["ridge_inputs"]["params"]["alpha"] in RIDGE_ALPHAS
     table = ev["table"]
     assert len(table) == len(anchors["test"]) == ev["window"]["windows"]
     np.testing.assert_allclose(table["naive"], table["last_close"])
@@ -218,6 +252,9 @@ def test_verdict_follows_the_test_not_the_sign():
     assert "beats the naive" in verdict(win) and "+50.0%" in verdict(win)
     assert "DM p = 0.01" in verdict(win)
     assert "significantly better than the model: ridge (p = 0.02)" in verdict(win)
+    # a skill that rounds to zero is never printed as a loss
+    tie = {"model": row(2.0 - 1e-15), "naive": row(2.0, 1.0, "indistinguishable")}
+    assert "+0.0%" in verdict(tie) and "-0.0%" not in verdict(tie)
     # a lower RMSE without a test behind it is not a win
     assert "indistinguishable from the naive" in verdict(noise) and "p = 0.41" in verdict(noise)
     assert "beats" not in verdict(noise)

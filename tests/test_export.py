@@ -4,6 +4,7 @@ import threading
 import pytest
 
 from tickercast.delivery.bundle import BundleError, list_versions, verify_bundle, write_bundle
+from tickercast.evaluation.names import FORECASTERS
 
 
 def make_files(tmp_path):
@@ -108,9 +109,7 @@ def test_real_bundle_contents(real_bundle):
     } <= names
     assert any(n.startswith("saved_model/variables/") for n in names)
     meta = json.loads((real_bundle / "metadata.json").read_text())
-    assert {"model", "naive", "drift", "moving_average", "moving_average_20", "ridge"} == set(
-        meta["metrics"]
-    )
+    assert set(FORECASTERS) == set(meta["metrics"])
     assert set(meta["intervals"]) == {"80", "95"}
     assert meta["serving"]["signature"] == "serving_default"
 

@@ -84,7 +84,7 @@ def _fit_and_verdict(prices: pd.DataFrame, tmp_path, **overrides) -> tuple[str, 
 
     config = RetrainConfig(start=None, epochs=8, patience=4, **overrides)
     spec, arrays = preprocess(prices, config.preprocessing, who="test")
-    n = spec.n_train + spec.n_val + spec.n_test
+    n = spec.n_rows
     anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
     summary = train_model(
         arrays,
@@ -129,7 +129,7 @@ def test_global_mode_splits_every_ticker_at_the_same_dates():
     assert max(train_ends) <= dates.train_end and max(val_ends) <= dates.val_end
     # every ticker's test rows start after every ticker's validation rows end
     for ticker, spec in specs.items():
-        rows = spec.n_train + spec.n_val + spec.n_test
+        rows = spec.n_rows
         first_test = pd.read_parquet(sample_dir() / f"{ticker}.parquet")["date"].astype(str)
         assert spec.n_test > 0 and rows > 0
         assert sorted(first_test)[-spec.n_test] > max(val_ends)

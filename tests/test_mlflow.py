@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_models import TICKER, copy_store
+from tickercast.evaluation.names import FORECASTERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = Path(os.environ.get("TICKERCAST_MLFLOW_SERVER", ROOT / ".venv-mlflow" / "bin" / "mlflow"))
@@ -177,11 +178,12 @@ def test_each_retrain_logs_one_run_per_ticker_with_config_metrics_artifacts_and_
         assert params["seed"] == ("42" if version == 1 else "7")
         assert "mlflow_uri" not in params and "mlflow_uri" not in meta["config"]
         metrics = run.data.metrics
-        for forecaster in ("model", "naive", "drift", "moving_average", "ridge"):
+        for forecaster in FORECASTERS:
             assert metrics[f"{forecaster}.rmse"] == pytest.approx(
                 meta["metrics"][forecaster]["rmse"]
             )
         assert metrics["naive.skill"] == pytest.approx(0.0)
+        assert "naive.directional_accuracy" not in metrics  # calls no direction: n/a
         assert "coverage_80" in metrics and "training.epochs_run" in metrics
         tags = run.data.tags
         assert tags["data.sha256"] == meta["data"]["sha256"]

@@ -10,6 +10,7 @@ import pytest
 
 from tests.prefect_runs import artifacts_of
 from tests.tiny_models import TICKER, tiny_config
+from tickercast.evaluation.names import FORECASTERS
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +43,8 @@ def test_bundle_has_the_full_evaluation(first_run):
     manifest = json.loads((bundle / "manifest.json").read_text())["files"]
     assert "saved_model/saved_model.pb" in manifest and "folds.png" in manifest
     meta = json.loads((bundle / "metadata.json").read_text())
-    assert set(meta["metrics"]) == {
-        "model",
-        "naive",
-        "drift",
-        "moving_average",
-        "moving_average_20",
-        "ridge",
-    }
+    assert set(meta["metrics"]) == set(FORECASTERS)
+    assert set(meta["evaluation"]["baselines"]) == set(FORECASTERS) - {"model"}
     for values in meta["metrics"].values():
         assert {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"} <= set(
             values
@@ -80,6 +75,7 @@ def test_first_version_becomes_champion_and_artifacts_are_published(first_run):
     assert "(file:///" in found[f"bundle-{slug}"].data
     report = found[f"report-{slug}"].data
     assert "sMAPE" in report and "ridge" in report and "Walk-forward: 2" in report
+    assert "- `moving_average`: the mean of the last 20 closes" in report  # what each one is
     assert "test coverage" in report and "the naive last-close forecast (RMSE skill" in report
     assert "DM p" in report and "DM p, model vs it (pooled)" in report
     meta = json.loads((Path(result[TICKER]["bundle"]) / "metadata.json").read_text())

@@ -153,6 +153,12 @@ def test_real_walk_forward_on_the_sample(tmp_path):
     for name in FORECASTERS:
         for metric in ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"):
             cell = summary[name][metric]
+            if metric == "directional_accuracy" and (name == "naive" or cell["folds"] < 2):
+                # no direction called: naive never, a network shrunk to the last close
+                # (alpha 0) in that fold neither; n/a, not 0%
+                assert name in ("naive", "model") and cell["folds"] < 2
+                assert name != "naive" or cell == {"mean": None, "std": 0.0, "folds": 0}
+                continue
             assert cell["folds"] == 2 and cell["mean"] is not None and cell["std"] >= 0
     assert set(result["summary"]["coverage"]) == {"80", "95"}
     assert all(f["training"]["epochs_run"] == 1 for f in result["folds"])

@@ -31,7 +31,12 @@ Target = Literal[
 ModelName = Literal["stacked_lstm", "lstm", "bilstm", "cnn_lstm", "lstm_attention"]
 # Networks whose `units` needs more than one entry (stacked LSTMs; cnn_lstm's Conv1D + LSTM)
 MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
-Baseline = Literal["naive", "drift", "mean", "moving_average", "ridge"]
+# Baselines (what each one is: tickercast.evaluation.baseline_registry). `Baseline`: forecast
+# from the closes alone, refit at every origin on its training window, so every engine runs
+# them; `InputsBaseline`: fit on the model's own preprocessed input windows, so only where a
+# model's preprocessing exists (the retrain evaluation and its walk-forward).
+Baseline = Literal["naive", "drift", "mean", "moving_average", "moving_average_horizon", "ridge"]
+InputsBaseline = Literal["ridge_inputs"]
 BacktestModel = Literal[ModelName, Baseline]
 Window = Literal["expanding", "sliding"]
 MaseScale = Literal["series", "origin"]
@@ -62,6 +67,7 @@ FEATURES = values(Feature)
 TARGETS = values(Target)
 NETWORKS = values(ModelName)
 BASELINES = values(Baseline)
+INPUTS_BASELINES = values(InputsBaseline)
 WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)

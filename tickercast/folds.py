@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tickercast.choices import NETWORKS, WINDOWS
+from tickercast.evaluation.baseline_registry import minimum_rows
 
 
 class BacktestError(ValueError):
@@ -159,10 +160,10 @@ def minimum_initial(
     horizon: int,
     lookback: int,
     val_fraction: float,
-    ridge_lags: int,
-    ma_window: int,
+    **baseline_params,
 ) -> dict[str, int]:
-    """The smallest first training window (rows) each model needs, with why."""
+    """The smallest first training window (rows) each model needs (a baseline's from
+    `tickercast.evaluation.baseline_registry`, at the parameters given or its defaults)."""
     need: dict[str, int] = {}
     for name in models:
         if name in NETWORKS:
@@ -170,12 +171,8 @@ def minimum_initial(
             while not _network_fits(rows, lookback, horizon, val_fraction):
                 rows += 1
             need[name] = rows
-        elif name == "ridge":
-            need[name] = 2 * ridge_lags + horizon + 1  # >= lags + 1 training windows
-        elif name == "moving_average":
-            need[name] = max(ma_window, 2)
         else:
-            need[name] = 2
+            need[name] = minimum_rows([name], horizon, baseline_params)[name][0]
     return need
 
 
@@ -190,12 +187,8 @@ def check_initial(initial: int, models: Sequence[str], **settings) -> None:
                 f"rows and {settings['horizon']} validation rows at val_fraction "
                 f"{settings['val_fraction']}"
             )
-        elif name == "ridge":
-            why = f"ridge_lags {settings['ridge_lags']} and horizon {settings['horizon']}"
-        elif name == "moving_average":
-            why = f"its window, ma_window {settings['ma_window']}"
         else:
-            why = "two training days"
+            why = minimum_rows([name], settings["horizon"], settings)[name][1]
         raise BacktestError(
             f"initial {initial} is too short for model {name!r}: it needs at least "
             f"{rows} rows ({why})"

@@ -46,6 +46,7 @@ from tickercast.choices import (
     TaskRunner,
     Window,
 )
+from tickercast.evaluation.baselines import MA_WINDOW, RIDGE_ALPHA, RIDGE_LAGS
 from tickercast.market.options import IngestOptions
 
 
@@ -445,10 +446,9 @@ class Rolling(Section):
         min_length=1,
         description="Models evaluated on the same origins (repeat the option or list several): "
         "any network of the family (stacked_lstm, lstm, bilstm, cnn_lstm, lstm_attention) and "
-        "the baselines naive (last close), drift (last close + the average daily change over "
-        "the training window), mean (of the training window), moving_average (of the last "
-        "ma_window closes), ridge (autoregression on the last ridge_lags log returns). naive "
-        "is always scored: it is the skill reference.",
+        f"the baselines {', '.join(Baseline.__args__)} (what each one is: the README's "  # type: ignore[attr-defined]
+        "Baselines table and the report's legend; moving_average reads ma_window closes, ridge "
+        "the last ridge_lags log returns). naive is always scored: it is the skill reference.",
     )
     initial: int = Field(
         504,
@@ -471,13 +471,13 @@ class Rolling(Section):
         "forecasts from each new origin); the baselines are refit at every origin.",
     )
     ma_window: int = Field(
-        20, ge=1, le=10_000, description="moving_average: closes averaged (trading days)."
+        MA_WINDOW, ge=1, le=10_000, description="moving_average: closes averaged (trading days)."
     )
     ridge_lags: int = Field(
-        5, ge=1, le=250, description="ridge: daily log returns fed to the regression."
+        RIDGE_LAGS, ge=1, le=250, description="ridge: daily log returns fed to the regression."
     )
     ridge_alpha: float = Field(
-        1.0,
+        RIDGE_ALPHA,
         gt=0,
         le=1e9,
         description="ridge: L2 penalty on the standardised coefficients (intercept free).",

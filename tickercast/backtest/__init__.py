@@ -15,8 +15,8 @@ forecasts every origin in [test_start - 1, test_end - horizon - 1]:
 - `rolling.rolling_backtest` (`tickercast backtest`): origins initial-1, initial-1+step,
   ...; a network is refit every `refit_every` origins (one fold per refit, forecasting the
   origins up to the next refit); the baselines are refit at every origin, vectorised over
-  all origins at once (`tickercast.evaluation.baselines`, whose `reference_paths` is that
-  loop, kept as the executable specification the vectorised code is tested against).
+  all origins at once (each one's rolling form in `tickercast.evaluation.baseline_registry`,
+  tested against its per-window form, the executable specification).
 
 Both prepare a fold the same way (`prepare.prepare_fold`: the fold's prices are
 re-preprocessed, so scalers and every fitted transform are refit on its training rows

@@ -25,7 +25,8 @@ from tickercast.backtest.prepare import (
     keras_fit,
 )
 from tickercast.choices import BASELINES, NETWORKS
-from tickercast.evaluation.baselines import baseline_paths, training_scale
+from tickercast.evaluation.baseline_registry import descriptions, forecast_rolling
+from tickercast.evaluation.baselines import training_scale
 from tickercast.evaluation.conformal import (
     LEVELS,
     calibrate,
@@ -313,7 +314,7 @@ def rolling_backtest(
         networks[name] = network_forecasts(name, series, spec, Path(out_dir), logger, fit, who)
         forecasts[name] = networks[name]["forecasts"]
     scored = _scored(series, section, rolling, forecasts, networks)
-    info = _origins_info(series, section, rolling)
+    info = _origins_info(series, section, rolling, models)
     table = _forecast_table(series, forecasts, networks, section.target)
     _log_summary(logger, who, info, scored, output_labels(section.target, section.horizon))
     folds = {name: net["folds"] for name, net in networks.items()}
@@ -344,14 +345,7 @@ def _baseline_forecasts(
     """A baseline refit at every origin (vectorised), as forecasts of the target."""
     horizon, target = section.horizon, section.target
     weights = target_weights(target, horizon, output_width(target, horizon))
-    paths = baseline_paths(
-        name,
-        series.close,
-        series.origins,
-        ma_window=rolling.ma_window,
-        ridge_lags=rolling.ridge_lags,
-        ridge_alpha=rolling.ridge_alpha,
-    )
+    paths = forecast_rolling(name, series.close, series.origins, rolling.model_dump())
     return paths @ weights.T
 
 
@@ -375,7 +369,7 @@ def _scored(series: RollingSeries, section, rolling, forecasts, networks) -> lis
     return scored
 
 
-def _origins_info(series: RollingSeries, section, rolling) -> dict:
+def _origins_info(series: RollingSeries, section, rolling, models: list[str]) -> dict:
     dates, origins, rows = series.dates, series.origins, series.origins.rows
     return {
         "rows": int(len(series.close)),
@@ -392,6 +386,9 @@ def _origins_info(series: RollingSeries, section, rolling) -> dict:
         "refit_every": rolling.refit_every,
         "max_lag": rolling.max_lag or section.horizon + 5,
         "mase_scale": MASE_SCALES[rolling.mase_scale],
+        "baselines": descriptions(
+            rolling.model_dump(), [m for m in models if m in BASELINES], section.horizon
+        ),
     }
 
 

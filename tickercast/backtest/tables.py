@@ -3,8 +3,11 @@ engines. Nothing here feeds a cached result, so editing a layout invalidates no 
 
 from __future__ import annotations
 
+from tickercast.evaluation.baseline_registry import legend
+from tickercast.evaluation.formats import fmt, p_cell
 from tickercast.evaluation.names import NAIVE
 from tickercast.records import Backtested
+from tickercast.significance import format_p
 
 COLUMNS = (
     ("model", "model", "s"),
@@ -28,9 +31,11 @@ def _cell(row: dict, key: str, spec: str) -> str:
     value = row.get(key)
     if key == "lagging":
         return "LAGGING" if value else ""
+    if key == "p":
+        return "-" if value is None else p_cell(value)
     if value is None:
-        return "n/a" if key not in ("coverage_80", "coverage_95", "p") else "-"
-    return format(value, spec) if spec != "s" else str(value)
+        return "n/a" if key not in ("coverage_80", "coverage_95") else "-"
+    return fmt(value, spec) if spec != "s" else str(value)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -84,16 +89,24 @@ def markdown_lines(ticker: str, result: Backtested) -> list[str]:
     for name in result.models:
         lagging = [r for r in result.metrics if r["model"] == name and r["lagging"]]
         if lagging:
-            r = lagging[0]
-            lines.append(
-                f"- **{name} is lagging** ({r['step']}): its forecast best matches the actual "
-                f"series {r['lag']} day(s) late (correlation {r['lag_corr']:.2f}) and it is not "
-                "significantly better than naive (Diebold-Mariano at 5%"
-                + (f", p = {r['p']:.2g}" if r.get("p") is not None else "")
-                + "): it follows the price instead of anticipating it."
-                + (" (By construction for naive, the reference.)" if name == NAIVE else "")
-            )
+            lines.append(lagging_note(name, lagging[0]))
+    described = o.get("baselines")
+    if described:
+        lines += ["", "Baselines:", "", *(f"- {x}" for x in legend(result.models, described))]
     return lines
+
+
+def lagging_note(name: str, r: dict) -> str:
+    """Why a model is flagged LAGGING: its best lag, and its Diebold-Mariano verdict
+    against naive said as it is ("significantly worse" is not "not significantly better")."""
+    test = "significantly worse" if r.get("dm") == "worse" else "not significantly better"
+    p = f", DM p {format_p(r.get('p'))}" if r.get("p") is not None else ""
+    return (
+        f"- **{name} is lagging** ({r['step']}): its forecast best matches the actual series "
+        f"{r['lag']} day(s) late (correlation {r['lag_corr']:.2f}) and it is {test} than naive "
+        f"(at 5%{p}): it follows the price instead of anticipating it."
+        + (" (By construction for naive, the reference.)" if name == NAIVE else "")
+    )
 
 
 def summary_lines(backtest: dict) -> list[str]:
@@ -104,7 +117,7 @@ def summary_lines(backtest: dict) -> list[str]:
         v = s[name].get(metric, {})
         if v.get("mean") is None:
             return "n/a"
-        return f"{format(v['mean'], spec)} ± {format(v['std'], spec)}"
+        return f"{fmt(v['mean'], spec)} ± {fmt(v['std'], spec.lstrip('+'))}"
 
     lines = [
         f"Walk-forward: {backtest['n_folds']} expanding folds, "
@@ -121,7 +134,7 @@ def summary_lines(backtest: dict) -> list[str]:
         lines.append(
             f"| {name} | {pm(name, 'rmse', '.4f')} | {pm(name, 'mae', '.4f')} | "
             f"{pm(name, 'mape', '.2f')} | {pm(name, 'mase', '.3f')} | "
-            f"{pm(name, 'directional_accuracy', '.1f')} | {pm(name, 'skill', '+.3f')} | {p} |"
+            f"{pm(name, 'directional_accuracy', '.1f')} | {pm(name, 'skill', '+.1%')} | {p} |"
         )
     naive = tests.get(NAIVE)
     if naive is not None:
@@ -136,6 +149,4 @@ def summary_lines(backtest: dict) -> list[str]:
 
 def _p_cell(test: dict) -> str:
     p = test.get("p_value")
-    if p is None:
-        return "n/a"
-    return ("< 0.001" if p < 0.001 else f"{p:.2g}") + f" ({test['verdict']})"
+    return "n/a" if p is None else f"{p_cell(p)} ({test['verdict']})"

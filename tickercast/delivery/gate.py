@@ -24,6 +24,7 @@ import pandas as pd
 
 from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, load_bundle
 from tickercast.delivery.registry import RegistryError, decide, known, lock, read_registry
+from tickercast.evaluation.baseline_registry import naive_targets
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import LOWER_IS_BETTER, metrics
 from tickercast.significance import dm_test, format_p, verdict_of, verdict_text
@@ -63,7 +64,7 @@ def window_forecasts(
     actual = _outputs(table, "actual", n_out)
     last = table["last_close"].to_numpy(dtype=np.float64)
     forecasts = {name: predict_at(b, prices, table["anchor_date"]) for name, b in bundles.items()}
-    forecasts["naive"] = np.repeat(last[:, None], n_out, axis=1)
+    forecasts["naive"] = naive_targets(last, n_out)
     return actual, last, forecasts
 
 

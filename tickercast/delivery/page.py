@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tickercast.delivery.bundle import BundleError, read_manifest
+from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
 
@@ -103,7 +104,7 @@ def number(value: float | None) -> str:
 
 
 def percent(value: float | None, signed: bool = False) -> str:
-    return "–" if value is None else (f"{value:+.1%}" if signed else f"{value:.1%}")
+    return "–" if value is None else fmt(value, "+.1%" if signed else ".1%")
 
 
 def metric_cell(key: str, value: float | None) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
     """Data, verdict, every forecaster's metrics, interval coverage, walk-forward."""
+    from tickercast.evaluation.baseline_registry import recorded_descriptions
     from tickercast.evaluation.report import markdown_table
 
     data, training = metadata["data"], metadata.get("training") or {}
@@ -38,7 +39,7 @@ def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
         "",
         f"**{metadata['verdict']}**",
         "",
-        *markdown_table(metadata["metrics"]),
+        *markdown_table(metadata["metrics"], recorded_descriptions(evaluation)),
         "",
         "Split-conformal intervals (calibrated on validation residuals):",
         "",

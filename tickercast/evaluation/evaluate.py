@@ -2,7 +2,9 @@
 same test windows, with split-conformal intervals calibrated on the validation windows.
 
 Every forecaster is scored on exactly the test windows the model is scored on; the
-baselines (`tickercast.evaluation.baselines`) see nothing the model may not.
+baselines (every point forecaster of `tickercast.evaluation.baseline_registry`) see
+nothing the model may not: at each test window the closes up to its last day, or the
+model's own training and validation windows.
 """
 
 from __future__ import annotations
@@ -12,31 +14,19 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from tickercast.evaluation.baselines import (
-    drift_paths,
-    fit_ridge,
-    flat_paths,
-    moving_average_forecast,
-    naive_forecast,
-    ridge_design,
+from tickercast.evaluation.baseline_registry import (
+    InputsBaseline,
+    PointBaseline,
+    forecast_windows,
+    of_kind,
 )
 from tickercast.evaluation.conformal import calibrate, coverage, interval, recent_volatility
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
-from tickercast.evaluation.names import (
-    DRIFT,
-    MODEL,
-    MOVING_AVERAGE,
-    MOVING_AVERAGE_20,
-    NAIVE,
-    RIDGE,
-)
+from tickercast.evaluation.names import MODEL
 from tickercast.modeling.preprocess import Preprocessing
 from tickercast.modeling.windows import make_dataset
 from tickercast.significance import LEVEL, compare
-
-LONG_MA_DAYS = 20  # the window of MOVING_AVERAGE_20
-
 
 # --------------------------------------------------------------------------- targets
 
@@ -119,6 +109,35 @@ def add_significance(
         results[name]["dm_verdict"] = test["verdict"]
 
 
+def baseline_forecasts(
+    spec: Preprocessing, arrays: dict, anchors: dict[str, np.ndarray], weights: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Every registered point baseline at the test windows, in target prices (n, outputs),
+    and what each one was: its description, parameters and fitted values."""
+    close = np.asarray(arrays["close"], dtype=np.float64)
+    test, horizon = np.asarray(anchors["test"]), spec.horizon
+    forecasts: dict[str, np.ndarray] = {}
+    record: dict[str, dict] = {}
+    for entry in of_kind("point"):
+        record[entry.name] = {
+            "description": entry.describe(horizon=horizon),
+            "params": entry.settings(),
+        }
+        if isinstance(entry, PointBaseline):
+            paths = forecast_windows(entry.name, close, test, horizon)
+            forecasts[entry.name] = paths @ weights.T
+        elif isinstance(entry, InputsBaseline):
+            predict, fitted = entry.fit(
+                arrays,
+                anchors,
+                spec.lookback,
+                lambda scaled, a: scaled_to_prices(spec, scaled, close[a]),
+            )
+            forecasts[entry.name] = np.asarray(predict(test), dtype=np.float64)
+            record[entry.name]["params"] = fitted
+    return forecasts, record
+
+
 def evaluate_forecasts(
     spec: Preprocessing,
     arrays: dict,
@@ -128,7 +147,8 @@ def evaluate_forecasts(
     """Score `predict` (anchors -> prices, shape (n, outputs)) and every baseline on the
     test windows; calibrate conformal intervals on the validation windows.
 
-    Returns {"metrics", "table", "intervals", "mase_scale", "window", "up_share"}.
+    Returns {"metrics", "table", "intervals", "mase_scale", "baselines", "window",
+    "up_share"}.
     """
     close = np.asarray(arrays["close"], dtype=np.float64)
     y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
@@ -141,28 +161,11 @@ def evaluate_forecasts(
     actual = y_price[test]
     last = close[test]
 
-    def project(paths: np.ndarray) -> np.ndarray:
-        return paths @ weights.T
-
-    ridge, alpha = fit_ridge(
-        {**arrays, "y_price": y_price},
-        anchors,
-        spec.lookback,
-        lambda scaled, a: scaled_to_prices(spec, scaled, close[a]),
-    )
     model_test = np.asarray(predict(test), dtype=np.float64).reshape(len(test), -1)
-    forecasts = {
-        MODEL: model_test,
-        NAIVE: project(flat_paths(naive_forecast(close, test), horizon)),
-        DRIFT: project(drift_paths(close, test, horizon)),
-        MOVING_AVERAGE: project(flat_paths(moving_average_forecast(close, test, horizon), horizon)),
-        MOVING_AVERAGE_20: project(
-            flat_paths(moving_average_forecast(close, test, LONG_MA_DAYS), horizon)
-        ),
-        RIDGE: scaled_to_prices(
-            spec, ridge.predict(ridge_design(arrays["x"], test, spec.lookback)), last
-        ),
-    }
+    baselines, described = baseline_forecasts(
+        spec, {**arrays, "y_price": y_price}, anchors, weights
+    )
+    forecasts = {MODEL: model_test, **baselines}
     scale = naive_scale(close[: spec.n_train])
     results = score_all(actual, forecasts, last, scale)
     add_significance(results, actual, forecasts, horizon)
@@ -202,7 +205,7 @@ def evaluate_forecasts(
         "table": table,
         "intervals": clean(intervals),
         "mase_scale": scale,
-        "ridge_alpha": alpha,
+        "baselines": clean(described),
         "window": window,
         "up_share": float(np.mean(actual[:, 0] > last) * 100.0),
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from tickercast.choices import PromotionMetric, values
 from tickercast.evaluation.names import NAIVE
 
-# Lower is better for these; the promotion gate may use any of them.
-LOWER_IS_BETTER = ("rmse", "mae", "mape", "smape", "mase")
+# Lower is better for these: the promotion gate may rank by any of them.
+LOWER_IS_BETTER = values(PromotionMetric)
 
 
 def _pair(actual, predicted) -> tuple[np.ndarray, np.ndarray]:
@@ -69,16 +70,23 @@ def mase(actual, predicted, scale) -> float:
     return float(np.mean(np.abs(p - a) / s))
 
 
-def directional_accuracy(actual, predicted, last_close) -> float:
-    """Percent of forecasts whose change from the last close has the actual change's sign.
+def directional_accuracy(actual, predicted, last_close) -> float | None:
+    """Percent of the direction calls that were right: of the forecasts whose change from
+    the last close has a sign, the share whose sign the actual change had.
 
-    A forecast of "no change" (the naive one) calls no direction and scores only on days
-    whose actual change is exactly zero, so naive sits near 0 here by construction.
+    A forecast equal to the last close calls no direction, so it is neither right nor
+    wrong and is left out; a forecaster that never calls one (naive, a network shrunk to
+    the last close) gets None, "not applicable", rather than 0%, which reads as always
+    wrong. Compare with the share of up moves for what always calling "up" would score.
     """
     last = np.asarray(last_close, dtype=np.float64).reshape(-1, 1)
     a = np.asarray(actual, dtype=np.float64).reshape(len(last), -1)
     p = np.asarray(predicted, dtype=np.float64).reshape(len(last), -1)
-    return float(np.mean(_direction(p, last) == _direction(a, last)) * 100.0)
+    called = _direction(p, last)
+    calls = called != 0
+    if not calls.any():
+        return None
+    return float(np.mean(called[calls] == _direction(a, last)[calls]) * 100.0)
 
 
 def _direction(values: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -89,9 +97,9 @@ def _direction(values: np.ndarray, last: np.ndarray) -> np.ndarray:
 
 def metrics(
     actual, predicted, last_close=None, scale: float | np.ndarray | None = None
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Every metric the data allows: MASE needs the scale (one, or one per row), direction
-    needs the last close."""
+    needs the last close (None where the forecaster calls no direction)."""
     out = {
         "rmse": rmse(actual, predicted),
         "mae": mae(actual, predicted),

@@ -1,8 +1,10 @@
 """The forecasters' names: the keys of every metrics dict and the columns of every
-predictions table, in one place for scoring, evaluation, plots and reports."""
+predictions table, in scoring order. The baselines' names are `tickercast.choices`'
+(what each one is: `tickercast.evaluation.baseline_registry`)."""
 
 from __future__ import annotations
 
-MODEL, NAIVE, MOVING_AVERAGE = "model", "naive", "moving_average"
-DRIFT, MOVING_AVERAGE_20, RIDGE = "drift", "moving_average_20", "ridge"
-FORECASTERS = (MODEL, NAIVE, DRIFT, MOVING_AVERAGE, MOVING_AVERAGE_20, RIDGE)
+from tickercast.choices import BASELINES, INPUTS_BASELINES
+
+MODEL, NAIVE = "model", "naive"
+FORECASTERS = (MODEL, *BASELINES, *INPUTS_BASELINES)

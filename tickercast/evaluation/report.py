@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tickercast.evaluation.baseline_registry import legend
+from tickercast.evaluation.formats import fmt, p_cell
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import skill
 from tickercast.evaluation.names import MODEL, NAIVE
@@ -16,21 +18,21 @@ def verdict(results: dict[str, dict[str, float]]) -> str:
     """Plain sentences: is the model better than naive *by a test* (Diebold-Mariano at 5%),
     and which baselines are significantly better than the model?"""
     model_rmse, naive_rmse = results[MODEL]["rmse"], results[NAIVE]["rmse"]
-    s = skill(model_rmse, naive_rmse)
+    s = fmt(skill(model_rmse, naive_rmse), "+.1%")
     test = results[NAIVE]
     p = format_p(test.get("dm_p"))
     state = test.get("dm_verdict") or "indistinguishable"
     if state == "better":
-        text = f"The model beats the naive last-close forecast (RMSE skill {s:+.1%}, DM p {p})."
+        text = f"The model beats the naive last-close forecast (RMSE skill {s}, DM p {p})."
     elif state == "worse":
         text = (
-            f"The model is worse than the naive last-close forecast (RMSE skill {s:+.1%}, "
+            f"The model is worse than the naive last-close forecast (RMSE skill {s}, "
             f"DM p {p}): do not trade on it."
         )
     else:
         text = (
             f"The model is indistinguishable from the naive last-close forecast (RMSE skill "
-            f"{s:+.1%}, DM p {p}): no evidence of skill."
+            f"{s}, DM p {p}): no evidence of skill."
         )
     better = [
         f"{name} (p {format_p(values.get('dm_p'))})"
@@ -53,10 +55,11 @@ def report_rows(results: dict[str, dict[str, float]]) -> list[dict]:
     ]
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> list[str]:
-    def fmt(value, spec):
-        return "n/a" if value is None else format(value, spec)
-
+def markdown_table(
+    results: dict[str, dict[str, float]], described: dict[str, str] | None = None
+) -> list[str]:
+    """Every forecaster's metrics as a markdown table, then what each baseline is
+    (`described`: the descriptions stored with these metrics; default: the registry's)."""
     lines = [
         "| forecaster | RMSE | MAE | MAPE % | sMAPE % | MASE | direction % | skill vs naive "
         "| DM p (model vs it) |",
@@ -68,9 +71,12 @@ def markdown_table(results: dict[str, dict[str, float]]) -> list[str]:
             f"{fmt(v.get('mape'), '.2f')} | {fmt(v.get('smape'), '.2f')} | "
             f"{fmt(v.get('mase'), '.3f')} | {fmt(v.get('directional_accuracy'), '.1f')} | "
             f"{fmt(v.get('skill'), '+.1%')} | "
-            + ("—" if name == MODEL else f"{fmt(v.get('dm_p'), '.3g')} ({v.get('dm_verdict')})")
+            + ("—" if name == MODEL else f"{p_cell(v.get('dm_p'))} ({v.get('dm_verdict')})")
             + " |"
         )
+    baselines = legend([n for n in results if n != MODEL], described)
+    if baselines:
+        lines += ["", "Baselines:", "", *(f"- {line}" for line in baselines)]
     return lines
 
 
@@ -84,7 +90,7 @@ def evaluation_summary(ev: dict) -> dict:
             "evaluation": {
                 "window": ev["window"],
                 "mase_scale": ev["mase_scale"],
-                "ridge_alpha": ev["ridge_alpha"],
+                "baselines": ev["baselines"],
                 "up_share": ev["up_share"],
             },
         }

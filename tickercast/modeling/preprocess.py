@@ -239,6 +239,7 @@ class Preprocessing:
 
     @property
     def n_rows(self) -> int:
+        """Rows preprocessed: train + validation + test."""
         return self.n_train + self.n_val + self.n_test
 
     def to_json(self) -> dict:

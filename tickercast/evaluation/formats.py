@@ -1,0 +1,25 @@
+"""How reports print numbers: one rule for every table and sentence."""
+
+from __future__ import annotations
+
+import math
+
+from tickercast.significance import format_p
+
+
+def fmt(value: float | int | None, spec: str, missing: str = "n/a") -> str:
+    """`value` by the format `spec`; `missing` when there is no value (None, NaN). Never a
+    negative zero: -1e-17 as a skill is "+0.0%", not "-0.0%", which reads as a loss that
+    is not there."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    text = format(value, spec)
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        return format(0.0 if isinstance(value, float) else 0, spec)
+    return text
+
+
+def p_cell(p: float | None) -> str:
+    """A p-value in a table cell: '0.041', '< 0.001', or 'n/a' (the sentences'
+    `significance.format_p` without its '= ')."""
+    return format_p(p).removeprefix("= ")
