@@ -73,3 +73,9 @@ DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)
 ON_QUIRK = values(OnQuirk)
 PROGRESS_MODES = values(ProgressMode)
+
+# The quantile grid of every distribution forecast (the network's quantile head, the
+# distribution baselines, their scores, the bundle's and the service's outputs): one grid,
+# so every forecaster is scored on the same levels. The 80% and 95% bands are its
+# (0.1, 0.9) and (0.025, 0.975) pairs.
+QUANTILES: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
