@@ -38,7 +38,6 @@ from tickercast.sections import (
     Storage,
     Training,
     WalkForward,
-    check_rolling,
     field_of,
 )
 from tickercast.tickers import validate_ticker
@@ -236,6 +235,8 @@ class BacktestConfig(Ingests):
 
     @model_validator(mode="after")
     def _consistent(self) -> BacktestConfig:
+        from tickercast.backtest.initial import check_rolling
+
         check_rolling(self.preprocessing, self.backtest, self.network)
         return self
 
