@@ -124,7 +124,7 @@ class Ingests(_Config):
 class RetrainConfig(Ingests):
     """Everything one retrain run depends on. The defaults are the recommended settings
     (scale-free inputs, a target relative to the last close, shrinkage toward naive);
-    `preset="tutorial"` reproduces the reference tutorial."""
+    `preset="tutorial"` gives the reference tutorial's inputs, target and no shrinkage."""
 
     preprocessing: PreprocessSettings = section(PreprocessSettings)
     network: Network = section(Network)
