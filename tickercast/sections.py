@@ -131,6 +131,12 @@ class IngestChecks(Section):
         "report; drop = drop such rows, counted; fail = refuse the file or answer. Rows "
         "without a valid close are dropped.",
     )
+    replace: bool = Field(
+        _INGEST.replace,
+        description="Let a source replace a stored history it does not cover (fewer rows, "
+        "a later start, missing days): the removed days are counted and warned about. "
+        "Without it such a source is refused, naming the counts, and nothing is changed.",
+    )
 
     def options(self) -> IngestOptions:
         """The ingest library's options these settings stand for."""
