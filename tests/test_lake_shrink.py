@@ -125,3 +125,20 @@ def test_replace_is_a_setting_of_every_ingesting_command():
 
     assert IngestConfig(replace=True).ingest.options().replace is True
     assert RetrainConfig().ingest.options().replace is False
+
+
+def test_two_csv_files_differing_only_in_case_are_refused_naming_both(tmp_path: Path):
+    import sys
+
+    from tickercast.market.locate import AmbiguousFileError, csv_path
+
+    folder = tmp_path / "csv"
+    write_csv(folder / "AAPL.csv", bars(pd.bdate_range("2020-01-01", periods=5).date))
+    write_csv(folder / "aapl.csv", bars(pd.bdate_range("2021-01-01", periods=5).date))
+    if len(list(folder.iterdir())) < 2:  # a case-insensitive file system holds one
+        pytest.skip(f"case-insensitive file system ({sys.platform})")
+    with pytest.raises(AmbiguousFileError, match=r"AAPL\.csv and aapl\.csv .* differ only in case"):
+        csv_path(folder, "AAPL")
+    with pytest.raises(AmbiguousFileError):
+        ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(folder))
+    assert not lake.partition_path(tmp_path / "data", "AAPL").exists()
