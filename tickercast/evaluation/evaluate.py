@@ -21,6 +21,7 @@ from tickercast.evaluation.baseline_registry import (
     of_kind,
 )
 from tickercast.evaluation.conformal import calibrate, coverage, interval, recent_volatility
+from tickercast.evaluation.distribution import target_weights
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import MODEL
@@ -29,25 +30,6 @@ from tickercast.modeling.windows import make_dataset
 from tickercast.significance import LEVEL, compare
 
 # --------------------------------------------------------------------------- targets
-
-
-def target_weights(target: str, horizon: int, n_outputs: int) -> np.ndarray:
-    """W (outputs x horizon) with target_j = sum_s W[j, s] * close[t + 1 + s].
-
-    Lets every path forecaster (naive, drift, moving average) be scored against any
-    price-level target: the mean of the next `horizon` closes, the close at t+h, or the
-    vector of the next h closes.
-    """
-    if n_outputs == horizon and horizon > 1 and "mean" not in target:
-        return np.eye(horizon)
-    w = np.zeros((n_outputs, horizon))
-    if n_outputs != 1:
-        raise ValueError(f"target {target!r}: cannot map {n_outputs} outputs onto {horizon} days")
-    if "mean" in target:
-        w[0, :] = 1.0 / horizon
-    else:
-        w[0, -1] = 1.0
-    return w
 
 
 def check_targets(arrays: dict, anchors: np.ndarray, weights: np.ndarray) -> None:
@@ -62,7 +44,7 @@ def check_targets(arrays: dict, anchors: np.ndarray, weights: np.ndarray) -> Non
     if not np.allclose(expected, y[anchors], rtol=1e-6, atol=1e-6):
         raise ValueError(
             "evaluate: the price targets are not a weighted sum of future closes as assumed; "
-            "teach tickercast.evaluation.evaluate.target_weights this target"
+            "teach tickercast.evaluation.distribution.target_weights this target"
         )
 
 
