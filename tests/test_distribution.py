@@ -146,3 +146,61 @@ def test_pooled_tests_the_mean_difference_per_date():
     assert (
         d.verdict_words("worse", "garch_t", 0.01, True) == "worse than GARCH(1,1)-t (DM p = 0.01)"
     )
+
+
+def _garch_prices(n: int, seed: int) -> pd.DataFrame:
+    close = _closes(_garch_returns(n - 1, seed))
+    return pd.DataFrame(
+        {
+            "date": pd.bdate_range("2000-01-03", periods=n).date,
+            **{c: close for c in ("open", "high", "low", "close", "adj_close")},
+            "volume": np.full(n, 1000, dtype=np.int64),
+        }
+    )
+
+
+def _prepared(prices: pd.DataFrame, target: str = "mean_close_log_return"):
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.windows import split_anchors
+    from tickercast.sections import PreprocessSettings
+
+    cfg = PreprocessSettings(
+        features=["log_return"], lookback=10, horizon=5, target=target, val_fraction=0.25,
+        test_fraction=0.25, start=None, end=None,
+    )  # fmt: skip
+    spec, arrays = preprocess(prices, cfg, who="garch")
+    n = spec.n_rows
+    return spec, arrays, split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+
+
+@pytest.mark.parametrize("target", ["mean_close_log_return", "closes"])
+def test_the_retrain_evaluation_judges_the_distribution(target):
+    """Around the model's median (naive here) every baseline's band on the same windows;
+    without a quantile hook the model's band is today's volatility-scaled band, so it is
+    indistinguishable from that baseline (the same forecast); the hook's grid is scored."""
+    from tickercast.evaluation.evaluate import evaluate_forecasts
+
+    spec, arrays, anchors = _prepared(_garch_prices(2000, seed=21), target)
+    close = np.asarray(arrays["close"])
+    outputs = 5 if target == "closes" else 1
+    naive = lambda a: np.repeat(close[a][:, None], outputs, axis=1)  # noqa: E731
+    ev = evaluate_forecasts(spec, arrays, anchors, naive)
+    record = ev["distribution"]
+    assert record["levels"] == list(QUANTILES) and not record["failed"]
+    assert set(record["metrics"]) == {"model", *registry.DISTRIBUTIONS_NAMES}
+    same = record["metrics"]["volatility_conformal"]
+    assert same["verdict"] == "indistinguishable" and same["dm"]["crps"]["p"] == 1.0
+    assert record["model"]["form"] == "volatility_conformal"
+    assert len(record["verdicts"]) == len(registry.DISTRIBUTIONS_NAMES)
+    table = ev["table"]
+    q = table[[f"q_{level:g}" for level in QUANTILES]].to_numpy()
+    assert (np.diff(q, axis=1) >= 0).all() and np.allclose(q[:, 4], table["model"])
+
+    def hook(a):  # a deliberately too narrow band: worse than every calibrated one
+        m = naive(a)[..., None]
+        return m * np.exp(0.001 * (np.asarray(QUANTILES) - 0.5))
+
+    ev = evaluate_forecasts(spec, arrays, anchors, naive, hook)
+    assert ev["distribution"]["model"] == {"form": "network"}
+    assert ev["distribution"]["metrics"]["garch_t"]["verdict"] == "worse"
+    assert ev["distribution"]["metrics"]["model"]["coverage_95"] < 0.5

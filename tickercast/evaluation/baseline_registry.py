@@ -152,6 +152,8 @@ DISTRIBUTIONS: tuple[DistributionBaseline, ...] = (
     ),
 )
 
+DISTRIBUTIONS_NAMES = tuple(e.name for e in DISTRIBUTIONS)
+
 ENTRIES: tuple[Registered, ...] = (
     PointBaseline(
         NAIVE,

@@ -446,3 +446,50 @@ def relative_scores(actual, last_close, forecasts: Mapping[str, np.ndarray]) -> 
         for k in SCORES:
             cols[f"{name}_{k}"] = s[k] / last
     return pd.DataFrame(cols)
+
+
+# --------------------------------------------------------------------------- judging a model
+
+
+MODEL_BAND = "volatility_conformal"  # a model's band when it forecasts no distribution itself
+
+
+def rebuild_band(record: Mapping, close, rows, median, price_weights) -> np.ndarray:
+    """A model's recorded band (`calibration_record`) at new origins: its daily variance
+    scale there, its calibration. What the gate and predict use for a model without a
+    quantile head."""
+    horizon = price_weights.shape[1]
+    daily = DAILY_VARIANCE[record["scale"]](close, rows, horizon, None)
+    q = np.asarray(record["q"], dtype=np.float64)
+    return band_quantiles(median, target_scale(daily, price_weights), q)
+
+
+def calibration_record(q: np.ndarray, n: int, scale: str = MODEL_BAND) -> dict:
+    """What rebuilds a calibrated band: its scale's name and the conformal quantiles per
+    output and central interval (pairs of grid levels, outermost first)."""
+    return {
+        "scale": scale,
+        "pairs": [[float(GRID[lo]), float(GRID[hi])] for lo, hi in PAIRS],
+        "q": np.asarray(q, dtype=np.float64).tolist(),
+        "n_calibration": int(n),
+    }
+
+
+def judge(
+    actual,
+    model: np.ndarray,
+    baselines: Mapping[str, np.ndarray],
+    horizon: int,
+    reference: str = "model",
+) -> dict:
+    """The model's grid against every baseline's on the same origins: scores, DM tests on
+    per-origin differences, verdict lines in words."""
+    table = compare(actual, {reference: model, **baselines}, reference, horizon)
+    lines = [table[n]["verdict_text"] for n in baselines if "verdict_text" in table[n]]
+    return {"metrics": table, "verdicts": lines}
+
+
+def quantile_columns(quantiles: np.ndarray, prefix: str = "q") -> dict[str, np.ndarray]:
+    """Table columns of the first output's grid: `q_0.025` ... `q_0.975` (prices)."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    return {f"{prefix}_{level:g}": q[:, 0, i] for i, level in enumerate(GRID)}

@@ -14,9 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.baseline_registry import (
     InputsBaseline,
     PointBaseline,
+    distribution_quantiles,
     forecast_windows,
     of_kind,
 )
@@ -120,17 +122,72 @@ def baseline_forecasts(
     return forecasts, record
 
 
+QuantileFn = Callable[[np.ndarray], np.ndarray]  # anchors -> (n, outputs, len(QUANTILES))
+
+
+def distribution_evaluation(
+    spec: Preprocessing,
+    arrays: dict,
+    anchors: dict[str, np.ndarray],
+    medians: tuple[np.ndarray, np.ndarray],
+    predict_quantiles: QuantileFn | None = None,
+) -> tuple[dict, np.ndarray | None]:
+    """The model's distribution against every distribution baseline on the test windows,
+    all around the model's median (`medians`: its point forecasts at the validation and
+    the test windows) and calibrated on the validation windows; the GARCH fits read the
+    training rows (the network's fit). The model's grid is `predict_quantiles`' (a
+    quantile head, in prices), else today's volatility-scaled conformal band on the grid.
+
+    Returns the JSON-ready record (`levels`, `model`, `metrics`, `verdicts`, `baselines`,
+    `failed`) and the model's test grid (None when there are no validation windows)."""
+    close = np.asarray(arrays["close"], dtype=np.float64)
+    y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
+    test, val = np.asarray(anchors["test"]), np.asarray(anchors["val"])
+    val_pred, model_test = medians
+    if len(val) == 0:
+        return {"levels": list(dist.GRID), "note": "no validation windows: no bands"}, None
+    weights = target_weights(spec.target, spec.horizon, y_price.shape[1])
+    calibration = (val, y_price[val], val_pred)
+    bands, failed = {}, {}
+    for entry in of_kind("distribution"):
+        try:
+            bands |= distribution_quantiles(
+                [entry.name], close, weights, calibration, (test, model_test), spec.n_train - 1
+            )
+        except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:  # e.g. a flat series
+            failed[entry.name] = f"{type(exc).__name__}: {exc}"
+    if predict_quantiles is not None:
+        grid = dist.sort_quantiles(np.asarray(predict_quantiles(test), dtype=np.float64))
+        model = {"form": "network"}
+    else:
+        scale = dist.target_scale(
+            dist.DAILY_VARIANCE[dist.MODEL_BAND](close, np.r_[val, test], spec.horizon), weights
+        )
+        q = dist.calibrate(y_price[val], val_pred, scale[: len(val)])
+        grid = dist.band_quantiles(model_test, scale[len(val) :], q)
+        model = {"form": dist.MODEL_BAND, "calibration": dist.calibration_record(q, len(val))}
+    grid = grid.reshape(len(test), y_price.shape[1], len(dist.GRID))
+    judged = dist.judge(y_price[test], grid, bands, spec.horizon, MODEL)
+    described = {e.name: e.describe(horizon=spec.horizon) for e in of_kind("distribution")}
+    record = {"levels": list(dist.GRID), "model": model, **judged, "baselines": described}
+    return {**record, "failed": failed}, grid
+
+
 def evaluate_forecasts(
     spec: Preprocessing,
     arrays: dict,
     anchors: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], np.ndarray],
+    predict_quantiles: QuantileFn | None = None,
 ) -> dict:
     """Score `predict` (anchors -> prices, shape (n, outputs)) and every baseline on the
-    test windows; calibrate conformal intervals on the validation windows.
+    test windows; calibrate conformal intervals on the validation windows; judge the
+    model's distribution (`predict_quantiles`: anchors -> (n, outputs, len(QUANTILES))
+    in prices; absent: the volatility-scaled conformal band on the grid) against every
+    distribution baseline around the same median.
 
-    Returns {"metrics", "table", "intervals", "mase_scale", "baselines", "window",
-    "up_share"}.
+    Returns {"metrics", "table", "intervals", "distribution", "mase_scale", "baselines",
+    "window", "up_share"}.
     """
     close = np.asarray(arrays["close"], dtype=np.float64)
     y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
@@ -153,9 +210,13 @@ def evaluate_forecasts(
     add_significance(results, actual, forecasts, horizon)
 
     intervals: dict[str, dict] = {}
+    val_pred = np.zeros((0, n_out))
     if len(val):
         val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
         intervals = calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
+    distribution, grid = distribution_evaluation(
+        spec, {**arrays, "y_price": y_price}, anchors, (val_pred, model_test), predict_quantiles
+    )
     test_vol = recent_volatility(close, test)
     table = pd.DataFrame(
         {
@@ -175,6 +236,9 @@ def evaluate_forecasts(
         lo, hi = interval(model_test, q, test_vol)
         cal["coverage_test"] = coverage(actual, lo, hi) if np.isfinite(q).all() else None
         table[f"lo_{key}"], table[f"hi_{key}"] = lo[:, 0], hi[:, 0]
+    if grid is not None:  # the model's quantile grid of the first output, in prices
+        for column, values in dist.quantile_columns(grid).items():
+            table[column] = values
     window = {
         "windows": int(len(test)),
         "first_anchor": str(arrays["dates"][test[0]]),
@@ -186,6 +250,7 @@ def evaluate_forecasts(
         "metrics": clean(results),
         "table": table,
         "intervals": clean(intervals),
+        "distribution": clean(distribution),
         "mase_scale": scale,
         "baselines": clean(described),
         "window": window,
@@ -193,11 +258,19 @@ def evaluate_forecasts(
     }
 
 
-def evaluate(model, spec: Preprocessing, arrays: dict, anchors: dict[str, np.ndarray]) -> dict:
-    """`evaluate_forecasts` for a Keras model on the preprocessed arrays."""
+def evaluate(
+    model,
+    spec: Preprocessing,
+    arrays: dict,
+    anchors: dict[str, np.ndarray],
+    predict_quantiles: QuantileFn | None = None,
+) -> dict:
+    """`evaluate_forecasts` for a Keras model on the preprocessed arrays (`predict_quantiles`:
+    the model's quantile grid in prices, when it has a quantile head)."""
     return evaluate_forecasts(
         spec,
         arrays,
         anchors,
         lambda a: predict_prices(model, spec, arrays["x"], a, arrays["close"]),
+        predict_quantiles,
     )
