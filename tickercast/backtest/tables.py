@@ -144,7 +144,31 @@ def summary_lines(backtest: dict) -> list[str]:
             "indistinguishable": "indistinguishable from naive",
         }[naive["verdict"]]
         lines += ["", f"Over all folds the model {state} (DM p {_p_cell(naive)})."]
-    return lines
+    return lines + walk_forward_distribution_lines(backtest["summary"].get("distribution"))
+
+
+def walk_forward_distribution_lines(pooled: dict | None) -> list[str]:
+    """Markdown: the model's band against each distribution baseline over all folds
+    (mean CRPS, DM p on per-origin CRPS differences, the verdict in words)."""
+    if not pooled:
+        return []
+    lines = [
+        "",
+        "| distribution baseline | CRPS model | CRPS it | DM p, model vs it (pooled) |",
+        "|---|---|---|---|",
+    ]
+    for name, v in pooled.items():
+        lines.append(
+            f"| {name} | {fmt(v.get('crps_model'), '.4f')} | {fmt(v.get('crps'), '.4f')} | "
+            f"{p_cell(v.get('p'))} ({v.get('verdict')}) |"
+        )
+    return [
+        *lines,
+        "",
+        "Model's band over all folds: "
+        + "; ".join(v["verdict_text"] for v in pooled.values())
+        + ".",
+    ]
 
 
 def _p_cell(test: dict) -> str:

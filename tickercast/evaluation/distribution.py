@@ -349,7 +349,9 @@ def verdict_words(verdict: str, other: str, p: float | None, same_coverage: bool
     return f"indistinguishable from {label(other)} {text}"
 
 
-def _test(d: np.ndarray, horizon: int) -> dict:
+def dm_verdict(d: np.ndarray, horizon: int) -> dict:
+    """DM/HLN on a per-origin score difference (negative: the first is better): two-sided
+    p, mean difference and the verdict at the reports' level."""
     r = dm_test_differential(d, horizon)
     verdict = "indistinguishable"
     if math.isfinite(r.p_value) and r.p_value < LEVEL and r.mean_diff != 0:
@@ -377,7 +379,7 @@ def compare(
     for name, s in scored.items():
         if name == reference:
             continue
-        tests = {k: _test(ref[k] - s[k], horizon) for k in SCORES}
+        tests = {k: dm_verdict(ref[k] - s[k], horizon) for k in SCORES}
         crps = tests["crps"]
         out[name]["dm"] = tests
         out[name]["verdict"] = crps["verdict"]
@@ -424,7 +426,7 @@ def pooled(
     by_date = pd.concat(rows).groupby(level=0).mean().sort_index()
     out = {}
     for name in others:
-        tests = {k: _test(by_date[(name, k)].to_numpy(), horizon) for k in SCORES}
+        tests = {k: dm_verdict(by_date[(name, k)].to_numpy(), horizon) for k in SCORES}
         out[name] = {
             "dm": tests,
             "verdict": tests["crps"]["verdict"],
@@ -483,10 +485,13 @@ def judge(
     reference: str = "model",
 ) -> dict:
     """The model's grid against every baseline's on the same origins: scores, DM tests on
-    per-origin differences, verdict lines in words."""
-    table = compare(actual, {reference: model, **baselines}, reference, horizon)
+    per-origin differences, verdict lines in words, and each one's per-origin CRPS
+    (`crps`, arrays: for tables, not JSON)."""
+    forecasts = {reference: model, **baselines}
+    table = compare(actual, forecasts, reference, horizon)
     lines = [table[n]["verdict_text"] for n in baselines if "verdict_text" in table[n]]
-    return {"metrics": table, "verdicts": lines}
+    crps = {n: per_origin_scores(actual, q)["crps"] for n, q in forecasts.items()}
+    return {"metrics": table, "verdicts": lines, "crps": crps}
 
 
 def quantile_columns(quantiles: np.ndarray, prefix: str = "q") -> dict[str, np.ndarray]:

@@ -131,7 +131,7 @@ def distribution_evaluation(
     anchors: dict[str, np.ndarray],
     medians: tuple[np.ndarray, np.ndarray],
     predict_quantiles: QuantileFn | None = None,
-) -> tuple[dict, np.ndarray | None]:
+) -> tuple[dict, np.ndarray | None, dict[str, np.ndarray]]:
     """The model's distribution against every distribution baseline on the test windows,
     all around the model's median (`medians`: its point forecasts at the validation and
     the test windows) and calibrated on the validation windows; the GARCH fits read the
@@ -139,13 +139,14 @@ def distribution_evaluation(
     quantile head, in prices), else today's volatility-scaled conformal band on the grid.
 
     Returns the JSON-ready record (`levels`, `model`, `metrics`, `verdicts`, `baselines`,
-    `failed`) and the model's test grid (None when there are no validation windows)."""
+    `failed`), the model's test grid (None when there are no validation windows) and
+    every forecaster's per-origin CRPS."""
     close = np.asarray(arrays["close"], dtype=np.float64)
     y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
     test, val = np.asarray(anchors["test"]), np.asarray(anchors["val"])
     val_pred, model_test = medians
     if len(val) == 0:
-        return {"levels": list(dist.GRID), "note": "no validation windows: no bands"}, None
+        return {"levels": list(dist.GRID), "note": "no validation windows: no bands"}, None, {}
     weights = target_weights(spec.target, spec.horizon, y_price.shape[1])
     calibration = (val, y_price[val], val_pred)
     bands, failed = {}, {}
@@ -168,9 +169,10 @@ def distribution_evaluation(
         model = {"form": dist.MODEL_BAND, "calibration": dist.calibration_record(q, len(val))}
     grid = grid.reshape(len(test), y_price.shape[1], len(dist.GRID))
     judged = dist.judge(y_price[test], grid, bands, spec.horizon, MODEL)
+    crps = judged.pop("crps")
     described = {e.name: e.describe(horizon=spec.horizon) for e in of_kind("distribution")}
     record = {"levels": list(dist.GRID), "model": model, **judged, "baselines": described}
-    return {**record, "failed": failed}, grid
+    return {**record, "failed": failed}, grid, crps
 
 
 def evaluate_forecasts(
@@ -214,7 +216,7 @@ def evaluate_forecasts(
     if len(val):
         val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
         intervals = calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
-    distribution, grid = distribution_evaluation(
+    distribution, grid, crps = distribution_evaluation(
         spec, {**arrays, "y_price": y_price}, anchors, (val_pred, model_test), predict_quantiles
     )
     test_vol = recent_volatility(close, test)
@@ -239,6 +241,8 @@ def evaluate_forecasts(
     if grid is not None:  # the model's quantile grid of the first output, in prices
         for column, values in dist.quantile_columns(grid).items():
             table[column] = values
+    for name, values in crps.items():  # per-origin CRPS: what pooled tests read
+        table[f"crps_{name}"] = values
     window = {
         "windows": int(len(test)),
         "first_anchor": str(arrays["dates"][test[0]]),
