@@ -378,7 +378,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from tickercast.config import BacktestConfig
 
     config = configure(args, BacktestConfig, "tickercast.flows.backtest")
-    from tickercast.backtest.tables import format_table
+    from tickercast.backtest.tables import format_distribution, format_table
     from tickercast.flows.backtest import backtest
 
     state, result = run_state(backtest, config)
@@ -389,6 +389,10 @@ def run_backtest(args: argparse.Namespace) -> int:
             f"target {o['target']} horizon {o['horizon']}, {o['window']} window"
         )
         print(format_table(res["metrics"]))
+        bands = format_distribution((res.get("distribution") or {}).get("rows") or [])
+        if bands:
+            print(f"{ticker}: distribution (DM p: the median's band vs each, per-origin CRPS)")
+            print(bands)
         lagging = sorted({r["model"] for r in res["metrics"] if r["lagging"]} - {"naive"})
         if lagging:
             print(

@@ -46,7 +46,8 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     results = outcomes.values()
     summary = {
         "tickers": {
-            t: r.model_dump(include={"origins", "models", "metrics"}) for t, r in results.items()
+            t: r.model_dump(include={"origins", "models", "metrics", "distribution"})
+            for t, r in results.items()
         },
         "failed": outcomes.errors(),
         "paths": {},

@@ -54,7 +54,7 @@ def rolling_backtest_step(
     ingested: Ingested, spec: RollingSpec, data_dir: str, *, work
 ) -> Backtested:
     """`tickercast backtest` for one ticker: every model on the same rolling origins."""
-    from tickercast.backtest.files import write_rolling
+    from tickercast.backtest.files import without_table, write_rolling
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.backtest.tables import format_table
 
@@ -67,7 +67,7 @@ def rolling_backtest_step(
     get_run_logger().info("%s backtest\n%s", ticker, format_table(result["metrics"]))
     return Backtested(
         ticker=ticker,
-        **{k: v for k, v in result.items() if k != "table"},
+        **without_table(result),
         **{name: str(path) for name, path in paths.items()},
         outputs=outputs(*paths.values()),
     )
