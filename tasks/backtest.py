@@ -75,14 +75,18 @@ def rolling_backtest_step(
 
 @task(name="mlflow-backtest", persist_result=False, cache_policy=NO_CACHE)
 def track_backtest_step(
-    mlflow_uri: str, folder: str, config: dict, metrics: dict[str, list[dict]]
+    mlflow_uri: str,
+    folder: str,
+    config: dict,
+    metrics: dict[str, list[dict]],
+    distribution: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Log a finished `tickercast backtest` run to MLflow (tickercast.tracking.log_backtest).
     A failure is a warning and {"error": ...}: the run's files are already written."""
     from tickercast.tracking import TrackingError, log_backtest
 
     try:
-        logged = log_backtest(mlflow_uri, folder, config, metrics)
+        logged = log_backtest(mlflow_uri, folder, config, metrics, distribution)
     except TrackingError as exc:
         get_run_logger().warning("backtest not logged to MLflow: %s", exc)
         return {"uri": mlflow_uri, "error": str(exc)}

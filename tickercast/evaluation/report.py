@@ -112,6 +112,21 @@ def distribution_table(record: dict | None) -> list[str]:
     return lines
 
 
+def distribution_summary(metadata: dict) -> dict | None:
+    """What `models show` prints of a version's distribution: its band's form, test CRPS
+    and coverage, and the verdicts against the distribution baselines; None when the
+    version was evaluated before distributions were."""
+    record = (metadata.get("evaluation") or {}).get("distribution") or {}
+    model = (record.get("metrics") or {}).get(MODEL)
+    if not model:
+        return None
+    return {
+        "form": (record.get("model") or {}).get("form"),
+        **{k: model.get(k) for k in ("crps", "coverage_80", "coverage_95")},
+        "verdicts": record.get("verdicts") or [],
+    }
+
+
 def evaluation_summary(ev: dict) -> dict:
     """The JSON-ready part of an evaluation (what metadata.json and the gate read)."""
     return clean(
