@@ -19,8 +19,9 @@ unconditional band), all with the same split-conformal calibration: CRPS, 95% in
 score, coverage, DM p per ticker and pooled across tickers (relative scores, mean
 difference per date). The full run adds it around the default network's median;
 `python bench/forecast_quality.py --bands [--origins N] [TICKER ...]` runs it around naive's
-median alone (table in bench/FORECAST_BANDS.md) (no network, no peer: minutes on a CPU), on the protocol the issue measured:
-closes from 2012, first window 1008 rows, an origin every 5 days, GARCH refit every 50.
+median alone (no network, no peer: seconds on a CPU; table in bench/FORECAST_BANDS.md), on
+the protocol the issue measured: closes from 2012, first window 1008 rows, an origin every
+5 days, GARCH refit every 50.
 """
 
 from __future__ import annotations
