@@ -204,3 +204,10 @@ def test_the_retrain_evaluation_judges_the_distribution(target):
     assert ev["distribution"]["model"] == {"form": "network"}
     assert ev["distribution"]["metrics"]["garch_t"]["verdict"] == "worse"
     assert ev["distribution"]["metrics"]["model"]["coverage_95"] < 0.5
+
+
+def test_grid_fields_are_plain_json():
+    grid = d.band_quantiles(np.array([[100.0]]), np.array([[0.02]]), np.ones((1, 4)))
+    fields = d.grid_fields(grid[0])
+    assert fields["quantile_levels"] == list(QUANTILES)
+    assert len(fields["quantiles"]) == 1 and fields["quantiles"][0][4] == 100.0

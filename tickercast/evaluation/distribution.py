@@ -498,3 +498,11 @@ def quantile_columns(quantiles: np.ndarray, prefix: str = "q") -> dict[str, np.n
     """Table columns of the first output's grid: `q_0.025` ... `q_0.975` (prices)."""
     q = np.asarray(quantiles, dtype=np.float64)
     return {f"{prefix}_{level:g}": q[:, 0, i] for i, level in enumerate(GRID)}
+
+
+def grid_fields(grid: np.ndarray) -> dict:
+    """One origin's grid as JSON fields (what a forecast row, a page's fan chart and
+    metadata read): `quantile_levels` (the grid) and `quantiles`, one list of prices per
+    output, in the grid's order (never decreasing)."""
+    q = np.asarray(grid, dtype=np.float64).reshape(-1, len(GRID))
+    return {"quantile_levels": [float(x) for x in GRID], "quantiles": q.tolist()}
