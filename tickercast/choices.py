@@ -42,6 +42,11 @@ InputsBaseline = Literal["ridge_inputs"]
 DistributionBaseline = Literal[
     "volatility_conformal", "ewma", "garch_t", "gjr_garch_t", "unconditional"
 ]
+# The baselines' parameters' defaults (the registry, the arithmetic and the backtest's
+# config section read them here)
+MA_WINDOW = 20  # moving_average: closes averaged
+RIDGE_LAGS = 5  # ridge: daily log returns the regression reads
+RIDGE_ALPHA = 1.0  # ridge: L2 penalty on the standardised coefficients
 BacktestModel = Literal[ModelName, Baseline]
 Window = Literal["expanding", "sliding"]
 MaseScale = Literal["series", "origin"]
