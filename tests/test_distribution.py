@@ -191,6 +191,7 @@ def test_the_retrain_evaluation_judges_the_distribution(target):
     same = record["metrics"]["volatility_conformal"]
     assert same["verdict"] == "indistinguishable" and same["dm"]["crps"]["p"] == 1.0
     assert record["model"]["form"] == "volatility_conformal"
+    assert "the same band as the 20-day-volatility conformal band" in record["verdicts"]
     assert len(record["verdicts"]) == len(registry.DISTRIBUTIONS_NAMES)
     table = ev["table"]
     q = table[[f"q_{level:g}" for level in QUANTILES]].to_numpy()

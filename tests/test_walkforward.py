@@ -190,3 +190,30 @@ def test_the_walk_forward_pools_the_distribution_over_folds(tmp_path):
         "worse than GARCH(1,1)-t",
         "better than GARCH(1,1)-t by CRPS",
     )
+
+
+def test_a_quantile_head_is_judged_in_every_fold(tmp_path):
+    """A fold's forecaster with a `quantiles` attribute is the model's band there."""
+    from tickercast.choices import QUANTILES
+
+    class Head(Recorder):
+        def __call__(self, *args):
+            forecast, info = super().__call__(*args)
+
+            def quantiles(arrays, a):
+                m = forecast(arrays, a)[..., None]
+                return m * np.exp(0.01 * (np.asarray(QUANTILES) - 0.5))
+
+            forecast.quantiles = quantiles
+            return forecast, info
+
+    result = walk_forward(
+        random_walk(),
+        PreprocessSettings(**PRE_CFG),
+        FitSpec(seed=1),
+        WalkForward(walk_forward_folds=2, walk_forward_epochs=1),
+        tmp_path,
+        fit=Head(),
+    )
+    for fold in result["folds"]:
+        assert fold["distribution"]["model"] == {"form": "network"}

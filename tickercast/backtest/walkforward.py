@@ -127,8 +127,13 @@ def walk_forward(
 def _scored_fold(fitted: FittedFold, dates: np.ndarray) -> tuple[dict, pd.DataFrame]:
     """A fitted fold scored like the retrain itself: its entry and predictions table."""
     fold, spec = fitted.fold, fitted.spec
+    head = getattr(fitted.forecaster, "quantiles", None)  # a quantile head, when it has one
     ev = evaluate_forecasts(
-        spec, fitted.arrays, fitted.anchors, lambda a: fitted.forecaster(fitted.arrays, a)
+        spec,
+        fitted.arrays,
+        fitted.anchors,
+        lambda a: fitted.forecaster(fitted.arrays, a),
+        None if head is None else (lambda a: head(fitted.arrays, a)),
     )
     entry = {
         **asdict(fold),

@@ -489,6 +489,9 @@ def judge(
     (`crps`, arrays: for tables, not JSON)."""
     forecasts = {reference: model, **baselines}
     table = compare(actual, forecasts, reference, horizon)
+    for name, grid in baselines.items():  # the model's band may be a baseline's own
+        if name in table and np.array_equal(grid, model, equal_nan=True):
+            table[name]["verdict_text"] = f"the same band as {label(name)}"
     lines = [table[n]["verdict_text"] for n in baselines if "verdict_text" in table[n]]
     crps = {n: per_origin_scores(actual, q)["crps"] for n, q in forecasts.items()}
     return {"metrics": table, "verdicts": lines, "crps": crps}
