@@ -53,3 +53,12 @@ def test_mlflow_metrics_carry_the_distribution(data):
     assert metrics["distribution.model.crps"] > 0
     assert 0 <= metrics["distribution.garch_t.dm_p"] <= 1
     assert "distribution.unconditional.coverage_95" in metrics
+
+
+def test_mlflow_metrics_carry_the_walk_forward_distribution():
+    from tickercast.tracking import version_metrics
+
+    pooled = {"garch_t": {"crps_model": 1.0, "crps": 0.9, "p": 0.01, "verdict": "worse"}}
+    metrics = version_metrics({"walk_forward": {"summary": {"distribution": pooled}}})
+    assert metrics["walk_forward.distribution.garch_t.crps"] == 0.9
+    assert metrics["walk_forward.distribution.garch_t.dm_p"] == 0.01

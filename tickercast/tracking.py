@@ -230,6 +230,10 @@ def version_metrics(metadata: dict) -> dict[str, float]:
     for key in ("best_epoch", "epochs_run"):
         out[f"training.{key}"] = training.get(key)
     out.update(distribution_metrics(metadata))
+    pooled = ((metadata.get("walk_forward") or {}).get("summary") or {}).get("distribution")
+    for name, values in (pooled or {}).items():  # the model's band over all folds vs each
+        out[f"walk_forward.distribution.{name}.crps"] = values.get("crps")
+        out[f"walk_forward.distribution.{name}.dm_p"] = values.get("p")
     walk = (metadata.get("walk_forward") or {}).get("summary", {}).get("metrics", {})
     for forecaster, values in walk.items():
         for metric, stats in values.items():
