@@ -234,6 +234,30 @@ def band_quantiles(median, scale, calibration: np.ndarray) -> np.ndarray:
     return out
 
 
+def calibrated_band(
+    variance: Callable[..., np.ndarray],
+    close: np.ndarray,
+    price_weights: np.ndarray,
+    calibration: tuple[np.ndarray, np.ndarray, np.ndarray],
+    forecast: tuple[np.ndarray, np.ndarray],
+    fit_end: int | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One daily variance forecaster's grid at the forecast origins, in prices, and its
+    calibration (`calibrate`'s quantiles, what `calibration_record` stores).
+
+    `calibration` = (rows, actual, median) of the validation origins, `forecast` = (rows,
+    median) of the scored origins; `fit_end` the last row each fit may read (one value, or
+    per validation-then-forecast origin)."""
+    cal_rows, cal_actual, cal_median = calibration
+    rows, median = forecast
+    both = np.concatenate([np.asarray(cal_rows), np.asarray(rows)]).astype(np.int64)
+    ends = np.broadcast_to(np.asarray(fit_end, dtype=np.int64), both.shape)
+    daily = variance(close, both, price_weights.shape[1], ends)
+    scale = target_scale(daily, price_weights)
+    q = calibrate(cal_actual, cal_median, scale[: len(cal_rows)])
+    return band_quantiles(median, scale[len(cal_rows) :], q), q
+
+
 def baseline_quantiles(
     variances: Mapping[str, Callable[..., np.ndarray]],
     close: np.ndarray,
@@ -242,25 +266,14 @@ def baseline_quantiles(
     forecast: tuple[np.ndarray, np.ndarray],
     fit_end: int | np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Each distribution baseline's grid at the forecast origins, in prices; `variances`:
-    name -> its daily variance forecaster (the registry's entries).
-
-    `calibration` = (rows, actual, median) of the validation origins, `forecast` = (rows,
-    median) of the scored origins; `fit_end` the last row each fit may read (one value, or
-    per validation-then-forecast origin). Every method gets the same median and the same
-    calibration; only its scale differs."""
-    cal_rows, cal_actual, cal_median = calibration
-    rows, median = forecast
-    both = np.concatenate([np.asarray(cal_rows), np.asarray(rows)]).astype(np.int64)
-    ends = np.broadcast_to(np.asarray(fit_end, dtype=np.int64), both.shape)
-    horizon = price_weights.shape[1]
-    out = {}
-    for name, variance in variances.items():
-        scale = target_scale(variance(close, both, horizon, ends), price_weights)
-        k = len(cal_rows)
-        cal = calibrate(cal_actual, cal_median, scale[:k])
-        out[name] = band_quantiles(median, scale[k:], cal)
-    return out
+    """Each distribution baseline's grid at the forecast origins, in prices (`variances`:
+    name -> its daily variance forecaster, the registry's entries; the rest as in
+    `calibrated_band`). Every method gets the same median and the same calibration; only
+    its scale differs."""
+    return {
+        name: calibrated_band(variance, close, price_weights, calibration, forecast, fit_end)[0]
+        for name, variance in variances.items()
+    }
 
 
 def sort_quantiles(q: np.ndarray) -> np.ndarray:

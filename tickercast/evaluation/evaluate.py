@@ -160,12 +160,12 @@ def distribution_evaluation(
     if predict_quantiles is not None:
         grid = dist.sort_quantiles(np.asarray(predict_quantiles(test), dtype=np.float64))
         model = {"form": "network"}
-    else:
-        scale = dist.target_scale(
-            dist.DAILY_VARIANCE[dist.MODEL_BAND](close, np.r_[val, test], spec.horizon), weights
+    else:  # today's band: the volatility-scaled one, around the model's median
+        variance = dist.DAILY_VARIANCE[dist.MODEL_BAND]
+        fit_end = spec.n_train - 1
+        grid, q = dist.calibrated_band(
+            variance, close, weights, calibration, (test, model_test), fit_end
         )
-        q = dist.calibrate(y_price[val], val_pred, scale[: len(val)])
-        grid = dist.band_quantiles(model_test, scale[len(val) :], q)
         model = {"form": dist.MODEL_BAND, "calibration": dist.calibration_record(q, len(val))}
     grid = grid.reshape(len(test), y_price.shape[1], len(dist.GRID))
     judged = dist.judge(y_price[test], grid, bands, spec.horizon, MODEL)
