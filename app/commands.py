@@ -289,10 +289,23 @@ def _models_show(args: argparse.Namespace) -> int:
             f" {flag} v{v['version']}: {v.get('created_at')}, data to {v.get('last_day')}, "
             f"{scores}, {state}"
         )
+        _print_distribution(v.get("distribution"))
     _print_common(info["common"])
     for event in info["history"]:
         print(f"   {event['at']} {event['action']} v{event['version']}: {event.get('reason', '')}")
     return 0
+
+
+def _print_distribution(d: dict | None) -> None:
+    """A version's band on its own test windows: CRPS, coverage and its verdicts."""
+    if not d or d.get("crps") is None:
+        return
+    cov = [
+        f"{k}% {d[f'coverage_{k}']:.1%}" for k in ("80", "95") if d.get(f"coverage_{k}") is not None
+    ]
+    print(f"     bands ({d.get('form')}): CRPS {d['crps']:.4f}, coverage {', '.join(cov)}")
+    for line in d.get("verdicts") or []:
+        print(f"       {line}")
 
 
 def _print_common(common: dict) -> None:
@@ -378,7 +391,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from tickercast.config import BacktestConfig
 
     config = configure(args, BacktestConfig, "tickercast.flows.backtest")
-    from tickercast.backtest.tables import format_table
+    from tickercast.backtest.tables import format_distribution, format_table
     from tickercast.flows.backtest import backtest
 
     state, result = run_state(backtest, config)
@@ -389,6 +402,10 @@ def run_backtest(args: argparse.Namespace) -> int:
             f"target {o['target']} horizon {o['horizon']}, {o['window']} window"
         )
         print(format_table(res["metrics"]))
+        bands = format_distribution((res.get("distribution") or {}).get("rows") or [])
+        if bands:
+            print(f"{ticker}: distribution (DM p: the median's band vs each, per-origin CRPS)")
+            print(bands)
         lagging = sorted({r["model"] for r in res["metrics"] if r["lagging"]} - {"naive"})
         if lagging:
             print(

@@ -46,7 +46,8 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     results = outcomes.values()
     summary = {
         "tickers": {
-            t: r.model_dump(include={"origins", "models", "metrics"}) for t, r in results.items()
+            t: r.model_dump(include={"origins", "models", "metrics", "distribution"})
+            for t, r in results.items()
         },
         "failed": outcomes.errors(),
         "paths": {},
@@ -78,6 +79,7 @@ def _publish(config: BacktestConfig, data_dir: str, results: dict) -> dict:
             str(paths["folder"]),
             config.flat(),
             {t: r.metrics for t, r in results.items()},
+            {t: r.distribution.get("rows", []) for t, r in results.items()},
         )
     return {"paths": {k: str(v) for k, v in paths.items()}, "mlflow": tracked}
 

@@ -199,6 +199,8 @@ def model_names(data_dir: str | Path) -> list[str]:
 
 
 def _version_summary(path: Path, champion: int | None) -> dict:
+    from tickercast.evaluation.report import distribution_summary
+
     row: dict = {"version": int(path.name), "champion": int(path.name) == champion}
     try:
         verify_bundle(path)
@@ -216,6 +218,7 @@ def _version_summary(path: Path, champion: int | None) -> dict:
         rmse=m.get("model", {}).get("rmse"),
         naive_rmse=m.get("naive", {}).get("rmse"),
         skill=m.get("model", {}).get("skill"),
+        distribution=distribution_summary(meta),
     )
     return row
 
