@@ -21,6 +21,7 @@ from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
 from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
+from tickercast.quiet import quiet_tensorflow
 from tickercast.splits import SplitDates
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
@@ -59,6 +60,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     """Train, evaluate and export one model per ticker; returns each ticker's bundle,
     metrics and promotion. A ticker that fails is named with its cause; the others
     finish, and the run then ends Failed."""
+    quiet_tensorflow()  # before any step imports it (a deployment's own process)
     preflight(config)
     data_dir = config.execution.resolved_dir()
     with ticker_locks(data_dir, config.tickers):

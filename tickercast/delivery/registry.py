@@ -198,6 +198,11 @@ def model_names(data_dir: str | Path) -> list[str]:
     )
 
 
+def champions(data_dir: str | Path) -> list[str]:
+    """The models that have a champion (what `predict` forecasts when given no tickers)."""
+    return [n for n in model_names(data_dir) if read_registry(data_dir, n)["champion"] is not None]
+
+
 def _version_summary(path: Path, champion: int | None) -> dict:
     from tickercast.evaluation.report import distribution_summary
 
