@@ -20,6 +20,7 @@ from tickercast.delivery.predict import write_forecasts
 from tickercast.delivery.registry import champions
 from tickercast.fanout import each_ticker
 from tickercast.quiet import quiet_tensorflow
+from tickercast.tasks.events import announce_run
 from tickercast.tasks.forecast import forecast_step
 
 
@@ -45,6 +46,7 @@ def predict(config: PredictConfig = PredictConfig()) -> dict:
             key="forecasts",
             description=f"next-horizon forecasts with 80% / 95% conformal bounds ({path})",
         )
+    announce_run("predict", outcomes)
     failed = outcomes.errors()
     summary = {"path": str(path) if path else None, "forecasts": rows, "failed": failed}
     why = outcomes.failure()
