@@ -219,6 +219,7 @@ def errors(*codes: int) -> dict:
     what = {
         404: "unknown ticker, version or file",
         413: "request body too large",
+        422: "an invalid ticker or request",
         503: "stored data fails verification or cannot be read",
     }
     return {code: {"model": ErrorDetail, "description": what[code]} for code in codes}

@@ -114,5 +114,11 @@ def test_predict_without_tickers_forecasts_every_champion(prefect_server, data, 
     state = predict(PredictConfig(data_dir=str(data)), return_state=True)
     assert state.is_completed()
     assert [r["ticker"] for r in state.result()["forecasts"]] == [TICKER]
+    # every run keeps what it issued in the ledger, once per origin and version
+    from tickercast.delivery import ledger
+
+    predict(PredictConfig(data_dir=str(data)), return_state=True)
+    kept = ledger.read(data, TICKER)
+    assert len(kept) == 1 and kept["version"].tolist() == [3]
     # an empty registry is one line saying so, not a run over nothing
     assert main(["predict", "--data-dir", str(tmp_path / "empty")]) == 1
