@@ -310,20 +310,30 @@ def versions(data_dir: Path) -> set[Path]:
 
 
 def training_stats(new: set[Path]) -> dict:
-    """Windows/s and epochs over the versions this night wrote (their history.json)."""
+    """Windows/s and epochs over the versions this night wrote (their history.json), and
+    each fit's curves (bench/universe_levers.py replays early stopping on them)."""
     windows = seconds = 0.0
-    epochs = []
-    for history in new:
+    fits = {}
+    for history in sorted(new):
         h = json.loads(history.read_text())
         windows += h["train_windows"] * h["epochs_run"]
         seconds += h["train_seconds"]
-        epochs.append(h["epochs_run"])
+        fits[history.parents[2].name] = {
+            "epochs_run": h["epochs_run"],
+            "best_epoch": h["best_epoch"],
+            "train_windows": h["train_windows"],
+            "train_seconds": h["train_seconds"],
+            "alpha": (h.get("shrinkage") or {}).get("alpha"),
+            **{k: h["history"].get(k) for k in ("loss", "val_loss", "learning_rate")},
+        }
+    epochs = [f["epochs_run"] for f in fits.values()]
     return {
-        "new_versions": len(epochs),
+        "new_versions": len(fits),
         "windows_per_s": windows / seconds if seconds else None,
         "fit_s": seconds,
         "epochs_mean": float(np.mean(epochs)) if epochs else None,
         "epochs_max": int(max(epochs)) if epochs else None,
+        "fits": fits,
     }
 
 
@@ -376,7 +386,8 @@ def one_size(n_synthetic: int, tmp: Path, serve, overrides: dict, nights: int) -
         params = parameters(tickers, csv_dir, data_dir, overrides)
         measured = run_night(params, serve, timeout=6 * 3600)
         measured.update(training_stats(versions(data_dir) - before))
-        print(json.dumps({"tickers": len(tickers), "night": night + 1, **measured}), flush=True)
+        shown = {k: v for k, v in measured.items() if k != "fits"}
+        print(json.dumps({"tickers": len(tickers), "night": night + 1, **shown}), flush=True)
         result["nights"].append(measured)
     return result
 
@@ -484,4 +495,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # a SIGTERM (timeout, Ctrl-C in a parent) still stops the server and serve.py
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()
