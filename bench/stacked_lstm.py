@@ -97,7 +97,7 @@ def _lstm(seq, w, u, b, hoist: bool, sequences: bool):
         return tf.sigmoid(o) * tf.tanh(c), c
 
     hs, _ = tf.scan(step, xs, initializer=(zeros, zeros))
-    return tf.transpose(hs, [1, 2, 0, 3]) if sequences else hs[-1]
+    return hs if sequences else hs[-1]  # time-major for the next layer
 
 
 def make_train_step(

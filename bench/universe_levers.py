@@ -23,6 +23,8 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(1e-3, clipvalue 1):
 - warm: the second night warm-started from the first night's model (a short fine-tune)
   vs the full refit, on the samples: time, validation loss, test skill.
 - export: what the "tf.function retracing" warning counts, and what the traces cost.
+- fixed: one ticker's work besides the fit's epochs (train's own overhead, evaluate,
+  export, promote), phase by phase: what a faster fit leaves per ticker.
 
 Run: python bench/universe_levers.py [--only speed,threads] [--curves night.json]
 (prints JSON and writes RESULTS.md rows `universe_*`).
@@ -31,6 +33,7 @@ Run: python bench/universe_levers.py [--only speed,threads] [--curves night.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -147,6 +150,42 @@ def keras_speed(data: dict, batch: int, jit: bool = False, spe: int = 1, epochs:
     return len(train) / float(np.mean(timer.seconds[1:]))
 
 
+def keras_k_speed(datas: list[dict], batch: int, epochs: int = 3) -> float:
+    """Windows/s (all tickers') of K per-ticker networks as branches of one Keras model:
+    K inputs, K outputs, the loss their sum, one fit (each ticker's weights its own)."""
+    import keras
+    import tensorflow as tf
+
+    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.windows import make_dataset, n_batches
+
+    lb, width = datas[0]["spec"].lookback, datas[0]["x"].shape[1]
+    inputs, outputs = [], []
+    for k in range(len(datas)):
+        branch = build_model(
+            "stacked_lstm", lb, width, UNITS, compile=False, seed=model_seed(1, f"U{k + 1:03d}")
+        )
+        branch.name = f"ticker_{k}"  # nested models need distinct names
+        inputs.append(keras.Input((lb, width), name=f"window_{k}"))
+        outputs.append(branch(inputs[-1]))
+    model = keras.Model(inputs, outputs)
+    adam = keras.optimizers.Adam(BASE_LR, clipvalue=1.0)
+    model.compile(optimizer=adam, loss=["mse"] * len(datas))
+    steps = min(n_batches(len(d["anchors"]["train"]), batch) for d in datas)
+    streams = tuple(
+        make_dataset(
+            d["x"], d["y"], d["anchors"]["train"], lb, batch, shuffle=True, seed=1, epochs=epochs
+        ).take(steps * epochs)
+        for d in datas
+    )
+    ds = tf.data.Dataset.zip(streams).map(
+        lambda *pairs: (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+    )
+    timer = epoch_timer()
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return len(datas) * steps * batch / float(np.mean(timer.seconds[1:]))
+
+
 def raw_batches(datas: list[dict], batch: int, n: int, seed: int = 0):
     """`n` batches [K, batch, T, F] / [K, batch, out] of K tickers' training windows."""
     import tensorflow as tf
@@ -233,17 +272,21 @@ def speed(tickers: list[str]) -> dict:
         "keras b256": lambda: keras_speed(d, 256),
         "keras b256 jit_compile": lambda: keras_speed(d, 256, jit=True),
         "keras b512": lambda: keras_speed(d, 512),
+        "keras K=2 tickers as branches of one model, b32 each": lambda: keras_k_speed(
+            datas[:2], 32
+        ),
+        "keras K=8 tickers as branches of one model, b32 each": lambda: keras_k_speed(
+            datas[:8], 32
+        ),
+        "keras K=2 branches, b256 each": lambda: keras_k_speed(datas[:2], 256),
         "prototype K=1 b32, projection in loop": lambda: raw_speed(datas[:1], 32, hoist=False),
         "prototype K=1 b32, hoisted": lambda: raw_speed(datas[:1], 32, hoist=True),
-        "prototype K=1 b256, hoisted": lambda: raw_speed(datas[:1], 256, hoist=True),
+        "prototype K=1 b32, hoisted, jit": lambda: raw_speed(datas[:1], 32, True, jit=True),
         "prototype K=8 b32 each, hoisted": lambda: raw_speed(datas[:8], 32, hoist=True),
-        "prototype K=8 b32 each, hoisted, jit": lambda: raw_speed(datas[:8], 32, True, jit=True),
-        "prototype K=16 b32 each, hoisted": lambda: raw_speed(datas[:16], 32, hoist=True),
+        "prototype K=1 b256, hoisted": lambda: raw_speed(datas[:1], 256, hoist=True),
     }
     out = {"flops_per_window": flops, "windows_per_s": {}}
     for name, run in variants.items():
-        if "K=16" in name and len(datas) < 16 or "K=8" in name and len(datas) < 8:
-            continue
         out["windows_per_s"][name] = run()
         print(f"{name}: {out['windows_per_s'][name]:.0f} windows/s", flush=True)
     out["matmul_gflops"] = matmul_gflops()
@@ -413,7 +456,10 @@ def replay(val_loss: list[float], patience: int) -> tuple[int, float]:
 def stopping(curves: Path, patiences=(10, 7, 5, 4, 3)) -> dict:
     """Early stopping replayed on every first-night fit the nightly benchmark recorded."""
     recorded = json.loads(curves.read_text())
-    fits = [f for size in recorded["sizes"] for f in size["nights"][0]["fits"].values()]
+    by_ticker = {}  # a ticker measured at several sizes fit the same way each time
+    for size in recorded["sizes"]:
+        by_ticker.update(size["nights"][0]["fits"])
+    fits = list(by_ticker.values())
     out = {"fits": len(fits), "shrunk_to_naive": sum(1 for f in fits if not f["alpha"])}
     actual = sum(f["epochs_run"] for f in fits)
     for p in patiences:
@@ -539,10 +585,101 @@ def export_traces() -> dict:
         }
 
 
+# ------------------------------------------------------------------------------ fixed
+
+
+class Clock:
+    """Seconds per named phase (`with clock("name"):`), summed over repeats."""
+
+    def __init__(self):
+        self.phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        yield
+        self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
+
+
+def fixed_costs(epochs: int = 3) -> dict:
+    """One ticker's work besides the fit's epochs, phase by phase, through the functions
+    the flow's steps call: MSFT sample from 2015 at the nightly shape, two versions (the
+    second is judged against the first as champion)."""
+    from tests.tiny_models import TICKER, _prepared, tiny_config
+    from tickercast.market.ingest import ingest_ticker
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        config = tiny_config(
+            data_dir,
+            preset="recommended",
+            start="2015-01-01",
+            lookback=60,
+            units=UNITS,
+            epochs=epochs,
+            batch_size=32,
+        )
+        with clock("ingest"):
+            ingested = ingest_ticker(TICKER, "sample", data_dir, start="2015-01-01")
+        with clock("preprocess"):
+            prepared_ = _prepared(data_dir, config)
+        for version in (1, 2):
+            _one_version(clock, data_dir, config, ingested, prepared_, version)
+    phases = {k: v / 2 for k, v in clock.phases.items() if k not in ("ingest", "preprocess")}
+    phases["train_model besides the epochs"] = (
+        phases["train_model (all)"] - phases["fit epochs (history's train_seconds)"]
+    )
+    return {"epochs": epochs, "seconds_per_version": phases}
+
+
+def _one_version(clock: Clock, data_dir: Path, config, ingested: dict, prepared_, version: int):
+    import keras
+
+    from tests.tiny_models import TICKER
+    from tickercast.config import TRAIN_FIELDS
+    from tickercast.delivery.gate import challenge
+    from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.delivery.servable import build_bundle
+    from tickercast.evaluation.evaluate import evaluate
+    from tickercast.evaluation.report import evaluation_summary, write_evaluation
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+
+    spec, arrays, anchors, pre = prepared_
+    out = data_dir / "work" / f"v{version}"
+    cfg = {**config.slice(*TRAIN_FIELDS), "seed": version}
+    with clock("train_model (all)"):
+        summary = train_model(arrays, anchors, spec.lookback, cfg, out, naive=naive_output(spec))
+    clock.phases.setdefault("fit epochs (history's train_seconds)", 0.0)
+    clock.phases["fit epochs (history's train_seconds)"] += summary["train_seconds"]
+    with clock("evaluate: load model"):
+        model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+    with clock("evaluate: forecasts + baselines"):
+        ev = evaluate(model, spec, arrays, anchors)
+    history = json.loads((out / "history.json").read_text())
+    with clock("evaluate: plots + files"):
+        paths = write_evaluation(out / "eval", ev, history["history"], TICKER)
+    evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
+    trained = {"model": str(out / "model.keras"), "history": str(out / "history.json")}
+    metadata = bundle_metadata(ingested, pre, trained, evaluated, config.model_dump(mode="json"))
+    files = {
+        "model.keras": out / "model.keras",
+        "preprocessing.json": Path(pre["spec"]),
+        "history.json": out / "history.json",
+        "predictions.parquet": paths["predictions"],
+        **{f"{k}.png": paths[f"{k}_png"] for k in ("loss", "forecast", "residuals")},
+    }
+    with clock("export: SavedModel + verify + bundle"):
+        build_bundle(data_dir, TICKER, files, metadata, out / "model.keras", spec)
+    with clock("promote: challenge"):
+        challenge(data_dir, TICKER, version)
+
+
 # ------------------------------------------------------------------------------- main
 
 
-SECTIONS = ("speed", "threads", "quality", "stopping", "warm", "export")
+SECTIONS = ("speed", "threads", "quality", "stopping", "warm", "export", "fixed")
 
 
 def main() -> None:
@@ -555,7 +692,7 @@ def main() -> None:
     if args.threads_child is not None:
         print(json.dumps(threads_child(args.threads_child)))
         return
-    synthetic = [f"U{i:03d}" for i in range(1, 17)]
+    synthetic = [f"U{i:03d}" for i in range(1, 9)]
     runners = {
         "speed": lambda: speed(synthetic),
         "threads": threads,
@@ -563,6 +700,7 @@ def main() -> None:
         "stopping": lambda: stopping(args.curves),
         "warm": lambda: warm(["AAPL", "MSFT", "U001"]),
         "export": export_traces,
+        "fixed": fixed_costs,
     }
     results = {}
     for name in args.only.split(","):
