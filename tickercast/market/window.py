@@ -136,6 +136,39 @@ def readjustment(
     return None, [f"revised {len(days)} overlapping day(s): {', '.join(days[:5])}"]
 
 
+class _Getter:
+    """Fetches a window with retries and screens it, keeping the log the result reports."""
+
+    def __init__(
+        self,
+        ticker: str,
+        fetch: Fetcher,
+        opts: IngestOptions,
+        sleep: Callable[[float], None],
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.ticker, self.fetch, self.opts, self.sleep, self.log = ticker, fetch, opts, sleep, log
+        self.attempts = Attempts()
+        self.fetches: list[dict] = []
+        self.screens: list[Screened] = []  # the last one screened the rows that are stored
+
+    def __call__(self, window: Window) -> Fetched:
+        self.fetches.append(window.describe())
+        got = call_with_retries(
+            lambda: self.fetch(self.ticker, window.start, window.end, window.period),
+            self.ticker,
+            self.opts,
+            sleep=self.sleep,
+            log=self.log,
+            attempts=self.attempts,
+        )
+        screened = screen_prices(canonical(got.prices), self.ticker, self.opts.on_quirk)
+        self.screens.append(screened)
+        return replace(  # a new answer: a fetcher may hand out the same object twice
+            got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
+        )
+
+
 def ingest_window(
     ticker: str,
     source: str,
@@ -150,26 +183,7 @@ def ingest_window(
 ) -> dict:
     """Plan, fetch (retried), refetch in full if history was re-adjusted, merge and write,
     all under the ticker's lock."""
-    attempts = Attempts()
-    fetches: list[dict] = []
-    screens: list[Screened] = []  # the last one screened the rows that are stored
-
-    def get(window: Window) -> Fetched:
-        fetches.append(window.describe())
-        got = call_with_retries(
-            lambda: fetch(ticker, window.start, window.end, window.period),
-            ticker,
-            opts,
-            sleep=sleep,
-            log=log,
-            attempts=attempts,
-        )
-        screened = screen_prices(canonical(got.prices), ticker, opts.on_quirk)
-        screens.append(screened)
-        return replace(  # a new answer: a fetcher may hand out the same object twice
-            got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
-        )
-
+    get = _Getter(ticker, fetch, opts, sleep, log)
     notes: list[str] = []
     with lake.partition_lock(data_dir, ticker):
         old, old_events, _ = read_stored(data_dir, ticker, opts.on_corrupt, notes)
@@ -179,50 +193,17 @@ def ingest_window(
         covered = _covered_from(data_dir, ticker, stored)
         window = plan_window(stored, start, end, period, opts.overlap_days, covered)
         if window is None:
-            path = lake.partition_path(data_dir, ticker)
-            return ingest_result(
-                ticker,
-                source,
-                path,
-                file_sha256(path),
-                old,
-                stored,
-                dropped=0,
-                warnings=notes,
-                mode="up-to-date",
-                fetches=[],
-                attempts=0,
-            )
-        fetched = get(window)
-        mode = "full"
-        if window.why == "incremental":
-            why, revisions = readjustment(old, old_events, fetched, opts.tolerance)
-            notes += revisions
-            mode = "incremental"
-            if why is not None:
-                notes.append(f"ticker {ticker}: history re-adjusted ({why}); fetched it again")
-                since = None if covered is None else min(covered, start or covered)
-                full_end = _full_end(end, as_date(stored[-1]))
-                window = Window(since, full_end, None, "re-adjusted")
-                fetched = get(window)
-                mode = "refetch"
-        if mode == "incremental":
-            prices = _merge(old, fetched.prices)
-            events = _merge_events(old_events, fetched.events)
-        else:
-            prices = fetched.prices
-            events = fetched.events if fetched.events is not None else old_events
-        if mode == "incremental":
-            note = "max" if covered is None else covered.isoformat()
-        elif window.start is not None:
-            note = window.start.isoformat()
-        else:  # the whole history, or a look-back `period` (then: what it returned)
-            note = "max" if window.period is None else str(day_array(prices["date"])[0])
+            return _up_to_date(ticker, source, data_dir, old, stored, notes)
+        window, fetched, mode = _fetch_planned(
+            get, window, old, old_events, stored, covered, start, end, opts.tolerance, notes
+        )
+        prices, events = _combine(mode, old, old_events, fetched)
         removed = (
             0
             if mode == "incremental"
             else removed_days(ticker, source, stored, prices, opts.replace)
         )
+        note = _covered_note(mode, covered, window, prices)
         path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
         digest = file_sha256(path)
         if removed:
@@ -230,17 +211,7 @@ def ingest_window(
         if events is not None:
             lake.write_events(data_dir, ticker, events)
     after = as_date(stored[-1]) if mode == "incremental" else None
-    warnings = (
-        notes
-        + screens[-1].notes
-        + move_warnings(
-            prices,
-            ticker,
-            move_threshold=opts.move_threshold,
-            split_days=split_days(events),
-            after=after,
-        )
-    )
+    warnings = notes + get.screens[-1].notes + _move_notes(prices, events, ticker, opts, after)
     return ingest_result(
         ticker,
         source,
@@ -251,12 +222,106 @@ def ingest_window(
         dropped=fetched.dropped_null_rows,
         warnings=warnings,
         mode=mode,
-        fetches=fetches,
-        attempts=attempts.count,
-        retries=attempts.log,
-        screened=screens[-1],
+        fetches=get.fetches,
+        attempts=get.attempts.count,
+        retries=get.attempts.log,
+        screened=get.screens[-1],
         removed=removed,
     )
+
+
+def _move_notes(
+    prices: pd.DataFrame,
+    events: pd.DataFrame | None,
+    ticker: str,
+    opts: IngestOptions,
+    after: dt.date | None,
+) -> list[str]:
+    """Warnings about implausible day-to-day moves in the stored rows (split days excused)."""
+    return move_warnings(
+        prices,
+        ticker,
+        move_threshold=opts.move_threshold,
+        split_days=split_days(events),
+        after=after,
+    )
+
+
+def _up_to_date(
+    ticker: str,
+    source: str,
+    data_dir: Path,
+    old: pd.DataFrame | None,
+    stored: np.ndarray | None,
+    notes: list[str],
+) -> dict:
+    """The result when nothing is missing: the stored partition as it is, nothing fetched."""
+    path = lake.partition_path(data_dir, ticker)
+    return ingest_result(
+        ticker,
+        source,
+        path,
+        file_sha256(path),
+        old,
+        stored,
+        dropped=0,
+        warnings=notes,
+        mode="up-to-date",
+        fetches=[],
+        attempts=0,
+    )
+
+
+def _fetch_planned(
+    get: _Getter,
+    window: Window,
+    old: pd.DataFrame | None,
+    old_events: pd.DataFrame | None,
+    stored: np.ndarray | None,
+    covered: dt.date | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    tolerance: float,
+    notes: list[str],
+) -> tuple[Window, Fetched, str]:
+    """Fetch the planned window; an incremental one that shows re-adjusted history is
+    replaced by a full refetch, so rows never mix two adjustment bases."""
+    fetched = get(window)
+    if window.why != "incremental":
+        return window, fetched, "full"
+    why, revisions = readjustment(old, old_events, fetched, tolerance)
+    notes += revisions
+    if why is None:
+        return window, fetched, "incremental"
+    notes.append(f"ticker {get.ticker}: history re-adjusted ({why}); fetched it again")
+    since = None if covered is None else min(covered, start or covered)
+    full_end = _full_end(end, as_date(stored[-1]))
+    window = Window(since, full_end, None, "re-adjusted")
+    return window, get(window), "refetch"
+
+
+def _combine(
+    mode: str,
+    old: pd.DataFrame | None,
+    old_events: pd.DataFrame | None,
+    fetched: Fetched,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The prices and events to store: merged into the old ones when incremental, else the
+    fetched ones (old events kept when the source returned none)."""
+    if mode == "incremental":
+        return _merge(old, fetched.prices), _merge_events(old_events, fetched.events)
+    events = fetched.events if fetched.events is not None else old_events
+    return fetched.prices, events
+
+
+def _covered_note(mode: str, covered: dt.date | None, window: Window, prices: pd.DataFrame) -> str:
+    """The partition's note of from which day on fetches covered the ticker ("max": all)."""
+    if mode == "incremental":
+        return "max" if covered is None else covered.isoformat()
+    if window.start is not None:
+        return window.start.isoformat()
+    # the whole history, or a look-back `period` (then: what it returned)
+    return "max" if window.period is None else str(day_array(prices["date"])[0])
 
 
 def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
