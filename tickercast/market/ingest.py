@@ -113,7 +113,9 @@ def _ingest_whole(
 ) -> dict:
     loaded = load_source(source, ticker, csv_dir, missing_ok=opts.on_quirk != "fail")
     try:
-        screened = screen_prices(canonical(loaded.prices), ticker, opts.on_quirk)
+        screened = screen_prices(
+            canonical(loaded.prices), ticker, opts.on_quirk, threshold=opts.move_threshold
+        )
     except InvalidPricesError as exc:
         if loaded.origin is not None:
             raise MalformedFileError(f"{loaded.where(exc.day)}: {exc}") from exc
@@ -142,7 +144,7 @@ def _ingest_whole(
         digest,
         prices,
         old_days,
-        dropped=loaded.dropped_null_rows + screened.no_close,
+        dropped=loaded.dropped_null_rows + screened.no_close + screened.invalid,
         warnings=warnings,
         mode="replace",
         fetches=[],

@@ -116,8 +116,9 @@ def ingest_result(
 ) -> dict:
     """What an ingest returns: JSON-ready, so the step can cache it and name its output.
 
-    `dropped_null_rows` counts the source's null rows and rows without a valid close;
-    `quirks` (kind -> rows) and `dropped_quirk_rows` what `screened` found and dropped.
+    `dropped_null_rows` counts the source's null rows, rows without a valid close and rows
+    with an absurd value; `quirks` (kind -> rows) and `dropped_quirk_rows` what `screened`
+    found and dropped (bad close prints are always dropped, market/outliers.py).
     """
     days = day_array(prices["date"])
     before = day_array(old_days) if old_days is not None else days[:0]

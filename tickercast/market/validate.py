@@ -35,13 +35,20 @@ threshold on a day with no split recorded), so a real crash day never blocks a r
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from tickercast.choices import ON_QUIRK
+from tickercast.market.outliers import (
+    MAX_PRICE,
+    MAX_VOLUME,
+    describe,
+    find_outliers,
+    ratio_text,
+)
 from tickercast.market.schema import MISSING_OK, PRICE_COLUMNS
 
 # The CSV exports round to 6 decimals; a bar rounded that way may break high >= close by
@@ -79,24 +86,39 @@ class Screened:
     missing: int = 0  # values of kept rows that are missing (NaN)
     repaired: int = 0  # values set by the flat-bar rule
     notes: list[str] = field(default_factory=list)
+    invalid: int = 0  # rows dropped for an absurd value (market/outliers.py: MAX_PRICE)
 
 
-def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") -> Screened:
-    """Drop rows without a valid close and handle the quirks of the others (module doc).
+def screen_prices(
+    frame: pd.DataFrame,
+    ticker: str,
+    on_quirk: str = "repair",
+    *,
+    threshold: float = 0.5,
+    prior: Sequence[float] = (),
+    split_days: Iterable[dt.date] = (),
+) -> Screened:
+    """Drop rows without a valid close, bad prints and absurd values, and handle the
+    quirks of the other rows (module doc).
 
-    Frame-wide problems (columns, dates, non-numeric columns, volume) are refused as by
-    `check_prices` whatever `on_quirk` says: they are not a vendor's missing values.
+    `threshold` is the move that makes a close suspicious (`move_threshold`), `prior` the
+    stored closes before this batch (market/outliers.py). Frame-wide problems (columns,
+    dates, non-numeric columns, volume) are refused as by `check_prices` whatever
+    `on_quirk` says: they are not a vendor's missing values.
     """
     if on_quirk not in ON_QUIRK:
         raise ValueError(f"on_quirk must be one of {list(ON_QUIRK)}, got {on_quirk!r}")
+    skip = _split_mask(frame, split_days)
     if on_quirk == "fail":
         check_prices(frame, ticker)
+        _refuse_outliers(frame, ticker, threshold, prior, skip)
         return Screened(frame)
     dates = _check_frame(frame, ticker)
     values = {c: _numeric(frame, c, ticker).copy() for c in _PRICES}
     close = values["close"]
     with np.errstate(invalid="ignore"):
-        keep = np.isfinite(close) & (close > 0)
+        keep = np.isfinite(close) & (close > 0) & (close <= MAX_PRICE)
+        absurd = keep & _absurd(values, _numeric(frame, "volume", ticker))
     notes: list[str] = []
     no_close = int((~keep).sum())
     if no_close:
@@ -109,6 +131,33 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             f"ticker {ticker}: no row has a valid close ({no_close} rows without one)",
             dates.iloc[0].date(),
         )
+    invalid = int(absurd.sum())
+    if invalid:
+        keep &= ~absurd
+        notes.append(
+            f"ticker {ticker}: dropped {invalid} row(s) with an absurd price or volume "
+            f"(above {MAX_PRICE:g} / {MAX_VOLUME:g}: {_span(dates, absurd)})"
+        )
+    bad = find_outliers(close, values["high"], values["low"], threshold, prior, skip)
+    bad = {kind: mask & keep for kind, mask in bad.items() if (mask & keep).any()}
+    printed = np.zeros(len(close), dtype=bool)
+    for mask in bad.values():
+        printed |= mask
+    if printed.any():
+        keep &= ~printed
+        prev = float(prior[-1]) if len(prior) else None
+        kinds = "; ".join(
+            f"{k} {int(m.sum())} ({_span(dates, m)}: {describe(frame, m, prev)})"
+            for k, m in bad.items()
+        )
+        held = "; a last day is kept once a later day confirms it"
+        held = held if "close_last_jump" in bad else ""
+        notes.append(
+            f"ticker {ticker}: dropped {int(printed.sum())} bad close print(s) "
+            f"(on_quirk={on_quirk}): {kinds}{held}"
+        )
+    if not keep.any():
+        raise InvalidPricesError(f"ticker {ticker}: no row left after dropping bad prints")
     found: dict[str, np.ndarray] = {}
 
     def mark(kind: str, mask: np.ndarray, *fields: str) -> None:
@@ -134,10 +183,11 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
     quirky = np.zeros(len(close), dtype=bool)
     for mask in found.values():
         quirky |= mask
-    repaired = dropped = 0
+    repaired = 0
+    dropped = int(printed.sum())
     if on_quirk == "drop":
         keep &= ~quirky
-        dropped = int(quirky.sum())
+        dropped += int(quirky.sum())
     else:
         o[flat] = c[flat]
         repaired = int(flat.sum())
@@ -151,7 +201,7 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
         out[name] = values[name][keep]
     missing = int(sum(np.isnan(out[name].to_numpy()).sum() for name in MISSING_OK))
     quirks = {kind: int(mask.sum()) for kind, mask in found.items()}
-    if quirks:
+    if found:
         if on_quirk == "drop":
             action = "dropped"
         else:
@@ -164,7 +214,51 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             f"(on_quirk={on_quirk}): {kinds}"
         )
     check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
-    return Screened(out, quirks, no_close, dropped, missing, repaired, notes)
+    quirks.update({kind: int(mask.sum()) for kind, mask in bad.items()})
+    return Screened(out, quirks, no_close, dropped, missing, repaired, notes, invalid)
+
+
+def _absurd(values: dict[str, np.ndarray], volume: np.ndarray) -> np.ndarray:
+    """Rows with a finite price above MAX_PRICE or a volume above MAX_VOLUME."""
+    with np.errstate(invalid="ignore"):
+        mask = np.abs(volume) > MAX_VOLUME
+        for name in MISSING_OK:
+            v = values[name]
+            mask |= np.isfinite(v) & (v > MAX_PRICE)
+    return mask
+
+
+def _split_mask(frame: pd.DataFrame, split_days: Iterable[dt.date]) -> np.ndarray | None:
+    days = set(split_days)
+    if not days or "date" not in frame.columns:
+        return None
+    return np.array([pd.Timestamp(d).date() in days for d in frame["date"]], dtype=bool)
+
+
+def _refuse_outliers(
+    frame: pd.DataFrame,
+    ticker: str,
+    threshold: float,
+    prior: Sequence[float],
+    skip: np.ndarray | None,
+) -> None:
+    """on_quirk=fail: refuse a batch holding a bad close print, naming its day."""
+    bad = find_outliers(
+        _numeric(frame, "close", ticker),
+        _numeric(frame, "high", ticker),
+        _numeric(frame, "low", ticker),
+        threshold,
+        prior,
+        skip,
+    )
+    for kind, mask in bad.items():
+        day = pd.Timestamp(frame["date"].iloc[int(np.flatnonzero(mask)[0])]).date()
+        prev = float(prior[-1]) if len(prior) else None
+        raise InvalidPricesError(
+            f"ticker {ticker}, {day}: {kind}, a likely bad print "
+            f"({describe(frame, mask, prev)}; on_quirk=fail)",
+            day,
+        )
 
 
 def _span(dates: pd.Series, mask: np.ndarray) -> str:
@@ -229,6 +323,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
             fail(~np.isfinite(values[column]), f"{column} is missing or not finite")
         with np.errstate(invalid="ignore"):
             fail(values[column] <= 0, f"{column} <= 0")
+            fail(values[column] > MAX_PRICE, f"{column} above {MAX_PRICE:g} (absurd)")
     # fmax/fmin: a missing open leaves the close as the body (no NaN comparison passes).
     body_high = np.fmax(values["open"], values["close"])
     body_low = np.fmin(values["open"], values["close"])
@@ -238,6 +333,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
     volume = _numeric(frame, "volume", ticker)
     fail(~np.isfinite(volume), "volume is missing or not finite")
     fail(volume < 0, "volume < 0")
+    fail(volume > MAX_VOLUME, f"volume above {MAX_VOLUME:g} (absurd)")
     fail(volume != np.round(volume), "volume is not a whole number")
 
 
@@ -265,8 +361,8 @@ def move_warnings(
         if day in splits or (after is not None and day <= after):
             continue
         found.append(
-            f"ticker {ticker}, {day}: close moved {moves[i - 1]:.0%} in one day "
-            "with no split recorded"
+            f"ticker {ticker}, {day}: close moved {ratio_text(closes[i] / closes[i - 1])} "
+            f"in one day ({closes[i - 1]:.6g} to {closes[i]:.6g}) with no split recorded"
         )
     return found
 

@@ -24,6 +24,7 @@ from tickercast.errors import CorruptPartitionError
 from tickercast.hashing import file_sha256
 from tickercast.market import lake
 from tickercast.market.options import IngestOptions
+from tickercast.market.outliers import VOLATILITY_DAYS
 from tickercast.market.partition import (
     as_date,
     canonical,
@@ -163,10 +164,19 @@ def ingest_window(
             log=log,
             attempts=attempts,
         )
-        screened = screen_prices(canonical(got.prices), ticker, opts.on_quirk)
+        screened = screen_prices(
+            canonical(got.prices),
+            ticker,
+            opts.on_quirk,
+            threshold=opts.move_threshold,
+            prior=_prior_closes(old, window),
+            split_days=split_days(got.events) | split_days(old_events),
+        )
         screens.append(screened)
         return replace(  # a new answer: a fetcher may hand out the same object twice
-            got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
+            got,
+            prices=screened.prices,
+            dropped_null_rows=got.dropped_null_rows + screened.no_close + screened.invalid,
         )
 
     notes: list[str] = []
@@ -248,6 +258,15 @@ def ingest_window(
         retries=attempts.log,
         screened=screens[-1],
     )
+
+
+def _prior_closes(old: pd.DataFrame | None, window: Window) -> np.ndarray:
+    """The stored closes before an incremental window (the bad-print screen's context);
+    none for a first or full fetch, which replaces what is stored."""
+    if old is None or window.why != "incremental" or window.start is None:
+        return np.empty(0)
+    before = day_array(old["date"]) < np.datetime64(window.start, "D")
+    return old["close"].to_numpy(dtype=np.float64)[before][-VOLATILITY_DAYS - 1 :]
 
 
 def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
