@@ -32,7 +32,14 @@ from tickercast.hashing import file_sha256
 from tickercast.market import lake
 from tickercast.market.locate import csv_path
 from tickercast.market.options import IngestOptions
-from tickercast.market.partition import canonical, day_array, ingest_result, read_stored, split_days
+from tickercast.market.partition import (
+    canonical,
+    day_array,
+    guard_shrink,
+    ingest_result,
+    read_stored,
+    split_days,
+)
 from tickercast.market.retry import Fetcher, yahoo_fetcher
 from tickercast.market.sources import (
     Loaded,
@@ -128,6 +135,14 @@ def _ingest_whole(
         if corrupt and events is None:
             # A whole source carries no events: an unreadable events file cannot be rebuilt.
             lake.events_path(data_dir, ticker).unlink(missing_ok=True)
+        removed = guard_shrink(
+            ticker,
+            old_days,
+            day_array(prices["date"]),
+            screened.removed_days,
+            opts.replace,
+            notes,
+        )
         path = lake.write_partition(data_dir, ticker, prices)
         digest = file_sha256(path)
     warnings = (
@@ -150,6 +165,7 @@ def _ingest_whole(
         fetches=[],
         attempts=0,
         screened=screened,
+        removed=removed,
     )
 
 

@@ -29,6 +29,9 @@ class IngestOptions:
     # history): "repair" keeps it with those fields marked missing, "drop" drops it, "fail"
     # refuses the batch; each counted per quirk (market/validate.py, `screen_prices`).
     on_quirk: str = "repair"
+    # A source whose rows would shrink the stored history (fewer rows, a later start, stored
+    # days missing): refused with the counts unless True, then replaced and reported.
+    replace: bool = False
 
     def __post_init__(self) -> None:
         if self.on_quirk not in ON_QUIRK:

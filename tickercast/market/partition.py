@@ -98,6 +98,49 @@ def read_stored(
     return prices, events, True
 
 
+class HistoryShrinkError(ValueError):
+    """A source would replace a ticker's stored history with less (no silent loss)."""
+
+
+def guard_shrink(
+    ticker: str,
+    stored: np.ndarray | None,
+    new: np.ndarray,
+    announced: np.ndarray | None,
+    replace: bool,
+    notes: list[str],
+) -> int:
+    """Refuse a write that would lose stored days, unless `replace`; returns days removed.
+
+    A stored day is lost when the new rows lack it and the screen did not drop it itself
+    (`announced`: its rows without a valid close, bad prints, quirk drops, each already
+    named in the notes). With `replace` the loss is noted with the counts instead.
+    """
+    if stored is None or len(stored) == 0:
+        return 0
+    kept = new if announced is None else np.union1d(new, announced)
+    lost = np.setdiff1d(stored, kept)
+    if not len(lost):
+        return 0
+    what = (
+        f"ticker {ticker}: the source holds {len(new)} row(s) {_span(new)}, the lake "
+        f"{len(stored)} {_span(stored)}: {len(lost)} stored day(s) would be removed "
+        f"({_span(lost)})"
+    )
+    if not replace:
+        raise HistoryShrinkError(
+            f"{what}; refused, nothing was changed (rerun with --replace to replace it)"
+        )
+    notes.append(f"{what}; replaced as asked (replace): removed {len(lost)} day(s)")
+    return int(len(lost))
+
+
+def _span(days: np.ndarray) -> str:
+    if len(days) == 0:
+        return "(none)"
+    return f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
+
+
 def ingest_result(
     ticker: str,
     source: str,
@@ -113,6 +156,7 @@ def ingest_result(
     attempts: int,
     retries: list[str] | None = None,
     screened: Screened | None = None,
+    removed: int = 0,
 ) -> dict:
     """What an ingest returns: JSON-ready, so the step can cache it and name its output.
 
@@ -129,6 +173,7 @@ def ingest_result(
         "sha256": digest,
         "rows": int(len(prices)),
         "rows_added": int(np.isin(days, before, invert=True).sum()),
+        "rows_removed": removed,  # stored days replaced away (replace=True)
         "first_day": str(days.min()),
         "last_day": str(days.max()),
         "dropped_null_rows": int(dropped),

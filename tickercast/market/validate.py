@@ -87,6 +87,7 @@ class Screened:
     repaired: int = 0  # values set by the flat-bar rule
     notes: list[str] = field(default_factory=list)
     invalid: int = 0  # rows dropped for an absurd value (market/outliers.py: MAX_PRICE)
+    removed_days: np.ndarray | None = None  # days of the rows dropped here (announced)
 
 
 def screen_prices(
@@ -196,6 +197,7 @@ def screen_prices(
             f"ticker {ticker}: no row left: {dropped} row(s) with quirks dropped "
             f"(on_quirk=drop), {no_close} without a valid close"
         )
+    removed = day_values(dates[~keep])
     out = frame.loc[keep].reset_index(drop=True)
     for name in _PRICES:
         out[name] = values[name][keep]
@@ -215,7 +217,11 @@ def screen_prices(
         )
     check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
     quirks.update({kind: int(mask.sum()) for kind, mask in bad.items()})
-    return Screened(out, quirks, no_close, dropped, missing, repaired, notes, invalid)
+    return Screened(out, quirks, no_close, dropped, missing, repaired, notes, invalid, removed)
+
+
+def day_values(days: pd.Series) -> np.ndarray:
+    return pd.Series(days).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
 
 
 def _absurd(values: dict[str, np.ndarray], volume: np.ndarray) -> np.ndarray:

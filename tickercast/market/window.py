@@ -30,6 +30,7 @@ from tickercast.market.partition import (
     canonical,
     dates,
     day_array,
+    guard_shrink,
     ingest_result,
     read_stored,
     split_days,
@@ -215,8 +216,9 @@ def ingest_window(
                 window = Window(since, full_end, None, "re-adjusted")
                 fetched = get(window)
                 mode = "refetch"
+        announced = screens[-1].removed_days
         if mode == "incremental":
-            prices = _merge(old, fetched.prices)
+            prices = _merge(_without(old, announced), fetched.prices)
             events = _merge_events(old_events, fetched.events)
         else:
             prices = fetched.prices
@@ -227,6 +229,9 @@ def ingest_window(
             note = window.start.isoformat()
         else:  # the whole history, or a look-back `period` (then: what it returned)
             note = "max" if window.period is None else str(day_array(prices["date"])[0])
+        removed = guard_shrink(
+            ticker, stored, day_array(prices["date"]), announced, opts.replace, notes
+        )
         path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
         digest = file_sha256(path)
         if events is not None:
@@ -257,6 +262,7 @@ def ingest_window(
         attempts=attempts.count,
         retries=attempts.log,
         screened=screens[-1],
+        removed=removed,
     )
 
 
@@ -267,6 +273,14 @@ def _prior_closes(old: pd.DataFrame | None, window: Window) -> np.ndarray:
         return np.empty(0)
     before = day_array(old["date"]) < np.datetime64(window.start, "D")
     return old["close"].to_numpy(dtype=np.float64)[before][-VOLATILITY_DAYS - 1 :]
+
+
+def _without(old: pd.DataFrame, days: np.ndarray | None) -> pd.DataFrame:
+    """Stored rows minus the days this run's screen dropped (a stored overlap day found to
+    be a bad print goes, announced, instead of being kept because the answer lacks it)."""
+    if days is None or len(days) == 0:
+        return old
+    return old.loc[~np.isin(day_array(old["date"]), days)]
 
 
 def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
