@@ -47,13 +47,19 @@ def csv_path(csv_dir: str | Path, ticker: str) -> Path:
         return folder
     if not folder.is_dir():
         raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
-    exact = folder / f"{ticker}.csv"
-    if exact.is_file():
-        return exact
-    for candidate in sorted(folder.iterdir()):
-        if candidate.suffix.lower() == ".csv" and candidate.stem.upper() == ticker:
-            return candidate
-    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+    found = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() == ".csv" and p.stem.upper() == ticker and p.is_file()
+    ]
+    if len(found) > 1:  # aapl.csv and AAPL.csv: picking one would be a silent choice
+        names = " and ".join(p.name for p in found)
+        raise ValueError(
+            f"ticker {ticker}: {names} in {folder} differ only in case; keep one of them"
+        )
+    if not found:
+        raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+    return found[0]
 
 
 def csv_tickers(csv_dir: str | Path) -> list[str]:
