@@ -14,6 +14,11 @@ valid close are dropped and counted with the null rows, and the vendor quirks of
 (Yahoo's Open = 0.0 on old rows, a close outside [low, high], ...) are repaired, dropped or
 refused as `options.on_quirk` says, counted per kind in the result's `quirks`.
 
+Nothing stored is lost silently: a source whose rows lack days the partition holds (fewer
+rows, a later start) is refused with the counts unless `options.replace` (`--replace`),
+and then the removal is reported (`partition.guard_shrink`). Days the screen itself drops
+(bad prints, absurd values, `on_quirk=drop`) are announced in its notes instead.
+
 The whole read-fetch-merge-write cycle holds the ticker's lock, so two concurrent ingests
 of one ticker serialise and the second one merges on top of the first.
 """

@@ -27,6 +27,14 @@ The one repair: a missing open on a flat bar (high == low, consistent with the c
 set to the close, the only value inside [low, high]. Features that need a missing field
 refuse a date range that holds one (`tickercast.modeling.features.check_fields`).
 
+Before the quirks, two kinds of rows are removed whatever `on_quirk` says (except
+"fail", which refuses the batch instead, naming the day): rows with an absurd value (a
+price above `MAX_PRICE` or a volume above `MAX_VOLUME`, e.g. 1e300), counted with the rows
+without a valid close, and bad close prints (a one-day jump that reverts, a close far
+outside its own bar, a last day far outside the recent volatility: market/outliers.py),
+counted per kind in `quirks`. A close is what a row is kept for, so a wrong one is never
+marked missing or guessed: the row goes.
+
 `check_prices` refuses what cannot be true (the whole frame is refused, nothing is
 written); `move_warnings` only flags what is suspicious (a one-day move beyond a
 threshold on a day with no split recorded), so a real crash day never blocks a run.
@@ -116,88 +124,31 @@ def screen_prices(
         return Screened(frame)
     dates = _check_frame(frame, ticker)
     values = {c: _numeric(frame, c, ticker).copy() for c in _PRICES}
-    close = values["close"]
-    with np.errstate(invalid="ignore"):
-        keep = np.isfinite(close) & (close > 0) & (close <= MAX_PRICE)
-        absurd = keep & _absurd(values, _numeric(frame, "volume", ticker))
     notes: list[str] = []
-    no_close = int((~keep).sum())
-    if no_close:
-        notes.append(
-            f"ticker {ticker}: dropped {no_close} row(s) without a valid close "
-            f"({_span(dates, ~keep)})"
-        )
-    if not keep.any():
-        raise InvalidPricesError(
-            f"ticker {ticker}: no row has a valid close ({no_close} rows without one)",
-            dates.iloc[0].date(),
-        )
-    invalid = int(absurd.sum())
-    if invalid:
-        keep &= ~absurd
-        notes.append(
-            f"ticker {ticker}: dropped {invalid} row(s) with an absurd price or volume "
-            f"(above {MAX_PRICE:g} / {MAX_VOLUME:g}: {_span(dates, absurd)})"
-        )
-    bad = find_outliers(close, values["high"], values["low"], threshold, prior, skip)
+    keep, no_close, invalid = _valid_rows(frame, ticker, dates, values, notes)
+    bad = find_outliers(values["close"], values["high"], values["low"], threshold, prior, skip)
     bad = {kind: mask & keep for kind, mask in bad.items() if (mask & keep).any()}
-    printed = np.zeros(len(close), dtype=bool)
-    for mask in bad.values():
-        printed |= mask
+    printed = _union(bad.values(), len(keep))
     if printed.any():
         keep &= ~printed
-        prev = float(prior[-1]) if len(prior) else None
-        kinds = "; ".join(
-            f"{k} {int(m.sum())} ({_span(dates, m)}: {describe(frame, m, prev)})"
-            for k, m in bad.items()
-        )
-        held = "; a last day is kept once a later day confirms it"
-        held = held if "close_last_jump" in bad else ""
-        notes.append(
-            f"ticker {ticker}: dropped {int(printed.sum())} bad close print(s) "
-            f"(on_quirk={on_quirk}): {kinds}{held}"
-        )
+        notes.append(_bad_print_note(frame, ticker, dates, bad, prior, on_quirk))
     if not keep.any():
         raise InvalidPricesError(f"ticker {ticker}: no row left after dropping bad prints")
-    found: dict[str, np.ndarray] = {}
-
-    def mark(kind: str, mask: np.ndarray, *fields: str) -> None:
-        mask = mask & keep
-        if mask.any():
-            found[kind] = mask
-            for name in fields:
-                values[name][mask] = np.nan
-
-    with np.errstate(invalid="ignore"):
-        for name in MISSING_OK:
-            v = values[name]
-            mark(f"{name}_missing", ~np.isfinite(v), name)
-            mark(f"{name}_zero", v == 0, name)
-            mark(f"{name}_negative", v < 0, name)
-        o, h, lo, c = values["open"], values["high"], values["low"], close
-        mark("high_below_low", h * _SLACK < lo, "high", "low")
-        mark("close_above_high", c > h * _SLACK, "high")
-        mark("close_below_low", c * _SLACK < lo, "low")
-        mark("open_above_high", o > h * _SLACK, "open", "high")
-        mark("open_below_low", o * _SLACK < lo, "open", "low")
-        flat = keep & np.isnan(o) & np.isfinite(h) & np.isfinite(lo) & (h <= lo * _SLACK)
-    quirky = np.zeros(len(close), dtype=bool)
-    for mask in found.values():
-        quirky |= mask
+    found, flat = _mark_quirks(values, keep)
+    quirky = _union(found.values(), len(keep))
     repaired = 0
     dropped = int(printed.sum())
     if on_quirk == "drop":
         keep &= ~quirky
         dropped += int(quirky.sum())
     else:
-        o[flat] = c[flat]
+        values["open"][flat] = values["close"][flat]
         repaired = int(flat.sum())
     if not keep.any():
         raise InvalidPricesError(
             f"ticker {ticker}: no row left: {dropped} row(s) with quirks dropped "
             f"(on_quirk=drop), {no_close} without a valid close"
         )
-    removed = day_values(dates[~keep])
     out = frame.loc[keep].reset_index(drop=True)
     for name in _PRICES:
         out[name] = values[name][keep]
@@ -217,7 +168,98 @@ def screen_prices(
         )
     check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
     quirks.update({kind: int(mask.sum()) for kind, mask in bad.items()})
+    removed = day_values(dates[~keep])
     return Screened(out, quirks, no_close, dropped, missing, repaired, notes, invalid, removed)
+
+
+def _union(masks: Iterable[np.ndarray], n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    for mask in masks:
+        out |= mask
+    return out
+
+
+def _valid_rows(
+    frame: pd.DataFrame,
+    ticker: str,
+    dates: pd.Series,
+    values: dict[str, np.ndarray],
+    notes: list[str],
+) -> tuple[np.ndarray, int, int]:
+    """(rows to keep, rows without a valid close, rows with an absurd value), noted."""
+    close = values["close"]
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(close) & (close > 0) & (close <= MAX_PRICE)
+        absurd = keep & _absurd(values, _numeric(frame, "volume", ticker))
+    no_close = int((~keep).sum())
+    if no_close:
+        notes.append(
+            f"ticker {ticker}: dropped {no_close} row(s) without a valid close "
+            f"({_span(dates, ~keep)})"
+        )
+    if not keep.any():
+        raise InvalidPricesError(
+            f"ticker {ticker}: no row has a valid close ({no_close} rows without one)",
+            dates.iloc[0].date(),
+        )
+    invalid = int(absurd.sum())
+    if invalid:
+        keep &= ~absurd
+        notes.append(
+            f"ticker {ticker}: dropped {invalid} row(s) with an absurd price or volume "
+            f"(above {MAX_PRICE:g} / {MAX_VOLUME:g}: {_span(dates, absurd)})"
+        )
+    return keep, no_close, invalid
+
+
+def _bad_print_note(
+    frame: pd.DataFrame,
+    ticker: str,
+    dates: pd.Series,
+    bad: dict[str, np.ndarray],
+    prior: Sequence[float],
+    on_quirk: str,
+) -> str:
+    prev = float(prior[-1]) if len(prior) else None
+    kinds = "; ".join(
+        f"{k} {int(m.sum())} ({_span(dates, m)}: {describe(frame, m, prev)})"
+        for k, m in bad.items()
+    )
+    held = "; a last day is kept once a later day confirms it" if "close_last_jump" in bad else ""
+    return (
+        f"ticker {ticker}: dropped {sum(int(m.sum()) for m in bad.values())} bad close "
+        f"print(s) (on_quirk={on_quirk}): {kinds}{held}"
+    )
+
+
+def _mark_quirks(
+    values: dict[str, np.ndarray], keep: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Mark each quirky value of the kept rows missing (module doc); returns kind -> rows
+    and the flat bars whose missing open can only be their close."""
+    found: dict[str, np.ndarray] = {}
+
+    def mark(kind: str, mask: np.ndarray, *fields: str) -> None:
+        mask = mask & keep
+        if mask.any():
+            found[kind] = mask
+            for name in fields:
+                values[name][mask] = np.nan
+
+    with np.errstate(invalid="ignore"):
+        for name in MISSING_OK:
+            v = values[name]
+            mark(f"{name}_missing", ~np.isfinite(v), name)
+            mark(f"{name}_zero", v == 0, name)
+            mark(f"{name}_negative", v < 0, name)
+        o, h, lo, c = values["open"], values["high"], values["low"], values["close"]
+        mark("high_below_low", h * _SLACK < lo, "high", "low")
+        mark("close_above_high", c > h * _SLACK, "high")
+        mark("close_below_low", c * _SLACK < lo, "low")
+        mark("open_above_high", o > h * _SLACK, "open", "high")
+        mark("open_below_low", o * _SLACK < lo, "open", "low")
+        flat = keep & np.isnan(o) & np.isfinite(h) & np.isfinite(lo) & (h <= lo * _SLACK)
+    return found, flat
 
 
 def day_values(days: pd.Series) -> np.ndarray:
