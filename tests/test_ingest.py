@@ -145,39 +145,26 @@ def test_bar_without_close_is_dropped_and_counted_or_refused(
     assert dt.date(2020, 9, 3) not in set(lake.read_partition(lake_dir, "AAPL")["date"])
 
 
-def test_unexplained_jump_is_a_warning_and_a_reverting_one_a_bad_print(
-    lake_dir: Path, tmp_path: Path
-) -> None:
+def test_unexplained_jump_is_a_warning(lake_dir: Path, tmp_path: Path) -> None:
     jump = recorded_days().index(dt.date(2020, 10, 1))
 
-    def scale(last: int):
-        def edit(result: dict) -> None:
-            quote = result["indicators"]["quote"][0]
-            adj = result["indicators"]["adjclose"][0]["adjclose"]
-            for i in range(jump, last):
-                for key in ("open", "high", "low", "close"):
-                    quote[key][i] *= 2.5
-                adj[i] *= 2.5
+    def spike(result: dict) -> None:
+        quote = result["indicators"]["quote"][0]
+        for key in ("open", "high", "low", "close"):
+            quote[key][jump] *= 2.5
+        result["indicators"]["adjclose"][0]["adjclose"][jump] *= 2.5
 
-        return edit
-
-    # a level change that lasts: warned once, kept (a real move never blocks a run)
-    lasting = chart_dir_with(tmp_path, scale(jump + 10))
-    result = ingest(lake_dir, replay_session(lasting), options={**FAST, "move_threshold": 0.5})
-    moves = [w for w in result["warnings"] if "close moved" in w]
-    assert moves[0].startswith("ticker AAPL, 2020-10-01: close moved +15")
-    assert all("no split recorded" in w for w in moves)
-    assert result["rows"] == 49 and result["quirks"] == {}
-
-    # one day at 2.5x that reverts the next day: a bad print, dropped and counted
-    spiked = chart_dir_with(tmp_path, scale(jump + 1))
     result = ingest(
-        tmp_path / "lake2", replay_session(spiked), options={**FAST, "move_threshold": 0.5}
+        lake_dir,
+        replay_session(chart_dir_with(tmp_path, spike)),
+        options={**FAST, "move_threshold": 0.5},
     )
-    assert result["quirks"] == {"close_spike": 1} and result["dropped_quirk_rows"] == 1
-    assert result["rows"] == 48
-    (note,) = result["warnings"]
-    assert "close_spike 1 (2020-10-01: close 291.975 after 115.81, +152%)" in note
+
+    assert len(result["warnings"]) == 2, result["warnings"]  # up on 10-01, back on 10-02
+    assert result["warnings"][0].startswith("ticker AAPL, 2020-10-01: close moved 15")
+    assert result["warnings"][1].startswith("ticker AAPL, 2020-10-02: close moved 6")
+    assert all("no split recorded" in w for w in result["warnings"])
+    assert result["rows"] == 49, "warnings never block the data"
 
 
 def test_move_on_a_recorded_split_day_is_not_flagged() -> None:

@@ -14,11 +14,6 @@ valid close are dropped and counted with the null rows, and the vendor quirks of
 (Yahoo's Open = 0.0 on old rows, a close outside [low, high], ...) are repaired, dropped or
 refused as `options.on_quirk` says, counted per kind in the result's `quirks`.
 
-Nothing stored is lost silently: a source whose rows lack days the partition holds (fewer
-rows, a later start) is refused with the counts unless `options.replace` (`--replace`),
-and then the removal is reported (`partition.guard_shrink`). Days the screen itself drops
-(bad prints, absurd values, `on_quirk=drop`) are announced in its notes instead.
-
 The whole read-fetch-merge-write cycle holds the ticker's lock, so two concurrent ingests
 of one ticker serialise and the second one merges on top of the first.
 """
@@ -40,9 +35,9 @@ from tickercast.market.options import IngestOptions
 from tickercast.market.partition import (
     canonical,
     day_array,
-    guard_shrink,
     ingest_result,
     read_stored,
+    removed_days,
     split_days,
 )
 from tickercast.market.retry import Fetcher, yahoo_fetcher
@@ -125,9 +120,7 @@ def _ingest_whole(
 ) -> dict:
     loaded = load_source(source, ticker, csv_dir, missing_ok=opts.on_quirk != "fail")
     try:
-        screened = screen_prices(
-            canonical(loaded.prices), ticker, opts.on_quirk, threshold=opts.move_threshold
-        )
+        screened = screen_prices(canonical(loaded.prices), ticker, opts.on_quirk)
     except InvalidPricesError as exc:
         if loaded.origin is not None:
             raise MalformedFileError(f"{loaded.where(exc.day)}: {exc}") from exc
@@ -140,16 +133,11 @@ def _ingest_whole(
         if corrupt and events is None:
             # A whole source carries no events: an unreadable events file cannot be rebuilt.
             lake.events_path(data_dir, ticker).unlink(missing_ok=True)
-        removed = guard_shrink(
-            ticker,
-            old_days,
-            day_array(prices["date"]),
-            screened.removed_days,
-            opts.replace,
-            notes,
-        )
+        removed = removed_days(ticker, source, old_days, prices, opts.replace)
         path = lake.write_partition(data_dir, ticker, prices)
         digest = file_sha256(path)
+    if removed:
+        notes.append(f"ticker {ticker}: replaced the stored history, {removed:,} days removed")
     warnings = (
         notes
         + screened.notes
@@ -164,7 +152,7 @@ def _ingest_whole(
         digest,
         prices,
         old_days,
-        dropped=loaded.dropped_null_rows + screened.no_close + screened.invalid,
+        dropped=loaded.dropped_null_rows + screened.no_close,
         warnings=warnings,
         mode="replace",
         fetches=[],

@@ -38,6 +38,10 @@ def fetch_window(
     return (start.isoformat() if start else None, end.isoformat() if end else None)
 
 
+class AmbiguousFileError(ValueError):
+    """Two files that name the same ticker (aapl.csv, AAPL.csv): neither is picked."""
+
+
 def csv_path(csv_dir: str | Path, ticker: str) -> Path:
     """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
     itself when it is one file (that file then holds the ticker, whatever its name)."""
@@ -50,16 +54,16 @@ def csv_path(csv_dir: str | Path, ticker: str) -> Path:
     found = [
         p
         for p in sorted(folder.iterdir())
-        if p.suffix.lower() == ".csv" and p.stem.upper() == ticker and p.is_file()
+        if p.suffix.lower() == ".csv" and p.stem.upper() == ticker
     ]
-    if len(found) > 1:  # aapl.csv and AAPL.csv: picking one would be a silent choice
+    if len(found) > 1:
         names = " and ".join(p.name for p in found)
-        raise ValueError(
+        raise AmbiguousFileError(
             f"ticker {ticker}: {names} in {folder} differ only in case; keep one of them"
         )
-    if not found:
-        raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
-    return found[0]
+    if found and found[0].is_file():
+        return found[0]
+    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
 
 
 def csv_tickers(csv_dir: str | Path) -> list[str]:

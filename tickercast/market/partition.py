@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickercast.errors import CorruptPartitionError, CorruptSkippedError
+from tickercast.errors import CorruptPartitionError, CorruptSkippedError, HistoryShrinkError
 from tickercast.market import lake
 from tickercast.market.schema import PRICE_COLUMNS
 from tickercast.market.validate import InvalidPricesError, Screened
@@ -98,49 +98,6 @@ def read_stored(
     return prices, events, True
 
 
-class HistoryShrinkError(ValueError):
-    """A source would replace a ticker's stored history with less (no silent loss)."""
-
-
-def guard_shrink(
-    ticker: str,
-    stored: np.ndarray | None,
-    new: np.ndarray,
-    announced: np.ndarray | None,
-    replace: bool,
-    notes: list[str],
-) -> int:
-    """Refuse a write that would lose stored days, unless `replace`; returns days removed.
-
-    A stored day is lost when the new rows lack it and the screen did not drop it itself
-    (`announced`: its rows without a valid close, bad prints, quirk drops, each already
-    named in the notes). With `replace` the loss is noted with the counts instead.
-    """
-    if stored is None or len(stored) == 0:
-        return 0
-    kept = new if announced is None else np.union1d(new, announced)
-    lost = np.setdiff1d(stored, kept)
-    if not len(lost):
-        return 0
-    what = (
-        f"ticker {ticker}: the source holds {len(new)} row(s) {_span(new)}, the lake "
-        f"{len(stored)} {_span(stored)}: {len(lost)} stored day(s) would be removed "
-        f"({_span(lost)})"
-    )
-    if not replace:
-        raise HistoryShrinkError(
-            f"{what}; refused, nothing was changed (rerun with --replace to replace it)"
-        )
-    notes.append(f"{what}; replaced as asked (replace): removed {len(lost)} day(s)")
-    return int(len(lost))
-
-
-def _span(days: np.ndarray) -> str:
-    if len(days) == 0:
-        return "(none)"
-    return f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
-
-
 def ingest_result(
     ticker: str,
     source: str,
@@ -160,9 +117,8 @@ def ingest_result(
 ) -> dict:
     """What an ingest returns: JSON-ready, so the step can cache it and name its output.
 
-    `dropped_null_rows` counts the source's null rows, rows without a valid close and rows
-    with an absurd value; `quirks` (kind -> rows) and `dropped_quirk_rows` what `screened`
-    found and dropped (bad close prints are always dropped, market/outliers.py).
+    `dropped_null_rows` counts the source's null rows and rows without a valid close;
+    `quirks` (kind -> rows) and `dropped_quirk_rows` what `screened` found and dropped.
     """
     days = day_array(prices["date"])
     before = day_array(old_days) if old_days is not None else days[:0]
@@ -173,7 +129,7 @@ def ingest_result(
         "sha256": digest,
         "rows": int(len(prices)),
         "rows_added": int(np.isin(days, before, invert=True).sum()),
-        "rows_removed": removed,  # stored days replaced away (replace=True)
+        "rows_removed": int(removed),
         "first_day": str(days.min()),
         "last_day": str(days.max()),
         "dropped_null_rows": int(dropped),
@@ -186,3 +142,24 @@ def ingest_result(
         "retries": list(retries or []),
         "outputs": {str(path): digest},
     }
+
+
+def removed_days(
+    ticker: str, source: str, stored: np.ndarray | None, new: pd.DataFrame, replace: bool
+) -> int:
+    """How many stored days the rows about to replace a partition lack. Without `replace`
+    any such day is refused (HistoryShrinkError naming the ticker and the counts), so no
+    source silently shortens a stored history."""
+    if stored is None or not len(stored):
+        return 0
+    days = day_array(new["date"])
+    lost = stored[np.isin(stored, days, invert=True)]
+    if lost.size and not replace:
+        span = f"{days.min()}..{days.max()}" if days.size else "no days"
+        raise HistoryShrinkError(
+            f"ticker {ticker}: the {source} source holds {len(days):,} rows ({span}) but the "
+            f"lake stores {len(stored):,} ({stored.min()}..{stored.max()}); storing it would "
+            f"remove {lost.size:,} stored days ({lost.min()}..{lost.max()}). Nothing was "
+            "changed; ask for a replacement (--replace) to replace the stored history"
+        )
+    return int(lost.size)

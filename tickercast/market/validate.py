@@ -20,20 +20,16 @@ checked (each on what the earlier ones left), and what "repair" marks missing:
 - `high_below_low` -> high and low; `close_above_high` -> high; `close_below_low` -> low;
 - `open_above_high` -> open and high; `open_below_low` -> open and low.
 
-The close is trusted (it is what the row is kept for), so a range that contradicts it
-loses the side it contradicts; between two other fields nothing tells which is wrong, so
-both go. Comparisons allow `_SLACK` for rounding.
+Bad prints of the close (`close_absurd`, `close_spike`, `close_outside_range`,
+`last_close_jump`: rules and factors at MAX_PRICE and PRINT_FACTOR below) are checked
+first: such a close cannot be repaired (nothing tells the true price), so its row is
+dropped under "repair" and "drop" and the batch refused under "fail"; an absurd other
+field (`<f>_absurd`) is marked missing. Otherwise the close is trusted (it is what the row
+is kept for), so a range that contradicts it loses the side it contradicts; between two
+other fields nothing tells which is wrong, so both go. Comparisons allow `_SLACK` for rounding.
 The one repair: a missing open on a flat bar (high == low, consistent with the close) is
 set to the close, the only value inside [low, high]. Features that need a missing field
 refuse a date range that holds one (`tickercast.modeling.features.check_fields`).
-
-Before the quirks, two kinds of rows are removed whatever `on_quirk` says (except
-"fail", which refuses the batch instead, naming the day): rows with an absurd value (a
-price above `MAX_PRICE` or a volume above `MAX_VOLUME`, e.g. 1e300), counted with the rows
-without a valid close, and bad close prints (a one-day jump that reverts, a close far
-outside its own bar, a last day far outside the recent volatility: market/outliers.py),
-counted per kind in `quirks`. A close is what a row is kept for, so a wrong one is never
-marked missing or guessed: the row goes.
 
 `check_prices` refuses what cannot be true (the whole frame is refused, nothing is
 written); `move_warnings` only flags what is suspicious (a one-day move beyond a
@@ -43,26 +39,30 @@ threshold on a day with no split recorded), so a real crash day never blocks a r
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from tickercast.choices import ON_QUIRK
-from tickercast.market.outliers import (
-    MAX_PRICE,
-    MAX_VOLUME,
-    describe,
-    find_outliers,
-    ratio_text,
-)
 from tickercast.market.schema import MISSING_OK, PRICE_COLUMNS
 
 # The CSV exports round to 6 decimals; a bar rounded that way may break high >= close by
 # one unit in the last place, which is not a data error.
 _SLACK = 1 + 1e-6
 _PRICES = ("open", "high", "low", "close", "adj_close")
+# Bad prints. A price at or above MAX_PRICE is no price (Berkshire's A share, the dearest
+# listed, is near 1e6): the field is invalid (a close: the row goes). A close is a bad
+# print when it moves by a factor of PRINT_FACTOR or more in one day and the next day
+# undoes it (back within a factor of sqrt(PRINT_FACTOR) of the day before), or when it
+# lies a factor PRINT_FACTOR outside its own day's high/low. The last day cannot be seen to
+# revert yet: a close PRINT_FACTOR away from the day before is held back (dropped, counted)
+# until a later day confirms the level. A real move (GameStop's +135% of 27 Jan 2021) is
+# far inside these factors; a decimal slip (10x, 100x, 1000x) is far outside.
+MAX_PRICE = 1e8
+PRINT_FACTOR = 3.0
+CLOSE_QUIRKS = ("close_absurd", "close_spike", "close_outside_range", "last_close_jump")
 
 
 class InvalidPricesError(ValueError):
@@ -94,103 +94,34 @@ class Screened:
     missing: int = 0  # values of kept rows that are missing (NaN)
     repaired: int = 0  # values set by the flat-bar rule
     notes: list[str] = field(default_factory=list)
-    invalid: int = 0  # rows dropped for an absurd value (market/outliers.py: MAX_PRICE)
-    removed_days: np.ndarray | None = None  # days of the rows dropped here (announced)
 
 
-def screen_prices(
-    frame: pd.DataFrame,
-    ticker: str,
-    on_quirk: str = "repair",
-    *,
-    threshold: float = 0.5,
-    prior: Sequence[float] = (),
-    split_days: Iterable[dt.date] = (),
-) -> Screened:
-    """Drop rows without a valid close, bad prints and absurd values, and handle the
-    quirks of the other rows (module doc).
+def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") -> Screened:
+    """Drop rows without a valid close and handle the quirks of the others (module doc).
 
-    `threshold` is the move that makes a close suspicious (`move_threshold`), `prior` the
-    stored closes before this batch (market/outliers.py). Frame-wide problems (columns,
-    dates, non-numeric columns, volume) are refused as by `check_prices` whatever
-    `on_quirk` says: they are not a vendor's missing values.
+    Frame-wide problems (columns, dates, non-numeric columns, volume) are refused as by
+    `check_prices` whatever `on_quirk` says: they are not a vendor's missing values.
     """
     if on_quirk not in ON_QUIRK:
         raise ValueError(f"on_quirk must be one of {list(ON_QUIRK)}, got {on_quirk!r}")
-    skip = _split_mask(frame, split_days)
     if on_quirk == "fail":
         check_prices(frame, ticker)
-        _refuse_outliers(frame, ticker, threshold, prior, skip)
+        for kind, mask in bad_closes(frame).items():
+            if not mask.any():
+                continue
+            day = pd.Timestamp(frame["date"].iloc[int(np.flatnonzero(mask)[0])]).date()
+            raise InvalidPricesError(
+                f"ticker {ticker}, {day}: the close looks like a bad print ({kind}, "
+                f"{int(mask.sum())} rows; on_quirk=fail)",
+                day,
+            )
         return Screened(frame)
     dates = _check_frame(frame, ticker)
     values = {c: _numeric(frame, c, ticker).copy() for c in _PRICES}
-    notes: list[str] = []
-    keep, no_close, invalid = _valid_rows(frame, ticker, dates, values, notes)
-    bad = find_outliers(values["close"], values["high"], values["low"], threshold, prior, skip)
-    bad = {kind: mask & keep for kind, mask in bad.items() if (mask & keep).any()}
-    printed = _union(bad.values(), len(keep))
-    if printed.any():
-        keep &= ~printed
-        notes.append(_bad_print_note(frame, ticker, dates, bad, prior, on_quirk))
-    if not keep.any():
-        raise InvalidPricesError(f"ticker {ticker}: no row left after dropping bad prints")
-    found, flat = _mark_quirks(values, keep)
-    quirky = _union(found.values(), len(keep))
-    repaired = 0
-    dropped = int(printed.sum())
-    if on_quirk == "drop":
-        keep &= ~quirky
-        dropped += int(quirky.sum())
-    else:
-        values["open"][flat] = values["close"][flat]
-        repaired = int(flat.sum())
-    if not keep.any():
-        raise InvalidPricesError(
-            f"ticker {ticker}: no row left: {dropped} row(s) with quirks dropped "
-            f"(on_quirk=drop), {no_close} without a valid close"
-        )
-    out = frame.loc[keep].reset_index(drop=True)
-    for name in _PRICES:
-        out[name] = values[name][keep]
-    missing = int(sum(np.isnan(out[name].to_numpy()).sum() for name in MISSING_OK))
-    quirks = {kind: int(mask.sum()) for kind, mask in found.items()}
-    if found:
-        if on_quirk == "drop":
-            action = "dropped"
-        else:
-            action = f"kept with {missing} value(s) marked missing"
-            if repaired:
-                action += f", {repaired} flat-bar open(s) set to the close"
-        kinds = ", ".join(f"{k} {n} ({_span(dates, found[k])})" for k, n in quirks.items())
-        notes.append(
-            f"ticker {ticker}: {int(quirky.sum())} row(s) with vendor quirks, {action} "
-            f"(on_quirk={on_quirk}): {kinds}"
-        )
-    check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
-    quirks.update({kind: int(mask.sum()) for kind, mask in bad.items()})
-    removed = day_values(dates[~keep])
-    return Screened(out, quirks, no_close, dropped, missing, repaired, notes, invalid, removed)
-
-
-def _union(masks: Iterable[np.ndarray], n: int) -> np.ndarray:
-    out = np.zeros(n, dtype=bool)
-    for mask in masks:
-        out |= mask
-    return out
-
-
-def _valid_rows(
-    frame: pd.DataFrame,
-    ticker: str,
-    dates: pd.Series,
-    values: dict[str, np.ndarray],
-    notes: list[str],
-) -> tuple[np.ndarray, int, int]:
-    """(rows to keep, rows without a valid close, rows with an absurd value), noted."""
     close = values["close"]
     with np.errstate(invalid="ignore"):
-        keep = np.isfinite(close) & (close > 0) & (close <= MAX_PRICE)
-        absurd = keep & _absurd(values, _numeric(frame, "volume", ticker))
+        keep = np.isfinite(close) & (close > 0)
+    notes: list[str] = []
     no_close = int((~keep).sum())
     if no_close:
         notes.append(
@@ -202,42 +133,13 @@ def _valid_rows(
             f"ticker {ticker}: no row has a valid close ({no_close} rows without one)",
             dates.iloc[0].date(),
         )
-    invalid = int(absurd.sum())
-    if invalid:
-        keep &= ~absurd
-        notes.append(
-            f"ticker {ticker}: dropped {invalid} row(s) with an absurd price or volume "
-            f"(above {MAX_PRICE:g} / {MAX_VOLUME:g}: {_span(dates, absurd)})"
-        )
-    return keep, no_close, invalid
-
-
-def _bad_print_note(
-    frame: pd.DataFrame,
-    ticker: str,
-    dates: pd.Series,
-    bad: dict[str, np.ndarray],
-    prior: Sequence[float],
-    on_quirk: str,
-) -> str:
-    prev = float(prior[-1]) if len(prior) else None
-    kinds = "; ".join(
-        f"{k} {int(m.sum())} ({_span(dates, m)}: {describe(frame, m, prev)})"
-        for k, m in bad.items()
-    )
-    held = "; a last day is kept once a later day confirms it" if "close_last_jump" in bad else ""
-    return (
-        f"ticker {ticker}: dropped {sum(int(m.sum()) for m in bad.values())} bad close "
-        f"print(s) (on_quirk={on_quirk}): {kinds}{held}"
-    )
-
-
-def _mark_quirks(
-    values: dict[str, np.ndarray], keep: np.ndarray
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Mark each quirky value of the kept rows missing (module doc); returns kind -> rows
-    and the flat bars whose missing open can only be their close."""
-    found: dict[str, np.ndarray] = {}
+    found: dict[str, np.ndarray] = {
+        kind: mask for kind, mask in bad_closes(frame, keep).items() if mask.any()
+    }
+    bad_close = np.zeros(len(close), dtype=bool)
+    for mask in found.values():
+        bad_close |= mask
+    keep &= ~bad_close
 
     def mark(kind: str, mask: np.ndarray, *fields: str) -> None:
         mask = mask & keep
@@ -252,61 +154,83 @@ def _mark_quirks(
             mark(f"{name}_missing", ~np.isfinite(v), name)
             mark(f"{name}_zero", v == 0, name)
             mark(f"{name}_negative", v < 0, name)
-        o, h, lo, c = values["open"], values["high"], values["low"], values["close"]
+            mark(f"{name}_absurd", v >= MAX_PRICE, name)
+        o, h, lo, c = values["open"], values["high"], values["low"], close
         mark("high_below_low", h * _SLACK < lo, "high", "low")
         mark("close_above_high", c > h * _SLACK, "high")
         mark("close_below_low", c * _SLACK < lo, "low")
         mark("open_above_high", o > h * _SLACK, "open", "high")
         mark("open_below_low", o * _SLACK < lo, "open", "low")
         flat = keep & np.isnan(o) & np.isfinite(h) & np.isfinite(lo) & (h <= lo * _SLACK)
-    return found, flat
-
-
-def day_values(days: pd.Series) -> np.ndarray:
-    return pd.Series(days).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
-
-
-def _absurd(values: dict[str, np.ndarray], volume: np.ndarray) -> np.ndarray:
-    """Rows with a finite price above MAX_PRICE or a volume above MAX_VOLUME."""
-    with np.errstate(invalid="ignore"):
-        mask = np.abs(volume) > MAX_VOLUME
-        for name in MISSING_OK:
-            v = values[name]
-            mask |= np.isfinite(v) & (v > MAX_PRICE)
-    return mask
-
-
-def _split_mask(frame: pd.DataFrame, split_days: Iterable[dt.date]) -> np.ndarray | None:
-    days = set(split_days)
-    if not days or "date" not in frame.columns:
-        return None
-    return np.array([pd.Timestamp(d).date() in days for d in frame["date"]], dtype=bool)
-
-
-def _refuse_outliers(
-    frame: pd.DataFrame,
-    ticker: str,
-    threshold: float,
-    prior: Sequence[float],
-    skip: np.ndarray | None,
-) -> None:
-    """on_quirk=fail: refuse a batch holding a bad close print, naming its day."""
-    bad = find_outliers(
-        _numeric(frame, "close", ticker),
-        _numeric(frame, "high", ticker),
-        _numeric(frame, "low", ticker),
-        threshold,
-        prior,
-        skip,
-    )
-    for kind, mask in bad.items():
-        day = pd.Timestamp(frame["date"].iloc[int(np.flatnonzero(mask)[0])]).date()
-        prev = float(prior[-1]) if len(prior) else None
+    quirky = bad_close.copy()
+    for mask in found.values():
+        quirky |= mask
+    repaired = 0
+    dropped = int(bad_close.sum())  # a bad print's row goes whatever on_quirk says
+    if on_quirk == "drop":
+        keep &= ~quirky
+        dropped = int(quirky.sum())
+    else:
+        o[flat] = c[flat]
+        repaired = int(flat.sum())
+    if not keep.any():
         raise InvalidPricesError(
-            f"ticker {ticker}, {day}: {kind}, a likely bad print "
-            f"({describe(frame, mask, prev)}; on_quirk=fail)",
-            day,
+            f"ticker {ticker}: no row left: {dropped} row(s) with quirks dropped "
+            f"(on_quirk=drop), {no_close} without a valid close"
         )
+    out = frame.loc[keep].reset_index(drop=True)
+    for name in _PRICES:
+        out[name] = values[name][keep]
+    missing = int(sum(np.isnan(out[name].to_numpy()).sum() for name in MISSING_OK))
+    quirks = {kind: int(mask.sum()) for kind, mask in found.items()}
+    if quirks:
+        if on_quirk == "drop":
+            action = "dropped"
+        else:
+            action = f"kept with {missing} value(s) marked missing"
+            if bad_close.any():
+                action += f", {int(bad_close.sum())} bad close print(s) dropped"
+            if repaired:
+                action += f", {repaired} flat-bar open(s) set to the close"
+        kinds = ", ".join(f"{k} {n} ({_span(dates, found[k])})" for k, n in quirks.items())
+        notes.append(
+            f"ticker {ticker}: {int(quirky.sum())} row(s) with vendor quirks, {action} "
+            f"(on_quirk={on_quirk}): {kinds}"
+        )
+    check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
+    return Screened(out, quirks, no_close, dropped, missing, repaired, notes)
+
+
+def bad_closes(frame: pd.DataFrame, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Rows whose close is a bad print, per kind (module doc; MAX_PRICE, PRINT_FACTOR),
+    among the rows `valid` (default: every row with a finite close > 0). Jumps are read
+    between consecutive valid rows, so a dropped null row between two does not hide one."""
+    close = frame["close"].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        if valid is None:
+            valid = np.isfinite(close) & (close > 0)
+        absurd = valid & (close >= MAX_PRICE)
+        valid = valid & ~absurd
+        high = frame["high"].to_numpy(dtype="float64", na_value=np.nan)
+        low = frame["low"].to_numpy(dtype="float64", na_value=np.nan)
+        high = np.where(np.isfinite(high) & (high > 0) & (high < MAX_PRICE), high, np.inf)
+        low = np.where(np.isfinite(low) & (low > 0) & (low < MAX_PRICE), low, 0.0)
+        outside = valid & ((close > high * PRINT_FACTOR) | (close * PRINT_FACTOR < low))
+    rows = np.flatnonzero(valid & ~outside)
+    spike = np.zeros(len(close), dtype=bool)
+    last = np.zeros(len(close), dtype=bool)
+    if len(rows) >= 2:
+        step = np.diff(np.log(close[rows]))
+        big = np.abs(step) >= np.log(PRINT_FACTOR)
+        undone = np.abs(step[:-1] + step[1:]) <= 0.5 * np.log(PRINT_FACTOR)
+        spike[rows[1:-1][big[:-1] & big[1:] & undone]] = True
+        last[rows[-1]] = bool(big[-1])
+    return {
+        "close_absurd": absurd,
+        "close_outside_range": outside,
+        "close_spike": spike,
+        "last_close_jump": last,
+    }
 
 
 def _span(dates: pd.Series, mask: np.ndarray) -> str:
@@ -371,7 +295,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
             fail(~np.isfinite(values[column]), f"{column} is missing or not finite")
         with np.errstate(invalid="ignore"):
             fail(values[column] <= 0, f"{column} <= 0")
-            fail(values[column] > MAX_PRICE, f"{column} above {MAX_PRICE:g} (absurd)")
+            fail(values[column] >= MAX_PRICE, f"{column} >= {MAX_PRICE:g}, not a price")
     # fmax/fmin: a missing open leaves the close as the body (no NaN comparison passes).
     body_high = np.fmax(values["open"], values["close"])
     body_low = np.fmin(values["open"], values["close"])
@@ -381,7 +305,6 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
     volume = _numeric(frame, "volume", ticker)
     fail(~np.isfinite(volume), "volume is missing or not finite")
     fail(volume < 0, "volume < 0")
-    fail(volume > MAX_VOLUME, f"volume above {MAX_VOLUME:g} (absurd)")
     fail(volume != np.round(volume), "volume is not a whole number")
 
 
@@ -408,9 +331,10 @@ def move_warnings(
         day = pd.Timestamp(frame["date"].iloc[i]).date()  # only flagged rows are converted
         if day in splits or (after is not None and day <= after):
             continue
+        ratio = closes[i] / closes[i - 1]
+        size = f"{moves[i - 1]:.0%}" if moves[i - 1] < 10 else f"by a factor of {ratio:.3g}"
         found.append(
-            f"ticker {ticker}, {day}: close moved {ratio_text(closes[i] / closes[i - 1])} "
-            f"in one day ({closes[i - 1]:.6g} to {closes[i]:.6g}) with no split recorded"
+            f"ticker {ticker}, {day}: close moved {size} in one day with no split recorded"
         )
     return found
 

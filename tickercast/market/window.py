@@ -24,15 +24,14 @@ from tickercast.errors import CorruptPartitionError
 from tickercast.hashing import file_sha256
 from tickercast.market import lake
 from tickercast.market.options import IngestOptions
-from tickercast.market.outliers import VOLATILITY_DAYS
 from tickercast.market.partition import (
     as_date,
     canonical,
     dates,
     day_array,
-    guard_shrink,
     ingest_result,
     read_stored,
+    removed_days,
     split_days,
 )
 from tickercast.market.retry import Attempts, Fetched, Fetcher, call_with_retries
@@ -165,19 +164,10 @@ def ingest_window(
             log=log,
             attempts=attempts,
         )
-        screened = screen_prices(
-            canonical(got.prices),
-            ticker,
-            opts.on_quirk,
-            threshold=opts.move_threshold,
-            prior=_prior_closes(old, window),
-            split_days=split_days(got.events) | split_days(old_events),
-        )
+        screened = screen_prices(canonical(got.prices), ticker, opts.on_quirk)
         screens.append(screened)
         return replace(  # a new answer: a fetcher may hand out the same object twice
-            got,
-            prices=screened.prices,
-            dropped_null_rows=got.dropped_null_rows + screened.no_close + screened.invalid,
+            got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
         )
 
     notes: list[str] = []
@@ -216,9 +206,8 @@ def ingest_window(
                 window = Window(since, full_end, None, "re-adjusted")
                 fetched = get(window)
                 mode = "refetch"
-        announced = screens[-1].removed_days
         if mode == "incremental":
-            prices = _merge(_without(old, announced), fetched.prices)
+            prices = _merge(old, fetched.prices)
             events = _merge_events(old_events, fetched.events)
         else:
             prices = fetched.prices
@@ -229,11 +218,15 @@ def ingest_window(
             note = window.start.isoformat()
         else:  # the whole history, or a look-back `period` (then: what it returned)
             note = "max" if window.period is None else str(day_array(prices["date"])[0])
-        removed = guard_shrink(
-            ticker, stored, day_array(prices["date"]), announced, opts.replace, notes
+        removed = (
+            0
+            if mode == "incremental"
+            else removed_days(ticker, source, stored, prices, opts.replace)
         )
         path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
         digest = file_sha256(path)
+        if removed:
+            notes.append(f"ticker {ticker}: replaced the stored history, {removed:,} days removed")
         if events is not None:
             lake.write_events(data_dir, ticker, events)
     after = as_date(stored[-1]) if mode == "incremental" else None
@@ -264,23 +257,6 @@ def ingest_window(
         screened=screens[-1],
         removed=removed,
     )
-
-
-def _prior_closes(old: pd.DataFrame | None, window: Window) -> np.ndarray:
-    """The stored closes before an incremental window (the bad-print screen's context);
-    none for a first or full fetch, which replaces what is stored."""
-    if old is None or window.why != "incremental" or window.start is None:
-        return np.empty(0)
-    before = day_array(old["date"]) < np.datetime64(window.start, "D")
-    return old["close"].to_numpy(dtype=np.float64)[before][-VOLATILITY_DAYS - 1 :]
-
-
-def _without(old: pd.DataFrame, days: np.ndarray | None) -> pd.DataFrame:
-    """Stored rows minus the days this run's screen dropped (a stored overlap day found to
-    be a bad print goes, announced, instead of being kept because the answer lacks it)."""
-    if days is None or len(days) == 0:
-        return old
-    return old.loc[~np.isin(day_array(old["date"]), days)]
 
 
 def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

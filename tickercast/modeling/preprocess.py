@@ -20,6 +20,7 @@ import pandas as pd
 
 from tickercast.atomic import atomic_path, write_json
 from tickercast.choices import Target
+from tickercast.layout import SPEC_FILE
 from tickercast.modeling.features import build_features
 from tickercast.splits import Fractions, Split, SplitDates
 
@@ -397,7 +398,7 @@ def save_preprocessed(out_dir: Path, spec: Preprocessing, arrays: dict) -> tuple
     with atomic_path(npz) as tmp:
         with tmp.open("wb") as handle:
             np.savez(handle, **arrays)
-    spec_path = out_dir / "preprocessing.json"
+    spec_path = out_dir / SPEC_FILE
     write_json(spec_path, spec.to_json())
     return npz, spec_path
 
