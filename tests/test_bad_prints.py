@@ -159,3 +159,30 @@ def test_decades_of_real_history_seldom_hold_back_a_last_day():
         assert not (np.abs(steps) >= np.log(PRINT_FACTOR)).any(), ticker
         held += sum(beyond_volatility(steps[: t + 1]) for t in range(20, len(steps)))
     assert held <= 2
+
+
+def test_a_bad_print_inside_the_training_period_never_reaches_the_model_inputs(tmp_path: Path):
+    """Issue 25: one 1,000x close in the middle of a CSV poisoned a retrain (RMSE 4,280 vs
+    44). It is a counted quirk at ingest, and preprocessing (no training) sees no trace."""
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.sections import PreprocessSettings
+
+    closes = walk(300)
+    closes[100] *= 1000  # inside the training rows (70% of 300)
+    csv = tmp_path / "csv" / "AAPL.csv"
+    csv.parent.mkdir()
+    frame(closes).rename(columns=lambda c: c.title().replace("_", " ")).to_csv(csv, index=False)
+    result = ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(csv.parent))
+    assert result["quirks"] == {"close_spike": 1}
+    stored = lake.read_partition(tmp_path / "data", "AAPL")
+    assert len(stored) == 299 and stored["close"].max() < 2 * np.delete(closes, 100).max()
+    section = PreprocessSettings(
+        start=None, features=["close", "log_return"], target="close", lookback=20, horizon=1
+    )
+    spec, arrays = preprocess(stored, section, who="ticker AAPL")
+    assert spec.gaps == []  # one missing weekday is no gap
+    clean = np.delete(closes, 100)
+    assert max(spec.feature_scaler.max[0], spec.target_scaler.max[0]) < 2 * clean.max()
+    returns = (spec.feature_scaler.min[1], spec.feature_scaler.max[1])
+    assert max(abs(v) for v in returns) < 0.2  # daily moves of ~1%, no 1000x jump
+    assert np.isfinite(arrays["x"]).all() and np.isfinite(arrays["y"]).all()
