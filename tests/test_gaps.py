@@ -100,3 +100,23 @@ def test_a_split_left_without_windows_is_refused(tmp_path: Path) -> None:
     prices = gapped_history(tmp_path).iloc[:353]  # the test rows begin at the gap
     with pytest.raises(GapError, match="no test window left"):
         preprocess(prices, settings(lookback=50), who="ticker AAPL")
+
+
+def test_the_tuning_search_skips_the_windows_retrain_skips(tmp_path: Path) -> None:
+    """The search builds its own windows per trial lookback: the same gap rule as retrain
+    (`windows.without_gap_windows`), so no trial trains across a gap retrain would skip."""
+    from tickercast.modeling.windows import spans_gap
+    from tickercast.tuning.data import search_anchors, search_data
+
+    prices = gapped_history(tmp_path)
+    arrays, meta = search_data(prices, settings(), who="ticker AAPL")
+    assert meta["on_gap"] == "split" and len(meta["gap_rows"]) == 1
+    for lookback in (10, 30):  # a trial's own lookback, not the section's
+        spec, _ = preprocess(prices, settings(lookback=lookback), who="ticker AAPL")
+        got = search_anchors(meta, lookback, arrays["y"])
+        for split in ("train", "val"):
+            np.testing.assert_array_equal(got[split], anchors_for(spec)[split])
+            assert not spans_gap(got[split], np.array(meta["gap_rows"]), lookback, 5).any()
+    bridged, bridged_meta = search_data(prices, settings(on_gap="bridge"), who="ticker AAPL")
+    wide = search_anchors(bridged_meta, 10, bridged["y"])
+    assert len(wide["train"]) == len(search_anchors(meta, 10, arrays["y"])["train"]) + 10 + 5

@@ -39,11 +39,20 @@ def anchors_for(spec) -> dict[str, np.ndarray]:
     Preprocessing: its rows per split, lookback and horizon), without the windows that
     span a gap in its days when its `on_gap` is "split" (`gap_windows`)."""
     anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    if getattr(spec, "on_gap", "bridge") != "split":
+    return without_gap_windows(
+        anchors, gap_rows(spec), getattr(spec, "on_gap", "bridge"), spec.lookback, spec.horizon
+    )
+
+
+def without_gap_windows(
+    anchors: dict[str, np.ndarray], gaps: np.ndarray, on_gap: str, lookback: int, horizon: int
+) -> dict[str, np.ndarray]:
+    """The anchors per split less those spanning a gap (`spans_gap`) when `on_gap` is
+    "split"; as they are otherwise. The one rule for every window builder (retrain,
+    evaluation, the tuning search's trials with their own lookback)."""
+    if on_gap != "split" or not len(gaps):
         return anchors
-    return {
-        k: a[~spans_gap(a, gap_rows(spec), spec.lookback, spec.horizon)] for k, a in anchors.items()
-    }
+    return {k: a[~spans_gap(a, gaps, lookback, horizon)] for k, a in anchors.items()}
 
 
 def gap_rows(spec) -> np.ndarray:
