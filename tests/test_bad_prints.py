@@ -187,3 +187,44 @@ def test_a_bad_print_inside_the_training_period_never_reaches_the_model_inputs(t
     assert max(abs(v) for v in returns) < 0.2  # daily moves of ~1%, no 1000x jump
     assert np.isfinite(arrays["x"]).all()
     assert np.isfinite(arrays["y"][:-1]).all()  # the last row has no next day to target
+
+
+def test_an_absurd_open_high_or_low_is_marked_missing_and_the_bar_stays_consistent():
+    """Decided: the close is what a row is kept for; an absurd other price is no price, so
+    it is marked missing like Open = 0 (never stored), and what is left of the bar holds
+    together (check_prices with missing values passes). `drop` drops the row, `fail`
+    refuses the batch."""
+    closes = walk()
+    bad = frame(closes)
+    bad.loc[7, "open"] = 1e300
+    bad.loc[8, "high"] = 1e300
+    bad.loc[9, "low"] = 1e300
+    screened = screen_prices(bad, "T")
+    assert screened.quirks == {"open_absurd": 1, "high_absurd": 1, "low_absurd": 1}
+    kept = screened.prices
+    assert len(kept) == 60 and kept[["open", "high", "low"]].max().max() < 1e3
+    assert kept.loc[7:9, ["open", "high", "low"]].isna().sum().sum() == 3
+    assert (kept.loc[7:9, "close"].to_numpy() == closes[7:10]).all()
+    check_prices(kept, "T", missing_ok=True)
+    assert len(screen_prices(bad, "T", "drop").prices) == 57
+    with pytest.raises(InvalidPricesError, match=r"2020-01-\d+: open >= 1e\+08, not a price"):
+        screen_prices(bad, "T", "fail")
+
+
+def test_a_volume_of_1e15_or_more_is_refused_naming_the_day_or_the_csv_line(tmp_path: Path):
+    from tickercast.market.sources import MalformedFileError
+
+    bad = frame(walk())
+    bad.loc[12, "volume"] = 1e18
+    for mode in ("repair", "drop", "fail"):  # frame-wide: whatever on_quirk says
+        with pytest.raises(
+            InvalidPricesError, match=r"ticker T, 2020-01-17: volume >= 1e\+15, not a volume"
+        ):
+            screen_prices(bad, "T", mode)
+    screen_prices(frame(walk()).assign(volume=9e14), "T")  # large, still a volume
+    csv = tmp_path / "csv" / "AAPL.csv"
+    csv.parent.mkdir()
+    csv.write_text("Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,1e18\n")
+    with pytest.raises(MalformedFileError, match=r"AAPL\.csv, line 2, field volume: '1e18'"):
+        ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(csv.parent))
+    assert not lake.partition_path(tmp_path / "data", "AAPL").exists()
