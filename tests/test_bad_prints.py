@@ -228,3 +228,41 @@ def test_a_volume_of_1e15_or_more_is_refused_naming_the_day_or_the_csv_line(tmp_
     with pytest.raises(MalformedFileError, match=r"AAPL\.csv, line 2, field volume: '1e18'"):
         ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(csv.parent))
     assert not lake.partition_path(tmp_path / "data", "AAPL").exists()
+
+
+def test_an_incremental_fetch_removes_a_stored_bad_print_of_the_overlap(tmp_path: Path):
+    """New rows win (README): also when the new answer's screen drops an overlap day as a
+    bad print, the stored row of that day goes (a lake written before the rules existed),
+    counted and noted; a day the answer corrects is replaced; other days are kept."""
+    from tickercast.market.retry import Fetched
+
+    data = tmp_path / "data"
+    days = pd.bdate_range("2021-03-01", periods=40).date
+    clean = frame(walk(40)).assign(date=days)
+    bad = clean.copy()
+    bad.loc[37, ["open", "high", "low", "close", "adj_close"]] *= 1000  # a print that reverts
+    answers = {"first": clean.iloc[:39], "next": bad}
+
+    def fetch(ticker, start, end, period) -> Fetched:
+        rows = answers["next" if start and start > days[0] else "first"]
+        chosen = rows[(rows["date"] >= (start or days[0])) & (rows["date"] <= (end or days[-1]))]
+        return Fetched(chosen.reset_index(drop=True))
+
+    ingest_ticker("WIN", "yfinance", data, fetch=fetch, start=days[0], end=days[38])
+    stored = lake.read_partition(data, "WIN")
+    poisoned = stored.copy()  # as a lake written before the bad-print rules held it
+    poisoned.loc[37, ["open", "high", "low", "close", "adj_close"]] *= 1000
+    poisoned.loc[36, "close"] *= 1.001  # a day the next answer revises
+    poisoned.loc[36, "adj_close"] = poisoned.loc[36, "close"]
+    lake.write_partition(data, "WIN", poisoned, covered_from=str(days[0]))
+
+    result = ingest_ticker("WIN", "yfinance", data, fetch=fetch, start=days[0], end=days[-1])
+    assert result["mode"] == "incremental" and result["quirks"] == {"close_spike": 1}
+    assert result["rows_removed"] == 1
+    assert any("removed 1 stored day(s)" in w and str(days[37]) in w for w in result["warnings"])
+    after = lake.read_partition(data, "WIN")
+    assert days[37] not in set(after["date"]) and len(after) == 39
+    assert after["close"].max() < 2 * clean["close"].max()
+    revised = after.loc[after["date"] == days[36], "close"].item()
+    assert revised == pytest.approx(clean.loc[36, "close"])  # new rows win on shared days
+    assert after["date"].iloc[-1] == days[-1]
