@@ -594,6 +594,10 @@ class Mirror(Section):
 # --------------------------------------------------------------------------- composites
 
 
+def _open_schema(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
+
+
 class Composite(BaseModel):
     """Sections composed under their names, each setting reachable by its flat name.
 
@@ -604,7 +608,12 @@ class Composite(BaseModel):
     validates the copy.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are refused by validation (after `nest` lifted the flat names); the JSON
+    # schema leaves them open, so Prefect's own check of a deployment's parameters lets the
+    # flat names through to that validation instead of refusing them first.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _open_schema(schema)
+    )
     # the flat name -> section name (None: a field of the composite itself)
     _leaves: ClassVar[dict[str, str | None]] = {}
 
