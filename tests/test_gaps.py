@@ -120,3 +120,33 @@ def test_the_tuning_search_skips_the_windows_retrain_skips(tmp_path: Path) -> No
     bridged, bridged_meta = search_data(prices, settings(on_gap="bridge"), who="ticker AAPL")
     wide = search_anchors(bridged_meta, 10, bridged["y"])
     assert len(wide["train"]) == len(search_anchors(meta, 10, arrays["y"])["train"]) + 10 + 5
+
+
+def test_features_that_read_earlier_rows_never_bridge_a_gap(tmp_path: Path) -> None:
+    """A 20-day volatility reads 20 rows back: the windows after a gap start once their
+    first input's features read only rows after it (the warm-up after a gap), so every
+    built window's inputs equal those computed from the rows after the gap alone."""
+    from tickercast.modeling.features import VOLATILITY_WINDOW, build_features
+
+    prices = gapped_history(tmp_path)
+    features = ["close", "log_return", "volatility"]
+    spec, arrays = preprocess(prices, settings(features=features), who="ticker AAPL")
+    assert spec.feature_memory == VOLATILITY_WINDOW
+    row = spec.gaps[0][0]
+    assert sum(gap_windows(spec).values()) == 20 + 5 - 1 + VOLATILITY_WINDOW
+    after = prices[
+        pd.to_datetime(prices["date"]) > pd.Timestamp(spec.gaps[0][2]) - pd.Timedelta(1, "D")
+    ]
+    alone = build_features(after.reset_index(drop=True), features)[features].to_numpy()
+    first_alone = row + 1 + VOLATILITY_WINDOW  # feature row of alone's first row
+    raw = spec.feature_scaler.inverse(arrays["x"])
+    built = np.concatenate(list(anchors_for(spec).values()))
+    later = built[built > row]
+    assert later.min() - 20 + 1 == first_alone  # the first window after the gap
+    for t in later[:50]:
+        window = raw[t - 20 + 1 : t + 1]
+        np.testing.assert_allclose(
+            window, alone[t - 20 + 1 - first_alone : t + 1 - first_alone], rtol=1e-5
+        )
+    close_only, _ = preprocess(prices, settings(), who="ticker AAPL")
+    assert close_only.feature_memory == 1  # as before: one row before the inputs counts

@@ -39,20 +39,25 @@ def anchors_for(spec) -> dict[str, np.ndarray]:
     Preprocessing: its rows per split, lookback and horizon), without the windows that
     span a gap in its days when its `on_gap` is "split" (`gap_windows`)."""
     anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    return without_gap_windows(
-        anchors, gap_rows(spec), getattr(spec, "on_gap", "bridge"), spec.lookback, spec.horizon
-    )
+    on_gap = getattr(spec, "on_gap", "bridge")
+    memory = getattr(spec, "feature_memory", 1)
+    return without_gap_windows(anchors, gap_rows(spec), on_gap, spec.lookback, spec.horizon, memory)
 
 
 def without_gap_windows(
-    anchors: dict[str, np.ndarray], gaps: np.ndarray, on_gap: str, lookback: int, horizon: int
+    anchors: dict[str, np.ndarray],
+    gaps: np.ndarray,
+    on_gap: str,
+    lookback: int,
+    horizon: int,
+    memory: int = 1,
 ) -> dict[str, np.ndarray]:
     """The anchors per split less those spanning a gap (`spans_gap`) when `on_gap` is
     "split"; as they are otherwise. The one rule for every window builder (retrain,
     evaluation, the tuning search's trials with their own lookback)."""
     if on_gap != "split" or not len(gaps):
         return anchors
-    return {k: a[~spans_gap(a, gaps, lookback, horizon)] for k, a in anchors.items()}
+    return {k: a[~spans_gap(a, gaps, lookback, horizon, memory)] for k, a in anchors.items()}
 
 
 def gap_rows(spec) -> np.ndarray:
@@ -60,23 +65,28 @@ def gap_rows(spec) -> np.ndarray:
     return np.array([g[0] for g in getattr(spec, "gaps", [])], dtype=np.int64)
 
 
-def spans_gap(anchors: np.ndarray, gaps: np.ndarray, lookback: int, horizon: int) -> np.ndarray:
-    """Which windows span a gap after row g: those whose rows t-lookback..t+horizon hold
-    both g and g+1. One row before the inputs counts, as a return-like feature of the
-    first input row reads the close before it."""
+def spans_gap(
+    anchors: np.ndarray, gaps: np.ndarray, lookback: int, horizon: int, memory: int = 1
+) -> np.ndarray:
+    """Which windows span a gap after row g: those whose rows
+    t-lookback+1-memory..t+horizon hold both g and g+1. The `memory` rows before the
+    inputs count, as the features of the first input rows read them (a return the close
+    before it, a 20-day volatility 20 rows): a window right after a gap is skipped until
+    its features no longer reach across it (the warm-up after a gap)."""
     anchors = np.asarray(anchors, dtype=np.int64)
     out = np.zeros(len(anchors), dtype=bool)
     for g in np.asarray(gaps, dtype=np.int64):
-        out |= (anchors - lookback <= g) & (g <= anchors + horizon - 1)
+        out |= (anchors - lookback + 1 - memory <= g) & (g <= anchors + horizon - 1)
     return out
 
 
 def gap_windows(spec) -> dict[str, int]:
     """Windows per split that span a gap (skipped under on_gap=split, built under bridge)."""
     anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    rows = gap_rows(spec)
+    rows, memory = gap_rows(spec), getattr(spec, "feature_memory", 1)
     return {
-        k: int(spans_gap(a, rows, spec.lookback, spec.horizon).sum()) for k, a in anchors.items()
+        k: int(spans_gap(a, rows, spec.lookback, spec.horizon, memory).sum())
+        for k, a in anchors.items()
     }
 
 

@@ -60,6 +60,7 @@ def search_data(prices, section: PreprocessSettings, who: str) -> tuple[dict, di
         # (`tickercast.modeling.windows.without_gap_windows`)
         "gap_rows": [int(g[0]) for g in spec.gaps if g[0] < rows - 1],
         "on_gap": spec.on_gap,
+        "feature_memory": spec.feature_memory,
     }
     return {"x": x, "y": y}, meta
 
@@ -97,7 +98,8 @@ def search_anchors(meta: dict, lookback: int, y: np.ndarray) -> dict[str, np.nda
     rows, horizon = meta["rows"], meta["horizon"]
     anchors = split_anchors(rows, meta["n_train"], meta["n_val"], lookback, horizon)
     gaps = np.asarray(meta.get("gap_rows", []), dtype=np.int64)  # older search files: none
-    anchors = without_gap_windows(anchors, gaps, meta.get("on_gap", "bridge"), lookback, horizon)
+    on_gap, memory = meta.get("on_gap", "bridge"), meta.get("feature_memory", 1)
+    anchors = without_gap_windows(anchors, gaps, on_gap, lookback, horizon, memory)
     anchors["test"] = np.empty(0, np.int64)
     for split in ("train", "val"):
         a = anchors[split]
