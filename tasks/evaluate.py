@@ -25,12 +25,16 @@ def evaluate_step(
     model, or the global model whose file for this ticker is used."""
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
+    from tickercast.modeling.windows import gap_report
 
     model = trained.for_ticker(pre.ticker)
     spec, arrays = pre.load()
     ev = evaluate(model.load_model(), spec, arrays, win.load())
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
+    gaps = gap_report(spec)  # on record in metadata.json (the windows step logged it)
+    if gaps is not None:
+        summary["evaluation"]["gaps"] = gaps
     coverage = ", ".join(
         f"{k}% -> {v['coverage_test']:.0%}"
         for k, v in summary["intervals"].items()

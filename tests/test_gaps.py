@@ -150,3 +150,25 @@ def test_features_that_read_earlier_rows_never_bridge_a_gap(tmp_path: Path) -> N
         )
     close_only, _ = preprocess(prices, settings(), who="ticker AAPL")
     assert close_only.feature_memory == 1  # as before: one row before the inputs counts
+
+
+def test_the_gaps_are_on_record_in_the_evaluation_and_the_retrain_report(tmp_path: Path) -> None:
+    from tickercast.delivery.report import retrain_report
+    from tickercast.modeling.windows import gap_report
+
+    spec, _ = preprocess(gapped_history(tmp_path), settings(), who="ticker AAPL")
+    report = gap_report(spec)
+    assert report["on_gap"] == "split" and sum(report["windows"].values()) == 25
+    assert (
+        report["text"].startswith("1 gap(s): ")
+        and "25 window(s) span them: skipped" in report["text"]
+    )
+    metadata = {
+        "data": {"first_day": "a", "last_day": "b", "rows": 600, "sha256": "0" * 64},
+        "verdict": "v",
+        "metrics": {"model": {"rmse": 1.0, "mae": 1.0}, "naive": {"rmse": 1.0, "mae": 1.0}},
+        "evaluation": {"gaps": report},
+    }
+    assert f"- gaps: {report['text']}" in retrain_report("AAPL", "bundle", metadata)
+    no_gap, _ = preprocess(real_rows(700), settings(), who="ticker AAPL")
+    assert gap_report(no_gap) is None

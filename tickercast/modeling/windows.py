@@ -90,6 +90,25 @@ def gap_windows(spec) -> dict[str, int]:
     }
 
 
+def gap_report(spec) -> dict | None:
+    """What the gaps of a preprocessing did to its windows, for the run's records (the
+    windows step's counts and log, the evaluation's `gaps`); None without a gap."""
+    from tickercast.modeling.preprocess import describe_gaps
+
+    if not getattr(spec, "gaps", None):
+        return None
+    per_split = gap_windows(spec)
+    total = sum(per_split.values())
+    done = "skipped" if spec.on_gap == "split" else "built across it (bridged)"
+    return {
+        "gaps": spec.gaps,
+        "on_gap": spec.on_gap,
+        "windows": per_split,
+        "text": f"{describe_gaps(spec.gaps)}: {total} window(s) span them: {done} "
+        f"(on_gap={spec.on_gap})",
+    }
+
+
 def gather_windows(x: np.ndarray, anchors: np.ndarray, lookback: int) -> np.ndarray:
     """Materialise windows (for small evaluation sets and tests only)."""
     offsets = np.arange(-lookback + 1, 1)
