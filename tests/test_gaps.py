@@ -172,3 +172,23 @@ def test_the_gaps_are_on_record_in_the_evaluation_and_the_retrain_report(tmp_pat
     assert f"- gaps: {report['text']}" in retrain_report("AAPL", "bundle", metadata)
     no_gap, _ = preprocess(real_rows(700), settings(), who="ticker AAPL")
     assert gap_report(no_gap) is None
+
+
+@pytest.mark.slow  # TensorFlow is imported and a 4-unit LSTM fit for one epoch
+def test_training_runs_on_windows_from_both_sides_of_a_gap(tmp_path: Path) -> None:
+    from tickercast.modeling.train import train_model
+    from tickercast.sections import FitSpec
+
+    spec, arrays = preprocess(gapped_history(tmp_path), settings(), who="ticker AAPL")
+    anchors = anchors_for(spec)
+    row = spec.gaps[0][0]
+    assert (anchors["train"] < row).any() and (anchors["train"] > row).any()
+    fit = dict(
+        model="lstm", units=[4], dropout=0.0, l2=0.0, learning_rate=1e-2, batch_size=64,
+        epochs=1, clipvalue=1.0, patience=10, seed=7, recurrent_dropout=0.0,
+        reduce_lr_patience=5, reduce_lr_factor=0.5, device="cpu", mixed_precision=False,
+        tensorboard_dir=None,
+    )  # fmt: skip
+    summary = train_model(arrays, anchors, 20, FitSpec(**fit), tmp_path / "train")
+    assert np.isfinite(summary["history"]["loss"]).all()
+    assert (tmp_path / "train" / "model.keras").is_file()
