@@ -122,7 +122,10 @@ def keras_fit(
     summary = train_model(
         seen, anchors, spec.lookback, fit, out_dir, logger, naive=naive_output(spec)
     )
+    from tickercast.modeling.models import split_heads
+
     model = keras.models.load_model(out_dir / "model.keras", safe_mode=True, compile=False)
+    model = split_heads(model)[0]  # a quantile head's median is its point forecast
 
     def forecast(arrays: dict, fold_anchors: np.ndarray) -> np.ndarray:
         return predict_prices(model, spec, arrays["x"], fold_anchors, arrays["close"])
