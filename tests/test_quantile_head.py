@@ -285,3 +285,36 @@ def test_posted_window_gets_the_grid_too(quantile_bundle):
     rows = forecast_window(bundle, raw.tolist(), TICKER, last_close=last)
     assert _ordered(np.array(rows[0]["quantiles"]))
     assert len(model_inputs(bundle, prices)[0]) == len(frame)
+
+
+@pytest.mark.parametrize("embedding", [0, 2])
+def test_global_mode_calibrates_each_tickers_own_model(tmp_path, embedding):
+    """One quantile network over three tickers: each ticker gets its own file, shrunk and
+    conformalized on its own validation windows (metadata reads its calibration)."""
+    import keras
+
+    from tests.test_global import CFG, three_tickers
+    from tickercast.delivery.metadata import quantile_head
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import GlobalData, train_global
+    from tickercast.modeling.windows import gather_windows
+    from tickercast.sections import FitSpec
+
+    data = three_tickers()
+    tickers = ["AAA", "BBB", "CCC"]
+    source = GlobalData(
+        tickers,
+        [len(a["x"]) for _, a, _ in data],
+        lambda i: (data[i][1]["x"], data[i][1]["y"], data[i][2]),
+        [naive_output(s) for s, _, _ in data],
+    )
+    spec = FitSpec(**{**CFG, "head": "quantile"})
+    summary = train_global(source, 8, spec, embedding, tmp_path)
+    assert len(set(summary["models"].values())) == 3
+    for i, ticker in enumerate(tickers):
+        calibration = summary["calibration"][ticker]
+        assert calibration["windows"] == len(data[i][2]["val"])
+        assert quantile_head(summary, ticker)["calibration"] == calibration
+        own = keras.models.load_model(summary["models"][ticker], safe_mode=True, compile=False)
+        windows = gather_windows(data[i][1]["x"], data[i][2]["test"], 8)
+        assert _ordered(split_heads(own)[1].predict(windows, verbose=0))
