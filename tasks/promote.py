@@ -8,6 +8,7 @@ from prefect.logging import get_run_logger
 
 from tickercast.records import Exported
 from tickercast.sections import Gate
+from tickercast.tickers import slug as ticker_slug
 
 
 @task(name="promote")
@@ -35,7 +36,7 @@ def promote_step(
     )
     verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
     get_run_logger().info("%s v%s %s: %s", ticker, event["version"], verb, event["reason"])
-    slug = "".join(c if c.isalnum() else "-" for c in ticker.lower())
+    slug = ticker_slug(ticker)
     create_markdown_artifact(
         "\n".join(
             [

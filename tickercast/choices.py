@@ -43,6 +43,11 @@ MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
 # model's preprocessing exists (the retrain evaluation and its walk-forward).
 Baseline = Literal["naive", "drift", "mean", "moving_average", "moving_average_horizon", "ridge"]
 InputsBaseline = Literal["ridge_inputs"]
+# The baselines' parameters' defaults (the registry, the arithmetic and the backtest's
+# config section read them here)
+MA_WINDOW = 20  # moving_average: closes averaged
+RIDGE_LAGS = 5  # ridge: daily log returns the regression reads
+RIDGE_ALPHA = 1.0  # ridge: L2 penalty on the standardised coefficients
 BacktestModel = Literal[ModelName, Baseline]
 Window = Literal["expanding", "sliding"]
 MaseScale = Literal["series", "origin"]

@@ -38,7 +38,6 @@ from tickercast.sections import (
     Storage,
     Training,
     WalkForward,
-    check_rolling,
     field_of,
 )
 from tickercast.tickers import validate_ticker
@@ -130,7 +129,7 @@ class Ingests(_Config):
 class RetrainConfig(Ingests):
     """Everything one retrain run depends on. The defaults are the recommended settings
     (scale-free inputs, a target relative to the last close, shrinkage toward naive);
-    `preset="tutorial"` reproduces the reference tutorial."""
+    `preset="tutorial"` gives the reference tutorial's inputs, target and no shrinkage."""
 
     preprocessing: PreprocessSettings = section(PreprocessSettings)
     network: Network = section(Network)
@@ -241,6 +240,8 @@ class BacktestConfig(Ingests):
 
     @model_validator(mode="after")
     def _consistent(self) -> BacktestConfig:
+        from tickercast.backtest.initial import check_rolling
+
         check_rolling(self.preprocessing, self.backtest, self.network)
         return self
 

@@ -30,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 
 from tickercast.choices import (
+    MA_WINDOW,
     MIN_UNITS,
+    RIDGE_ALPHA,
+    RIDGE_LAGS,
     BacktestModel,
     Baseline,
     Device,
@@ -47,7 +50,6 @@ from tickercast.choices import (
     TaskRunner,
     Window,
 )
-from tickercast.evaluation.baselines import MA_WINDOW, RIDGE_ALPHA, RIDGE_LAGS
 from tickercast.market.options import IngestOptions
 
 
@@ -129,6 +131,12 @@ class IngestChecks(Section):
         "marked missing (a flat bar's open set to its close), counted per quirk in the "
         "report; drop = drop such rows, counted; fail = refuse the file or answer. Rows "
         "without a valid close are dropped.",
+    )
+    replace: bool = Field(
+        _INGEST.replace,
+        description="Let a source replace a stored history it does not cover (fewer rows, "
+        "a later start, missing days): the removed days are counted and warned about. "
+        "Without it such a source is refused, naming the counts, and nothing is changed.",
     )
 
     def options(self) -> IngestOptions:
@@ -510,23 +518,6 @@ class Rolling(Section):
         return unique(value)
 
 
-def check_rolling(windowing: Windowing, rolling: Rolling, network: Architecture) -> None:
-    """What a backtest refuses before any work: a stacked model with one units entry, a
-    first window too short for a model (naming the model and the setting)."""
-    from tickercast.folds import check_initial
-
-    check_stacking(rolling.model, network.units)
-    check_initial(
-        rolling.initial,
-        rolling.model,
-        horizon=windowing.horizon,
-        lookback=windowing.lookback,
-        val_fraction=windowing.val_fraction,
-        ridge_lags=rolling.ridge_lags,
-        ma_window=rolling.ma_window,
-    )
-
-
 class BacktestTraining(Training):
     """A backtest's network fits: fewer epochs and a shorter patience by default."""
 
@@ -733,7 +724,7 @@ class RollingSpec(Composite):
 
     @model_validator(mode="after")
     def _consistent(self) -> RollingSpec:
-        check_rolling(self.preprocessing, self.backtest, self.network)
+        check_stacking(self.backtest.model, self.network.units)
         return self
 
     def fit_spec(self, model: str) -> FitSpec:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from tickercast.backtest.initial import check_initial
 from tickercast.backtest.prepare import (
     FitFn,
     FittedFold,
@@ -42,7 +43,6 @@ from tickercast.evaluation.names import NAIVE
 from tickercast.folds import (
     BacktestError,
     Origins,
-    check_initial,
     refit_folds,
     rolling_origins,
 )
@@ -331,6 +331,7 @@ def _series(prices: pd.DataFrame, section: Windowing, rolling: Rolling, models) 
         val_fraction=section.val_fraction,
         ridge_lags=rolling.ridge_lags,
         ma_window=rolling.ma_window,
+        ridge_alpha=rolling.ridge_alpha,
     )
     dates, close = featurised(prices, section)
     origins = rolling_origins(

@@ -77,13 +77,6 @@ def latest_with_inputs(data_dir: str | Path, name: str, key: str) -> dict | None
     return {"version": versions[-1], "path": str(path)}
 
 
-def latest_bundle(data_dir: str | Path, name: str) -> Path:
-    versions = list_versions(data_dir, name)
-    if not versions:
-        raise FileNotFoundError(f"no model bundle for {name} under {versions_dir(data_dir, name)}")
-    return versions_dir(data_dir, name) / str(versions[-1])
-
-
 def _bundle_files(root: Path) -> list[Path]:
     """Every regular file under `root`, hidden names (temporary files) excluded."""
     return sorted(

@@ -30,7 +30,7 @@ from tickercast.delivery.bundle import (
 )
 from tickercast.tickers import validate_ticker
 
-REGISTRY = "registry.json"
+REGISTRY = layout.REGISTRY_FILE
 LOCK = ".registry.lock"
 
 
