@@ -318,3 +318,49 @@ def test_global_mode_calibrates_each_tickers_own_model(tmp_path, embedding):
         own = keras.models.load_model(summary["models"][ticker], safe_mode=True, compile=False)
         windows = gather_windows(data[i][1]["x"], data[i][2]["test"], 8)
         assert _ordered(split_heads(own)[1].predict(windows, verbose=0))
+
+
+QUANTILE_RUN = """
+import os, sys, json
+sys.path.insert(0, {root!r})
+import keras
+from pathlib import Path
+from tests.test_train import sine_data, tiny_fit
+from tickercast.modeling.train import train_model
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == {kill_after}:
+            os._exit(3)
+
+spec, arrays, anchors = sine_data()
+kill = [Kill()] if {kill_after} else []
+out = train_model(arrays, anchors, 10, tiny_fit(head="quantile", epochs=3), Path({out!r}),
+                  callbacks=kill)
+print(json.dumps({{"resumed": out["resumed_from_epoch"], "epochs": out["epochs_run"]}}))
+"""
+
+
+def test_a_killed_quantile_run_resumes_in_a_fresh_process(tmp_path):
+    """The checkpoint's compiled pinball loss reloads (safe mode) in a process that never
+    built a quantile head, and training goes on after the last finished epoch."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def run(kill_after: int) -> subprocess.CompletedProcess:
+        code = QUANTILE_RUN.format(root=str(ROOT), kill_after=kill_after, out=str(tmp_path))
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            cwd=ROOT,
+        )
+
+    assert run(1).returncode == 3
+    resumed = run(0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1]) == {"resumed": 1, "epochs": 3}
