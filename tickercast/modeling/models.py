@@ -170,7 +170,7 @@ def build_model(
     trunk = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn)
     out = _point(trunk, outputs, l2)
     if head == "quantile":
-        out = _quantile_head(trunk, out, outputs)
+        out = _quantile_head(trunk, out, outputs, window)
     model = keras.Model(inputs if len(inputs) > 1 else window, out, name=name)
     if head == "quantile":
         _set_fixed_weights(model, outputs)
@@ -247,7 +247,7 @@ def lstm_flops_per_sample(model, lookback: int) -> int:
 # --- the quantile head -------------------------------------------------------------------
 
 
-def _quantile_head(trunk, median, outputs: int):
+def _quantile_head(trunk, median, outputs: int, window):
     """(batch, outputs, len(QUANTILES)) quantiles that never cross, by construction.
 
     Each output's median is the point forecast layer's; every other level is the median
@@ -256,6 +256,11 @@ def _quantile_head(trunk, median, outputs: int):
     until calibrated) add to the steps and a ReLU keeps them non-negative, so calibration
     cannot make them cross either. The median copy and the cumulative sums are fixed
     (non-trainable) Dense layers: stock layers only, so the model loads in safe mode.
+
+    The steps are the trunk's (softplus) times a positive scale read linearly off the
+    window's last day (softplus of a Dense on its features, starting at 1): volatility
+    inputs (|return|, range estimators, 20-day volatility) move it, and beyond the training
+    range it grows linearly, where the LSTM's bounded state alone could not widen the band.
     """
     import keras
 
@@ -267,6 +272,18 @@ def _quantile_head(trunk, median, outputs: int):
         dtype="float32",
         name="quantile_spread",
     )(trunk)
+    lookback = int(window.shape[1])
+    last = keras.layers.Cropping1D((lookback - 1, 0), name="quantile_last_day")(window)
+    last = keras.layers.Flatten(name="quantile_last_flat")(last)
+    scale = keras.layers.Dense(
+        1,
+        activation="softplus",
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(float(np.log(np.e - 1.0))),  # 1 at start
+        dtype="float32",
+        name="quantile_scale",
+    )(last)
+    spread = keras.layers.Multiply(dtype="float32", name="quantile_scaled")([spread, scale])
     shifted = _fixed_dense(steps, CALIBRATION, bias=True)(spread)
     steps_out = keras.layers.ReLU(dtype="float32", name="quantile_steps")(shifted)
     offsets = _fixed_dense(outputs * len(QUANTILES), "quantile_offsets")(steps_out)
