@@ -20,10 +20,14 @@ from tickercast.modeling.models import (
 )
 from tickercast.modeling.quantiles import (
     apply_calibration,
+    apply_factors,
     band_coverage,
     band_levels,
+    calibrate_model,
+    cqr_factors,
     cqr_shifts,
     quantiles_to_prices,
+    reset_calibration,
 )
 
 
@@ -59,6 +63,9 @@ def test_quantiles_never_cross_on_any_input(name):
         q = model.predict(inputs, verbose=0)
         assert q.shape == (len(inputs), 3, len(QUANTILES))
         assert np.isfinite(q).all() and _ordered(q)
+        apply_factors(model, rng.uniform(0, 3, (3, MEDIAN)))  # unordered, shrinking ones too
+        assert _ordered(model.predict(inputs, verbose=0))
+        reset_calibration(model)
         point, head = split_heads(model)
         assert head is model
         np.testing.assert_array_equal(point.predict(inputs, verbose=0), q[:, :, MEDIAN])
@@ -341,6 +348,7 @@ print(json.dumps({{"resumed": out["resumed_from_epoch"], "epochs": out["epochs_r
 """
 
 
+@pytest.mark.slow  # two fresh TensorFlow processes: ~20-35 s
 def test_a_killed_quantile_run_resumes_in_a_fresh_process(tmp_path):
     """The checkpoint's compiled pinball loss reloads (safe mode) in a process that never
     built a quantile head, and training goes on after the last finished epoch."""
@@ -364,3 +372,33 @@ def test_a_killed_quantile_run_resumes_in_a_fresh_process(tmp_path):
     resumed = run(0)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1]) == {"resumed": 1, "epochs": 3}
+
+
+def test_relative_cqr_scales_each_band_and_restores_coverage():
+    """Relative CQR multiplies both half-widths of each band by its factor, folded into the
+    network, and each band then covers its level on the calibration windows."""
+    import keras
+
+    keras.utils.set_random_seed(6)
+    model = build_model("lstm", 5, 2, [4], outputs=2, head="quantile", compile=False)
+    x = np.random.default_rng(7).normal(size=(400, 5, 2)).astype("float32")
+    before = model.predict(x, verbose=0)
+    y = before[:, :, MEDIAN] + np.random.default_rng(8).standard_t(4, size=(400, 2))
+
+    result = calibrate_model(model, lambda: model.predict(x, verbose=0), y, form="relative")
+    assert result["form"] == "relative" and np.asarray(result["factors"]).shape == (2, MEDIAN)
+    after = model.predict(x, verbose=0)
+    assert _ordered(after)
+    np.testing.assert_allclose(after[:, :, MEDIAN], before[:, :, MEDIAN])
+    for key, covered in band_coverage(after, y).items():
+        assert covered >= int(key) / 100 - 1e-9, key
+
+    factors = np.array([[1.5, 2.0, 2.5, 3.0], [0.5, 0.8, 1.2, 1.3]])  # growing outward
+    apply_factors(model, factors)
+    after = model.predict(x, verbose=0)
+    m = before[:, :, MEDIAN]
+    for r in range(1, MEDIAN + 1):
+        for side in (-1, 1):
+            want = m + (before[:, :, MEDIAN + side * r] - m) * factors[:, r - 1]
+            np.testing.assert_allclose(after[:, :, MEDIAN + side * r], want, rtol=1e-4, atol=1e-5)
+    assert cqr_factors(before[:5], y[:5])[1]  # too few windows: said, factor 1

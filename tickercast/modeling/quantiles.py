@@ -1,15 +1,22 @@
 """A quantile head's distribution: conformalized on the validation split, mapped to prices.
 
 Calibration is conformalized quantile regression (CQR, Romano, Patterson & Candes 2019),
-one band at a time: for the band between levels tau and 1 - tau (95%, 90%, 80%, 50% on
-the QUANTILES grid) the conformity score of a validation window is
-E = max(q_lo - y, y - q_hi) (in the scaled target space, after shrinkage), and the band
-is widened (or narrowed) by Q, the ceil((n + 1)(1 - 2 tau))-th smallest score, so that a
-new window falls inside with probability >= 1 - 2 tau. The shifts are written into the
-network's `quantile_calibration` layer as increments between neighbouring bands (so the
-saved model.keras, the evaluation, `predict` and the SavedModel all apply the very same
-calibrated quantiles); a ReLU after it keeps every step non-negative, so calibrated
-quantiles cannot cross either. The median (the point forecast) is left as it is.
+one band at a time (95%, 90%, 80%, 50% on the QUANTILES grid), on the validation windows
+in the scaled target space after shrinkage, with split conformal's finite-sample rank
+ceil((n + 1) * level). Two forms:
+
+- `relative` (the default): the score of a window is how many half-widths (median to the
+  bound on y's side) y lies from the median; both half-widths are multiplied by Q, the
+  conformal quantile of those scores. The band keeps the network's shape and width
+  dynamics (a wide band stays wider than a narrow one), so it suits a spread that moves
+  with volatility.
+- `additive` (CQR as published): score max(q_lo - y, y - q_hi); the band is widened by Q.
+
+Either is folded into the network's `quantile_calibration` layer (a factor: a lower-
+triangular kernel over each side's steps; a shift: its bias), so the saved model.keras,
+the evaluation, `predict` and the SavedModel all apply the very same calibrated
+quantiles; a ReLU after it keeps every step non-negative, so calibrated quantiles cannot
+cross either. The median (the point forecast) is left as it is.
 """
 
 from __future__ import annotations
@@ -21,10 +28,14 @@ import numpy as np
 from tickercast.choices import QUANTILES
 from tickercast.modeling.models import CALIBRATION, MEDIAN, step_layout
 
-METHOD = (
-    "conformalized quantile regression (CQR) per band on the validation split: each band "
-    "widened by the conformal quantile of max(lower - y, y - upper)"
-)
+METHODS = {
+    "additive": "conformalized quantile regression (CQR) per band on the validation "
+    "split: each band widened by the conformal quantile of max(lower - y, y - upper)",
+    "relative": "conformalized quantile regression (CQR) per band on the validation "
+    "split, relative: both half-widths of each band multiplied by the conformal quantile "
+    "of the distance of y from the median in half-widths on its side",
+}
+FORM = "relative"
 
 
 def band_levels() -> list[float]:
@@ -57,11 +68,60 @@ def cqr_shifts(scaled: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, list
     return shifts, notes
 
 
+def cqr_factors(scaled: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, list]:
+    """Per output and band, the factor Q by which both half-widths of the band (median to
+    each bound) are multiplied so the band covers its level (CQR with scores relative to
+    the half-width on the side of y: max((m - y) / lower half, (y - m) / upper half));
+    1 where too few windows."""
+    q = np.asarray(scaled, dtype=np.float64)
+    y = np.asarray(actual, dtype=np.float64).reshape(len(q), -1)
+    keep = np.isfinite(y).all(axis=1) & np.isfinite(q).all(axis=(1, 2))
+    q, y = q[keep], y[keep]
+    factors = np.ones((y.shape[1], MEDIAN))
+    notes = []
+    m = q[:, :, MEDIAN]
+    for r, level in enumerate(band_levels(), start=1):
+        rank = conformal_rank(len(y), level)
+        if rank is None:
+            notes.append(f"{level:.0%} band: {len(y)} validation windows are too few; uncalibrated")
+            continue
+        below = np.maximum(m - q[:, :, MEDIAN - r], TINY)
+        above = np.maximum(q[:, :, MEDIAN + r] - m, TINY)
+        scores = np.maximum((m - y) / below, (y - m) / above)
+        factors[:, r - 1] = np.maximum(np.sort(scores, axis=0)[rank - 1], 0.0)
+    return factors, notes
+
+
+def step_kernel(factors: np.ndarray) -> np.ndarray:
+    """The calibration layer's kernel: band r's offset (the sum of its side's steps up to
+    r) becomes Q_r times itself, so step r maps to Q_r * (sum of steps <= r) - Q_(r-1) *
+    (sum of steps < r): a lower-triangular map per output and side."""
+    layout = step_layout(len(factors))
+    kernel = np.zeros((len(layout), len(layout)))
+    for k, (j, band, side) in enumerate(layout):
+        for s, (j2, band2, side2) in enumerate(layout):
+            if (j2, side2) != (j, side) or band2 > band:
+                continue
+            previous = factors[j, band - 2] if band > 1 else 0.0
+            kernel[s, k] = factors[j, band - 1] - (previous if band2 < band else 0.0)
+    return kernel
+
+
 def step_biases(shifts: np.ndarray) -> np.ndarray:
     """The calibration layer's bias per step: band r's step gets Q_r - Q_(r-1), so the
     cumulative steps add exactly Q_r to band r on both sides."""
     increments = np.diff(np.concatenate([np.zeros((len(shifts), 1)), shifts], axis=1), axis=1)
     return np.array([increments[j, band - 1] for j, band, _ in step_layout(len(shifts))])
+
+
+TINY = 1e-12  # a half-width this small is taken as this (scores stay finite)
+
+
+def apply_factors(model: Any, factors: np.ndarray) -> None:
+    """Write CQR's multiplicative factors into the calibration layer (kernel), in place."""
+    layer = model.get_layer(CALIBRATION)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([step_kernel(factors).astype(kernel.dtype), np.zeros_like(bias)])
 
 
 def apply_calibration(model: Any, shifts: np.ndarray) -> None:
@@ -71,22 +131,36 @@ def apply_calibration(model: Any, shifts: np.ndarray) -> None:
     layer.set_weights([kernel, step_biases(shifts).astype(bias.dtype)])
 
 
-def calibrate_model(model: Any, predict_val: Any, actual_val: np.ndarray) -> dict:
+def reset_calibration(model: Any) -> None:
+    """The calibration layer as built: identity kernel, zero bias (no calibration)."""
+    layer = model.get_layer(CALIBRATION)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([np.eye(len(kernel), dtype=kernel.dtype), np.zeros_like(bias)])
+
+
+def calibrate_model(
+    model: Any, predict_val: Any, actual_val: np.ndarray, form: str | None = None
+) -> dict:
     """CQR on the validation windows (`predict_val()`: the head's scaled quantiles there),
-    folded into `model`; returns what metadata.json records (with validation coverage
-    before and after, per band)."""
-    apply_calibration(
-        model, np.zeros((np.asarray(actual_val).reshape(len(actual_val), -1).shape[1], MEDIAN))
-    )
+    folded into `model`: `relative` (each band's half-widths times a factor) or
+    `additive` (each band widened by a shift); returns what metadata.json records (with
+    validation coverage before and after, per band)."""
+    form = form or FORM
+    reset_calibration(model)
     before = np.asarray(predict_val(), dtype=np.float64)
-    shifts, notes = cqr_shifts(before, actual_val)
-    apply_calibration(model, shifts)
+    if form == "relative":
+        values, notes = cqr_factors(before, actual_val)
+        apply_factors(model, values)
+    else:
+        values, notes = cqr_shifts(before, actual_val)
+        apply_calibration(model, values)
     after = np.asarray(predict_val(), dtype=np.float64)
     return {
-        "method": METHOD,
+        "method": METHODS[form],
+        "form": form,
         "levels": [float(v) for v in QUANTILES],
         "bands": [round(v, 6) for v in band_levels()],
-        "shifts_scaled": shifts.tolist(),
+        "factors" if form == "relative" else "shifts_scaled": values.tolist(),
         "windows": int(len(before)),
         "val_coverage_before": band_coverage(before, actual_val),
         "val_coverage_after": band_coverage(after, actual_val),
