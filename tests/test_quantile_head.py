@@ -4,6 +4,7 @@ the same calibrated grid in evaluation, `predict` and the SavedModel."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +403,36 @@ def test_relative_cqr_scales_each_band_and_restores_coverage():
             want = m + (before[:, :, MEDIAN + side * r] - m) * factors[:, r - 1]
             np.testing.assert_allclose(after[:, :, MEDIAN + side * r], want, rtol=1e-4, atol=1e-5)
     assert cqr_factors(before[:5], y[:5])[1]  # too few windows: said, factor 1
+
+
+@pytest.mark.slow  # a Prefect retrain run: ~40 s
+def test_retrain_flow_with_a_quantile_head(prefect_server, tmp_path):
+    """The retrain flow end to end: the evaluate step judges the head's own grid (form
+    "network"), export writes and checks the SavedModel's `quantiles`, metadata records
+    the calibration."""
+    import inspect
+
+    from tickercast.config import RetrainConfig
+    from tickercast.evaluation.evaluate import evaluate
+    from tickercast.flows.retrain import retrain
+
+    if "predict_quantiles" not in inspect.signature(evaluate).parameters:
+        pytest.skip("the retrain evaluation has no predict_quantiles hook yet (issue 21)")
+    config = RetrainConfig(
+        tickers=["MSFT"],
+        start="2019-01-01",
+        lookback=15,
+        epochs=2,
+        units=[8, 4],
+        batch_size=64,
+        head="quantile",
+        features=["log_return", "volatility", "parkinson", "garman_klass"],
+        data_dir=str(tmp_path),
+    )
+    state = retrain(config, return_state=True)
+    assert state.is_completed(), state.message
+    bundle = Path(state.result()["MSFT"]["bundle"])
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["quantile_head"]["calibration"]["form"] == "relative"
+    assert meta["evaluation"]["distribution"]["model"]["form"] == "network"
+    assert "quantiles" in json.loads((bundle / "serving.json").read_text())["outputs"]
