@@ -16,14 +16,17 @@ from pydantic import ValidationError
 from tickercast import progress
 from tickercast.app.commands import COMMANDS, add_commands
 from tickercast.app.options import ConfigError, format_validation
+from tickercast.quiet import ENV as TF_LOGS_ENV
+from tickercast.quiet import quiet_tensorflow
 
 # Prefect's temporary server needs 10-25 s to start on a small machine; its default
 # start-up timeout is 20 s. prefect.toml raises it when run from the repo root; this
 # covers runs from any other folder.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The commands that load TensorFlow: it is imported once, quietly, before they run
+# (tickercast.quiet); the others never pay for the import.
+TENSORFLOW_COMMANDS = frozenset({"retrain", "backtest", "tune", "predict", "serve"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         bars = progress.decide(args.progress, os.environ, tty, _dask_workers(args))
+        if args.debug:  # every TensorFlow line too, in this process and the flows it runs
+            os.environ[TF_LOGS_ENV] = "1"
+        if args.command in TENSORFLOW_COMMANDS:
+            quiet_tensorflow()
         with progress.session(bars):
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:

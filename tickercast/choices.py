@@ -43,6 +43,11 @@ MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
 # model's preprocessing exists (the retrain evaluation and its walk-forward).
 Baseline = Literal["naive", "drift", "mean", "moving_average", "moving_average_horizon", "ridge"]
 InputsBaseline = Literal["ridge_inputs"]
+# Distribution baselines (issue 21): bands on the QUANTILES grid around a given median, each
+# a daily-variance forecaster mapped onto the target and calibrated split-conformally.
+DistributionBaseline = Literal[
+    "volatility_conformal", "ewma", "garch_t", "gjr_garch_t", "unconditional"
+]
 # The baselines' parameters' defaults (the registry, the arithmetic and the backtest's
 # config section read them here)
 MA_WINDOW = 20  # moving_average: closes averaged
@@ -80,6 +85,7 @@ NETWORKS = values(ModelName)
 HEADS = values(Head)
 BASELINES = values(Baseline)
 INPUTS_BASELINES = values(InputsBaseline)
+DISTRIBUTION_BASELINES = values(DistributionBaseline)
 WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)

@@ -215,7 +215,10 @@ class PredictConfig(_Config):
     """The `predict` flow's one parameter: which champions forecast, from which lake."""
 
     tickers: list[str] = tickers_field(
-        description="Tickers whose champion model forecasts the next horizon."
+        default_factory=list,
+        min_length=0,
+        description="Tickers whose champion model forecasts the next horizon (none given: "
+        "every ticker with a champion under the data dir).",
     )
     execution: PredictExecution = section(PredictExecution)
 

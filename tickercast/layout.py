@@ -43,6 +43,11 @@ def lake_events(data_dir: str | Path) -> Path:
     return Path(data_dir) / LAKE / "events"
 
 
+def lake_ledger(data_dir: str | Path) -> Path:
+    """The forecast ledger: <data_dir>/lake/ledger/<TICKER>/<origin>_v<version>.parquet."""
+    return Path(data_dir) / LAKE / "ledger"
+
+
 def lake_lock(data_dir: str | Path, ticker: str) -> Path:
     return Path(data_dir) / LAKE / ".locks" / f"{ticker}.lock"
 

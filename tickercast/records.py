@@ -230,6 +230,9 @@ class Backtested(Record):
     models: list[str]
     metrics: list[dict[str, Any]]
     folds: dict[str, Any]
+    # the distribution table (issue 21): per median, every band's scores and DM verdicts
+    distribution: dict[str, Any] = Field(default_factory=dict)
     metrics_parquet: str
     forecasts_parquet: str
+    distribution_parquet: str = ""
     summary_json: str
