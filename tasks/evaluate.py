@@ -38,12 +38,13 @@ def evaluate_step(
     model = trained.for_ticker(pre.ticker)
     spec, arrays = pre.load()
     point, head = split_heads(model.load_model())  # a quantile head: its median and grid
-    hook = {}
+    grid = None
     if head is not None:
-        hook["predict_quantiles"] = lambda a: predict_quantile_prices(
-            head, spec, arrays["x"], a, arrays["close"]
-        )
-    ev = evaluate(point, spec, arrays, win.load(), **hook)
+
+        def grid(a):
+            return predict_quantile_prices(head, spec, arrays["x"], a, arrays["close"])
+
+    ev = evaluate(point, spec, arrays, win.load(), predict_quantiles=grid)
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
     coverage = ", ".join(

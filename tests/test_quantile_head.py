@@ -405,19 +405,14 @@ def test_relative_cqr_scales_each_band_and_restores_coverage():
     assert cqr_factors(before[:5], y[:5])[1]  # too few windows: said, factor 1
 
 
-@pytest.mark.slow  # a Prefect retrain run: ~40 s
+@pytest.mark.slow  # a Prefect retrain run with a walk-forward: ~70 s
 def test_retrain_flow_with_a_quantile_head(prefect_server, tmp_path):
     """The retrain flow end to end: the evaluate step judges the head's own grid (form
     "network"), export writes and checks the SavedModel's `quantiles`, metadata records
     the calibration."""
-    import inspect
-
     from tickercast.config import RetrainConfig
-    from tickercast.evaluation.evaluate import evaluate
     from tickercast.flows.retrain import retrain
 
-    if "predict_quantiles" not in inspect.signature(evaluate).parameters:
-        pytest.skip("the retrain evaluation has no predict_quantiles hook yet (issue 21)")
     config = RetrainConfig(
         tickers=["MSFT"],
         start="2019-01-01",
@@ -427,6 +422,8 @@ def test_retrain_flow_with_a_quantile_head(prefect_server, tmp_path):
         batch_size=64,
         head="quantile",
         features=["log_return", "volatility", "parkinson", "garman_klass"],
+        walk_forward_folds=2,
+        walk_forward_epochs=1,
         data_dir=str(tmp_path),
     )
     state = retrain(config, return_state=True)
@@ -436,3 +433,5 @@ def test_retrain_flow_with_a_quantile_head(prefect_server, tmp_path):
     assert meta["quantile_head"]["calibration"]["form"] == "relative"
     assert meta["evaluation"]["distribution"]["model"]["form"] == "network"
     assert "quantiles" in json.loads((bundle / "serving.json").read_text())["outputs"]
+    for fold in meta["walk_forward"]["folds"]:  # each fold's own head judged on its grid
+        assert fold["distribution"]["model"]["form"] == "network"
