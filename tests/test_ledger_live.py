@@ -1,0 +1,76 @@
+"""The live record at work: per champion beside its promise, in the gate, on the page and
+in MLflow (issue 23)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tests.tiny_models import TICKER, copy_store
+from tickercast.delivery import ledger
+from tickercast.market import lake
+
+
+def publish(data_dir: Path, version: int, n: int = 30, band: float = 1e-4) -> None:
+    """`n` published mean-close forecasts of `version` (naive's value, bands `band` wide:
+    far too narrow, so the live 80% and 95% coverage collapse)."""
+    prices = lake.read_partition(data_dir, TICKER)
+    days = pd.to_datetime(prices["date"]).dt.strftime("%Y-%m-%d").tolist()
+    close = prices["close"].tolist()
+    rows = []
+    for at in range(len(days) - 5 - n, len(days) - 5):
+        c = float(close[at])
+        bands = {
+            f"{s}_{lv}": c * (1 + sign * band)
+            for lv in ("80", "95")
+            for s, sign in (("lo", -1), ("hi", 1))
+        }
+        rows.append(
+            {
+                "ticker": TICKER,
+                "version": version,
+                "as_of": days[at],
+                "horizon": 5,
+                "target": "mean_close",
+                "output": 1,
+                "last_close": c,
+                "forecast": c,
+                **bands,
+            }
+        )
+    assert ledger.append(data_dir, rows) == n
+
+
+def test_a_version_record_sits_beside_its_promise(tmp_path: Path):
+    data = copy_store(tmp_path)
+    publish(data, 3)
+    record = ledger.version_record(data, TICKER, 3)
+    assert record["version"] == 3 and record["n"] == 30
+    assert record["coverage_80"] < 0.5 and "coverage" in record["flag"]
+    assert record["promised"]["coverage_80"] is not None
+    assert record["promised"]["skill"] is not None
+    assert ledger.version_record(data, TICKER, 1)["n"] == 0  # nothing published by v1
+    assert ledger.live_flag(data, TICKER, 1) is None
+    assert "coverage" in ledger.live_flag(data, TICKER, 3)
+
+
+def test_the_gate_replaces_a_champion_flagged_live(tmp_path: Path):
+    from tests.tiny_models import linear_version, tiny_config
+    from tickercast.delivery.gate import challenge
+    from tickercast.delivery.registry import promote
+    from tickercast.market.ingest import ingest_ticker
+
+    data = copy_store(tmp_path)
+    promote(data, TICKER, 3, reason="by hand")
+    ingested = ingest_ticker(TICKER, "sample", data)
+    twin = linear_version(data, ingested, tiny_config(data), "twin", "ridge")  # = v3
+    refused = challenge(data, TICKER, int(twin.name))
+    assert refused["action"] == "reject", refused["reason"]  # not significantly better
+    publish(data, 3)  # the champion's published bands stop covering
+    event = challenge(data, TICKER, int(twin.name))
+    assert event["action"] == "promote", event["reason"]
+    assert "champion v3 is flagged live" in event["reason"]
+    # live evidence never lets a challenger significantly worse than naive in
+    promote(data, TICKER, 3, reason="by hand")
+    assert challenge(data, TICKER, 1)["action"] == "reject"
