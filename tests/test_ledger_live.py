@@ -74,3 +74,29 @@ def test_the_gate_replaces_a_champion_flagged_live(tmp_path: Path):
     # live evidence never lets a challenger significantly worse than naive in
     promote(data, TICKER, 3, reason="by hand")
     assert challenge(data, TICKER, 1)["action"] == "reject"
+
+
+def test_the_page_shows_the_live_record_beside_the_promise(tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+    from tickercast.delivery.registry import promote
+
+    data = copy_store(tmp_path)
+    promote(data, TICKER, 3, reason="by hand")
+    publish(data, 3)
+    with TestClient(create_app(data)) as client:
+        page = client.get("/").text
+        ledger_json = client.get(f"/ledger/{TICKER}").json()
+    assert "Live record" in page and "test split promised" in page
+    assert "flagged: live 80% coverage" in page
+    assert ledger_json["live"]["flag"]
+    # the page's own GET /forecast published one more (today's origin: not scored yet)
+    assert "not yet" in page
+
+
+def test_a_champion_without_published_forecasts_says_so():
+    from tickercast.delivery.live_page import summary
+
+    html = summary({"n": 0, "promised": {"skill": 0.05, "coverage_80": 0.8}}, 1)
+    assert "1 forecast(s) published, 0 scored" in html and "+5.0%" in html
