@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.tiny_models import TICKER, copy_store
 from tickercast.delivery import ledger
@@ -100,3 +101,23 @@ def test_a_champion_without_published_forecasts_says_so():
 
     html = summary({"n": 0, "promised": {"skill": 0.05, "coverage_80": 0.8}}, 1)
     assert "1 forecast(s) published, 0 scored" in html and "+5.0%" in html
+
+
+def test_the_live_record_reaches_the_champions_mlflow_run(tmp_path: Path):
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from tickercast.tracking import log_live
+
+    data = copy_store(tmp_path)
+    publish(data, 3)
+    record = ledger.version_record(data, TICKER, 3)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_live(uri, data, TICKER, record)
+    again = log_live(uri, data, TICKER, record)  # the same run, one more point
+    assert again == run_id
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.data.metrics["live.coverage_80"] == pytest.approx(record["coverage_80"])
+    assert run.data.tags["tickercast.live.flag"] == record["flag"]
+    history = MlflowClient(uri).get_metric_history(run_id, "live.coverage_80")
+    assert [m.step for m in history] == [30, 30]

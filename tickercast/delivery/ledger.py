@@ -297,3 +297,26 @@ def live_flag(data_dir: str | Path, ticker: str, version: int | None) -> str | N
         return version_record(data_dir, ticker, version)["flag"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def describe(record: Mapping) -> str:
+    """One line of a live record for reports: figures, the promise, the flag."""
+    if not record.get("n"):
+        return "no published forecast scored yet"
+    promise = record.get("promised") or {}
+
+    def pct(value) -> str:
+        return "–" if value is None else f"{value:.1%}"
+
+    parts = [f"{record['n']} published forecast(s) scored"]
+    parts.append(
+        f"skill vs naive {pct(record.get('skill'))} (test split {pct(promise.get('skill'))})"
+    )
+    for band in BANDS:
+        if record.get(f"coverage_{band}") is not None:
+            parts.append(
+                f"{band}% coverage {pct(record[f'coverage_{band}'])} "
+                f"(test split {pct(promise.get(f'coverage_{band}'))})"
+            )
+    parts.append(f"FLAGGED: {record['flag']}" if record.get("flag") else "not flagged")
+    return "; ".join(parts)
