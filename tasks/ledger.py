@@ -21,23 +21,22 @@ def watch(ticker: str, data_dir: str, mlflow_uri: str | None = None) -> dict:
     from tickercast.delivery.registry import RegistryError, read_registry
 
     scored = ledger.score(data_dir, ticker)
-    if scored.empty:
-        return {"n": 0, "flag": None}
-    with atomic_path(ledger.scored_path(data_dir, ticker)) as tmp:
-        scored.to_parquet(tmp, index=False)
+    if not scored.empty:
+        with atomic_path(ledger.scored_path(data_dir, ticker)) as tmp:
+            scored.to_parquet(tmp, index=False)
     try:
         champion = read_registry(data_dir, ticker)["champion"]
     except RegistryError:
         champion = None
     if champion is None:  # no champion (any more): the record of every version published
-        record = {"version": None, **ledger.live_record(scored)}
+        record = {"version": None, **ledger.live_record(scored), "promised": {}}
     else:
         record = ledger.version_record(data_dir, ticker, champion, scored)
     logger = get_run_logger()
     if record["flag"]:
         logger.warning("%s v%s: %s", ticker, record["version"], record["flag"])
         emit("live.flagged", ticker, record["version"], **_payload(record))
-    if mlflow_uri and champion is not None and record["n"]:
+    if mlflow_uri and champion is not None and record.get("n"):
         from tickercast.tracking import TrackingError, log_live
 
         try:

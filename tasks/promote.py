@@ -60,7 +60,7 @@ def promote_step(
                 f"require beat naive: "
                 f"{event['require_beat_naive']}",
                 f"- reason: {event['reason']}",
-                f"- live record of v{live.get('version')}: {describe(live)}",
+                f"- live record of the champion: {describe(live)}",
             ]
         ),
         key=f"promotion-{slug}",

@@ -121,3 +121,17 @@ def test_the_live_record_reaches_the_champions_mlflow_run(tmp_path: Path):
     assert run.data.tags["tickercast.live.flag"] == record["flag"]
     history = MlflowClient(uri).get_metric_history(run_id, "live.coverage_80")
     assert [m.step for m in history] == [30, 30]
+
+
+def test_models_show_gives_the_champions_live_record_and_promise(tmp_path: Path, capsys):
+    from tickercast.app.cli import main
+    from tickercast.delivery.registry import promote
+
+    data = copy_store(tmp_path)
+    promote(data, TICKER, 3, reason="by hand")
+    publish(data, 3)
+    assert main(["models", "show", TICKER, "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "live record (30 forecasts" in out
+    assert "v3 promised on its test split: skill" in out and "80% band covered" in out
+    assert "FLAGGED: live 80% coverage" in out

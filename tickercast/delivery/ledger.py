@@ -320,3 +320,12 @@ def describe(record: Mapping) -> str:
             )
     parts.append(f"FLAGGED: {record['flag']}" if record.get("flag") else "not flagged")
     return "; ".join(parts)
+
+
+def champion_record(data_dir: str | Path, ticker: str, champion: int | None) -> dict:
+    """The champion's `version_record`; without a champion, the record of every version
+    published (`version` None). Empty (n 0) when nothing is due yet."""
+    scored = score(data_dir, ticker)
+    if champion is None:
+        return {"version": None, **live_record(scored), "promised": {}}
+    return version_record(data_dir, ticker, champion, scored)
