@@ -135,3 +135,44 @@ def test_models_show_gives_the_champions_live_record_and_promise(tmp_path: Path,
     assert "live record (30 forecasts" in out
     assert "v3 promised on its test split: skill" in out and "80% band covered" in out
     assert "FLAGGED: live 80% coverage" in out
+
+
+def test_a_forecast_with_a_quantile_grid_is_scored_by_crps(tmp_path: Path):
+    import numpy as np
+
+    from tickercast.choices import QUANTILES
+    from tickercast.evaluation.distribution import CELL_WEIGHTS
+
+    days = pd.bdate_range("2024-01-01", periods=12).date
+    close = np.linspace(100, 111, 12)
+    frame = pd.DataFrame(
+        {
+            "date": days,
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "adj_close": close,
+            "volume": 1,
+        }
+    )
+    lake.write_partition(tmp_path, "QQQ", frame)
+    grid = [100 + 4 * q for q in QUANTILES]  # increasing, in prices
+    base = {"ticker": "QQQ", "horizon": 1, "target": "close", "output": 1, "forecast": 102.0}
+    with_grid = {
+        **base,
+        "version": 1,
+        "as_of": str(days[0]),
+        "last_close": 100.0,
+        "quantiles": grid,
+    }
+    without = {**base, "version": 1, "as_of": str(days[1]), "last_close": close[1]}
+    assert ledger.append(tmp_path, [with_grid]) == 1 and ledger.append(tmp_path, [without]) == 1
+    scored = ledger.score(tmp_path, "QQQ").set_index("as_of")
+    realized = close[1]
+    scores = [
+        ((realized < q) - tau) * (q - realized) for tau, q in zip(QUANTILES, grid, strict=True)
+    ]
+    by_hand = 2 * float(np.dot(scores, CELL_WEIGHTS))  # the grid's CRPS (distribution.py)
+    assert scored.loc[str(days[0]), "crps"] == pytest.approx(by_hand)
+    assert pd.isna(scored.loc[str(days[1]), "crps"])
