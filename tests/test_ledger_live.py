@@ -176,3 +176,19 @@ def test_a_forecast_with_a_quantile_grid_is_scored_by_crps(tmp_path: Path):
     by_hand = 2 * float(np.dot(scores, CELL_WEIGHTS))  # the grid's CRPS (distribution.py)
     assert scored.loc[str(days[0]), "crps"] == pytest.approx(by_hand)
     assert pd.isna(scored.loc[str(days[1]), "crps"])
+
+
+def test_duckdb_reads_the_ledger_of_every_ticker(tmp_path: Path):
+    duckdb = pytest.importorskip("duckdb")
+    base = {"horizon": 1, "target": "close", "output": 1, "forecast": 1.0, "last_close": 1.0}
+    for ticker in ("AAA", "BBB"):
+        for day in ("2024-01-02", "2024-01-03"):
+            row = {**base, "ticker": ticker, "version": 1, "as_of": day}
+            ledger.append(tmp_path, [row], bundle_sha={ticker: "b"}, data_sha={ticker: "d"})
+    (ledger.ticker_dir(tmp_path, "AAA") / ".half-written.parquet.tmp").write_bytes(b"PAR1")
+    pattern = str(tmp_path / "lake" / "ledger" / "*" / "*.parquet")
+    counts = duckdb.sql(
+        f"SELECT ticker, count(*) FROM read_parquet('{pattern}', union_by_name=true) "
+        "GROUP BY ticker ORDER BY ticker"
+    ).fetchall()
+    assert counts == [("AAA", 2), ("BBB", 2)]
