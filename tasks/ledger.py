@@ -11,6 +11,19 @@ from tickercast.tasks.events import emit
 
 
 def watch(ticker: str, data_dir: str, mlflow_uri: str | None = None) -> dict:
+    """`judge`, except that a ledger or lake that cannot be read is a warning and a record
+    saying why (`error`), never the failure of the ingest or promote step it runs in."""
+    from tickercast.errors import CorruptPartitionError
+
+    try:
+        return judge(ticker, data_dir, mlflow_uri)
+    except (OSError, ValueError, KeyError, CorruptPartitionError) as exc:
+        message = f"live record not computed: {type(exc).__name__}: {exc}"
+        get_run_logger().warning("%s: %s", ticker, message)
+        return {"version": None, "n": 0, "flag": None, "error": message}
+
+
+def judge(ticker: str, data_dir: str, mlflow_uri: str | None = None) -> dict:
     """The champion's live record (`ledger.version_record`: its own published forecasts,
     beside what its test split promised), scored against the lake now; writes every
     scored row beside the ledger (for readers such as DuckDB), emits

@@ -192,3 +192,20 @@ def test_duckdb_reads_the_ledger_of_every_ticker(tmp_path: Path):
         "GROUP BY ticker ORDER BY ticker"
     ).fetchall()
     assert counts == [("AAA", 2), ("BBB", 2)]
+
+
+def test_an_unreadable_ledger_is_a_warning_not_a_failed_step(tmp_path: Path, prefect_server):
+    from prefect import flow
+
+    from tickercast.tasks.ledger import watch
+
+    base = {"horizon": 1, "target": "close", "output": 1, "forecast": 1.0, "last_close": 1.0}
+    ledger.append(tmp_path, [{**base, "ticker": "BAD", "version": 1, "as_of": "2024-01-02"}])
+    (ledger.ticker_dir(tmp_path, "BAD") / "2024-01-03_v1.parquet").write_bytes(b"not parquet")
+
+    @flow
+    def night():
+        return watch("BAD", str(tmp_path))
+
+    record = night()
+    assert record["n"] == 0 and "live record not computed" in record["error"]
