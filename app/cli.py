@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -59,8 +60,21 @@ def _dask_workers(args: argparse.Namespace) -> bool:
     return runner == "dask"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the run unwinds and exits normally."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Python's default SIGTERM ends the process at once, skipping the exit handlers: the
+    # temporary Prefect server (a child process, stopped by an atexit handler) would be
+    # left running. Raised as an exception, the run unwinds (Prefect marks the flow run
+    # Crashed and hands the signal back to this handler) and the server is stopped.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         bars = progress.decide(args.progress, os.environ, tty, _dask_workers(args))
@@ -70,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             quiet_tensorflow()
         with progress.session(bars):
             return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("tickercast: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"tickercast: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as exc:  # one clear line unless --debug
         if args.debug:
             raise
@@ -84,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
         print(f"tickercast {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

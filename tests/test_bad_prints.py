@@ -121,3 +121,41 @@ def test_ingest_never_stores_a_bad_last_print(tmp_path: Path):
     assert result["quirks"] == {"last_close_jump": 1}
     stored = lake.read_partition(tmp_path / "data", "AAPL")
     assert stored["close"].iloc[-1] == pytest.approx(closes[-2], rel=1e-6)
+
+
+def test_a_2x_slip_on_a_calm_last_day_is_held_back_by_the_volatility_until_confirmed():
+    closes = walk(120)  # daily moves ~1%: a 2x last day is ~70 sds out
+    closes[-1] = closes[-2] * 2
+    screened = screen_prices(frame(closes), "AAPL")
+    assert screened.quirks == {"last_close_jump": 1} and len(screened.prices) == 119
+    confirmed = np.append(closes, closes[-1] * 1.01)  # the next day keeps the level
+    assert screen_prices(frame(confirmed), "AAPL").quirks == {}
+    with pytest.raises(InvalidPricesError, match="last_close_jump"):
+        screen_prices(frame(closes), "AAPL", "fail")
+
+
+def test_a_big_last_move_of_a_volatile_stock_is_kept():
+    rng = np.random.default_rng(1)
+    closes = 20 * np.exp(np.cumsum(rng.normal(0, 0.08, 120)))  # ~8% a day
+    closes[-1] = closes[-2] * 1.8  # within 10 sds and under the factor 3
+    assert screen_prices(frame(closes), "MEME").quirks == {}
+    calm = walk(120)
+    calm[-1] = calm[-2] * 1.3  # under the floor (a factor 1.5): never held, however calm
+    assert screen_prices(frame(calm), "T").quirks == {}
+
+
+def test_decades_of_real_history_seldom_hold_back_a_last_day():
+    """Every day of the five sample histories taken as the last one: the volatility rule
+    holds back two real days in ~34,000 (AAPL's -52% of 2000-09-29, one NVDA day), each for
+    one night, and the factor rules none."""
+    from tickercast.market.locate import sample_tickers
+    from tickercast.market.sources import load_sample
+    from tickercast.market.validate import PRINT_FACTOR, beyond_volatility
+
+    held = 0
+    for ticker in sample_tickers():
+        close = load_sample(ticker).prices["close"].dropna().to_numpy(float)
+        steps = np.diff(np.log(close[close > 0]))
+        assert not (np.abs(steps) >= np.log(PRINT_FACTOR)).any(), ticker
+        held += sum(beyond_volatility(steps[: t + 1]) for t in range(20, len(steps)))
+    assert held <= 2

@@ -55,6 +55,7 @@ PromotionMetric = Literal["rmse", "mae", "mape", "smape", "mase"]
 Device = Literal["auto", "cpu", "gpu"]
 OnCorrupt = Literal["reingest", "skip", "fail"]
 OnQuirk = Literal["repair", "drop", "fail"]  # a kept row's vendor quirks: see market/validate.py
+OnGap = Literal["split", "refuse", "bridge"]  # windows over a gap in the days: modeling/windows.py
 FailOn = Literal["any", "all", "never"]
 Preset = Literal["recommended", "tutorial"]
 TaskRunner = Literal["threads", "dask"]
@@ -83,6 +84,7 @@ WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)
 ON_QUIRK = values(OnQuirk)
+ON_GAP = values(OnGap)
 PROGRESS_MODES = values(ProgressMode)
 
 # The quantile grid of every distribution forecast (the network's quantile head, the

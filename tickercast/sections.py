@@ -42,6 +42,7 @@ from tickercast.choices import (
     Mode,
     ModelName,
     OnCorrupt,
+    OnGap,
     OnQuirk,
     PromotionMetric,
     Source,
@@ -129,7 +130,9 @@ class IngestChecks(Section):
         "open/high/low/adj_close (Yahoo's old history): repair = keep it, those fields "
         "marked missing (a flat bar's open set to its close), counted per quirk in the "
         "report; drop = drop such rows, counted; fail = refuse the file or answer. Rows "
-        "without a valid close are dropped.",
+        "without a valid close are dropped. A bad close print (a one-day jump that "
+        "reverts, a close far outside its own bar, a last day far outside the recent "
+        "volatility) is dropped by repair and drop, refused by fail.",
     )
     replace: bool = Field(
         _INGEST.replace,
@@ -235,6 +238,19 @@ class Windowing(Section):
         "always mapped back to prices.",
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows for validation.")
+    gap_days: int = Field(
+        5,
+        ge=1,
+        le=250,
+        description="A gap in the trading days: more than this many weekdays missing "
+        "between two consecutive rows (rows dropped at ingest, a suspension).",
+    )
+    on_gap: OnGap = Field(
+        "split",  # type: ignore[arg-type]
+        description="Windows whose days span a gap: split = not built, counted (the "
+        "series is cut at the gap); refuse = fail the ticker, naming the gaps; bridge = "
+        "built as if the days were consecutive, counted.",
+    )
 
     @field_validator("features")
     @classmethod

@@ -347,7 +347,7 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
     champion's version (removed when there is none). Safe to repeat: what is already there
     is found by its tags, not logged twice. A version whose metadata.json cannot be read
     (a damaged bundle) is skipped and listed under "skipped"."""
-    from tickercast.delivery.bundle import bundle_path, list_versions
+    from tickercast.delivery.bundle import bundle_path, list_versions, read_metadata
     from tickercast.delivery.registry import read_registry
 
     champion = read_registry(data_dir, ticker)["champion"]
@@ -364,7 +364,7 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
                 continue
             bundle = bundle_path(data_dir, ticker, version)
             try:
-                metadata = json.loads((bundle / "metadata.json").read_text())
+                metadata = read_metadata(bundle)
             except (OSError, ValueError) as exc:
                 skipped[version] = f"{type(exc).__name__}: {exc}"
                 continue

@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import html
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tickercast.delivery.bundle import BundleError, read_manifest
+from tickercast.delivery.bundle import BundleError, read_manifest, read_metadata
 from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
@@ -430,7 +429,7 @@ def plot_links(name: str, version: int, version_dir: Path) -> str:
 
 def _naive_verdict(version_dir: Path) -> dict:
     try:
-        meta = json.loads((version_dir / "metadata.json").read_text())
+        meta = read_metadata(version_dir)
     except (OSError, ValueError):
         return {}
     return naive_test(meta.get("metrics") or {})

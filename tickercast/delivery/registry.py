@@ -26,6 +26,7 @@ from tickercast.delivery.bundle import (
     bundle_path,
     list_versions,
     load_bundle,
+    read_metadata,
     verify_bundle,
 )
 from tickercast.tickers import validate_ticker
@@ -213,7 +214,7 @@ def _version_summary(path: Path, champion: int | None) -> dict:
     except BundleError as exc:
         row["intact"], row["problem"] = False, str(exc)
     try:
-        meta = json.loads((path / "metadata.json").read_text())
+        meta = read_metadata(path)
     except (OSError, ValueError):
         return row
     m = meta.get("metrics", {})

@@ -57,11 +57,19 @@ _PRICES = ("open", "high", "low", "close", "adj_close")
 # print when it moves by a factor of PRINT_FACTOR or more in one day and the next day
 # undoes it (back within a factor of sqrt(PRINT_FACTOR) of the day before), or when it
 # lies a factor PRINT_FACTOR outside its own day's high/low. The last day cannot be seen to
-# revert yet: a close PRINT_FACTOR away from the day before is held back (dropped, counted)
-# until a later day confirms the level. A real move (GameStop's +135% of 27 Jan 2021) is
-# far inside these factors; a decimal slip (10x, 100x, 1000x) is far outside.
+# revert yet: a close PRINT_FACTOR away from the day before, or one that moved more than a
+# factor LAST_DAY_FLOOR and more than LAST_DAY_SIGMAS times the recent volatility (1.4826 x
+# the median absolute deviation of the VOLATILITY_DAYS daily log moves before it, robust to
+# an earlier bad print; at least MIN_VOLATILITY_DAYS of them), is held back (dropped,
+# counted) until a later day confirms the level: then it is a move like any other. A real
+# move (GameStop's +135% of 27 Jan 2021) is far inside the factors; a decimal slip (10x,
+# 100x, 1000x) is far outside; a 2x slip on a calm last day is caught by the volatility.
 MAX_PRICE = 1e8
 PRINT_FACTOR = 3.0
+LAST_DAY_FLOOR = 1.5
+LAST_DAY_SIGMAS = 10.0
+VOLATILITY_DAYS = 60
+MIN_VOLATILITY_DAYS = 20
 CLOSE_QUIRKS = ("close_absurd", "close_spike", "close_outside_range", "last_close_jump")
 
 
@@ -224,13 +232,24 @@ def bad_closes(frame: pd.DataFrame, valid: np.ndarray | None = None) -> dict[str
         big = np.abs(step) >= np.log(PRINT_FACTOR)
         undone = np.abs(step[:-1] + step[1:]) <= 0.5 * np.log(PRINT_FACTOR)
         spike[rows[1:-1][big[:-1] & big[1:] & undone]] = True
-        last[rows[-1]] = bool(big[-1])
+        last[rows[-1]] = bool(big[-1]) or beyond_volatility(step)
     return {
         "close_absurd": absurd,
         "close_outside_range": outside,
         "close_spike": spike,
         "last_close_jump": last,
     }
+
+
+def beyond_volatility(steps: np.ndarray) -> bool:
+    """Whether the last of these daily log moves is far outside the recent volatility
+    (the last-day rule above: LAST_DAY_FLOOR, LAST_DAY_SIGMAS, VOLATILITY_DAYS)."""
+    move = abs(float(steps[-1]))
+    recent = steps[:-1][-VOLATILITY_DAYS:]
+    if move <= np.log(LAST_DAY_FLOOR) or len(recent) < MIN_VOLATILITY_DAYS:
+        return False
+    sigma = 1.4826 * float(np.median(np.abs(recent - np.median(recent))))
+    return move > LAST_DAY_SIGMAS * sigma
 
 
 def _span(dates: pd.Series, mask: np.ndarray) -> str:
