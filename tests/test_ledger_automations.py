@@ -19,6 +19,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+CAUSE = 'no "data" in the answer\nat all'  # quotes and a newline: the body stays JSON
+EMIT = f"""
+from prefect.events.worker import EventsWorker
+from tickercast.tasks.events import emit
+assert emit("ticker.failed", "AAPL", 4, stage="ingest", cause={CAUSE!r}) is not None
+EventsWorker.drain_all()
+"""
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -45,12 +52,10 @@ def _wait(predicate, timeout: float, what: str):
 
 def test_an_emitted_event_fires_the_shipped_automation_webhook(tmp_path):
     from prefect.automations import Automation
-    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tickercast.deployments import automations
     from tickercast.deployments.serve import start_server
-    from tickercast.tasks.events import emit
 
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -88,15 +93,22 @@ def test_an_emitted_event_fires_the_shipped_automation_webhook(tmp_path):
                 automations.RULES
             )
             time.sleep(3)  # the triggers service loads the new automations
-            emit(
-                "ticker.failed", "AAPL", 4, stage="ingest", cause='no "data" in the answer\nat all'
+            # emitted by another process, as a flow run does (this process's events
+            # worker may still be bound to an earlier server of the test session)
+            emitted = subprocess.run(
+                [sys.executable, "-c", EMIT],
+                cwd=ROOT,
+                env={**env, "PREFECT_API_URL": api},
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
-            EventsWorker.drain_all()
+            assert emitted.returncode == 0, emitted.stdout + emitted.stderr
             hit = _wait(lambda: list(Receiver.received), 120, "no webhook call arrived")
         body = json.loads(hit[0]["body"])  # valid JSON, whatever the cause's text
         assert hit[0]["path"] == "/alerts"
         assert body["event"] == "tickercast.ticker.failed" and body["ticker"] == "AAPL"
-        assert body["payload"]["cause"] == 'no "data" in the answer\nat all'
+        assert body["payload"]["cause"] == CAUSE
         assert body["payload"]["stage"] == "ingest"
     finally:
         receiver.shutdown()
