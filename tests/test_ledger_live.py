@@ -103,8 +103,9 @@ def test_a_champion_without_published_forecasts_says_so():
     assert "1 forecast(s) published, 0 scored" in html and "+5.0%" in html
 
 
-def test_the_live_record_reaches_the_champions_mlflow_run(tmp_path: Path):
+def test_the_live_record_reaches_the_champions_mlflow_run(tmp_path: Path, monkeypatch):
     pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # a sqlite store puts its artifacts under ./mlruns
     from mlflow import MlflowClient
 
     from tickercast.tracking import log_live
