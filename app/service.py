@@ -467,6 +467,10 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             view.forecast = latest_forecast(entry, name)
         except HTTPException as exc:
             view.forecast_error = str(exc.detail)
+        if entry.bundle is not None:
+            from tickercast.delivery.live_page import live_fragment
+
+            view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
         return view
 
     @app.get("/", response_class=HTMLResponse)
