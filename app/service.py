@@ -202,6 +202,14 @@ class ForecastRow(BaseModel):
     hi_80: float | None = None
     lo_95: float | None = None
     hi_95: float | None = None
+    quantile_levels: list[float] | None = Field(
+        None, description="a quantile head's grid (tickercast.choices.QUANTILES); null without"
+    )
+    quantiles: list[float] | None = Field(
+        None,
+        description="this output's calibrated quantiles in prices, one per level, never "
+        "decreasing (the 0.5 level is the forecast); null without a quantile head",
+    )
 
 
 class Forecast(BaseModel):
@@ -459,6 +467,10 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             view.forecast = latest_forecast(entry, name)
         except HTTPException as exc:
             view.forecast_error = str(exc.detail)
+        if entry.bundle is not None:
+            from tickercast.delivery.live_page import live_fragment
+
+            view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
         return view
 
     @app.get("/", response_class=HTMLResponse)

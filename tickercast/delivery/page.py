@@ -325,6 +325,7 @@ class ChampionView:
     forecast: list[dict] = field(default_factory=list)
     forecast_error: str | None = None
     error: str | None = None  # why the registry's champion is not the one served
+    live: str = ""  # the live record's HTML fragment (tickercast.delivery.live_page)
 
 
 def champion_card(view: ChampionView) -> str:
@@ -367,6 +368,8 @@ def champion_card(view: ChampionView) -> str:
         parts.append(forecast_table(view.forecast))
     else:
         parts.append(f'<p class="warn">no forecast: {esc(view.forecast_error)}</p>')
+    if view.live:
+        parts.append("<h3>Live record</h3>" + view.live)
     parts.append("<h3>Test split</h3>" + test_split(meta))
     parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
     try:

@@ -57,11 +57,23 @@ _PRICES = ("open", "high", "low", "close", "adj_close")
 # print when it moves by a factor of PRINT_FACTOR or more in one day and the next day
 # undoes it (back within a factor of sqrt(PRINT_FACTOR) of the day before), or when it
 # lies a factor PRINT_FACTOR outside its own day's high/low. The last day cannot be seen to
-# revert yet: a close PRINT_FACTOR away from the day before is held back (dropped, counted)
-# until a later day confirms the level. A real move (GameStop's +135% of 27 Jan 2021) is
-# far inside these factors; a decimal slip (10x, 100x, 1000x) is far outside.
+# revert yet: a close PRINT_FACTOR away from the day before, or one that moved more than a
+# factor LAST_DAY_FLOOR and more than LAST_DAY_SIGMAS times the recent volatility (1.4826 x
+# the median absolute deviation of the VOLATILITY_DAYS daily log moves before it, robust to
+# an earlier bad print; at least MIN_VOLATILITY_DAYS of them), is held back (dropped,
+# counted) until a later day confirms the level: then it is a move like any other. A real
+# move (GameStop's +135% of 27 Jan 2021) is far inside the factors; a decimal slip (10x,
+# 100x, 1000x) is far outside; a 2x slip on a calm last day is caught by the volatility.
 MAX_PRICE = 1e8
+# A volume at or above MAX_VOLUME is no volume (a whole day of the busiest US stock trades
+# ~1e10 shares): like a negative one it is refused frame-wide, not marked (volume has no
+# missing value in the schema, and a guess would be a model input).
+MAX_VOLUME = 1e15
 PRINT_FACTOR = 3.0
+LAST_DAY_FLOOR = 1.5
+LAST_DAY_SIGMAS = 10.0
+VOLATILITY_DAYS = 60
+MIN_VOLATILITY_DAYS = 20
 CLOSE_QUIRKS = ("close_absurd", "close_spike", "close_outside_range", "last_close_jump")
 
 
@@ -224,13 +236,24 @@ def bad_closes(frame: pd.DataFrame, valid: np.ndarray | None = None) -> dict[str
         big = np.abs(step) >= np.log(PRINT_FACTOR)
         undone = np.abs(step[:-1] + step[1:]) <= 0.5 * np.log(PRINT_FACTOR)
         spike[rows[1:-1][big[:-1] & big[1:] & undone]] = True
-        last[rows[-1]] = bool(big[-1])
+        last[rows[-1]] = bool(big[-1]) or beyond_volatility(step)
     return {
         "close_absurd": absurd,
         "close_outside_range": outside,
         "close_spike": spike,
         "last_close_jump": last,
     }
+
+
+def beyond_volatility(steps: np.ndarray) -> bool:
+    """Whether the last of these daily log moves is far outside the recent volatility
+    (the last-day rule above: LAST_DAY_FLOOR, LAST_DAY_SIGMAS, VOLATILITY_DAYS)."""
+    move = abs(float(steps[-1]))
+    recent = steps[:-1][-VOLATILITY_DAYS:]
+    if move <= np.log(LAST_DAY_FLOOR) or len(recent) < MIN_VOLATILITY_DAYS:
+        return False
+    sigma = 1.4826 * float(np.median(np.abs(recent - np.median(recent))))
+    return move > LAST_DAY_SIGMAS * sigma
 
 
 def _span(dates: pd.Series, mask: np.ndarray) -> str:
@@ -273,7 +296,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
 
     The explicit schema's columns must all be there; dates unique and increasing; prices
     finite and > 0; high >= max(open, close); low <= min(open, close) (with 1e-6 relative
-    slack for rounding); volume a whole number >= 0. With `missing_ok` (what
+    slack for rounding); volume a whole number >= 0 and < MAX_VOLUME. With `missing_ok` (what
     `screen_prices` hands over), open, high, low and adj_close may be missing (NaN) and
     the bar checks compare only the values that are there.
     """
@@ -305,6 +328,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
     volume = _numeric(frame, "volume", ticker)
     fail(~np.isfinite(volume), "volume is missing or not finite")
     fail(volume < 0, "volume < 0")
+    fail(volume >= MAX_VOLUME, f"volume >= {MAX_VOLUME:g}, not a volume")
     fail(volume != np.round(volume), "volume is not a whole number")
 
 

@@ -3,6 +3,10 @@
 The first run fetches `start`..`end` (or `period`); a rerun asks only for the days after
 the last stored one, re-reading the last `overlap_days` stored days to pick up revisions,
 merges (fetched rows win), de-duplicates by date and rewrites the partition atomically.
+A day the source answered with a close but the screen dropped (a bad print, an absurd
+close, a quirk under on_quirk=drop) wins too: its stored row goes, counted
+(`rows_removed`) and noted, so a bad print stored before the rules existed leaves the
+lake with the next fetch.
 When the overlap shows that history was re-adjusted since the last run (a split or
 dividend not stored yet, or every overlapping close / adj_close changed beyond
 `tolerance`), the ticker's full stored span is fetched again and replaces the partition,
@@ -151,6 +155,7 @@ class _Getter:
         self.attempts = Attempts()
         self.fetches: list[dict] = []
         self.screens: list[Screened] = []  # the last one screened the rows that are stored
+        self.answered: list[np.ndarray] = []  # the days of each answer, before the screen
 
     def __call__(self, window: Window) -> Fetched:
         self.fetches.append(window.describe())
@@ -162,8 +167,12 @@ class _Getter:
             log=self.log,
             attempts=self.attempts,
         )
-        screened = screen_prices(canonical(got.prices), self.ticker, self.opts.on_quirk)
+        raw = canonical(got.prices)
+        screened = screen_prices(raw, self.ticker, self.opts.on_quirk)
         self.screens.append(screened)
+        close = raw["close"].to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):  # a day answered without a close proves nothing
+            self.answered.append(day_array(raw["date"])[np.isfinite(close) & (close > 0)])
         return replace(  # a new answer: a fetcher may hand out the same object twice
             got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
         )
@@ -197,16 +206,15 @@ def ingest_window(
         window, fetched, mode = _fetch_planned(
             get, window, old, old_events, stored, covered, start, end, opts.tolerance, notes
         )
-        prices, events = _combine(mode, old, old_events, fetched)
-        removed = (
-            0
-            if mode == "incremental"
-            else removed_days(ticker, source, stored, prices, opts.replace)
+        prices, events, removed = _combine(
+            ticker, mode, old, old_events, stored, fetched, get.answered[-1], notes
         )
         note = _covered_note(mode, covered, window, prices)
+        if mode != "incremental":
+            removed = removed_days(ticker, source, stored, prices, opts.replace)
         path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
         digest = file_sha256(path)
-        if removed:
+        if removed and mode != "incremental":
             notes.append(f"ticker {ticker}: replaced the stored history, {removed:,} days removed")
         if events is not None:
             lake.write_events(data_dir, ticker, events)
@@ -301,17 +309,30 @@ def _fetch_planned(
 
 
 def _combine(
+    ticker: str,
     mode: str,
     old: pd.DataFrame | None,
     old_events: pd.DataFrame | None,
+    stored: np.ndarray | None,
     fetched: Fetched,
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The prices and events to store: merged into the old ones when incremental, else the
-    fetched ones (old events kept when the source returned none)."""
+    answered: np.ndarray,
+    notes: list[str],
+) -> tuple[pd.DataFrame, pd.DataFrame | None, int]:
+    """(prices, events, stored days removed) to store: merged into the old ones when
+    incremental (stored days the new answer's screen dropped go, noted), else the fetched
+    ones (old events kept when the source returned none)."""
     if mode == "incremental":
-        return _merge(old, fetched.prices), _merge_events(old_events, fetched.events)
+        screened_out = np.setdiff1d(answered, day_array(fetched.prices["date"]))
+        prices, removed = _merge(old, fetched.prices, screened_out)
+        if removed:
+            gone = np.intersect1d(stored, screened_out)
+            notes.append(
+                f"ticker {ticker}: removed {removed} stored day(s) the source's new "
+                f"answer screened out ({', '.join(str(d) for d in gone[:5])})"
+            )
+        return prices, _merge_events(old_events, fetched.events), removed
     events = fetched.events if fetched.events is not None else old_events
-    return fetched.prices, events
+    return fetched.prices, events, 0
 
 
 def _covered_note(mode: str, covered: dt.date | None, window: Window, prices: pd.DataFrame) -> str:
@@ -324,11 +345,16 @@ def _covered_note(mode: str, covered: dt.date | None, window: Window, prices: pd
     return "max" if window.period is None else str(day_array(prices["date"])[0])
 
 
-def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """New rows win on shared days; old days outside the fetched ones are kept."""
-    merged = pd.concat([old, new], ignore_index=True)
+def _merge(
+    old: pd.DataFrame, new: pd.DataFrame, screened_out: np.ndarray
+) -> tuple[pd.DataFrame, int]:
+    """(merged rows, stored rows removed). New rows win on shared days, and so does the
+    new answer's verdict on the days its screen dropped (`screened_out`): their stored
+    rows go. Old days the answer did not hold at all are kept."""
+    drop = np.isin(day_array(old["date"]), screened_out)
+    merged = pd.concat([old.loc[~drop], new], ignore_index=True)
     merged = merged.drop_duplicates("date", keep="last")
-    return merged.sort_values("date", kind="stable").reset_index(drop=True)
+    return merged.sort_values("date", kind="stable").reset_index(drop=True), int(drop.sum())
 
 
 def _merge_events(old: pd.DataFrame | None, new: pd.DataFrame | None) -> pd.DataFrame | None:
