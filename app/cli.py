@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tickercast import progress
+from tickercast import progress, quiet
 from tickercast.app.commands import COMMANDS, add_commands
 from tickercast.app.options import ConfigError, format_validation
 
@@ -22,15 +22,15 @@ from tickercast.app.options import ConfigError, format_validation
 # covers runs from any other folder.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is not for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickercast", description="Train, evaluate and export LSTM price forecasters."
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    parser.add_argument(
+        "--debug", action="store_true", help="tracebacks on failure, TensorFlow's own logs"
+    )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -58,6 +58,7 @@ def _dask_workers(args: argparse.Namespace) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet.install(debug=args.debug)  # before anything imports TensorFlow
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         bars = progress.decide(args.progress, os.environ, tty, _dask_workers(args))

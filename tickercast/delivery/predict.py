@@ -132,7 +132,8 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
             f"lookback={bundle.spec.lookback}"
         )
     window = x[len(x) - bundle.spec.lookback :][None]
-    scaled = np.asarray(bundle.model.predict_on_batch(window))
+    # one eager call: predict_on_batch would trace a tf.function per champion loaded
+    scaled = np.asarray(bundle.model(window, training=False))
     forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, closes[-1:]), ticker)
     volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
     return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]), volatility)

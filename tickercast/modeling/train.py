@@ -421,6 +421,8 @@ def shrink_fitted(
     if len(data.val) == 0:
         return {"alpha": None, "reason": "no validation windows"}
     from tickercast.modeling.shrink import shrink_model
+    from tickercast.modeling.windows import predict_dataset
+    from tickercast.significance import format_p
 
     def predict_val() -> np.ndarray:
         batches = make_dataset(
@@ -431,7 +433,7 @@ def shrink_fitted(
             spec.training.batch_size,
             ticker_offsets=data.ticker_offsets,
         )
-        return np.asarray(model.predict(batches, verbose=0))
+        return predict_dataset(model, batches)
 
     result = shrink_model(model, predict_val, data.y[data.val], naive)
     (logger or logging.getLogger(__name__)).info(
@@ -441,7 +443,7 @@ def shrink_fitted(
         label,
         result["alpha"],
         result["alpha_least_squares"],
-        result["dm_p_vs_naive"],
+        format_p(result["dm_p_vs_naive"]).removeprefix("= "),
         result["val_mse_naive"],
         result["val_mse_network"],
         result["val_mse_shrunk"],
