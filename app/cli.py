@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tickercast import progress, quiet
+from tickercast.app import epilogue
 from tickercast.app.commands import COMMANDS, add_commands
 from tickercast.app.options import ConfigError, format_validation
 
@@ -59,6 +60,7 @@ def _dask_workers(args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet.install(debug=args.debug)  # before anything imports TensorFlow
+    epilogue.install()  # before Prefect's exit handlers: the summary prints after theirs
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         bars = progress.decide(args.progress, os.environ, tty, _dask_workers(args))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tickercast.app.epilogue import later
 from tickercast.app.options import (
     add_flow_command,
     configure,
@@ -192,9 +193,55 @@ def run_retrain(args: argparse.Namespace) -> int:
     from tickercast.flows.retrain import retrain
 
     state, results = run_state(retrain, config)
-    for ticker, result in results.items():
-        print_retrain_result(ticker, result)
+    data_dir = config.execution.data_dir
+    ends = {t: _new_forecast(r, data_dir, t) for t, r in results.items() if "bundle" in r}
+
+    def show() -> None:
+        for ticker, result in results.items():
+            print_retrain_result(ticker, result)
+        _print_ending("retrain", ends, data_dir)
+
+    later(show)
     return _status("retrain", state)
+
+
+def _new_forecast(result: dict, data_dir: str, ticker: str) -> dict:
+    """The just-exported version's next-horizon forecast and its verdict in words (or
+    why there is no forecast): what the run's last lines say."""
+    from tickercast.delivery.bundle import load_bundle
+    from tickercast.delivery.predict import forecast_next
+    from tickercast.delivery.words import verdict_words
+    from tickercast.market import lake
+
+    event = result.get("promotion") or {}
+    try:
+        bundle = load_bundle(result["bundle"])
+        rows = forecast_next(bundle, lake.read_partition(data_dir, ticker), ticker)
+        verdict = verdict_words(bundle.metadata)[1]
+    except Exception as exc:  # the run succeeded: say why there is no forecast, go on
+        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    return {"rows": rows, "verdict": verdict, "champion": event.get("action") == "promote"}
+
+
+def _print_ending(command: str, ends: dict[str, dict], data_dir: str) -> None:
+    """Per ticker the forecast, its band and verdict; elapsed time; the next command."""
+    from tickercast.app.epilogue import elapsed, forecast_words, table
+
+    rows = []
+    for ticker, end in ends.items():
+        if "error" in end:
+            rows.append([ticker, "–", f"no forecast: {end['error']}", "–"])
+            continue
+        for row in end["rows"]:
+            version = f"v{row['version']}" + (" (champion)" if end.get("champion") else "")
+            rows.append([ticker, version, f"as of {row['as_of']}: {forecast_words(row)}"])
+            rows[-1].append(end["verdict"])
+    table(f"tickercast {command}: forecasts", ["ticker", "version", "forecast", "verdict"], rows)
+    where = "" if data_dir == "data" else f" --data-dir {data_dir}"
+    print(
+        f"done in {elapsed()}. Next: `tickercast serve{where}` (the page at "
+        f"http://127.0.0.1:8000/) or `tickercast predict{where}` (every champion's forecast)"
+    )
 
 
 def run_cache(args: argparse.Namespace) -> int:
@@ -352,25 +399,43 @@ def _sync_mlflow(uri: str | None, data_dir: str, names: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _every_champion(args: argparse.Namespace) -> None:
+    """`predict` without --tickers forecasts every model that has a champion."""
+    from tickercast.config import PredictConfig
+    from tickercast.delivery import registry
+
+    if "tickers" in vars(args):
+        return
+    default = PredictConfig.leaf_field("data_dir").get_default(call_default_factory=True)
+    data_dir = vars(args).get("data_dir", default)
+    names = [r["name"] for r in registry.list_models(data_dir) if r.get("champion") is not None]
+    if not names:
+        raise ValueError(f"no champion under {data_dir}/models: run `tickercast retrain` first")
+    args.tickers = names
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from tickercast.config import PredictConfig
 
+    _every_champion(args)
     config = configure(args, PredictConfig, "tickercast.flows.predict")
+    from tickercast.app.epilogue import elapsed, forecast_words, table
     from tickercast.flows.predict import predict
 
     state, result = run_state(predict, config)
-    for row in result["forecasts"]:
-        band = ""
-        if row.get("lo_80") is not None:
-            band = f" [80%: {row['lo_80']:.4f} .. {row['hi_80']:.4f}]"
-        print(
-            f"{row['ticker']} v{row['version']} as of {row['as_of']}: {row['target']} "
-            f"(horizon {row['horizon']}, output {row['output']}) = {row['forecast']:.4f}{band}"
-        )
-    for ticker, message in result["failed"].items():
-        print(f"{ticker}: failed: {message}")
-    if result["path"]:
-        print(f"written to {result['path']}")
+
+    def show() -> None:
+        rows = [
+            [r["ticker"], f"v{r['version']}", str(r["as_of"]), forecast_words(r)]
+            for r in result["forecasts"]
+        ]
+        table("tickercast predict", ["ticker", "version", "as of", "forecast"], rows)
+        for ticker, message in result["failed"].items():
+            print(f"{ticker}: failed: {message}")
+        if result["path"]:
+            print(f"written to {result['path']} in {elapsed()}")
+
+    later(show)
     return _status("predict", state)
 
 
