@@ -17,8 +17,8 @@ import numpy as np
 
 from tickercast.choices import QUANTILES
 
-WIDTH, HEIGHT = 720, 300
-LEFT, RIGHT, TOP, BOTTOM = 58, 120, 16, 34
+WIDTH, HEIGHT = 540, 270
+LEFT, RIGHT, TOP, BOTTOM = 54, 112, 12, 30
 CLOSE, FORECAST = "#1d2430", "#1f5fbf"
 
 

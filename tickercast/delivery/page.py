@@ -21,6 +21,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tickercast.delivery.bundle import BundleError, read_manifest
+from tickercast.delivery.fanchart import fan_chart
+from tickercast.delivery.words import band_words, target_words, verdict_words
 from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
@@ -68,9 +70,25 @@ th,td{border-bottom:1px solid #e4e7ec;padding:3px 10px;text-align:left;vertical-
 .num{text-align:right;white-space:nowrap}
 tr.champion td{background:#f1f8f2;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px}
-figure{margin:0;flex:1 1 340px;max-width:560px}
+figure{margin:0;flex:1 1 420px;max-width:100%}
 figure img{width:100%;height:auto;border:1px solid #e4e7ec;border-radius:4px}
 figcaption{font-size:12px;color:#5b6575}
+.scroll{max-width:100%;overflow-x:auto}
+.fan{width:100%;height:auto;max-width:900px;display:block}
+.fan .tick{font-size:12px;fill:#39414e}
+.stale{background:#fff4dc;color:#8a4b00;font-weight:600}
+details{margin:6px 0}summary{cursor:pointer;color:#1f5fbf}
+.lead{font-size:16px;margin:6px 0}
+table.summary td,table.summary th{padding:6px 10px}
+@media (max-width:640px){
+header,main{padding:8px 10px}.card{padding:10px 10px}
+table.summary thead{display:none}
+table.summary,table.summary tbody,table.summary tr,table.summary td{display:block;width:auto}
+table.summary tr{border-bottom:2px solid #d8dce3;padding:4px 0}
+table.summary td{border:0;padding:2px 4px;text-align:left;white-space:normal}
+table.summary td::before{content:attr(data-label) ": ";color:#5b6575;font-weight:400}
+figure{flex-basis:100%}
+}
 """
 
 
@@ -105,6 +123,11 @@ def number(value: float | None) -> str:
 
 def percent(value: float | None, signed: bool = False) -> str:
     return "–" if value is None else fmt(value, "+.1%" if signed else ".1%")
+
+
+def _called(name: str, key: str, value: float | None) -> float | None:
+    """No direction hit rate for naive: it makes no up/down call ('–', not '0.0')."""
+    return None if key == "directional_accuracy" and name == NAIVE else value
 
 
 def metric_cell(key: str, value: float | None) -> str:
@@ -164,7 +187,10 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[object]], classes=()) 
             f'<td class="{"text" if isinstance(c, Raw) else "num"}">{esc(c)}</td>' for c in row
         )
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def when(stamp: object) -> str:
@@ -229,7 +255,7 @@ def test_split(metadata: Mapping) -> str:
             vs = f"{said} (p {format_p(m.get('dm_p'))})"
         rows.append(
             [Raw(esc(name))]
-            + [metric_cell(k, m.get(k)) for k, _ in METRIC_COLUMNS]
+            + [metric_cell(k, _called(name, k, m.get(k))) for k, _ in METRIC_COLUMNS]
             + [Raw(esc(vs))]
         )
     headers = ["forecaster", *(label for _, label in METRIC_COLUMNS), "DM test, model vs it"]
@@ -292,9 +318,10 @@ def walk_forward(metadata: Mapping) -> str:
 
 def figures(name: str, version: int, plots: list[str]) -> str:
     items = [
-        f'<figure><img src="{esc(plot_url(name, plot, version))}" '
-        f'alt="{esc(name)} v{version}: {esc(PLOTS[plot])}" loading="eager">'
-        f"<figcaption>{esc(PLOTS[plot])}</figcaption></figure>"
+        f'<figure><a href="{esc(plot_url(name, plot, version))}">'
+        f'<img src="{esc(plot_url(name, plot, version))}" '
+        f'alt="{esc(name)} v{version}: {esc(PLOTS[plot])}" loading="eager"></a>'
+        f"<figcaption>{esc(PLOTS[plot])} (click for full size)</figcaption></figure>"
         for plot in plots
     ]
     return f'<div class="plots">{"".join(items)}</div>' if items else ""
@@ -326,6 +353,7 @@ class ChampionView:
     forecast: list[dict] = field(default_factory=list)
     forecast_error: str | None = None
     error: str | None = None  # why the registry's champion is not the one served
+    history: tuple[list[str], list[float]] | None = None  # recent (days, closes) for the fan
 
 
 def champion_card(view: ChampionView) -> str:
@@ -348,21 +376,39 @@ def champion_card(view: ChampionView) -> str:
     ]
     if view.error:
         parts.append(f'<p class="warn">{esc(view.error)}</p>')
+    state, words = verdict_words(meta)
+    parts.append(f'<p class="lead"><span class="verdict {esc(state)}">{esc(words)}</span></p>')
+    if view.forecast:
+        row = view.forecast[0]
+        parts.append(
+            f'<p class="lead">{esc(target_words(row))} after {esc(row.get("as_of"))}: '
+            f"<strong>{price(row.get('forecast'))}</strong> ({esc(band_words(row) or 'no band')})"
+            "</p>"
+        )
+    if view.history is not None and view.forecast:
+        days, closes = view.history
+        title = f"{name}: closes and the next {spec.horizon} trading days' forecast"
+        parts.append(
+            f'<figure class="fanfig">{fan_chart(days, closes, view.forecast, title)}'
+            f"<figcaption>{esc(title)}: the thick line is the forecast, the dark band 80%, "
+            "the light band 95% (split-conformal, from the test windows)</figcaption></figure>"
+        )
     shrink = meta.get("shrinkage") or {}
-    shrunk = (
-        f" · shrunk toward naive (alpha {number(shrink.get('alpha'))})"
+    alpha = (
+        f"; shrinkage toward the last close: alpha {number(shrink.get('alpha'))}"
         if shrink.get("alpha") is not None
         else ""
     )
+    badge = verdict_badge(naive_test(meta.get("metrics") or {}))
     parts.append(
+        "<details><summary>Statistics behind the verdict</summary>"
+        f"<p>Against naive on the test split: {badge}{esc(alpha)}</p>"
         f'<p class="muted">target {esc(spec.target)}, horizon {spec.horizon} days, lookback '
         f"{spec.lookback}, features {esc(', '.join(spec.features))}; trained on "
         f"{esc(data.get('first_day'))} to {esc(data.get('last_day'))} "
-        f"({esc(data.get('source'))}), exported {esc(when(meta.get('created_at')))}"
-        f"{esc(shrunk)}</p>"
+        f"({esc(data.get('source'))}), exported {esc(when(meta.get('created_at')))}</p>"
+        "</details>"
     )
-    badge = verdict_badge(naive_test(meta.get("metrics") or {}))
-    parts.append(f"<p>Against naive on the test split: {badge}</p>")
     parts.append("<h3>Latest forecast</h3>")
     if view.forecast:
         parts.append(forecast_table(view.forecast))
@@ -380,8 +426,83 @@ def champion_card(view: ChampionView) -> str:
     return "".join(parts)
 
 
+STALE_DAYS = 5  # calendar days: a weekend and a holiday are not stale, a week is
+
+
+def data_age(as_of: object, today: dt.date | None = None) -> tuple[int | None, bool]:
+    """(days since the forecast's last data day, stale?)."""
+    try:
+        day = dt.date.fromisoformat(str(as_of)[:10])
+    except ValueError:
+        return None, False
+    days = ((today or dt.datetime.now(dt.UTC).date()) - day).days
+    return days, days > STALE_DAYS
+
+
+def age_text(days: int | None) -> str:
+    if days is None:
+        return "–"
+    if days >= 730:
+        return f"{days // 365} years"
+    if days >= 60:
+        return f"{days // 30} months"
+    return f"{days} day" + ("" if days == 1 else "s")
+
+
+def summary_table(views: list[ChampionView]) -> str:
+    """One row per champion: the answer at a glance, each row linking to its card. On a
+    phone the rows become stacked blocks (CSS), so nothing spills sideways."""
+    rows = []
+    for view in views:
+        link = f'<a href="#{esc(view.name)}">{esc(view.name)}</a>'
+        if view.bundle is None or not view.forecast:
+            why = view.error or view.forecast_error or "no champion"
+            version = f"v{view.bundle.version}" if view.bundle is not None else "–"
+            rows.append(
+                f'<tr><td data-label="ticker">{link}</td><td data-label="version">{version}</td>'
+                f'<td data-label="status" colspan="5" class="warn">{esc(why)}</td></tr>'
+            )
+            continue
+        row = view.forecast[0]
+        days, stale = data_age(row.get("as_of"))
+        state, words = verdict_words(view.bundle.metadata)
+        age_cls = ' class="stale"' if stale else ""
+        rows.append(
+            f'<tr><td data-label="ticker">{link}</td>'
+            f'<td data-label="version">v{view.bundle.version}</td>'
+            f'<td data-label="data as of">{esc(row.get("as_of"))}</td>'
+            f'<td data-label="data age"{age_cls}>{esc(age_text(days))}'
+            f"{' (stale)' if stale else ''}</td>"
+            f'<td data-label="last close" class="num">{price(row.get("last_close"))}</td>'
+            f'<td data-label="forecast"><strong>{price(row.get("forecast"))}</strong> '
+            f'<span class="muted">{esc(target_words(row))}</span><br>'
+            f"{esc(band_words(row))}</td>"
+            f'<td data-label="verdict"><span class="verdict {esc(state)}">{esc(words)}</span></td>'
+            "</tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "ticker",
+            "version",
+            "data as of",
+            "data age",
+            "last close",
+            "forecast",
+            "verdict",
+        )
+    )
+    return (
+        '<section class="card" id="summary"><h2>Every champion</h2>'
+        f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+        "</table>"
+        '<p class="muted">Download the latest forecasts: <a href="/downloads/forecasts.csv">'
+        'CSV</a> · <a href="/downloads/forecasts.json">JSON</a></p></section>'
+    )
+
+
 def index_page(views: list[ChampionView], data_dir: str | Path) -> str:
-    """`/`: every model name with its served champion."""
+    """`/`: a summary row per champion, then each champion's card."""
     served = sum(1 for v in views if v.bundle is not None)
     cards = "".join(champion_card(v) for v in views) or (
         f'<p class="warn">No models under {esc(data_dir)}: run <code>tickercast retrain</code> '
@@ -392,7 +513,7 @@ def index_page(views: list[ChampionView], data_dir: str | Path) -> str:
         f'<p class="muted">{served} of {len(views)} models served from {esc(data_dir)} · '
         f"{esc(_now())} · verdicts are Diebold-Mariano tests at 5% · "
         '<a href="/docs">API</a></p></header>'
-        f"<main>{cards}</main>"
+        f"<main>{summary_table(views) if views else ''}{cards}</main>"
     )
     return document("Tickercast champions", body)
 
