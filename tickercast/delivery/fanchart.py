@@ -59,15 +59,16 @@ def fan_chart(dates: Sequence[str], closes: Sequence[float], rows: list[dict], t
     last = dt.date.fromisoformat(str(dates[-1])[:10])
     horizon = int(rows[0].get("horizon") or len(rows))
     future = _days_after(last, horizon)
-    span = len(closes) - 1 + horizon
-    # each output's x: spread over the horizon when there are several, else the whole block
+    # the coming days get at least a sixth of the width: a 5-day block after six months
+    # of closes would be a sliver
+    ahead = max(float(horizon), len(closes) / 5)
+    start = len(closes) - 1
+    span = start + ahead
     if len(rows) == 1:
-        xs = [(len(closes) - 1 + 0.5, span)]
+        xs = [(start + ahead * 0.1, span)]
     else:
-        step = horizon / len(rows)
-        xs = [
-            (len(closes) - 1 + step * j, len(closes) - 1 + step * (j + 1)) for j in range(len(rows))
-        ]
+        step = ahead / len(rows)
+        xs = [(start + step * j, start + step * (j + 1)) for j in range(len(rows))]
     values = list(closes) + [
         v
         for r in rows
@@ -99,7 +100,7 @@ def fan_chart(dates: Sequence[str], closes: Sequence[float], rows: list[dict], t
             f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" class="tick">'
             f"{v:,.2f}</text>"
         )
-    ticks = [0, len(closes) // 2, len(closes) - 1]
+    ticks = [0, len(closes) // 2]  # the last close's day is the forecast's "as of"
     for i in ticks:
         parts.append(
             f'<text x="{x(i):.1f}" y="{HEIGHT - 12}" text-anchor="middle" class="tick">'

@@ -74,8 +74,8 @@ figure{margin:0;flex:1 1 420px;max-width:100%}
 figure img{width:100%;height:auto;border:1px solid #e4e7ec;border-radius:4px}
 figcaption{font-size:12px;color:#5b6575}
 .scroll{max-width:100%;overflow-x:auto}
-.fan{width:100%;height:auto;max-width:900px;display:block}
-.fan .tick{font-size:12px;fill:#39414e}
+.fan{width:100%;height:auto;max-width:760px;display:block}
+.fan .tick{font-size:13px;fill:#39414e}
 .stale{background:#fff4dc;color:#8a4b00;font-weight:600}
 details{margin:6px 0}summary{cursor:pointer;color:#1f5fbf}
 .lead{font-size:16px;margin:6px 0}
