@@ -32,7 +32,9 @@ ROUTES = (
     ("GET", "/", "HTML: every champion, its forecast, verdict, figures and plots"),
     ("GET", "/tickers/{ticker}", "HTML: every version of one model and its history"),
     ("GET", "/models/{ticker}/plots/{plot}.png", "a plot of the champion (or ?version=N)"),
-    ("GET", "/docs", "the API's interactive documentation"),
+    ("GET", "/downloads/forecasts.{csv|json}", "every champion's latest forecast"),
+    ("GET", "/downloads/{ticker}/v{N}/test.{csv|json}", "a version's test predictions"),
+    ("GET", "/docs", "the API's documentation (self-contained, works offline)"),
     ("GET", "/openapi.json", "the API's schema"),
 )
 

@@ -540,7 +540,9 @@ def add_docs_and_downloads(app: FastAPI, champions: Champions, champion_view) ->
             return JSONResponse(rows, headers=disposition)
         return PlainTextResponse(to_csv(rows), media_type="text/csv", headers=disposition)
 
-    @app.get("/downloads/forecasts.{fmt}", responses={200: {"description": "CSV or JSON"}})
+    files = {200: {"content": {"text/csv": {}, "application/json": {}}, "description": "a file"}}
+
+    @app.get("/downloads/forecasts.{fmt}", response_class=Response, responses=files)
     def forecasts_download(fmt: Literal["csv", "json"]) -> Response:
         """The latest forecast of every champion, one row per ticker and output."""
         rows = [r for n in champions.names() for r in champion_view(n).forecast]
@@ -548,7 +550,8 @@ def add_docs_and_downloads(app: FastAPI, champions: Champions, champion_view) ->
 
     @app.get(
         "/downloads/{ticker}/v{version}/test.{fmt}",
-        responses={200: {"description": "CSV or JSON"}, **errors(404, 503)},
+        response_class=Response,
+        responses={**files, **errors(404, 503)},
     )
     def test_download(ticker: str, version: int, fmt: Literal["csv", "json"]) -> Response:
         """A version's test-split predictions: every forecaster, the actual, the bands."""

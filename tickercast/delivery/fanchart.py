@@ -90,7 +90,7 @@ def fan_chart(dates: Sequence[str], closes: Sequence[float], rows: list[dict], t
 
     parts = [
         f'<svg class="fan" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{html.escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f'aria-label="{html.escape(title)}">',
         f"<title>{html.escape(title)}</title>",
     ]
     for v in np.linspace(lo + pad, hi - pad, 5):

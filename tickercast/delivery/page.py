@@ -23,6 +23,7 @@ from urllib.parse import quote
 from tickercast.delivery.bundle import BundleError, read_manifest
 from tickercast.delivery.fanchart import fan_chart
 from tickercast.delivery.words import band_words, target_words, verdict_words
+from tickercast.delivery.words import naive_test as words_naive_test
 from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
@@ -206,8 +207,7 @@ def when(stamp: object) -> str:
 
 def naive_test(metrics: Mapping) -> dict:
     """The Diebold-Mariano test of the model against naive that evaluation recorded."""
-    naive = metrics.get(NAIVE) or {}
-    return {"p_value": naive.get("dm_p"), "verdict": naive.get("dm_verdict")}
+    return words_naive_test({"metrics": metrics})
 
 
 def verdict_badge(test: Mapping, name: str = NAIVE) -> str:
@@ -546,12 +546,108 @@ def plot_links(name: str, version: int, version_dir: Path) -> str:
     return " ".join(f'<a href="{esc(plot_url(name, p, version))}">{esc(p)}</a>' for p in plots)
 
 
-def _naive_verdict(version_dir: Path) -> dict:
+def _metadata(version_dir: Path) -> dict:
     try:
-        meta = json.loads((version_dir / "metadata.json").read_text())
+        return json.loads((version_dir / "metadata.json").read_text())
     except (OSError, ValueError):
         return {}
-    return naive_test(meta.get("metrics") or {})
+
+
+def _naive_verdict(version_dir: Path) -> dict:
+    meta = _metadata(version_dir)
+    return naive_test(meta.get("metrics") or {}) if meta else {}
+
+
+DATA_FIELDS = ("source", "first_day", "last_day", "rows", "dropped_null_rows", "sha256")
+DIFF_METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("skill", "skill vs naive"))
+
+
+def changes(new: Mapping, old: Mapping, keys: Iterable[str] | None = None) -> list[list]:
+    """[key, old, new] for every key whose value differs (paths and times left out)."""
+    keys = keys or sorted(set(new) | set(old))
+    out = []
+    for key in keys:
+        if key in ("data_dir", "created_at") or new.get(key) == old.get(key):
+            continue
+        out.append([Raw(esc(key)), Raw(esc(_short(old.get(key)))), Raw(esc(_short(new.get(key))))])
+    return out
+
+
+def _short(value: object) -> str:
+    text = "–" if value is None else str(value)
+    return text[:12] + "…" if len(text) == 64 and text.isalnum() else text  # a sha256
+
+
+def run_links(meta: Mapping) -> str:
+    """Links to the version's Prefect flow run and MLflow run, when its metadata records
+    them (`runs`: {"prefect": url, "mlflow": url}); otherwise says so."""
+    runs = meta.get("runs") or {}
+    found = [
+        f'<a href="{esc(url)}">{esc(name)} run</a>'
+        for name, url in (("Prefect flow", runs.get("prefect")), ("MLflow", runs.get("mlflow")))
+        if isinstance(url, str) and url.startswith(("http://", "https://", "/"))
+    ]
+    return " · ".join(found) or '<span class="muted">no Prefect or MLflow run recorded</span>'
+
+
+def compare_versions(name: str, versions: list[int], versions_dir: Path, champion) -> str:
+    """Per version (newest first): its test-split plot, what changed since the version
+    before it (metrics, config, data), its downloads and its runs."""
+    metas = {v: _metadata(versions_dir / str(v)) for v in versions}
+    parts = []
+    for i, v in enumerate(versions):
+        meta, before = metas[v], metas.get(versions[i + 1]) if i + 1 < len(versions) else None
+        body = [
+            f"<p>{run_links(meta)} · test predictions: "
+            f'<a href="/downloads/{quote(name, safe="")}/v{v}/test.csv">CSV</a> · '
+            f'<a href="/downloads/{quote(name, safe="")}/v{v}/test.json">JSON</a></p>'
+        ]
+        try:
+            plots = [p for p in listed_plots(versions_dir / str(v)) if p == "forecast"]
+        except BundleError:
+            plots = []
+        body.append(figures(name, v, plots))
+        if before is not None:
+            prev = versions[i + 1]
+            new_m, old_m = (
+                (meta.get("metrics") or {}).get(MODEL) or {},
+                (before.get("metrics") or {}).get(MODEL) or {},
+            )
+            rows = []
+            for key, label in DIFF_METRICS:
+                a, b = old_m.get(key), new_m.get(key)
+                delta = None if a is None or b is None else b - a
+                rows.append(
+                    [
+                        Raw(label),
+                        metric_cell(key, a),
+                        metric_cell(key, b),
+                        percent(delta, signed=True)
+                        if key == "skill"
+                        else ("–" if delta is None else f"{delta:+.4g}"),
+                    ]
+                )
+            body.append(
+                f"<h3>Test metrics, v{prev} → v{v}</h3>"
+                + table(("metric", f"v{prev}", f"v{v}", "change"), rows)
+            )
+            config = changes(meta.get("config") or {}, before.get("config") or {})
+            data = changes(meta.get("data") or {}, before.get("data") or {}, DATA_FIELDS)
+            for title, diff in (("Config changes", config), ("Data changes", data)):
+                body.append(
+                    f"<h3>{title} since v{prev}</h3>"
+                    + (
+                        table(("setting", f"v{prev}", f"v{v}"), diff)
+                        if diff
+                        else '<p class="muted">none</p>'
+                    )
+                )
+        opened = " open" if v == champion else ""
+        parts.append(
+            f"<details{opened}><summary>v{v}{' (champion)' if v == champion else ''}"
+            f"</summary>{''.join(body)}</details>"
+        )
+    return '<section class="card"><h2>Compare versions</h2>' + "".join(parts) + "</section>"
 
 
 def ticker_page(
@@ -610,6 +706,8 @@ def ticker_page(
     if error:
         body.append(f'<p class="warn">{esc(error)}</p>')
     body.append(f'<section class="card"><h2>Versions</h2>{table(headers, rows, classes)}</section>')
+    numbers = [v["version"] for v in reversed(shown.get("versions") or [])]
+    body.append(compare_versions(name, numbers, versions_dir, champion))
     body.append(
         '<section class="card"><h2>Registry history</h2>'
         + (
