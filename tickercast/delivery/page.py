@@ -58,7 +58,8 @@ h1{margin:8px 0 2px;font-size:24px}h2{margin:0 0 6px;font-size:20px}
 h3{margin:16px 0 4px;font-size:15px}
 a{color:#1f5fbf}
 .muted{color:#5b6575}
-.card{background:#fff;border:1px solid #d8dce3;border-radius:8px;margin:16px 0;padding:14px 18px}
+.card,.overview{background:#fff;border:1px solid #d8dce3;border-radius:8px;margin:16px 0;
+padding:14px 18px}
 .card.problem{border-color:#d38b00}
 .tag{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;background:#e9edf3;
 margin-left:6px;vertical-align:middle}
@@ -82,7 +83,7 @@ details{margin:6px 0}summary{cursor:pointer;color:#1f5fbf}
 .lead{font-size:16px;margin:6px 0}
 table.summary td,table.summary th{padding:6px 10px}
 @media (max-width:640px){
-header,main{padding:8px 10px}.card{padding:10px 10px}
+header,main{padding:8px 10px}.card,.overview{padding:10px 10px}
 table.summary thead{display:none}
 table.summary,table.summary tbody,table.summary tr,table.summary td{display:block;width:auto}
 table.summary tr{border-bottom:2px solid #d8dce3;padding:4px 0}
@@ -493,7 +494,7 @@ def summary_table(views: list[ChampionView]) -> str:
         )
     )
     return (
-        '<section class="card" id="summary"><h2>Every champion</h2>'
+        '<section class="overview" id="summary"><h2>Every champion</h2>'
         f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
         "</table>"
         '<p class="muted">Download the latest forecasts: <a href="/downloads/forecasts.csv">'
