@@ -32,6 +32,8 @@ same ticker wait for one computation instead of repeating it.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tickercast.errors import CorruptPartitionError
+from tickercast.evaluation.jsonsafe import clean
 from tickercast.tickers import InvalidTickerError, validate_ticker
 
 if TYPE_CHECKING:
@@ -216,6 +219,7 @@ def errors(*codes: int) -> dict:
     what = {
         404: "unknown ticker, version or file",
         413: "request body too large",
+        422: "an invalid ticker or request",
         503: "stored data fails verification or cannot be read",
     }
     return {code: {"model": ErrorDetail, "description": what[code]} for code in codes}
@@ -347,6 +351,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
                 prices = lake.read_partition(champions.data_dir, name)
                 rows = forecast_next(entry.bundle, prices, name)
                 entry.last_forecast = (stamp, rows)
+                keep_issued(rows)
                 return rows
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
@@ -354,6 +359,16 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             raise HTTPException(503, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
+
+    def keep_issued(rows: list[dict]) -> None:
+        """Every forecast served goes into the ledger once; a failure to record it is
+        logged, and the forecast is still served."""
+        from tickercast.delivery import ledger
+
+        try:
+            ledger.append(champions.data_dir, rows)
+        except Exception:  # noqa: BLE001 - recording must never block serving
+            logging.getLogger(__name__).exception("could not record the forecast in the ledger")
 
     def registry_champion(name: str) -> int | None:
         from tickercast.delivery.registry import RegistryError, read_registry
@@ -391,6 +406,27 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         name = validate_ticker(ticker)
         rows = latest_forecast(entry, name)
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
+
+    @app.get("/ledger/{ticker}", responses=errors(404, 422))
+    def ledger_rows(ticker: str) -> dict:
+        """The forecasts this ticker's champions published, scored where the truth has
+        arrived, and the live record (skill vs naive, coverage, a flag)."""
+        from tickercast.delivery import ledger
+
+        try:
+            name = validate_ticker(ticker)
+        except InvalidTickerError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        kept = ledger.read(champions.data_dir, name)
+        if kept.empty:
+            raise HTTPException(404, f"no forecast of {name} in the ledger")
+        scored = ledger.score(champions.data_dir, name)
+        return {
+            "ticker": name,
+            "issued": len(kept),
+            "live": clean(ledger.live_record(scored)),  # NaN -> null
+            "scored": json.loads(scored.to_json(orient="records", date_format="iso")),
+        }
 
     @app.post("/predict", response_model=Forecast, responses=errors(404, 413))
     def predict(request: PredictRequest) -> dict:

@@ -19,6 +19,7 @@ from tickercast.records import (
     Trained,
     WalkedForward,
 )
+from tickercast.tickers import slug as ticker_slug
 
 
 @task(name="export")
@@ -105,7 +106,7 @@ def _publish(ticker: str, bundle: Path, evaluated: Evaluated, metadata: dict) ->
     from tickercast.delivery.report import retrain_report
     from tickercast.evaluation.report import report_rows
 
-    slug = "".join(c if c.isalnum() else "-" for c in ticker.lower())
+    slug = ticker_slug(ticker)
     create_table_artifact(
         report_rows(evaluated.metrics),
         key=f"metrics-{slug}",

@@ -8,6 +8,8 @@ from prefect.logging import get_run_logger
 
 from tickercast.records import Exported
 from tickercast.sections import Gate
+from tickercast.tasks.events import emit
+from tickercast.tickers import slug as ticker_slug
 
 
 @task(name="promote")
@@ -34,8 +36,16 @@ def promote_step(
         level=gate.promotion_level,
     )
     verb = "promoted to champion" if event["action"] == "promote" else "not promoted"
+    emit(
+        "champion.promoted" if event["action"] == "promote" else "challenger.refused",
+        ticker,
+        event["version"],
+        reason=event["reason"],
+        champion_before=event["champion_before"],
+        champion_after=event["champion_after"],
+    )
     get_run_logger().info("%s v%s %s: %s", ticker, event["version"], verb, event["reason"])
-    slug = "".join(c if c.isalnum() else "-" for c in ticker.lower())
+    slug = ticker_slug(ticker)
     create_markdown_artifact(
         "\n".join(
             [

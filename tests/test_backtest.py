@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from tests.synthetic import price_frame as frame
+from tickercast.backtest.initial import check_initial
 from tickercast.backtest.rolling import best_lag, rolling_backtest, score_forecasts
 from tickercast.choices import BASELINES
 from tickercast.evaluation.baseline_registry import forecast_rolling
 from tickercast.evaluation.baselines import training_scale
-from tickercast.folds import BacktestError, check_initial, refit_folds, rolling_origins
+from tickercast.folds import BacktestError, refit_folds, rolling_origins
 from tickercast.modeling.preprocess import target_prices, to_prices
 from tickercast.sections import RollingSpec
 

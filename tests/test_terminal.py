@@ -1,7 +1,7 @@
 """The terminal as people see it: a one-ticker retrain in a pseudo-terminal prints no
 TensorFlow start-up banner, no CUDA error line on a machine without a GPU, no retracing
-warning, and ends (after Prefect's own shutdown lines) with the forecast; the noise filter
-and the plain-text tables on their own."""
+warning, and ends (after Prefect's own shutdown lines) with the forecast; the plain-text
+tables and the verdict words on their own (tests/test_quiet.py: the import alone)."""
 
 from __future__ import annotations
 
@@ -89,46 +89,6 @@ def test_a_one_ticker_run_is_quiet_and_ends_with_the_forecast(tmp_path):
     assert "Over all folds the model is " in text and "DM p = " in text
     assert not re.search(r"DM p \d\.\d{4,}", text), "an unrounded p-value"
     assert "AAPL fold 1 epochs" in text  # the fold's bar names the ticker
-
-
-def test_the_noise_filter_drops_exactly_tensorflows_start_up_lines():
-    from tickercast.quiet import is_noise
-
-    for line in (
-        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-        "I0000 00:00:1796281037.515883   14265 port.cc:153] oneDNN custom operations are on.",
-        "I0000 00:00:1796281037.517627   14265 cudart_stub.cc:31] Could not find cuda drivers",
-        "E0000 00:00:1796281053.212945   14265 cuda_platform.cc:52] failed call to cuInit: (303)",
-        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
-        "with the appropriate compiler flags.",
-    ):
-        assert is_noise(line), line
-    for line in (
-        "07:03:25.603 | INFO    | Flow run 'devious-manul' - Beginning flow run",
-        "E0000 00:00:1796281053.212945   14265 other.cc:1] a real error elsewhere",
-        "AAPL epochs ━━━━━━━ 1/2",
-    ):
-        assert not is_noise(line), line
-
-
-def test_quiet_import_of_tensorflow_in_a_fresh_process():
-    """Importing TensorFlow after `quiet.install()` prints none of its banner; with
-    TICKERCAST_TF_LOGS=1 it is all there again."""
-    code = (
-        "from tickercast import quiet; quiet.install()\n"
-        "import tensorflow as tf; tf.constant(1) + 1; print('ok')\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
-    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert quiet.returncode == 0 and quiet.stdout.strip() == "ok", quiet.stderr
-    assert "oneDNN" not in quiet.stderr and "cuda" not in quiet.stderr.lower(), quiet.stderr
-    loud = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**env, "TICKERCAST_TF_LOGS": "1"},
-    )
-    assert loud.returncode == 0 and "oneDNN" in loud.stderr
 
 
 def test_plain_tables_and_forecast_words():

@@ -37,6 +37,16 @@ MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
 # model's preprocessing exists (the retrain evaluation and its walk-forward).
 Baseline = Literal["naive", "drift", "mean", "moving_average", "moving_average_horizon", "ridge"]
 InputsBaseline = Literal["ridge_inputs"]
+# Distribution baselines (issue 21): bands on the QUANTILES grid around a given median, each
+# a daily-variance forecaster mapped onto the target and calibrated split-conformally.
+DistributionBaseline = Literal[
+    "volatility_conformal", "ewma", "garch_t", "gjr_garch_t", "unconditional"
+]
+# The baselines' parameters' defaults (the registry, the arithmetic and the backtest's
+# config section read them here)
+MA_WINDOW = 20  # moving_average: closes averaged
+RIDGE_LAGS = 5  # ridge: daily log returns the regression reads
+RIDGE_ALPHA = 1.0  # ridge: L2 penalty on the standardised coefficients
 BacktestModel = Literal[ModelName, Baseline]
 Window = Literal["expanding", "sliding"]
 MaseScale = Literal["series", "origin"]
@@ -45,6 +55,7 @@ PromotionMetric = Literal["rmse", "mae", "mape", "smape", "mase"]
 Device = Literal["auto", "cpu", "gpu"]
 OnCorrupt = Literal["reingest", "skip", "fail"]
 OnQuirk = Literal["repair", "drop", "fail"]  # a kept row's vendor quirks: see market/validate.py
+OnGap = Literal["split", "refuse", "bridge"]  # windows over a gap in the days: modeling/windows.py
 FailOn = Literal["any", "all", "never"]
 Preset = Literal["recommended", "tutorial"]
 TaskRunner = Literal["threads", "dask"]
@@ -68,10 +79,12 @@ TARGETS = values(Target)
 NETWORKS = values(ModelName)
 BASELINES = values(Baseline)
 INPUTS_BASELINES = values(InputsBaseline)
+DISTRIBUTION_BASELINES = values(DistributionBaseline)
 WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)
 ON_QUIRK = values(OnQuirk)
+ON_GAP = values(OnGap)
 PROGRESS_MODES = values(ProgressMode)
 
 # The quantile grid of every distribution forecast (the network's quantile head, the

@@ -38,7 +38,6 @@ from tickercast.sections import (
     Storage,
     Training,
     WalkForward,
-    check_rolling,
     field_of,
 )
 from tickercast.tickers import validate_ticker
@@ -125,7 +124,7 @@ class Ingests(_Config):
 class RetrainConfig(Ingests):
     """Everything one retrain run depends on. The defaults are the recommended settings
     (scale-free inputs, a target relative to the last close, shrinkage toward naive);
-    `preset="tutorial"` reproduces the reference tutorial."""
+    `preset="tutorial"` gives the reference tutorial's inputs, target and no shrinkage."""
 
     preprocessing: PreprocessSettings = section(PreprocessSettings)
     network: Network = section(Network)
@@ -211,7 +210,10 @@ class PredictConfig(_Config):
     """The `predict` flow's one parameter: which champions forecast, from which lake."""
 
     tickers: list[str] = tickers_field(
-        description="Tickers whose champion model forecasts the next horizon."
+        default_factory=list,
+        min_length=0,
+        description="Tickers whose champion model forecasts the next horizon (none given: "
+        "every ticker with a champion under the data dir).",
     )
     execution: PredictExecution = section(PredictExecution)
 
@@ -236,6 +238,8 @@ class BacktestConfig(Ingests):
 
     @model_validator(mode="after")
     def _consistent(self) -> BacktestConfig:
+        from tickercast.backtest.initial import check_rolling
+
         check_rolling(self.preprocessing, self.backtest, self.network)
         return self
 

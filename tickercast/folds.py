@@ -3,13 +3,12 @@ forecasts (vocabulary in `tickercast.backtest`). Pure index arithmetic, no data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tickercast.choices import NETWORKS, WINDOWS
-from tickercast.evaluation.baseline_registry import minimum_rows
 
 
 class BacktestError(ValueError):
@@ -160,36 +159,33 @@ def minimum_initial(
     horizon: int,
     lookback: int,
     val_fraction: float,
-    **baseline_params,
-) -> dict[str, int]:
-    """The smallest first training window (rows) each model needs (a baseline's from
-    `tickercast.evaluation.baseline_registry`, at the parameters given or its defaults)."""
-    need: dict[str, int] = {}
+    baseline_needs: Mapping[str, tuple[int, str]],
+) -> dict[str, tuple[int, str]]:
+    """The smallest first training window (rows) each model needs, and why: a network's
+    from its lookback, horizon and validation share, a baseline's as given
+    (`baseline_needs`, from `tickercast.backtest.initial`)."""
+    need: dict[str, tuple[int, str]] = {}
     for name in models:
-        if name in NETWORKS:
-            rows = lookback + 2 * horizon
-            while not _network_fits(rows, lookback, horizon, val_fraction):
-                rows += 1
-            need[name] = rows
-        else:
-            need[name] = minimum_rows([name], horizon, baseline_params)[name][0]
+        if name not in NETWORKS:
+            need[name] = baseline_needs[name]
+            continue
+        rows = lookback + 2 * horizon
+        while not _network_fits(rows, lookback, horizon, val_fraction):
+            rows += 1
+        need[name] = (
+            rows,
+            f"lookback {lookback} + horizon {horizon} training rows and {horizon} validation "
+            f"rows at val_fraction {val_fraction}",
+        )
     return need
 
 
 def check_initial(initial: int, models: Sequence[str], **settings) -> None:
-    """Refuse, naming the model and the setting, a first window too short for a model."""
-    for name, rows in minimum_initial(models, **settings).items():
-        if initial >= rows:
-            continue
-        if name in NETWORKS:
-            why = (
-                f"lookback {settings['lookback']} + horizon {settings['horizon']} training "
-                f"rows and {settings['horizon']} validation rows at val_fraction "
-                f"{settings['val_fraction']}"
+    """Refuse, naming the model and the setting, a first window too short for a model
+    (`settings`: those of `minimum_initial`)."""
+    for name, (rows, why) in minimum_initial(models, **settings).items():
+        if initial < rows:
+            raise BacktestError(
+                f"initial {initial} is too short for model {name!r}: it needs at least "
+                f"{rows} rows ({why})"
             )
-        else:
-            why = minimum_rows([name], settings["horizon"], settings)[name][1]
-        raise BacktestError(
-            f"initial {initial} is too short for model {name!r}: it needs at least "
-            f"{rows} rows ({why})"
-        )

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from tickercast.tickers import slug
+
 GPU_CONCURRENCY_LIMIT = "tickercast-gpu"
 """Name of the Prefect global concurrency limit taken around GPU training
 (create it with `prefect gcl create tickercast-gpu --limit 1`; absent = no limit)."""
@@ -57,8 +59,7 @@ def progress(
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
         if artifact is None:
-            slug = "".join(c if c.isalnum() else "-" for c in key.lower())
-            return create_progress_artifact(value, key=slug[:100], description=description)
+            return create_progress_artifact(value, key=slug(key)[:100], description=description)
         update_progress_artifact(artifact, value, description=description)
     except Exception as exc:
         logger.warning("progress artifact not updated: %s", exc)

@@ -30,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 
 from tickercast.choices import (
+    MA_WINDOW,
     MIN_UNITS,
+    RIDGE_ALPHA,
+    RIDGE_LAGS,
     BacktestModel,
     Baseline,
     Device,
@@ -39,6 +42,7 @@ from tickercast.choices import (
     Mode,
     ModelName,
     OnCorrupt,
+    OnGap,
     OnQuirk,
     PromotionMetric,
     Source,
@@ -46,7 +50,6 @@ from tickercast.choices import (
     TaskRunner,
     Window,
 )
-from tickercast.evaluation.baselines import MA_WINDOW, RIDGE_ALPHA, RIDGE_LAGS
 from tickercast.market.options import IngestOptions
 
 
@@ -127,7 +130,15 @@ class IngestChecks(Section):
         "open/high/low/adj_close (Yahoo's old history): repair = keep it, those fields "
         "marked missing (a flat bar's open set to its close), counted per quirk in the "
         "report; drop = drop such rows, counted; fail = refuse the file or answer. Rows "
-        "without a valid close are dropped.",
+        "without a valid close are dropped. A bad close print (a one-day jump that "
+        "reverts, a close far outside its own bar, a last day far outside the recent "
+        "volatility) is dropped by repair and drop, refused by fail.",
+    )
+    replace: bool = Field(
+        _INGEST.replace,
+        description="Let a source replace a stored history it does not cover (fewer rows, "
+        "a later start, missing days): the removed days are counted and warned about. "
+        "Without it such a source is refused, naming the counts, and nothing is changed.",
     )
 
     def options(self) -> IngestOptions:
@@ -227,6 +238,19 @@ class Windowing(Section):
         "always mapped back to prices.",
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows for validation.")
+    gap_days: int = Field(
+        5,
+        ge=1,
+        le=250,
+        description="A gap in the trading days: more than this many weekdays missing "
+        "between two consecutive rows (rows dropped at ingest, a suspension).",
+    )
+    on_gap: OnGap = Field(
+        "split",  # type: ignore[arg-type]
+        description="Windows whose days span a gap: split = not built, counted (the "
+        "series is cut at the gap); refuse = fail the ticker, naming the gaps; bridge = "
+        "built as if the days were consecutive, counted.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -501,23 +525,6 @@ class Rolling(Section):
         return unique(value)
 
 
-def check_rolling(windowing: Windowing, rolling: Rolling, network: Architecture) -> None:
-    """What a backtest refuses before any work: a stacked model with one units entry, a
-    first window too short for a model (naming the model and the setting)."""
-    from tickercast.folds import check_initial
-
-    check_stacking(rolling.model, network.units)
-    check_initial(
-        rolling.initial,
-        rolling.model,
-        horizon=windowing.horizon,
-        lookback=windowing.lookback,
-        val_fraction=windowing.val_fraction,
-        ridge_lags=rolling.ridge_lags,
-        ma_window=rolling.ma_window,
-    )
-
-
 class BacktestTraining(Training):
     """A backtest's network fits: fewer epochs and a shorter patience by default."""
 
@@ -724,7 +731,7 @@ class RollingSpec(Composite):
 
     @model_validator(mode="after")
     def _consistent(self) -> RollingSpec:
-        check_rolling(self.preprocessing, self.backtest, self.network)
+        check_stacking(self.backtest.model, self.network.units)
         return self
 
     def fit_spec(self, model: str) -> FitSpec:

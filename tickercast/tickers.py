@@ -19,3 +19,10 @@ def validate_ticker(symbol: str) -> str:
             f"invalid ticker {symbol!r}: use 1-20 characters from letters, digits and . - ^ ="
         )
     return symbol.upper()
+
+
+def slug(text: str, lower: bool = True) -> str:
+    """`text` with every character but letters and digits as '-': a ticker (or key) in a
+    Prefect artifact key or a Keras layer name, which allow no other characters."""
+    text = text.lower() if lower else text
+    return "".join(c if c.isalnum() else "-" for c in text)

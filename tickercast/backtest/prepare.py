@@ -16,6 +16,7 @@ import pandas as pd
 
 from tickercast.evaluation.evaluate import predict_prices
 from tickercast.folds import Fold, WalkForwardError
+from tickercast.layout import MODEL_FILE
 from tickercast.modeling.features import build_features
 from tickercast.modeling.preprocess import Preprocessing, filter_dates, preprocess
 from tickercast.modeling.windows import anchors_for
@@ -125,7 +126,7 @@ def keras_fit(
     summary = train_model(
         seen, anchors, spec.lookback, fit, out_dir, logger, naive=naive_output(spec), label=label
     )
-    model = keras.models.load_model(out_dir / "model.keras", safe_mode=True, compile=False)
+    model = keras.models.load_model(out_dir / MODEL_FILE, safe_mode=True, compile=False)
 
     def forecast(arrays: dict, fold_anchors: np.ndarray) -> np.ndarray:
         return predict_prices(model, spec, arrays["x"], fold_anchors, arrays["close"])

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # loading one does import it; finding and checking versions (
     from tickercast.modeling.preprocess import Preprocessing
 
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("model.keras", "preprocessing.json", "metadata.json")
+REQUIRED_FILES = (layout.MODEL_FILE, layout.SPEC_FILE, layout.METADATA_FILE)
 SAVED_MODEL = "saved_model"
 SERVING = "serving.json"
 SIGNATURE = "serving_default"
@@ -69,19 +69,12 @@ def latest_with_inputs(data_dir: str | Path, name: str, key: str) -> dict | None
         return None
     path = bundle_path(data_dir, name, versions[-1])
     try:
-        if json.loads((path / "metadata.json").read_text()).get("inputs_key") != key:
+        if read_metadata(path).get("inputs_key") != key:
             return None
         verify_bundle(path)
     except (OSError, ValueError, BundleError):
         return None
     return {"version": versions[-1], "path": str(path)}
-
-
-def latest_bundle(data_dir: str | Path, name: str) -> Path:
-    versions = list_versions(data_dir, name)
-    if not versions:
-        raise FileNotFoundError(f"no model bundle for {name} under {versions_dir(data_dir, name)}")
-    return versions_dir(data_dir, name) / str(versions[-1])
 
 
 def _bundle_files(root: Path) -> list[Path]:
@@ -120,7 +113,7 @@ def write_bundle(data_dir: str | Path, name: str, files: dict[str, Path], metada
                 shutil.copytree(source, staging / target)
             else:
                 shutil.copyfile(source, staging / target)
-        write_json(staging / "metadata.json", metadata)
+        write_json(staging / layout.METADATA_FILE, metadata)
         manifest = {
             p.relative_to(staging).as_posix(): file_sha256(p) for p in _bundle_files(staging)
         }
@@ -161,6 +154,12 @@ def _safe_relative(bundle: Path, name: str) -> Path:
     if not name or rel.is_absolute() or ".." in rel.parts or "\\" in name:
         raise BundleError(f"bundle {bundle}: manifest names an unsafe path {name!r}")
     return bundle.joinpath(*rel.parts)
+
+
+def read_metadata(bundle: str | Path) -> dict:
+    """A bundle's metadata.json, parsed (OSError / ValueError when missing or unreadable:
+    each caller says what that means for it)."""
+    return json.loads((Path(bundle) / layout.METADATA_FILE).read_text())
 
 
 def read_manifest(bundle: str | Path) -> dict[str, str]:
@@ -217,11 +216,11 @@ def load_bundle(bundle: str | Path) -> Bundle:
     bundle = Path(bundle)
     verify_bundle(bundle)
     try:
-        model = keras.models.load_model(bundle / "model.keras", safe_mode=True, compile=False)
+        model = keras.models.load_model(bundle / layout.MODEL_FILE, safe_mode=True, compile=False)
         from tickercast.modeling.preprocess import Preprocessing
 
-        spec = Preprocessing.from_json(json.loads((bundle / "preprocessing.json").read_text()))
-        metadata = json.loads((bundle / "metadata.json").read_text())
+        spec = Preprocessing.from_json(json.loads((bundle / layout.SPEC_FILE).read_text()))
+        metadata = read_metadata(bundle)
     except Exception as exc:  # checksums matched, yet unreadable: refuse, naming the bundle
         raise BundleError(f"bundle {bundle}: cannot be loaded: {exc}") from exc
     return Bundle(bundle, model, spec, metadata)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import html
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tickercast.delivery.bundle import BundleError, read_manifest
+from tickercast.delivery.bundle import BundleError, read_manifest, read_metadata
 from tickercast.delivery.fanchart import fan_chart
 from tickercast.delivery.words import band_words, target_words, verdict_words
 from tickercast.delivery.words import naive_test as words_naive_test
@@ -549,7 +548,7 @@ def plot_links(name: str, version: int, version_dir: Path) -> str:
 
 def _metadata(version_dir: Path) -> dict:
     try:
-        return json.loads((version_dir / "metadata.json").read_text())
+        return read_metadata(version_dir)
     except (OSError, ValueError):
         return {}
 

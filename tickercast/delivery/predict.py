@@ -27,7 +27,6 @@ from tickercast.evaluation.conformal import (
 from tickercast.evaluation.evaluate import predict_prices, scaled_to_prices
 from tickercast.modeling.features import build_features
 
-MAX_WINDOW_VALUES = 100_000  # a POSTed window larger than this is refused before scaling
 # Raw features that are prices (> 0) or counts (>= 0) in a POSTed window.
 POSITIVE_FEATURES = frozenset({"close", "open", "high", "low"})
 NON_NEGATIVE_FEATURES = frozenset({"volume", "log_volume", "volatility"})
@@ -36,13 +35,6 @@ NON_NEGATIVE_FEATURES = frozenset({"volume", "log_volume", "volatility"})
 MAX_SCALED = 1e3
 # Days of history before a forecast window that feature warm-up may need (see forecast_next).
 WARMUP_ROWS = 256
-
-
-def model_inputs(bundle: Bundle, prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled feature rows and their dates; features use only past days, so any longer
-    history gives the same rows as training once past the warm-up."""
-    x, dates, _ = _inputs(bundle, prices)
-    return x, dates
 
 
 def _inputs(bundle: Bundle, prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

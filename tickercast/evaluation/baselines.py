@@ -21,13 +21,12 @@ from typing import Protocol
 
 import numpy as np
 
+from tickercast.choices import MA_WINDOW, RIDGE_ALPHA, RIDGE_LAGS
 from tickercast.evaluation.metrics import rmse
 from tickercast.modeling.windows import gather_windows
 
-# The baselines' parameters: each default is stated here once.
-MA_WINDOW = 20  # moving_average: closes averaged
-RIDGE_LAGS = 5  # ridge: daily log returns the regression reads
-RIDGE_ALPHA = 1.0  # ridge: L2 penalty on the standardised coefficients
+# The baselines' parameters' defaults are stated once, in choices (the backtest's config
+# section offers them too, and sits below this module).
 RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # ridge_inputs: validation grid
 
 

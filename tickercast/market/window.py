@@ -31,6 +31,7 @@ from tickercast.market.partition import (
     day_array,
     ingest_result,
     read_stored,
+    removed_days,
     split_days,
 )
 from tickercast.market.retry import Attempts, Fetched, Fetcher, call_with_retries
@@ -217,8 +218,15 @@ def ingest_window(
             note = window.start.isoformat()
         else:  # the whole history, or a look-back `period` (then: what it returned)
             note = "max" if window.period is None else str(day_array(prices["date"])[0])
+        removed = (
+            0
+            if mode == "incremental"
+            else removed_days(ticker, source, stored, prices, opts.replace)
+        )
         path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
         digest = file_sha256(path)
+        if removed:
+            notes.append(f"ticker {ticker}: replaced the stored history, {removed:,} days removed")
         if events is not None:
             lake.write_events(data_dir, ticker, events)
     after = as_date(stored[-1]) if mode == "incremental" else None
@@ -247,6 +255,7 @@ def ingest_window(
         attempts=attempts.count,
         retries=attempts.log,
         screened=screens[-1],
+        removed=removed,
     )
 
 

@@ -7,14 +7,62 @@ names anything in a built model that breaks that, so training can warn about it.
 A global model with a ticker embedding takes two inputs (`window`, `ticker`).
 `bind_ticker` turns it into the single-input model of one ticker (the embedding row
 becomes a constant), so evaluation, bundles and inference never need the ticker id.
+
+Seeds: given `seed` (see `model_seed`), every random part of a model (each initializer,
+each LSTM's and Dropout's own seed generator) gets an explicit seed derived from it and
+the layer's fixed name (`LayerSeeds`). Keras would otherwise draw each layer's seed from
+Python's process-global `random`, so any other thread drawing from it (Prefect, a library,
+a second fit) would change the initial weights of a "seeded" fit.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from tickercast.choices import MIN_UNITS, NETWORKS
 
 MODELS = NETWORKS
 CONV_KERNEL = 3
+SEED_MAX = 2**31 - 1
+
+
+def _digest(*parts: object) -> int:
+    """A 31-bit integer from `parts`, the same in every process and Python version
+    (unlike hash(), which is salted per process for strings)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big") & SEED_MAX
+
+
+def model_seed(seed: int, ticker: str | None = None) -> int:
+    """The base seed of one ticker's network: the run's seed and the ticker together, so
+    two tickers of one run start from different weights and the same (seed, ticker)
+    always starts from the same ones."""
+    return _digest("tickercast-model", int(seed), ticker or "")
+
+
+class LayerSeeds:
+    """Explicit seeds for a model's random parts, derived from one base seed and each
+    part's name; `base=None` keeps Keras' own unseeded defaults (drawn from `random`)."""
+
+    def __init__(self, base: int | None):
+        self.base = base
+
+    def __call__(self, layer: str, part: str) -> int | None:
+        return None if self.base is None else _digest(self.base, layer, part)
+
+    def initializer(self, kind: str, layer: str, part: str):
+        """The Keras initializer `kind` ("glorot_uniform", "orthogonal", "uniform"),
+        seeded for (layer, part); the plain name when unseeded (Keras' default config)."""
+        import keras
+
+        classes = {
+            "glorot_uniform": keras.initializers.GlorotUniform,
+            "orthogonal": keras.initializers.Orthogonal,
+            "uniform": lambda seed: keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+        }
+        if self.base is None:
+            return kind
+        return classes[kind](seed=self(layer, part))
 
 
 def min_units(name: str) -> int:
@@ -31,31 +79,52 @@ def _body(
     l2: float,
     rdrop: float,
     use_cudnn: bool | str = "auto",
+    seed: int | None = None,
 ):
-    """The shared trunk + head; layer names are fixed so weights can move between models."""
+    """The shared trunk + head; layer names are fixed so weights can move between models.
+    `seed` (optional) seeds every random part explicitly (`LayerSeeds`)."""
     import keras
 
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    seeds = LayerSeeds(seed)
 
-    def lstm(size: int, i: int, sequences: bool):
+    def lstm(size: int, i: int, sequences: bool, backwards: bool = False):
+        name = f"{'backward_' if backwards else ''}lstm_{i}"
         return keras.layers.LSTM(
             size,
             return_sequences=sequences,
             kernel_regularizer=reg,
             recurrent_dropout=rdrop,
             use_cudnn=use_cudnn,
-            name=f"lstm_{i}",
+            go_backwards=backwards,
+            kernel_initializer=seeds.initializer("glorot_uniform", name, "kernel"),
+            recurrent_initializer=seeds.initializer("orthogonal", name, "recurrent_kernel"),
+            seed=seeds(name, "dropout"),
+            name=name,
+        )
+
+    def dense(units: int, name: str, **kwargs):
+        init = seeds.initializer("glorot_uniform", name, "kernel")
+        return keras.layers.Dense(
+            units, kernel_regularizer=reg, kernel_initializer=init, name=name, **kwargs
         )
 
     def drop(i: int):
-        return keras.layers.Dropout(dropout, name=f"dropout_{i}") if dropout > 0 else None
+        if dropout <= 0:
+            return None
+        name = f"dropout_{i}"
+        return keras.layers.Dropout(dropout, seed=seeds(name, "dropout"), name=name)
 
     def stack(x, sizes: list[int], all_sequences: bool = False, bidirectional: bool = False):
         for i, size in enumerate(sizes):
             sequences = all_sequences or i < len(sizes) - 1
             layer = lstm(size, i, sequences)
             if bidirectional:
-                layer = keras.layers.Bidirectional(layer, name=f"bilstm_{i}")
+                # its own backward layer: a copy of the forward one would repeat its seeds
+                backward = lstm(size, i, sequences, backwards=True) if seed is not None else None
+                layer = keras.layers.Bidirectional(
+                    layer, backward_layer=backward, name=f"bilstm_{i}"
+                )
             x = layer(x)
             if (d := drop(i)) is not None:
                 x = d(x)
@@ -75,22 +144,25 @@ def _body(
             padding="causal",
             activation="relu",
             kernel_regularizer=reg,
+            kernel_initializer=seeds.initializer("glorot_uniform", "conv_0", "kernel"),
             name="conv_0",
         )(x)
         x = stack(x, units[1:])
     elif name == "lstm_attention":
         seq = stack(x, units, all_sequences=True)
-        hidden = keras.layers.Dense(
-            units[-1], activation="tanh", kernel_regularizer=reg, name="attention_hidden"
-        )(seq)
-        score = keras.layers.Dense(1, name="attention_score")(hidden)
+        hidden = dense(units[-1], "attention_hidden", activation="tanh")(seq)
+        score = keras.layers.Dense(
+            1,
+            kernel_initializer=seeds.initializer("glorot_uniform", "attention_score", "kernel"),
+            name="attention_score",
+        )(hidden)
         weights = keras.layers.Softmax(axis=1, name="attention_weights")(score)
         context = keras.layers.Dot(axes=1, name="attention_context")([weights, seq])
         x = keras.layers.Flatten(name="context")(context)
     else:
         raise ValueError(f"unknown model {name!r}; valid: {list(MODELS)}")
     # float32 output even under mixed precision: the loss and the forecast stay exact.
-    return keras.layers.Dense(outputs, kernel_regularizer=reg, dtype="float32", name="forecast")(x)
+    return dense(outputs, "forecast", dtype="float32")(x)
 
 
 def build_model(
@@ -109,6 +181,7 @@ def build_model(
     bound_ticker_vector=None,
     compile: bool = True,
     use_cudnn: bool | str = "auto",
+    seed: int | None = None,
 ):
     """Default (the tutorial): LSTM(64, seq) -> LSTM(32) -> Dense(1), Adam(clipvalue=1).
 
@@ -116,6 +189,9 @@ def build_model(
     appended to every time step's features. `bound_ticker_vector` builds the one-ticker
     version instead: same trunk, the vector as a constant. `use_cudnn=False` keeps the LSTM
     off the cuDNN kernel (training pinned to the CPU on a machine that has a GPU).
+    `seed` (e.g. `model_seed(config seed, ticker)`) seeds every layer explicitly, so the
+    initial weights depend on it alone, whatever other threads draw from `random`;
+    None leaves Keras' unseeded defaults.
     """
     import keras
 
@@ -143,12 +219,17 @@ def build_model(
             raise ValueError("a ticker embedding needs n_tickers >= 1")
         ticker = keras.Input(shape=(), dtype="int32", name="ticker")
         inputs.append(ticker)
-        vector = keras.layers.Embedding(n_tickers, ticker_embedding, name="ticker_embedding")(
-            ticker
-        )
+        vector = keras.layers.Embedding(
+            n_tickers,
+            ticker_embedding,
+            embeddings_initializer=LayerSeeds(seed).initializer(
+                "uniform", "ticker_embedding", "embeddings"
+            ),
+            name="ticker_embedding",
+        )(ticker)
         steps = keras.layers.RepeatVector(lookback, name="ticker_steps")(vector)
         x = keras.layers.Concatenate(name="with_ticker")([window, steps])
-    out = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn)
+    out = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn, seed)
     model = keras.Model(inputs if len(inputs) > 1 else window, out, name=name)
     if compile:
         model.compile(

@@ -36,8 +36,39 @@ def split_anchors(
 
 def anchors_for(spec) -> dict[str, np.ndarray]:
     """`split_anchors` of a fitted preprocessing (`tickercast.modeling.preprocess`'s
-    Preprocessing: its rows per split, lookback and horizon)."""
-    return split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    Preprocessing: its rows per split, lookback and horizon), without the windows that
+    span a gap in its days when its `on_gap` is "split" (`gap_windows`)."""
+    anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    if getattr(spec, "on_gap", "bridge") != "split":
+        return anchors
+    return {
+        k: a[~spans_gap(a, gap_rows(spec), spec.lookback, spec.horizon)] for k, a in anchors.items()
+    }
+
+
+def gap_rows(spec) -> np.ndarray:
+    """The row before each gap of a preprocessing (its `gaps`)."""
+    return np.array([g[0] for g in getattr(spec, "gaps", [])], dtype=np.int64)
+
+
+def spans_gap(anchors: np.ndarray, gaps: np.ndarray, lookback: int, horizon: int) -> np.ndarray:
+    """Which windows span a gap after row g: those whose rows t-lookback..t+horizon hold
+    both g and g+1. One row before the inputs counts, as a return-like feature of the
+    first input row reads the close before it."""
+    anchors = np.asarray(anchors, dtype=np.int64)
+    out = np.zeros(len(anchors), dtype=bool)
+    for g in np.asarray(gaps, dtype=np.int64):
+        out |= (anchors - lookback <= g) & (g <= anchors + horizon - 1)
+    return out
+
+
+def gap_windows(spec) -> dict[str, int]:
+    """Windows per split that span a gap (skipped under on_gap=split, built under bridge)."""
+    anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    rows = gap_rows(spec)
+    return {
+        k: int(spans_gap(a, rows, spec.lookback, spec.horizon).sum()) for k, a in anchors.items()
+    }
 
 
 def gather_windows(x: np.ndarray, anchors: np.ndarray, lookback: int) -> np.ndarray:

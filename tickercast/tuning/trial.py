@@ -19,6 +19,7 @@ import numpy as np
 
 from tickercast.atomic import write_json
 from tickercast.hashing import json_sha256
+from tickercast.tickers import slug
 from tickercast.tuning.config import OBJECTIVE, Choice, TrialSettings
 from tickercast.tuning.data import SearchData, search_anchors
 
@@ -29,10 +30,6 @@ def _now() -> str:
     import datetime as dt
 
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text)
 
 
 def _copy_checkpoint(source: Path, out: Path, logger: Logger) -> None:
@@ -137,7 +134,7 @@ def _parts(
         x, y, meta = d.load()
         anchors = search_anchors(meta, lookback, y)
         stacked = TrainData(x, y, anchors["train"], anchors["val"])
-        parts.append(part(d.ticker, _slug(d.ticker), stacked))
+        parts.append(part(d.ticker, slug(d.ticker, lower=False), stacked))
     return parts
 
 
