@@ -33,8 +33,8 @@ ROUTES = (
     ("GET", "/", "HTML: every champion, its forecast, verdict, figures and plots"),
     ("GET", "/tickers/{ticker}", "HTML: every version of one model and its history"),
     ("GET", "/models/{ticker}/plots/{plot}.png", "a plot of the champion (or ?version=N)"),
-    ("GET", "/downloads/forecasts.{csv|json}", "every champion's latest forecast"),
-    ("GET", "/downloads/{ticker}/v{N}/test.{csv|json}", "a version's test predictions"),
+    ("GET", "/downloads/forecasts.{fmt}", "every champion's latest forecast (fmt: csv, json)"),
+    ("GET", "/downloads/{ticker}/v{version}/test.{fmt}", "a version's test predictions"),
     ("GET", "/docs", "the API's documentation (self-contained, works offline)"),
     ("GET", "/openapi.json", "the API's schema"),
 )
