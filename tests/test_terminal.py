@@ -26,6 +26,7 @@ def run_in_pty(argv: list[str], timeout: float) -> tuple[int, str]:
     main, child = pty.openpty()
     env = {**os.environ, "COLUMNS": "160", "LINES": "50", "TERM": "xterm-256color"}
     env.pop("CI", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # conftest's "2"; a user's terminal has none
     proc = subprocess.Popen(argv, stdout=child, stderr=child, stdin=child, cwd=ROOT, env=env)
     os.close(child)
     chunks, deadline = [], time.monotonic() + timeout
