@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from tickercast.significance import format_p
 
@@ -43,6 +44,10 @@ def aligned(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(cells[0]), rule, *map(line, cells[1:])])
 
 
+_NUMBER = re.compile(r"^[<>+\-]?\s*[\d.,]+%?( ± [\d.,]+%?)?( \(.*\))?$")
+
+
 def _numberish(cell: str) -> bool:
-    head = cell.strip().lstrip("+-<> ")[:1]
-    return head.isdigit() or cell.strip() in ("n/a", "–", "-", "—", "")
+    """A number (with ± spread or a note in parentheses) or a missing value; not a date."""
+    text = cell.strip()
+    return text in ("n/a", "–", "-", "—", "") or bool(_NUMBER.match(text))
