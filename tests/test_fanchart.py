@@ -43,3 +43,14 @@ def test_data_age_marks_a_week_old_forecast_stale():
     assert data_age("2020-12-11", today) == (3, False)  # over a weekend: fresh
     assert data_age("2020-12-04", today) == (10, True)
     assert data_age("not a day", today) == (None, False)
+
+
+def test_predicts_quantile_fields_are_read_and_written_flat():
+    from tickercast.delivery.downloads import to_csv
+
+    values = [100.0 + 20 * q for q in QUANTILES]
+    row = {**ROW, "quantile_levels": list(QUANTILES), "quantiles": values}
+    assert quantiles_of(row) == dict(zip(QUANTILES, values, strict=True))
+    header, line = to_csv([row]).splitlines()
+    assert "q_0.025" in header.split(",") and "quantiles" not in header.split(",")
+    assert line.split(",")[header.split(",").index("q_0.5")] == "110.0"

@@ -38,6 +38,7 @@ from tickercast.choices import (
     Baseline,
     Device,
     Feature,
+    Head,
     MaseScale,
     Mode,
     ModelName,
@@ -328,6 +329,14 @@ class Network(Architecture):
         "cnn_lstm: causal Conv1D(units[0] filters, kernel 3) -> LSTM per remaining entry; "
         "lstm_attention: LSTM per entry -> attention over the sequence -> Dense.",
     )
+    head: Head = Field(
+        "point",
+        description="point: one forecast per output, trained on squared error; quantile: "
+        "the forecast distribution on the grid 0.025..0.975 per output (median + "
+        "non-negative steps, so quantiles never cross), trained on the pinball loss; the "
+        "median is the forecast (shrunk toward the last close like a point head's), the "
+        "spread is conformalized on the validation split (CQR).",
+    )
 
     @model_validator(mode="after")
     def _stacking(self) -> Network:
@@ -594,6 +603,10 @@ class Mirror(Section):
 # --------------------------------------------------------------------------- composites
 
 
+def _open_schema(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
+
+
 class Composite(BaseModel):
     """Sections composed under their names, each setting reachable by its flat name.
 
@@ -604,7 +617,12 @@ class Composite(BaseModel):
     validates the copy.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are refused by validation (after `nest` lifted the flat names); the JSON
+    # schema leaves them open, so Prefect's own check of a deployment's parameters lets the
+    # flat names through to that validation instead of refusing them first.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _open_schema(schema)
+    )
     # the flat name -> section name (None: a field of the composite itself)
     _leaves: ClassVar[dict[str, str | None]] = {}
 

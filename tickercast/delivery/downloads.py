@@ -45,8 +45,20 @@ def test_predictions(bundle_dir: Path) -> list[dict]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
 
 
+def _flat(row: dict) -> dict:
+    """A row for CSV: a quantile grid (`quantile_levels`, `quantiles`) as one column per
+    level, q_0.025 ... q_0.975."""
+    levels, values = row.get("quantile_levels"), row.get("quantiles")
+    if not isinstance(levels, list) or not isinstance(values, list):
+        return row
+    flat = {k: v for k, v in row.items() if k not in ("quantile_levels", "quantiles")}
+    flat.update({f"q_{level:g}": v for level, v in zip(levels, values, strict=False)})
+    return flat
+
+
 def to_csv(rows: list[dict]) -> str:
     """Rows as CSV, columns in first-seen order (a row without a column leaves it empty)."""
+    rows = [_flat(row) for row in rows]
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]

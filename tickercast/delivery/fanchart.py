@@ -23,10 +23,14 @@ CLOSE, FORECAST = "#1d2430", "#1f5fbf"
 
 
 def quantiles_of(row: dict) -> dict[float, float]:
-    """The forecast's quantiles on the grid, when it has them: a `quantiles` mapping
-    ({"0.05": v} or {0.05: v}) or columns q_0.05 / q05 / q_05."""
+    """The forecast's quantiles on the grid, when it has them: `quantiles` as a list in
+    the order of `quantile_levels` (what predict writes), a mapping ({"0.05": v}), or
+    columns q_0.05 / q_05."""
     found: dict[float, float] = {}
     given = row.get("quantiles")
+    if isinstance(given, (list, tuple)):
+        levels = row.get("quantile_levels") or QUANTILES
+        given = dict(zip(levels, given, strict=False))
     if isinstance(given, dict):
         for key, value in given.items():
             try:
