@@ -322,7 +322,7 @@ def _models_show(args: argparse.Namespace) -> int:
 
     info = registry.show(args.data_dir, args.name)
     info["common"] = compare_versions(args.data_dir, args.name)
-    info["live"] = ledger.live_record(ledger.score(args.data_dir, info["name"]))
+    info["live"] = ledger.champion_record(args.data_dir, info["name"], info["champion"])
     if args.json:
         _print_json(info)
         return 0
@@ -377,8 +377,23 @@ def _print_live(live: dict) -> None:
         f"{live['last_origin']}): MAE {live['mae']:.4f} vs naive {live['naive_mae']:.4f} "
         f"(skill {skill}{p}); {cov}"
     )
+    promise = live.get("promised") or {}
+    if promise:  # what the champion's test split promised, beside its live record
+        print(f"   v{live['version']} promised on its test split: {ledger_promise(promise)}")
     if live.get("flag"):
         print(f"   FLAGGED: {live['flag']}")
+
+
+def ledger_promise(promise: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:+.1%}"
+
+    covered = ", ".join(
+        f"{k}% band covered {promise[f'coverage_{k}']:.0%}"
+        for k in ("80", "95")
+        if promise.get(f"coverage_{k}") is not None
+    )
+    return f"skill {pct(promise.get('skill'))}; {covered or 'no bands'}"
 
 
 def _print_common(common: dict) -> None:

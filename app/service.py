@@ -471,6 +471,10 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             view.forecast_error = str(exc.detail)
         else:
             view.history = recent_closes(name)
+        if entry.bundle is not None:
+            from tickercast.delivery.live_page import live_fragment
+
+            view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
         return view
 
     def recent_closes(name: str) -> tuple[list[str], list[float]] | None:

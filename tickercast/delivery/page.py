@@ -354,6 +354,7 @@ class ChampionView:
     forecast_error: str | None = None
     error: str | None = None  # why the registry's champion is not the one served
     history: tuple[list[str], list[float]] | None = None  # recent (days, closes) for the fan
+    live: str = ""  # the live record's HTML fragment (tickercast.delivery.live_page)
 
 
 def champion_card(view: ChampionView) -> str:
@@ -414,6 +415,8 @@ def champion_card(view: ChampionView) -> str:
         parts.append(forecast_table(view.forecast))
     else:
         parts.append(f'<p class="warn">no forecast: {esc(view.forecast_error)}</p>')
+    if view.live:
+        parts.append("<h3>Live record</h3>" + view.live)
     parts.append("<h3>Test split</h3>" + test_split(meta))
     parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
     try:

@@ -303,11 +303,12 @@ class _FitRun:
         )
 
     def callbacks(self, steps: int, extra: list) -> list:
-        from tickercast.modeling.callbacks import EpochLog
+        from tickercast.modeling.callbacks import EpochLog, StopOnRequest
 
         batch = self.spec.training.batch_size
         samples = min(len(self.data.train), steps * batch)
         return [
+            StopOnRequest(),
             self.stopping,
             self.reduce_lr,
             self.guard,
