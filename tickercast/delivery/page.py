@@ -417,6 +417,10 @@ def champion_card(view: ChampionView) -> str:
         parts.append(f'<p class="warn">no forecast: {esc(view.forecast_error)}</p>')
     if view.live:
         parts.append("<h3>Live record</h3>" + view.live)
+        parts.append(
+            f'<p class="muted">Scored forecasts (the ledger): <a href="/ledger/'
+            f'{esc(quote(name, safe=""))}">JSON</a></p>'
+        )
     parts.append("<h3>Test split</h3>" + test_split(meta))
     parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
     try:
