@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tickercast import progress
+from tickercast.app import epilogue
 from tickercast.app.commands import COMMANDS, add_commands
 from tickercast.app.options import ConfigError, format_validation
 from tickercast.quiet import ENV as TF_LOGS_ENV
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     # Crashed and hands the signal back to this handler) and the server is stopped.
     clear_stop()
     previous = signal.signal(signal.SIGTERM, _terminated)
+    epilogue.install()  # before Prefect's exit handlers: the summary prints after theirs
     previous_int = signal.signal(signal.SIGINT, _interrupted)
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())

@@ -332,6 +332,8 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         description="Forecasts from the registry's champion models. The page at `/` shows "
         "every champion; `/tickers/{ticker}` one model's versions.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served below from the schema alone: no CDN, works offline
+        redoc_url=None,
     )
     app.state.champions = champions
     app.add_middleware(BodyLimit, limit=max_body_bytes)
@@ -467,11 +469,23 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             view.forecast = latest_forecast(entry, name)
         except HTTPException as exc:
             view.forecast_error = str(exc.detail)
+        else:
+            view.history = recent_closes(name)
         if entry.bundle is not None:
             from tickercast.delivery.live_page import live_fragment
 
             view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
         return view
+
+    def recent_closes(name: str) -> tuple[list[str], list[float]] | None:
+        """The last ~6 months of closes the fan chart starts from (None if unreadable)."""
+        from tickercast.market import lake
+
+        try:
+            tail = lake.read_partition(champions.data_dir, name).tail(HISTORY_DAYS)
+        except (OSError, ValueError, CorruptPartitionError):
+            return None
+        return [str(d)[:10] for d in tail["date"]], [float(c) for c in tail["close"]]
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -548,7 +562,63 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/png", headers=headers)
 
+    add_docs_and_downloads(app, champions, champion_view)
     return app
+
+
+HISTORY_DAYS = 126  # about six months of trading days before the forecast
+
+
+def add_docs_and_downloads(app: FastAPI, champions: Champions, champion_view) -> None:
+    """`/docs` (the API from its own schema, self-contained) and the downloads: the latest
+    forecasts of every champion, a version's test predictions, as CSV or JSON."""
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        from tickercast.delivery.apidocs import api_page
+
+        return api_page(app.openapi())
+
+    def as_download(rows: list[dict], fmt: Literal["csv", "json"], name: str) -> Response:
+        from tickercast.delivery.downloads import to_csv
+
+        disposition = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}
+        if fmt == "json":
+            return JSONResponse(rows, headers=disposition)
+        return PlainTextResponse(to_csv(rows), media_type="text/csv", headers=disposition)
+
+    files = {200: {"content": {"text/csv": {}, "application/json": {}}, "description": "a file"}}
+
+    @app.get("/downloads/forecasts.{fmt}", response_class=Response, responses=files)
+    def forecasts_download(fmt: Literal["csv", "json"]) -> Response:
+        """The latest forecast of every champion, one row per ticker and output."""
+        rows = [r for n in champions.names() for r in champion_view(n).forecast]
+        return as_download(rows, fmt, "forecasts")
+
+    @app.get(
+        "/downloads/{ticker}/v{version}/test.{fmt}",
+        response_class=Response,
+        responses={**files, **errors(404, 503)},
+    )
+    def test_download(ticker: str, version: int, fmt: Literal["csv", "json"]) -> Response:
+        """A version's test-split predictions: every forecaster, the actual, the bands."""
+        from tickercast.delivery.bundle import BundleError, bundle_path, list_versions
+        from tickercast.delivery.downloads import test_predictions
+
+        try:
+            name = validate_ticker(ticker)
+        except InvalidTickerError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if version not in list_versions(champions.data_dir, name):
+            raise HTTPException(404, f"model {name} has no version {version}")
+        try:
+            rows = test_predictions(bundle_path(champions.data_dir, name, version))
+        except FileNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except BundleError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        return as_download(rows, fmt, f"{name}-v{version}-test")
 
 
 def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -97,8 +97,10 @@ def test_cli_predict(prefect_server, data, capsys):
 
     assert main(["predict", "--tickers", TICKER, "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    assert f"{TICKER} v3 as of 2020-12-11: mean_close (horizon 5, output 1)" in out
-    assert "[80%:" in out and "written to" in out
+    (line,) = [x for x in out.splitlines() if x.startswith(TICKER)]  # the table's row
+    assert line.split()[:3] == [TICKER, "v3", "2020-12-11"]
+    assert "average close of the next 5 trading days" in line and "(80%: " in line
+    assert "written to" in out
     assert main(["predict", "--tickers", "NVDA", "--data-dir", str(data)]) == 1
     captured = capsys.readouterr()
     assert "NVDA: failed" in captured.out and "1 ticker(s) failed" in captured.err

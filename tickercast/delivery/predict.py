@@ -87,7 +87,7 @@ def quantile_grid(bundle: Bundle, window: np.ndarray, last_close, ticker: str) -
         return None
     from tickercast.modeling.quantiles import quantiles_to_prices
 
-    scaled = np.asarray(bundle.quantiles.predict_on_batch(window))
+    scaled = np.asarray(bundle.quantiles(window, training=False))  # eager, as forecast_next
     grid = quantiles_to_prices(bundle.spec, scaled, last_close)
     if not np.isfinite(grid).all():
         raise ValueError(f"ticker {ticker}: the model's quantiles are not finite numbers")
@@ -170,7 +170,8 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
             f"lookback={bundle.spec.lookback}"
         )
     window = x[len(x) - bundle.spec.lookback :][None]
-    scaled = np.asarray(bundle.model.predict_on_batch(window))
+    # one eager call: predict_on_batch would trace a tf.function per champion loaded
+    scaled = np.asarray(bundle.model(window, training=False))
     forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, closes[-1:]), ticker)
     volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
     grid = quantile_grid(bundle, window, closes[-1:], ticker)

@@ -28,7 +28,7 @@ from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import MODEL
 from tickercast.modeling.preprocess import Preprocessing
-from tickercast.modeling.windows import make_dataset
+from tickercast.modeling.windows import make_dataset, predict_dataset
 from tickercast.significance import LEVEL, compare
 
 # --------------------------------------------------------------------------- targets
@@ -76,7 +76,7 @@ def predict_prices(
     `close` (per row) is needed only by log-return targets."""
     dummy = np.zeros((len(x), 1), dtype=np.float32)
     ds = make_dataset(x, dummy, anchors, spec.lookback, batch_size=256)
-    scaled = model.predict(ds.map(lambda w, _t: w), verbose=0)
+    scaled = predict_dataset(model, ds)
     last = None if close is None else np.asarray(close, dtype=np.float64)[anchors]
     return scaled_to_prices(spec, scaled.reshape(len(anchors), -1), last)
 

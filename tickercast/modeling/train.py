@@ -49,6 +49,7 @@ from tickercast.modeling.windows import (
     index_dtype,
     make_dataset,
     n_batches,
+    predict_dataset,
 )
 from tickercast.progress import track
 from tickercast.runcontext import gpu_slot
@@ -437,6 +438,7 @@ def shrink_fitted(
     if len(data.val) == 0:
         return {"alpha": None, "reason": "no validation windows"}
     from tickercast.modeling.shrink import shrink_model
+    from tickercast.significance import format_p
 
     def predict_val() -> np.ndarray:
         out = _predict_val(model, data, lookback, spec)
@@ -450,7 +452,7 @@ def shrink_fitted(
         label,
         result["alpha"],
         result["alpha_least_squares"],
-        result["dm_p_vs_naive"],
+        format_p(result["dm_p_vs_naive"]).removeprefix("= "),
         result["val_mse_naive"],
         result["val_mse_network"],
         result["val_mse_shrunk"],
@@ -467,7 +469,7 @@ def _predict_val(model, data: TrainData, lookback: int, spec: FitSpec) -> np.nda
         spec.training.batch_size,
         ticker_offsets=data.ticker_offsets,
     )
-    return np.asarray(model.predict(batches, verbose=0))
+    return predict_dataset(model, batches)  # eager: no traced function per model
 
 
 def calibrate_fitted(

@@ -282,3 +282,18 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return ds.with_options(options)
+
+
+def predict_dataset(model, ds) -> np.ndarray:
+    """The model's outputs for every batch of `ds` ((inputs, targets) or inputs), run
+    eagerly. Why not `model.predict`: it builds a tf.function per model, and TensorFlow
+    counts traces by the code of Keras's predict step, shared by every model; a walk-forward
+    backtest predicts a few batches with each of many new models, so every call was a new
+    trace and TensorFlow warned of excessive retracing. Eager calls trace nothing."""
+    outputs = []
+    for batch in ds:
+        inputs = batch[0] if isinstance(batch, tuple) else batch
+        outputs.append(np.asarray(model(inputs, training=False)))
+    if not outputs:
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
+    return np.concatenate(outputs)
