@@ -53,7 +53,8 @@ def test_a_raw_window_gives_the_same_forecast(data):
     # lake's forecast reads 20)
     q80 = bundle.metadata["intervals"]["80"]["q"][0]
     vol = np.std(np.diff(np.log(window[:, 0])), ddof=1)
-    assert row["forecast"] - row["lo_80"] == pytest.approx(row["forecast"] * q80 * vol)
+    assert row["lo_80"] == pytest.approx(row["forecast"] * np.exp(-q80 * vol))
+    assert row["hi_80"] == pytest.approx(row["forecast"] * np.exp(q80 * vol))
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pandas as pd
 from tickercast import layout
 from tickercast.delivery.bundle import Bundle
 from tickercast.evaluation.conformal import (
+    LINEAR_SPACE,
     MIN_VOLATILITY,
     SCALE,
     VOLATILITY_DAYS,
@@ -73,7 +74,8 @@ def interval_columns(
         scale = None
         if cal.get("scale") == SCALE:
             scale = np.array([np.nan if volatility is None else volatility])
-        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q, scale)
+        space = cal.get("space", LINEAR_SPACE)  # bundles calibrated before log space
+        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q, scale, space)
     return out
 
 
