@@ -41,8 +41,14 @@ from tickercast.delivery.bundle import (
     sweep_stale_staging,
     write_bundle,
 )
+from tickercast.delivery.plausibility import MAX_PRICE, export_limit
 from tickercast.delivery.predict import forecast_next
-from tickercast.evaluation.conformal import MIN_VOLATILITY, SCALE, VOLATILITY_DAYS
+from tickercast.evaluation.conformal import (
+    LINEAR_SPACE,
+    MIN_VOLATILITY,
+    SCALE,
+    VOLATILITY_DAYS,
+)
 from tickercast.modeling.features import NEEDS, VOLATILITY_WINDOW
 from tickercast.modeling.preprocess import Preprocessing, is_log_return, output_width
 
@@ -147,17 +153,75 @@ def band_keys(intervals: dict) -> list[str]:
     return sorted(intervals)
 
 
+def _checked_shape(window: tf.Tensor, rows: int, fields: list[str]) -> tf.Tensor:
+    """The window, or an InvalidArgumentError naming the declared shape: a signature of
+    [None, rows, fields] alone lets TF Serving drop extra rows or ignore extra fields."""
+    import tensorflow as tf
+
+    expected = f"[batch, {rows}, {len(fields)}]: {rows} days, oldest first, of {fields}"
+    shape = tf.shape(window)
+    tf.debugging.assert_equal(shape[1], rows, message=f"window must have shape {expected}")
+    tf.debugging.assert_equal(shape[2], len(fields), message=f"window must have shape {expected}")
+    return tf.ensure_shape(window, [None, rows, len(fields)])
+
+
+def _plausible(forecast: tf.Tensor, last_close: tf.Tensor, max_log_move: float) -> tf.Tensor:
+    """The forecast, or an InvalidArgumentError: non-finite, non-positive, or further than
+    `max_log_move` (plausibility.max_log_move at export) from the window's last close."""
+    import tensorflow as tf
+
+    forecast = tf.debugging.check_numerics(forecast, "the model's forecast is not a finite number")
+    tf.debugging.assert_positive(forecast, message="the model's forecast is not a positive price")
+    if math.isfinite(max_log_move):
+        move = tf.abs(tf.math.log(forecast / last_close))
+        tf.debugging.assert_less_equal(
+            move,
+            tf.constant(max_log_move, tf.float64),
+            message=f"the forecast is implausibly far from the last close (more than a "
+            f"factor {math.exp(max_log_move):.3g})",
+        )
+    return forecast
+
+
+def _band(forecast: tf.Tensor, cal: dict, width: int, volatility: tf.Tensor) -> tuple:
+    """(lower, upper) of one conformal level, as `conformal.interval` builds them: in log
+    space F * exp(-+q * vol) (both prices > 0); legacy linear quantiles F -+ |F| q vol cut
+    at zero; unbounded where no quantile was calibrated."""
+    import tensorflow as tf
+
+    q = np.array([_quantile(v) for v in cal.get("q", [])], dtype=np.float64)
+    if q.size != width:
+        q = np.full(width, math.inf)
+    spread = tf.constant(np.where(np.isfinite(q), q, 0.0), tf.float64)
+    if cal.get("scale") == SCALE:
+        spread = spread * volatility
+    if cal.get("space", LINEAR_SPACE) == LINEAR_SPACE:
+        lower = tf.maximum(forecast - tf.abs(forecast) * spread, 0.0)
+        upper = forecast + tf.abs(forecast) * spread
+    else:
+        lower, upper = forecast * tf.exp(-spread), forecast * tf.exp(spread)
+    bounded = tf.constant(np.isfinite(q))
+    return tf.where(bounded, lower, -math.inf), tf.where(bounded, upper, math.inf)
+
+
 class Servable:
     """Builds the serving function of one model: `serve(window) -> {forecast, lower_<k>,
     upper_<k>}` in TF ops, from the bundle's preprocessing spec and conformal intervals."""
 
-    def __init__(self, model: keras.Model, spec: Preprocessing, intervals: dict):
+    def __init__(
+        self,
+        model: keras.Model,
+        spec: Preprocessing,
+        intervals: dict,
+        max_log_move: float = math.inf,
+    ):
         check_supported(spec, intervals)
         self.model = model
         self.spec = spec
         self.intervals = intervals
         self.fields = raw_fields(spec)
         self.rows = window_rows(spec)
+        self.max_log_move = max_log_move
 
     def input_spec(self) -> tf.TensorSpec:
         import tensorflow as tf
@@ -173,12 +237,18 @@ class Servable:
     def _checked_columns(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
         import tensorflow as tf
 
+        window = _checked_shape(window, self.rows, self.fields)
         window = tf.debugging.check_numerics(window, "window holds NaN or infinite values")
         cols = {name: window[:, :, j] for j, name in enumerate(self.fields)}
         for name in self.fields:
             if name in PRICE_FIELDS:
                 tf.debugging.assert_positive(
                     cols[name], message=f"window field {name} must be > 0 (a price)"
+                )
+                tf.debugging.assert_less_equal(
+                    cols[name],
+                    tf.constant(MAX_PRICE, tf.float64),
+                    message=f"window field {name} must be <= {MAX_PRICE:g} (an absurd price)",
                 )
             elif name == "volume":
                 tf.debugging.assert_non_negative(
@@ -210,18 +280,11 @@ class Servable:
         )
         returns = _log_return(cols)[:, -VOLATILITY_DAYS:]
         volatility = tf.maximum(_rolling_std(returns, VOLATILITY_DAYS), MIN_VOLATILITY)
-        result = {OUTPUT: forecast}
+        result = {OUTPUT: _plausible(forecast, last_close, self.max_log_move)}
         for key in band_keys(self.intervals):
-            cal = self.intervals[key]
-            q = np.array([_quantile(v) for v in cal.get("q", [])], dtype=np.float64)
-            if q.size != width:
-                q = np.full(width, math.inf)
-            band = tf.abs(forecast) * tf.constant(q, tf.float64)
-            if cal.get("scale") == SCALE:
-                band = band * volatility
-            band = tf.where(tf.constant(np.isfinite(q)), band, math.inf)
-            result[f"lower_{key}"] = forecast - band
-            result[f"upper_{key}"] = forecast + band
+            result[f"lower_{key}"], result[f"upper_{key}"] = _band(
+                forecast, self.intervals[key], width, volatility
+            )
         return result
 
     def serve_scaled(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -402,7 +465,8 @@ def serving_description(servable: Servable) -> dict:
 def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
     """Write the self-serving SavedModel, check it against `tickercast predict`, and return
     serving.json's content."""
-    servable = Servable(model, spec, metadata.get("intervals") or {})
+    limit = export_limit(metadata, spec.horizon)
+    servable = Servable(model, spec, metadata.get("intervals") or {}, max_log_move=limit)
     write_saved_model(servable, dest)
     verify_saved_model(dest, servable, metadata)
     return serving_description(servable)

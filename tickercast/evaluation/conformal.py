@@ -76,7 +76,9 @@ def interval(predicted, q, scale=None, space: str = LOG_SPACE) -> tuple[np.ndarr
     if space == LINEAR_SPACE:
         return np.maximum(p - np.abs(p) * width, 0.0), p + np.abs(p) * width
     if space != LOG_SPACE:
-        raise ValueError(f"unknown interval space {space!r}; known: {LOG_SPACE!r}, {LINEAR_SPACE!r}")
+        raise ValueError(
+            f"unknown interval space {space!r}; known: {LOG_SPACE!r}, {LINEAR_SPACE!r}"
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = p * np.exp(-width), p * np.exp(width)
     positive = p > 0
