@@ -155,6 +155,7 @@ class PredictRequest(BaseModel):
     last_close: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="the close of the window's last day: needed when the model forecasts a "
         "return from it and its features do not include close (the recommended default)",
     )

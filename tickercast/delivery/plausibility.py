@@ -9,7 +9,8 @@ less than a factor MIN_FACTOR is allowed. It is applied to
 - the window's closes: each daily move of the last HISTORY_DAYS closes (a bad print of
   1,000x the day before is a jump, refused before it becomes an input or a last close);
 - the last close against the champion's training close range, over the trading days
-  since the training data ended;
+  since the training data ended (at most TRADING_YEAR: a champion whose training prices
+  are further away than a year's plausible move needs retraining, not extrapolation);
 - the forecast against the last valid close, over the horizon;
 
 and every value must be a finite price in (0, MAX_PRICE]. A model input further than
@@ -29,6 +30,7 @@ MIN_FACTOR = 2.0  # ... but a move within a factor 2 is never refused on these g
 MAX_PRICE = 1e7  # no listed share trades near it (BRK-A: ~7e5); 1e300 is a bad value
 MAX_SCALED = 10.0  # scaled model inputs beyond 10 training ranges outside [0, 1]
 HISTORY_DAYS = 60  # recent lake closes whose daily moves are checked
+TRADING_YEAR = 252  # the training-range check allows at most a year's move
 DEFAULT_VOLATILITY = 0.02  # a typical share's daily log-return std, when nothing is known
 
 NON_FINITE = "non-finite"
@@ -92,9 +94,10 @@ def _trading_days_since(train_end: str | None, as_of: str | None) -> int:
         return 1
     end = as_of or dt.date.today().isoformat()
     try:
-        return max(int(np.busday_count(str(train_end)[:10], str(end)[:10])), 1)
+        days = int(np.busday_count(str(train_end)[:10], str(end)[:10]))
     except ValueError:
         return 1
+    return min(max(days, 1), TRADING_YEAR)
 
 
 def check_prices(ticker: str, name: str, values, of_input: bool = False) -> None:
