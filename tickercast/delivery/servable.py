@@ -162,7 +162,7 @@ def _checked_shape(window: tf.Tensor, rows: int, fields: list[str]) -> tf.Tensor
     shape = tf.shape(window)
     tf.debugging.assert_equal(shape[1], rows, message=f"window must have shape {expected}")
     tf.debugging.assert_equal(shape[2], len(fields), message=f"window must have shape {expected}")
-    return tf.ensure_shape(window, [None, rows, len(fields)])
+    return window
 
 
 def _plausible(forecast: tf.Tensor, last_close: tf.Tensor, max_log_move: float) -> tf.Tensor:
