@@ -15,8 +15,12 @@ log return of ~1e-2 with only ~4; in float64 the graph matches the Python path t
 apart from the network, which runs in float32 in both.
 
 A window TF Serving cannot answer honestly is refused with an InvalidArgumentError naming
-the problem, never answered with NaN: a non-finite value, a price <= 0 (its log is -inf
-or NaN), a negative volume, or a forecast that comes out non-finite.
+the problem, never answered with NaN: a shape other than the declared [batch, rows,
+fields] (named), a non-finite value, a price <= 0 (its log is -inf or NaN) or absurd
+(> plausibility.MAX_PRICE), a negative volume, or a forecast that comes out non-finite,
+non-positive or implausibly far from the window's last close (the plausibility gate's
+threshold for the bundle's training volatility and horizon, fixed at export). The bands
+are built in log space, as the conformal quantiles were calibrated: prices > 0.
 """
 
 from __future__ import annotations
@@ -434,15 +438,17 @@ def serving_description(servable: Servable) -> dict:
         "outputs": outputs,
         "output_meaning": (
             f"forecast: the {spec.target} target in prices ({width} per window); "
-            "lower_<k>/upper_<k>: the split-conformal k% band, "
-            "forecast -+ |forecast| * q * (std of the window's last "
-            f"{VOLATILITY_DAYS} daily log returns of close, at least {MIN_VOLATILITY}); "
+            "lower_<k>/upper_<k>: the split-conformal k% band, in log space so both "
+            "bounds are prices > 0: forecast * exp(-+q * (std of the window's last "
+            f"{VOLATILITY_DAYS} daily log returns of close, at least {MIN_VOLATILITY})); "
             "-inf/+inf where too few calibration windows gave no quantile"
         ),
         "refuses": (
             'an InvalidArgumentError naming the problem (TF Serving answers {"error": '
-            "...}), never NaN: NaN or infinite values, a price <= 0, a volume < 0, or a "
-            "forecast that is not finite"
+            "...}), never NaN: a window of another shape than [batch, rows, fields], NaN "
+            f"or infinite values, a price <= 0 or above {MAX_PRICE:g}, a volume < 0, or a "
+            "forecast that is not finite, not positive, or implausibly far from the last "
+            "close (tickercast.delivery.plausibility's threshold over the horizon)"
         ),
         "signatures": {
             SCALED_SIGNATURE: {
