@@ -201,3 +201,19 @@ def test_serve_refuses_a_folder_without_a_registry(tmp_path, capsys):
     assert main(["serve", "--data-dir", str(tmp_path / "typo")]) == 1
     err = capsys.readouterr().err
     assert "no model registry under" in err and "typo" in err
+
+
+def test_cli_predict_refuses_a_bad_print_in_one_line(prefect_server, tmp_path, capsys):
+    from tickercast.app.cli import main
+    from tickercast.layout import forecasts_dir
+
+    data_dir = copy_store(tmp_path)
+    promote(data_dir, TICKER, 3)
+    prices = lake.read_partition(data_dir, TICKER)
+    prices.loc[prices.index[-1], "close"] *= 1000
+    lake.write_partition(data_dir, TICKER, prices)
+    assert main(["predict", "--tickers", TICKER, "--data-dir", str(data_dir)]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith(f"{TICKER}:")]
+    assert "forecast refused (implausible jump in the closes)" in line
+    assert not list(forecasts_dir(data_dir).glob("*.parquet"))  # nothing written

@@ -329,3 +329,13 @@ def test_savedmodel_bands_stay_prices_and_far_forecasts_are_refused(tutorial_sig
     flat[0, :, 0] = 1.0
     with pytest.raises(tf.errors.InvalidArgumentError, match="implausibly far|positive price"):
         signature(window=tf.constant(flat))
+
+
+def test_a_bad_print_in_the_window_is_refused_in_the_graph(tutorial_signature):
+    import tensorflow as tf
+
+    signature, _, window = tutorial_signature
+    changed = window.copy()
+    changed[0, -1, 0] *= 1000  # within MAX_PRICE: only the jump gives it away
+    with pytest.raises(tf.errors.InvalidArgumentError, match="implausible jump in the closes"):
+        signature(window=tf.constant(changed))

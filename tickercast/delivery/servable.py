@@ -187,6 +187,20 @@ def _plausible(forecast: tf.Tensor, last_close: tf.Tensor, max_log_move: float) 
     return forecast
 
 
+def _no_jump(cols: dict[str, tf.Tensor], max_daily_move: float) -> None:
+    """InvalidArgumentError when a daily move of the window's closes is beyond the gate's
+    one-day threshold (a bad print), as `plausibility.check_closes` refuses it."""
+    import tensorflow as tf
+
+    if math.isfinite(max_daily_move):
+        tf.debugging.assert_less_equal(
+            tf.abs(_log_return(cols)),
+            tf.constant(max_daily_move, tf.float64),
+            message=f"implausible jump in the closes: a daily move beyond a factor "
+            f"{math.exp(max_daily_move):.3g}",
+        )
+
+
 def _band(forecast: tf.Tensor, cal: dict, width: int, volatility: tf.Tensor) -> tuple:
     """(lower, upper) of one conformal level, as `conformal.interval` builds them: in log
     space F * exp(-+q * vol) (both prices > 0); legacy linear quantiles F -+ |F| q vol cut
@@ -218,6 +232,7 @@ class Servable:
         spec: Preprocessing,
         intervals: dict,
         max_log_move: float = math.inf,
+        max_daily_move: float = math.inf,
     ):
         check_supported(spec, intervals)
         self.model = model
@@ -226,6 +241,7 @@ class Servable:
         self.fields = raw_fields(spec)
         self.rows = window_rows(spec)
         self.max_log_move = max_log_move
+        self.max_daily_move = max_daily_move
 
     def input_spec(self) -> tf.TensorSpec:
         import tensorflow as tf
@@ -282,6 +298,7 @@ class Servable:
         forecast = tf.debugging.check_numerics(
             forecast, "the model's forecast is not a finite number"
         )
+        _no_jump(cols, self.max_daily_move)
         returns = _log_return(cols)[:, -VOLATILITY_DAYS:]
         volatility = tf.maximum(_rolling_std(returns, VOLATILITY_DAYS), MIN_VOLATILITY)
         result = {OUTPUT: _plausible(forecast, last_close, self.max_log_move)}
@@ -471,8 +488,13 @@ def serving_description(servable: Servable) -> dict:
 def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
     """Write the self-serving SavedModel, check it against `tickercast predict`, and return
     serving.json's content."""
-    limit = export_limit(metadata, spec.horizon)
-    servable = Servable(model, spec, metadata.get("intervals") or {}, max_log_move=limit)
+    servable = Servable(
+        model,
+        spec,
+        metadata.get("intervals") or {},
+        max_log_move=export_limit(metadata, spec.horizon),
+        max_daily_move=export_limit(metadata, 1),
+    )
     write_saved_model(servable, dest)
     verify_saved_model(dest, servable, metadata)
     return serving_description(servable)
