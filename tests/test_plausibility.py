@@ -203,8 +203,10 @@ def test_serve_refuses_a_folder_without_a_registry(tmp_path, capsys):
     assert "no model registry under" in err and "typo" in err
 
 
-def test_cli_predict_refuses_a_bad_print_in_one_line(prefect_server, tmp_path, capsys):
-    from tickercast.app.cli import main
+def test_predict_refuses_a_bad_print_in_one_line(prefect_server, tmp_path):
+    """The predict flow (what `tickercast predict` prints as `T: failed: <line>`)."""
+    from tickercast.config import PredictConfig
+    from tickercast.flows.predict import predict
     from tickercast.layout import forecasts_dir
 
     data_dir = copy_store(tmp_path)
@@ -212,8 +214,10 @@ def test_cli_predict_refuses_a_bad_print_in_one_line(prefect_server, tmp_path, c
     prices = lake.read_partition(data_dir, TICKER)
     prices.loc[prices.index[-1], "close"] *= 1000
     lake.write_partition(data_dir, TICKER, prices)
-    assert main(["predict", "--tickers", TICKER, "--data-dir", str(data_dir)]) == 1
-    out = capsys.readouterr().out
-    (line,) = [line for line in out.splitlines() if line.startswith(f"{TICKER}:")]
+    config = PredictConfig(tickers=[TICKER], data_dir=str(data_dir))
+    state = predict(config, return_state=True)
+    assert state.is_failed()
+    line = state.result(raise_on_failure=False)["failed"][TICKER]
     assert "forecast refused (implausible jump in the closes)" in line
+    assert "\n" not in line
     assert not list(forecasts_dir(data_dir).glob("*.parquet"))  # nothing written
