@@ -26,6 +26,7 @@ ROUTES = (
     ("GET", "/health", "liveness and how many champions are loaded"),
     ("GET", "/models", "every model: its champion, the version served, problems"),
     ("GET", "/forecast/{ticker}", "the champion's next-horizon forecast with its bands"),
+    ("GET", "/ledger/{ticker}", "forecasts published, scored as the truth arrives; live record"),
     ("POST", "/predict", "a forecast from a window of raw prices you send"),
     ("POST", "/reload", "re-read every registry, reload changed champions"),
     ("GET", "/", "HTML: every champion, its forecast, verdict, figures and plots"),
@@ -267,11 +268,12 @@ def _models_list(args: argparse.Namespace) -> int:
 
 
 def _models_show(args: argparse.Namespace) -> int:
-    from tickercast.delivery import registry
+    from tickercast.delivery import ledger, registry
     from tickercast.delivery.gate import compare_versions
 
     info = registry.show(args.data_dir, args.name)
     info["common"] = compare_versions(args.data_dir, args.name)
+    info["live"] = ledger.champion_record(args.data_dir, info["name"], info["champion"])
     if args.json:
         _print_json(info)
         return 0
@@ -289,10 +291,60 @@ def _models_show(args: argparse.Namespace) -> int:
             f" {flag} v{v['version']}: {v.get('created_at')}, data to {v.get('last_day')}, "
             f"{scores}, {state}"
         )
+        _print_distribution(v.get("distribution"))
     _print_common(info["common"])
+    _print_live(info["live"])
     for event in info["history"]:
         print(f"   {event['at']} {event['action']} v{event['version']}: {event.get('reason', '')}")
     return 0
+
+
+def _print_distribution(d: dict | None) -> None:
+    """A version's band on its own test windows: CRPS, coverage and its verdicts."""
+    if not d or d.get("crps") is None:
+        return
+    cov = [
+        f"{k}% {d[f'coverage_{k}']:.1%}" for k in ("80", "95") if d.get(f"coverage_{k}") is not None
+    ]
+    print(f"     bands ({d.get('form')}): CRPS {d['crps']:.4f}, coverage {', '.join(cov)}")
+    for line in d.get("verdicts") or []:
+        print(f"       {line}")
+
+
+def _print_live(live: dict) -> None:
+    """The live track record: published forecasts scored against what happened."""
+    if not live["n"]:
+        print("live record: no published forecast has reached its horizon yet")
+        return
+    skill = f"{live['skill']:+.1%}" if live.get("skill") is not None else "n/a"
+    p = f", DM p {live['dm_p']:.2g}" if live.get("dm_p") is not None else ""
+    cov = ", ".join(
+        f"{k}% band covered {live[f'coverage_{k}']:.0%}"
+        for k in ("80", "95")
+        if live.get(f"coverage_{k}") is not None
+    )
+    print(
+        f"live record ({live['n']} forecasts, origins {live['first_origin']}.."
+        f"{live['last_origin']}): MAE {live['mae']:.4f} vs naive {live['naive_mae']:.4f} "
+        f"(skill {skill}{p}); {cov}"
+    )
+    promise = live.get("promised") or {}
+    if promise:  # what the champion's test split promised, beside its live record
+        print(f"   v{live['version']} promised on its test split: {ledger_promise(promise)}")
+    if live.get("flag"):
+        print(f"   FLAGGED: {live['flag']}")
+
+
+def ledger_promise(promise: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:+.1%}"
+
+    covered = ", ".join(
+        f"{k}% band covered {promise[f'coverage_{k}']:.0%}"
+        for k in ("80", "95")
+        if promise.get(f"coverage_{k}") is not None
+    )
+    return f"skill {pct(promise.get('skill'))}; {covered or 'no bands'}"
 
 
 def _print_common(common: dict) -> None:
@@ -378,7 +430,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from tickercast.config import BacktestConfig
 
     config = configure(args, BacktestConfig, "tickercast.flows.backtest")
-    from tickercast.backtest.tables import format_table
+    from tickercast.backtest.tables import format_distribution, format_table
     from tickercast.flows.backtest import backtest
 
     state, result = run_state(backtest, config)
@@ -389,6 +441,10 @@ def run_backtest(args: argparse.Namespace) -> int:
             f"target {o['target']} horizon {o['horizon']}, {o['window']} window"
         )
         print(format_table(res["metrics"]))
+        bands = format_distribution((res.get("distribution") or {}).get("rows") or [])
+        if bands:
+            print(f"{ticker}: distribution (DM p: the median's band vs each, per-origin CRPS)")
+            print(bands)
         lagging = sorted({r["model"] for r in res["metrics"] if r["lagging"]} - {"naive"})
         if lagging:
             print(

@@ -32,6 +32,8 @@ same ticker wait for one computation instead of repeating it.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tickercast.delivery.plausibility import Refused
 from tickercast.errors import CorruptPartitionError
+from tickercast.evaluation.jsonsafe import clean
 from tickercast.tickers import InvalidTickerError, validate_ticker
 
 if TYPE_CHECKING:
@@ -211,6 +214,14 @@ class ForecastRow(BaseModel):
     hi_80: float | None = None
     lo_95: float | None = None
     hi_95: float | None = None
+    quantile_levels: list[float] | None = Field(
+        None, description="a quantile head's grid (tickercast.choices.QUANTILES); null without"
+    )
+    quantiles: list[float] | None = Field(
+        None,
+        description="this output's calibrated quantiles in prices, one per level, never "
+        "decreasing (the 0.5 level is the forecast); null without a quantile head",
+    )
 
 
 class Forecast(BaseModel):
@@ -228,6 +239,7 @@ def errors(*codes: int) -> dict:
     what = {
         404: "unknown ticker, version or file",
         413: "request body too large",
+        422: "an invalid ticker or request",
         503: "stored data fails verification or cannot be read, or the forecast is "
         "refused as implausible (the reason named)",
     }
@@ -361,6 +373,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
                 prices = lake.read_partition(champions.data_dir, name)
                 rows = forecast_next(entry.bundle, prices, name)
                 entry.last_forecast = (stamp, rows)
+                keep_issued(rows)
                 return rows
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
@@ -368,6 +381,16 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             raise HTTPException(503, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
+
+    def keep_issued(rows: list[dict]) -> None:
+        """Every forecast served goes into the ledger once; a failure to record it is
+        logged, and the forecast is still served."""
+        from tickercast.delivery import ledger
+
+        try:
+            ledger.append(champions.data_dir, rows)
+        except Exception:  # noqa: BLE001 - recording must never block serving
+            logging.getLogger(__name__).exception("could not record the forecast in the ledger")
 
     def registry_champion(name: str) -> int | None:
         from tickercast.delivery.registry import RegistryError, read_registry
@@ -406,6 +429,27 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         rows = latest_forecast(entry, name)
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
 
+    @app.get("/ledger/{ticker}", responses=errors(404, 422))
+    def ledger_rows(ticker: str) -> dict:
+        """The forecasts this ticker's champions published, scored where the truth has
+        arrived, and the live record (skill vs naive, coverage, a flag)."""
+        from tickercast.delivery import ledger
+
+        try:
+            name = validate_ticker(ticker)
+        except InvalidTickerError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        kept = ledger.read(champions.data_dir, name)
+        if kept.empty:
+            raise HTTPException(404, f"no forecast of {name} in the ledger")
+        scored = ledger.score(champions.data_dir, name)
+        return {
+            "ticker": name,
+            "issued": len(kept),
+            "live": clean(ledger.live_record(scored)),  # NaN -> null
+            "scored": json.loads(scored.to_json(orient="records", date_format="iso")),
+        }
+
     @app.post("/predict", response_model=Forecast, responses=errors(404, 413, 503))
     def predict(request: PredictRequest) -> dict:
         from tickercast.delivery.predict import forecast_window
@@ -441,6 +485,10 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             view.forecast = latest_forecast(entry, name)
         except HTTPException as exc:
             view.forecast_error = str(exc.detail)
+        if entry.bundle is not None:
+            from tickercast.delivery.live_page import live_fragment
+
+            view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
         return view
 
     @app.get("/", response_class=HTMLResponse)

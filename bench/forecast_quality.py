@@ -11,6 +11,17 @@ overlapping errors), and the split-conformal 80%/95% interval coverage of the ne
 Targets: the default's skill >= -1% on every ticker; its pooled 80%/95% coverage within 5
 points of nominal. Run: python bench/forecast_quality.py [TICKER ...] (rows in RESULTS.md,
 the per-ticker table in bench/FORECAST_QUALITY.md).
+
+The distribution table (issue 21): on the same origins, around one median, the median's own
+band (the network's; naive's: today's volatility-scaled conformal band) against every
+distribution baseline (EWMA, GARCH(1,1)-t, GJR-GARCH(1,1)-t refit with the networks, the
+unconditional band), all with the same split-conformal calibration: CRPS, 95% interval
+score, coverage, DM p per ticker and pooled across tickers (relative scores, mean
+difference per date). The full run adds it around the default network's median;
+`python bench/forecast_quality.py --bands [--origins N] [TICKER ...]` runs it around naive's
+median alone (no network, no peer: seconds on a CPU; table in bench/FORECAST_BANDS.md), on
+the protocol the issue measured: closes from 2012, first window 1008 rows, an origin every
+5 days, GARCH refit every 50.
 """
 
 from __future__ import annotations
@@ -154,6 +165,7 @@ def run_ticker(ticker: str, work: Path) -> dict:
     ]
     return {
         "ticker": ticker,
+        "backtest": {k: rec[k] for k in ("distribution", "distribution_scores")},
         "origins": int(len(actual)),
         "rows": rows,
         "cover": cover,
@@ -161,6 +173,122 @@ def run_ticker(ticker: str, work: Path) -> dict:
         "alphas": alphas,
         "seconds": {"default+baselines": t1 - t0, "tutorial": t2 - t1, "AutoETS": t3 - t2},
     }
+
+
+BANDS = dict(PROTOCOL, start="2012-01-01")  # the issue's: 248 origins per ticker
+
+
+def bands_backtest(prices: pd.DataFrame, origins: int | None, out: Path) -> dict:
+    """Naive's median and the distribution table on the bands protocol (`origins`: keep
+    only the last N origins, for a reduced run)."""
+    from tickercast.backtest.prepare import featurised
+    from tickercast.backtest.rolling import rolling_backtest
+    from tickercast.config import BacktestConfig
+
+    fields = {k: v for k, v in BANDS.items() if k not in ("epochs", "patience")}
+    spec = BacktestConfig(
+        tickers=["X"], model=["naive"], target="mean_close_log_return", **fields
+    ).rolling_spec()
+    if origins:
+        rows = len(featurised(prices, spec.preprocessing.model_copy(update={"end": None}))[0])
+        first = rows - BANDS["horizon"] - (origins - 1) * BANDS["step"]
+        initial = max(BANDS["initial"], first)
+        spec = spec.model_copy(
+            update={"backtest": spec.backtest.model_copy(update={"initial": initial})}
+        )
+    return rolling_backtest(prices, spec, out)
+
+
+def distribution_rows(
+    tickers: list[str], results: list[dict], median: str
+) -> tuple[list[str], dict[str, float]]:
+    """Markdown: per ticker and pooled, each band's CRPS, 95% interval score, coverage and
+    the DM test of the median's own band against it (per-origin CRPS); and each band's
+    mean CRPS relative to the median's band, averaged over tickers."""
+    from tickercast.backtest.bands import MODEL_BAND
+    from tickercast.evaluation.distribution import pooled
+
+    bands = [MODEL_BAND, "volatility_conformal", "ewma", "garch_t", "gjr_garch_t", "unconditional"]
+    lines = [
+        f"Distribution around {median}'s median (`band`: its own; DM p: `band` vs each, "
+        "per-origin CRPS; cells: CRPS / 95% interval score / coverage 80, 95 / p)",
+        "",
+        "| ticker | " + " | ".join(bands) + " |",
+        "|---|" + "---|" * len(bands),
+    ]
+    frames = {}
+    for ticker, r in zip(tickers, results, strict=True):
+        table = r["distribution"]["medians"][median]["metrics"]
+        cells = []
+        for b in bands:
+            v = table[b]
+            p = ((v.get("dm") or {}).get("crps") or {}).get("p")
+            cells.append(
+                f"{v['crps']:.4g} / {v['interval_95']:.4g} / {v['coverage_80']:.0%}, "
+                f"{v['coverage_95']:.0%}" + ("" if p is None else f" / p {p:.2g}")
+            )
+        lines.append(f"| {ticker} | " + " | ".join(cells) + " |")
+        scores = r["distribution_scores"]
+        frames[ticker] = scores[scores["median"] == median]
+    overlap = math.ceil(PROTOCOL["horizon"] / PROTOCOL["step"])
+    tests = pooled(frames, MODEL_BAND, bands[1:], overlap)
+    rel = {
+        b: np.mean(
+            [f[f"{b}_crps"].mean() / f[f"{MODEL_BAND}_crps"].mean() - 1 for f in frames.values()]
+        )
+        for b in bands[1:]
+    }
+    lines.append(
+        "| pooled | - | "
+        + " | ".join(
+            f"CRPS {rel[b]:+.1%} vs band, p {tests[b]['dm']['crps']['p']:.2g}, IS95 p "
+            f"{tests[b]['dm']['interval_95']['p']:.2g}"
+            for b in bands[1:]
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        f"Pooled, {median}'s band: " + "; ".join(t["verdict_text"] for t in tests.values()),
+    ]
+    return lines, rel
+
+
+def bands_main(tickers: list[str], origins: int | None) -> None:
+    """The distribution table around naive's median alone, on the bands protocol."""
+    from bench.results import record
+
+    results = []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        for ticker in tickers:
+            from tickercast.layout import sample_dir
+
+            prices = pd.read_parquet(sample_dir() / f"{ticker}.parquet")
+            results.append(bands_backtest(prices, origins, Path(tmp) / ticker))
+            print(f"== {ticker}: {results[-1]['origins']['origins']} origins", flush=True)
+    lines, rel = distribution_rows(tickers, results, "naive")
+    head = [
+        "# Distribution bands (bench/forecast_quality.py --bands)",
+        "",
+        f"Protocol: {BANDS}.",
+        "",
+    ]
+    (ROOT / "bench" / "FORECAST_BANDS.md").write_text("\n".join(head + lines) + "\n")
+    print("\n".join(lines))
+    n = results[0]["origins"]["origins"]
+    pooled_line = lines[-1].removeprefix("Pooled, naive's band: ")
+    ratios = ", ".join(f"{b} {v:+.1%}" for b, v in rel.items() if b != "volatility_conformal")
+    seconds = time.monotonic() - t0
+    record(
+        "forecast_quality_bands",
+        f"| distribution bands around naive's median: {', '.join(tickers)} from "
+        f"{BANDS['start'][:4]}, {n} origins each (h=5 mean close log return, step 5, GARCH "
+        f"refit every 50), same median and split-conformal calibration, {seconds:.0f} s "
+        f"| today's volatility-scaled conformal band | pooled DM on per-origin CRPS "
+        f"(relative to the last close, mean per date): today's band is {pooled_line} | mean "
+        f"CRPS vs today's band: {ratios} |",
+    )
 
 
 def main(tickers: list[str]) -> None:
@@ -210,6 +338,9 @@ def main(tickers: list[str]) -> None:
         f"tutorial: 80% -> {tpooled['80']:.1%}, 95% -> {tpooled['95']:.1%}.",
         f"Worst default skill {worst:+.2%} (target >= -1%).",
     ]
+    tickers_run = [r["ticker"] for r in results]
+    bands, _ = distribution_rows(tickers_run, [r["backtest"] for r in results], "stacked_lstm")
+    lines += ["", *bands]
     (ROOT / "bench" / "FORECAST_QUALITY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     per = "; ".join(
@@ -230,4 +361,14 @@ def main(tickers: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(TICKERS))
+    args = sys.argv[1:]
+    if "--bands" in args:
+        args.remove("--bands")
+        n = None
+        if "--origins" in args:
+            i = args.index("--origins")
+            n = int(args[i + 1])
+            del args[i : i + 2]
+        bands_main(args or list(TICKERS), n)
+    else:
+        main(args or list(TICKERS))

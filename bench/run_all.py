@@ -14,8 +14,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-# peer_autoets.py is forecast_quality.py's helper (run in the peer's venv), not a benchmark
-SKIP = {"__init__.py", "results.py", "run_all.py", "peer_autoets.py"}
+# peer_autoets.py is forecast_quality.py's helper (run in the peer's venv) and stacked_lstm.py
+# universe_levers.py's prototype: not benchmarks
+SKIP = {"__init__.py", "results.py", "run_all.py", "peer_autoets.py", "stacked_lstm.py"}
 
 if __name__ == "__main__":
     from bench.results import RESULTS, record, reset

@@ -201,8 +201,7 @@ def serve_process(
                     raise RuntimeError(f"tickercast serve exited with {proc.returncode}{said()}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"tickercast serve did not answer /health within {start_timeout} s"
-                        + said()
+                        f"tickercast serve did not answer /health within {start_timeout} s" + said()
                     )
                 time.sleep(0.25)
             yield url

@@ -22,6 +22,7 @@ from tickercast.backtest.tables import artifact_rows, run_report
 from tickercast.config import BacktestConfig
 from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
+from tickercast.quiet import quiet_tensorflow
 from tickercast.tasks.backtest import rolling_backtest_step, track_backtest_step
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import step_options
@@ -33,6 +34,7 @@ METRICS_KEY, REPORT_KEY = "backtest-metrics", "backtest-report"
 @flow(name="backtest", log_prints=True, persist_result=False)
 def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     """Backtest every model on every ticker; returns the metrics rows and the run's files."""
+    quiet_tensorflow()  # before any step imports it (a deployment's own process)
     preflight(config)
     data_dir = config.execution.resolved_dir()
     options = step_options(data_dir, config.execution.refresh)
@@ -46,7 +48,8 @@ def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     results = outcomes.values()
     summary = {
         "tickers": {
-            t: r.model_dump(include={"origins", "models", "metrics"}) for t, r in results.items()
+            t: r.model_dump(include={"origins", "models", "metrics", "distribution"})
+            for t, r in results.items()
         },
         "failed": outcomes.errors(),
         "paths": {},
@@ -78,6 +81,7 @@ def _publish(config: BacktestConfig, data_dir: str, results: dict) -> dict:
             str(paths["folder"]),
             config.flat(),
             {t: r.metrics for t, r in results.items()},
+            {t: r.distribution.get("rows", []) for t, r in results.items()},
         )
     return {"paths": {k: str(v) for k, v in paths.items()}, "mlflow": tracked}
 

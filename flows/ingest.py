@@ -21,7 +21,9 @@ from tickercast.config import IngestConfig
 from tickercast.fanout import each_ticker
 from tickercast.market.locate import csv_tickers, sample_tickers, source_fingerprint
 from tickercast.market.report import artifact_table, outcome_rows, verdict
+from tickercast.tasks.events import announce_run
 from tickercast.tasks.ingest import ingest_step
+from tickercast.tasks.ledger import watch_ledger
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 
 REPORT_KEY = "ingest-report"
@@ -85,6 +87,8 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
     for o in outcomes:
         if not o.ok:  # skipped (on_corrupt=skip) by choice, not a failure
             (logger.warning if o.skipped else logger.error)("%s: %s", o.ticker, o.error)
+    live = {t: watch_ledger(t, data_dir) for t in outcomes.values()}  # the ledger, scored
+    announce_run("ingest", outcomes, flagged=sum(bool(r["flag"]) for r in live.values()))
     summary = {"tickers": rows, "results": {t: r for t, (r, _) in outcomes.values().items()}}
     why = verdict(rows, run.fail_on)
     if why is not None:

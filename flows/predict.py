@@ -17,7 +17,10 @@ from prefect.states import Failed
 
 from tickercast.config import PredictConfig
 from tickercast.delivery.predict import write_forecasts
+from tickercast.delivery.registry import champions
 from tickercast.fanout import each_ticker
+from tickercast.quiet import quiet_tensorflow
+from tickercast.tasks.events import announce_run
 from tickercast.tasks.forecast import forecast_step
 
 
@@ -29,8 +32,12 @@ def preflight(config: PredictConfig) -> None:
 @flow(name="predict", log_prints=True, persist_result=False)
 def predict(config: PredictConfig = PredictConfig()) -> dict:
     """Next-horizon forecasts of every ticker's champion; returns rows, file and failures."""
+    quiet_tensorflow()  # before any step imports it (a deployment's own process)
     data_dir = config.execution.resolved_dir()
-    outcomes = each_ticker(config.tickers, lambda t: forecast_step(t, data_dir))
+    tickers = config.tickers or champions(data_dir)  # none given: every champion
+    if not tickers:
+        return Failed(message=f"no champion to forecast under {data_dir}: retrain first")
+    outcomes = each_ticker(tickers, lambda t: forecast_step(t, data_dir))
     rows = [row for ticker_rows in outcomes.values().values() for row in ticker_rows]
     path = write_forecasts(data_dir, rows) if rows else None
     if rows:
@@ -39,6 +46,7 @@ def predict(config: PredictConfig = PredictConfig()) -> dict:
             key="forecasts",
             description=f"next-horizon forecasts with 80% / 95% conformal bounds ({path})",
         )
+    announce_run("predict", outcomes)
     failed = outcomes.errors()
     summary = {"path": str(path) if path else None, "forecasts": rows, "failed": failed}
     why = outcomes.failure()

@@ -21,9 +21,11 @@ from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
 from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
+from tickercast.quiet import quiet_tensorflow
 from tickercast.splits import SplitDates
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
+from tickercast.tasks.events import announce_run
 from tickercast.tasks.export import export_step
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.preprocess import calendar_step, preprocess_step
@@ -59,6 +61,7 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     """Train, evaluate and export one model per ticker; returns each ticker's bundle,
     metrics and promotion. A ticker that fails is named with its cause; the others
     finish, and the run then ends Failed."""
+    quiet_tensorflow()  # before any step imports it (a deployment's own process)
     preflight(config)
     data_dir = config.execution.resolved_dir()
     with ticker_locks(data_dir, config.tickers):
@@ -147,6 +150,7 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
         for branch in _trained(steps, config, branches, data_dir):
             _finish(steps, branch, config, data_dir)
         outcomes = each_ticker(config.tickers, lambda t: branches[t].result())
+    announce_run("retrain", outcomes)
     # a failed ticker: its one-line cause; the run fails naming each, after the others
     why = outcomes.failure()
     return Failed(message=why, data=outcomes.by_ticker()) if why else outcomes.by_ticker()

@@ -27,6 +27,7 @@ from tickercast.config import RetrainConfig
 from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
 from tickercast.flows.retrain import retrain
+from tickercast.quiet import quiet_tensorflow
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 from tickercast.tasks.tune import track_tune_step, tune_data_step, tune_trial_step
@@ -43,6 +44,7 @@ TRIALS_KEY, REPORT_KEY = "tune-trials", "tune-report"
 @flow(name="tune", log_prints=True, persist_result=False)
 def tune(config: TuneConfig = TuneConfig()) -> dict:
     """Search, write best.json and the trial table, then retrain best.json once."""
+    quiet_tensorflow()  # before any step imports it (a deployment's own process)
     preflight(config)
     run = config.execution
     data_dir = run.resolved_dir()

@@ -54,7 +54,7 @@ def rolling_backtest_step(
     ingested: Ingested, spec: RollingSpec, data_dir: str, *, work
 ) -> Backtested:
     """`tickercast backtest` for one ticker: every model on the same rolling origins."""
-    from tickercast.backtest.files import write_rolling
+    from tickercast.backtest.files import without_table, write_rolling
     from tickercast.backtest.rolling import rolling_backtest
     from tickercast.backtest.tables import format_table
 
@@ -67,7 +67,7 @@ def rolling_backtest_step(
     get_run_logger().info("%s backtest\n%s", ticker, format_table(result["metrics"]))
     return Backtested(
         ticker=ticker,
-        **{k: v for k, v in result.items() if k != "table"},
+        **without_table(result),
         **{name: str(path) for name, path in paths.items()},
         outputs=outputs(*paths.values()),
     )
@@ -75,14 +75,18 @@ def rolling_backtest_step(
 
 @task(name="mlflow-backtest", persist_result=False, cache_policy=NO_CACHE)
 def track_backtest_step(
-    mlflow_uri: str, folder: str, config: dict, metrics: dict[str, list[dict]]
+    mlflow_uri: str,
+    folder: str,
+    config: dict,
+    metrics: dict[str, list[dict]],
+    distribution: dict[str, list[dict]] | None = None,
 ) -> dict:
     """Log a finished `tickercast backtest` run to MLflow (tickercast.tracking.log_backtest).
     A failure is a warning and {"error": ...}: the run's files are already written."""
     from tickercast.tracking import TrackingError, log_backtest
 
     try:
-        logged = log_backtest(mlflow_uri, folder, config, metrics)
+        logged = log_backtest(mlflow_uri, folder, config, metrics, distribution)
     except TrackingError as exc:
         get_run_logger().warning("backtest not logged to MLflow: %s", exc)
         return {"uri": mlflow_uri, "error": str(exc)}

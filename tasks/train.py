@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
+from tickercast.layout import HISTORY_FILE, MODEL_FILE
 from tickercast.records import GlobalTrained, Preprocessed, Trained, Windows
 from tickercast.sections import FitSpec, Scope
 from tickercast.tasks.runners import training_lock
@@ -33,7 +34,7 @@ def train_step(
             label=pre.ticker,
             naive=naive_output(preprocessing),
         )
-    model_path, history_path = work / "model.keras", work / "history.json"
+    model_path, history_path = work / MODEL_FILE, work / HISTORY_FILE
     return Trained(
         ticker=pre.ticker,
         model=str(model_path),
@@ -73,7 +74,7 @@ def train_global_step(
         summary = train_global(
             source, specs[0].lookback, spec, scope.ticker_embedding, work, get_run_logger()
         )
-    history = work / "history.json"
+    history = work / HISTORY_FILE
     models = {
         ticker: Trained(
             ticker=ticker,

@@ -16,13 +16,28 @@ from tickercast.tasks.workfiles import outputs
 def windows_step(pre: Preprocessed, data_dir: str, *, work: Path) -> Windows:
     """Window anchors per split (indices only; the data is never copied per window)."""
     from tickercast.atomic import atomic_path
-    from tickercast.modeling.windows import anchors_for
+    from tickercast.modeling.preprocess import describe_gaps
+    from tickercast.modeling.windows import anchors_for, gap_windows
 
-    anchors = anchors_for(pre.preprocessing)
+    spec = pre.preprocessing
+    anchors = anchors_for(spec)
     work.mkdir(parents=True, exist_ok=True)
     path = work / "anchors.npz"
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **anchors)
     counts = {k: int(len(v)) for k, v in anchors.items()}
-    get_run_logger().info("%s windows: %s", pre.ticker, counts)
+    logger = get_run_logger()
+    logger.info("%s windows: %s", pre.ticker, counts)
+    spanning = sum(gap_windows(spec).values())
+    if spanning:  # said once per run: how many windows a gap cost, or that they bridge it
+        done = "skipped" if spec.on_gap == "split" else "built across it (bridged)"
+        counts[f"gap_{'skipped' if spec.on_gap == 'split' else 'bridged'}"] = spanning
+        logger.warning(
+            "%s: %d window(s) span %s: %s (on_gap=%s)",
+            pre.ticker,
+            spanning,
+            describe_gaps(spec.gaps),
+            done,
+            spec.on_gap,
+        )
     return Windows(ticker=pre.ticker, anchors=str(path), counts=counts, outputs=outputs(path))

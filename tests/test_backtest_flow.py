@@ -74,6 +74,11 @@ def test_cli_backtest_of_a_network_and_baselines(prefect_server, tmp_path, capsy
     assert (forecasts["target_date"] > forecasts["origin"]).all()
     report = (folder / "report.md").read_text()
     assert f"## {TICKER}" in report and "| lstm | t+1 | 5 |" in report
+    # the distribution table beside it: around lstm's median and naive's (issue 21)
+    assert f"{TICKER}: distribution" in out and "garch_t" in out
+    assert "| lstm | garch_t |" in report and "around naive's median, its band:" in report
+    bands = pd.read_parquet(folder / "distribution.parquet")
+    assert set(bands["median"]) == {"lstm", "naive"} and len(bands) == 10
 
 
 def test_flow_publishes_the_table_and_report(prefect_server, tmp_path):

@@ -83,14 +83,22 @@ def test_one_default_per_parameter():
 
 
 def test_every_name_has_one_entry_and_every_entry_a_name():
-    assert list(BASELINES) == [*choices.BASELINES, *choices.INPUTS_BASELINES]
+    assert list(BASELINES) == [
+        *choices.BASELINES,
+        *choices.INPUTS_BASELINES,
+        *choices.DISTRIBUTION_BASELINES,
+    ]
     assert len(set(BASELINES)) == len(BASELINES)
     for entry in BASELINES.values():
         text = entry.describe()
         assert text and "\n" not in text and "{" not in text, entry.name
-        assert entry.kind == "point"
-    assert [e.name for e in registry.of_kind("point")] == list(BASELINES)
-    assert registry.of_kind("distribution") == []
+    points = [*choices.BASELINES, *choices.INPUTS_BASELINES]
+    assert [e.name for e in registry.of_kind("point")] == points
+    distributions = registry.of_kind("distribution")
+    assert [e.name for e in distributions] == list(choices.DISTRIBUTION_BASELINES)
+    assert all(isinstance(e, registry.DistributionBaseline) for e in distributions)
+    with pytest.raises(ValueError, match="point baseline; distributions"):
+        registry.distribution("naive")
 
 
 def test_an_inputs_baseline_is_refused_where_only_closes_exist():

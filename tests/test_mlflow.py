@@ -301,7 +301,9 @@ def test_a_backtest_logs_its_tables_and_metrics(prefect_server, mlflow_server, t
     assert {f"{TICKER}.{m}.t_1.rmse" for m in ("naive", "drift", "moving_average")} <= set(metrics)
     assert metrics[f"{TICKER}.naive.t_1.skill"] == pytest.approx(0.0)
     files = {a.path for a in _client(mlflow_server).list_artifacts(run.info.run_id, "backtest")}
-    assert files == {f"backtest/{n}" for n in ("metrics.parquet", "forecasts.parquet", "report.md")}
+    names = ("metrics.parquet", "forecasts.parquet", "distribution.parquet", "report.md")
+    assert files == {f"backtest/{n}" for n in names}
+    assert f"{TICKER}.distribution.naive.garch_t.crps" in metrics
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from tickercast.modeling.models import (
     build_model,
     cudnn_problems,
     lstm_flops_per_sample,
+    model_seed,
 )
 from tickercast.modeling.preprocess import preprocess
 from tickercast.modeling.train import fit, per_ticker_data, save_model
@@ -115,3 +116,105 @@ def test_lstm_flops_count():
     model = build_model("stacked_lstm", 10, 2, [8, 4])
     # layer 1: 8 units over 2 inputs; layer 2: 4 units over 8 inputs; 10 steps
     assert lstm_flops_per_sample(model, 10) == 10 * (2 * 4 * 8 * (2 + 8) + 2 * 4 * 4 * (8 + 4))
+
+
+# --- explicit seeds: initial weights that no other thread can change ------------------
+
+
+def _random_parts(model) -> list[tuple[str, object]]:
+    """(where, seed) of every random part: initializers, LSTM cells, Dropout layers."""
+    import keras
+
+    parts = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.LSTMCell):
+            continue  # its LSTM's config repeats the cell's
+        config = layer.get_config()
+        for key, value in config.items():
+            if key.endswith("initializer") and isinstance(value, dict):
+                if value.get("class_name") not in ("Zeros", "Ones", "Constant"):
+                    parts.append((f"{layer.name}.{key}", value["config"].get("seed")))
+        if isinstance(layer, keras.layers.LSTM | keras.layers.Dropout):
+            parts.append((f"{layer.name}.seed", config["seed"]))
+    return parts
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_seeded_model_leaves_no_random_part_to_keras(name):
+    units = [5, 3]
+    model = build_model(name, 8, 2, units, dropout=0.1, seed=model_seed(42, "AAPL"))
+    parts = _random_parts(model)
+    assert len(parts) >= 4, parts
+    assert all(isinstance(seed, int) for _, seed in parts), parts
+    seeds = [seed for where, seed in parts if "initializer" in where]
+    assert len(set(seeds)) == len(seeds), "two weights share a seed: they would start equal"
+    glob = build_model("stacked_lstm", 8, 2, units, n_tickers=3, ticker_embedding=2, seed=1)
+    assert all(isinstance(seed, int) for _, seed in _random_parts(glob))
+
+
+def test_seeded_weights_depend_on_the_seed_and_ticker_alone(tmp_path):
+    import random
+
+    import keras
+
+    def weights(seed, draw_state):
+        random.seed(draw_state)  # what unseeded Keras layers draw their seeds from
+        return build_model("bilstm", 8, 2, [5, 3], dropout=0.1, seed=seed).get_weights()
+
+    seed = model_seed(42, "AAPL")
+    for a, b in zip(weights(seed, 1), weights(seed, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the control: unseeded, the same build follows the state of `random`
+    assert not np.array_equal(weights(None, 1)[0], weights(None, 2)[0])
+    assert not np.array_equal(weights(seed, 1)[0], weights(model_seed(42, "MSFT"), 1)[0])
+    assert model_seed(42, "AAPL") == seed != model_seed(43, "AAPL")
+    model = build_model("bilstm", 8, 2, [5, 3], seed=seed)
+    fwd, bwd = model.get_layer("bilstm_0").forward_layer, model.get_layer("bilstm_0").backward_layer
+    assert not np.array_equal(fwd.get_weights()[0], bwd.get_weights()[0])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    windows = np.random.default_rng(0).normal(size=(4, 8, 2)).astype("float32")
+    np.testing.assert_array_equal(
+        model.predict(windows, verbose=0), loaded.predict(windows, verbose=0)
+    )
+
+
+@pytest.mark.slow  # three fits (~15 s on 2 busy cores)
+def test_same_seed_fits_racing_in_threads_give_identical_weights(sine):
+    """Two same-seed fits in threads while a third thread keeps drawing from `random`:
+    identical weights, equal to the same fit run alone."""
+    import random
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec, arrays, anchors = sine
+    x = gather_windows(arrays["x"], anchors["train"], 8)
+    y = arrays["y"][anchors["train"]]
+    seed = model_seed(7, "SINE")
+
+    def fit_one(start: threading.Barrier | None = None):
+        model = build_model("stacked_lstm", 8, x.shape[2], [6, 4], dropout=0.2, seed=seed)
+        if start is not None:
+            start.wait()
+        model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    solo = fit_one()
+    stop, start = threading.Event(), threading.Barrier(3)
+    drawn = []
+
+    def drawer():
+        start.wait()
+        while not stop.is_set():
+            drawn.append(random.random())
+
+    with ThreadPoolExecutor(3) as pool:
+        noise = pool.submit(drawer)
+        fits = [pool.submit(fit_one, start) for _ in range(2)]
+        results = [f.result() for f in fits]
+        stop.set()
+        noise.result()
+    assert len(drawn) > 1000  # the drawer really drew while the fits ran
+    for got in results:
+        for a, b in zip(solo, got, strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -105,3 +105,23 @@ def test_cli_predict(prefect_server, data, capsys):
     assert main(["predict", "--tickers", "NVDA", "--data-dir", str(data)]) == 1
     captured = capsys.readouterr()
     assert "NVDA: failed" in captured.out and "1 ticker(s) failed" in captured.err
+
+
+def test_predict_without_tickers_forecasts_every_champion(prefect_server, data, tmp_path):
+    from tickercast.app.cli import main
+    from tickercast.config import PredictConfig
+    from tickercast.delivery.registry import champions
+    from tickercast.flows.predict import predict
+
+    assert PredictConfig().tickers == [] and champions(data) == [TICKER]
+    state = predict(PredictConfig(data_dir=str(data)), return_state=True)
+    assert state.is_completed()
+    assert [r["ticker"] for r in state.result()["forecasts"]] == [TICKER]
+    # every run keeps what it issued in the ledger, once per origin and version
+    from tickercast.delivery import ledger
+
+    predict(PredictConfig(data_dir=str(data)), return_state=True)
+    kept = ledger.read(data, TICKER)
+    assert len(kept) == 1 and kept["version"].tolist() == [3]
+    # an empty registry is one line saying so, not a run over nothing
+    assert main(["predict", "--data-dir", str(tmp_path / "empty")]) == 1

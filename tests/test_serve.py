@@ -508,3 +508,33 @@ def test_pages_escape_what_they_read(tmp_path):
             "&lt;img src=&quot;https://example.com/x.png&quot; onerror=&quot;alert(1)&quot;&gt;"
             in page
         )
+
+
+def test_every_forecast_served_is_kept_in_the_ledger_and_served_scored(tmp_path):
+    """GET /forecast keeps what it issues (once per origin and version); GET /ledger
+    serves the kept forecasts, scored once their days are in the lake."""
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+    from tickercast.delivery import ledger
+
+    data = copy_store(tmp_path)
+    promote(data, TICKER, 3)
+    full = lake.read_partition(data, TICKER)
+    lake.write_partition(data, TICKER, full.iloc[:-10])  # the service sees an older lake
+    with TestClient(create_app(data)) as client:
+        assert client.get("/ledger/" + TICKER).status_code == 404  # nothing issued yet
+        issued = client.get(f"/forecast/{TICKER}").json()["forecasts"][0]
+        client.get(f"/forecast/{TICKER}")
+        kept = ledger.read(data, TICKER)
+        assert len(kept) == len(issued and [issued]) and kept["as_of"].iloc[0] == issued["as_of"]
+        assert kept["bundle_sha"].iloc[0] and kept["data_sha"].iloc[0]
+        lake.write_partition(data, TICKER, full)  # the truth arrives
+        body = client.get("/ledger/" + TICKER.lower()).json()
+        assert body["issued"] == 1 and len(body["scored"]) == 1
+        row = body["scored"][0]
+        assert row["realized"] > 0 and row["error"] == pytest.approx(
+            row["forecast"] - row["realized"]
+        )
+        assert body["live"]["n"] == 1 and body["live"]["flag"] is None
+        assert client.get("/ledger/..%2Fetc").status_code in (404, 422)

@@ -167,3 +167,53 @@ def test_real_walk_forward_on_the_sample(tmp_path):
     assert saved["n_folds"] == 2 and "table" not in saved
     assert set(pd.read_parquet(paths["predictions"])["fold"]) == {1, 2}
     assert paths["folds_png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_walk_forward_pools_the_distribution_over_folds(tmp_path):
+    """Every fold judges the model's band against the distribution baselines; the summary
+    tests the per-origin CRPS differences of all folds pooled."""
+    result, _ = run(random_walk(), tmp_path)
+    for fold in result["folds"]:
+        assert "garch_t" in fold["distribution"]["metrics"]
+    pooled = result["summary"]["distribution"]
+    assert set(pooled) == {
+        "volatility_conformal",
+        "ewma",
+        "garch_t",
+        "gjr_garch_t",
+        "unconditional",
+    }
+    # without a quantile head the model's band is the volatility-scaled one: the same
+    assert pooled["volatility_conformal"]["verdict"] == "indistinguishable"
+    assert pooled["garch_t"]["verdict_text"].split(" (")[0] in (
+        "indistinguishable from GARCH(1,1)-t",
+        "worse than GARCH(1,1)-t",
+        "better than GARCH(1,1)-t by CRPS",
+    )
+
+
+def test_a_quantile_head_is_judged_in_every_fold(tmp_path):
+    """A fold's forecaster with a `quantiles` attribute is the model's band there."""
+    from tickercast.choices import QUANTILES
+
+    class Head(Recorder):
+        def __call__(self, *args):
+            forecast, info = super().__call__(*args)
+
+            def quantiles(arrays, a):
+                m = forecast(arrays, a)[..., None]
+                return m * np.exp(0.01 * (np.asarray(QUANTILES) - 0.5))
+
+            forecast.quantiles = quantiles
+            return forecast, info
+
+    result = walk_forward(
+        random_walk(),
+        PreprocessSettings(**PRE_CFG),
+        FitSpec(seed=1),
+        WalkForward(walk_forward_folds=2, walk_forward_epochs=1),
+        tmp_path,
+        fit=Head(),
+    )
+    for fold in result["folds"]:
+        assert fold["distribution"]["model"] == {"form": "network"}

@@ -19,6 +19,9 @@ Feature = Literal[
     "log_return",
     "volatility",
     "day_of_week",
+    "abs_log_return",
+    "parkinson",
+    "garman_klass",
 ]
 Target = Literal[
     "mean_close",
@@ -28,6 +31,9 @@ Target = Literal[
     "close_log_return",
     "closes_log_return",
 ]
+# The network's output: one point forecast per output, or the QUANTILES grid per output
+# (never crossing by construction; tickercast.modeling.models.build_model).
+Head = Literal["point", "quantile"]
 ModelName = Literal["stacked_lstm", "lstm", "bilstm", "cnn_lstm", "lstm_attention"]
 # Networks whose `units` needs more than one entry (stacked LSTMs; cnn_lstm's Conv1D + LSTM)
 MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
@@ -37,6 +43,11 @@ MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
 # model's preprocessing exists (the retrain evaluation and its walk-forward).
 Baseline = Literal["naive", "drift", "mean", "moving_average", "moving_average_horizon", "ridge"]
 InputsBaseline = Literal["ridge_inputs"]
+# Distribution baselines (issue 21): bands on the QUANTILES grid around a given median, each
+# a daily-variance forecaster mapped onto the target and calibrated split-conformally.
+DistributionBaseline = Literal[
+    "volatility_conformal", "ewma", "garch_t", "gjr_garch_t", "unconditional"
+]
 # The baselines' parameters' defaults (the registry, the arithmetic and the backtest's
 # config section read them here)
 MA_WINDOW = 20  # moving_average: closes averaged
@@ -50,6 +61,7 @@ PromotionMetric = Literal["rmse", "mae", "mape", "smape", "mase"]
 Device = Literal["auto", "cpu", "gpu"]
 OnCorrupt = Literal["reingest", "skip", "fail"]
 OnQuirk = Literal["repair", "drop", "fail"]  # a kept row's vendor quirks: see market/validate.py
+OnGap = Literal["split", "refuse", "bridge"]  # windows over a gap in the days: modeling/windows.py
 FailOn = Literal["any", "all", "never"]
 Preset = Literal["recommended", "tutorial"]
 TaskRunner = Literal["threads", "dask"]
@@ -71,12 +83,15 @@ WINDOWED_SOURCES = values(WindowedSource)
 FEATURES = values(Feature)
 TARGETS = values(Target)
 NETWORKS = values(ModelName)
+HEADS = values(Head)
 BASELINES = values(Baseline)
 INPUTS_BASELINES = values(InputsBaseline)
+DISTRIBUTION_BASELINES = values(DistributionBaseline)
 WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)
 ON_QUIRK = values(OnQuirk)
+ON_GAP = values(OnGap)
 PROGRESS_MODES = values(ProgressMode)
 
 # The quantile grid of every distribution forecast (the network's quantile head, the

@@ -46,7 +46,12 @@ from tickercast.tickers import validate_ticker
 # sections' own defaults are the recommended preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "recommended": {},
-    "tutorial": {"features": ["close", "volume"], "target": "mean_close", "shrink": False},
+    "tutorial": {
+        "features": ["close", "volume"],
+        "target": "mean_close",
+        "shrink": False,
+        "head": "point",
+    },
 }
 PRESET_HELP = (
     "recommended: scale-free inputs (daily log return, 20-day volatility), a target "
@@ -210,7 +215,10 @@ class PredictConfig(_Config):
     """The `predict` flow's one parameter: which champions forecast, from which lake."""
 
     tickers: list[str] = tickers_field(
-        description="Tickers whose champion model forecasts the next horizon."
+        default_factory=list,
+        min_length=0,
+        description="Tickers whose champion model forecasts the next horizon (none given: "
+        "every ticker with a champion under the data dir).",
     )
     execution: PredictExecution = section(PredictExecution)
 

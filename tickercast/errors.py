@@ -22,3 +22,8 @@ class CorruptPartitionError(RuntimeError):
 
 class CorruptSkippedError(CorruptPartitionError):
     """on_corrupt='skip': the ticker was left as it was; the message names the file."""
+
+
+class HistoryShrinkError(ValueError):
+    """A source that would remove days already stored for a ticker (a shorter CSV, a later
+    start): refused with the counts unless a replacement is asked for; nothing changed."""

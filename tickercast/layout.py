@@ -24,6 +24,11 @@ from pathlib import Path
 LAKE, MODELS, FORECASTS, BACKTESTS, TUNING = "lake", "models", "forecasts", "backtests", "tuning"
 WORK, RESULTS = "work", "results"
 REGISTRY_FILE = "registry.json"
+# The files a fit and a bundle hold, by name, wherever they are written or read
+MODEL_FILE = "model.keras"  # the trained network (Keras format, loaded in safe mode)
+SPEC_FILE = "preprocessing.json"  # features, split and fitted scalers
+HISTORY_FILE = "history.json"  # the fit's curves and summary
+METADATA_FILE = "metadata.json"  # a bundle's evaluation, config and lineage
 # Cached, recomputable outputs: what `tickercast cache clear` deletes.
 CACHE_DIRS: tuple[str, ...] = (RESULTS, WORK)
 # Everything a run writes under the data dir (the bundled sample is never in it).
@@ -41,6 +46,11 @@ def lake_prices(data_dir: str | Path) -> Path:
 
 def lake_events(data_dir: str | Path) -> Path:
     return Path(data_dir) / LAKE / "events"
+
+
+def lake_ledger(data_dir: str | Path) -> Path:
+    """The forecast ledger: <data_dir>/lake/ledger/<TICKER>/<origin>_v<version>.parquet."""
+    return Path(data_dir) / LAKE / "ledger"
 
 
 def lake_lock(data_dir: str | Path, ticker: str) -> Path:

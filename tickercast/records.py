@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickercast import layout
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -109,7 +111,7 @@ class Preprocessed(Record):
         return load_preprocessed(self.arrays, self.spec)
 
     def bundle_files(self) -> dict[str, Path]:
-        return {"preprocessing.json": Path(self.spec)}
+        return {layout.SPEC_FILE: Path(self.spec)}
 
 
 class Windows(Record):
@@ -152,7 +154,7 @@ class Trained(Record):
         return json.loads(Path(self.history).read_text())
 
     def bundle_files(self) -> dict[str, Path]:
-        return {"model.keras": Path(self.model), "history.json": Path(self.history)}
+        return {layout.MODEL_FILE: Path(self.model), layout.HISTORY_FILE: Path(self.history)}
 
 
 class GlobalTrained(Record):
@@ -230,6 +232,9 @@ class Backtested(Record):
     models: list[str]
     metrics: list[dict[str, Any]]
     folds: dict[str, Any]
+    # the distribution table (issue 21): per median, every band's scores and DM verdicts
+    distribution: dict[str, Any] = Field(default_factory=dict)
     metrics_parquet: str
     forecasts_parquet: str
+    distribution_parquet: str = ""
     summary_json: str

@@ -38,10 +38,12 @@ from tickercast.choices import (
     Baseline,
     Device,
     Feature,
+    Head,
     MaseScale,
     Mode,
     ModelName,
     OnCorrupt,
+    OnGap,
     OnQuirk,
     PromotionMetric,
     Source,
@@ -129,7 +131,15 @@ class IngestChecks(Section):
         "open/high/low/adj_close (Yahoo's old history): repair = keep it, those fields "
         "marked missing (a flat bar's open set to its close), counted per quirk in the "
         "report; drop = drop such rows, counted; fail = refuse the file or answer. Rows "
-        "without a valid close are dropped.",
+        "without a valid close are dropped. A bad close print (a one-day jump that "
+        "reverts, a close far outside its own bar, a last day far outside the recent "
+        "volatility) is dropped by repair and drop, refused by fail.",
+    )
+    replace: bool = Field(
+        _INGEST.replace,
+        description="Let a source replace a stored history it does not cover (fewer rows, "
+        "a later start, missing days): the removed days are counted and warned about. "
+        "Without it such a source is refused, naming the counts, and nothing is changed.",
     )
 
     def options(self) -> IngestOptions:
@@ -229,6 +239,19 @@ class Windowing(Section):
         "always mapped back to prices.",
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of rows for validation.")
+    gap_days: int = Field(
+        5,
+        ge=1,
+        le=250,
+        description="A gap in the trading days: more than this many weekdays missing "
+        "between two consecutive rows (rows dropped at ingest, a suspension).",
+    )
+    on_gap: OnGap = Field(
+        "split",  # type: ignore[arg-type]
+        description="Windows whose days span a gap: split = not built, counted (the "
+        "series is cut at the gap); refuse = fail the ticker, naming the gaps; bridge = "
+        "built as if the days were consecutive, counted.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -305,6 +328,14 @@ class Network(Architecture):
         "-> Dense; lstm: one LSTM(units[0]) -> Dense; bilstm: bidirectional LSTM per entry; "
         "cnn_lstm: causal Conv1D(units[0] filters, kernel 3) -> LSTM per remaining entry; "
         "lstm_attention: LSTM per entry -> attention over the sequence -> Dense.",
+    )
+    head: Head = Field(
+        "point",
+        description="point: one forecast per output, trained on squared error; quantile: "
+        "the forecast distribution on the grid 0.025..0.975 per output (median + "
+        "non-negative steps, so quantiles never cross), trained on the pinball loss; the "
+        "median is the forecast (shrunk toward the last close like a point head's), the "
+        "spread is conformalized on the validation split (CQR).",
     )
 
     @model_validator(mode="after")
@@ -572,6 +603,10 @@ class Mirror(Section):
 # --------------------------------------------------------------------------- composites
 
 
+def _open_schema(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
+
+
 class Composite(BaseModel):
     """Sections composed under their names, each setting reachable by its flat name.
 
@@ -582,7 +617,12 @@ class Composite(BaseModel):
     validates the copy.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are refused by validation (after `nest` lifted the flat names); the JSON
+    # schema leaves them open, so Prefect's own check of a deployment's parameters lets the
+    # flat names through to that validation instead of refusing them first.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _open_schema(schema)
+    )
     # the flat name -> section name (None: a field of the composite itself)
     _leaves: ClassVar[dict[str, str | None]] = {}
 

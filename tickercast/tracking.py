@@ -229,11 +229,42 @@ def version_metrics(metadata: dict) -> dict[str, float]:
     training = metadata.get("training") or {}
     for key in ("best_epoch", "epochs_run"):
         out[f"training.{key}"] = training.get(key)
+    out.update(distribution_metrics(metadata))
+    pooled = ((metadata.get("walk_forward") or {}).get("summary") or {}).get("distribution")
+    for name, values in (pooled or {}).items():  # the model's band over all folds vs each
+        out[f"walk_forward.distribution.{name}.crps"] = values.get("crps")
+        out[f"walk_forward.distribution.{name}.dm_p"] = values.get("p")
     walk = (metadata.get("walk_forward") or {}).get("summary", {}).get("metrics", {})
     for forecaster, values in walk.items():
         for metric, stats in values.items():
             if isinstance(stats, dict) and stats.get("mean") is not None:
                 out[f"walk_forward.{forecaster}.{metric}"] = stats["mean"]
+    return _numbers(out)
+
+
+DISTRIBUTION_KEYS = (
+    "crps",
+    "interval_80",
+    "interval_95",
+    "pinball",
+    "coverage_80",
+    "coverage_95",
+    "kupiec_p_80",
+    "kupiec_p_95",
+)
+
+
+def distribution_metrics(metadata: dict) -> dict[str, float]:
+    """The distribution table of a version (`evaluation.distribution`) as
+    `distribution.<forecaster>.<score>`, with `distribution.<baseline>.dm_p` (the DM
+    p-value of the model's per-origin CRPS against that baseline)."""
+    record = (metadata.get("evaluation") or {}).get("distribution") or {}
+    out: dict[str, float] = {}
+    for name, values in (record.get("metrics") or {}).items():
+        out.update({f"distribution.{name}.{k}": values.get(k) for k in DISTRIBUTION_KEYS})
+        p = ((values.get("dm") or {}).get("crps") or {}).get("p")
+        if p is not None:
+            out[f"distribution.{name}.dm_p"] = p
     return _numbers(out)
 
 
@@ -316,7 +347,7 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
     champion's version (removed when there is none). Safe to repeat: what is already there
     is found by its tags, not logged twice. A version whose metadata.json cannot be read
     (a damaged bundle) is skipped and listed under "skipped"."""
-    from tickercast.delivery.bundle import bundle_path, list_versions
+    from tickercast.delivery.bundle import bundle_path, list_versions, read_metadata
     from tickercast.delivery.registry import read_registry
 
     champion = read_registry(data_dir, ticker)["champion"]
@@ -333,7 +364,7 @@ def sync_model(uri: str, data_dir: str | Path, ticker: str) -> dict:
                 continue
             bundle = bundle_path(data_dir, ticker, version)
             try:
-                metadata = json.loads((bundle / "metadata.json").read_text())
+                metadata = read_metadata(bundle)
             except (OSError, ValueError) as exc:
                 skipped[version] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -389,17 +420,27 @@ def retry_hint(ticker: str | None, data_dir: str | Path) -> str:
 
 
 def log_backtest(
-    uri: str, folder: str | Path, config: dict, metrics: dict[str, list[dict]]
+    uri: str,
+    folder: str | Path,
+    config: dict,
+    metrics: dict[str, list[dict]],
+    distribution: dict[str, list[dict]] | None = None,
 ) -> dict:
     """One run for a `tickercast backtest` invocation: its config, every row of its metrics
-    table as `<ticker>.<model>.<step>.<metric>` (step t+1 is written t_1), and its folder
-    (metrics.parquet, forecasts.parquet, report.md) as artifacts."""
+    table as `<ticker>.<model>.<step>.<metric>` (step t+1 is written t_1), every row of its
+    distribution table as `<ticker>.distribution.<median>.<band>.<score>` (`p`: the DM
+    p-value of the median's band against that band), and its folder (metrics.parquet,
+    forecasts.parquet, distribution.parquet, report.md) as artifacts."""
     folder = Path(folder)
     values: dict[str, float] = {}
     for ticker, rows in metrics.items():
         for row in rows:
             prefix = (ticker, row["model"], row["step"])
             values.update({metric_key(*prefix, k): v for k, v in _numbers(row).items() if k != "n"})
+    for ticker, rows in (distribution or {}).items():
+        for row in rows:
+            prefix = (ticker, "distribution", row["median"], row["band"])
+            values.update({metric_key(*prefix, k): v for k, v in _numbers(row).items()})
     client = _client(uri)
     with _reported(uri, "logging the backtest"):
         run = _log_run(
@@ -450,3 +491,33 @@ def log_tune(uri: str, run_dir: str | Path, config: dict, rows: list[dict], repo
             texts={"tune/report.md": report},
         )
     return {"uri": uri, "run_id": run.info.run_id, "experiment": TUNE_EXPERIMENT}
+
+
+# --------------------------------------------------------------------------- live record
+
+LIVE_KEYS = ("skill", "mae", "naive_mae", "dm_p", "dm_p_worse", "coverage_80", "coverage_95")
+LIVE_KEYS += ("kupiec_p_below_80", "kupiec_p_below_95", "crps")
+
+
+def log_live(uri: str, data_dir: str | Path, ticker: str, record: dict) -> str:
+    """The live record of a version (`tickercast.delivery.ledger.version_record`) on that
+    version's retrain run, as `live.<figure>` metrics at step n (forecasts scored so far, so
+    MLflow charts them as they accumulate) and the flag as tag `tickercast.live.flag`.
+    Returns the run id; the run is logged first if no sync did it yet."""
+    from mlflow.entities import Metric
+
+    from tickercast.delivery.bundle import bundle_path
+
+    version = int(record["version"])
+    bundle = bundle_path(data_dir, ticker, version)
+    client = _client(uri)
+    with _reported(uri, f"logging the live record of {ticker} v{version}"):
+        metadata = json.loads((bundle / "metadata.json").read_text())
+        run_id = _version_run(client, ticker, version, bundle, metadata).info.run_id
+        now, step = int(time.time() * 1000), int(record.get("n") or 0)
+        values = _numbers({k: record.get(k) for k in LIVE_KEYS})
+        points = [Metric(metric_key("live", k), v, now, step) for k, v in values.items()]
+        if points:
+            client.log_batch(run_id, metrics=points)
+        client.set_tag(run_id, "tickercast.live.flag", record.get("flag") or "none")
+    return run_id

@@ -35,8 +35,8 @@ def write_files(
 
 
 def without_table(result: dict) -> dict:
-    """A result's JSON-ready part: all but its predictions table (written as Parquet)."""
-    return {k: v for k, v in result.items() if k != "table"}
+    """A result's JSON-ready part: all but its tables (written as Parquet)."""
+    return {k: v for k, v in result.items() if not isinstance(v, pd.DataFrame)}
 
 
 def metrics_frame(rows: list[dict], ticker: str) -> pd.DataFrame:
@@ -49,14 +49,19 @@ def metrics_frame(rows: list[dict], ticker: str) -> pd.DataFrame:
 
 
 def write_rolling(out_dir: Path, result: dict, ticker: str) -> dict[str, Path]:
-    """metrics.parquet, forecasts.parquet and backtest.json of one ticker's backtest."""
+    """metrics.parquet, forecasts.parquet, distribution.parquet (per-origin band scores
+    relative to the last close) and backtest.json of one ticker's backtest."""
     table = result["table"].copy()
     table.insert(0, "ticker", ticker)
+    scores = result.get("distribution_scores", pd.DataFrame()).copy()
+    if not scores.empty:
+        scores.insert(0, "ticker", ticker)
     return write_files(
         out_dir,
         {
             "metrics_parquet": ("metrics.parquet", metrics_frame(result["metrics"], ticker)),
             "forecasts_parquet": ("forecasts.parquet", table),
+            "distribution_parquet": ("distribution.parquet", scores),
             "summary_json": ("backtest.json", {"ticker": ticker, **without_table(result)}),
         },
     )
@@ -75,8 +80,12 @@ def write_run(data_dir: str | Path, per_ticker: list[Backtested], report: str) -
         for key, files in (
             ("metrics", [t.metrics_parquet for t in per_ticker]),
             ("forecasts", [t.forecasts_parquet for t in per_ticker]),
+            (
+                "distribution",
+                [t.distribution_parquet for t in per_ticker if t.distribution_parquet],
+            ),
         ):
-            frames = [pd.read_parquet(path) for path in files]
+            frames = [pd.read_parquet(path) for path in files] or [pd.DataFrame()]
             pd.concat(frames, ignore_index=True).to_parquet(staging / f"{key}.parquet", index=False)
         (staging / "report.md").write_text(report)
         staging.rename(final)
@@ -86,5 +95,6 @@ def write_run(data_dir: str | Path, per_ticker: list[Backtested], report: str) -
         "folder": final,
         "metrics": final / "metrics.parquet",
         "forecasts": final / "forecasts.parquet",
+        "distribution": final / "distribution.parquet",
         "report": final / "report.md",
     }

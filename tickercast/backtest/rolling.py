@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from tickercast.backtest.bands import MODEL_BAND, Piece, band_table, naive_pieces, table_rows
 from tickercast.backtest.initial import check_initial
 from tickercast.backtest.prepare import (
     FitFn,
@@ -78,7 +79,8 @@ def network_forecasts(
     origins and calibrates split-conformal intervals on its own validation windows.
 
     Returns {"forecasts": (n, outputs), "intervals": {level: (lo, hi)}, "fold": (n,) fold
-    number per origin, "folds": per-fit details}.
+    number per origin, "folds": per-fit details, "pieces": per fit what its distribution
+    table needs (`tickercast.backtest.bands.Piece`)}.
     """
     section, origins = spec.preprocessing, series.origins
     n_out = output_width(section.target, origins.horizon)
@@ -88,7 +90,7 @@ def network_forecasts(
         level_key(lv): (np.full((k, n_out), np.nan), np.full((k, n_out), np.nan)) for lv in LEVELS
     }
     fold_of = np.zeros(k, dtype=np.int64)
-    folds, at = [], 0
+    folds, pieces, at = [], [], 0
     plan = refit_folds(origins, spec.backtest.refit_every, section.val_fraction)
     fit_spec = spec.fit_spec(name)
     with track(f"{who} backtest {name} refits", total=len(plan)) as bar:
@@ -97,7 +99,8 @@ def network_forecasts(
             fitted = fit_fold(series, section, fold, fit, fit_spec, folder, logger, who)
             part = slice(at, at + len(group))
             pred[part] = fitted.forecast(group)
-            cal = _calibrated(fitted, pred[part], group, bands, part)
+            cal, piece = _calibrated(fitted, pred[part], group, bands, part)
+            pieces.append(piece)
             fold_of[part] = fold.fold
             folds.append(_fold_entry(fitted, series.dates, group, cal))
             logger.info(
@@ -113,29 +116,43 @@ def network_forecasts(
             )
             at += len(group)
             bar.advance(1, f"{who} backtest {name} refits · {at}/{k} origins")
-    return {"forecasts": pred, "intervals": bands, "fold": fold_of, "folds": folds}
+    return {
+        "forecasts": pred,
+        "intervals": bands,
+        "fold": fold_of,
+        "folds": folds,
+        "pieces": pieces,
+    }
 
 
-def _calibrated(fitted: FittedFold, pred: np.ndarray, group, bands: dict, part: slice) -> dict:
+def _calibrated(
+    fitted: FittedFold, pred: np.ndarray, group, bands: dict, part: slice
+) -> tuple[dict, Piece]:
     """Split-conformal quantiles from the fit's validation windows, and its group's bands
-    (into `bands` at `part`); returns the quantiles per level."""
+    (into `bands` at `part`); returns the quantiles per level and the fit's piece of the
+    distribution table. A forecaster with a quantile head (a `quantiles` attribute:
+    (arrays, anchors) -> (n, outputs, len(QUANTILES)) in prices) gives its own grid."""
     val = fitted.anchors["val"]
     cal = {}
     fold_close = np.asarray(fitted.arrays["close"], dtype=np.float64)
+    n_out = pred.shape[1]
+    val_pred, val_actual = np.zeros((0, n_out)), np.zeros((0, n_out))
     if len(val):
         val_pred = np.asarray(fitted.forecaster(fitted.arrays, val), dtype=np.float64)
         val_actual = np.asarray(fitted.arrays["y_price"], dtype=np.float64)[val]
-        cal = calibrate(
-            val_actual.reshape(len(val), -1),
-            val_pred.reshape(len(val), -1),
-            scale=recent_volatility(fold_close, val),
-        )
+        val_pred, val_actual = val_pred.reshape(len(val), -1), val_actual.reshape(len(val), -1)
+        cal = calibrate(val_actual, val_pred, scale=recent_volatility(fold_close, val))
     vol = recent_volatility(fold_close, np.asarray(group) - fitted.fold.train_start)
     for key, c in cal.items():
         q = np.asarray(c["q"], dtype=np.float64)
         if np.isfinite(q).all():  # too few calibration windows: no band
             bands[key][0][part], bands[key][1][part] = interval(pred, q, vol)
-    return cal
+    head = getattr(fitted.forecaster, "quantiles", None)
+    local = np.asarray(group) - fitted.fold.train_start
+    grid = None if head is None else np.asarray(head(fitted.arrays, local), dtype=np.float64)
+    start = fitted.fold.train_start
+    piece = Piece(val + start, val_actual, val_pred, np.asarray(group), pred, int(group[0]), grid)
+    return cal, piece
 
 
 def _fold_entry(fitted: FittedFold, dates: np.ndarray, group, cal: dict) -> dict:
@@ -318,7 +335,40 @@ def rolling_backtest(
     table = _forecast_table(series, forecasts, networks, section.target)
     _log_summary(logger, who, info, scored, output_labels(section.target, section.horizon))
     folds = {name: net["folds"] for name, net in networks.items()}
-    return {"origins": info, "models": models, "metrics": scored, "folds": folds, "table": table}
+    distribution, scores = _distribution(series, section, rolling, networks)
+    return {
+        "origins": info,
+        "models": models,
+        "metrics": scored,
+        "folds": folds,
+        "distribution": distribution,
+        "table": table,
+        "distribution_scores": scores,
+    }
+
+
+def _distribution(
+    series: RollingSeries, section, rolling, networks: dict[str, dict]
+) -> tuple[dict, pd.DataFrame]:
+    """The distribution table around each network's median and naive's: {"medians":
+    {median: judged}, "rows": flat rows}, and the per-origin relative scores (a `median`
+    column) that pool across tickers."""
+    pieces = {name: net["pieces"] for name, net in networks.items()}
+    pieces[NAIVE] = naive_pieces(
+        series.close, series.origins, section.target, rolling.refit_every, section.val_fraction
+    )
+    medians, rows, frames = {}, [], []
+    for median, parts in pieces.items():
+        judged, scores = band_table(
+            series.close, series.origins, section.target, parts, series.dates
+        )
+        medians[median] = judged
+        rows += table_rows(median, judged)
+        if not scores.empty:
+            scores.insert(0, "median", median)
+            frames.append(scores)
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return {"reference": MODEL_BAND, "medians": clean(medians), "rows": clean(rows)}, frame
 
 
 def _series(prices: pd.DataFrame, section: Windowing, rolling: Rolling, models) -> RollingSeries:

@@ -27,6 +27,95 @@ COLUMNS = (
 )
 
 
+DISTRIBUTION_COLUMNS = (
+    ("median", "median", "s"),
+    ("band", "band", "s"),
+    ("crps", "CRPS", ".4f"),
+    ("interval_80", "IS 80", ".4f"),
+    ("interval_95", "IS 95", ".4f"),
+    ("pinball", "pinball", ".4f"),
+    ("coverage_80", "cov 80", ".1%"),
+    ("coverage_95", "cov 95", ".1%"),
+    ("p", "DM p", ".2g"),
+    ("verdict", "band vs it", "s"),
+)
+
+
+def _dcell(row: dict, key: str, spec: str) -> str:
+    value = row.get(key)
+    if key == "p":
+        return "-" if value is None else p_cell(value)
+    if key == "verdict":
+        return value or "-"
+    return fmt(value, spec) if spec != "s" else str(value)
+
+
+def format_distribution(rows: list[dict]) -> str:
+    """The distribution rows (around each median, its own `band` and every distribution
+    baseline) as an aligned plain-text table; DM p: the median's band against the row's."""
+    if not rows:
+        return ""
+    cols = DISTRIBUTION_COLUMNS
+    cells = [[title for _, title, _ in cols]]
+    cells += [[_dcell(r, key, spec) for key, _, spec in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(cols))).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def distribution_lines(distribution: dict) -> list[str]:
+    """Markdown: the distribution table beside the point table, and its verdicts."""
+    rows = distribution.get("rows") or []
+    if not rows:
+        return []
+    cols = DISTRIBUTION_COLUMNS
+    lines = [
+        "",
+        "Distribution (quantile grid; around each median its own band and every "
+        "distribution baseline, same calibration; DM on per-origin CRPS):",
+        "",
+        "| " + " | ".join(title for _, title, _ in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    lines += ["| " + " | ".join(_dcell(r, k, s) for k, _, s in cols) + " |" for r in rows]
+    for median, judged in (distribution.get("medians") or {}).items():
+        if judged.get("verdicts"):
+            lines.append(f"- around {median}'s median, its band: " + "; ".join(judged["verdicts"]))
+    return lines
+
+
+def pooled_distribution_lines(results: dict[str, Backtested]) -> list[str]:
+    """Markdown: per median, its band against each baseline pooled across tickers (the
+    per-origin scores relative to the last close, mean difference per date, DM)."""
+    import pandas as pd
+
+    from tickercast.backtest.bands import MODEL_BAND
+    from tickercast.evaluation.distribution import pooled
+
+    frames = {
+        t: pd.read_parquet(r.distribution_parquet)
+        for t, r in results.items()
+        if r.distribution_parquet
+    }
+    frames = {t: f for t, f in frames.items() if not f.empty}
+    if len(frames) < 2:
+        return []
+    first = next(iter(results.values())).origins
+    overlap = max(1, -(-int(first["horizon"]) // int(first["step"])))
+    lines = ["## Distribution pooled across tickers", ""]
+    medians = sorted(set.intersection(*(set(f["median"]) for f in frames.values())))
+    for median in medians:
+        by = {t: f[f["median"] == median] for t, f in frames.items()}
+        columns = next(iter(by.values())).columns
+        others = [c[: -len("_crps")] for c in columns if c.endswith("_crps")]
+        others = [n for n in others if n != MODEL_BAND]
+        tests = pooled(by, MODEL_BAND, others, overlap)
+        verdicts = "; ".join(v["verdict_text"] for v in tests.values())
+        lines.append(f"- around {median}'s median ({len(frames)} tickers), its band: {verdicts}")
+    return lines
+
+
 def _cell(row: dict, key: str, spec: str) -> str:
     value = row.get(key)
     if key == "lagging":
@@ -55,6 +144,7 @@ def run_report(results: dict[str, Backtested], folder: str | None = None) -> str
         lines += [f"Files: `{folder}`", ""]
     for ticker, result in results.items():
         lines += [*markdown_lines(ticker, result), ""]
+    lines += pooled_distribution_lines(results)
     return "\n".join(lines)
 
 
@@ -93,7 +183,7 @@ def markdown_lines(ticker: str, result: Backtested) -> list[str]:
     described = o.get("baselines")
     if described:
         lines += ["", "Baselines:", "", *(f"- {x}" for x in legend(result.models, described))]
-    return lines
+    return lines + distribution_lines(result.distribution)
 
 
 def lagging_note(name: str, r: dict) -> str:
@@ -144,7 +234,31 @@ def summary_lines(backtest: dict) -> list[str]:
             "indistinguishable": "indistinguishable from naive",
         }[naive["verdict"]]
         lines += ["", f"Over all folds the model {state} (DM p {_p_cell(naive)})."]
-    return lines
+    return lines + walk_forward_distribution_lines(backtest["summary"].get("distribution"))
+
+
+def walk_forward_distribution_lines(pooled: dict | None) -> list[str]:
+    """Markdown: the model's band against each distribution baseline over all folds
+    (mean CRPS, DM p on per-origin CRPS differences, the verdict in words)."""
+    if not pooled:
+        return []
+    lines = [
+        "",
+        "| distribution baseline | CRPS model | CRPS it | DM p, model vs it (pooled) |",
+        "|---|---|---|---|",
+    ]
+    for name, v in pooled.items():
+        lines.append(
+            f"| {name} | {fmt(v.get('crps_model'), '.4f')} | {fmt(v.get('crps'), '.4f')} | "
+            f"{p_cell(v.get('p'))} ({v.get('verdict')}) |"
+        )
+    return [
+        *lines,
+        "",
+        "Model's band over all folds: "
+        + "; ".join(v["verdict_text"] for v in pooled.values())
+        + ".",
+    ]
 
 
 def _p_cell(test: dict) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from tickercast.backtest.files import without_table, write_files
 from tickercast.backtest.prepare import FitFn, FittedFold, Logger, Series, fit_fold, keras_fit
+from tickercast.evaluation.distribution import dm_verdict, verdict_words
 from tickercast.evaluation.evaluate import evaluate_forecasts
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.names import FORECASTERS, MODEL
@@ -113,6 +114,7 @@ def walk_forward(
     table = pd.concat(tables, ignore_index=True)
     summary = summarize(results)
     summary["significance"] = pooled_significance(table, spec0.horizon)
+    summary["distribution"] = pooled_distribution(table, spec0.horizon)
     return {
         "n_folds": len(folds),
         "epochs_per_fold": int(epochs),
@@ -125,8 +127,13 @@ def walk_forward(
 def _scored_fold(fitted: FittedFold, dates: np.ndarray) -> tuple[dict, pd.DataFrame]:
     """A fitted fold scored like the retrain itself: its entry and predictions table."""
     fold, spec = fitted.fold, fitted.spec
+    head = getattr(fitted.forecaster, "quantiles", None)  # a quantile head, when it has one
     ev = evaluate_forecasts(
-        spec, fitted.arrays, fitted.anchors, lambda a: fitted.forecaster(fitted.arrays, a)
+        spec,
+        fitted.arrays,
+        fitted.anchors,
+        lambda a: fitted.forecaster(fitted.arrays, a),
+        None if head is None else (lambda a: head(fitted.arrays, a)),
     )
     entry = {
         **asdict(fold),
@@ -140,6 +147,7 @@ def _scored_fold(fitted: FittedFold, dates: np.ndarray) -> tuple[dict, pd.DataFr
         "test_windows": ev["window"]["windows"],
         "metrics": ev["metrics"],
         "intervals": ev["intervals"],
+        "distribution": ev["distribution"],
         "training": clean(fitted.info),
     }
     table = ev["table"].copy()
@@ -152,6 +160,25 @@ def pooled_significance(table: pd.DataFrame, horizon: int) -> dict[str, dict]:
     test windows pooled (first output), the walk-forward's verdict on skill."""
     others = {n: table[n] for n in FORECASTERS if n != MODEL and n in table.columns}
     return compare(table["actual"], table[MODEL], others, horizon, level=LEVEL)
+
+
+def pooled_distribution(table: pd.DataFrame, horizon: int) -> dict[str, dict]:
+    """The model's band against each distribution baseline over every fold's test windows
+    pooled: mean CRPS and the DM test on per-origin CRPS differences, in words."""
+    if "crps_model" not in table.columns:
+        return {}
+    out = {}
+    for column in [c for c in table.columns if c.startswith("crps_") and c != "crps_model"]:
+        name = column.removeprefix("crps_")
+        d = (table["crps_model"] - table[column]).to_numpy(dtype=np.float64)
+        test = dm_verdict(d, horizon)
+        out[name] = {
+            "crps_model": float(table["crps_model"].mean()),
+            "crps": float(table[column].mean()),
+            **test,
+            "verdict_text": verdict_words(test["verdict"], name, test["p"], False),
+        }
+    return out
 
 
 def write_backtest(out_dir: Path, backtest: dict, ticker: str) -> dict[str, Path]:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # loading one does import it; finding and checking versions (
     from tickercast.modeling.preprocess import Preprocessing
 
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("model.keras", "preprocessing.json", "metadata.json")
+REQUIRED_FILES = (layout.MODEL_FILE, layout.SPEC_FILE, layout.METADATA_FILE)
 SAVED_MODEL = "saved_model"
 SERVING = "serving.json"
 SIGNATURE = "serving_default"
@@ -69,7 +69,7 @@ def latest_with_inputs(data_dir: str | Path, name: str, key: str) -> dict | None
         return None
     path = bundle_path(data_dir, name, versions[-1])
     try:
-        if json.loads((path / "metadata.json").read_text()).get("inputs_key") != key:
+        if read_metadata(path).get("inputs_key") != key:
             return None
         verify_bundle(path)
     except (OSError, ValueError, BundleError):
@@ -113,7 +113,7 @@ def write_bundle(data_dir: str | Path, name: str, files: dict[str, Path], metada
                 shutil.copytree(source, staging / target)
             else:
                 shutil.copyfile(source, staging / target)
-        write_json(staging / "metadata.json", metadata)
+        write_json(staging / layout.METADATA_FILE, metadata)
         manifest = {
             p.relative_to(staging).as_posix(): file_sha256(p) for p in _bundle_files(staging)
         }
@@ -156,6 +156,12 @@ def _safe_relative(bundle: Path, name: str) -> Path:
     return bundle.joinpath(*rel.parts)
 
 
+def read_metadata(bundle: str | Path) -> dict:
+    """A bundle's metadata.json, parsed (OSError / ValueError when missing or unreadable:
+    each caller says what that means for it)."""
+    return json.loads((Path(bundle) / layout.METADATA_FILE).read_text())
+
+
 def read_manifest(bundle: str | Path) -> dict[str, str]:
     """The bundle's manifest: file name -> sha256; BundleError when missing or unreadable."""
     bundle = Path(bundle)
@@ -193,10 +199,14 @@ def verify_bundle(bundle: str | Path) -> dict[str, str]:
 
 @dataclass
 class Bundle:
+    """A loaded version. `model` gives the point forecast; `quantiles`, for a network with
+    a quantile head, gives its calibrated grid (tickercast.modeling.models.split_heads)."""
+
     path: Path
     model: object
     spec: Preprocessing
     metadata: dict
+    quantiles: object | None = None
 
     @property
     def version(self) -> int:
@@ -210,11 +220,13 @@ def load_bundle(bundle: str | Path) -> Bundle:
     bundle = Path(bundle)
     verify_bundle(bundle)
     try:
-        model = keras.models.load_model(bundle / "model.keras", safe_mode=True, compile=False)
+        model = keras.models.load_model(bundle / layout.MODEL_FILE, safe_mode=True, compile=False)
+        from tickercast.modeling.models import split_heads
         from tickercast.modeling.preprocess import Preprocessing
 
-        spec = Preprocessing.from_json(json.loads((bundle / "preprocessing.json").read_text()))
-        metadata = json.loads((bundle / "metadata.json").read_text())
+        model, quantiles = split_heads(model)
+        spec = Preprocessing.from_json(json.loads((bundle / layout.SPEC_FILE).read_text()))
+        metadata = read_metadata(bundle)
     except Exception as exc:  # checksums matched, yet unreadable: refuse, naming the bundle
         raise BundleError(f"bundle {bundle}: cannot be loaded: {exc}") from exc
-    return Bundle(bundle, model, spec, metadata)
+    return Bundle(bundle, model, spec, metadata, quantiles)

@@ -10,9 +10,21 @@ re-run from the lake with their own scalers, next to the naive last-close foreca
 - a challenger significantly **worse than naive** (two-sided DM at `level`) is never
   promoted automatically, champion or not (it stays exported; the history says why);
 - `require_beat_naive` further asks for a significant win over naive.
+- live evidence (issue 23): a champion whose published forecasts are flagged
+  (`tickercast.delivery.ledger.live_flag`: live coverage significantly below nominal, or
+  live skill significantly worse than naive) need not be beaten significantly; a challenger
+  not significantly worse than it, nor than naive, replaces it.
 
 The DM loss follows the promotion metric: squared errors for rmse, absolute errors for
 mae, mase, mape and smape (the scale-free metrics rank like absolute errors on one window).
+
+The distribution is guarded too (issue 21), when both versions' quantile grids can be
+re-run (a recorded calibrated band, or a quantile head `predict` can run): on the same
+windows, one-sided DM tests of the per-origin CRPS of challenger against champion. A
+challenger whose CRPS is significantly worse is never promoted; one significantly better on
+the point forecast or on CRPS, and not significantly worse on the other, is
+(`distribution_rule`). Without both grids the point rule above decides alone, and the
+event says so.
 """
 
 from __future__ import annotations
@@ -24,10 +36,17 @@ import pandas as pd
 
 from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, load_bundle
 from tickercast.delivery.registry import RegistryError, decide, known, lock, read_registry
+from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.baseline_registry import naive_targets
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import LOWER_IS_BETTER, metrics
-from tickercast.significance import dm_test, format_p, verdict_of, verdict_text
+from tickercast.significance import (
+    dm_test,
+    dm_test_differential,
+    format_p,
+    verdict_of,
+    verdict_text,
+)
 
 DEFAULT_LEVEL = 0.05
 
@@ -68,6 +87,64 @@ def window_forecasts(
     return actual, last, forecasts
 
 
+def quantiles_at(bundle: Bundle, prices: pd.DataFrame, table: pd.DataFrame, point: np.ndarray):
+    """A version's quantile grid (n, outputs, len(QUANTILES)) in prices at the windows of
+    `table`, around its point forecast `point`: its recorded calibrated band rebuilt from
+    the lake's closes, or its quantile head's (`delivery.predict.predict_quantiles_at`, where
+    a version has one); None when neither exists (versions evaluated before issue 21)."""
+    record = ((bundle.metadata.get("evaluation") or {}).get("distribution") or {}).get("model")
+    record = record or {}
+    if record.get("form") == "network":
+        from tickercast.delivery import predict
+
+        head = getattr(predict, "predict_quantiles_at", None)
+        return None if head is None else head(bundle, prices, table["anchor_date"])
+    if not record.get("calibration"):
+        return None
+    dates = pd.to_datetime(prices["date"]).to_numpy(dtype="datetime64[D]")
+    rows = np.searchsorted(dates, pd.to_datetime(table["anchor_date"]).to_numpy("datetime64[D]"))
+    close = prices["close"].to_numpy(dtype=np.float64)
+    weights = dist.target_weights(bundle.spec.target, bundle.spec.horizon, point.shape[1])
+    return dist.rebuild_band(record["calibration"], close, rows, point, weights)
+
+
+def crps_tests(actual: np.ndarray, grids: dict, horizon: int) -> dict | None:
+    """Mean CRPS of challenger and champion and the one-sided DM tests of their per-origin
+    difference (`better`: H1 challenger lower; `worse`: higher); None without both grids."""
+    if grids.get("challenger") is None or grids.get("champion") is None:
+        return None
+    crps = {k: dist.per_origin_scores(actual, grids[k])["crps"] for k in ("challenger", "champion")}
+    d = crps["challenger"] - crps["champion"]
+    return {
+        "crps": {k: float(np.mean(v)) for k, v in crps.items()},
+        "better": dm_test_differential(d, horizon, "less", "crps").to_dict(),
+        "worse": dm_test_differential(d, horizon, "greater", "crps").to_dict(),
+    }
+
+
+def _significant(test: dict | None, level: float) -> bool:
+    return bool(test) and test.get("p_value") is not None and test["p_value"] < level
+
+
+def distribution_rule(
+    point_better: bool, point_worse: bool, crps_better: bool | None, crps_worse: bool | None
+) -> tuple[bool, str]:
+    """The promotion rule on the point forecast and the distribution (None: no CRPS test):
+    never a challenger significantly worse by CRPS; a challenger significantly better on
+    one and not significantly worse on the other; else the champion stays."""
+    if crps_better is None:
+        return point_better, "point forecast only (no comparable quantile grids)"
+    if crps_worse:
+        return False, "CRPS significantly worse than the champion's: never promoted"
+    if point_better:
+        return True, "point forecast significantly better, CRPS not significantly worse"
+    if crps_better and not point_worse:
+        return True, "CRPS significantly better, point forecast not significantly worse"
+    if crps_better:
+        return False, "CRPS significantly better but the point forecast significantly worse"
+    return False, "neither the point forecast nor the CRPS significantly better"
+
+
 def score(data_dir: str | Path, challenger: Bundle, champion: Bundle | None, metric: str) -> dict:
     """Metric of challenger, champion and naive on the same windows, from the lake, with
     the DM tests of the challenger against each (`tests`: JSON-ready results)."""
@@ -96,7 +173,24 @@ def score(data_dir: str | Path, challenger: Bundle, champion: Bundle | None, met
         tests["vs_champion"] = dm_test(
             actual, chal, forecasts["champion"], horizon, loss, alternative="less"
         ).to_dict()
+        tests["vs_champion_worse"] = dm_test(
+            actual, chal, forecasts["champion"], horizon, loss, alternative="greater"
+        ).to_dict()
+        crps = _crps_vs_champion(data_dir, table, bundles, forecasts, actual, horizon)
+        if crps is not None:
+            tests["crps_vs_champion"] = crps
     return {"window": window, "scores": clean(scores), "tests": tests}
+
+
+def _crps_vs_champion(data_dir, table, bundles, forecasts, actual, horizon) -> dict | None:
+    from tickercast.market import lake
+
+    prices = lake.read_partition(data_dir, bundles["challenger"].metadata["ticker"])
+    grids = {
+        k: quantiles_at(b, prices, table, forecasts[k].reshape(len(table), -1))
+        for k, b in bundles.items()
+    }
+    return crps_tests(actual.reshape(len(table), -1), grids, horizon)
 
 
 def comparable(a: Bundle, b: Bundle) -> str | None:
@@ -174,13 +268,17 @@ def challenge(
         ok, reasons = True, [damaged] if damaged else []
         if champion is not None:
             vs = result["tests"]["vs_champion"]
-            better = vs.get("p_value") is not None and vs["p_value"] < level
-            ok &= better
+            better = _significant(vs, level)
             reasons.append(
                 f"{metric} {s['challenger']:.6g} vs champion v{before} {s['champion']:.6g}: "
                 + ("significantly better" if better else "not significantly better")
                 + f" (one-sided DM p {_p(vs)}, level {level:g})"
             )
+            passed, why = _judge_both(result["tests"], better, level)
+            if not passed and (flag := _live_flag(data_dir, name, before, result, level)):
+                passed, why = True, f"{why}; but champion v{before} is flagged live ({flag})"
+            ok &= passed
+            reasons.append(why)
         elif not damaged:
             reasons.append("no champion yet")
         vs_naive = result["tests"]["vs_naive"]
@@ -207,6 +305,32 @@ def challenge(
             f"{result['window']['windows']} windows: " + "; ".join(reasons),
             s,
         )
+
+
+def _live_flag(data_dir, name: str, champion: int, result: dict, level: float) -> str | None:
+    """The champion's live flag when live evidence lets this challenger replace it: it is
+    not significantly worse than the champion (the naive rule is applied after)."""
+    if _significant(result["tests"].get("vs_champion_worse"), level):
+        return None
+    from tickercast.delivery.ledger import live_flag
+
+    return live_flag(data_dir, name, champion)
+
+
+def _judge_both(tests: dict, point_better: bool, level: float) -> tuple[bool, str]:
+    """`distribution_rule` on the gate's tests, with the CRPS numbers in the reason."""
+    crps = tests.get("crps_vs_champion")
+    point_worse = _significant(tests.get("vs_champion_worse"), level)
+    if crps is None:
+        return distribution_rule(point_better, point_worse, None, None)
+    better, worse = _significant(crps["better"], level), _significant(crps["worse"], level)
+    ok, why = distribution_rule(point_better, point_worse, better, worse)
+    c = crps["crps"]
+    p = crps["worse" if c["challenger"] > c["champion"] else "better"]
+    return ok, (
+        f"CRPS {c['challenger']:.6g} vs champion {c['champion']:.6g} (one-sided DM p "
+        f"{_p(p)}): {why}"
+    )
 
 
 def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEVEL) -> dict:

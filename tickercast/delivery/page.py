@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import html
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tickercast.delivery.bundle import BundleError, read_manifest
+from tickercast.delivery.bundle import BundleError, read_manifest, read_metadata
 from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
@@ -326,6 +325,7 @@ class ChampionView:
     forecast: list[dict] = field(default_factory=list)
     forecast_error: str | None = None
     error: str | None = None  # why the registry's champion is not the one served
+    live: str = ""  # the live record's HTML fragment (tickercast.delivery.live_page)
 
 
 def champion_card(view: ChampionView) -> str:
@@ -368,6 +368,8 @@ def champion_card(view: ChampionView) -> str:
         parts.append(forecast_table(view.forecast))
     else:
         parts.append(f'<p class="warn">no forecast: {esc(view.forecast_error)}</p>')
+    if view.live:
+        parts.append("<h3>Live record</h3>" + view.live)
     parts.append("<h3>Test split</h3>" + test_split(meta))
     parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
     try:
@@ -427,7 +429,7 @@ def plot_links(name: str, version: int, version_dir: Path) -> str:
 
 def _naive_verdict(version_dir: Path) -> dict:
     try:
-        meta = json.loads((version_dir / "metadata.json").read_text())
+        meta = read_metadata(version_dir)
     except (OSError, ValueError):
         return {}
     return naive_test(meta.get("metrics") or {})

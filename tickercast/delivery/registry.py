@@ -26,6 +26,7 @@ from tickercast.delivery.bundle import (
     bundle_path,
     list_versions,
     load_bundle,
+    read_metadata,
     verify_bundle,
 )
 from tickercast.tickers import validate_ticker
@@ -198,7 +199,14 @@ def model_names(data_dir: str | Path) -> list[str]:
     )
 
 
+def champions(data_dir: str | Path) -> list[str]:
+    """The models that have a champion (what `predict` forecasts when given no tickers)."""
+    return [n for n in model_names(data_dir) if read_registry(data_dir, n)["champion"] is not None]
+
+
 def _version_summary(path: Path, champion: int | None) -> dict:
+    from tickercast.evaluation.report import distribution_summary
+
     row: dict = {"version": int(path.name), "champion": int(path.name) == champion}
     try:
         verify_bundle(path)
@@ -206,7 +214,7 @@ def _version_summary(path: Path, champion: int | None) -> dict:
     except BundleError as exc:
         row["intact"], row["problem"] = False, str(exc)
     try:
-        meta = json.loads((path / "metadata.json").read_text())
+        meta = read_metadata(path)
     except (OSError, ValueError):
         return row
     m = meta.get("metrics", {})
@@ -216,6 +224,7 @@ def _version_summary(path: Path, champion: int | None) -> dict:
         rmse=m.get("model", {}).get("rmse"),
         naive_rmse=m.get("naive", {}).get("rmse"),
         skill=m.get("model", {}).get("skill"),
+        distribution=distribution_summary(meta),
     )
     return row
 

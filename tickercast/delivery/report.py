@@ -10,7 +10,7 @@ from pathlib import Path
 def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
     """Data, verdict, every forecaster's metrics, interval coverage, walk-forward."""
     from tickercast.evaluation.baseline_registry import recorded_descriptions
-    from tickercast.evaluation.report import markdown_table
+    from tickercast.evaluation.report import distribution_table, markdown_table
 
     data, training = metadata["data"], metadata.get("training") or {}
     evaluation = metadata.get("evaluation") or {}
@@ -35,6 +35,8 @@ def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
             f"{window['last_target']}; actual moved up in "
             f"{evaluation['up_share']:.0f}% of them"
         )
+    if evaluation.get("gaps"):  # rows missing in the days: windows skipped or bridged
+        lines.append(f"- gaps: {evaluation['gaps']['text']}")
     lines += [
         "",
         f"**{metadata['verdict']}**",
@@ -47,6 +49,9 @@ def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
         "|---|---|",
         *intervals,
     ]
+    if evaluation.get("distribution"):
+        lines += ["", "Distribution (quantile grid, issue 21):", ""]
+        lines += distribution_table(evaluation["distribution"])
     if metadata.get("walk_forward"):
         from tickercast.backtest.tables import summary_lines
 

@@ -10,11 +10,12 @@ it), the parameters it takes (their defaults are stated once, in
   `rolling` every origin at once (backtests); both are held equal by tests.
 - `InputsBaseline` is fit on the model's own preprocessed input windows, so it exists only
   where a model's preprocessing does (the retrain evaluation and its walk-forward).
+- `DistributionBaseline` (kind "distribution", issue 21) forecasts bands on the grid
+  `tickercast.choices.QUANTILES` around a given median: its form is daily variance
+  forecasts at given origins, refit on the networks' schedule, which
+  `tickercast.evaluation.distribution` maps onto the target and calibrates.
 
-A distribution forecaster (bands, issue 21) registers beside them: a `Registered` subclass
-with `kind = "distribution"` and its own forms (e.g. daily variance forecasts at given
-origins, refit on a schedule, mapped onto the target), its entries in `ENTRIES`, its names
-a Literal in `tickercast.choices` listed in `KIND_NAMES`. Consumers pick entries by kind
+Consumers pick entries by kind
 (`of_kind("point")`: the metrics tables; `of_kind("distribution")`: the band tables), so
 neither kind's scoring sees the other's. The names themselves are the `Literal`s in
 `tickercast.choices` (what configs validate and the CLI offers); this module refuses to
@@ -30,8 +31,10 @@ from typing import ClassVar
 import numpy as np
 
 from tickercast.choices import BASELINES as CLOSE_NAMES
+from tickercast.choices import DISTRIBUTION_BASELINES as DISTRIBUTION_NAMES
 from tickercast.choices import INPUTS_BASELINES as INPUTS_NAMES
 from tickercast.evaluation import baselines as b
+from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.names import NAIVE
 
 
@@ -102,6 +105,55 @@ class InputsBaseline(Registered):
     fit: Callable[..., tuple] = field(repr=False)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DistributionBaseline(Registered):
+    """A distribution forecast on the grid `tickercast.choices.QUANTILES` around a given
+    median: `variance(close, rows, horizon, fit_end)` forecasts the daily log-return
+    variances of the next `horizon` days at each origin row (a fitted one reads rows up to
+    its `fit_end` to fit, up to the origin to forecast); `tickercast.evaluation.distribution`
+    maps them onto the target and calibrates them (`quantiles`)."""
+
+    kind: ClassVar[str] = "distribution"
+    label: str  # how verdicts name it ("GARCH(1,1)-t")
+    variance: Callable[..., np.ndarray] = field(repr=False)
+
+
+def _distribution(name: str, description: str) -> DistributionBaseline:
+    return DistributionBaseline(
+        name, description, label=dist.LABELS[name], variance=dist.DAILY_VARIANCE[name]
+    )
+
+
+DISTRIBUTIONS: tuple[DistributionBaseline, ...] = (
+    _distribution(
+        "volatility_conformal",
+        "the product's band today: the standard deviation of the last "
+        f"{dist.VOLATILITY_DAYS} daily log returns as the scale, flat over the horizon",
+    ),
+    _distribution(
+        "ewma",
+        f"RiskMetrics EWMA variance of daily log returns (lambda {dist.EWMA_LAMBDA}), flat "
+        "over the horizon",
+    ),
+    _distribution(
+        "garch_t",
+        "GARCH(1,1) with Student-t errors (arch), refit with the networks, its variance "
+        "path over the horizon",
+    ),
+    _distribution(
+        "gjr_garch_t",
+        "GJR-GARCH(1,1) with Student-t errors (arch: falls raise variance more than rises), "
+        "refit with the networks, its variance path over the horizon",
+    ),
+    _distribution(
+        "unconditional",
+        "the unconditional empirical band: one constant scale, the validation residuals' "
+        "own spread",
+    ),
+)
+
+DISTRIBUTIONS_NAMES = tuple(e.name for e in DISTRIBUTIONS)
+
 ENTRIES: tuple[Registered, ...] = (
     PointBaseline(
         NAIVE,
@@ -158,6 +210,7 @@ ENTRIES: tuple[Registered, ...] = (
         "training windows, penalty chosen on validation RMSE)",
         fit=b.fit_ridge_inputs,
     ),
+    *DISTRIBUTIONS,
 )
 BASELINES: dict[str, Registered] = {e.name: e for e in ENTRIES}
 # names that meant something else before this registry (metadata.json written earlier):
@@ -170,7 +223,11 @@ LEGACY: dict[str, str] = {
 
 # every kind's entries match its names in tickercast.choices, in order (a distribution kind
 # adds its Literal here); naive is the closes-only skill reference
-KIND_NAMES: dict[type, tuple[str, ...]] = {PointBaseline: CLOSE_NAMES, InputsBaseline: INPUTS_NAMES}
+KIND_NAMES: dict[type, tuple[str, ...]] = {
+    PointBaseline: CLOSE_NAMES,
+    InputsBaseline: INPUTS_NAMES,
+    DistributionBaseline: DISTRIBUTION_NAMES,
+}
 
 
 def _check_names() -> None:
@@ -203,7 +260,8 @@ def get(name: str) -> Registered:
 
 
 def of_kind(kind: str) -> list[Registered]:
-    """Every entry forecasting a `kind` ("point"; "distribution" once bands register)."""
+    """Every entry forecasting a `kind` ("point": the metrics tables; "distribution": the
+    band tables)."""
     return [e for e in ENTRIES if e.kind == kind]
 
 
@@ -293,3 +351,25 @@ def legend(names: Sequence[str], described: Mapping[str, str] | None = None) -> 
     else the registry's at default parameters); names it cannot describe are left out."""
     described = descriptions() if described is None else described
     return [f"`{n}`: {described[n]}" for n in names if described.get(n)]
+
+
+def distribution(name: str) -> DistributionBaseline:
+    """The distribution entry of `name`, or one line naming the valid ones."""
+    entry = get(name)
+    if not isinstance(entry, DistributionBaseline):
+        raise ValueError(f"{name!r} is a point baseline; distributions: {list(DISTRIBUTION_NAMES)}")
+    return entry
+
+
+def distribution_quantiles(
+    names: Sequence[str],
+    close: np.ndarray,
+    price_weights: np.ndarray,
+    calibration: tuple[np.ndarray, np.ndarray, np.ndarray],
+    forecast: tuple[np.ndarray, np.ndarray],
+    fit_end: int | np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Each named distribution baseline's grid in prices at the forecast origins (see
+    `tickercast.evaluation.distribution.baseline_quantiles`)."""
+    variances = {name: distribution(name).variance for name in names}
+    return dist.baseline_quantiles(variances, close, price_weights, calibration, forecast, fit_end)

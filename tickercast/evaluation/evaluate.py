@@ -14,13 +14,16 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.baseline_registry import (
     InputsBaseline,
     PointBaseline,
+    distribution_quantiles,
     forecast_windows,
     of_kind,
 )
 from tickercast.evaluation.conformal import calibrate, coverage, interval, recent_volatility
+from tickercast.evaluation.distribution import target_weights
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import MODEL
@@ -29,25 +32,6 @@ from tickercast.modeling.windows import make_dataset
 from tickercast.significance import LEVEL, compare
 
 # --------------------------------------------------------------------------- targets
-
-
-def target_weights(target: str, horizon: int, n_outputs: int) -> np.ndarray:
-    """W (outputs x horizon) with target_j = sum_s W[j, s] * close[t + 1 + s].
-
-    Lets every path forecaster (naive, drift, moving average) be scored against any
-    price-level target: the mean of the next `horizon` closes, the close at t+h, or the
-    vector of the next h closes.
-    """
-    if n_outputs == horizon and horizon > 1 and "mean" not in target:
-        return np.eye(horizon)
-    w = np.zeros((n_outputs, horizon))
-    if n_outputs != 1:
-        raise ValueError(f"target {target!r}: cannot map {n_outputs} outputs onto {horizon} days")
-    if "mean" in target:
-        w[0, :] = 1.0 / horizon
-    else:
-        w[0, -1] = 1.0
-    return w
 
 
 def check_targets(arrays: dict, anchors: np.ndarray, weights: np.ndarray) -> None:
@@ -62,7 +46,7 @@ def check_targets(arrays: dict, anchors: np.ndarray, weights: np.ndarray) -> Non
     if not np.allclose(expected, y[anchors], rtol=1e-6, atol=1e-6):
         raise ValueError(
             "evaluate: the price targets are not a weighted sum of future closes as assumed; "
-            "teach tickercast.evaluation.evaluate.target_weights this target"
+            "teach tickercast.evaluation.distribution.target_weights this target"
         )
 
 
@@ -138,17 +122,74 @@ def baseline_forecasts(
     return forecasts, record
 
 
+QuantileFn = Callable[[np.ndarray], np.ndarray]  # anchors -> (n, outputs, len(QUANTILES))
+
+
+def distribution_evaluation(
+    spec: Preprocessing,
+    arrays: dict,
+    anchors: dict[str, np.ndarray],
+    medians: tuple[np.ndarray, np.ndarray],
+    predict_quantiles: QuantileFn | None = None,
+) -> tuple[dict, np.ndarray | None, dict[str, np.ndarray]]:
+    """The model's distribution against every distribution baseline on the test windows,
+    all around the model's median (`medians`: its point forecasts at the validation and
+    the test windows) and calibrated on the validation windows; the GARCH fits read the
+    training rows (the network's fit). The model's grid is `predict_quantiles`' (a
+    quantile head, in prices), else today's volatility-scaled conformal band on the grid.
+
+    Returns the JSON-ready record (`levels`, `model`, `metrics`, `verdicts`, `baselines`,
+    `failed`), the model's test grid (None when there are no validation windows) and
+    every forecaster's per-origin CRPS."""
+    close = np.asarray(arrays["close"], dtype=np.float64)
+    y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
+    test, val = np.asarray(anchors["test"]), np.asarray(anchors["val"])
+    val_pred, model_test = medians
+    if len(val) == 0:
+        return {"levels": list(dist.GRID), "note": "no validation windows: no bands"}, None, {}
+    weights = target_weights(spec.target, spec.horizon, y_price.shape[1])
+    calibration = (val, y_price[val], val_pred)
+    bands, failed = {}, {}
+    for entry in of_kind("distribution"):
+        try:
+            bands |= distribution_quantiles(
+                [entry.name], close, weights, calibration, (test, model_test), spec.n_train - 1
+            )
+        except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:  # e.g. a flat series
+            failed[entry.name] = f"{type(exc).__name__}: {exc}"
+    if predict_quantiles is not None:
+        grid = dist.sort_quantiles(np.asarray(predict_quantiles(test), dtype=np.float64))
+        model = {"form": "network"}
+    else:  # today's band: the volatility-scaled one, around the model's median
+        variance = dist.DAILY_VARIANCE[dist.MODEL_BAND]
+        fit_end = spec.n_train - 1
+        grid, q = dist.calibrated_band(
+            variance, close, weights, calibration, (test, model_test), fit_end
+        )
+        model = {"form": dist.MODEL_BAND, "calibration": dist.calibration_record(q, len(val))}
+    grid = grid.reshape(len(test), y_price.shape[1], len(dist.GRID))
+    judged = dist.judge(y_price[test], grid, bands, spec.horizon, MODEL)
+    crps = judged.pop("crps")
+    described = {e.name: e.describe(horizon=spec.horizon) for e in of_kind("distribution")}
+    record = {"levels": list(dist.GRID), "model": model, **judged, "baselines": described}
+    return {**record, "failed": failed}, grid, crps
+
+
 def evaluate_forecasts(
     spec: Preprocessing,
     arrays: dict,
     anchors: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], np.ndarray],
+    predict_quantiles: QuantileFn | None = None,
 ) -> dict:
     """Score `predict` (anchors -> prices, shape (n, outputs)) and every baseline on the
-    test windows; calibrate conformal intervals on the validation windows.
+    test windows; calibrate conformal intervals on the validation windows; judge the
+    model's distribution (`predict_quantiles`: anchors -> (n, outputs, len(QUANTILES))
+    in prices; absent: the volatility-scaled conformal band on the grid) against every
+    distribution baseline around the same median.
 
-    Returns {"metrics", "table", "intervals", "mase_scale", "baselines", "window",
-    "up_share"}.
+    Returns {"metrics", "table", "intervals", "distribution", "mase_scale", "baselines",
+    "window", "up_share"}.
     """
     close = np.asarray(arrays["close"], dtype=np.float64)
     y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
@@ -171,9 +212,13 @@ def evaluate_forecasts(
     add_significance(results, actual, forecasts, horizon)
 
     intervals: dict[str, dict] = {}
+    val_pred = np.zeros((0, n_out))
     if len(val):
         val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
         intervals = calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
+    distribution, grid, crps = distribution_evaluation(
+        spec, {**arrays, "y_price": y_price}, anchors, (val_pred, model_test), predict_quantiles
+    )
     test_vol = recent_volatility(close, test)
     table = pd.DataFrame(
         {
@@ -193,6 +238,11 @@ def evaluate_forecasts(
         lo, hi = interval(model_test, q, test_vol)
         cal["coverage_test"] = coverage(actual, lo, hi) if np.isfinite(q).all() else None
         table[f"lo_{key}"], table[f"hi_{key}"] = lo[:, 0], hi[:, 0]
+    if grid is not None:  # the model's quantile grid of the first output, in prices
+        for column, values in dist.quantile_columns(grid).items():
+            table[column] = values
+    for name, values in crps.items():  # per-origin CRPS: what pooled tests read
+        table[f"crps_{name}"] = values
     window = {
         "windows": int(len(test)),
         "first_anchor": str(arrays["dates"][test[0]]),
@@ -204,6 +254,7 @@ def evaluate_forecasts(
         "metrics": clean(results),
         "table": table,
         "intervals": clean(intervals),
+        "distribution": clean(distribution),
         "mase_scale": scale,
         "baselines": clean(described),
         "window": window,
@@ -211,11 +262,19 @@ def evaluate_forecasts(
     }
 
 
-def evaluate(model, spec: Preprocessing, arrays: dict, anchors: dict[str, np.ndarray]) -> dict:
-    """`evaluate_forecasts` for a Keras model on the preprocessed arrays."""
+def evaluate(
+    model,
+    spec: Preprocessing,
+    arrays: dict,
+    anchors: dict[str, np.ndarray],
+    predict_quantiles: QuantileFn | None = None,
+) -> dict:
+    """`evaluate_forecasts` for a Keras model on the preprocessed arrays (`predict_quantiles`:
+    the model's quantile grid in prices, when it has a quantile head)."""
     return evaluate_forecasts(
         spec,
         arrays,
         anchors,
         lambda a: predict_prices(model, spec, arrays["x"], a, arrays["close"]),
+        predict_quantiles,
     )

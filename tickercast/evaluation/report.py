@@ -80,6 +80,53 @@ def markdown_table(
     return lines
 
 
+def distribution_table(record: dict | None) -> list[str]:
+    """The distribution table of an evaluation (`evaluation.distribution`): per forecaster
+    CRPS, interval scores, pinball loss, coverage with Kupiec's p, the DM test of the
+    model's CRPS against it, then the verdicts in words."""
+    if not record or not record.get("metrics"):
+        return [f"Distribution: {(record or {}).get('note') or 'not evaluated'}."]
+    lines = [
+        "| forecaster | CRPS | interval 80% | interval 95% | pinball | coverage 80% (Kupiec p) "
+        "| coverage 95% (Kupiec p) | DM p, CRPS (model vs it) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in record["metrics"].items():
+        dm = (v.get("dm") or {}).get("crps") or {}
+        lines.append(
+            f"| {name} | {fmt(v.get('crps'), '.4f')} | {fmt(v.get('interval_80'), '.4f')} | "
+            f"{fmt(v.get('interval_95'), '.4f')} | {fmt(v.get('pinball'), '.4f')} | "
+            f"{fmt(v.get('coverage_80'), '.1%')} ({p_cell(v.get('kupiec_p_80'))}) | "
+            f"{fmt(v.get('coverage_95'), '.1%')} ({p_cell(v.get('kupiec_p_95'))}) | "
+            + ("—" if name == MODEL else f"{p_cell(dm.get('p'))} ({v.get('verdict')})")
+            + " |"
+        )
+    form = (record.get("model") or {}).get("form")
+    lines += ["", f"The model's band: {form}. " + "; ".join(record.get("verdicts") or []) + "."]
+    described = record.get("baselines") or {}
+    if described:
+        lines += ["", "Distribution baselines (same median, same calibration):", ""]
+        lines += [f"- `{n}`: {text}" for n, text in described.items()]
+    for name, why in (record.get("failed") or {}).items():
+        lines.append(f"- `{name}` not scored: {why}")
+    return lines
+
+
+def distribution_summary(metadata: dict) -> dict | None:
+    """What `models show` prints of a version's distribution: its band's form, test CRPS
+    and coverage, and the verdicts against the distribution baselines; None when the
+    version was evaluated before distributions were."""
+    record = (metadata.get("evaluation") or {}).get("distribution") or {}
+    model = (record.get("metrics") or {}).get(MODEL)
+    if not model:
+        return None
+    return {
+        "form": (record.get("model") or {}).get("form"),
+        **{k: model.get(k) for k in ("crps", "coverage_80", "coverage_95")},
+        "verdicts": record.get("verdicts") or [],
+    }
+
+
 def evaluation_summary(ev: dict) -> dict:
     """The JSON-ready part of an evaluation (what metadata.json and the gate read)."""
     return clean(
@@ -92,6 +139,8 @@ def evaluation_summary(ev: dict) -> dict:
                 "mase_scale": ev["mase_scale"],
                 "baselines": ev["baselines"],
                 "up_share": ev["up_share"],
+                # the model's quantile grid against the distribution baselines (issue 21)
+                "distribution": ev.get("distribution"),
             },
         }
     )

@@ -32,7 +32,14 @@ from tickercast.hashing import file_sha256
 from tickercast.market import lake
 from tickercast.market.locate import csv_path
 from tickercast.market.options import IngestOptions
-from tickercast.market.partition import canonical, day_array, ingest_result, read_stored, split_days
+from tickercast.market.partition import (
+    canonical,
+    day_array,
+    ingest_result,
+    read_stored,
+    removed_days,
+    split_days,
+)
 from tickercast.market.retry import Fetcher, yahoo_fetcher
 from tickercast.market.sources import (
     Loaded,
@@ -126,8 +133,11 @@ def _ingest_whole(
         if corrupt and events is None:
             # A whole source carries no events: an unreadable events file cannot be rebuilt.
             lake.events_path(data_dir, ticker).unlink(missing_ok=True)
+        removed = removed_days(ticker, source, old_days, prices, opts.replace)
         path = lake.write_partition(data_dir, ticker, prices)
         digest = file_sha256(path)
+    if removed:
+        notes.append(f"ticker {ticker}: replaced the stored history, {removed:,} days removed")
     warnings = (
         notes
         + screened.notes
@@ -148,6 +158,7 @@ def _ingest_whole(
         fetches=[],
         attempts=0,
         screened=screened,
+        removed=removed,
     )
 
 

@@ -38,6 +38,10 @@ def fetch_window(
     return (start.isoformat() if start else None, end.isoformat() if end else None)
 
 
+class AmbiguousFileError(ValueError):
+    """Two files that name the same ticker (aapl.csv, AAPL.csv): neither is picked."""
+
+
 def csv_path(csv_dir: str | Path, ticker: str) -> Path:
     """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
     itself when it is one file (that file then holds the ticker, whatever its name)."""
@@ -47,12 +51,18 @@ def csv_path(csv_dir: str | Path, ticker: str) -> Path:
         return folder
     if not folder.is_dir():
         raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
-    exact = folder / f"{ticker}.csv"
-    if exact.is_file():
-        return exact
-    for candidate in sorted(folder.iterdir()):
-        if candidate.suffix.lower() == ".csv" and candidate.stem.upper() == ticker:
-            return candidate
+    found = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() == ".csv" and p.stem.upper() == ticker
+    ]
+    if len(found) > 1:
+        names = " and ".join(p.name for p in found)
+        raise AmbiguousFileError(
+            f"ticker {ticker}: {names} in {folder} differ only in case; keep one of them"
+        )
+    if found and found[0].is_file():
+        return found[0]
     raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
 
 

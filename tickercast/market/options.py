@@ -29,6 +29,10 @@ class IngestOptions:
     # history): "repair" keeps it with those fields marked missing, "drop" drops it, "fail"
     # refuses the batch; each counted per quirk (market/validate.py, `screen_prices`).
     on_quirk: str = "repair"
+    # Rows that would remove days already stored (a shorter CSV, a later start, a refetch
+    # missing days) are refused unless this asks for a replacement; the removed days are
+    # then counted in the result (`rows_removed`) and a warning.
+    replace: bool = False
 
     def __post_init__(self) -> None:
         if self.on_quirk not in ON_QUIRK:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickercast.errors import CorruptPartitionError, CorruptSkippedError
+from tickercast.errors import CorruptPartitionError, CorruptSkippedError, HistoryShrinkError
 from tickercast.market import lake
 from tickercast.market.schema import PRICE_COLUMNS
 from tickercast.market.validate import InvalidPricesError, Screened
@@ -113,6 +113,7 @@ def ingest_result(
     attempts: int,
     retries: list[str] | None = None,
     screened: Screened | None = None,
+    removed: int = 0,
 ) -> dict:
     """What an ingest returns: JSON-ready, so the step can cache it and name its output.
 
@@ -128,6 +129,7 @@ def ingest_result(
         "sha256": digest,
         "rows": int(len(prices)),
         "rows_added": int(np.isin(days, before, invert=True).sum()),
+        "rows_removed": int(removed),
         "first_day": str(days.min()),
         "last_day": str(days.max()),
         "dropped_null_rows": int(dropped),
@@ -140,3 +142,24 @@ def ingest_result(
         "retries": list(retries or []),
         "outputs": {str(path): digest},
     }
+
+
+def removed_days(
+    ticker: str, source: str, stored: np.ndarray | None, new: pd.DataFrame, replace: bool
+) -> int:
+    """How many stored days the rows about to replace a partition lack. Without `replace`
+    any such day is refused (HistoryShrinkError naming the ticker and the counts), so no
+    source silently shortens a stored history."""
+    if stored is None or not len(stored):
+        return 0
+    days = day_array(new["date"])
+    lost = stored[np.isin(stored, days, invert=True)]
+    if lost.size and not replace:
+        span = f"{days.min()}..{days.max()}" if days.size else "no days"
+        raise HistoryShrinkError(
+            f"ticker {ticker}: the {source} source holds {len(days):,} rows ({span}) but the "
+            f"lake stores {len(stored):,} ({stored.min()}..{stored.max()}); storing it would "
+            f"remove {lost.size:,} stored days ({lost.min()}..{lost.max()}). Nothing was "
+            "changed; ask for a replacement (--replace) to replace the stored history"
+        )
+    return int(lost.size)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from tickercast.market.locate import sample_path
 from tickercast.market.schema import PRICE_COLUMNS, PRICE_SCHEMA
+from tickercast.market.validate import MAX_VOLUME
 
 _CSV_FIELDS = {
     "date": "date",
@@ -126,6 +127,11 @@ def load_csv(path: str | Path, missing_ok: bool = False) -> Loaded:
                 else rows["close"][-1]
             )
             volume = _parse_number(values["volume"], path, line_no, "volume")
+            if volume >= MAX_VOLUME:  # int64 and every share count end far below
+                raise MalformedFileError(
+                    f"{path}, line {line_no}, field volume: {values['volume']!r} is not a "
+                    f"volume (>= {MAX_VOLUME:g})"
+                )
             if volume != int(volume):
                 raise MalformedFileError(
                     f"{path}, line {line_no}, field volume: {values['volume']!r} is not whole"

@@ -20,9 +20,13 @@ checked (each on what the earlier ones left), and what "repair" marks missing:
 - `high_below_low` -> high and low; `close_above_high` -> high; `close_below_low` -> low;
 - `open_above_high` -> open and high; `open_below_low` -> open and low.
 
-The close is trusted (it is what the row is kept for), so a range that contradicts it
-loses the side it contradicts; between two other fields nothing tells which is wrong, so
-both go. Comparisons allow `_SLACK` for rounding.
+Bad prints of the close (`close_absurd`, `close_spike`, `close_outside_range`,
+`last_close_jump`: rules and factors at MAX_PRICE and PRINT_FACTOR below) are checked
+first: such a close cannot be repaired (nothing tells the true price), so its row is
+dropped under "repair" and "drop" and the batch refused under "fail"; an absurd other
+field (`<f>_absurd`) is marked missing. Otherwise the close is trusted (it is what the row
+is kept for), so a range that contradicts it loses the side it contradicts; between two
+other fields nothing tells which is wrong, so both go. Comparisons allow `_SLACK` for rounding.
 The one repair: a missing open on a flat bar (high == low, consistent with the close) is
 set to the close, the only value inside [low, high]. Features that need a missing field
 refuse a date range that holds one (`tickercast.modeling.features.check_fields`).
@@ -48,6 +52,29 @@ from tickercast.market.schema import MISSING_OK, PRICE_COLUMNS
 # one unit in the last place, which is not a data error.
 _SLACK = 1 + 1e-6
 _PRICES = ("open", "high", "low", "close", "adj_close")
+# Bad prints. A price at or above MAX_PRICE is no price (Berkshire's A share, the dearest
+# listed, is near 1e6): the field is invalid (a close: the row goes). A close is a bad
+# print when it moves by a factor of PRINT_FACTOR or more in one day and the next day
+# undoes it (back within a factor of sqrt(PRINT_FACTOR) of the day before), or when it
+# lies a factor PRINT_FACTOR outside its own day's high/low. The last day cannot be seen to
+# revert yet: a close PRINT_FACTOR away from the day before, or one that moved more than a
+# factor LAST_DAY_FLOOR and more than LAST_DAY_SIGMAS times the recent volatility (1.4826 x
+# the median absolute deviation of the VOLATILITY_DAYS daily log moves before it, robust to
+# an earlier bad print; at least MIN_VOLATILITY_DAYS of them), is held back (dropped,
+# counted) until a later day confirms the level: then it is a move like any other. A real
+# move (GameStop's +135% of 27 Jan 2021) is far inside the factors; a decimal slip (10x,
+# 100x, 1000x) is far outside; a 2x slip on a calm last day is caught by the volatility.
+MAX_PRICE = 1e8
+# A volume at or above MAX_VOLUME is no volume (a whole day of the busiest US stock trades
+# ~1e10 shares): like a negative one it is refused frame-wide, not marked (volume has no
+# missing value in the schema, and a guess would be a model input).
+MAX_VOLUME = 1e15
+PRINT_FACTOR = 3.0
+LAST_DAY_FLOOR = 1.5
+LAST_DAY_SIGMAS = 10.0
+VOLATILITY_DAYS = 60
+MIN_VOLATILITY_DAYS = 20
+CLOSE_QUIRKS = ("close_absurd", "close_spike", "close_outside_range", "last_close_jump")
 
 
 class InvalidPricesError(ValueError):
@@ -91,6 +118,15 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
         raise ValueError(f"on_quirk must be one of {list(ON_QUIRK)}, got {on_quirk!r}")
     if on_quirk == "fail":
         check_prices(frame, ticker)
+        for kind, mask in bad_closes(frame).items():
+            if not mask.any():
+                continue
+            day = pd.Timestamp(frame["date"].iloc[int(np.flatnonzero(mask)[0])]).date()
+            raise InvalidPricesError(
+                f"ticker {ticker}, {day}: the close looks like a bad print ({kind}, "
+                f"{int(mask.sum())} rows; on_quirk=fail)",
+                day,
+            )
         return Screened(frame)
     dates = _check_frame(frame, ticker)
     values = {c: _numeric(frame, c, ticker).copy() for c in _PRICES}
@@ -109,7 +145,13 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             f"ticker {ticker}: no row has a valid close ({no_close} rows without one)",
             dates.iloc[0].date(),
         )
-    found: dict[str, np.ndarray] = {}
+    found: dict[str, np.ndarray] = {
+        kind: mask for kind, mask in bad_closes(frame, keep).items() if mask.any()
+    }
+    bad_close = np.zeros(len(close), dtype=bool)
+    for mask in found.values():
+        bad_close |= mask
+    keep &= ~bad_close
 
     def mark(kind: str, mask: np.ndarray, *fields: str) -> None:
         mask = mask & keep
@@ -124,6 +166,7 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             mark(f"{name}_missing", ~np.isfinite(v), name)
             mark(f"{name}_zero", v == 0, name)
             mark(f"{name}_negative", v < 0, name)
+            mark(f"{name}_absurd", v >= MAX_PRICE, name)
         o, h, lo, c = values["open"], values["high"], values["low"], close
         mark("high_below_low", h * _SLACK < lo, "high", "low")
         mark("close_above_high", c > h * _SLACK, "high")
@@ -131,10 +174,11 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
         mark("open_above_high", o > h * _SLACK, "open", "high")
         mark("open_below_low", o * _SLACK < lo, "open", "low")
         flat = keep & np.isnan(o) & np.isfinite(h) & np.isfinite(lo) & (h <= lo * _SLACK)
-    quirky = np.zeros(len(close), dtype=bool)
+    quirky = bad_close.copy()
     for mask in found.values():
         quirky |= mask
-    repaired = dropped = 0
+    repaired = 0
+    dropped = int(bad_close.sum())  # a bad print's row goes whatever on_quirk says
     if on_quirk == "drop":
         keep &= ~quirky
         dropped = int(quirky.sum())
@@ -156,6 +200,8 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             action = "dropped"
         else:
             action = f"kept with {missing} value(s) marked missing"
+            if bad_close.any():
+                action += f", {int(bad_close.sum())} bad close print(s) dropped"
             if repaired:
                 action += f", {repaired} flat-bar open(s) set to the close"
         kinds = ", ".join(f"{k} {n} ({_span(dates, found[k])})" for k, n in quirks.items())
@@ -165,6 +211,49 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
         )
     check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
     return Screened(out, quirks, no_close, dropped, missing, repaired, notes)
+
+
+def bad_closes(frame: pd.DataFrame, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Rows whose close is a bad print, per kind (module doc; MAX_PRICE, PRINT_FACTOR),
+    among the rows `valid` (default: every row with a finite close > 0). Jumps are read
+    between consecutive valid rows, so a dropped null row between two does not hide one."""
+    close = frame["close"].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        if valid is None:
+            valid = np.isfinite(close) & (close > 0)
+        absurd = valid & (close >= MAX_PRICE)
+        valid = valid & ~absurd
+        high = frame["high"].to_numpy(dtype="float64", na_value=np.nan)
+        low = frame["low"].to_numpy(dtype="float64", na_value=np.nan)
+        high = np.where(np.isfinite(high) & (high > 0) & (high < MAX_PRICE), high, np.inf)
+        low = np.where(np.isfinite(low) & (low > 0) & (low < MAX_PRICE), low, 0.0)
+        outside = valid & ((close > high * PRINT_FACTOR) | (close * PRINT_FACTOR < low))
+    rows = np.flatnonzero(valid & ~outside)
+    spike = np.zeros(len(close), dtype=bool)
+    last = np.zeros(len(close), dtype=bool)
+    if len(rows) >= 2:
+        step = np.diff(np.log(close[rows]))
+        big = np.abs(step) >= np.log(PRINT_FACTOR)
+        undone = np.abs(step[:-1] + step[1:]) <= 0.5 * np.log(PRINT_FACTOR)
+        spike[rows[1:-1][big[:-1] & big[1:] & undone]] = True
+        last[rows[-1]] = bool(big[-1]) or beyond_volatility(step)
+    return {
+        "close_absurd": absurd,
+        "close_outside_range": outside,
+        "close_spike": spike,
+        "last_close_jump": last,
+    }
+
+
+def beyond_volatility(steps: np.ndarray) -> bool:
+    """Whether the last of these daily log moves is far outside the recent volatility
+    (the last-day rule above: LAST_DAY_FLOOR, LAST_DAY_SIGMAS, VOLATILITY_DAYS)."""
+    move = abs(float(steps[-1]))
+    recent = steps[:-1][-VOLATILITY_DAYS:]
+    if move <= np.log(LAST_DAY_FLOOR) or len(recent) < MIN_VOLATILITY_DAYS:
+        return False
+    sigma = 1.4826 * float(np.median(np.abs(recent - np.median(recent))))
+    return move > LAST_DAY_SIGMAS * sigma
 
 
 def _span(dates: pd.Series, mask: np.ndarray) -> str:
@@ -207,7 +296,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
 
     The explicit schema's columns must all be there; dates unique and increasing; prices
     finite and > 0; high >= max(open, close); low <= min(open, close) (with 1e-6 relative
-    slack for rounding); volume a whole number >= 0. With `missing_ok` (what
+    slack for rounding); volume a whole number >= 0 and < MAX_VOLUME. With `missing_ok` (what
     `screen_prices` hands over), open, high, low and adj_close may be missing (NaN) and
     the bar checks compare only the values that are there.
     """
@@ -229,6 +318,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
             fail(~np.isfinite(values[column]), f"{column} is missing or not finite")
         with np.errstate(invalid="ignore"):
             fail(values[column] <= 0, f"{column} <= 0")
+            fail(values[column] >= MAX_PRICE, f"{column} >= {MAX_PRICE:g}, not a price")
     # fmax/fmin: a missing open leaves the close as the body (no NaN comparison passes).
     body_high = np.fmax(values["open"], values["close"])
     body_low = np.fmin(values["open"], values["close"])
@@ -238,6 +328,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
     volume = _numeric(frame, "volume", ticker)
     fail(~np.isfinite(volume), "volume is missing or not finite")
     fail(volume < 0, "volume < 0")
+    fail(volume >= MAX_VOLUME, f"volume >= {MAX_VOLUME:g}, not a volume")
     fail(volume != np.round(volume), "volume is not a whole number")
 
 
@@ -264,9 +355,10 @@ def move_warnings(
         day = pd.Timestamp(frame["date"].iloc[i]).date()  # only flagged rows are converted
         if day in splits or (after is not None and day <= after):
             continue
+        ratio = closes[i] / closes[i - 1]
+        size = f"{moves[i - 1]:.0%}" if moves[i - 1] < 10 else f"by a factor of {ratio:.3g}"
         found.append(
-            f"ticker {ticker}, {day}: close moved {moves[i - 1]:.0%} in one day "
-            "with no split recorded"
+            f"ticker {ticker}, {day}: close moved {size} in one day with no split recorded"
         )
     return found
 

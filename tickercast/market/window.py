@@ -3,6 +3,10 @@
 The first run fetches `start`..`end` (or `period`); a rerun asks only for the days after
 the last stored one, re-reading the last `overlap_days` stored days to pick up revisions,
 merges (fetched rows win), de-duplicates by date and rewrites the partition atomically.
+A day the source answered with a close but the screen dropped (a bad print, an absurd
+close, a quirk under on_quirk=drop) wins too: its stored row goes, counted
+(`rows_removed`) and noted, so a bad print stored before the rules existed leaves the
+lake with the next fetch.
 When the overlap shows that history was re-adjusted since the last run (a split or
 dividend not stored yet, or every overlapping close / adj_close changed beyond
 `tolerance`), the ticker's full stored span is fetched again and replaces the partition,
@@ -31,6 +35,7 @@ from tickercast.market.partition import (
     day_array,
     ingest_result,
     read_stored,
+    removed_days,
     split_days,
 )
 from tickercast.market.retry import Attempts, Fetched, Fetcher, call_with_retries
@@ -152,6 +157,7 @@ def ingest_window(
     attempts = Attempts()
     fetches: list[dict] = []
     screens: list[Screened] = []  # the last one screened the rows that are stored
+    answered: list[np.ndarray] = []  # the days of each answer, before the screen
 
     def get(window: Window) -> Fetched:
         fetches.append(window.describe())
@@ -163,8 +169,12 @@ def ingest_window(
             log=log,
             attempts=attempts,
         )
-        screened = screen_prices(canonical(got.prices), ticker, opts.on_quirk)
+        raw = canonical(got.prices)
+        screened = screen_prices(raw, ticker, opts.on_quirk)
         screens.append(screened)
+        close = raw["close"].to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):  # a day answered without a close proves nothing
+            answered.append(day_array(raw["date"])[np.isfinite(close) & (close > 0)])
         return replace(  # a new answer: a fetcher may hand out the same object twice
             got, prices=screened.prices, dropped_null_rows=got.dropped_null_rows + screened.no_close
         )
@@ -205,9 +215,17 @@ def ingest_window(
                 window = Window(since, full_end, None, "re-adjusted")
                 fetched = get(window)
                 mode = "refetch"
+        removed = 0
         if mode == "incremental":
-            prices = _merge(old, fetched.prices)
+            screened_out = np.setdiff1d(answered[-1], day_array(fetched.prices["date"]))
+            prices, removed = _merge(old, fetched.prices, screened_out)
             events = _merge_events(old_events, fetched.events)
+            if removed:
+                gone = np.intersect1d(stored, screened_out)
+                notes.append(
+                    f"ticker {ticker}: removed {removed} stored day(s) the source's new "
+                    f"answer screened out ({', '.join(str(d) for d in gone[:5])})"
+                )
         else:
             prices = fetched.prices
             events = fetched.events if fetched.events is not None else old_events
@@ -217,8 +235,12 @@ def ingest_window(
             note = window.start.isoformat()
         else:  # the whole history, or a look-back `period` (then: what it returned)
             note = "max" if window.period is None else str(day_array(prices["date"])[0])
+        if mode != "incremental":
+            removed = removed_days(ticker, source, stored, prices, opts.replace)
         path = lake.write_partition(data_dir, ticker, prices, covered_from=note)
         digest = file_sha256(path)
+        if removed and mode != "incremental":
+            notes.append(f"ticker {ticker}: replaced the stored history, {removed:,} days removed")
         if events is not None:
             lake.write_events(data_dir, ticker, events)
     after = as_date(stored[-1]) if mode == "incremental" else None
@@ -247,14 +269,20 @@ def ingest_window(
         attempts=attempts.count,
         retries=attempts.log,
         screened=screens[-1],
+        removed=removed,
     )
 
 
-def _merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """New rows win on shared days; old days outside the fetched ones are kept."""
-    merged = pd.concat([old, new], ignore_index=True)
+def _merge(
+    old: pd.DataFrame, new: pd.DataFrame, screened_out: np.ndarray
+) -> tuple[pd.DataFrame, int]:
+    """(merged rows, stored rows removed). New rows win on shared days, and so does the
+    new answer's verdict on the days its screen dropped (`screened_out`): their stored
+    rows go. Old days the answer did not hold at all are kept."""
+    drop = np.isin(day_array(old["date"]), screened_out)
+    merged = pd.concat([old.loc[~drop], new], ignore_index=True)
     merged = merged.drop_duplicates("date", keep="last")
-    return merged.sort_values("date", kind="stable").reset_index(drop=True)
+    return merged.sort_values("date", kind="stable").reset_index(drop=True), int(drop.sum())
 
 
 def _merge_events(old: pd.DataFrame | None, new: pd.DataFrame | None) -> pd.DataFrame | None:

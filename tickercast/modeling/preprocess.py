@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from tickercast.atomic import atomic_path, write_json
 from tickercast.choices import Target
+from tickercast.layout import SPEC_FILE
 from tickercast.modeling.features import build_features
 from tickercast.splits import Fractions, Split, SplitDates
 
@@ -29,6 +30,29 @@ if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part o
 
 class InsufficientHistoryError(ValueError):
     """Too few rows for lookback + horizon in every split; says how many are needed."""
+
+
+class GapError(ValueError):
+    """The rows hold a gap windows may not span (on_gap=refuse), or no window is left."""
+
+
+def find_gaps(days: np.ndarray, gap_days: int) -> list[list]:
+    """[row before, day before, day after, weekdays missing] for each pair of consecutive
+    rows more than `gap_days` weekdays apart (holidays cost one or two, 9/11 four)."""
+    days = np.asarray(days, dtype="datetime64[D]")
+    if len(days) < 2:
+        return []
+    missing = np.busday_count(days[:-1], days[1:]) - 1
+    return [
+        [int(i), str(days[i]), str(days[i + 1]), int(missing[i])]
+        for i in np.flatnonzero(missing > gap_days)
+    ]
+
+
+def describe_gaps(gaps: list[list]) -> str:
+    """'2 gap(s): 2019-01-02..2019-06-03 (104 weekdays missing), ...' (first three)."""
+    shown = ", ".join(f"{b}..{a} ({n} weekdays missing)" for _, b, a, n in gaps[:3])
+    return f"{len(gaps)} gap(s): {shown}" + (", ..." if len(gaps) > 3 else "")
 
 
 @dataclass
@@ -236,6 +260,15 @@ class Preprocessing:
     last_day: str
     train_end: str
     val_end: str
+    # Gaps in the days ([row before, day before, day after, weekdays missing]) and what
+    # windows over them do (`tickercast.modeling.windows.anchors_for`); bundles written
+    # before gaps were known bridge them, as they were trained.
+    gaps: list = field(default_factory=list)
+    on_gap: str = "bridge"
+    # Rows before a day its features read (a return 1, a 20-day volatility 20): a window
+    # whose inputs reach back across a gap through them spans it too. At least 1 (and 1
+    # for older bundles).
+    feature_memory: int = 1
 
     @property
     def n_rows(self) -> int:
@@ -305,6 +338,8 @@ def preprocess(
     else:
         target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
     days = frame["date"].astype(str).tolist()
+    warm_up = len(prices) - len(frame)  # the leading rows the features' memory used up
+    gaps = _gaps(prices["date"], section, who, warm_up)
     spec = Preprocessing(
         features=features,
         lookback=lookback,
@@ -319,7 +354,11 @@ def preprocess(
         last_day=days[-1],
         train_end=days[splits.n_train - 1],
         val_end=days[splits.n_train + splits.n_val - 1],
+        gaps=gaps,
+        on_gap=getattr(section, "on_gap", "split"),
+        feature_memory=max(1, warm_up),
     )
+    _check_windows_left(spec, who)
     arrays = {
         "x": feature_scaler.transform(raw).astype(np.float32),
         "y": target_scaler.transform(targets).astype(np.float32),
@@ -330,13 +369,44 @@ def preprocess(
     return spec, arrays
 
 
+def _gaps(dates: pd.Series, section: Windowing, who: str, warm_up: int) -> list[list]:
+    """The gaps of the selected rows, numbered as the feature rows (the price rows less
+    the `warm_up` first: a gap inside those gets a negative row, still read by the first
+    rows' features); on_gap=refuse fails here, naming them."""
+    days = pd.to_datetime(dates).to_numpy(dtype="datetime64[D]")
+    limit = getattr(section, "gap_days", 5)
+    gaps = [[g[0] - warm_up, *g[1:]] for g in find_gaps(days, limit)]
+    if gaps and getattr(section, "on_gap", "split") == "refuse":
+        raise GapError(
+            f"{who}: {describe_gaps(gaps)} longer than {limit} trading days in the selected "
+            "rows (on_gap=refuse): choose on_gap split (no window spans a gap) or bridge, "
+            "or a start after the gap"
+        )
+    return gaps
+
+
+def _check_windows_left(spec: Preprocessing, who: str) -> None:
+    """With on_gap=split, every split must keep at least one window."""
+    from tickercast.modeling.windows import anchors_for
+
+    if spec.on_gap != "split" or not spec.gaps:
+        return
+    empty = [name for name, a in anchors_for(spec).items() if len(a) == 0]
+    if empty:
+        raise GapError(
+            f"{who}: no {'/'.join(empty)} window left: every one spans a gap "
+            f"({describe_gaps(spec.gaps)}; on_gap=split); choose a start after the gap "
+            "or on_gap bridge"
+        )
+
+
 def save_preprocessed(out_dir: Path, spec: Preprocessing, arrays: dict) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     npz = out_dir / "arrays.npz"
     with atomic_path(npz) as tmp:
         with tmp.open("wb") as handle:
             np.savez(handle, **arrays)
-    spec_path = out_dir / "preprocessing.json"
+    spec_path = out_dir / SPEC_FILE
     write_json(spec_path, spec.to_json())
     return npz, spec_path
 

@@ -1,0 +1,502 @@
+"""The nightly universe: the retrain deployment over N tickers, as a schedule runs it.
+
+What runs: `prefect server start` on a free loopback port with its own PREFECT_HOME,
+`deployments/serve.py` in its own process (the user's way of serving the nightly
+deployments; its crons are moved to 1 January so that none fires here), and a run of
+`retrain/nightly-retrain` triggered through the API with the deployment's parameters
+(deployments/nightly.json: its start date, the default preset and model) where only the
+universe changes: `tickers`, `source=csv`, `csv_dir` and `data_dir` (and any `--set`).
+
+The universe: N synthetic tickers with 10-year Yahoo-like histories (tests/synthetic.py:
+GARCH returns, consistent OHLCV, Yahoo's quirks that ingest counts), plus the five sample
+tickers (data/sample, as Yahoo exports), all as Yahoo-export CSVs.
+
+Measured per night, from the Prefect API's task runs and the process tree:
+- wall: trigger -> final state (what a schedule waits for), and the flow run's own wall;
+- per stage (ingest, preprocess = preprocess + windows + calendar, train, evaluate,
+  export, promote): the time the stage was running (union of its task runs) and its
+  task-seconds (sum); tasks of different tickers overlap, so stages overlap too;
+- orchestration: the flow run's wall minus the time any task was running (union of all
+  task runs: Prefect's own work, the flow's start and end, gaps between tasks);
+- training windows/s: windows x epochs / fit seconds (history.json of each new version,
+  validation and per-epoch checkpoints included);
+- peak RSS of the flow run's process tree (sampled every 0.25 s; the serve process
+  itself is reported apart);
+- per ticker against the tutorial's own fit of one ticker, timed in the same run
+  (`tutorial_fit`: LSTM(50) -> Dense(1), Adam, batch 32, 20 epochs on 60-day windows of
+  one synthetic ticker's min-max scaled close); target <= 1/3.
+Then the second night: one new trading day appended to every CSV, the same run again.
+
+Several sizes (`--sizes 2,4,7`: synthetic tickers, the five samples added to each) give a
+scaling curve; a least-squares line wall = a + b x tickers projects 500 (said as projected).
+Run: python bench/nightly_universe.py [--sizes 2,4,7] [--set epochs=5] [--json out.json]
+(writes RESULTS.md rows `nightly_universe` and `nightly_universe_second`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEPLOYMENT = "retrain/nightly-retrain"
+SAMPLES = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
+NEVER = "0 0 1 1 *"  # the served crons: 1 January, midnight (nothing fires during a run)
+STAGES = {
+    "ingest": "ingest",
+    "calendar": "preprocess",
+    "preprocess": "preprocess",
+    "windows": "preprocess",
+    "train": "train",
+    "train-global": "train",
+    "evaluate": "evaluate",
+    "backtest": "evaluate",
+    "export": "export",
+    "promote": "promote",
+}
+TARGET_TICKERS = 500
+
+
+# --------------------------------------------------------------------------- the universe
+
+
+def synthetic_names(n: int) -> list[str]:
+    return [f"U{i:03d}" for i in range(1, n + 1)]
+
+
+def sample_frame(ticker: str, extra_days: int):
+    """A bundled sample ticker as a Yahoo export's columns, plus `extra_days` new trading
+    days continuing from its last close (the sample ends in 2020)."""
+    import pandas as pd
+
+    from tickercast.market.locate import sample_path
+
+    lake = pd.read_parquet(sample_path(ticker))
+    frame = pd.DataFrame(
+        {
+            "Date": pd.to_datetime(lake["date"]).dt.strftime("%Y-%m-%d"),
+            "Open": lake["open"],
+            "High": lake["high"],
+            "Low": lake["low"],
+            "Close": lake["close"],
+            "Adj Close": lake["adj_close"],
+            "Volume": lake["volume"].astype(float),
+        }
+    )
+    if extra_days:
+        rng = np.random.default_rng(len(ticker) * 1000 + extra_days)
+        last = frame.iloc[-1]
+        days = pd.bdate_range(pd.Timestamp(last["Date"]) + pd.offsets.BDay(1), periods=extra_days)
+        close = last["Close"] * np.exp(np.cumsum(rng.normal(0, 0.02, extra_days)))
+        opens = np.r_[last["Close"], close[:-1]]
+        new = pd.DataFrame(
+            {
+                "Date": days.strftime("%Y-%m-%d"),
+                "Open": opens,
+                "High": np.maximum(opens, close) * 1.005,
+                "Low": np.minimum(opens, close) * 0.995,
+                "Close": close,
+                "Adj Close": close * last["Adj Close"] / last["Close"],
+                "Volume": np.full(extra_days, float(last["Volume"])),
+            }
+        )
+        frame = pd.concat([frame, new], ignore_index=True)
+    return frame
+
+
+def write_universe(csv_dir: Path, synthetic: list[str], extra_days: int = 0) -> None:
+    """Every ticker's Yahoo-export CSV, `extra_days` past the first night's histories."""
+    from tests.synthetic import UNIVERSE_YEARS, write_yahoo_universe, yahoo_csv
+
+    write_yahoo_universe(csv_dir, synthetic, days=UNIVERSE_YEARS * 252 + extra_days)
+    for ticker in SAMPLES:
+        (csv_dir / f"{ticker}.csv").write_text(yahoo_csv(sample_frame(ticker, extra_days)))
+
+
+# ------------------------------------------------------------------- server and serving
+
+
+@contextlib.contextmanager
+def served(tmp: Path) -> Iterator[tuple[str, subprocess.Popen, dict]]:
+    """A real Prefect server and `deployments/serve.py` against it; yields (API URL, the
+    serve process, the environment)."""
+    from tickercast.deployments.serve import start_server
+
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    server, api = start_server(timeout=240, env=env)
+    env["PREFECT_API_URL"] = api
+    log = (tmp / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "deployments/serve.py", "--cron", NEVER, "--ingest-cron", NEVER],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        os.environ["PREFECT_API_URL"] = api
+        _wait_for_deployment(timeout=240)
+        yield api, serve, env
+    finally:
+        for proc in (serve, server):
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def _wait_for_deployment(timeout: float) -> None:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                client.read_deployment_by_name(DEPLOYMENT)
+                return
+            except Exception:
+                time.sleep(1)
+    raise TimeoutError(f"{DEPLOYMENT} was not served within {timeout:.0f} s")
+
+
+class PeakRSS:
+    """Peak resident memory of a process's descendants (sampled), and of the process."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        import psutil  # the dev extra (bench and tests)
+
+        self.root, self.every = psutil.Process(pid), every
+        self.tree_mb = self.root_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            with contextlib.suppress(psutil.Error):
+                for child in self.root.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        total += child.memory_info().rss
+                self.root_mb = max(self.root_mb, self.root.memory_info().rss / 2**20)
+            self.tree_mb = max(self.tree_mb, total / 2**20)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ------------------------------------------------------------------------------ a night
+
+
+def run_night(params: dict, serve: subprocess.Popen, timeout: float) -> dict:
+    """Trigger the deployment, wait for its final state; wall, stages, memory."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    with PeakRSS(serve.pid) as rss:
+        started = time.perf_counter()
+        flow_run = run_deployment(DEPLOYMENT, parameters={"config": params}, timeout=0)
+        with get_client(sync_client=True) as client:
+            while True:
+                run = client.read_flow_run(flow_run.id)
+                if run.state is not None and run.state.is_final():
+                    break
+                if time.perf_counter() - started > timeout:
+                    raise TimeoutError(f"the night did not finish within {timeout:.0f} s")
+                time.sleep(0.5)
+        wall = time.perf_counter() - started
+    if not run.state.is_completed():
+        raise RuntimeError(f"the nightly run ended {run.state.name}: {run.state.message}")
+    return {
+        "wall_s": wall,
+        "flow_run_s": (run.end_time - run.start_time).total_seconds(),
+        "queued_s": wall - (run.end_time - run.start_time).total_seconds(),
+        "peak_rss_mb": rss.tree_mb,
+        "serve_rss_mb": rss.root_mb,
+        **stage_times(run),
+    }
+
+
+def _task_runs(flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    runs, page = [], 200
+    with get_client(sync_client=True) as client:
+        while True:
+            batch = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                limit=page,
+                offset=len(runs),
+            )
+            runs.extend(batch)
+            if len(batch) < page:
+                return runs
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Total length of the union of [start, end] intervals."""
+    total, reach = 0.0, -np.inf
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def stage_times(flow_run) -> dict:
+    """Each stage's running time (union) and task-seconds (sum), the time any task ran,
+    and orchestration = the flow run's wall minus that."""
+    origin = flow_run.start_time
+    by_stage: dict[str, list[tuple[float, float]]] = {}
+    states: dict[str, int] = {}
+    for run in _task_runs(flow_run.id):
+        states[run.state.name] = states.get(run.state.name, 0) + 1
+        if run.start_time is None or run.end_time is None:
+            continue
+        stage = STAGES.get(run.name.rsplit("-", 1)[0], "other")  # name: "<task>-<suffix>"
+        span = ((run.start_time - origin).total_seconds(), (run.end_time - origin).total_seconds())
+        by_stage.setdefault(stage, []).append(span)
+    every = [span for spans in by_stage.values() for span in spans]
+    busy = union_seconds(every)
+    flow_wall = (flow_run.end_time - flow_run.start_time).total_seconds()
+    return {
+        "stages": {
+            stage: {
+                "running_s": union_seconds(spans),
+                "task_s": sum(end - start for start, end in spans),
+                "tasks": len(spans),
+            }
+            for stage, spans in sorted(by_stage.items())
+        },
+        "busy_s": busy,
+        "orchestration_s": flow_wall - busy,
+        "task_states": states,
+    }
+
+
+def versions(data_dir: Path) -> set[Path]:
+    return set((data_dir / "models").glob("*/versions/*/history.json"))
+
+
+def training_stats(new: set[Path]) -> dict:
+    """Windows/s and epochs over the versions this night wrote (their history.json), and
+    each fit's curves (bench/universe_levers.py replays early stopping on them)."""
+    windows = seconds = 0.0
+    fits = {}
+    for history in sorted(new):
+        h = json.loads(history.read_text())
+        windows += h["train_windows"] * h["epochs_run"]
+        seconds += h["train_seconds"]
+        fits[history.parents[2].name] = {
+            "epochs_run": h["epochs_run"],
+            "best_epoch": h["best_epoch"],
+            "train_windows": h["train_windows"],
+            "train_seconds": h["train_seconds"],
+            "alpha": (h.get("shrinkage") or {}).get("alpha"),
+            **{k: h["history"].get(k) for k in ("loss", "val_loss", "learning_rate")},
+        }
+    epochs = [f["epochs_run"] for f in fits.values()]
+    return {
+        "new_versions": len(fits),
+        "windows_per_s": windows / seconds if seconds else None,
+        "fit_s": seconds,
+        "epochs_mean": float(np.mean(epochs)) if epochs else None,
+        "epochs_max": int(max(epochs)) if epochs else None,
+        "fits": fits,
+    }
+
+
+# --------------------------------------------------------------------- the tutorial's fit
+
+
+def tutorial_fit() -> float:
+    """Seconds of the tutorial's own fit of one ticker: one synthetic ticker's 10 years of
+    closes min-max scaled, 60-day windows, 80% for training, LSTM(50) -> Dense(1), Adam,
+    batch 32, 20 epochs (as the reference tutorial fits a stock)."""
+    import keras
+
+    from tests.synthetic import yahoo_history
+
+    keras.utils.set_random_seed(0)
+    close = yahoo_history("TUT", quirks=False)["Close"].to_numpy()
+    started = time.perf_counter()
+    scaled = (close - close.min()) / (close.max() - close.min())
+    n_train = int(len(scaled) * 0.8)
+    x = np.array([scaled[i - 60 : i] for i in range(60, n_train)])[:, :, None]
+    y = scaled[60:n_train]
+    model = keras.Sequential([keras.Input((60, 1)), keras.layers.LSTM(50), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, y, batch_size=32, epochs=20, verbose=0)
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- the runs
+
+
+def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dict) -> dict:
+    """The deployment's own parameters (deployments/nightly.json) with this universe."""
+    from tickercast.config import RetrainConfig
+    from tickercast.deployments.nightly import nightly_config
+
+    config = nightly_config(RetrainConfig).model_dump(mode="json")
+    config.update(
+        tickers=tickers, source="csv", csv_dir=str(csv_dir), data_dir=str(data_dir), **overrides
+    )
+    return json.loads(RetrainConfig(**config).model_dump_json())
+
+
+def one_size(n_synthetic: int, tmp: Path, serve, overrides: dict, nights: int) -> dict:
+    tickers = [*SAMPLES, *synthetic_names(n_synthetic)]
+    csv_dir, data_dir = tmp / f"csv-{n_synthetic}", tmp / f"data-{n_synthetic}"
+    result = {"tickers": len(tickers), "synthetic": n_synthetic, "nights": []}
+    for night in range(nights):
+        write_universe(csv_dir, synthetic_names(n_synthetic), extra_days=night)
+        before = versions(data_dir)
+        params = parameters(tickers, csv_dir, data_dir, overrides)
+        measured = run_night(params, serve, timeout=6 * 3600)
+        measured.update(training_stats(versions(data_dir) - before))
+        shown = {k: v for k, v in measured.items() if k != "fits"}
+        print(json.dumps({"tickers": len(tickers), "night": night + 1, **shown}), flush=True)
+        result["nights"].append(measured)
+    return result
+
+
+def projection(sizes: list[dict], night: int, key: str) -> dict:
+    """Least squares key = a + b x tickers over the measured sizes, at 500 tickers."""
+    n = np.array([s["tickers"] for s in sizes], float)
+    v = np.array([s["nights"][night][key] for s in sizes], float)
+    if len(n) < 2:  # one size: no curve to project from
+        return {"per_ticker": None, "fixed": None, "at_500": None}
+    b, a = np.polyfit(n, v, 1)
+    return {"per_ticker": float(b), "fixed": float(a), "at_500": float(a + b * TARGET_TICKERS)}
+
+
+def _projected(wall: dict, rss: dict) -> str:
+    if wall["at_500"] is None:
+        return "500 tickers not projected (one size measured)"
+    return (
+        f"projected 500 tickers (line over the measured sizes, {wall['per_ticker']:.1f} "
+        f"s/ticker + {wall['fixed']:.0f} s): {wall['at_500'] / 60:.0f} min, peak RSS "
+        f"{rss['at_500']:.0f} MB ({rss['per_ticker']:+.1f} MB/ticker)"
+    )
+
+
+def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[str, str]:
+    """The RESULTS.md rows: first and second night at the largest measured size, and the
+    projection to 500 tickers from the scaling curve."""
+    largest = max(sizes, key=lambda s: s["tickers"])
+    counts = ", ".join(str(s["tickers"]) for s in sizes)
+    setting = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the deployment's defaults"
+    rows = {}
+    for night, tag in ((0, "nightly_universe"), (1, "nightly_universe_second")):
+        if len(largest["nights"]) <= night:
+            continue
+        m = largest["nights"][night]
+        wall = projection(sizes, night, "wall_s")
+        rss = projection(sizes, night, "peak_rss_mb")
+        stages = "; ".join(
+            f"{k} {v['running_s']:.0f} s" for k, v in m["stages"].items() if k != "other"
+        )
+        per_ticker = m["wall_s"] / largest["tickers"]
+        what = "first night" if night == 0 else "second night (one new day per ticker)"
+        rows[tag] = (
+            f"| nightly universe, {what}: `retrain/nightly-retrain` served by "
+            f"deployments/serve.py on a real Prefect server, {setting}; measured at "
+            f"{counts} tickers (5 samples + synthetic 10-year Yahoo-like CSVs) "
+            f"| tutorial's own one-ticker fit (LSTM(50), 20 epochs, batch 32) "
+            f"{tutorial_s:.1f} s "
+            f"| measured {largest['tickers']} tickers: wall {m['wall_s']:.0f} s "
+            f"({per_ticker:.1f} s/ticker; flow run {m['flow_run_s']:.0f} s; stages running: "
+            f"{stages}; orchestration {m['orchestration_s']:.1f} s = "
+            f"{m['orchestration_s'] / m['flow_run_s']:.1%} of the flow run, plus "
+            f"{m['queued_s']:.0f} s from trigger to start (serve's poll); "
+            f"{m['windows_per_s'] or 0:.0f} training windows/s, epochs mean "
+            f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}; peak RSS "
+            f"{m['peak_rss_mb']:.0f} MB); {_projected(wall, rss)} "
+            f"| per ticker {per_ticker / tutorial_s:.2f}x the tutorial's fit "
+            f"(target <= 0.33x{'' if night == 0 else '; second night <= 1/6 of the first'}) |"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="7", help="synthetic tickers per size, e.g. 2,4,7")
+    parser.add_argument(
+        "--set", action="append", default=[], help="a RetrainConfig field, e.g. epochs=5"
+    )
+    parser.add_argument("--nights", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    tutorial_s = tutorial_fit()
+    print(f"tutorial's one-ticker fit: {tutorial_s:.1f} s", flush=True)
+    sizes = []
+    with tempfile.TemporaryDirectory(prefix="universe-") as tmp, served(Path(tmp)) as ctx:
+        _, serve, _ = ctx
+        for n in sorted(int(s) for s in args.sizes.split(",")):
+            sizes.append(one_size(n, Path(tmp), serve, overrides, args.nights))
+    out = {
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "overrides": overrides,
+        "tutorial_fit_s": tutorial_s,
+        "sizes": sizes,
+        "projected_500": {
+            f"night_{i + 1}": {
+                "wall_s": projection(sizes, i, "wall_s"),
+                "peak_rss_mb": projection(sizes, i, "peak_rss_mb"),
+            }
+            for i in range(args.nights)
+        },
+    }
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    rows = summary_rows(sizes, tutorial_s, overrides)
+    for row in rows.values():
+        print(row)
+    if not args.no_record:
+        from bench.results import record
+
+        for tag, row in rows.items():
+            record(tag, row)
+    return out
+
+
+if __name__ == "__main__":
+    import signal
+
+    # a SIGTERM (timeout, Ctrl-C in a parent) still stops the server and serve.py
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    main()

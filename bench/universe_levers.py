@@ -1,0 +1,774 @@
+"""The levers for a fast nightly universe (issue 22), each measured side by side in one run.
+
+Sections (`--only a,b`; all by default), on the nightly deployment's own shape: the
+recommended preset (daily log return + 20-day volatility in, the 5-day mean close's log
+return out), 60-day windows, stacked_lstm [64, 32], Adam(1e-3, clipvalue 1):
+
+- speed: training windows/s (steady epochs, tracing excluded) of Keras at batch 32 (the
+  default) vs larger batches, `steps_per_execution`, `jit_compile` (XLA); and of the
+  prototype in bench/stacked_lstm.py (the LSTM's input projection hoisted out of the
+  time loop; K tickers' networks trained as one graph); each as a share of the same
+  process's float32 matmul GFLOP/s. Checks: the prototype computes Keras' network (same
+  weights, same outputs) and K tickers trained together end exactly where each trained
+  alone ends.
+- threads: one process with TensorFlow's default pools vs one thread each, and two
+  single-thread processes side by side (how a Dask worker per core would train).
+- quality: the real `train_model` (early stopping, ReduceLROnPlateau, checkpoints,
+  shrinkage) on the five sample tickers: batch 32 vs batch 256 with a matched learning
+  rate: fit time, epochs, validation loss and test skill vs naive (scaled MSE).
+- stopping: early stopping replayed on the nightly benchmark's recorded curves
+  (`--curves`, bench/nightly_universe.py --json): a patience of p < 10 stops at the first
+  epoch where p epochs brought no improvement; until then the run is the same, so the
+  replay is exact (ReduceLROnPlateau unchanged).
+- warm: the second night warm-started from the first night's model (a short fine-tune)
+  vs the full refit, on the samples: time, validation loss, test skill.
+- export: what the "tf.function retracing" warning counts, and what the traces cost.
+- fixed: one ticker's work besides the fit's epochs (train's own overhead, evaluate,
+  export, promote), phase by phase: what a faster fit leaves per ticker.
+
+Run: python bench/universe_levers.py [--only speed,threads] [--curves night.json]
+(prints JSON and writes RESULTS.md rows `universe_*`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLES = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
+UNITS = [64, 32]
+BASE_LR = 1e-3
+
+
+def nightly_cfg(**changes) -> dict:
+    """The nightly deployment's config (deployments/nightly.json over RetrainConfig)."""
+    from tickercast.config import RetrainConfig
+    from tickercast.deployments.nightly import nightly_config
+
+    config = nightly_config(RetrainConfig).model_dump(mode="json")
+    return {**config, **changes}
+
+
+def lake_frame(ticker: str, extra_days: int = 0):
+    """Lake rows of a sample ticker (data/sample, plus `extra_days` new days) or of a
+    synthetic one (tests/synthetic.py, without quirks)."""
+    import pandas as pd
+
+    from bench.nightly_universe import sample_frame
+    from tests.synthetic import UNIVERSE_YEARS, yahoo_history
+
+    if ticker in SAMPLES:
+        frame = sample_frame(ticker, extra_days)
+    else:
+        frame = yahoo_history(ticker, UNIVERSE_YEARS * 252 + extra_days, quirks=False)
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime(frame["Date"]).dt.date,
+            "open": frame["Open"],
+            "high": frame["High"],
+            "low": frame["Low"],
+            "close": frame["Close"],
+            "adj_close": frame["Adj Close"],
+            "volume": frame["Volume"].astype("int64"),
+        }
+    )
+
+
+def prepared(ticker: str, extra_days: int = 0) -> dict:
+    """A ticker's scaled arrays, split anchors and spec, as the flow's steps make them."""
+    from tickercast.config import PREPROCESS_FIELDS
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.windows import split_anchors
+
+    cfg = {k: v for k, v in nightly_cfg().items() if k in PREPROCESS_FIELDS}
+    spec, arrays = preprocess(lake_frame(ticker, extra_days), cfg, ticker)
+    anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    return {"spec": spec, "x": arrays["x"], "y": arrays["y"], "anchors": anchors, "arrays": arrays}
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def epoch_timer():
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t0)
+
+    return Timer()
+
+
+def keras_speed(data: dict, batch: int, jit: bool = False, spe: int = 1, epochs: int = 3) -> float:
+    """Steady windows/s of Keras' fit (epochs after the first) on the pipeline's tf.data."""
+    import keras
+
+    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.windows import make_dataset, n_batches
+
+    spec, train = data["spec"], data["anchors"]["train"]
+    model = build_model(
+        "stacked_lstm", spec.lookback, data["x"].shape[1], UNITS, compile=False, seed=model_seed(1)
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(BASE_LR, clipvalue=1.0),
+        loss="mse",
+        jit_compile=jit,
+        steps_per_execution=spe,
+    )
+    ds = make_dataset(
+        data["x"], data["y"], train, spec.lookback, batch, shuffle=True, seed=1, epochs=epochs
+    )
+    timer = epoch_timer()
+    model.fit(
+        ds,
+        epochs=epochs,
+        steps_per_epoch=n_batches(len(train), batch),
+        callbacks=[timer],
+        verbose=0,
+    )
+    return len(train) / float(np.mean(timer.seconds[1:]))
+
+
+def keras_k_speed(datas: list[dict], batch: int, epochs: int = 3) -> float:
+    """Windows/s (all tickers') of K per-ticker networks as branches of one Keras model:
+    K inputs, K outputs, the loss their sum, one fit (each ticker's weights its own)."""
+    import keras
+    import tensorflow as tf
+
+    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.windows import make_dataset, n_batches
+
+    lb, width = datas[0]["spec"].lookback, datas[0]["x"].shape[1]
+    inputs, outputs = [], []
+    for k in range(len(datas)):
+        branch = build_model(
+            "stacked_lstm", lb, width, UNITS, compile=False, seed=model_seed(1, f"U{k + 1:03d}")
+        )
+        branch.name = f"ticker_{k}"  # nested models need distinct names
+        inputs.append(keras.Input((lb, width), name=f"window_{k}"))
+        outputs.append(branch(inputs[-1]))
+    model = keras.Model(inputs, outputs)
+    adam = keras.optimizers.Adam(BASE_LR, clipvalue=1.0)
+    model.compile(optimizer=adam, loss=["mse"] * len(datas))
+    steps = min(n_batches(len(d["anchors"]["train"]), batch) for d in datas)
+    streams = tuple(
+        make_dataset(
+            d["x"], d["y"], d["anchors"]["train"], lb, batch, shuffle=True, seed=1, epochs=epochs
+        ).take(steps * epochs)
+        for d in datas
+    )
+    ds = tf.data.Dataset.zip(streams).map(
+        lambda *pairs: (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+    )
+    timer = epoch_timer()
+    model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return len(datas) * steps * batch / float(np.mean(timer.seconds[1:]))
+
+
+def raw_batches(datas: list[dict], batch: int, n: int, seed: int = 0):
+    """`n` batches [K, batch, T, F] / [K, batch, out] of K tickers' training windows."""
+    import tensorflow as tf
+
+    from tickercast.modeling.windows import gather_windows
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        xs, ys = [], []
+        for d in datas:
+            anchors = rng.choice(d["anchors"]["train"], batch, replace=False)
+            xs.append(gather_windows(d["x"], anchors, d["spec"].lookback))
+            ys.append(d["y"][anchors])
+        out.append((tf.constant(np.stack(xs), tf.float32), tf.constant(np.stack(ys), tf.float32)))
+    return out
+
+
+def raw_speed(datas: list[dict], batch: int, hoist: bool, jit: bool = False, steps: int = 60):
+    """Windows/s (all K tickers' windows) of the prototype's training step, traced first."""
+    from bench.stacked_lstm import StackedLSTM, make_train_step
+
+    model = StackedLSTM(len(datas), datas[0]["x"].shape[1], UNITS, datas[0]["y"].shape[1])
+    step = make_train_step(model, BASE_LR, 1.0, hoist=hoist, jit=jit)
+    batches = raw_batches(datas, batch, 8)
+    step(*batches[0]).numpy()  # trace
+    started = time.perf_counter()
+    for i in range(steps):
+        losses = step(*batches[i % len(batches)])
+    losses.numpy()
+    return steps * batch * len(datas) / (time.perf_counter() - started)
+
+
+def prototype_checks(datas: list[dict]) -> dict:
+    """The prototype is Keras' network, and K together = each alone (max abs differences)."""
+    from bench.stacked_lstm import StackedLSTM, make_train_step
+    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.windows import gather_windows
+
+    d = datas[0]
+    keras_model = build_model(
+        "stacked_lstm", d["spec"].lookback, d["x"].shape[1], UNITS, seed=model_seed(1)
+    )
+    proto = StackedLSTM(1, d["x"].shape[1], UNITS, d["y"].shape[1])
+    proto.set_from_keras(0, keras_model)
+    windows = gather_windows(d["x"], d["anchors"]["val"][:64], d["spec"].lookback)
+    expected = keras_model.predict(windows, verbose=0)
+    forward = float(np.abs(proto(windows[None].astype(np.float32))[0].numpy() - expected).max())
+    k = min(3, len(datas))
+    together = StackedLSTM(k, d["x"].shape[1], UNITS, d["y"].shape[1], seed=5)
+    alone = [StackedLSTM(1, d["x"].shape[1], UNITS, d["y"].shape[1]) for _ in range(k)]
+    for i, single in enumerate(alone):
+        for a, b in zip(single.variables, together.variables, strict=True):
+            a.assign(b[i : i + 1])
+    batches = raw_batches(datas[:k], 32, 5, seed=3)
+    step_k = make_train_step(together, BASE_LR, 1.0, hoist=True)
+    steps_1 = [make_train_step(single, BASE_LR, 1.0, hoist=True) for single in alone]
+    for x, y in batches:
+        step_k(x, y)
+        for i, step in enumerate(steps_1):
+            step(x[i : i + 1], y[i : i + 1])
+    apart = max(
+        float(np.abs(a.numpy()[0] - b.numpy()[i]).max())
+        for i, single in enumerate(alone)
+        for a, b in zip(single.variables, together.variables, strict=True)
+    )
+    return {"forward_max_abs_diff_vs_keras": forward, "k_together_vs_alone_max_abs_diff": apart}
+
+
+def speed(tickers: list[str]) -> dict:
+    from bench.training_speed import matmul_gflops
+    from tickercast.modeling.models import build_model, lstm_flops_per_sample
+
+    datas = [prepared(t) for t in tickers]
+    d = datas[0]
+    flops = 3 * lstm_flops_per_sample(
+        build_model("stacked_lstm", d["spec"].lookback, 2, UNITS, compile=False), d["spec"].lookback
+    )
+    variants = {
+        "keras b32 (default)": lambda: keras_speed(d, 32),
+        "keras b32 steps_per_execution=16": lambda: keras_speed(d, 32, spe=16),
+        "keras b32 jit_compile": lambda: keras_speed(d, 32, jit=True),
+        "keras b128": lambda: keras_speed(d, 128),
+        "keras b256": lambda: keras_speed(d, 256),
+        "keras b256 jit_compile": lambda: keras_speed(d, 256, jit=True),
+        "keras b512": lambda: keras_speed(d, 512),
+        "keras K=2 tickers as branches of one model, b32 each": lambda: keras_k_speed(
+            datas[:2], 32
+        ),
+        "keras K=8 tickers as branches of one model, b32 each": lambda: keras_k_speed(
+            datas[:8], 32
+        ),
+        "keras K=2 branches, b256 each": lambda: keras_k_speed(datas[:2], 256),
+        "prototype K=1 b32, projection in loop": lambda: raw_speed(datas[:1], 32, hoist=False),
+        "prototype K=1 b32, hoisted": lambda: raw_speed(datas[:1], 32, hoist=True),
+        "prototype K=1 b32, hoisted, jit": lambda: raw_speed(datas[:1], 32, True, jit=True),
+        "prototype K=8 b32 each, hoisted": lambda: raw_speed(datas[:8], 32, hoist=True),
+        "prototype K=1 b256, hoisted": lambda: raw_speed(datas[:1], 256, hoist=True),
+    }
+    out = {"flops_per_window": flops, "windows_per_s": {}}
+    for name, run in variants.items():
+        out["windows_per_s"][name] = run()
+        print(f"{name}: {out['windows_per_s'][name]:.0f} windows/s", flush=True)
+    out["matmul_gflops"] = matmul_gflops()
+    base = out["windows_per_s"]["keras b32 (default)"]
+    out["ratio_vs_default"] = {k: v / base for k, v in out["windows_per_s"].items()}
+    out["share_of_matmul"] = {
+        k: v * flops / 1e9 / out["matmul_gflops"] for k, v in out["windows_per_s"].items()
+    }
+    out["checks"] = prototype_checks(datas)
+    return out
+
+
+# ---------------------------------------------------------------------------- threads
+
+
+def threads_child(intra: int) -> dict:
+    import tensorflow as tf
+
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(intra)
+    d = prepared("U001")
+    return {"b32": keras_speed(d, 32), "b256": keras_speed(d, 256)}
+
+
+def _spawn(intra: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--threads-child", str(intra)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"threads child exited {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def threads() -> dict:
+    """Default pools (0 = TensorFlow's choice: every core) vs one thread, alone and two
+    processes at once (their windows/s added)."""
+    default = _result(_spawn(0))
+    single = _result(_spawn(1))
+    pair = [_spawn(1), _spawn(1)]
+    both = [_result(p) for p in pair]
+    summed = {k: sum(r[k] for r in both) for k in ("b32", "b256")}
+    return {
+        "one_process_default_pools": default,
+        "one_process_one_thread": single,
+        "two_processes_one_thread_each_total": summed,
+        "ratio_two_procs_vs_default": {k: summed[k] / default[k] for k in summed},
+    }
+
+
+# ---------------------------------------------------------------------------- quality
+
+
+def test_skill(model, data: dict) -> float:
+    """1 - MSE(network) / MSE(naive) on the test windows, in the scaled target."""
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.windows import gather_windows
+
+    test = data["anchors"]["test"]
+    pred = model.predict(gather_windows(data["x"], test, data["spec"].lookback), verbose=0)
+    actual = data["y"][test]
+    naive = naive_output(data["spec"]).output.reshape(1, -1)
+    return 1.0 - float(np.mean((actual - pred) ** 2) / np.mean((actual - naive) ** 2))
+
+
+def fit_variant(data: dict, cfg: dict, out: Path) -> dict:
+    """The pipeline's train_model on one ticker; time, epochs, val loss, test skill."""
+    import keras
+
+    from tickercast.config import TRAIN_FIELDS
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+
+    train_cfg = {k: v for k, v in cfg.items() if k in TRAIN_FIELDS}
+    started = time.perf_counter()
+    summary = train_model(
+        data["arrays"],
+        data["anchors"],
+        data["spec"].lookback,
+        train_cfg,
+        out,
+        naive=naive_output(data["spec"]),
+    )
+    seconds = time.perf_counter() - started
+    model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+    return {
+        "seconds": seconds,
+        "epochs": summary["epochs_run"],
+        "best_val_loss": summary["best_val_loss"],
+        "alpha": summary["shrinkage"]["alpha"],
+        "test_skill": test_skill(model, data),
+    }
+
+
+QUALITY_VARIANTS = {
+    "b32 lr 1e-3 (default)": {"batch_size": 32, "learning_rate": 1e-3},
+    "b256 lr 2.8e-3 (sqrt-scaled)": {"batch_size": 256, "learning_rate": 1e-3 * 8**0.5},
+    "b256 lr 8e-3 (linear-scaled)": {"batch_size": 256, "learning_rate": 8e-3},
+    "b256 lr 2.8e-3, patience 5": {
+        "batch_size": 256,
+        "learning_rate": 1e-3 * 8**0.5,
+        "patience": 5,
+        "reduce_lr_patience": 3,
+    },
+}
+
+
+def quality(tickers: list[str]) -> dict:
+    datas = {t: prepared(t) for t in tickers}
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, changes in QUALITY_VARIANTS.items():
+            runs = {
+                t: fit_variant(d, nightly_cfg(**changes), Path(tmp) / name / t)
+                for t, d in datas.items()
+            }
+            out[name] = {"per_ticker": runs, **_totals(runs)}
+            print(name, json.dumps(_totals(runs)), flush=True)
+    base = out["b32 lr 1e-3 (default)"]
+    for result in out.values():
+        result["time_ratio"] = result["seconds"] / base["seconds"]
+        result["val_loss_ratio"] = float(
+            np.mean(
+                [
+                    r["best_val_loss"] / base["per_ticker"][t]["best_val_loss"]
+                    for t, r in result["per_ticker"].items()
+                ]
+            )
+        )
+    return out
+
+
+def _totals(runs: dict) -> dict:
+    return {
+        "seconds": sum(r["seconds"] for r in runs.values()),
+        "epochs_mean": float(np.mean([r["epochs"] for r in runs.values()])),
+        "test_skill_mean": float(np.mean([r["test_skill"] for r in runs.values()])),
+        "shrunk_to_naive": sum(1 for r in runs.values() if not r["alpha"]),
+    }
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def replay(val_loss: list[float], patience: int) -> tuple[int, float]:
+    """(epochs run, best val_loss restored) of Keras' EarlyStopping with `patience`
+    (min_delta 0) over a recorded curve; the curve ends where the real run stopped."""
+    best, wait = np.inf, 0
+    for epoch, value in enumerate(val_loss, start=1):
+        if value < best:
+            best, wait = value, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return epoch, best
+    return len(val_loss), best
+
+
+def stopping(curves: Path, patiences=(10, 7, 5, 4, 3)) -> dict:
+    """Early stopping replayed on every first-night fit the nightly benchmark recorded."""
+    recorded = json.loads(curves.read_text())
+    by_ticker = {}  # a ticker measured at several sizes fit the same way each time
+    for size in recorded["sizes"]:
+        by_ticker.update(size["nights"][0]["fits"])
+    fits = list(by_ticker.values())
+    out = {"fits": len(fits), "shrunk_to_naive": sum(1 for f in fits if not f["alpha"])}
+    actual = sum(f["epochs_run"] for f in fits)
+    for p in patiences:
+        replays = [replay(f["val_loss"], p) for f in fits]
+        out[f"patience {p}"] = {
+            "epochs": sum(e for e, _ in replays),
+            "epochs_ratio": sum(e for e, _ in replays) / actual,
+            "val_loss_regret_mean": float(
+                np.mean(
+                    [b / min(f["val_loss"]) - 1 for (_, b), f in zip(replays, fits, strict=True)]
+                )
+            ),
+            "val_loss_regret_max": float(
+                max(b / min(f["val_loss"]) - 1 for (_, b), f in zip(replays, fits, strict=True))
+            ),
+        }
+    out["replay_matches_the_runs_at_patience_10"] = all(
+        replay(f["val_loss"], 10)[0] == f["epochs_run"] for f in fits
+    )
+    out["lr_at_stop"] = sorted(f["learning_rate"][-1] for f in fits if f.get("learning_rate"))
+    return out
+
+
+# ------------------------------------------------------------------------------- warm
+
+
+def warm(tickers: list[str], epochs: int = 5, patience: int = 2, lr: float = 1e-4) -> dict:
+    """Night 2 (one more day): full refit vs the night-1 model fine-tuned (<= `epochs`)."""
+    import keras
+
+    from tickercast.config import TRAIN_FIELDS
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import per_ticker_data, shrink_fitted
+    from tickercast.modeling.windows import make_dataset
+
+    cfg = nightly_cfg()
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in tickers:
+            first, second = prepared(t), prepared(t, extra_days=1)
+            fit_variant(first, cfg, Path(tmp) / t / "night1")
+            refit = fit_variant(second, cfg, Path(tmp) / t / "night2")
+            started = time.perf_counter()
+            model = keras.models.load_model(Path(tmp) / t / "night1/model.keras", safe_mode=True)
+            model.optimizer.learning_rate.assign(lr)
+            lb, train, val = (
+                second["spec"].lookback,
+                *(second["anchors"][k] for k in ("train", "val")),
+            )
+            stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
+            history = model.fit(
+                make_dataset(
+                    second["x"], second["y"], train, lb, 32, shuffle=True, seed=1, epochs=epochs
+                ),
+                validation_data=make_dataset(second["x"], second["y"], val, lb, 32),
+                epochs=epochs,
+                steps_per_epoch=-(-len(train) // 32),
+                callbacks=[stop],
+                verbose=0,
+            ).history
+            train_cfg = {k: v for k, v in cfg.items() if k in TRAIN_FIELDS}
+            shrink = shrink_fitted(
+                model,
+                per_ticker_data(second["arrays"], second["anchors"]),
+                lb,
+                train_cfg,
+                naive_output(second["spec"]),
+            )
+            warm_s = time.perf_counter() - started
+            out[t] = {
+                "refit": refit,
+                "warm": {
+                    "seconds": warm_s,
+                    "epochs": len(history["loss"]),
+                    "best_val_loss": float(min(history["val_loss"])),
+                    "alpha": shrink["alpha"],
+                    "test_skill": test_skill(model, second),
+                },
+            }
+            print(t, json.dumps(out[t]), flush=True)
+    out["time_ratio"] = sum(r["warm"]["seconds"] for r in out.values()) / sum(
+        r["refit"]["seconds"] for r in out.values()
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _first_calls(model, x1: np.ndarray, x2: np.ndarray) -> dict:
+    calls = {
+        "predict_on_batch 1 window (first call: trace)": lambda: model.predict_on_batch(x1),
+        "predict 2 windows (new shape: retrace)": lambda: model.predict(x2, verbose=0),
+        "predict 2 windows again (steady)": lambda: model.predict(x2, verbose=0),
+        "model(x) eager, 2 windows": lambda: model(x2, training=False),
+    }
+    row = {}
+    for label, call in calls.items():
+        started = time.perf_counter()
+        call()
+        row[label] = time.perf_counter() - started
+    row["traces"] = model.predict_function.experimental_get_tracing_count()
+    return row
+
+
+def export_traces() -> dict:
+    """Freshly loaded models (one per ticker's export) called as export calls them: the
+    first call traces, a second batch shape retraces, then steady; and eager."""
+    import keras
+
+    from tickercast.modeling.models import build_model, model_seed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        build_model("stacked_lstm", 60, 2, UNITS, seed=model_seed(1)).save(path)
+        x1 = np.zeros((1, 60, 2), np.float32)
+        x2 = np.zeros((2, 60, 2), np.float32)
+        return {
+            "per_model": [
+                _first_calls(keras.models.load_model(path, safe_mode=True, compile=False), x1, x2)
+                for _ in range(3)
+            ]
+        }
+
+
+# ------------------------------------------------------------------------------ fixed
+
+
+class Clock:
+    """Seconds per named phase (`with clock("name"):`), summed over repeats."""
+
+    def __init__(self):
+        self.phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        yield
+        self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
+
+
+def fixed_costs(epochs: int = 3) -> dict:
+    """One ticker's work besides the fit's epochs, phase by phase, through the functions
+    the flow's steps call: MSFT sample from 2015 at the nightly shape, two versions (the
+    second is judged against the first as champion)."""
+    from tests.tiny_models import TICKER, _prepared, tiny_config
+    from tickercast.market.ingest import ingest_ticker
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        config = tiny_config(
+            data_dir,
+            preset="recommended",
+            start="2015-01-01",
+            lookback=60,
+            units=UNITS,
+            epochs=epochs,
+            batch_size=32,
+        )
+        with clock("ingest"):
+            ingested = ingest_ticker(TICKER, "sample", data_dir, start="2015-01-01")
+        with clock("preprocess"):
+            prepared_ = _prepared(data_dir, config)
+        for version in (1, 2):
+            _one_version(clock, data_dir, config, ingested, prepared_, version)
+    phases = {k: v / 2 for k, v in clock.phases.items() if k not in ("ingest", "preprocess")}
+    phases["train_model besides the epochs"] = (
+        phases["train_model (all)"] - phases["fit epochs (history's train_seconds)"]
+    )
+    return {"epochs": epochs, "seconds_per_version": phases}
+
+
+def _one_version(clock: Clock, data_dir: Path, config, ingested: dict, prepared_, version: int):
+    import keras
+
+    from tests.tiny_models import TICKER
+    from tickercast.config import TRAIN_FIELDS
+    from tickercast.delivery.gate import challenge
+    from tickercast.delivery.metadata import bundle_metadata
+    from tickercast.delivery.servable import build_bundle
+    from tickercast.evaluation.evaluate import evaluate
+    from tickercast.evaluation.report import evaluation_summary, write_evaluation
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+
+    spec, arrays, anchors, pre = prepared_
+    out = data_dir / "work" / f"v{version}"
+    cfg = {**config.slice(*TRAIN_FIELDS), "seed": version}
+    with clock("train_model (all)"):
+        summary = train_model(arrays, anchors, spec.lookback, cfg, out, naive=naive_output(spec))
+    clock.phases.setdefault("fit epochs (history's train_seconds)", 0.0)
+    clock.phases["fit epochs (history's train_seconds)"] += summary["train_seconds"]
+    with clock("evaluate: load model"):
+        model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+    with clock("evaluate: forecasts + baselines"):
+        ev = evaluate(model, spec, arrays, anchors)
+    history = json.loads((out / "history.json").read_text())
+    with clock("evaluate: plots + files"):
+        paths = write_evaluation(out / "eval", ev, history["history"], TICKER)
+    evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
+    trained = {"model": str(out / "model.keras"), "history": str(out / "history.json")}
+    metadata = bundle_metadata(ingested, pre, trained, evaluated, config.model_dump(mode="json"))
+    files = {
+        "model.keras": out / "model.keras",
+        "preprocessing.json": Path(pre["spec"]),
+        "history.json": out / "history.json",
+        "predictions.parquet": paths["predictions"],
+        **{f"{k}.png": paths[f"{k}_png"] for k in ("loss", "forecast", "residuals")},
+    }
+    with clock("export: SavedModel + verify + bundle"):
+        build_bundle(data_dir, TICKER, files, metadata, out / "model.keras", spec)
+    with clock("promote: challenge"):
+        challenge(data_dir, TICKER, version)
+
+
+# ------------------------------------------------------------------------------- main
+
+
+SECTIONS = ("speed", "threads", "quality", "stopping", "warm", "export", "fixed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--curves", type=Path, help="bench/nightly_universe.py --json output")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--threads-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads_child is not None:
+        print(json.dumps(threads_child(args.threads_child)))
+        return
+    synthetic = [f"U{i:03d}" for i in range(1, 9)]
+    runners = {
+        "speed": lambda: speed(synthetic),
+        "threads": threads,
+        "quality": lambda: quality(list(SAMPLES)),
+        "stopping": lambda: stopping(args.curves),
+        "warm": lambda: warm(["AAPL", "MSFT", "U001"]),
+        "export": export_traces,
+        "fixed": fixed_costs,
+    }
+    results = {}
+    for name in args.only.split(","):
+        if name == "stopping" and args.curves is None:
+            print("stopping: needs --curves (bench/nightly_universe.py --json)")
+            continue
+        started = time.perf_counter()
+        results[name] = runners[name]()
+        results[name]["section_seconds"] = time.perf_counter() - started
+        print(name, json.dumps(results[name], indent=1, default=str), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    from bench.results import record
+
+    for tag, row in result_rows(results).items():
+        print(row)
+        record(tag, row)
+
+
+def result_rows(results: dict) -> dict[str, str]:
+    """RESULTS.md rows for the sections that ran."""
+    rows = {}
+    if "speed" in results:
+        r = results["speed"]
+        ratios = "; ".join(
+            f"{k} {r['windows_per_s'][k]:.0f}/s = {v:.2f}x ({r['share_of_matmul'][k]:.0%})"
+            for k, v in r["ratio_vs_default"].items()
+        )
+        best = max(r["share_of_matmul"].values())
+        rows["universe_speed"] = (
+            f"| training windows/s by lever (stacked_lstm {UNITS}, 60x2 windows, one ticker's "
+            f"10 years; share of the same run's float32 matmul, {r['matmul_gflops']:.0f} "
+            f"GFLOP/s) | Keras fit, batch 32 (the default) "
+            f"{r['windows_per_s']['keras b32 (default)']:.0f} windows/s | {ratios} | best "
+            f"{best:.0%} of matmul (target >= 30%) |"
+        )
+    if "threads" in results:
+        r = results["threads"]
+        rows["universe_threads"] = (
+            "| TensorFlow thread pools on this machine (windows/s, batch 32 / 256) | one "
+            "process, default pools: "
+            f"{r['one_process_default_pools']['b32']:.0f} / "
+            f"{r['one_process_default_pools']['b256']:.0f} | one thread: "
+            f"{r['one_process_one_thread']['b32']:.0f} / {r['one_process_one_thread']['b256']:.0f}"
+            f"; two one-thread processes at once, total: "
+            f"{r['two_processes_one_thread_each_total']['b32']:.0f} / "
+            f"{r['two_processes_one_thread_each_total']['b256']:.0f} | two processes "
+            f"{r['ratio_two_procs_vs_default']['b32']:.2f}x / "
+            f"{r['ratio_two_procs_vs_default']['b256']:.2f}x of one |"
+        )
+    if "quality" in results:
+        r = results["quality"]
+        base = r["b32 lr 1e-3 (default)"]
+        cells = "; ".join(
+            f"{k}: {v['time_ratio']:.2f}x time, {v['epochs_mean']:.1f} epochs, val loss "
+            f"{v['val_loss_ratio']:.3f}x, test skill {v['test_skill_mean']:+.2%}, "
+            f"{v['shrunk_to_naive']} shrunk to naive"
+            for k, v in r.items()
+            if k != "section_seconds"
+        )
+        rows["universe_batch_quality"] = (
+            f"| batch size with a matched learning rate, train_model on the 5 samples "
+            f"(nightly config) | batch 32, lr 1e-3: {base['seconds']:.0f} s, "
+            f"{base['epochs_mean']:.1f} epochs, test skill {base['test_skill_mean']:+.2%} | "
+            f"{cells} | see cells |"
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
