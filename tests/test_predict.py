@@ -35,7 +35,9 @@ def test_forecast_next_from_the_latest_lake_rows(data):
     # the band is q per unit of the last 20 days' volatility of daily log returns
     returns = np.diff(np.log(prices["close"].to_numpy(dtype=float)))[-20:]
     vol = np.std(returns, ddof=1)
-    assert row["hi_80"] - row["forecast"] == pytest.approx(row["forecast"] * q80 * vol)
+    assert bundle.metadata["intervals"]["80"]["space"] == "log"  # bands stay prices
+    assert row["hi_80"] == pytest.approx(row["forecast"] * np.exp(q80 * vol))
+    assert row["lo_80"] == pytest.approx(row["forecast"] * np.exp(-q80 * vol))
     # the evaluation's own code path gives the same number for that anchor day
     same = predict_at(bundle, prices, [row["as_of"]])[0, 0]
     assert same == pytest.approx(row["forecast"], rel=1e-5)
@@ -53,7 +55,8 @@ def test_a_raw_window_gives_the_same_forecast(data):
     # lake's forecast reads 20)
     q80 = bundle.metadata["intervals"]["80"]["q"][0]
     vol = np.std(np.diff(np.log(window[:, 0])), ddof=1)
-    assert row["forecast"] - row["lo_80"] == pytest.approx(row["forecast"] * q80 * vol)
+    assert row["lo_80"] == pytest.approx(row["forecast"] * np.exp(-q80 * vol))
+    assert row["hi_80"] == pytest.approx(row["forecast"] * np.exp(q80 * vol))
 
 
 @pytest.mark.parametrize(
