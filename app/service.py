@@ -332,12 +332,12 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
     Request bodies over `max_body_bytes` get 413 (`BodyLimit`, part of the app)."""
     from contextlib import asynccontextmanager
 
-    champions = Champions(data_dir)
+    service = Service(data_dir)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        for name in champions.names():
-            champions.refresh(name)
+        for name in service.champions.names():
+            service.champions.refresh(name)
         yield
 
     app = FastAPI(
@@ -348,13 +348,28 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         docs_url=None,  # /docs is served below from the schema alone: no CDN, works offline
         redoc_url=None,
     )
-    app.state.champions = champions
+    app.state.champions = service.champions
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    add_api_routes(app, service)
+    add_ledger_and_predict_routes(app, service)
+    add_page_routes(app, service)
+    add_plot_routes(app, service)
+    add_docs_and_downloads(app, service.champions, service.champion_view)
+    return app
 
-    def lookup(ticker: str) -> Served:
+
+class Service:
+    """What every route shares: the champions served from `data_dir`, their latest
+    forecasts (kept in the ledger), and what the pages show about each."""
+
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = data_dir
+        self.champions = Champions(data_dir)
+
+    def lookup(self, ticker: str) -> Served:
         try:
-            return champions.get(ticker)
+            return self.champions.get(ticker)
         except InvalidTickerError as exc:
             raise HTTPException(422, str(exc)) from exc
         except UnknownModel as exc:
@@ -362,20 +377,20 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         except DamagedModel as exc:
             raise HTTPException(503, f"model {ticker}: {exc}") from exc
 
-    def latest_forecast(entry: Served, name: str) -> list[dict]:
+    def latest_forecast(self, entry: Served, name: str) -> list[dict]:
         """The forecast from the lake's latest rows, reused while lake and model stay."""
         from tickercast.delivery.predict import forecast_next
         from tickercast.market import lake
 
         try:
             with entry.lock:
-                stamp = _file_stamp(lake.partition_path(champions.data_dir, name))
+                stamp = _file_stamp(lake.partition_path(self.champions.data_dir, name))
                 if entry.last_forecast is not None and entry.last_forecast[0] == stamp:
                     return entry.last_forecast[1]
-                prices = lake.read_partition(champions.data_dir, name)
+                prices = lake.read_partition(self.champions.data_dir, name)
                 rows = forecast_next(entry.bundle, prices, name)
                 entry.last_forecast = (stamp, rows)
-                keep_issued(rows)
+                self.keep_issued(rows)
                 return rows
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
@@ -384,52 +399,101 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
 
-    def keep_issued(rows: list[dict]) -> None:
+    def keep_issued(self, rows: list[dict]) -> None:
         """Every forecast served goes into the ledger once; a failure to record it is
         logged, and the forecast is still served."""
         from tickercast.delivery import ledger
 
         try:
-            ledger.append(champions.data_dir, rows)
+            ledger.append(self.champions.data_dir, rows)
         except Exception:  # noqa: BLE001 - recording must never block serving
             logging.getLogger(__name__).exception("could not record the forecast in the ledger")
 
-    def registry_champion(name: str) -> int | None:
+    def registry_champion(self, name: str) -> int | None:
         from tickercast.delivery.registry import RegistryError, read_registry
 
         try:
-            return read_registry(data_dir, name)["champion"]
+            return read_registry(self.data_dir, name)["champion"]
         except RegistryError:
             return None
 
+    def champion_view(self, name: str) -> ChampionView:
+        """What the pages show about `name`: its served champion and latest forecast, or
+        why there is none."""
+        from tickercast.delivery.page import ChampionView
+
+        view = ChampionView(name, self.registry_champion(name))
+        try:
+            entry = self.champions.get(name)
+        except (UnknownModel, DamagedModel, InvalidTickerError) as exc:
+            view.error = str(exc)
+            return view
+        view.bundle, view.error = entry.bundle, entry.error
+        try:
+            view.forecast = self.latest_forecast(entry, name)
+        except HTTPException as exc:
+            view.forecast_error = str(exc.detail)
+        else:
+            view.history = self.recent_closes(name)
+        if entry.bundle is not None:
+            from tickercast.delivery.live_page import live_fragment
+
+            view.live = live_fragment(self.champions.data_dir, name, entry.bundle.version)
+        return view
+
+    def recent_closes(self, name: str) -> tuple[list[str], list[float]] | None:
+        """The last ~6 months of closes the fan chart starts from (None if unreadable)."""
+        from tickercast.market import lake
+
+        try:
+            tail = lake.read_partition(self.champions.data_dir, name).tail(HISTORY_DAYS)
+        except (OSError, ValueError, CorruptPartitionError):
+            return None
+        return [str(d)[:10] for d in tail["date"]], [float(c) for c in tail["close"]]
+
+
+def add_api_routes(app: FastAPI, service: Service) -> None:
+    """The JSON API about the champions: health, models, reload, their forecasts."""
+
     @app.get("/health", response_model=Health)
     def health() -> dict:
-        loaded = sum(1 for e in champions.served.values() if e.bundle is not None)
-        return {"status": "ok", "data_dir": str(champions.data_dir), "models_loaded": loaded}
+        loaded = sum(1 for e in service.champions.served.values() if e.bundle is not None)
+        return {
+            "status": "ok",
+            "data_dir": str(service.champions.data_dir),
+            "models_loaded": loaded,
+        }
 
     @app.get("/models", response_model=list[ModelInfo])
     def models() -> list[dict]:
         rows = []
-        for name in champions.names():
+        for name in service.champions.names():
             try:
-                champions.get(name)
+                service.champions.get(name)
             except (UnknownModel, DamagedModel):
                 pass
-            rows.append(_describe(name, champions.served.get(name), registry_champion(name)))
+            rows.append(
+                _describe(name, service.champions.served.get(name), service.registry_champion(name))
+            )
         return rows
 
     @app.post("/reload", response_model=list[ModelInfo], responses=errors(413))
     def reload() -> list[dict]:
         return [
-            _describe(name, champions.refresh(name, force=True), None) for name in champions.names()
+            _describe(name, service.champions.refresh(name, force=True), None)
+            for name in service.champions.names()
         ]
 
     @app.get("/forecast/{ticker}", response_model=Forecast, responses=errors(404, 503))
     def forecast(ticker: str) -> dict:
-        entry = lookup(ticker)
+        entry = service.lookup(ticker)
         name = validate_ticker(ticker)
-        rows = latest_forecast(entry, name)
+        rows = service.latest_forecast(entry, name)
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
+
+
+def add_ledger_and_predict_routes(app: FastAPI, service: Service) -> None:
+    """The forecasts published (the ledger) and a forecast from a window sent in."""
 
     @app.get("/ledger/{ticker}", responses=errors(404, 422))
     def ledger_rows(ticker: str) -> dict:
@@ -441,10 +505,10 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             name = validate_ticker(ticker)
         except InvalidTickerError as exc:
             raise HTTPException(422, str(exc)) from exc
-        kept = ledger.read(champions.data_dir, name)
+        kept = ledger.read(service.champions.data_dir, name)
         if kept.empty:
             raise HTTPException(404, f"no forecast of {name} in the ledger")
-        scored = ledger.score(champions.data_dir, name)
+        scored = ledger.score(service.champions.data_dir, name)
         return {
             "ticker": name,
             "issued": len(kept),
@@ -456,7 +520,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
     def predict(request: PredictRequest) -> dict:
         from tickercast.delivery.predict import forecast_window
 
-        entry = lookup(request.ticker)
+        entry = service.lookup(request.ticker)
         name = validate_ticker(request.ticker)
         if any(len(row) > MAX_FEATURES for row in request.window):
             raise HTTPException(422, f"window rows may hold at most {MAX_FEATURES} features")
@@ -469,48 +533,19 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             raise HTTPException(422, str(exc)) from exc
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
 
-    # ----------------------------------------------------------------- pages and plots
 
-    def champion_view(name: str) -> ChampionView:
-        """What the pages show about `name`: its served champion and latest forecast, or
-        why there is none."""
-        from tickercast.delivery.page import ChampionView
-
-        view = ChampionView(name, registry_champion(name))
-        try:
-            entry = champions.get(name)
-        except (UnknownModel, DamagedModel, InvalidTickerError) as exc:
-            view.error = str(exc)
-            return view
-        view.bundle, view.error = entry.bundle, entry.error
-        try:
-            view.forecast = latest_forecast(entry, name)
-        except HTTPException as exc:
-            view.forecast_error = str(exc.detail)
-        else:
-            view.history = recent_closes(name)
-        if entry.bundle is not None:
-            from tickercast.delivery.live_page import live_fragment
-
-            view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
-        return view
-
-    def recent_closes(name: str) -> tuple[list[str], list[float]] | None:
-        """The last ~6 months of closes the fan chart starts from (None if unreadable)."""
-        from tickercast.market import lake
-
-        try:
-            tail = lake.read_partition(champions.data_dir, name).tail(HISTORY_DAYS)
-        except (OSError, ValueError, CorruptPartitionError):
-            return None
-        return [str(d)[:10] for d in tail["date"]], [float(c) for c in tail["close"]]
+def add_page_routes(app: FastAPI, service: Service) -> None:
+    """The HTML pages: every champion, one model's versions."""
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         """Every champion: forecast and bands, verdict against naive, figures, plots."""
         from tickercast.delivery.page import index_page
 
-        return index_page([champion_view(n) for n in champions.names()], champions.data_dir)
+        return index_page(
+            [service.champion_view(n) for n in service.champions.names()],
+            service.champions.data_dir,
+        )
 
     @app.get(
         "/tickers/{ticker}",
@@ -533,16 +568,20 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             name = validate_ticker(ticker)
         except InvalidTickerError as exc:
             return problem(422, str(exc))
-        if name not in model_names(champions.data_dir):
+        if name not in model_names(service.champions.data_dir):
             return problem(404, f"unknown ticker {ticker!r}")
         try:
-            shown = show(champions.data_dir, name)
+            shown = show(service.champions.data_dir, name)
         except RegistryError as exc:
             return problem(503, str(exc))
-        view = champion_view(name)
+        view = service.champion_view(name)
         served = view.bundle.version if view.bundle is not None else None
-        folder = versions_dir(champions.data_dir, name)
+        folder = versions_dir(service.champions.data_dir, name)
         return HTMLResponse(page.ticker_page(name, shown, folder, served, view.error))
+
+
+def add_plot_routes(app: FastAPI, service: Service) -> None:
+    """The bundles' plots, checked against their manifest, with an ETag."""
 
     @app.get(
         "/models/{ticker}/plots/{plot}.png",
@@ -559,15 +598,15 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         from tickercast.delivery.page import plot_bytes
 
         if version is None:
-            path = lookup(ticker).bundle.path
+            path = service.lookup(ticker).bundle.path
         else:
             try:
                 name = validate_ticker(ticker)
             except InvalidTickerError as exc:
                 raise HTTPException(422, str(exc)) from exc
-            if version not in list_versions(champions.data_dir, name):
+            if version not in list_versions(service.champions.data_dir, name):
                 raise HTTPException(404, f"model {name} has no version {version}")
-            path = bundle_path(champions.data_dir, name, version)
+            path = bundle_path(service.champions.data_dir, name, version)
         try:
             data, digest = plot_bytes(path, plot)
         except FileNotFoundError as exc:
@@ -579,9 +618,6 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/png", headers=headers)
-
-    add_docs_and_downloads(app, champions, champion_view)
-    return app
 
 
 HISTORY_DAYS = 126  # about six months of trading days before the forecast
