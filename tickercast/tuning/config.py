@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from tickercast.choices import Feature, ModelName, Target, TuneAlgorithm
+from tickercast.choices import Feature, Head, ModelName, OnGap, Target, TuneAlgorithm
 from tickercast.config import Ingests, RetrainConfig, section
 from tickercast.sections import (
     Composite,
@@ -69,6 +69,8 @@ class TuneData(Section):
     target: Target = field_of(PreprocessSettings, "target")
     val_fraction: float = field_of(PreprocessSettings, "val_fraction")
     test_fraction: float = field_of(PreprocessSettings, "test_fraction")
+    gap_days: int = field_of(PreprocessSettings, "gap_days")
+    on_gap: OnGap = field_of(PreprocessSettings, "on_gap")
 
     @model_validator(mode="after")
     def _consistent(self) -> TuneData:
@@ -83,6 +85,7 @@ class TuneNetwork(Section):
     """Retrain's network settings that no trial chooses."""
 
     recurrent_dropout: float = field_of(Network, "recurrent_dropout")
+    head: Head = field_of(Network, "head")
 
     def with_choice(self, choice: Choice) -> Network:
         return Network(
