@@ -31,7 +31,13 @@ from tickercast.modeling.checkpoints import (
 )
 from tickercast.modeling.device import DeviceChoice, make_strategy, precision_scope
 from tickercast.modeling.device import resolve_device as _resolve_device
-from tickercast.modeling.models import bind_ticker, build_model, cudnn_problems, lstm_layers
+from tickercast.modeling.models import (
+    bind_ticker,
+    build_model,
+    cudnn_problems,
+    lstm_layers,
+    model_seed,
+)
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
     aligned_empty,
@@ -241,8 +247,8 @@ def _model(spec, lookback, data, choice, resume, logger, label):
             logger.info(
                 "%s: resuming after epoch %d from %s", label, resume.epochs_done, resume.folder
             )
-        else:
-            model = build_model(**kwargs)
+        else:  # explicit per-layer seeds: no draw from the process-global `random`
+            model = build_model(**kwargs, seed=model_seed(spec.training.seed, label))
     if on_cpu:  # not part of a saved LSTM's config: set it again on a loaded model
         for layer in lstm_layers(model):
             layer.use_cudnn = False
