@@ -202,6 +202,14 @@ class ForecastRow(BaseModel):
     hi_80: float | None = None
     lo_95: float | None = None
     hi_95: float | None = None
+    quantile_levels: list[float] | None = Field(
+        None, description="a quantile head's grid (tickercast.choices.QUANTILES); null without"
+    )
+    quantiles: list[float] | None = Field(
+        None,
+        description="this output's calibrated quantiles in prices, one per level, never "
+        "decreasing (the 0.5 level is the forecast); null without a quantile head",
+    )
 
 
 class Forecast(BaseModel):

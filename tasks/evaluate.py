@@ -11,7 +11,14 @@ from tickercast.tasks.steps import step
 from tickercast.tasks.workfiles import outputs
 
 
-@step("evaluate", ("tickercast.evaluation.evaluate", "tickercast.evaluation.report"))
+@step(
+    "evaluate",
+    (
+        "tickercast.evaluation.evaluate",
+        "tickercast.evaluation.report",
+        "tickercast.modeling.quantiles",
+    ),
+)
 def evaluate_step(
     pre: Preprocessed,
     win: Windows,
@@ -25,10 +32,19 @@ def evaluate_step(
     model, or the global model whose file for this ticker is used."""
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
+    from tickercast.modeling.models import split_heads
+    from tickercast.modeling.quantiles import predict_quantile_prices
 
     model = trained.for_ticker(pre.ticker)
     spec, arrays = pre.load()
-    ev = evaluate(model.load_model(), spec, arrays, win.load())
+    point, head = split_heads(model.load_model())  # a quantile head: its median and grid
+    grid = None
+    if head is not None:
+
+        def grid(a):
+            return predict_quantile_prices(head, spec, arrays["x"], a, arrays["close"])
+
+    ev = evaluate(point, spec, arrays, win.load(), predict_quantiles=grid)
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
     coverage = ", ".join(

@@ -19,6 +19,9 @@ Feature = Literal[
     "log_return",
     "volatility",
     "day_of_week",
+    "abs_log_return",
+    "parkinson",
+    "garman_klass",
 ]
 Target = Literal[
     "mean_close",
@@ -28,6 +31,9 @@ Target = Literal[
     "close_log_return",
     "closes_log_return",
 ]
+# The network's output: one point forecast per output, or the QUANTILES grid per output
+# (never crossing by construction; tickercast.modeling.models.build_model).
+Head = Literal["point", "quantile"]
 ModelName = Literal["stacked_lstm", "lstm", "bilstm", "cnn_lstm", "lstm_attention"]
 # Networks whose `units` needs more than one entry (stacked LSTMs; cnn_lstm's Conv1D + LSTM)
 MIN_UNITS: dict[str, int] = {"stacked_lstm": 2, "cnn_lstm": 2}
@@ -77,6 +83,7 @@ WINDOWED_SOURCES = values(WindowedSource)
 FEATURES = values(Feature)
 TARGETS = values(Target)
 NETWORKS = values(ModelName)
+HEADS = values(Head)
 BASELINES = values(Baseline)
 INPUTS_BASELINES = values(InputsBaseline)
 DISTRIBUTION_BASELINES = values(DistributionBaseline)

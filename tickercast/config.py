@@ -46,7 +46,12 @@ from tickercast.tickers import validate_ticker
 # sections' own defaults are the recommended preset.
 PRESETS: dict[str, dict[str, Any]] = {
     "recommended": {},
-    "tutorial": {"features": ["close", "volume"], "target": "mean_close", "shrink": False},
+    "tutorial": {
+        "features": ["close", "volume"],
+        "target": "mean_close",
+        "shrink": False,
+        "head": "point",
+    },
 }
 PRESET_HELP = (
     "recommended: scale-free inputs (daily log return, 20-day volatility), a target "

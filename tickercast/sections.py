@@ -38,6 +38,7 @@ from tickercast.choices import (
     Baseline,
     Device,
     Feature,
+    Head,
     MaseScale,
     Mode,
     ModelName,
@@ -327,6 +328,14 @@ class Network(Architecture):
         "-> Dense; lstm: one LSTM(units[0]) -> Dense; bilstm: bidirectional LSTM per entry; "
         "cnn_lstm: causal Conv1D(units[0] filters, kernel 3) -> LSTM per remaining entry; "
         "lstm_attention: LSTM per entry -> attention over the sequence -> Dense.",
+    )
+    head: Head = Field(
+        "point",
+        description="point: one forecast per output, trained on squared error; quantile: "
+        "the forecast distribution on the grid 0.025..0.975 per output (median + "
+        "non-negative steps, so quantiles never cross), trained on the pinball loss; the "
+        "median is the forecast (shrunk toward the last close like a point head's), the "
+        "spread is conformalized on the validation split (CQR).",
     )
 
     @model_validator(mode="after")

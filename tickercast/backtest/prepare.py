@@ -123,10 +123,21 @@ def keras_fit(
     summary = train_model(
         seen, anchors, spec.lookback, fit, out_dir, logger, naive=naive_output(spec)
     )
-    model = keras.models.load_model(out_dir / MODEL_FILE, safe_mode=True, compile=False)
+    from tickercast.modeling.models import split_heads
+    from tickercast.modeling.quantiles import predict_quantile_prices
+
+    loaded = keras.models.load_model(out_dir / MODEL_FILE, safe_mode=True, compile=False)
+    model, head = split_heads(loaded)  # a quantile head's median is its point forecast
 
     def forecast(arrays: dict, fold_anchors: np.ndarray) -> np.ndarray:
         return predict_prices(model, spec, arrays["x"], fold_anchors, arrays["close"])
+
+    if head is not None:  # the engines read a head's grid from `quantiles`
+
+        def quantiles(arrays: dict, fold_anchors: np.ndarray) -> np.ndarray:
+            return predict_quantile_prices(head, spec, arrays["x"], fold_anchors, arrays["close"])
+
+        forecast.quantiles = quantiles  # type: ignore[attr-defined]
 
     return forecast, {k: v for k, v in summary.items() if k != "history"}
 

@@ -228,10 +228,14 @@ def verify_bundle(bundle: str | Path) -> dict[str, str]:
 
 @dataclass
 class Bundle:
+    """A loaded version. `model` gives the point forecast; `quantiles`, for a network with
+    a quantile head, gives its calibrated grid (tickercast.modeling.models.split_heads)."""
+
     path: Path
     model: object
     spec: Preprocessing
     metadata: dict
+    quantiles: object | None = None
 
     @property
     def version(self) -> int:
@@ -246,10 +250,12 @@ def load_bundle(bundle: str | Path) -> Bundle:
     verify_bundle(bundle)
     try:
         model = keras.models.load_model(bundle / layout.MODEL_FILE, safe_mode=True, compile=False)
+        from tickercast.modeling.models import split_heads
         from tickercast.modeling.preprocess import Preprocessing
 
+        model, quantiles = split_heads(model)
         spec = Preprocessing.from_json(json.loads((bundle / layout.SPEC_FILE).read_text()))
         metadata = read_metadata(bundle)
     except Exception as exc:  # checksums matched, yet unreadable: refuse, naming the bundle
         raise BundleError(f"bundle {bundle}: cannot be loaded: {exc}") from exc
-    return Bundle(bundle, model, spec, metadata)
+    return Bundle(bundle, model, spec, metadata, quantiles)

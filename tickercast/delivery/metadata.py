@@ -64,9 +64,14 @@ def bundle_metadata(
             "val_end": spec["val_end"],
             "dropped_null_rows": ingested["dropped_null_rows"],
         },
-        "training": {k: v for k, v in history.items() if k not in ("history", "shrinkage")},
+        "training": {
+            k: v for k, v in history.items() if k not in ("history", "shrinkage", "calibration")
+        },
         # the factor toward the last close folded into the exported network (all paths)
         "shrinkage": trained.get("shrinkage"),
+        # a quantile head's grid and its CQR calibration on the validation split (None:
+        # a point head); its quantiles in prices are in predict's rows and the SavedModel
+        "quantile_head": quantile_head(history, ingested["ticker"]),
         "metrics": evaluated["metrics"],
         "verdict": evaluated["verdict"],
         # test window, MASE scale, ridge alpha, share of up moves (directional reference)
@@ -82,3 +87,16 @@ def bundle_metadata(
         "device": device_description(),
         "versions": library_versions(),
     }
+
+
+def quantile_head(history: dict, ticker: str) -> dict | None:
+    """What metadata records of a quantile head: the grid (`quantile_levels`) and the
+    ticker's calibration (global mode keeps one per ticker); None for a point head."""
+    calibration = history.get("calibration")
+    if history.get("mode") == "global" and isinstance(calibration, dict):
+        calibration = calibration.get(ticker)
+    if not calibration:
+        return None
+    from tickercast.choices import QUANTILES
+
+    return {"quantile_levels": list(QUANTILES), "calibration": calibration}

@@ -2,7 +2,9 @@
 
 `forecast_next` gives the next-horizon forecast from the latest lake rows (the `predict`
 flow and `GET /forecast/{ticker}`); `forecast_window` does the same from a raw window a
-client sends (`POST /predict`). Both attach the bundle's split-conformal intervals.
+client sends (`POST /predict`). Both attach the bundle's split-conformal intervals and,
+for a network with a quantile head, its calibrated quantile grid in prices
+(`quantile_levels`, `quantiles`: see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tickercast import layout
+from tickercast.choices import QUANTILES
 from tickercast.delivery.bundle import Bundle
 from tickercast.evaluation.conformal import (
     MIN_VOLATILITY,
@@ -29,7 +32,9 @@ from tickercast.modeling.features import build_features
 
 # Raw features that are prices (> 0) or counts (>= 0) in a POSTed window.
 POSITIVE_FEATURES = frozenset({"close", "open", "high", "low"})
-NON_NEGATIVE_FEATURES = frozenset({"volume", "log_volume", "volatility"})
+NON_NEGATIVE_FEATURES = frozenset(
+    {"volume", "log_volume", "volatility", "abs_log_return", "parkinson", "garman_klass"}
+)
 # A scaled input beyond this many training ranges from the training data is refused: the
 # network's answer there means nothing (and float32 overflows to inf long before 1e38).
 MAX_SCALED = 1e3
@@ -48,6 +53,23 @@ def _inputs(bundle: Bundle, prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
 def predict_at(bundle: Bundle, prices: pd.DataFrame, anchor_dates) -> np.ndarray:
     """Forecast (in prices) for windows ending on each of `anchor_dates`."""
     x, dates, close = _inputs(bundle, prices)
+    positions = _positions(bundle, dates, anchor_dates)
+    return predict_prices(bundle.model, bundle.spec, x, positions, close)
+
+
+def predict_quantiles_at(bundle: Bundle, prices: pd.DataFrame, anchor_dates) -> np.ndarray | None:
+    """A quantile head's grid in prices, (n, outputs, len(QUANTILES)), for windows ending
+    on each of `anchor_dates`; None for a bundle without one (the gate's hook)."""
+    if bundle.quantiles is None:
+        return None
+    from tickercast.modeling.quantiles import predict_quantile_prices
+
+    x, dates, close = _inputs(bundle, prices)
+    positions = _positions(bundle, dates, anchor_dates)
+    return predict_quantile_prices(bundle.quantiles, bundle.spec, x, positions, close)
+
+
+def _positions(bundle: Bundle, dates: np.ndarray, anchor_dates) -> np.ndarray:
     wanted = np.asarray(pd.to_datetime(anchor_dates).values.astype("datetime64[D]"))
     positions = np.searchsorted(dates, wanted)
     found = (positions < len(dates)) & (dates[np.minimum(positions, len(dates) - 1)] == wanted)
@@ -55,7 +77,29 @@ def predict_at(bundle: Bundle, prices: pd.DataFrame, anchor_dates) -> np.ndarray
         raise ValueError(f"no price row for anchor day(s) {wanted[~found][:3]}")
     if (positions < bundle.spec.lookback - 1).any():
         raise ValueError(f"fewer than lookback={bundle.spec.lookback} rows before an anchor day")
-    return predict_prices(bundle.model, bundle.spec, x, positions, close)
+    return positions
+
+
+def quantile_grid(bundle: Bundle, window: np.ndarray, last_close, ticker: str) -> np.ndarray | None:
+    """The head's grid in prices for scaled windows (n, lookback, features): (n, outputs,
+    len(QUANTILES)); None without a quantile head; ValueError when not finite."""
+    if bundle.quantiles is None:
+        return None
+    from tickercast.modeling.quantiles import quantiles_to_prices
+
+    scaled = np.asarray(bundle.quantiles.predict_on_batch(window))
+    grid = quantiles_to_prices(bundle.spec, scaled, last_close)
+    if not np.isfinite(grid).all():
+        raise ValueError(f"ticker {ticker}: the model's quantiles are not finite numbers")
+    return grid
+
+
+def grid_columns(grid: np.ndarray | None, j: int) -> dict:
+    """A forecast row's quantile fields for output j (none without a quantile head):
+    `quantile_levels` (the grid) and `quantiles` (prices, in grid order)."""
+    if grid is None:
+        return {}
+    return {"quantile_levels": list(QUANTILES), "quantiles": [float(v) for v in grid[0, j]]}
 
 
 def interval_columns(
@@ -84,6 +128,7 @@ def _rows(
     as_of: str,
     last_close,
     volatility: float | None = None,
+    grid: np.ndarray | None = None,
 ) -> list:
     bands = interval_columns(bundle, forecast, volatility)
     rows = []
@@ -99,6 +144,7 @@ def _rows(
                 "last_close": last_close,
                 "forecast": float(forecast[0, j]),
                 **{k: _finite(v[0, j]) for k, v in bands.items()},
+                **grid_columns(grid, j),
             }
         )
     return rows
@@ -127,7 +173,8 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
     scaled = np.asarray(bundle.model.predict_on_batch(window))
     forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, closes[-1:]), ticker)
     volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
-    return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]), volatility)
+    grid = quantile_grid(bundle, window, closes[-1:], ticker)
+    return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]), volatility, grid)
 
 
 def check_window(bundle: Bundle, window) -> np.ndarray:
@@ -191,7 +238,9 @@ def forecast_window(
     scaled = np.asarray(bundle.model.predict_on_batch(x))
     last = None if close is None else np.array([close])
     forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, last), ticker)
-    return _rows(bundle, ticker, forecast, "window", close, window_volatility(features, raw))
+    grid = quantile_grid(bundle, x, last, ticker)
+    volatility = window_volatility(features, raw)
+    return _rows(bundle, ticker, forecast, "window", close, volatility, grid)
 
 
 def window_volatility(features: list[str], raw: np.ndarray) -> float | None:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from tickercast import layout
 from tickercast.atomic import write_json
+from tickercast.choices import QUANTILES
 from tickercast.delivery.bundle import (
     SAVED_MODEL,
     SERVING,
@@ -43,7 +44,14 @@ from tickercast.delivery.bundle import (
 )
 from tickercast.delivery.predict import forecast_next
 from tickercast.evaluation.conformal import MIN_VOLATILITY, SCALE, VOLATILITY_DAYS
-from tickercast.modeling.features import NEEDS, VOLATILITY_WINDOW
+from tickercast.modeling.features import (
+    ABS_TO_SIGMA,
+    GARMAN_KLASS_C,
+    NEEDS,
+    PARKINSON_DIVISOR,
+    READS,
+    VOLATILITY_WINDOW,
+)
 from tickercast.modeling.preprocess import Preprocessing, is_log_return, output_width
 
 if TYPE_CHECKING:
@@ -104,6 +112,9 @@ GRAPH_FEATURES: dict[str, tuple[int, Callable]] = {
     "log_return": (1, _log_return),
     "volatility": (VOLATILITY_WINDOW, lambda c: _rolling_std(_log_return(c), VOLATILITY_WINDOW)),
     "day_of_week": (0, _day_of_week),
+    "abs_log_return": (1, lambda c: _abs_log_return(c)),
+    "parkinson": (0, lambda c: _parkinson(c)),
+    "garman_klass": (0, lambda c: _garman_klass(c)),
 }
 
 
@@ -130,6 +141,7 @@ def raw_fields(spec: Preprocessing) -> list[str]:
     wanted = {"close"}
     for name in spec.features:
         wanted.update(NEEDS.get(name, ()))
+        wanted.update(READS.get(name, ()))
         if name == "day_of_week":
             wanted.add("epoch_day")
     return [f for f in RAW_FIELDS if f in wanted]
@@ -243,6 +255,8 @@ def write_saved_model(servable: Servable, dest: Path) -> None:
 
     archive = keras.export.ExportArchive()
     archive.track(servable.model)
+    if isinstance(servable, QuantileServable):
+        archive.track(servable.head)
     archive.add_endpoint(SIGNATURE, servable.serve, input_signature=[servable.input_spec()])
     archive.add_endpoint(
         SCALED_SIGNATURE, servable.serve_scaled, input_signature=[servable.scaled_input_spec()]
@@ -297,12 +311,15 @@ def raw_window(prices: pd.DataFrame, fields: list[str], rows: int) -> np.ndarray
 
 
 def _expected(
-    model: keras.Model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame
+    model: keras.Model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame, head=None
 ) -> dict:
-    """What `tickercast predict` answers for these lake rows, as arrays [1, width]."""
-    bundle = Bundle(Path("0"), model, spec, metadata)
+    """What `tickercast predict` answers for these lake rows, as arrays [1, width] (and a
+    quantile head's grid [1, width, len(QUANTILES)])."""
+    bundle = Bundle(Path("0"), model, spec, metadata, head)
     rows = forecast_next(bundle, prices, "probe")
     out = {OUTPUT: np.array([[r[OUTPUT] for r in rows]])}
+    if head is not None:
+        out[QUANTILES_OUTPUT] = np.array([[r[QUANTILES_OUTPUT] for r in rows]])
     for key in band_keys(metadata.get("intervals") or {}):
         for side, name in (("lo", "lower"), ("hi", "upper")):
             values = [r.get(f"{side}_{key}") for r in rows]
@@ -328,7 +345,8 @@ def verify_saved_model(dest: Path, servable: Servable, metadata: dict) -> None:
     except tf.errors.InvalidArgumentError as exc:
         raise BundleError(f"SavedModel refused a probe window: {exc.message}") from exc
     for i, prices in enumerate(probes):
-        for name, expected in _expected(model, spec, metadata, prices).items():
+        head = servable.head if isinstance(servable, QuantileServable) else None
+        for name, expected in _expected(model, spec, metadata, prices, head).items():
             got = np.asarray(served[name])[i : i + 1]
             if not np.allclose(got, expected, rtol=RTOL, atol=0.0, equal_nan=False):
                 raise BundleError(
@@ -402,10 +420,10 @@ def serving_description(servable: Servable) -> dict:
 def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
     """Write the self-serving SavedModel, check it against `tickercast predict`, and return
     serving.json's content."""
-    servable = Servable(model, spec, metadata.get("intervals") or {})
+    servable = servable_for(model, spec, metadata.get("intervals") or {})
     write_saved_model(servable, dest)
     verify_saved_model(dest, servable, metadata)
-    return serving_description(servable)
+    return quantile_description(servable, serving_description(servable))
 
 
 def build_bundle(
@@ -428,3 +446,120 @@ def build_bundle(
         write_json(Path(tmp) / SERVING, serving)
         files = {**files, SAVED_MODEL: Path(tmp) / SAVED_MODEL, SERVING: Path(tmp) / SERVING}
         return write_bundle(data_dir, name, files, {**metadata, "serving": serving})
+
+
+# ------------------------------------------------------------ range features and quantiles
+
+
+def _abs_log_return(cols: dict[str, tf.Tensor]) -> tf.Tensor:
+    import tensorflow as tf
+
+    return tf.abs(_log_return(cols))
+
+
+def _range_fallback(cols: dict[str, tf.Tensor], ok: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+    """A range estimator's value where the day's range is usable, else |log return| *
+    sqrt(pi / 2) (tickercast.modeling.features); the window's first row has no return (0
+    there: pandas drops that row, so it never reaches a model's lookback)."""
+    import tensorflow as tf
+
+    fallback = _abs_log_return(cols) * ABS_TO_SIGMA
+    fallback = tf.concat([tf.zeros_like(fallback[:, :1]), fallback], axis=1)
+    return tf.where(ok, value, fallback)
+
+
+def _positive(values: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
+    return tf.maximum(values, 1e-300)  # the unselected branch of tf.where stays finite
+
+
+def _parkinson(cols: dict[str, tf.Tensor]) -> tf.Tensor:
+    import tensorflow as tf
+
+    high, low = cols["high"], cols["low"]
+    ok = (high > 0) & (low > 0) & (high >= low)
+    value = tf.abs(tf.math.log(_positive(high) / _positive(low))) / PARKINSON_DIVISOR
+    return _range_fallback(cols, ok, value)
+
+
+def _garman_klass(cols: dict[str, tf.Tensor]) -> tf.Tensor:
+    import tensorflow as tf
+
+    open_, high, low, close = cols["open"], cols["high"], cols["low"], cols["close"]
+    hl = tf.math.log(_positive(high) / _positive(low))
+    co = tf.math.log(_positive(close) / _positive(open_))
+    variance = 0.5 * hl * hl - GARMAN_KLASS_C * co * co
+    ok = (open_ > 0) & (high > 0) & (low > 0) & (high >= low) & (variance >= 0)
+    return _range_fallback(cols, ok, tf.sqrt(tf.maximum(variance, 0.0)))
+
+
+QUANTILES_OUTPUT = "quantiles"  # a quantile head's grid in prices, as predict's rows
+
+
+class QuantileServable(Servable):
+    """A network with a quantile head: `serve` also answers `quantiles`, the calibrated
+    grid [batch, outputs, len(QUANTILES)] in prices, as `predict` does."""
+
+    def __init__(self, model: keras.Model, spec: Preprocessing, intervals: dict, head):
+        super().__init__(model, spec, intervals)
+        self.head = head
+
+    def serve(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
+        result = super().serve(window)
+        result[QUANTILES_OUTPUT] = self.serve_quantiles(window)
+        return result
+
+    def serve_quantiles(self, window: tf.Tensor) -> tf.Tensor:
+        """The head's scaled grid -> target scaler inverse -> last close * exp (log-return
+        targets): every step increasing, so the grid stays ordered."""
+        import tensorflow as tf
+
+        spec, lookback = self.spec, self.spec.lookback
+        cols = self._checked_columns(window)
+        features = tf.stack(
+            [GRAPH_FEATURES[name][1](cols)[:, -lookback:] for name in spec.features], axis=-1
+        )
+        lo, span = spec.feature_scaler.offset_and_span()
+        scaled = (features - tf.constant(lo, tf.float64)) / tf.constant(span, tf.float64)
+        out = tf.cast(self.head(tf.cast(scaled, tf.float32), training=False), tf.float64)
+        width = output_width(spec.target, spec.horizon)
+        t_lo, t_span = spec.target_scaler.offset_and_span()
+        values = tf.reshape(out, [-1, width, len(QUANTILES)]) * tf.constant(
+            np.reshape(t_span, (1, -1, 1)), tf.float64
+        ) + tf.constant(np.reshape(t_lo, (1, -1, 1)), tf.float64)
+        if is_log_return(spec.target):
+            values = cols["close"][:, -1:, None] * tf.exp(values)
+        return tf.debugging.check_numerics(values, "the model's quantiles are not finite numbers")
+
+
+def servable_for(model: keras.Model, spec: Preprocessing, intervals: dict) -> Servable:
+    """The servable of a loaded model: a quantile head's serves its grid as well."""
+    from tickercast.modeling.models import split_heads
+
+    point, head = split_heads(model)
+    if head is None:
+        return Servable(point, spec, intervals)
+    return QuantileServable(point, spec, intervals, head)
+
+
+def quantile_description(servable: Servable, description: dict) -> dict:
+    """serving.json with the `quantiles` output described (a quantile head only)."""
+    if not isinstance(servable, QuantileServable):
+        return description
+    width = output_width(servable.spec.target, servable.spec.horizon)
+    outputs = {
+        **description["outputs"],
+        QUANTILES_OUTPUT: {"dtype": "float64", "shape": [None, width, len(QUANTILES)]},
+    }
+    meaning = (
+        f"{description['output_meaning']}; quantiles: per output the network's calibrated "
+        f"(CQR) quantiles in prices at levels {list(QUANTILES)}, never decreasing, the 0.5 "
+        "level equal to forecast"
+    )
+    return {
+        **description,
+        "outputs": outputs,
+        "output_meaning": meaning,
+        "quantile_levels": list(QUANTILES),
+    }

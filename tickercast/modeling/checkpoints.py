@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tickercast.atomic import fsync_dir
+from tickercast.layout import MODEL_FILE
 
 CHECKPOINTS = "checkpoints"
 
@@ -39,7 +40,7 @@ def save_checkpoint(root: Path, epochs_done: int, model, state: dict, best_weigh
     staging = root / f".tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        model.save(staging / "model.keras")
+        model.save(staging / MODEL_FILE)
         if best_weights is not None:
             with (staging / "best_weights.npz").open("wb") as handle:
                 np.savez(handle, *best_weights)

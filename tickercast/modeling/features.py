@@ -23,6 +23,58 @@ def _log_return(p: pd.DataFrame) -> pd.Series:
     return np.log(p["close"]).diff()
 
 
+# |log return| * sqrt(pi / 2) estimates a day's volatility (E|r| = sigma * sqrt(2 / pi) for
+# a normal return): what a range estimator falls back to on a day whose range is unusable.
+ABS_TO_SIGMA = float(np.sqrt(np.pi / 2.0))
+PARKINSON_DIVISOR = float(np.sqrt(4.0 * np.log(2.0)))
+GARMAN_KLASS_C = float(2.0 * np.log(2.0) - 1.0)
+
+
+def _field(p: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in p.columns:
+        return np.full(len(p), np.nan)
+    return pd.to_numeric(p[name], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _usable_range(p: pd.DataFrame, fields: tuple[str, ...]) -> np.ndarray:
+    """Days whose `fields` are all finite and > 0 and whose high >= low: a quirk ingest
+    marks missing (NaN), Yahoo's Open = 0 or a high below the low fails this."""
+    ok = np.ones(len(p), dtype=bool)
+    for name in fields:
+        values = _field(p, name)
+        with np.errstate(invalid="ignore"):
+            ok &= np.isfinite(values) & (values > 0)
+    with np.errstate(invalid="ignore"):
+        return ok & (_field(p, "high") >= _field(p, "low"))
+
+
+def _fallback(p: pd.DataFrame) -> np.ndarray:
+    return np.abs(_log_return(p).to_numpy(dtype=np.float64)) * ABS_TO_SIGMA
+
+
+def parkinson(p: pd.DataFrame) -> pd.Series:
+    """Parkinson's daily volatility from the day's range, |ln(high / low)| / sqrt(4 ln 2);
+    on a day without a usable range, the |log return| estimate (never NaN past day 0)."""
+    ok = _usable_range(p, ("high", "low"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.abs(np.log(_field(p, "high") / _field(p, "low"))) / PARKINSON_DIVISOR
+    return pd.Series(np.where(ok, value, _fallback(p)), index=p.index)
+
+
+def garman_klass(p: pd.DataFrame) -> pd.Series:
+    """Garman-Klass daily volatility, sqrt(0.5 ln(H/L)^2 - (2 ln 2 - 1) ln(C/O)^2); on a
+    day without usable open/high/low (or a negative variance: a close outside the
+    range), the |log return| estimate."""
+    ok = _usable_range(p, ("open", "high", "low"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hl = np.log(_field(p, "high") / _field(p, "low"))
+        co = np.log(_field(p, "close") / _field(p, "open"))
+        variance = 0.5 * hl * hl - GARMAN_KLASS_C * co * co
+        ok &= np.isfinite(variance) & (variance >= 0)
+        value = np.sqrt(np.where(ok, variance, 0.0))
+    return pd.Series(np.where(ok, value, _fallback(p)), index=p.index)
+
+
 _BUILDERS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "close": lambda p: p["close"],
     "open": lambda p: p["open"],
@@ -34,6 +86,9 @@ _BUILDERS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "log_return": _log_return,
     "volatility": lambda p: _log_return(p).rolling(VOLATILITY_WINDOW).std(),
     "day_of_week": lambda p: pd.to_datetime(p["date"]).dt.day_of_week.astype(float) / 4.0,
+    "abs_log_return": lambda p: _log_return(p).abs(),
+    "parkinson": parkinson,
+    "garman_klass": garman_klass,
 }
 # The price columns each feature reads (every one also needs the close, for the targets).
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -42,6 +97,15 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "low": ("low",),
     "volume": ("volume",),
     "log_volume": ("volume",),
+}
+
+
+# The price columns a feature reads where they are usable and does without where not (a
+# range estimator falls back to the |log return| on a quirky day): never refused for a
+# missing value, but a serving window carries them.
+READS: dict[str, tuple[str, ...]] = {
+    "parkinson": ("high", "low"),
+    "garman_klass": ("open", "high", "low"),
 }
 
 

@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import hashlib
 
-from tickercast.choices import MIN_UNITS, NETWORKS
+import numpy as np
+
+from tickercast.choices import HEADS, MIN_UNITS, NETWORKS, QUANTILES
 
 MODELS = NETWORKS
 CONV_KERNEL = 3
+FORECAST = "forecast"  # the point forecast (a quantile head's median); shrinkage's layer
+QUANTILE_OUTPUT = "quantiles"  # a quantile head's output: (batch, outputs, len(QUANTILES))
+CALIBRATION = "quantile_calibration"  # CQR's per-band shifts (tickercast.modeling.quantiles)
+MEDIAN = QUANTILES.index(0.5)
 SEED_MAX = 2**31 - 1
 
 
@@ -161,8 +167,19 @@ def _body(
         x = keras.layers.Flatten(name="context")(context)
     else:
         raise ValueError(f"unknown model {name!r}; valid: {list(MODELS)}")
+    return x
+
+
+def _point(x, outputs: int, l2: float, seed: int | None = None):
+    """The forecast layer (shrinkage folds into it: tickercast.modeling.shrink)."""
+    import keras
+
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
     # float32 output even under mixed precision: the loss and the forecast stay exact.
-    return dense(outputs, "forecast", dtype="float32")(x)
+    init = LayerSeeds(seed).initializer("glorot_uniform", FORECAST, "kernel")
+    return keras.layers.Dense(
+        outputs, kernel_regularizer=reg, kernel_initializer=init, dtype="float32", name=FORECAST
+    )(x)
 
 
 def build_model(
@@ -182,6 +199,7 @@ def build_model(
     compile: bool = True,
     use_cudnn: bool | str = "auto",
     seed: int | None = None,
+    head: str = "point",
 ):
     """Default (the tutorial): LSTM(64, seq) -> LSTM(32) -> Dense(1), Adam(clipvalue=1).
 
@@ -192,6 +210,8 @@ def build_model(
     `seed` (e.g. `model_seed(config seed, ticker)`) seeds every layer explicitly, so the
     initial weights depend on it alone, whatever other threads draw from `random`;
     None leaves Keras' unseeded defaults.
+    `head="quantile"` outputs the QUANTILES grid per output (`_quantile_head`), trained
+    on the pinball loss.
     """
     import keras
 
@@ -229,12 +249,19 @@ def build_model(
         )(ticker)
         steps = keras.layers.RepeatVector(lookback, name="ticker_steps")(vector)
         x = keras.layers.Concatenate(name="with_ticker")([window, steps])
-    out = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn, seed)
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid: {list(HEADS)}")
+    trunk = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn, seed)
+    out = _point(trunk, outputs, l2, seed)
+    if head == "quantile":
+        out = _quantile_head(trunk, out, outputs, window, seed)
     model = keras.Model(inputs if len(inputs) > 1 else window, out, name=name)
+    if head == "quantile":
+        _set_fixed_weights(model, outputs)
     if compile:
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipvalue=clipvalue),
-            loss="mse",
+            loss=pinball_loss() if head == "quantile" else "mse",
         )
     return model
 
@@ -299,3 +326,162 @@ def lstm_flops_per_sample(model, lookback: int) -> int:
         n_in = layer.cell.kernel.shape[0]
         total += 2 * 4 * units * (n_in + units) * lookback
     return total
+
+
+# --- the quantile head -------------------------------------------------------------------
+
+
+def _quantile_head(trunk, median, outputs: int, window, seed: int | None = None):
+    """(batch, outputs, len(QUANTILES)) quantiles that never cross, by construction.
+
+    Each output's median is the point forecast layer's; every other level is the median
+    -+ a cumulative sum of non-negative steps (softplus), outward from the median, so a
+    level is never below the one under it. CQR's per-band shifts (`CALIBRATION`, zero
+    until calibrated) add to the steps and a ReLU keeps them non-negative, so calibration
+    cannot make them cross either. The median copy and the cumulative sums are fixed
+    (non-trainable) Dense layers: stock layers only, so the model loads in safe mode.
+
+    The steps are the trunk's (softplus) times a positive scale read linearly off the
+    window's last day (softplus of a Dense on its features, starting at 1): volatility
+    inputs (|return|, range estimators, 20-day volatility) move it, and beyond the training
+    range it grows linearly, where the LSTM's bounded state alone could not widen the band.
+    """
+    import keras
+
+    steps = outputs * (len(QUANTILES) - 1)
+    spread = keras.layers.Dense(
+        steps,
+        activation="softplus",
+        kernel_initializer=LayerSeeds(seed).initializer(
+            "glorot_uniform", "quantile_spread", "kernel"
+        ),
+        bias_initializer=keras.initializers.Constant(-3.0),  # steps start ~0.05 (scaled)
+        dtype="float32",
+        name="quantile_spread",
+    )(trunk)
+    lookback = int(window.shape[1])
+    last = keras.layers.Cropping1D((lookback - 1, 0), name="quantile_last_day")(window)
+    last = keras.layers.Flatten(name="quantile_last_flat")(last)
+    scale = keras.layers.Dense(
+        1,
+        activation="softplus",
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(float(np.log(np.e - 1.0))),  # 1 at start
+        dtype="float32",
+        name="quantile_scale",
+    )(last)
+    spread = keras.layers.Multiply(dtype="float32", name="quantile_scaled")([spread, scale])
+    shifted = _fixed_dense(steps, CALIBRATION, bias=True)(spread)
+    steps_out = keras.layers.ReLU(dtype="float32", name="quantile_steps")(shifted)
+    offsets = _fixed_dense(outputs * len(QUANTILES), "quantile_offsets")(steps_out)
+    centre = _fixed_dense(outputs * len(QUANTILES), "quantile_median")(median)
+    flat = keras.layers.Add(dtype="float32", name="quantiles_flat")([centre, offsets])
+    return keras.layers.Reshape((outputs, len(QUANTILES)), dtype="float32", name=QUANTILE_OUTPUT)(
+        flat
+    )
+
+
+def _fixed_dense(units: int, name: str, bias: bool = False):
+    import keras
+
+    return keras.layers.Dense(
+        units,
+        use_bias=bias,
+        kernel_initializer="zeros",
+        trainable=False,
+        dtype="float32",
+        name=name,
+    )
+
+
+def step_layout(outputs: int) -> list[tuple[int, int, int]]:
+    """Per step (in the spread layer's order): (output, band from the median 1.., side
+    -1 below / +1 above). Each output has MEDIAN steps below and the rest above."""
+    below = [(j, r + 1, -1) for j in range(outputs) for r in range(MEDIAN)]
+    above = [(j, r + 1, 1) for j in range(outputs) for r in range(len(QUANTILES) - 1 - MEDIAN)]
+    by_output = sorted(below + above, key=lambda s: (s[0], s[2], s[1]))
+    return by_output
+
+
+def quantile_matrices(outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(median copy, step sums): kernels of `quantile_median` [outputs, outputs*Q] and
+    `quantile_offsets` [steps, outputs*Q]; output j level i sits at j*Q + i."""
+    n = len(QUANTILES)
+    copy = np.zeros((outputs, outputs * n), dtype=np.float32)
+    sums = np.zeros((outputs * (n - 1), outputs * n), dtype=np.float32)
+    for j in range(outputs):
+        copy[j, j * n : (j + 1) * n] = 1.0
+    for k, (j, band, side) in enumerate(step_layout(outputs)):
+        for i in range(n):
+            distance = (i - MEDIAN) * side  # levels on this side at >= band steps out
+            if distance >= band:
+                sums[k, j * n + i] = float(side)
+    return copy, sums
+
+
+def _set_fixed_weights(model, outputs: int) -> None:
+    copy, sums = quantile_matrices(outputs)
+    steps = sums.shape[0]
+    model.get_layer("quantile_median").set_weights([copy])
+    model.get_layer("quantile_offsets").set_weights([sums])
+    model.get_layer(CALIBRATION).set_weights(
+        [np.eye(steps, dtype=np.float32), np.zeros(steps, dtype=np.float32)]
+    )
+
+
+def has_quantile_head(model) -> bool:
+    return any(layer.name == QUANTILE_OUTPUT for layer in model.layers)
+
+
+def split_heads(model):
+    """(point model, quantile model or None): a quantile head's point forecast is its
+    median, read from the forecast layer by a sub-model that shares its weights, so every
+    consumer of point forecasts (evaluation, predict, the SavedModel) is unchanged."""
+    if not has_quantile_head(model):
+        return model, None
+    import keras
+
+    point = keras.Model(model.inputs, model.get_layer(FORECAST).output, name=f"{model.name}_point")
+    return point, model
+
+
+_PINBALL: list = []
+
+
+def pinball_loss(quantiles=QUANTILES):
+    """The pinball loss, mean over the grid and the outputs: a Keras Loss registered as
+    `tickercast>PinballLoss`, so a checkpoint compiled with it reloads (in safe mode)."""
+    if not _PINBALL:
+        _PINBALL.append(_pinball_class())
+    return _PINBALL[0](quantiles=list(quantiles))
+
+
+def custom_objects() -> dict:
+    """What `keras.models.load_model` needs for a compiled quantile head."""
+    pinball_loss()
+    return {"PinballLoss": _PINBALL[0]}
+
+
+def _pinball_class():
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="tickercast")
+    class PinballLoss(keras.losses.Loss):
+        """max(tau * e, (tau - 1) * e), e = y - q(tau), averaged over levels and outputs."""
+
+        def __init__(self, quantiles=QUANTILES, name="pinball", reduction="sum_over_batch_size"):
+            super().__init__(name=name, reduction=reduction)
+            self.quantiles = [float(q) for q in quantiles]
+
+        def call(self, y_true, y_pred):
+            tau = ops.convert_to_tensor(np.array(self.quantiles, dtype="float32"))
+            y = ops.cast(ops.reshape(y_true, (ops.shape(y_pred)[0], -1, 1)), y_pred.dtype)
+            error = y - y_pred
+            loss = ops.maximum(tau * error, (tau - 1.0) * error)
+            return ops.mean(loss, axis=(-2, -1))
+
+        def get_config(self):
+            return {**super().get_config(), "quantiles": self.quantiles}
+
+    return PinballLoss

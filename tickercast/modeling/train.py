@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tickercast.atomic import atomic_path, write_json
+from tickercast.layout import HISTORY_FILE, MODEL_FILE
 from tickercast.modeling.checkpoints import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -32,9 +33,12 @@ from tickercast.modeling.checkpoints import (
 from tickercast.modeling.device import DeviceChoice, make_strategy, precision_scope
 from tickercast.modeling.device import resolve_device as _resolve_device
 from tickercast.modeling.models import (
+    MEDIAN,
     bind_ticker,
     build_model,
     cudnn_problems,
+    custom_objects,
+    has_quantile_head,
     lstm_layers,
     model_seed,
 )
@@ -160,6 +164,7 @@ def build_kwargs(spec: FitSpec, lookback: int, data: TrainData) -> dict:
         "recurrent_dropout": float(network.recurrent_dropout),
         "n_tickers": data.n_tickers if pooled else 0,
         "ticker_embedding": data.embedding if pooled else 0,
+        "head": network.head,
     }
 
 
@@ -235,7 +240,9 @@ def _model(spec, lookback, data, choice, resume, logger, label):
     """(model, strategy): built and seeded, or loaded from the checkpoint to resume."""
     import keras
 
-    kwargs = build_kwargs(spec, lookback, data)
+    # every layer seeded from the run's seed and the ticker (the fit's label): the same
+    # initial weights whatever other threads draw from Python's `random`
+    kwargs = {**build_kwargs(spec, lookback, data), "seed": model_seed(spec.training.seed, label)}
     on_cpu = choice.strategy == "one_device_cpu"
     if on_cpu:  # cuDNN's LSTM has no CPU kernel: TensorFlow would put it on the GPU
         kwargs["use_cudnn"] = False
@@ -243,12 +250,14 @@ def _model(spec, lookback, data, choice, resume, logger, label):
     with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
         seed_everything(spec.training.seed)
         if resume.folder:
-            model = keras.models.load_model(resume.folder / "model.keras", safe_mode=True)
+            model = keras.models.load_model(
+                resume.folder / MODEL_FILE, safe_mode=True, custom_objects=custom_objects()
+            )
             logger.info(
                 "%s: resuming after epoch %d from %s", label, resume.epochs_done, resume.folder
             )
-        else:  # explicit per-layer seeds: no draw from the process-global `random`
-            model = build_model(**kwargs, seed=model_seed(spec.training.seed, label))
+        else:
+            model = build_model(**kwargs)
     if on_cpu:  # not part of a saved LSTM's config: set it again on a loaded model
         for layer in lstm_layers(model):
             layer.use_cudnn = False
@@ -402,7 +411,7 @@ def save_model(model, path: Path) -> None:
 
 
 def _finish(out_dir: Path, summary: dict) -> None:
-    write_json(out_dir / "history.json", summary)
+    write_json(out_dir / HISTORY_FILE, summary)
     shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
 
 
@@ -429,15 +438,8 @@ def shrink_fitted(
     from tickercast.modeling.shrink import shrink_model
 
     def predict_val() -> np.ndarray:
-        batches = make_dataset(
-            data.x,
-            data.y,
-            data.val,
-            lookback,
-            spec.training.batch_size,
-            ticker_offsets=data.ticker_offsets,
-        )
-        return np.asarray(model.predict(batches, verbose=0))
+        out = _predict_val(model, data, lookback, spec)
+        return out[:, :, MEDIAN] if out.ndim == 3 else out  # a quantile head's median
 
     result = shrink_model(model, predict_val, data.y[data.val], naive)
     (logger or logging.getLogger(__name__)).info(
@@ -451,6 +453,42 @@ def shrink_fitted(
         result["val_mse_naive"],
         result["val_mse_network"],
         result["val_mse_shrunk"],
+    )
+    return result
+
+
+def _predict_val(model, data: TrainData, lookback: int, spec: FitSpec) -> np.ndarray:
+    batches = make_dataset(
+        data.x,
+        data.y,
+        data.val,
+        lookback,
+        spec.training.batch_size,
+        ticker_offsets=data.ticker_offsets,
+    )
+    return np.asarray(model.predict(batches, verbose=0))
+
+
+def calibrate_fitted(
+    model, data: TrainData, lookback: int, spec: FitSpec, logger: Logger | None = None, label=""
+) -> dict | None:
+    """A quantile head conformalized on the validation windows (CQR, in place, after
+    shrinkage: tickercast.modeling.quantiles); None for a point head."""
+    if not has_quantile_head(model):
+        return None
+    if len(data.val) == 0:
+        return {"method": None, "reason": "no validation windows: uncalibrated"}
+    from tickercast.modeling.quantiles import calibrate_model
+
+    result = calibrate_model(
+        model, lambda: _predict_val(model, data, lookback, spec), data.y[data.val]
+    )
+    (logger or logging.getLogger(__name__)).info(
+        "%s: quantiles conformalized on %d validation windows; coverage per band %s -> %s",
+        label,
+        result["windows"],
+        result["val_coverage_before"],
+        result["val_coverage_after"],
     )
     return result
 
@@ -472,8 +510,9 @@ def train_model(
     data = per_ticker_data(arrays, anchors)
     summary, model = fit(data, lookback, spec, out_dir, logger, callbacks, label)
     summary["shrinkage"] = shrink_fitted(model, data, lookback, spec, naive, logger, label)
+    summary["calibration"] = calibrate_fitted(model, data, lookback, spec, logger, label)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, out_dir / "model.keras")
+    save_model(model, out_dir / MODEL_FILE)
     _finish(out_dir, summary)
     return summary
 
@@ -520,21 +559,26 @@ def train_global(
     )
     summary, model = fit(data, lookback, spec, out_dir, logger, callbacks, "global", max_steps)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, out_dir / "model.keras")
+    save_model(model, out_dir / MODEL_FILE)
     naive = source.no_change()
-    if embedding or (spec.training.shrink and any(v is not None for v in naive)):
-        models, shrinkage = _per_ticker_models(model, data, source, lookback, spec, out_dir, logger)
+    quantile = has_quantile_head(model)  # calibrated per ticker: each gets its own file
+    if embedding or quantile or (spec.training.shrink and any(v is not None for v in naive)):
+        models, shrinkage, calibration = _per_ticker_models(
+            model, data, source, lookback, spec, out_dir, logger
+        )
     else:
-        models = {ticker: str(out_dir / "model.keras") for ticker in source.tickers}
+        models = {ticker: str(out_dir / MODEL_FILE) for ticker in source.tickers}
         shrinkage = {
             t: shrink_fitted(model, data, lookback, spec, None, logger) for t in source.tickers
         }
+        calibration = dict.fromkeys(source.tickers)
     summary.update(
         {
             "mode": "global",
             "tickers": list(source.tickers),
             "models": models,
             "shrinkage": shrinkage,
+            "calibration": calibration,
         }
     )
     _finish(out_dir, summary)
@@ -543,22 +587,26 @@ def train_global(
 
 def _per_ticker_models(model, data, source: GlobalData, lookback, spec, out_dir, logger):
     """Each ticker's own single-input model (bound to its embedding row), shrunk on its
-    own validation windows: ({ticker: model file}, {ticker: shrinkage})."""
+    own validation windows (and a quantile head conformalized on them): ({ticker: model
+    file}, {ticker: shrinkage}, {ticker: calibration})."""
     import keras
 
     kwargs = build_kwargs(spec, lookback, data)
     choice = resolve_device(spec.compute)
-    models, shrinkage = {}, {}
+    models, shrinkage, calibration = {}, {}, {}
     for i, (ticker, naive) in enumerate(zip(source.tickers, source.no_change(), strict=True)):
         with BUILD_LOCK, precision_scope(choice.mixed_precision):
             if data.embedding:
                 own = bind_ticker(model, i, **kwargs)
             else:
-                own = keras.models.load_model(out_dir / "model.keras", safe_mode=True)
+                own = keras.models.load_model(
+                    out_dir / MODEL_FILE, safe_mode=True, custom_objects=custom_objects()
+                )
         x, y, anchors = source.load(i)
         own_data = TrainData(x, y, anchors["train"], anchors["val"])
         shrinkage[ticker] = shrink_fitted(own, own_data, lookback, spec, naive, logger, ticker)
+        calibration[ticker] = calibrate_fitted(own, own_data, lookback, spec, logger, ticker)
         path = out_dir / f"model-{i:03d}.keras"
         save_model(own, path)
         models[ticker] = str(path)
-    return models, shrinkage
+    return models, shrinkage, calibration
