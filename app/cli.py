@@ -15,10 +15,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tickercast import progress
+from tickercast.app import epilogue
 from tickercast.app.commands import COMMANDS, add_commands
 from tickercast.app.options import ConfigError, format_validation
 from tickercast.quiet import ENV as TF_LOGS_ENV
 from tickercast.quiet import quiet_tensorflow
+from tickercast.runcontext import clear_stop, request_stop
 
 # Prefect's temporary server needs 10-25 s to start on a small machine; its default
 # start-up timeout is 20 s. prefect.toml raises it when run from the repo root; this
@@ -65,7 +67,13 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminated(signum: int, frame: object) -> None:
+    request_stop()  # the fits running in tasks' threads give up at their next batch
     raise Terminated
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    request_stop()
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     # temporary Prefect server (a child process, stopped by an atexit handler) would be
     # left running. Raised as an exception, the run unwinds (Prefect marks the flow run
     # Crashed and hands the signal back to this handler) and the server is stopped.
+    clear_stop()
     previous = signal.signal(signal.SIGTERM, _terminated)
+    epilogue.install()  # before Prefect's exit handlers: the summary prints after theirs
+    previous_int = signal.signal(signal.SIGINT, _interrupted)
     try:
         tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         bars = progress.decide(args.progress, os.environ, tty, _dask_workers(args))
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":

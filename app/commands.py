@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tickercast.app.epilogue import later
 from tickercast.app.options import (
     add_flow_command,
     configure,
@@ -32,7 +33,9 @@ ROUTES = (
     ("GET", "/", "HTML: every champion, its forecast, verdict, figures and plots"),
     ("GET", "/tickers/{ticker}", "HTML: every version of one model and its history"),
     ("GET", "/models/{ticker}/plots/{plot}.png", "a plot of the champion (or ?version=N)"),
-    ("GET", "/docs", "the API's interactive documentation"),
+    ("GET", "/downloads/forecasts.{fmt}", "every champion's latest forecast (fmt: csv, json)"),
+    ("GET", "/downloads/{ticker}/v{version}/test.{fmt}", "a version's test predictions"),
+    ("GET", "/docs", "the API's documentation (self-contained, works offline)"),
     ("GET", "/openapi.json", "the API's schema"),
 )
 
@@ -193,9 +196,55 @@ def run_retrain(args: argparse.Namespace) -> int:
     from tickercast.flows.retrain import retrain
 
     state, results = run_state(retrain, config)
-    for ticker, result in results.items():
-        print_retrain_result(ticker, result)
+    data_dir = config.execution.data_dir
+    ends = {t: _new_forecast(r, data_dir, t) for t, r in results.items() if "bundle" in r}
+
+    def show() -> None:
+        for ticker, result in results.items():
+            print_retrain_result(ticker, result)
+        _print_ending("retrain", ends, data_dir)
+
+    later(show)
     return _status("retrain", state)
+
+
+def _new_forecast(result: dict, data_dir: str, ticker: str) -> dict:
+    """The just-exported version's next-horizon forecast and its verdict in words (or
+    why there is no forecast): what the run's last lines say."""
+    from tickercast.delivery.bundle import load_bundle
+    from tickercast.delivery.predict import forecast_next
+    from tickercast.delivery.words import verdict_words
+    from tickercast.market import lake
+
+    event = result.get("promotion") or {}
+    try:
+        bundle = load_bundle(result["bundle"])
+        rows = forecast_next(bundle, lake.read_partition(data_dir, ticker), ticker)
+        verdict = verdict_words(bundle.metadata)[1]
+    except Exception as exc:  # the run succeeded: say why there is no forecast, go on
+        return {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    return {"rows": rows, "verdict": verdict, "champion": event.get("action") == "promote"}
+
+
+def _print_ending(command: str, ends: dict[str, dict], data_dir: str) -> None:
+    """Per ticker the forecast, its band and verdict; elapsed time; the next command."""
+    from tickercast.app.epilogue import elapsed, forecast_words, table
+
+    rows = []
+    for ticker, end in ends.items():
+        if "error" in end:
+            rows.append([ticker, "–", f"no forecast: {end['error']}", "–"])
+            continue
+        for row in end["rows"]:
+            version = f"v{row['version']}" + (" (champion)" if end.get("champion") else "")
+            rows.append([ticker, version, f"as of {row['as_of']}: {forecast_words(row)}"])
+            rows[-1].append(end["verdict"])
+    table(f"tickercast {command}: forecasts", ["ticker", "version", "forecast", "verdict"], rows)
+    where = "" if data_dir == "data" else f" --data-dir {data_dir}"
+    print(
+        f"done in {elapsed()}. Next: `tickercast serve{where}` (the page at "
+        f"http://127.0.0.1:8000/) or `tickercast predict{where}` (every champion's forecast)"
+    )
 
 
 def run_cache(args: argparse.Namespace) -> int:
@@ -273,7 +322,7 @@ def _models_show(args: argparse.Namespace) -> int:
 
     info = registry.show(args.data_dir, args.name)
     info["common"] = compare_versions(args.data_dir, args.name)
-    info["live"] = ledger.live_record(ledger.score(args.data_dir, info["name"]))
+    info["live"] = ledger.champion_record(args.data_dir, info["name"], info["champion"])
     if args.json:
         _print_json(info)
         return 0
@@ -328,8 +377,23 @@ def _print_live(live: dict) -> None:
         f"{live['last_origin']}): MAE {live['mae']:.4f} vs naive {live['naive_mae']:.4f} "
         f"(skill {skill}{p}); {cov}"
     )
+    promise = live.get("promised") or {}
+    if promise:  # what the champion's test split promised, beside its live record
+        print(f"   v{live['version']} promised on its test split: {ledger_promise(promise)}")
     if live.get("flag"):
         print(f"   FLAGGED: {live['flag']}")
+
+
+def ledger_promise(promise: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:+.1%}"
+
+    covered = ", ".join(
+        f"{k}% band covered {promise[f'coverage_{k}']:.0%}"
+        for k in ("80", "95")
+        if promise.get(f"coverage_{k}") is not None
+    )
+    return f"skill {pct(promise.get('skill'))}; {covered or 'no bands'}"
 
 
 def _print_common(common: dict) -> None:
@@ -393,21 +457,23 @@ def run_predict(args: argparse.Namespace) -> int:
     from tickercast.config import PredictConfig
 
     config = configure(args, PredictConfig, "tickercast.flows.predict")
+    from tickercast.app.epilogue import elapsed, forecast_words, table
     from tickercast.flows.predict import predict
 
     state, result = run_state(predict, config)
-    for row in result["forecasts"]:
-        band = ""
-        if row.get("lo_80") is not None:
-            band = f" [80%: {row['lo_80']:.4f} .. {row['hi_80']:.4f}]"
-        print(
-            f"{row['ticker']} v{row['version']} as of {row['as_of']}: {row['target']} "
-            f"(horizon {row['horizon']}, output {row['output']}) = {row['forecast']:.4f}{band}"
-        )
-    for ticker, message in result["failed"].items():
-        print(f"{ticker}: failed: {message}")
-    if result["path"]:
-        print(f"written to {result['path']}")
+
+    def show() -> None:
+        rows = [
+            [r["ticker"], f"v{r['version']}", str(r["as_of"]), forecast_words(r)]
+            for r in result["forecasts"]
+        ]
+        table("tickercast predict", ["ticker", "version", "as of", "forecast"], rows)
+        for ticker, message in result["failed"].items():
+            print(f"{ticker}: failed: {message}")
+        if result["path"]:
+            print(f"written to {result['path']} in {elapsed()}")
+
+    later(show)
     return _status("predict", state)
 
 

@@ -34,15 +34,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickercast.delivery.plausibility import Refused
 from tickercast.errors import CorruptPartitionError
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.tickers import InvalidTickerError, validate_ticker
@@ -59,6 +62,10 @@ class UnknownModel(LookupError):
     """No champion to serve for this name."""
 
 
+class DamagedModel(LookupError):
+    """A champion exists but cannot be served (damaged bundle, unreadable registry): 503."""
+
+
 @dataclass
 class Served:
     """The champion a name is served with, and the registry state it was loaded from."""
@@ -66,6 +73,7 @@ class Served:
     bundle: object | None
     stamp: tuple | None
     error: str | None = None
+    damaged: bool = False  # the registry names a champion that cannot be loaded
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (lake partition stamp, forecast rows) of the last GET /forecast with this champion
     last_forecast: tuple[tuple, list[dict]] | None = None
@@ -91,6 +99,8 @@ class Champions:
         if entry is None or entry.stamp != self._stamp(name):
             entry = self.refresh(name)
         if entry.bundle is None:
+            if entry.damaged:
+                raise DamagedModel(entry.error)
             raise UnknownModel(entry.error or f"no champion for {name}")
         return entry
 
@@ -108,7 +118,7 @@ class Champions:
             try:
                 champion = read_registry(self.data_dir, name)["champion"]
             except RegistryError as exc:
-                entry = Served(keep, stamp, f"registry unreadable: {exc}")
+                entry = Served(keep, stamp, f"registry unreadable: {exc}", damaged=True)
             else:
                 if champion is None:
                     entry = Served(None, stamp, f"model {name} has no champion")
@@ -121,7 +131,8 @@ class Champions:
                         )
                     except (BundleError, FileNotFoundError, OSError) as exc:
                         serving = f"; still serving v{keep.version}" if keep else ""
-                        entry = Served(keep, stamp, f"champion v{champion} refused: {exc}{serving}")
+                        why = f"champion v{champion} refused: {exc}{serving}"
+                        entry = Served(keep, stamp, why, damaged=True)
             if old is not None and entry.bundle is old.bundle:
                 entry.lock = old.lock
             if stamp is not None or entry.bundle is not None:
@@ -147,6 +158,7 @@ class PredictRequest(BaseModel):
     last_close: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="the close of the window's last day: needed when the model forecasts a "
         "return from it and its features do not include close (the recommended default)",
     )
@@ -228,7 +240,8 @@ def errors(*codes: int) -> dict:
         404: "unknown ticker, version or file",
         413: "request body too large",
         422: "an invalid ticker or request",
-        503: "stored data fails verification or cannot be read",
+        503: "stored data fails verification or cannot be read, or the forecast is "
+        "refused as implausible (the reason named)",
     }
     return {code: {"model": ErrorDetail, "description": what[code]} for code in codes}
 
@@ -332,9 +345,12 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         description="Forecasts from the registry's champion models. The page at `/` shows "
         "every champion; `/tickers/{ticker}` one model's versions.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served below from the schema alone: no CDN, works offline
+        redoc_url=None,
     )
     app.state.champions = champions
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     def lookup(ticker: str) -> Served:
         try:
@@ -343,6 +359,8 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             raise HTTPException(422, str(exc)) from exc
         except UnknownModel as exc:
             raise HTTPException(404, f"unknown ticker {ticker!r}: {exc}") from exc
+        except DamagedModel as exc:
+            raise HTTPException(503, f"model {ticker}: {exc}") from exc
 
     def latest_forecast(entry: Served, name: str) -> list[dict]:
         """The forecast from the lake's latest rows, reused while lake and model stay."""
@@ -361,7 +379,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
                 return rows
         except FileNotFoundError as exc:
             raise HTTPException(404, str(exc)) from exc
-        except CorruptPartitionError as exc:
+        except (CorruptPartitionError, Refused) as exc:
             raise HTTPException(503, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
@@ -395,7 +413,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         for name in champions.names():
             try:
                 champions.get(name)
-            except UnknownModel:
+            except (UnknownModel, DamagedModel):
                 pass
             rows.append(_describe(name, champions.served.get(name), registry_champion(name)))
         return rows
@@ -434,7 +452,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             "scored": json.loads(scored.to_json(orient="records", date_format="iso")),
         }
 
-    @app.post("/predict", response_model=Forecast, responses=errors(404, 413))
+    @app.post("/predict", response_model=Forecast, responses=errors(404, 413, 503))
     def predict(request: PredictRequest) -> dict:
         from tickercast.delivery.predict import forecast_window
 
@@ -445,6 +463,8 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         try:
             with entry.lock:
                 rows = forecast_window(entry.bundle, request.window, name, request.last_close)
+        except Refused as exc:
+            raise HTTPException(422 if exc.of_input else 503, str(exc)) from exc
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
         return {"ticker": name, "version": entry.bundle.version, "forecasts": rows}
@@ -459,7 +479,7 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
         view = ChampionView(name, registry_champion(name))
         try:
             entry = champions.get(name)
-        except (UnknownModel, InvalidTickerError) as exc:
+        except (UnknownModel, DamagedModel, InvalidTickerError) as exc:
             view.error = str(exc)
             return view
         view.bundle, view.error = entry.bundle, entry.error
@@ -467,7 +487,23 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             view.forecast = latest_forecast(entry, name)
         except HTTPException as exc:
             view.forecast_error = str(exc.detail)
+        else:
+            view.history = recent_closes(name)
+        if entry.bundle is not None:
+            from tickercast.delivery.live_page import live_fragment
+
+            view.live = live_fragment(champions.data_dir, name, entry.bundle.version)
         return view
+
+    def recent_closes(name: str) -> tuple[list[str], list[float]] | None:
+        """The last ~6 months of closes the fan chart starts from (None if unreadable)."""
+        from tickercast.market import lake
+
+        try:
+            tail = lake.read_partition(champions.data_dir, name).tail(HISTORY_DAYS)
+        except (OSError, ValueError, CorruptPartitionError):
+            return None
+        return [str(d)[:10] for d in tail["date"]], [float(c) for c in tail["close"]]
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -544,11 +580,101 @@ def create_app(data_dir: str | Path, max_body_bytes: int = MAX_BODY_BYTES) -> Fa
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="image/png", headers=headers)
 
+    add_docs_and_downloads(app, champions, champion_view)
     return app
 
 
+HISTORY_DAYS = 126  # about six months of trading days before the forecast
+
+
+def add_docs_and_downloads(app: FastAPI, champions: Champions, champion_view) -> None:
+    """`/docs` (the API from its own schema, self-contained) and the downloads: the latest
+    forecasts of every champion, a version's test predictions, as CSV or JSON."""
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> str:
+        from tickercast.delivery.apidocs import api_page
+
+        return api_page(app.openapi())
+
+    def as_download(rows: list[dict], fmt: Literal["csv", "json"], name: str) -> Response:
+        from tickercast.delivery.downloads import to_csv
+
+        disposition = {"Content-Disposition": f'attachment; filename="{name}.{fmt}"'}
+        if fmt == "json":
+            return JSONResponse(rows, headers=disposition)
+        return PlainTextResponse(to_csv(rows), media_type="text/csv", headers=disposition)
+
+    files = {200: {"content": {"text/csv": {}, "application/json": {}}, "description": "a file"}}
+
+    @app.get("/downloads/forecasts.{fmt}", response_class=Response, responses=files)
+    def forecasts_download(fmt: Literal["csv", "json"]) -> Response:
+        """The latest forecast of every champion, one row per ticker and output."""
+        rows = [r for n in champions.names() for r in champion_view(n).forecast]
+        return as_download(rows, fmt, "forecasts")
+
+    @app.get(
+        "/downloads/{ticker}/v{version}/test.{fmt}",
+        response_class=Response,
+        responses={**files, **errors(404, 503)},
+    )
+    def test_download(ticker: str, version: int, fmt: Literal["csv", "json"]) -> Response:
+        """A version's test-split predictions: every forecaster, the actual, the bands."""
+        from tickercast.delivery.bundle import BundleError, bundle_path, list_versions
+        from tickercast.delivery.downloads import test_predictions
+
+        try:
+            name = validate_ticker(ticker)
+        except InvalidTickerError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if version not in list_versions(champions.data_dir, name):
+            raise HTTPException(404, f"model {name} has no version {version}")
+        try:
+            rows = test_predictions(bundle_path(champions.data_dir, name, version))
+        except FileNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except BundleError as exc:
+            raise HTTPException(503, str(exc)) from exc
+        return as_download(rows, fmt, f"{name}-v{version}-test")
+
+
+def check_data_dir(data_dir: str | Path) -> None:
+    """Refuse a data dir without a model registry (a typo would serve 'ok, 0 models')."""
+    from tickercast import layout
+
+    root = layout.models_root(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no model registry under {data_dir} ({root} is not a folder): nothing to "
+            "serve; check --data-dir, or train a model first (tickercast retrain)"
+        )
+
+
+def _finite_json(value):
+    """`value` with every non-finite float written as text: JSON has no NaN or Infinity,
+    and a 422 that echoes the client's NaN must still render."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a body that fails validation, rendering NaN/inf/1e999999 too."""
+    from fastapi.encoders import jsonable_encoder
+
+    detail = _finite_json(jsonable_encoder(exc.errors()))
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 def serve(data_dir: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn until interrupted."""
+    """Run the service with uvicorn until interrupted (refused on a data dir without a
+    registry)."""
     import uvicorn
 
+    check_data_dir(data_dir)
     uvicorn.run(create_app(data_dir), host=host, port=port, log_level="info")

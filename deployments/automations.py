@@ -16,18 +16,17 @@ ticker and the event's payload.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 BLOCK = "tickercast-alerts"
-BODY = json.dumps(
-    {
-        "event": "{{ event.event }}",
-        "ticker": "{{ event.resource.get('prefect.resource.name', '') }}",
-        "occurred": "{{ event.occurred }}",
-        "payload": "{{ event.payload | tojson }}",
-    }
+# The webhook's JSON body, rendered by Prefect (Jinja) per event: every value through
+# `tojson`, so a quote or newline in a cause or reason never breaks the JSON.
+BODY = (
+    '{"event": {{ event.event | tojson }}, '
+    '"ticker": {{ event.resource.get("prefect.resource.name", "") | tojson }}, '
+    '"occurred": {{ event.occurred | string | tojson }}, '
+    '"payload": {{ event.payload | tojson }}}'
 )
 # name -> (the event that fires it, what it means)
 RULES: dict[str, tuple[str, str]] = {
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-url", required=True, help="where the alerts are POSTed")
     parser.add_argument("--write-yaml", type=Path, help="also write the definitions here")
     args = parser.parse_args(argv)
-    ids = apply(args.webhook_url)
+    _, ids = apply(args.webhook_url)
     print(f"{len(ids)} automation(s) applied: {', '.join(RULES)}")
     if args.write_yaml:
         import yaml

@@ -34,6 +34,7 @@ def evaluate_step(
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
     from tickercast.modeling.models import split_heads
     from tickercast.modeling.quantiles import predict_quantile_prices
+    from tickercast.modeling.windows import gap_report
 
     model = trained.for_ticker(pre.ticker)
     spec, arrays = pre.load()
@@ -47,6 +48,9 @@ def evaluate_step(
     ev = evaluate(point, spec, arrays, win.load(), predict_quantiles=grid)
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
+    gaps = gap_report(spec)  # on record in metadata.json (the windows step logged it)
+    if gaps is not None:
+        summary["evaluation"]["gaps"] = gaps
     coverage = ", ".join(
         f"{k}% -> {v['coverage_test']:.0%}"
         for k, v in summary["intervals"].items()

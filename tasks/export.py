@@ -62,9 +62,21 @@ def export_step(
         backtested.model_dump() if backtested else None,
     )
     metadata["inputs_key"] = key
+    metadata["runs"] = _runs()
     bundle = build_bundle(data_dir, ticker, files, metadata, Path(model.model), pre.preprocessing)
     _publish(ticker, bundle, evaluated, metadata)
     return _exported(evaluated, str(bundle), int(bundle.name))
+
+
+def _runs() -> dict:
+    """Where this version was made: the Prefect flow run's page (the ticker page links it;
+    None outside a run or without a UI URL)."""
+    from prefect.runtime import flow_run
+
+    try:
+        return {"prefect": flow_run.ui_url, "prefect_flow_run": flow_run.id}
+    except Exception:  # noqa: BLE001 - a missing link never fails an export
+        return {}
 
 
 def _exported(evaluated: Evaluated, bundle: str, version: int, unchanged: bool = False):

@@ -6,9 +6,11 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from tickercast.delivery.ledger import describe
 from tickercast.records import Exported
 from tickercast.sections import Gate
 from tickercast.tasks.events import emit
+from tickercast.tasks.ledger import watch
 from tickercast.tickers import slug as ticker_slug
 
 
@@ -45,6 +47,7 @@ def promote_step(
         champion_after=event["champion_after"],
     )
     get_run_logger().info("%s v%s %s: %s", ticker, event["version"], verb, event["reason"])
+    live = watch(ticker, data_dir, mlflow_uri)  # the champion's published record, scored
     slug = ticker_slug(ticker)
     create_markdown_artifact(
         "\n".join(
@@ -57,12 +60,13 @@ def promote_step(
                 f"require beat naive: "
                 f"{event['require_beat_naive']}",
                 f"- reason: {event['reason']}",
+                f"- live record of the champion: {describe(live)}",
             ]
         ),
         key=f"promotion-{slug}",
         description=f"{ticker}: registry decision",
     )
-    return _mirrored(event, mlflow_uri, data_dir, ticker)
+    return _mirrored({**event, "live": live}, mlflow_uri, data_dir, ticker)
 
 
 def _mirrored(event: dict, mlflow_uri: str | None, data_dir: str, ticker: str) -> dict:

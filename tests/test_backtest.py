@@ -391,4 +391,4 @@ def test_walk_forward_summary_prints_no_negative_zero():
         },
     }
     text = "\n".join(summary_lines(backtest))
-    assert "-0.0" not in text and "+0.0% ± 0.0%" in text and "| n/a |" in text
+    assert "-0.0" not in text and "+0.0% ± 0.0%" in text and "n/a" in text

@@ -159,3 +159,110 @@ def test_decades_of_real_history_seldom_hold_back_a_last_day():
         assert not (np.abs(steps) >= np.log(PRINT_FACTOR)).any(), ticker
         held += sum(beyond_volatility(steps[: t + 1]) for t in range(20, len(steps)))
     assert held <= 2
+
+
+def test_a_bad_print_inside_the_training_period_never_reaches_the_model_inputs(tmp_path: Path):
+    """Issue 25: one 1,000x close in the middle of a CSV poisoned a retrain (RMSE 4,280 vs
+    44). It is a counted quirk at ingest, and preprocessing (no training) sees no trace."""
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.sections import PreprocessSettings
+
+    closes = walk(300)
+    closes[100] *= 1000  # inside the training rows (70% of 300)
+    csv = tmp_path / "csv" / "AAPL.csv"
+    csv.parent.mkdir()
+    frame(closes).rename(columns=lambda c: c.title().replace("_", " ")).to_csv(csv, index=False)
+    result = ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(csv.parent))
+    assert result["quirks"] == {"close_spike": 1}
+    stored = lake.read_partition(tmp_path / "data", "AAPL")
+    assert len(stored) == 299 and stored["close"].max() < 2 * np.delete(closes, 100).max()
+    section = PreprocessSettings(
+        start=None, features=["close", "log_return"], target="close", lookback=20, horizon=1
+    )
+    spec, arrays = preprocess(stored, section, who="ticker AAPL")
+    assert spec.gaps == []  # one missing weekday is no gap
+    clean = np.delete(closes, 100)
+    assert max(spec.feature_scaler.max[0], spec.target_scaler.max[0]) < 2 * clean.max()
+    returns = (spec.feature_scaler.min[1], spec.feature_scaler.max[1])
+    assert max(abs(v) for v in returns) < 0.2  # daily moves of ~1%, no 1000x jump
+    assert np.isfinite(arrays["x"]).all()
+    assert np.isfinite(arrays["y"][:-1]).all()  # the last row has no next day to target
+
+
+def test_an_absurd_open_high_or_low_is_marked_missing_and_the_bar_stays_consistent():
+    """Decided: the close is what a row is kept for; an absurd other price is no price, so
+    it is marked missing like Open = 0 (never stored), and what is left of the bar holds
+    together (check_prices with missing values passes). `drop` drops the row, `fail`
+    refuses the batch."""
+    closes = walk()
+    bad = frame(closes)
+    bad.loc[7, "open"] = 1e300
+    bad.loc[8, "high"] = 1e300
+    bad.loc[9, "low"] = 1e300
+    screened = screen_prices(bad, "T")
+    assert screened.quirks == {"open_absurd": 1, "high_absurd": 1, "low_absurd": 1}
+    kept = screened.prices
+    assert len(kept) == 60 and kept[["open", "high", "low"]].max().max() < 1e3
+    assert kept.loc[7:9, ["open", "high", "low"]].isna().sum().sum() == 3
+    assert (kept.loc[7:9, "close"].to_numpy() == closes[7:10]).all()
+    check_prices(kept, "T", missing_ok=True)
+    assert len(screen_prices(bad, "T", "drop").prices) == 57
+    with pytest.raises(InvalidPricesError, match=r"2020-01-\d+: open >= 1e\+08, not a price"):
+        screen_prices(bad, "T", "fail")
+
+
+def test_a_volume_of_1e15_or_more_is_refused_naming_the_day_or_the_csv_line(tmp_path: Path):
+    from tickercast.market.sources import MalformedFileError
+
+    bad = frame(walk())
+    bad.loc[12, "volume"] = 1e18
+    for mode in ("repair", "drop", "fail"):  # frame-wide: whatever on_quirk says
+        with pytest.raises(
+            InvalidPricesError, match=r"ticker T, 2020-01-17: volume >= 1e\+15, not a volume"
+        ):
+            screen_prices(bad, "T", mode)
+    screen_prices(frame(walk()).assign(volume=9e14), "T")  # large, still a volume
+    csv = tmp_path / "csv" / "AAPL.csv"
+    csv.parent.mkdir()
+    csv.write_text("Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,1e18\n")
+    with pytest.raises(MalformedFileError, match=r"AAPL\.csv, line 2, field volume: '1e18'"):
+        ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(csv.parent))
+    assert not lake.partition_path(tmp_path / "data", "AAPL").exists()
+
+
+def test_an_incremental_fetch_removes_a_stored_bad_print_of_the_overlap(tmp_path: Path):
+    """New rows win (README): also when the new answer's screen drops an overlap day as a
+    bad print, the stored row of that day goes (a lake written before the rules existed),
+    counted and noted; a day the answer corrects is replaced; other days are kept."""
+    from tickercast.market.retry import Fetched
+
+    data = tmp_path / "data"
+    days = pd.bdate_range("2021-03-01", periods=40).date
+    clean = frame(walk(40)).assign(date=days)
+    bad = clean.copy()
+    bad.loc[37, ["open", "high", "low", "close", "adj_close"]] *= 1000  # a print that reverts
+    answers = {"first": clean.iloc[:39], "next": bad}
+
+    def fetch(ticker, start, end, period) -> Fetched:
+        rows = answers["next" if start and start > days[0] else "first"]
+        chosen = rows[(rows["date"] >= (start or days[0])) & (rows["date"] <= (end or days[-1]))]
+        return Fetched(chosen.reset_index(drop=True))
+
+    ingest_ticker("WIN", "yfinance", data, fetch=fetch, start=days[0], end=days[38])
+    stored = lake.read_partition(data, "WIN")
+    poisoned = stored.copy()  # as a lake written before the bad-print rules held it
+    poisoned.loc[37, ["open", "high", "low", "close", "adj_close"]] *= 1000
+    poisoned.loc[36, "close"] *= 1.001  # a day the next answer revises
+    poisoned.loc[36, "adj_close"] = poisoned.loc[36, "close"]
+    lake.write_partition(data, "WIN", poisoned, covered_from=str(days[0]))
+
+    result = ingest_ticker("WIN", "yfinance", data, fetch=fetch, start=days[0], end=days[-1])
+    assert result["mode"] == "incremental" and result["quirks"] == {"close_spike": 1}
+    assert result["rows_removed"] == 1
+    assert any("removed 1 stored day(s)" in w and str(days[37]) in w for w in result["warnings"])
+    after = lake.read_partition(data, "WIN")
+    assert days[37] not in set(after["date"]) and len(after) == 39
+    assert after["close"].max() < 2 * clean["close"].max()
+    revised = after.loc[after["date"] == days[36], "close"].item()
+    assert revised == pytest.approx(clean.loc[36, "close"])  # new rows win on shared days
+    assert after["date"].iloc[-1] == days[-1]

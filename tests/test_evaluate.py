@@ -206,9 +206,26 @@ def test_conformal_quantile_is_the_finite_sample_rank():
     assert conformal_quantile(scores, 0.8) == 8.0  # ceil(10 * 0.8) = 8th smallest
     assert conformal_quantile(scores, 0.5) == 5.0
     assert conformal_quantile(scores, 0.95) == math.inf  # needs 10 > 9 scores
-    np.testing.assert_allclose(conformal_scores([110.0, 90.0], [100.0, 100.0]), [0.1, 0.1])
-    lo, hi = interval(np.array([100.0]), 0.1)
-    assert (lo[0], hi[0]) == pytest.approx((90.0, 110.0))
+    # log-space residuals: a band of prices, symmetric in log
+    np.testing.assert_allclose(
+        conformal_scores([110.0, 100.0 / 1.1], [100.0, 100.0]), [math.log(1.1)] * 2
+    )
+    lo, hi = interval(np.array([100.0]), math.log(1.1))
+    assert (lo[0], hi[0]) == pytest.approx((100.0 / 1.1, 110.0))
+
+
+def test_bands_stay_prices_however_volatile():
+    """A wide band (q * vol of 3) stays above zero; the linear one went to -200."""
+    lo, hi = interval(np.array([[120.0]]), 3.0, scale=np.array([1.0]))
+    assert lo[0, 0] == pytest.approx(120.0 * math.exp(-3)) and lo[0, 0] > 0
+    assert hi[0, 0] == pytest.approx(120.0 * math.exp(3))
+    # a non-positive forecast has no band of prices; an actual is never inside it
+    lo, hi = interval(np.array([-1.0]), 0.1)
+    assert np.isnan(lo).all() and np.isnan(hi).all()
+    assert conformal_scores([100.0], [-1.0])[0] == math.inf
+    # a legacy (linear) bundle's band: cut at zero
+    lo, hi = interval(np.array([120.0]), 3.0, space="linear")
+    assert (lo[0], hi[0]) == (0.0, 480.0)
 
 
 @pytest.mark.parametrize("level", [0.8, 0.95])

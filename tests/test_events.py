@@ -36,3 +36,19 @@ def test_events_name_the_ticker_and_version(prefect_server):
     assert event.resource.id == "tickercast.ticker.AAPL"
     assert event.related[0].id == "tickercast.model.AAPL.v3"
     assert event.payload["reason"] == "significantly better"
+
+
+def test_a_version_records_the_prefect_run_that_made_it(prefect_server):
+    """The export step writes the flow run's id and page into metadata.json ("runs"),
+    which the ticker page links."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from tickercast.tasks.export import _runs
+
+    @flow
+    def exporting() -> tuple[dict, str]:
+        return _runs(), flow_run.id
+
+    runs, run_id = exporting()
+    assert runs["prefect_flow_run"] == run_id

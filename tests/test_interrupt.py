@@ -86,7 +86,7 @@ def test_killed_retrain_leaves_no_temporary_server(tmp_path: Path, signum: int) 
 
         wait_for(training, 240, "the run never reached training with its own server")
         proc.send_signal(signum)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=60)  # the fit gives up at its next batch
         wait_for(lambda: not any(alive(p) for p in servers), 20, "the server outlived the run")
     finally:
         if proc.poll() is None:

@@ -214,3 +214,76 @@ def test_the_page_loads_in_a_browser_with_every_champion_and_its_images(tmp_path
         assert [v["version"] for v in versions] == ["v4", "v3", "v2", "v1"]
         assert [v["champion"] for v in versions] == [True, False, False, False]
         assert all(u.startswith(url + "/") for u in requested), requested
+
+
+# Every element a person must see: the summary, each fan chart and each of its bands; for
+# each, its box and whether it lies inside the viewport's width (no sideways scrolling).
+VISIBLE = """(() => {
+  const width = document.documentElement.clientWidth;
+  const boxes = [...document.querySelectorAll(
+      '#summary, #summary tbody tr, svg.fan, svg.fan rect.band-80, svg.fan rect.band-95, '
+      + 'svg.fan line.forecast')];
+  return {
+    width: width,
+    scrollWidth: document.documentElement.scrollWidth,
+    items: boxes.map(e => { const r = e.getBoundingClientRect();
+      return {what: e.id || e.getAttribute('class') || e.tagName, left: r.left,
+              right: r.right, width: r.width, height: r.height}; }),
+  };
+})()"""
+
+
+def screenshot(devtools: DevTools, session: str, width: int, path: Path) -> dict:
+    """Set the viewport to `width` CSS pixels (a phone's 390 with touch metrics), reload,
+    save a full-page PNG to `path`; returns what VISIBLE measures."""
+    import base64
+
+    devtools.call(
+        "Emulation.setDeviceMetricsOverride",
+        session,
+        width=width,
+        height=900,
+        deviceScaleFactor=1,
+        mobile=width < 600,
+    )
+    devtools.call("Page.reload", session)
+    devtools.wait_for("Page.loadEventFired", session)
+    shot = devtools.call(
+        "Page.captureScreenshot", session, format="png", captureBeyondViewport=True
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return devtools.evaluate(session, VISIBLE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1400, 390])
+def test_summary_fan_chart_and_bands_fit_the_screen(tmp_path, width):
+    """At desktop and phone width: the summary, every fan chart and every band are shown
+    and lie within the screen's width; the page itself never scrolls sideways (wide tables
+    scroll inside their own container). Screenshots are kept in TICKERCAST_SCREENSHOTS
+    when set (else the test's tmp folder)."""
+    from tickercast.app.service import create_app
+
+    chromium_binary()
+    out = Path(os.environ.get("TICKERCAST_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    data = page_store(tmp_path)
+    with serve_in_thread(create_app(data)) as url, browser(tmp_path) as devtools:
+        session, document, _ = open_page(devtools, url + "/")
+        assert document["status"] == 200
+        seen = screenshot(devtools, session, width, out / f"index-{width}.png")
+        assert (out / f"index-{width}.png").stat().st_size > 10_000
+        assert seen["scrollWidth"] <= seen["width"], seen
+        kinds = [i["what"] for i in seen["items"]]
+        assert kinds.count("summary") == 1 and kinds.count("fan") == 2, kinds
+        assert kinds.count("band-80") == 2 and kinds.count("band-95") == 2, kinds
+        assert kinds.count("forecast") == 2, kinds
+        for item in seen["items"]:
+            flat = item["what"] == "forecast"  # a horizontal line: no height of its own
+            assert item["width"] > 0 and (item["height"] > 0 or flat), item
+            assert item["left"] >= 0 and item["right"] <= seen["width"] + 0.5, item
+        text = devtools.evaluate(session, "document.querySelector('#summary').innerText")
+        assert "no skill found" in text or "beats the last close" in text or "evidence" in text
+        session, document, _ = open_page(devtools, f"{url}/tickers/{TICKER}")
+        seen = screenshot(devtools, session, width, out / f"ticker-{width}.png")
+        assert seen["scrollWidth"] <= seen["width"], seen

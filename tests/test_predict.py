@@ -35,7 +35,9 @@ def test_forecast_next_from_the_latest_lake_rows(data):
     # the band is q per unit of the last 20 days' volatility of daily log returns
     returns = np.diff(np.log(prices["close"].to_numpy(dtype=float)))[-20:]
     vol = np.std(returns, ddof=1)
-    assert row["hi_80"] - row["forecast"] == pytest.approx(row["forecast"] * q80 * vol)
+    assert bundle.metadata["intervals"]["80"]["space"] == "log"  # bands stay prices
+    assert row["hi_80"] == pytest.approx(row["forecast"] * np.exp(q80 * vol))
+    assert row["lo_80"] == pytest.approx(row["forecast"] * np.exp(-q80 * vol))
     # the evaluation's own code path gives the same number for that anchor day
     same = predict_at(bundle, prices, [row["as_of"]])[0, 0]
     assert same == pytest.approx(row["forecast"], rel=1e-5)
@@ -53,7 +55,8 @@ def test_a_raw_window_gives_the_same_forecast(data):
     # lake's forecast reads 20)
     q80 = bundle.metadata["intervals"]["80"]["q"][0]
     vol = np.std(np.diff(np.log(window[:, 0])), ddof=1)
-    assert row["forecast"] - row["lo_80"] == pytest.approx(row["forecast"] * q80 * vol)
+    assert row["lo_80"] == pytest.approx(row["forecast"] * np.exp(-q80 * vol))
+    assert row["hi_80"] == pytest.approx(row["forecast"] * np.exp(q80 * vol))
 
 
 @pytest.mark.parametrize(
@@ -97,8 +100,10 @@ def test_cli_predict(prefect_server, data, capsys):
 
     assert main(["predict", "--tickers", TICKER, "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    assert f"{TICKER} v3 as of 2020-12-11: mean_close (horizon 5, output 1)" in out
-    assert "[80%:" in out and "written to" in out
+    (line,) = [x for x in out.splitlines() if x.startswith(TICKER)]  # the table's row
+    assert line.split()[:3] == [TICKER, "v3", "2020-12-11"]
+    assert "average close of the next 5 trading days" in line and "(80%: " in line
+    assert "written to" in out
     assert main(["predict", "--tickers", "NVDA", "--data-dir", str(data)]) == 1
     captured = capsys.readouterr()
     assert "NVDA: failed" in captured.out and "1 ticker(s) failed" in captured.err

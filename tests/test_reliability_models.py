@@ -457,7 +457,17 @@ HOSTILE = {
     "1e308 prices": (
         body({"ticker": "MSFT", "window": window(values=(1e308, 1.0))}),
         422,
-        "far outside the range",
+        "absurd price",
+    ),
+    "1,000x prices": (
+        body({"ticker": "MSFT", "window": window(values=(200_000.0, 3e7))}),
+        422,
+        "far outside the training range",
+    ),
+    "NaN last_close": (
+        b'{"ticker": "MSFT", "window": [[200.0, 3e7]], "last_close": NaN}',
+        422,
+        "finite number",
     ),
     "negative price": (
         body({"ticker": "MSFT", "window": window(values=(-5.0, 1.0))}),

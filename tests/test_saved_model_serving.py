@@ -257,3 +257,85 @@ def test_export_refuses_a_model_whose_forecast_is_not_finite(bundles, tmp_path):
         BundleError, match="(?s)refused a probe window.*forecast is not a finite number"
     ):
         servable.export_saved_model(bundle.model, bundle.spec, bundle.metadata, tmp_path / "sm")
+
+
+# ------------------------------------------------------- strict inputs (issue 25)
+
+
+@pytest.fixture(scope="module")
+def tutorial_signature():
+    """The shared tiny LSTM's serving_default, its serving.json and a good lake window."""
+    import tensorflow as tf
+
+    path = store() / f"models/{TICKER}/versions/1"
+    serving = json.loads((path / "serving.json").read_text())
+    signature = tf.saved_model.load(str(path / "saved_model")).signatures["serving_default"]
+    window = np.array([client_window(lake.read_partition(store(), TICKER), serving)])
+    return signature, serving, window
+
+
+@pytest.mark.parametrize(
+    "shape_of",
+    [
+        lambda w: np.concatenate([w, w[:, -1:]], axis=1),  # an extra row (was dropped)
+        lambda w: w[:, 1:],  # a short window (was an unclear shape error)
+        lambda w: w[:, :, ::-1],  # [volume, close] is the declared width: allowed shape
+        lambda w: np.concatenate([w, w[:, :, :1]], axis=2),  # an extra field (was ignored)
+    ],
+)
+def test_a_window_of_another_shape_is_refused_naming_the_declared_one(tutorial_signature, shape_of):
+    import tensorflow as tf
+
+    signature, serving, window = tutorial_signature
+    changed = shape_of(window)
+    if changed.shape == window.shape:  # swapped fields: the absurd volume-as-close
+        with pytest.raises(tf.errors.InvalidArgumentError, match="absurd price|implausibly"):
+            signature(window=tf.constant(changed))
+        return
+    rows, width = serving["rows"], len(serving["fields"])
+    # the signature's own input check (TF's wording), then the graph's (ours), which holds
+    # wherever the signature wrapper does not run (a TF Serving session feeding the graph)
+    expected = rf"expected shape \[\?,{rows},{width}\]|shape \[batch, {rows}, {width}\]"
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=expected):
+        signature(window=tf.constant(changed))
+    from tickercast.delivery.servable import Servable
+
+    bundle = load_bundle(store() / f"models/{TICKER}/versions/1")
+    servable = Servable(bundle.model, bundle.spec, bundle.metadata["intervals"])
+    ours = rf"window must have shape \[batch, {rows}, {width}\]: {rows} days"
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=ours):
+        tf.function(servable.serve)(tf.constant(changed))
+
+
+@pytest.mark.parametrize("close", [1e308, 1e300, 1e12])
+def test_an_absurd_close_is_refused_not_turned_into_infinite_bands(tutorial_signature, close):
+    import tensorflow as tf
+
+    signature, _, window = tutorial_signature
+    changed = window.copy()
+    changed[0, -1, 0] = close
+    with pytest.raises(tf.errors.InvalidArgumentError, match="absurd price"):
+        signature(window=tf.constant(changed))
+
+
+def test_savedmodel_bands_stay_prices_and_far_forecasts_are_refused(tutorial_signature):
+    import tensorflow as tf
+
+    signature, _, window = tutorial_signature
+    out = {k: v.numpy() for k, v in signature(window=tf.constant(window)).items()}
+    assert 0 < out["lower_95"][0, 0] < out["lower_80"][0, 0] < out["forecast"][0, 0]
+    # flat closes far below anything the model saw: its forecast is not near the last close
+    flat = window.copy()
+    flat[0, :, 0] = 1.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match="implausibly far|positive price"):
+        signature(window=tf.constant(flat))
+
+
+def test_a_bad_print_in_the_window_is_refused_in_the_graph(tutorial_signature):
+    import tensorflow as tf
+
+    signature, _, window = tutorial_signature
+    changed = window.copy()
+    changed[0, -1, 0] *= 1000  # within MAX_PRICE: only the jump gives it away
+    with pytest.raises(tf.errors.InvalidArgumentError, match="implausible jump in the closes"):
+        signature(window=tf.constant(changed))

@@ -287,7 +287,7 @@ def test_index_shows_every_champion_with_forecast_verdict_figures_and_plots(page
     page = response.text
     assert "<title>Tickercast champions</title>" in page
     assert "<script" not in page and "@import" not in page and "url(" not in page
-    assert all(link.startswith("/") and not link.startswith("//") for link in links(page))
+    assert all(link.startswith(("/", "#")) and not link.startswith("//") for link in links(page))
     sections = cards(page)
     assert sorted(sections) == ["AAPL", "GOOG", TICKER]
     assert "model GOOG has no champion" in sections["GOOG"] and "<img" not in sections["GOOG"]
@@ -309,8 +309,8 @@ def test_index_shows_every_champion_with_forecast_verdict_figures_and_plots(page
     wf_rmse = meta["walk_forward"]["summary"]["metrics"]["model"]["rmse"]
     assert f"{wf_rmse['mean']:.4g} ± {wf_rmse['std']:.4g}" in msft
 
-    images = {
-        name: [link for link in links(section) if ".png" in link]
+    images = {  # each image links to itself at full size: every URL twice, in order
+        name: list(dict.fromkeys(link for link in links(section) if ".png" in link))
         for name, section in sections.items()
     }
     assert images[TICKER] == [
@@ -327,6 +327,39 @@ def test_index_shows_every_champion_with_forecast_verdict_figures_and_plots(page
         assert image.content.startswith(PNG)
     served = client.get(f"/models/{TICKER}/plots/folds.png")  # no version: the champion's
     assert served.content == (data / f"models/{TICKER}/versions/4/folds.png").read_bytes()
+
+    summary = page.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert summary.count("<tr>") == 1 + 3  # header + a row per model name
+    assert price(row["forecast"]) in summary and price(row["lo_95"]) in summary
+    assert 'class="stale"' in summary  # the sample data ends in 2020
+    assert "model GOOG has no champion" in summary
+    fan = msft.split('<svg class="fan"', 1)[1].split("</svg>", 1)[0]
+    assert 'class="band-80"' in fan and 'class="band-95"' in fan and 'class="forecast"' in fan
+    assert "<details><summary>Statistics behind the verdict" in msft
+    assert 'href="/downloads/forecasts.csv"' in page
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_downloads_and_offline_docs(pages):
+    import csv
+    import io
+
+    client, data = pages
+    rows = client.get("/downloads/forecasts.json").json()
+    assert {r["ticker"] for r in rows} == {TICKER, "AAPL"}
+    text = client.get("/downloads/forecasts.csv")
+    assert text.headers["content-type"].startswith("text/csv")
+    parsed = list(csv.DictReader(io.StringIO(text.text)))
+    assert [r["ticker"] for r in parsed] == [r["ticker"] for r in rows]
+    assert float(parsed[0]["forecast"]) == pytest.approx(rows[0]["forecast"])
+    test = client.get(f"/downloads/{TICKER}/v4/test.json").json()
+    assert test and {"target_date", "actual", "model", "naive"} <= test[0].keys()
+    assert client.get(f"/downloads/{TICKER}/v4/test.csv").text.startswith("anchor_date,")
+    assert client.get(f"/downloads/{TICKER}/v9/test.csv").status_code == 404
+    assert client.get(f"/tickers/{TICKER}").text.count("/test.csv") == 4  # every version
+    docs = client.get("/docs").text
+    assert "<script" not in docs and "cdn" not in docs.lower()
+    assert "GET /forecast/{ticker}" in docs and "ForecastRow" in docs
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

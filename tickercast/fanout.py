@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from tickercast.errors import CorruptSkippedError
+from tickercast.runcontext import request_stop
 
 T = TypeVar("T")
 
@@ -118,6 +119,11 @@ def outcome(ticker: str, work: Callable[[str], T]) -> Outcome[T]:
         return Outcome(ticker, error=str(error).splitlines()[0], skipped=True, exception=error)
     except Exception as error:
         return Outcome(ticker, error=one_line(error), exception=error)
+    except BaseException:
+        # an interruption while waiting (Ctrl-C, or the SIGTERM Prefect turns into
+        # TerminationSignal during a flow): the work in other threads stops too
+        request_stop()
+        raise
 
 
 def each_ticker(tickers: Sequence[str], work: Callable[[str], T]) -> Outcomes[T]:

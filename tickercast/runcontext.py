@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,30 @@ from tickercast.tickers import slug
 GPU_CONCURRENCY_LIMIT = "tickercast-gpu"
 """Name of the Prefect global concurrency limit taken around GPU training
 (create it with `prefect gcl create tickercast-gpu --limit 1`; absent = no limit)."""
+
+
+class RunStopped(RuntimeError):
+    """Work given up because the process was asked to stop (SIGTERM or Ctrl-C)."""
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask every long-running piece of work in this process (a fit's batches) to stop: a
+    signal reaches only the main thread, while training runs in a task's thread."""
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    """A new command in this process starts without an earlier command's stop request."""
+    _STOP.clear()
+
+
+def check_stop() -> None:
+    """Raise RunStopped when a stop was requested (called between batches)."""
+    if _STOP.is_set():
+        raise RunStopped("stopped: the process was asked to stop")
 
 
 def in_prefect_run() -> bool:

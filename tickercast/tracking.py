@@ -491,3 +491,33 @@ def log_tune(uri: str, run_dir: str | Path, config: dict, rows: list[dict], repo
             texts={"tune/report.md": report},
         )
     return {"uri": uri, "run_id": run.info.run_id, "experiment": TUNE_EXPERIMENT}
+
+
+# --------------------------------------------------------------------------- live record
+
+LIVE_KEYS = ("skill", "mae", "naive_mae", "dm_p", "dm_p_worse", "coverage_80", "coverage_95")
+LIVE_KEYS += ("kupiec_p_below_80", "kupiec_p_below_95", "crps")
+
+
+def log_live(uri: str, data_dir: str | Path, ticker: str, record: dict) -> str:
+    """The live record of a version (`tickercast.delivery.ledger.version_record`) on that
+    version's retrain run, as `live.<figure>` metrics at step n (forecasts scored so far, so
+    MLflow charts them as they accumulate) and the flag as tag `tickercast.live.flag`.
+    Returns the run id; the run is logged first if no sync did it yet."""
+    from mlflow.entities import Metric
+
+    from tickercast.delivery.bundle import bundle_path
+
+    version = int(record["version"])
+    bundle = bundle_path(data_dir, ticker, version)
+    client = _client(uri)
+    with _reported(uri, f"logging the live record of {ticker} v{version}"):
+        metadata = json.loads((bundle / "metadata.json").read_text())
+        run_id = _version_run(client, ticker, version, bundle, metadata).info.run_id
+        now, step = int(time.time() * 1000), int(record.get("n") or 0)
+        values = _numbers({k: record.get(k) for k in LIVE_KEYS})
+        points = [Metric(metric_key("live", k), v, now, step) for k, v in values.items()]
+        if points:
+            client.log_batch(run_id, metrics=points)
+        client.set_tag(run_id, "tickercast.live.flag", record.get("flag") or "none")
+    return run_id

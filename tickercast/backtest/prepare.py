@@ -4,6 +4,7 @@ dated before the fold's first forecast day (vocabulary in `tickercast.backtest`)
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,16 +113,18 @@ def keras_fit(
     fit: FitSpec,
     out_dir: Path,
     logger: Logger,
+    label: str = "model",
 ) -> tuple[Forecaster, dict]:
     """Train the configured network on the fold's seen rows, shrunk toward the last close
-    on the fold's validation windows when `shrink` is on (tickercast.modeling.train)."""
+    on the fold's validation windows when `shrink` is on (tickercast.modeling.train);
+    `label` names the fit in logs and on its epochs bar ("AAPL fold 2")."""
     import keras
 
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
 
     summary = train_model(
-        seen, anchors, spec.lookback, fit, out_dir, logger, naive=naive_output(spec)
+        seen, anchors, spec.lookback, fit, out_dir, logger, naive=naive_output(spec), label=label
     )
     from tickercast.modeling.models import split_heads
     from tickercast.modeling.quantiles import predict_quantile_prices
@@ -183,5 +186,7 @@ def fit_fold(
     pre, arrays, anchors = prepare_fold(series.prices, section, fold, series.dates, who)
     seen = training_view(arrays, fold.seen_rows, pre.horizon)
     seen_anchors = {"train": anchors["train"], "val": anchors["val"], "test": np.empty(0, np.int64)}
+    if fitter is keras_fit:  # its epochs bar and logs name the series and fold
+        fitter = functools.partial(keras_fit, label=f"{who} fold {fold.fold}")
     forecaster, info = fitter(seen, seen_anchors, pre, spec, out_dir, logger)
     return FittedFold(fold, pre, arrays, anchors, forecaster, info)

@@ -257,24 +257,40 @@ def score_forecasts(
             row = {"model": name, "step": label, "n": int(a.size)}
             row.update(metrics(a, p, last_close=last_close, scale=scale))
             row["skill"] = skill(row["rmse"], naive_rmse[label])
-            if name == NAIVE:
-                row["p"], row["dm"] = None, None
-            else:
-                test = dm_test(a, p, forecasts[NAIVE][:, cols], overlap)
-                row["p"] = test.p_value if math.isfinite(test.p_value) else None
-                row["dm"] = verdict_of(test.p_value, test.mean_diff)
-            for lv in LEVELS:
-                key = level_key(lv)
-                lo_hi = bands.get(key)
-                ok = lo_hi is not None and np.isfinite(lo_hi[0][:, cols]).all()
-                row[f"coverage_{key}"] = (
-                    coverage(a, lo_hi[0][:, cols], lo_hi[1][:, cols]) if ok else None
-                )
+            naive = None if name == NAIVE else forecasts[NAIVE][:, cols]
+            row["p"], row["dm"] = _versus_naive(a, p, naive, overlap)
+            row.update(_coverages(a, bands, cols))
             lag, corr = best_lag(p[:, 0], target[:, cols[0]], rows, max_lag)
             row["lag"], row["lag_corr"] = lag, corr
             row["lagging"] = bool(lag is not None and lag >= 1 and row["dm"] != "better")
             out.append(row)
     return clean(out)
+
+
+def _versus_naive(
+    actual: np.ndarray, pred: np.ndarray, naive: np.ndarray | None, overlap: int
+) -> tuple[float | None, str | None]:
+    """(Diebold-Mariano p-value, verdict) against naive; (None, None) for naive itself."""
+    if naive is None:
+        return None, None
+    test = dm_test(actual, pred, naive, overlap)
+    p_value = test.p_value if math.isfinite(test.p_value) else None
+    return p_value, verdict_of(test.p_value, test.mean_diff)
+
+
+def _coverages(
+    actual: np.ndarray, bands: dict[str, tuple[np.ndarray, np.ndarray]], cols: list[int]
+) -> dict[str, float | None]:
+    """Coverage of each interval level on the cells `cols` (None: no band or not finite)."""
+    out: dict[str, float | None] = {}
+    for lv in LEVELS:
+        key = level_key(lv)
+        lo_hi = bands.get(key)
+        ok = lo_hi is not None and np.isfinite(lo_hi[0][:, cols]).all()
+        out[f"coverage_{key}"] = (
+            coverage(actual, lo_hi[0][:, cols], lo_hi[1][:, cols]) if ok else None
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- rolling origin

@@ -4,7 +4,7 @@ engines. Nothing here feeds a cached result, so editing a layout invalidates no 
 from __future__ import annotations
 
 from tickercast.evaluation.baseline_registry import legend
-from tickercast.evaluation.formats import fmt, p_cell
+from tickercast.evaluation.formats import aligned, fmt, p_cell
 from tickercast.evaluation.names import NAIVE
 from tickercast.records import Backtested
 from tickercast.significance import format_p
@@ -200,7 +200,8 @@ def lagging_note(name: str, r: dict) -> str:
 
 
 def summary_lines(backtest: dict) -> list[str]:
-    """Markdown: mean ± std per forecaster over the folds."""
+    """The walk-forward result as text: mean ± std per forecaster over the folds (an
+    aligned table), then the pooled verdict against naive as a sentence."""
     s = backtest["summary"]["metrics"]
 
     def pm(name, metric, spec):
@@ -209,56 +210,61 @@ def summary_lines(backtest: dict) -> list[str]:
             return "n/a"
         return f"{fmt(v['mean'], spec)} ± {fmt(v['std'], spec.lstrip('+'))}"
 
+    tests = backtest["summary"].get("significance", {})
+    rows = []
+    for name in s:
+        test = tests.get(name)
+        rows.append(
+            [
+                name,
+                pm(name, "rmse", ".4f"),
+                pm(name, "mae", ".4f"),
+                pm(name, "mape", ".2f"),
+                pm(name, "mase", ".3f"),
+                pm(name, "directional_accuracy", ".1f"),
+                pm(name, "skill", "+.1%"),
+                "—" if test is None else _p_cell(test),
+            ]
+        )
+    headers = ["forecaster", "RMSE", "MAE", "MAPE %", "MASE", "direction %", "skill vs naive"]
     lines = [
         f"Walk-forward: {backtest['n_folds']} expanding folds, "
         f"{backtest['epochs_per_fold']} epochs max per fold (mean ± std over folds).",
-        "",
-        "| forecaster | RMSE | MAE | MAPE % | MASE | direction % | skill vs naive "
-        "| DM p, model vs it (pooled) |",
-        "|---|---|---|---|---|---|---|---|",
+        aligned([*headers, "DM p, model vs it (pooled)"], rows),
     ]
-    tests = backtest["summary"].get("significance", {})
-    for name in s:
-        test = tests.get(name)
-        p = "—" if test is None else _p_cell(test)
-        lines.append(
-            f"| {name} | {pm(name, 'rmse', '.4f')} | {pm(name, 'mae', '.4f')} | "
-            f"{pm(name, 'mape', '.2f')} | {pm(name, 'mase', '.3f')} | "
-            f"{pm(name, 'directional_accuracy', '.1f')} | {pm(name, 'skill', '+.1%')} | {p} |"
-        )
     naive = tests.get(NAIVE)
     if naive is not None:
-        state = {
-            "better": "beats naive",
-            "worse": "worse than naive",
-            "indistinguishable": "indistinguishable from naive",
-        }[naive["verdict"]]
-        lines += ["", f"Over all folds the model {state} (DM p {_p_cell(naive)})."]
+        lines.append(f"Over all folds the model {pooled_sentence(naive)}.")
     return lines + walk_forward_distribution_lines(backtest["summary"].get("distribution"))
 
 
 def walk_forward_distribution_lines(pooled: dict | None) -> list[str]:
-    """Markdown: the model's band against each distribution baseline over all folds
+    """An aligned table: the model's band against each distribution baseline over all folds
     (mean CRPS, DM p on per-origin CRPS differences, the verdict in words)."""
     if not pooled:
         return []
-    lines = [
-        "",
-        "| distribution baseline | CRPS model | CRPS it | DM p, model vs it (pooled) |",
-        "|---|---|---|---|",
-    ]
-    for name, v in pooled.items():
-        lines.append(
-            f"| {name} | {fmt(v.get('crps_model'), '.4f')} | {fmt(v.get('crps'), '.4f')} | "
-            f"{p_cell(v.get('p'))} ({v.get('verdict')}) |"
-        )
+    rows = [
+        [name, fmt(v.get("crps_model"), ".4f"), fmt(v.get("crps"), ".4f"),
+         f"{p_cell(v.get('p'))} ({v.get('verdict')})"]
+        for name, v in pooled.items()
+    ]  # fmt: skip
+    headers = ["distribution baseline", "CRPS model", "CRPS it", "DM p, model vs it (pooled)"]
     return [
-        *lines,
-        "",
+        aligned(headers, rows),
         "Model's band over all folds: "
         + "; ".join(v["verdict_text"] for v in pooled.values())
         + ".",
     ]
+
+
+def pooled_sentence(test: dict) -> str:
+    """'is indistinguishable from naive (DM p = 0.27)': the pooled test as a predicate."""
+    state = {
+        "better": "beats naive",
+        "worse": "is worse than naive",
+        "indistinguishable": "is indistinguishable from naive",
+    }.get(test.get("verdict"), "was not tested against naive")
+    return f"{state} (DM p {format_p(test.get('p_value'))})"
 
 
 def _p_cell(test: dict) -> str:

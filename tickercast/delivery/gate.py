@@ -10,6 +10,10 @@ re-run from the lake with their own scalers, next to the naive last-close foreca
 - a challenger significantly **worse than naive** (two-sided DM at `level`) is never
   promoted automatically, champion or not (it stays exported; the history says why);
 - `require_beat_naive` further asks for a significant win over naive.
+- live evidence (issue 23): a champion whose published forecasts are flagged
+  (`tickercast.delivery.ledger.live_flag`: live coverage significantly below nominal, or
+  live skill significantly worse than naive) need not be beaten significantly; a challenger
+  not significantly worse than it, nor than naive, replaces it.
 
 The DM loss follows the promotion metric: squared errors for rmse, absolute errors for
 mae, mase, mape and smape (the scale-free metrics rank like absolute errors on one window).
@@ -271,6 +275,8 @@ def challenge(
                 + f" (one-sided DM p {_p(vs)}, level {level:g})"
             )
             passed, why = _judge_both(result["tests"], better, level)
+            if not passed and (flag := _live_flag(data_dir, name, before, result, level)):
+                passed, why = True, f"{why}; but champion v{before} is flagged live ({flag})"
             ok &= passed
             reasons.append(why)
         elif not damaged:
@@ -299,6 +305,16 @@ def challenge(
             f"{result['window']['windows']} windows: " + "; ".join(reasons),
             s,
         )
+
+
+def _live_flag(data_dir, name: str, champion: int, result: dict, level: float) -> str | None:
+    """The champion's live flag when live evidence lets this challenger replace it: it is
+    not significantly worse than the champion (the naive rule is applied after)."""
+    if _significant(result["tests"].get("vs_champion_worse"), level):
+        return None
+    from tickercast.delivery.ledger import live_flag
+
+    return live_flag(data_dir, name, champion)
 
 
 def _judge_both(tests: dict, point_better: bool, level: float) -> tuple[bool, str]:

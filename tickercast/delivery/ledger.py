@@ -246,3 +246,86 @@ def live_record(scored: pd.DataFrame, level: float = LEVEL) -> dict:
 
 def _p(value) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+# --------------------------------------------------------------------------- per champion
+
+
+def promised(metadata: Mapping) -> dict:
+    """What a version's test split promised, in the live record's terms: skill vs naive
+    by MAE, the verdict against naive, and each band's test coverage."""
+    metrics = metadata.get("metrics") or {}
+    model, naive = metrics.get("model") or {}, metrics.get("naive") or {}
+    out: dict = {"skill": None, "naive_verdict": naive.get("dm_verdict")}
+    if model.get("mae") is not None and naive.get("mae"):
+        out["skill"] = 1 - float(model["mae"]) / float(naive["mae"])
+    for band, cal in (metadata.get("intervals") or {}).items():
+        out[f"coverage_{band}"] = cal.get("coverage_test")
+    summary = (metadata.get("walk_forward") or {}).get("summary") or {}
+    if isinstance(summary, Mapping) and summary.get("skill") is not None:
+        out["walk_forward_skill"] = summary.get("skill")
+    return out
+
+
+def version_record(
+    data_dir: str | Path, ticker: str, version: int, scored: pd.DataFrame | None = None
+) -> dict:
+    """The live record of one version's published forecasts (`live_record` on its scored
+    rows only), with what its test split promised beside it (`promised`)."""
+    import json
+
+    from tickercast.delivery.bundle import bundle_path
+
+    scored = score(data_dir, ticker) if scored is None else scored
+    mine = scored[scored["version"] == int(version)] if not scored.empty else scored
+    record = {"version": int(version), **live_record(mine)}
+    meta = bundle_path(data_dir, ticker, int(version)) / "metadata.json"
+    record["promised"] = promised(json.loads(meta.read_text())) if meta.is_file() else {}
+    return record
+
+
+def live_flag(data_dir: str | Path, ticker: str, version: int | None) -> str | None:
+    """Why `version`'s live record is flagged, or None (no version, no ledger, not
+    flagged, or the record cannot be computed: live evidence only ever adds a reason).
+
+    The gate's rule (tickercast.delivery.gate.challenge): a champion flagged live need not
+    be beaten significantly; a challenger not significantly worse than naive, nor than
+    the champion, replaces it."""
+    if version is None:
+        return None
+    try:
+        return version_record(data_dir, ticker, version)["flag"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def describe(record: Mapping) -> str:
+    """One line of a live record for reports: figures, the promise, the flag."""
+    if not record.get("n"):
+        return "no published forecast scored yet"
+    promise = record.get("promised") or {}
+
+    def pct(value) -> str:
+        return "–" if value is None else f"{value:.1%}"
+
+    parts = [f"{record['n']} published forecast(s) scored"]
+    parts.append(
+        f"skill vs naive {pct(record.get('skill'))} (test split {pct(promise.get('skill'))})"
+    )
+    for band in BANDS:
+        if record.get(f"coverage_{band}") is not None:
+            parts.append(
+                f"{band}% coverage {pct(record[f'coverage_{band}'])} "
+                f"(test split {pct(promise.get(f'coverage_{band}'))})"
+            )
+    parts.append(f"FLAGGED: {record['flag']}" if record.get("flag") else "not flagged")
+    return "; ".join(parts)
+
+
+def champion_record(data_dir: str | Path, ticker: str, champion: int | None) -> dict:
+    """The champion's `version_record`; without a champion, the record of every version
+    published (`version` None). Empty (n 0) when nothing is due yet."""
+    scored = score(data_dir, ticker)
+    if champion is None:
+        return {"version": None, **live_record(scored), "promised": {}}
+    return version_record(data_dir, ticker, champion, scored)

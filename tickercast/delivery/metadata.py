@@ -37,6 +37,22 @@ def device_description() -> dict[str, str]:
     return describe_visible()
 
 
+def _training_range(pre: dict, spec: dict) -> dict | None:
+    """`plausibility.training_range` of the training rows' closes (None without them)."""
+    import numpy as np
+
+    from tickercast.delivery.plausibility import training_range
+
+    arrays = pre.get("arrays")
+    if not arrays or not Path(arrays).is_file():
+        return None
+    with np.load(arrays) as data:
+        if "close" not in data:
+            return None
+        close = np.asarray(data["close"], dtype=np.float64)[: spec["n_train"]]
+    return training_range(close, spec["train_end"]) if len(close) > 2 else None
+
+
 def bundle_metadata(
     ingested: dict,
     pre: dict,
@@ -84,6 +100,9 @@ def bundle_metadata(
             else None
         ),
         "serving": serving,
+        # the training closes' range and daily volatility: what served forecasts are
+        # checked against (tickercast.delivery.plausibility)
+        "plausibility": _training_range(pre, spec),
         "device": device_description(),
         "versions": library_versions(),
     }

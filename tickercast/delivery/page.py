@@ -20,6 +20,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tickercast.delivery.bundle import BundleError, read_manifest, read_metadata
+from tickercast.delivery.fanchart import fan_chart
+from tickercast.delivery.words import band_words, target_words, verdict_words
+from tickercast.delivery.words import naive_test as words_naive_test
 from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
 from tickercast.significance import format_p, verdict_of, verdict_text
@@ -54,7 +57,8 @@ h1{margin:8px 0 2px;font-size:24px}h2{margin:0 0 6px;font-size:20px}
 h3{margin:16px 0 4px;font-size:15px}
 a{color:#1f5fbf}
 .muted{color:#5b6575}
-.card{background:#fff;border:1px solid #d8dce3;border-radius:8px;margin:16px 0;padding:14px 18px}
+.card,.overview{background:#fff;border:1px solid #d8dce3;border-radius:8px;margin:16px 0;
+padding:14px 18px}
 .card.problem{border-color:#d38b00}
 .tag{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;background:#e9edf3;
 margin-left:6px;vertical-align:middle}
@@ -67,9 +71,25 @@ th,td{border-bottom:1px solid #e4e7ec;padding:3px 10px;text-align:left;vertical-
 .num{text-align:right;white-space:nowrap}
 tr.champion td{background:#f1f8f2;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px}
-figure{margin:0;flex:1 1 340px;max-width:560px}
+figure{margin:0;flex:1 1 420px;max-width:100%}
 figure img{width:100%;height:auto;border:1px solid #e4e7ec;border-radius:4px}
 figcaption{font-size:12px;color:#5b6575}
+.scroll{max-width:100%;overflow-x:auto}
+.fan{width:100%;height:auto;max-width:760px;display:block}
+.fan .tick{font-size:13px;fill:#39414e}
+.stale{background:#fff4dc;color:#8a4b00;font-weight:600}
+details{margin:6px 0}summary{cursor:pointer;color:#1f5fbf}
+.lead{font-size:16px;margin:6px 0}
+table.summary td,table.summary th{padding:6px 10px}
+@media (max-width:640px){
+header,main{padding:8px 10px}.card,.overview{padding:10px 10px}
+table.summary thead{display:none}
+table.summary,table.summary tbody,table.summary tr,table.summary td{display:block;width:auto}
+table.summary tr{border-bottom:2px solid #d8dce3;padding:4px 0}
+table.summary td{border:0;padding:2px 4px;text-align:left;white-space:normal}
+table.summary td::before{content:attr(data-label) ": ";color:#5b6575;font-weight:400}
+figure{flex-basis:100%}
+}
 """
 
 
@@ -104,6 +124,11 @@ def number(value: float | None) -> str:
 
 def percent(value: float | None, signed: bool = False) -> str:
     return "–" if value is None else fmt(value, "+.1%" if signed else ".1%")
+
+
+def _called(name: str, key: str, value: float | None) -> float | None:
+    """No direction hit rate for naive: it makes no up/down call ('–', not '0.0')."""
+    return None if key == "directional_accuracy" and name == NAIVE else value
 
 
 def metric_cell(key: str, value: float | None) -> str:
@@ -163,7 +188,10 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[object]], classes=()) 
             f'<td class="{"text" if isinstance(c, Raw) else "num"}">{esc(c)}</td>' for c in row
         )
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def when(stamp: object) -> str:
@@ -179,8 +207,7 @@ def when(stamp: object) -> str:
 
 def naive_test(metrics: Mapping) -> dict:
     """The Diebold-Mariano test of the model against naive that evaluation recorded."""
-    naive = metrics.get(NAIVE) or {}
-    return {"p_value": naive.get("dm_p"), "verdict": naive.get("dm_verdict")}
+    return words_naive_test({"metrics": metrics})
 
 
 def verdict_badge(test: Mapping, name: str = NAIVE) -> str:
@@ -228,7 +255,7 @@ def test_split(metadata: Mapping) -> str:
             vs = f"{said} (p {format_p(m.get('dm_p'))})"
         rows.append(
             [Raw(esc(name))]
-            + [metric_cell(k, m.get(k)) for k, _ in METRIC_COLUMNS]
+            + [metric_cell(k, _called(name, k, m.get(k))) for k, _ in METRIC_COLUMNS]
             + [Raw(esc(vs))]
         )
     headers = ["forecaster", *(label for _, label in METRIC_COLUMNS), "DM test, model vs it"]
@@ -291,9 +318,10 @@ def walk_forward(metadata: Mapping) -> str:
 
 def figures(name: str, version: int, plots: list[str]) -> str:
     items = [
-        f'<figure><img src="{esc(plot_url(name, plot, version))}" '
-        f'alt="{esc(name)} v{version}: {esc(PLOTS[plot])}" loading="eager">'
-        f"<figcaption>{esc(PLOTS[plot])}</figcaption></figure>"
+        f'<figure><a href="{esc(plot_url(name, plot, version))}">'
+        f'<img src="{esc(plot_url(name, plot, version))}" '
+        f'alt="{esc(name)} v{version}: {esc(PLOTS[plot])}" loading="eager"></a>'
+        f"<figcaption>{esc(PLOTS[plot])} (click for full size)</figcaption></figure>"
         for plot in plots
     ]
     return f'<div class="plots">{"".join(items)}</div>' if items else ""
@@ -325,6 +353,8 @@ class ChampionView:
     forecast: list[dict] = field(default_factory=list)
     forecast_error: str | None = None
     error: str | None = None  # why the registry's champion is not the one served
+    history: tuple[list[str], list[float]] | None = None  # recent (days, closes) for the fan
+    live: str = ""  # the live record's HTML fragment (tickercast.delivery.live_page)
 
 
 def champion_card(view: ChampionView) -> str:
@@ -347,26 +377,50 @@ def champion_card(view: ChampionView) -> str:
     ]
     if view.error:
         parts.append(f'<p class="warn">{esc(view.error)}</p>')
+    state, words = verdict_words(meta)
+    parts.append(f'<p class="lead"><span class="verdict {esc(state)}">{esc(words)}</span></p>')
+    if view.forecast:
+        row = view.forecast[0]
+        parts.append(
+            f'<p class="lead">{esc(target_words(row))} after {esc(row.get("as_of"))}: '
+            f"<strong>{price(row.get('forecast'))}</strong> ({esc(band_words(row) or 'no band')})"
+            "</p>"
+        )
+    if view.history is not None and view.forecast:
+        days, closes = view.history
+        title = f"{name}: closes and the next {spec.horizon} trading days' forecast"
+        parts.append(
+            f'<figure class="fanfig">{fan_chart(days, closes, view.forecast, title)}'
+            f"<figcaption>{esc(title)}: the thick line is the forecast, the dark band 80%, "
+            "the light band 95% (split-conformal, from the test windows)</figcaption></figure>"
+        )
     shrink = meta.get("shrinkage") or {}
-    shrunk = (
-        f" · shrunk toward naive (alpha {number(shrink.get('alpha'))})"
+    alpha = (
+        f"; shrinkage toward the last close: alpha {number(shrink.get('alpha'))}"
         if shrink.get("alpha") is not None
         else ""
     )
+    badge = verdict_badge(naive_test(meta.get("metrics") or {}))
     parts.append(
+        "<details><summary>Statistics behind the verdict</summary>"
+        f"<p>Against naive on the test split: {badge}{esc(alpha)}</p>"
         f'<p class="muted">target {esc(spec.target)}, horizon {spec.horizon} days, lookback '
         f"{spec.lookback}, features {esc(', '.join(spec.features))}; trained on "
         f"{esc(data.get('first_day'))} to {esc(data.get('last_day'))} "
-        f"({esc(data.get('source'))}), exported {esc(when(meta.get('created_at')))}"
-        f"{esc(shrunk)}</p>"
+        f"({esc(data.get('source'))}), exported {esc(when(meta.get('created_at')))}</p>"
+        "</details>"
     )
-    badge = verdict_badge(naive_test(meta.get("metrics") or {}))
-    parts.append(f"<p>Against naive on the test split: {badge}</p>")
     parts.append("<h3>Latest forecast</h3>")
     if view.forecast:
         parts.append(forecast_table(view.forecast))
     else:
         parts.append(f'<p class="warn">no forecast: {esc(view.forecast_error)}</p>')
+    if view.live:
+        parts.append("<h3>Live record</h3>" + view.live)
+        parts.append(
+            f'<p class="muted">Scored forecasts (the ledger): <a href="/ledger/'
+            f'{esc(quote(name, safe=""))}">JSON</a></p>'
+        )
     parts.append("<h3>Test split</h3>" + test_split(meta))
     parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
     try:
@@ -379,8 +433,83 @@ def champion_card(view: ChampionView) -> str:
     return "".join(parts)
 
 
+STALE_DAYS = 5  # calendar days: a weekend and a holiday are not stale, a week is
+
+
+def data_age(as_of: object, today: dt.date | None = None) -> tuple[int | None, bool]:
+    """(days since the forecast's last data day, stale?)."""
+    try:
+        day = dt.date.fromisoformat(str(as_of)[:10])
+    except ValueError:
+        return None, False
+    days = ((today or dt.datetime.now(dt.UTC).date()) - day).days
+    return days, days > STALE_DAYS
+
+
+def age_text(days: int | None) -> str:
+    if days is None:
+        return "–"
+    if days >= 730:
+        return f"{days // 365} years"
+    if days >= 60:
+        return f"{days // 30} months"
+    return f"{days} day" + ("" if days == 1 else "s")
+
+
+def summary_table(views: list[ChampionView]) -> str:
+    """One row per champion: the answer at a glance, each row linking to its card. On a
+    phone the rows become stacked blocks (CSS), so nothing spills sideways."""
+    rows = []
+    for view in views:
+        link = f'<a href="#{esc(view.name)}">{esc(view.name)}</a>'
+        if view.bundle is None or not view.forecast:
+            why = view.error or view.forecast_error or "no champion"
+            version = f"v{view.bundle.version}" if view.bundle is not None else "–"
+            rows.append(
+                f'<tr><td data-label="ticker">{link}</td><td data-label="version">{version}</td>'
+                f'<td data-label="status" colspan="5" class="warn">{esc(why)}</td></tr>'
+            )
+            continue
+        row = view.forecast[0]
+        days, stale = data_age(row.get("as_of"))
+        state, words = verdict_words(view.bundle.metadata)
+        age_cls = ' class="stale"' if stale else ""
+        rows.append(
+            f'<tr><td data-label="ticker">{link}</td>'
+            f'<td data-label="version">v{view.bundle.version}</td>'
+            f'<td data-label="data as of">{esc(row.get("as_of"))}</td>'
+            f'<td data-label="data age"{age_cls}>{esc(age_text(days))}'
+            f"{' (stale)' if stale else ''}</td>"
+            f'<td data-label="last close" class="num">{price(row.get("last_close"))}</td>'
+            f'<td data-label="forecast"><strong>{price(row.get("forecast"))}</strong> '
+            f'<span class="muted">{esc(target_words(row))}</span><br>'
+            f"{esc(band_words(row))}</td>"
+            f'<td data-label="verdict"><span class="verdict {esc(state)}">{esc(words)}</span></td>'
+            "</tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "ticker",
+            "version",
+            "data as of",
+            "data age",
+            "last close",
+            "forecast",
+            "verdict",
+        )
+    )
+    return (
+        '<section class="overview" id="summary"><h2>Every champion</h2>'
+        f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+        "</table>"
+        '<p class="muted">Download the latest forecasts: <a href="/downloads/forecasts.csv">'
+        'CSV</a> · <a href="/downloads/forecasts.json">JSON</a></p></section>'
+    )
+
+
 def index_page(views: list[ChampionView], data_dir: str | Path) -> str:
-    """`/`: every model name with its served champion."""
+    """`/`: a summary row per champion, then each champion's card."""
     served = sum(1 for v in views if v.bundle is not None)
     cards = "".join(champion_card(v) for v in views) or (
         f'<p class="warn">No models under {esc(data_dir)}: run <code>tickercast retrain</code> '
@@ -391,7 +520,7 @@ def index_page(views: list[ChampionView], data_dir: str | Path) -> str:
         f'<p class="muted">{served} of {len(views)} models served from {esc(data_dir)} · '
         f"{esc(_now())} · verdicts are Diebold-Mariano tests at 5% · "
         '<a href="/docs">API</a></p></header>'
-        f"<main>{cards}</main>"
+        f"<main>{summary_table(views) if views else ''}{cards}</main>"
     )
     return document("Tickercast champions", body)
 
@@ -424,12 +553,108 @@ def plot_links(name: str, version: int, version_dir: Path) -> str:
     return " ".join(f'<a href="{esc(plot_url(name, p, version))}">{esc(p)}</a>' for p in plots)
 
 
-def _naive_verdict(version_dir: Path) -> dict:
+def _metadata(version_dir: Path) -> dict:
     try:
-        meta = read_metadata(version_dir)
+        return read_metadata(version_dir)
     except (OSError, ValueError):
         return {}
-    return naive_test(meta.get("metrics") or {})
+
+
+def _naive_verdict(version_dir: Path) -> dict:
+    meta = _metadata(version_dir)
+    return naive_test(meta.get("metrics") or {}) if meta else {}
+
+
+DATA_FIELDS = ("source", "first_day", "last_day", "rows", "dropped_null_rows", "sha256")
+DIFF_METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("skill", "skill vs naive"))
+
+
+def changes(new: Mapping, old: Mapping, keys: Iterable[str] | None = None) -> list[list]:
+    """[key, old, new] for every key whose value differs (paths and times left out)."""
+    keys = keys or sorted(set(new) | set(old))
+    out = []
+    for key in keys:
+        if key in ("data_dir", "created_at") or new.get(key) == old.get(key):
+            continue
+        out.append([Raw(esc(key)), Raw(esc(_short(old.get(key)))), Raw(esc(_short(new.get(key))))])
+    return out
+
+
+def _short(value: object) -> str:
+    text = "–" if value is None else str(value)
+    return text[:12] + "…" if len(text) == 64 and text.isalnum() else text  # a sha256
+
+
+def run_links(meta: Mapping) -> str:
+    """Links to the version's Prefect flow run and MLflow run, when its metadata records
+    them (`runs`: {"prefect": url, "mlflow": url}); otherwise says so."""
+    runs = meta.get("runs") or {}
+    found = [
+        f'<a href="{esc(url)}">{esc(name)} run</a>'
+        for name, url in (("Prefect flow", runs.get("prefect")), ("MLflow", runs.get("mlflow")))
+        if isinstance(url, str) and url.startswith(("http://", "https://", "/"))
+    ]
+    return " · ".join(found) or '<span class="muted">no Prefect or MLflow run recorded</span>'
+
+
+def compare_versions(name: str, versions: list[int], versions_dir: Path, champion) -> str:
+    """Per version (newest first): its test-split plot, what changed since the version
+    before it (metrics, config, data), its downloads and its runs."""
+    metas = {v: _metadata(versions_dir / str(v)) for v in versions}
+    parts = []
+    for i, v in enumerate(versions):
+        meta, before = metas[v], metas.get(versions[i + 1]) if i + 1 < len(versions) else None
+        body = [
+            f"<p>{run_links(meta)} · test predictions: "
+            f'<a href="/downloads/{quote(name, safe="")}/v{v}/test.csv">CSV</a> · '
+            f'<a href="/downloads/{quote(name, safe="")}/v{v}/test.json">JSON</a></p>'
+        ]
+        try:
+            plots = [p for p in listed_plots(versions_dir / str(v)) if p == "forecast"]
+        except BundleError:
+            plots = []
+        body.append(figures(name, v, plots))
+        if before is not None:
+            prev = versions[i + 1]
+            new_m, old_m = (
+                (meta.get("metrics") or {}).get(MODEL) or {},
+                (before.get("metrics") or {}).get(MODEL) or {},
+            )
+            rows = []
+            for key, label in DIFF_METRICS:
+                a, b = old_m.get(key), new_m.get(key)
+                delta = None if a is None or b is None else b - a
+                rows.append(
+                    [
+                        Raw(label),
+                        metric_cell(key, a),
+                        metric_cell(key, b),
+                        percent(delta, signed=True)
+                        if key == "skill"
+                        else ("–" if delta is None else f"{delta:+.4g}"),
+                    ]
+                )
+            body.append(
+                f"<h3>Test metrics, v{prev} → v{v}</h3>"
+                + table(("metric", f"v{prev}", f"v{v}", "change"), rows)
+            )
+            config = changes(meta.get("config") or {}, before.get("config") or {})
+            data = changes(meta.get("data") or {}, before.get("data") or {}, DATA_FIELDS)
+            for title, diff in (("Config changes", config), ("Data changes", data)):
+                body.append(
+                    f"<h3>{title} since v{prev}</h3>"
+                    + (
+                        table(("setting", f"v{prev}", f"v{v}"), diff)
+                        if diff
+                        else '<p class="muted">none</p>'
+                    )
+                )
+        opened = " open" if v == champion else ""
+        parts.append(
+            f"<details{opened}><summary>v{v}{' (champion)' if v == champion else ''}"
+            f"</summary>{''.join(body)}</details>"
+        )
+    return '<section class="card"><h2>Compare versions</h2>' + "".join(parts) + "</section>"
 
 
 def ticker_page(
@@ -488,6 +713,8 @@ def ticker_page(
     if error:
         body.append(f'<p class="warn">{esc(error)}</p>')
     body.append(f'<section class="card"><h2>Versions</h2>{table(headers, rows, classes)}</section>')
+    numbers = [v["version"] for v in reversed(shown.get("versions") or [])]
+    body.append(compare_versions(name, numbers, versions_dir, champion))
     body.append(
         '<section class="card"><h2>Registry history</h2>'
         + (

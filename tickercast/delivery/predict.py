@@ -19,8 +19,10 @@ import pandas as pd
 
 from tickercast import layout
 from tickercast.choices import QUANTILES
+from tickercast.delivery import plausibility
 from tickercast.delivery.bundle import Bundle
 from tickercast.evaluation.conformal import (
+    LINEAR_SPACE,
     MIN_VOLATILITY,
     SCALE,
     VOLATILITY_DAYS,
@@ -35,9 +37,6 @@ POSITIVE_FEATURES = frozenset({"close", "open", "high", "low"})
 NON_NEGATIVE_FEATURES = frozenset(
     {"volume", "log_volume", "volatility", "abs_log_return", "parkinson", "garman_klass"}
 )
-# A scaled input beyond this many training ranges from the training data is refused: the
-# network's answer there means nothing (and float32 overflows to inf long before 1e38).
-MAX_SCALED = 1e3
 # Days of history before a forecast window that feature warm-up may need (see forecast_next).
 WARMUP_ROWS = 256
 
@@ -87,7 +86,7 @@ def quantile_grid(bundle: Bundle, window: np.ndarray, last_close, ticker: str) -
         return None
     from tickercast.modeling.quantiles import quantiles_to_prices
 
-    scaled = np.asarray(bundle.quantiles.predict_on_batch(window))
+    scaled = np.asarray(bundle.quantiles(window, training=False))  # eager, as forecast_next
     grid = quantiles_to_prices(bundle.spec, scaled, last_close)
     if not np.isfinite(grid).all():
         raise ValueError(f"ticker {ticker}: the model's quantiles are not finite numbers")
@@ -117,7 +116,8 @@ def interval_columns(
         scale = None
         if cal.get("scale") == SCALE:
             scale = np.array([np.nan if volatility is None else volatility])
-        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q, scale)
+        space = cal.get("space", LINEAR_SPACE)  # bundles calibrated before log space
+        out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q, scale, space)
     return out
 
 
@@ -169,16 +169,22 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
             f"ticker {ticker}: {len(x)} usable rows in the lake, the model needs "
             f"lookback={bundle.spec.lookback}"
         )
+    as_of = str(dates[-1])
+    plausibility.check_closes(ticker, closes, bundle.metadata, dates, as_of)
     window = x[len(x) - bundle.spec.lookback :][None]
-    scaled = np.asarray(bundle.model.predict_on_batch(window))
-    forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, closes[-1:]), ticker)
+    scaler = bundle.spec.feature_scaler
+    plausibility.check_scaled(ticker, window, bundle.spec.features, scaler)
+    # one eager call: predict_on_batch would trace a tf.function per champion loaded
+    scaled = np.asarray(bundle.model(window, training=False))
+    forecast = plausible_forecast(bundle, scaled, float(closes[-1]), ticker, closes)
     volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
     grid = quantile_grid(bundle, window, closes[-1:], ticker)
-    return _rows(bundle, ticker, forecast, str(dates[-1]), float(closes[-1]), volatility, grid)
+    return _rows(bundle, ticker, forecast, as_of, float(closes[-1]), volatility, grid)
 
 
-def check_window(bundle: Bundle, window) -> np.ndarray:
-    """A client's raw window as a float array, or ValueError saying what is wrong with it."""
+def check_window(bundle: Bundle, window, ticker: str = "window") -> np.ndarray:
+    """A client's raw window as a float array, or ValueError saying what is wrong with it
+    (`plausibility.Refused` with `of_input` when it is implausible)."""
     expected = (bundle.spec.lookback, len(bundle.spec.features))
     try:
         array = np.asarray(window, dtype=np.float64)
@@ -198,22 +204,27 @@ def check_window(bundle: Bundle, window) -> np.ndarray:
             raise ValueError(f"window feature {name!r} must be > 0 (a price), got {column.min():g}")
         if name in NON_NEGATIVE_FEATURES and (column < 0).any():
             raise ValueError(f"window feature {name!r} must be >= 0, got {column.min():g}")
+        if name in POSITIVE_FEATURES:
+            plausibility.check_prices(ticker, f"window feature {name!r}", column, of_input=True)
+    if "close" in bundle.spec.features:
+        closes = array[:, bundle.spec.features.index("close")]
+        plausibility.check_closes(ticker, closes, bundle.metadata, of_input=True)
     scaled = bundle.spec.feature_scaler.transform(array)
-    if (np.abs(scaled) > MAX_SCALED).any():
-        j = int(np.argwhere(np.abs(scaled) > MAX_SCALED)[0][1])
-        raise ValueError(
-            f"window feature {bundle.spec.features[j]!r} is far outside the range the model "
-            f"was trained on ({bundle.spec.feature_scaler.min[j]:g}..."
-            f"{bundle.spec.feature_scaler.max[j]:g}); refusing to extrapolate"
-        )
+    scaler = bundle.spec.feature_scaler
+    plausibility.check_scaled(ticker, scaled, bundle.spec.features, scaler, of_input=True)
     return array
 
 
-def finite_forecast(forecast: np.ndarray, ticker: str) -> np.ndarray:
-    """The forecast, or ValueError when the model produced NaN or inf (never served)."""
-    if not np.isfinite(forecast).all():
-        raise ValueError(f"ticker {ticker}: the model's forecast is not a finite number")
-    return forecast
+def plausible_forecast(
+    bundle: Bundle, scaled: np.ndarray, last_close: float | None, ticker: str, closes=None
+) -> np.ndarray:
+    """The network's scaled output in prices, or `plausibility.Refused` (never served):
+    non-finite, non-positive, or implausibly far from the last close."""
+    last = None if last_close is None else np.array([last_close])
+    forecast = scaled_to_prices(bundle.spec, scaled, last)
+    return plausibility.check_forecast(
+        ticker, forecast, last_close, bundle.metadata, bundle.spec.horizon, closes
+    )
 
 
 def forecast_window(
@@ -222,7 +233,7 @@ def forecast_window(
     """The forecast from a raw (unscaled, price-unit) window of the model's features.
     A target relative to the last close needs that close: the window's `close` feature,
     or `last_close` when the features are scale-free (the recommended default)."""
-    raw = check_window(bundle, window)
+    raw = check_window(bundle, window, ticker)
     features = bundle.spec.features
     close = last_close
     if "close" in features:
@@ -234,10 +245,12 @@ def forecast_window(
             f"target {bundle.spec.target!r} predicts a return from the last close: send "
             "last_close (the window's features do not include close)"
         )
+    if close is not None:
+        plausibility.check_prices(ticker, "last_close", [close], of_input=True)
     x = bundle.spec.feature_scaler.transform(raw).astype(np.float32)[None]
     scaled = np.asarray(bundle.model.predict_on_batch(x))
     last = None if close is None else np.array([close])
-    forecast = finite_forecast(scaled_to_prices(bundle.spec, scaled, last), ticker)
+    forecast = plausible_forecast(bundle, scaled, close, ticker)
     grid = quantile_grid(bundle, x, last, ticker)
     volatility = window_volatility(features, raw)
     return _rows(bundle, ticker, forecast, "window", close, volatility, grid)

@@ -238,6 +238,16 @@ def show(data_dir: str | Path, name: str) -> dict:
     return {**registry, "versions": versions}
 
 
+def champion_damage(data_dir: str | Path, name: str, champion: int) -> str | None:
+    """Why the champion bundle cannot be served (missing, changed or unlisted file), or
+    None when it verifies: `models list` flags it, the service answers 503 with it."""
+    try:
+        verify_bundle(bundle_path(data_dir, name, champion))
+    except (BundleError, OSError) as exc:
+        return f"champion v{champion} is damaged: {exc}"
+    return None
+
+
 def list_models(data_dir: str | Path) -> list[dict]:
     rows = []
     for name in model_names(data_dir):
@@ -246,6 +256,8 @@ def list_models(data_dir: str | Path) -> list[dict]:
             champion, problem = registry["champion"], None
         except RegistryError as exc:
             champion, problem = None, str(exc)
+        if champion is not None:
+            problem = champion_damage(data_dir, name, champion)
         versions = list_versions(data_dir, name)
         rows.append(
             {

@@ -35,6 +35,8 @@ def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
             f"{window['last_target']}; actual moved up in "
             f"{evaluation['up_share']:.0f}% of them"
         )
+    if evaluation.get("gaps"):  # rows missing in the days: windows skipped or bridged
+        lines.append(f"- gaps: {evaluation['gaps']['text']}")
     lines += [
         "",
         f"**{metadata['verdict']}**",

@@ -15,8 +15,12 @@ log return of ~1e-2 with only ~4; in float64 the graph matches the Python path t
 apart from the network, which runs in float32 in both.
 
 A window TF Serving cannot answer honestly is refused with an InvalidArgumentError naming
-the problem, never answered with NaN: a non-finite value, a price <= 0 (its log is -inf
-or NaN), a negative volume, or a forecast that comes out non-finite.
+the problem, never answered with NaN: a shape other than the declared [batch, rows,
+fields] (named), a non-finite value, a price <= 0 (its log is -inf or NaN) or absurd
+(> plausibility.MAX_PRICE), a negative volume, or a forecast that comes out non-finite,
+non-positive or implausibly far from the window's last close (the plausibility gate's
+threshold for the bundle's training volatility and horizon, fixed at export). The bands
+are built in log space, as the conformal quantiles were calibrated: prices > 0.
 """
 
 from __future__ import annotations
@@ -42,8 +46,14 @@ from tickercast.delivery.bundle import (
     sweep_stale_staging,
     write_bundle,
 )
+from tickercast.delivery.plausibility import MAX_PRICE, export_limit
 from tickercast.delivery.predict import forecast_next
-from tickercast.evaluation.conformal import MIN_VOLATILITY, SCALE, VOLATILITY_DAYS
+from tickercast.evaluation.conformal import (
+    LINEAR_SPACE,
+    MIN_VOLATILITY,
+    SCALE,
+    VOLATILITY_DAYS,
+)
 from tickercast.modeling.features import (
     ABS_TO_SIGMA,
     GARMAN_KLASS_C,
@@ -159,17 +169,91 @@ def band_keys(intervals: dict) -> list[str]:
     return sorted(intervals)
 
 
+def _checked_shape(window: tf.Tensor, rows: int, fields: list[str]) -> tf.Tensor:
+    """The window, or an InvalidArgumentError naming the declared shape: a signature of
+    [None, rows, fields] alone lets TF Serving drop extra rows or ignore extra fields."""
+    import tensorflow as tf
+
+    expected = f"[batch, {rows}, {len(fields)}]: {rows} days, oldest first, of {fields}"
+    shape = tf.shape(window)
+    tf.debugging.assert_equal(shape[1], rows, message=f"window must have shape {expected}")
+    tf.debugging.assert_equal(shape[2], len(fields), message=f"window must have shape {expected}")
+    return window
+
+
+def _plausible(forecast: tf.Tensor, last_close: tf.Tensor, max_log_move: float) -> tf.Tensor:
+    """The forecast, or an InvalidArgumentError: non-finite, non-positive, or further than
+    `max_log_move` (plausibility.max_log_move at export) from the window's last close."""
+    import tensorflow as tf
+
+    forecast = tf.debugging.check_numerics(forecast, "the model's forecast is not a finite number")
+    tf.debugging.assert_positive(forecast, message="the model's forecast is not a positive price")
+    if math.isfinite(max_log_move):
+        move = tf.abs(tf.math.log(forecast / last_close))
+        tf.debugging.assert_less_equal(
+            move,
+            tf.constant(max_log_move, tf.float64),
+            message=f"the forecast is implausibly far from the last close (more than a "
+            f"factor {math.exp(max_log_move):.3g})",
+        )
+    return forecast
+
+
+def _no_jump(cols: dict[str, tf.Tensor], max_daily_move: float) -> None:
+    """InvalidArgumentError when a daily move of the window's closes is beyond the gate's
+    one-day threshold (a bad print), as `plausibility.check_closes` refuses it."""
+    import tensorflow as tf
+
+    if math.isfinite(max_daily_move):
+        tf.debugging.assert_less_equal(
+            tf.abs(_log_return(cols)),
+            tf.constant(max_daily_move, tf.float64),
+            message=f"implausible jump in the closes: a daily move beyond a factor "
+            f"{math.exp(max_daily_move):.3g}",
+        )
+
+
+def _band(forecast: tf.Tensor, cal: dict, width: int, volatility: tf.Tensor) -> tuple:
+    """(lower, upper) of one conformal level, as `conformal.interval` builds them: in log
+    space F * exp(-+q * vol) (both prices > 0); legacy linear quantiles F -+ |F| q vol cut
+    at zero; unbounded where no quantile was calibrated."""
+    import tensorflow as tf
+
+    q = np.array([_quantile(v) for v in cal.get("q", [])], dtype=np.float64)
+    if q.size != width:
+        q = np.full(width, math.inf)
+    spread = tf.constant(np.where(np.isfinite(q), q, 0.0), tf.float64)
+    if cal.get("scale") == SCALE:
+        spread = spread * volatility
+    if cal.get("space", LINEAR_SPACE) == LINEAR_SPACE:
+        lower = tf.maximum(forecast - tf.abs(forecast) * spread, 0.0)
+        upper = forecast + tf.abs(forecast) * spread
+    else:
+        lower, upper = forecast * tf.exp(-spread), forecast * tf.exp(spread)
+    bounded = tf.constant(np.isfinite(q))
+    return tf.where(bounded, lower, -math.inf), tf.where(bounded, upper, math.inf)
+
+
 class Servable:
     """Builds the serving function of one model: `serve(window) -> {forecast, lower_<k>,
     upper_<k>}` in TF ops, from the bundle's preprocessing spec and conformal intervals."""
 
-    def __init__(self, model: keras.Model, spec: Preprocessing, intervals: dict):
+    def __init__(
+        self,
+        model: keras.Model,
+        spec: Preprocessing,
+        intervals: dict,
+        max_log_move: float = math.inf,
+        max_daily_move: float = math.inf,
+    ):
         check_supported(spec, intervals)
         self.model = model
         self.spec = spec
         self.intervals = intervals
         self.fields = raw_fields(spec)
         self.rows = window_rows(spec)
+        self.max_log_move = max_log_move
+        self.max_daily_move = max_daily_move
 
     def input_spec(self) -> tf.TensorSpec:
         import tensorflow as tf
@@ -185,12 +269,18 @@ class Servable:
     def _checked_columns(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
         import tensorflow as tf
 
+        window = _checked_shape(window, self.rows, self.fields)
         window = tf.debugging.check_numerics(window, "window holds NaN or infinite values")
         cols = {name: window[:, :, j] for j, name in enumerate(self.fields)}
         for name in self.fields:
             if name in PRICE_FIELDS:
                 tf.debugging.assert_positive(
                     cols[name], message=f"window field {name} must be > 0 (a price)"
+                )
+                tf.debugging.assert_less_equal(
+                    cols[name],
+                    tf.constant(MAX_PRICE, tf.float64),
+                    message=f"window field {name} must be <= {MAX_PRICE:g} (an absurd price)",
                 )
             elif name == "volume":
                 tf.debugging.assert_non_negative(
@@ -220,20 +310,14 @@ class Servable:
         forecast = tf.debugging.check_numerics(
             forecast, "the model's forecast is not a finite number"
         )
+        _no_jump(cols, self.max_daily_move)
         returns = _log_return(cols)[:, -VOLATILITY_DAYS:]
         volatility = tf.maximum(_rolling_std(returns, VOLATILITY_DAYS), MIN_VOLATILITY)
-        result = {OUTPUT: forecast}
+        result = {OUTPUT: _plausible(forecast, last_close, self.max_log_move)}
         for key in band_keys(self.intervals):
-            cal = self.intervals[key]
-            q = np.array([_quantile(v) for v in cal.get("q", [])], dtype=np.float64)
-            if q.size != width:
-                q = np.full(width, math.inf)
-            band = tf.abs(forecast) * tf.constant(q, tf.float64)
-            if cal.get("scale") == SCALE:
-                band = band * volatility
-            band = tf.where(tf.constant(np.isfinite(q)), band, math.inf)
-            result[f"lower_{key}"] = forecast - band
-            result[f"upper_{key}"] = forecast + band
+            result[f"lower_{key}"], result[f"upper_{key}"] = _band(
+                forecast, self.intervals[key], width, volatility
+            )
         return result
 
     def serve_scaled(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -389,15 +473,17 @@ def serving_description(servable: Servable) -> dict:
         "outputs": outputs,
         "output_meaning": (
             f"forecast: the {spec.target} target in prices ({width} per window); "
-            "lower_<k>/upper_<k>: the split-conformal k% band, "
-            "forecast -+ |forecast| * q * (std of the window's last "
-            f"{VOLATILITY_DAYS} daily log returns of close, at least {MIN_VOLATILITY}); "
+            "lower_<k>/upper_<k>: the split-conformal k% band, in log space so both "
+            "bounds are prices > 0: forecast * exp(-+q * (std of the window's last "
+            f"{VOLATILITY_DAYS} daily log returns of close, at least {MIN_VOLATILITY})); "
             "-inf/+inf where too few calibration windows gave no quantile"
         ),
         "refuses": (
             'an InvalidArgumentError naming the problem (TF Serving answers {"error": '
-            "...}), never NaN: NaN or infinite values, a price <= 0, a volume < 0, or a "
-            "forecast that is not finite"
+            "...}), never NaN: a window of another shape than [batch, rows, fields], NaN "
+            f"or infinite values, a price <= 0 or above {MAX_PRICE:g}, a volume < 0, or a "
+            "forecast that is not finite, not positive, or implausibly far from the last "
+            "close (tickercast.delivery.plausibility's threshold over the horizon)"
         ),
         "signatures": {
             SCALED_SIGNATURE: {
@@ -421,6 +507,9 @@ def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, 
     """Write the self-serving SavedModel, check it against `tickercast predict`, and return
     serving.json's content."""
     servable = servable_for(model, spec, metadata.get("intervals") or {})
+    # the plausibility gate's thresholds for this bundle, built into the graph
+    servable.max_log_move = export_limit(metadata, spec.horizon)
+    servable.max_daily_move = export_limit(metadata, 1)
     write_saved_model(servable, dest)
     verify_saved_model(dest, servable, metadata)
     return quantile_description(servable, serving_description(servable))

@@ -1,11 +1,14 @@
 """Split-conformal prediction intervals: calibrated on validation residuals, checked by
 their coverage on later windows (evaluation, rolling backtest, served forecasts).
 
-Scores are relative residuals divided by the recent volatility at each window's last day
+Scores are log-space residuals divided by the recent volatility at each window's last day
 (the standard deviation of the last VOLATILITY_DAYS daily log returns, the `volatility`
-feature's definition): |A - F| / (|F| * vol). A band is then F * (1 +- q * vol), so it
-widens when the market does. Calm validation months no longer give bands too narrow for
-a turbulent test (2020), which is where price-scaled bands lost their coverage."""
+feature's definition): |log(A / F)| / vol. A band is then F * exp(+-q * vol): it widens
+when the market does, and it stays a price (> 0) however wide it gets, where the linear
+F * (1 +- q * vol) went below zero on volatile windows. Calibration and bands use the same
+space (recorded as `space` with the quantiles), so the coverage stays honest. Bundles
+calibrated before (no `space`) keep their linear bands, the lower bound cut at zero
+(which only adds coverage: prices are never below zero)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ LEVELS = (0.8, 0.95)  # nominal coverage of the conformal intervals
 VOLATILITY_DAYS = VOLATILITY_WINDOW  # the `volatility` feature's window
 SCALE = "volatility"  # recorded with the quantiles: bands need each window's volatility
 MIN_VOLATILITY = 1e-4  # a flat stretch of prices must not give a zero-width band
+LOG_SPACE = "log"  # recorded with the quantiles: scores and bands in log prices
+LINEAR_SPACE = "linear"  # bundles calibrated before LOG_SPACE (no `space` recorded)
 
 
 def recent_volatility(close, rows) -> np.ndarray:
@@ -34,19 +39,24 @@ def recent_volatility(close, rows) -> np.ndarray:
     return np.where(np.isfinite(vol), np.maximum(vol, MIN_VOLATILITY), np.nan)
 
 
-def _scaled(values: np.ndarray, scale) -> np.ndarray:
+def _per_window(scale, values: np.ndarray) -> np.ndarray:
+    """`scale` (one value per window, or None for 1) broadcast against `values`."""
     if scale is None:
-        return values
+        return np.ones(1)
     scale = np.asarray(scale, dtype=np.float64)
-    return values * (scale.reshape(-1, *([1] * (values.ndim - 1))) if values.ndim else scale)
+    return scale.reshape(-1, *([1] * (values.ndim - 1))) if values.ndim else scale
 
 
 def conformal_scores(actual, predicted, scale=None) -> np.ndarray:
-    """Relative absolute residuals |A - F| / |F| (per unit of `scale`, the windows'
-    recent volatility): a band in percent carries to a later, differently priced test."""
+    """Log-space absolute residuals |log(A / F)| (per unit of `scale`, the windows' recent
+    volatility): a band in percent carries to a later, differently priced test. inf where
+    the forecast or the actual is not a positive price (no band of prices holds it)."""
     a = np.asarray(actual, dtype=np.float64)
     p = np.asarray(predicted, dtype=np.float64)
-    return np.abs(a - p) / _scaled(np.abs(p), scale)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = np.abs(np.log(a) - np.log(p))
+    scores = np.where((a > 0) & (p > 0), scores, np.inf)
+    return scores / _per_window(scale, scores)
 
 
 def conformal_quantile(scores, level: float) -> float:
@@ -57,11 +67,22 @@ def conformal_quantile(scores, level: float) -> float:
     return float(s[rank - 1]) if 1 <= rank <= len(s) else float("inf")
 
 
-def interval(predicted, q, scale=None) -> tuple[np.ndarray, np.ndarray]:
-    """F -+ |F| * q (* each window's volatility, when the quantiles were calibrated so)."""
+def interval(predicted, q, scale=None, space: str = LOG_SPACE) -> tuple[np.ndarray, np.ndarray]:
+    """F * exp(-+q) (q times each window's volatility, when the quantiles were calibrated
+    so): both bounds are prices > 0; NaN where the forecast is not a positive price.
+    `space` LINEAR_SPACE: a legacy bundle's F -+ |F| * q, its lower bound cut at zero."""
     p = np.asarray(predicted, dtype=np.float64)
-    width = _scaled(np.abs(p) * np.asarray(q, dtype=np.float64), scale)
-    return p - width, p + width
+    width = np.asarray(q, dtype=np.float64) * _per_window(scale, p)
+    if space == LINEAR_SPACE:
+        return np.maximum(p - np.abs(p) * width, 0.0), p + np.abs(p) * width
+    if space != LOG_SPACE:
+        raise ValueError(
+            f"unknown interval space {space!r}; known: {LOG_SPACE!r}, {LINEAR_SPACE!r}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = p * np.exp(-width), p * np.exp(width)
+    positive = p > 0
+    return np.where(positive, lo, np.nan), np.where(positive, hi, np.nan)
 
 
 def coverage(actual, lo, hi) -> float:
@@ -84,7 +105,12 @@ def calibrate(
             conformal_quantile(conformal_scores(val_actual[:, j], val_pred[:, j], scale), level)
             for j in range(val_pred.shape[1])
         ]
-        out[level_key(level)] = {"nominal": level, "q": q, "n_calibration": int(len(val_pred))}
+        out[level_key(level)] = {
+            "nominal": level,
+            "q": q,
+            "n_calibration": int(len(val_pred)),
+            "space": LOG_SPACE,
+        }
         if scale is not None:
             out[level_key(level)]["scale"] = SCALE
     return out

@@ -28,7 +28,7 @@ from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import MODEL
 from tickercast.modeling.preprocess import Preprocessing
-from tickercast.modeling.windows import make_dataset
+from tickercast.modeling.windows import make_dataset, predict_dataset
 from tickercast.significance import LEVEL, compare
 
 # --------------------------------------------------------------------------- targets
@@ -76,7 +76,7 @@ def predict_prices(
     `close` (per row) is needed only by log-return targets."""
     dummy = np.zeros((len(x), 1), dtype=np.float32)
     ds = make_dataset(x, dummy, anchors, spec.lookback, batch_size=256)
-    scaled = model.predict(ds.map(lambda w, _t: w), verbose=0)
+    scaled = predict_dataset(model, ds)
     last = None if close is None else np.asarray(close, dtype=np.float64)[anchors]
     return scaled_to_prices(spec, scaled.reshape(len(anchors), -1), last)
 
@@ -219,37 +219,10 @@ def evaluate_forecasts(
     distribution, grid, crps = distribution_evaluation(
         spec, {**arrays, "y_price": y_price}, anchors, (val_pred, model_test), predict_quantiles
     )
-    test_vol = recent_volatility(close, test)
-    table = pd.DataFrame(
-        {
-            "anchor_date": pd.to_datetime(arrays["dates"][test]),
-            "target_date": pd.to_datetime(arrays["dates"][test + horizon]),
-            "last_close": last,
-            "actual": actual[:, 0],
-            **{name: pred[:, 0] for name, pred in forecasts.items()},
-        }
-    )
-    for j in range(1, n_out):  # vector targets: one column per further output
-        table[f"actual_{j + 1}"] = actual[:, j]
-        table[f"{MODEL}_{j + 1}"] = model_test[:, j]
-    for key, cal in intervals.items():
-        q = np.asarray(cal["q"], dtype=np.float64)
-        q = np.where(np.isfinite(q), q, np.nan)  # too few calibration windows: no band
-        lo, hi = interval(model_test, q, test_vol)
-        cal["coverage_test"] = coverage(actual, lo, hi) if np.isfinite(q).all() else None
-        table[f"lo_{key}"], table[f"hi_{key}"] = lo[:, 0], hi[:, 0]
-    if grid is not None:  # the model's quantile grid of the first output, in prices
-        for column, values in dist.quantile_columns(grid).items():
-            table[column] = values
-    for name, values in crps.items():  # per-origin CRPS: what pooled tests read
-        table[f"crps_{name}"] = values
-    window = {
-        "windows": int(len(test)),
-        "first_anchor": str(arrays["dates"][test[0]]),
-        "last_anchor": str(arrays["dates"][test[-1]]),
-        "first_target": str(arrays["dates"][test[0] + 1]),
-        "last_target": str(arrays["dates"][test[-1] + horizon]),
-    }
+    table = _forecast_table(arrays, test, horizon, last, actual, forecasts)
+    _add_interval_columns(table, intervals, model_test, actual, recent_volatility(close, test))
+    _add_distribution_columns(table, grid, crps)
+    window = _test_window(arrays["dates"], test, horizon)
     return {
         "metrics": clean(results),
         "table": table,
@@ -259,6 +232,71 @@ def evaluate_forecasts(
         "baselines": clean(described),
         "window": window,
         "up_share": float(np.mean(actual[:, 0] > last) * 100.0),
+    }
+
+
+def _forecast_table(
+    arrays: dict,
+    test: np.ndarray,
+    horizon: int,
+    last: np.ndarray,
+    actual: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """One row per test window: dates, last close, actual and every forecaster's first
+    output (vector targets: the model's further outputs too)."""
+    table = pd.DataFrame(
+        {
+            "anchor_date": pd.to_datetime(arrays["dates"][test]),
+            "target_date": pd.to_datetime(arrays["dates"][test + horizon]),
+            "last_close": last,
+            "actual": actual[:, 0],
+            **{name: pred[:, 0] for name, pred in forecasts.items()},
+        }
+    )
+    for j in range(1, actual.shape[1]):  # vector targets: one column per further output
+        table[f"actual_{j + 1}"] = actual[:, j]
+        table[f"{MODEL}_{j + 1}"] = forecasts[MODEL][:, j]
+    return table
+
+
+def _add_interval_columns(
+    table: pd.DataFrame,
+    intervals: dict[str, dict],
+    model_test: np.ndarray,
+    actual: np.ndarray,
+    test_vol: np.ndarray,
+) -> None:
+    """Apply each calibrated band to the test windows: its test coverage into `intervals`,
+    its first output's bounds into `table`."""
+    for key, cal in intervals.items():
+        q = np.asarray(cal["q"], dtype=np.float64)
+        q = np.where(np.isfinite(q), q, np.nan)  # too few calibration windows: no band
+        lo, hi = interval(model_test, q, test_vol)
+        cal["coverage_test"] = coverage(actual, lo, hi) if np.isfinite(q).all() else None
+        table[f"lo_{key}"], table[f"hi_{key}"] = lo[:, 0], hi[:, 0]
+
+
+def _add_distribution_columns(
+    table: pd.DataFrame, grid: np.ndarray | None, crps: dict[str, np.ndarray]
+) -> None:
+    """The model's quantile grid of the first output (in prices) and each forecaster's
+    per-origin CRPS, which pooled tests read."""
+    if grid is not None:
+        for column, values in dist.quantile_columns(grid).items():
+            table[column] = values
+    for name, values in crps.items():
+        table[f"crps_{name}"] = values
+
+
+def _test_window(days: np.ndarray, test: np.ndarray, horizon: int) -> dict:
+    """Which anchors and targets the test windows span, for the report."""
+    return {
+        "windows": int(len(test)),
+        "first_anchor": str(days[test[0]]),
+        "last_anchor": str(days[test[-1]]),
+        "first_target": str(days[test[0] + 1]),
+        "last_target": str(days[test[-1] + horizon]),
     }
 
 

@@ -46,6 +46,8 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # the page shows a figure at about half its pixel width: text sized for that
+    plt.rcParams.update({"font.size": 12, "legend.fontsize": 10, "axes.titlesize": 13})
     return plt
 
 
@@ -55,9 +57,12 @@ def plot_loss(history: dict, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key, label in (("loss", "train"), ("val_loss", "validation")):
         if history.get(key):
-            ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=label, marker=".")
     ax.set(title=title, xlabel="epoch", ylabel="MSE (scaled)")
     ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.legend()
     fig.tight_layout()
     _save(fig, path)
@@ -81,10 +86,11 @@ def plot_forecast(table: pd.DataFrame, path: Path, title: str) -> None:
                 label=f"{key}% conformal interval",
             )
     ax.plot(dates, table["actual"], label="actual", color="black", lw=1.2)
-    ax.plot(dates, table[MODEL], label="model", color="tab:blue", lw=1.2)
-    ax.plot(dates, table[NAIVE], label="naive (last close)", color="tab:orange", lw=0.8, alpha=0.8)
+    ax.plot(dates, table[NAIVE], label="naive (last close)", color="tab:orange", lw=2.4, alpha=0.7)
+    # on top and dashed: where the model is the last close (shrunk), both stay visible
+    ax.plot(dates, table[MODEL], label="model", color="tab:blue", lw=1.4, ls="--", zorder=3)
     ax.set(title=title, xlabel="target day", ylabel="price")
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.autofmt_xdate()
     fig.tight_layout()
     _save(fig, path)
@@ -98,8 +104,9 @@ def plot_residuals(table: pd.DataFrame, path: Path, title: str) -> None:
     model_res = table[MODEL] - table["actual"]
     naive_res = table[NAIVE] - table["actual"]
     bins = np.histogram_bin_edges(np.concatenate([model_res, naive_res]), bins=40)
-    ax.hist(naive_res, bins=bins, alpha=0.5, label="naive", color="tab:orange")
-    ax.hist(model_res, bins=bins, alpha=0.6, label="model", color="tab:blue")
+    # naive filled, the model as an outline: two distributions stay two, even when equal
+    ax.hist(naive_res, bins=bins, alpha=0.45, label="naive", color="tab:orange")
+    ax.hist(model_res, bins=bins, histtype="step", lw=2, label="model", color="tab:blue")
     ax.axvline(0, color="black", lw=0.8)
     ax.set(title=title, xlabel="forecast - actual (price)", ylabel="windows")
     ax.legend()
@@ -119,8 +126,8 @@ def plot_folds(folds: list[dict], path: Path, title: str, metric: str = "rmse") 
         values = [f["metrics"][name].get(metric) or np.nan for f in folds]
         ax.bar(xs + i * width, values, width, label=name)
     ax.set_xticks(xs + width * (len(names) - 1) / 2)
-    ax.set_xticklabels([f"fold {f['fold']}\n{f['test_first_target']}" for f in folds], fontsize=8)
+    ax.set_xticklabels([f"fold {f['fold']}\n{f['test_first_target']}" for f in folds])
     ax.set(title=title, ylabel=f"{metric.upper()} (price)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)

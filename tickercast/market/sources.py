@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from tickercast.market.locate import sample_path
 from tickercast.market.schema import PRICE_COLUMNS, PRICE_SCHEMA
+from tickercast.market.validate import MAX_VOLUME
 
 _CSV_FIELDS = {
     "date": "date",
@@ -80,17 +81,7 @@ def load_csv(path: str | Path, missing_ok: bool = False) -> Loaded:
             header = next(reader)
         except StopIteration:
             raise MalformedFileError(f"{path}, line 1: empty file, expected a header") from None
-        # Case-insensitive; the web table's "Close*" / "Adj Close**" footnote marks too.
-        names = [_CSV_FIELDS.get(h.strip().rstrip("*").strip().lower()) for h in header]
-        duplicate = sorted({n for n in names if n and names.count(n) > 1})
-        if duplicate:
-            raise MalformedFileError(f"{path}, line 1: duplicate column(s) {duplicate}")
-        missing = [f for f in _REQUIRED if f not in names]
-        if missing:
-            raise MalformedFileError(
-                f"{path}, line 1: missing column(s) {missing}; header was {header}"
-            )
-        index = {name: i for i, name in enumerate(names) if name}
+        index = _header_index(header, path)
         rows: dict[str, list] = {c: [] for c in PRICE_COLUMNS}
         lines: dict[dt.date, int] = {}
         dropped = 0
@@ -106,35 +97,67 @@ def load_csv(path: str | Path, missing_ok: bool = False) -> Loaded:
                 dropped += 1
                 continue
             day = _parse_date(values["date"], path, line_no)
-            if day in lines:
-                raise MalformedFileError(
-                    f"{path}, line {line_no}, field date: {day} repeats line {lines[day]}"
-                )
-            if rows["date"] and day < rows["date"][-1]:
-                raise MalformedFileError(
-                    f"{path}, line {line_no}, field date: {day} comes after "
-                    f"{rows['date'][-1]} (line {lines[rows['date'][-1]]}); rows must be sorted"
-                )
+            _check_day_order(day, rows["date"], lines, path, line_no)
             lines[day] = line_no
             rows["date"].append(day)
-            for field in ("open", "high", "low", "close"):
-                rows[field].append(_parse_price(values[field], path, line_no, field, missing_ok))
-            adj = values.get("adj_close")
-            rows["adj_close"].append(
-                _parse_price(adj, path, line_no, "adj_close", missing_ok)
-                if adj
-                else rows["close"][-1]
-            )
-            volume = _parse_number(values["volume"], path, line_no, "volume")
-            if volume != int(volume):
-                raise MalformedFileError(
-                    f"{path}, line {line_no}, field volume: {values['volume']!r} is not whole"
-                )
-            rows["volume"].append(int(volume))
+            _append_values(rows, values, path, line_no, missing_ok)
     if not rows["date"]:
         what = f"all {dropped} data rows are null" if dropped else "no data rows"
         raise MalformedFileError(f"{path}, line 2: {what}, expected at least one trading day")
     return Loaded(pd.DataFrame(rows), dropped, origin=path, lines=lines)
+
+
+def _header_index(header: list[str], path: Path) -> dict[str, int]:
+    """Column of each known field, refusing a header with duplicate or missing fields."""
+    # Case-insensitive; the web table's "Close*" / "Adj Close**" footnote marks too.
+    names = [_CSV_FIELDS.get(h.strip().rstrip("*").strip().lower()) for h in header]
+    duplicate = sorted({n for n in names if n and names.count(n) > 1})
+    if duplicate:
+        raise MalformedFileError(f"{path}, line 1: duplicate column(s) {duplicate}")
+    missing = [f for f in _REQUIRED if f not in names]
+    if missing:
+        raise MalformedFileError(
+            f"{path}, line 1: missing column(s) {missing}; header was {header}"
+        )
+    return {name: i for i, name in enumerate(names) if name}
+
+
+def _check_day_order(
+    day: dt.date, days: list[dt.date], lines: dict[dt.date, int], path: Path, line_no: int
+) -> None:
+    """Refuse a repeated or out-of-order day, naming the line it clashes with."""
+    if day in lines:
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field date: {day} repeats line {lines[day]}"
+        )
+    if days and day < days[-1]:
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field date: {day} comes after "
+            f"{days[-1]} (line {lines[days[-1]]}); rows must be sorted"
+        )
+
+
+def _append_values(
+    rows: dict[str, list], values: dict[str, str], path: Path, line_no: int, missing_ok: bool
+) -> None:
+    """Parse one row's prices and volume into `rows` (adj_close defaults to close)."""
+    for name in ("open", "high", "low", "close"):
+        rows[name].append(_parse_price(values[name], path, line_no, name, missing_ok))
+    adj = values.get("adj_close")
+    rows["adj_close"].append(
+        _parse_price(adj, path, line_no, "adj_close", missing_ok) if adj else rows["close"][-1]
+    )
+    volume = _parse_number(values["volume"], path, line_no, "volume")
+    if volume >= MAX_VOLUME:  # int64 and every share count end far below
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field volume: {values['volume']!r} is not a "
+            f"volume (>= {MAX_VOLUME:g})"
+        )
+    if volume != int(volume):
+        raise MalformedFileError(
+            f"{path}, line {line_no}, field volume: {values['volume']!r} is not whole"
+        )
+    rows["volume"].append(int(volume))
 
 
 def _parse_date(text: str, path: Path, line_no: int) -> dt.date:

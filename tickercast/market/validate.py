@@ -65,6 +65,10 @@ _PRICES = ("open", "high", "low", "close", "adj_close")
 # move (GameStop's +135% of 27 Jan 2021) is far inside the factors; a decimal slip (10x,
 # 100x, 1000x) is far outside; a 2x slip on a calm last day is caught by the volatility.
 MAX_PRICE = 1e8
+# A volume at or above MAX_VOLUME is no volume (a whole day of the busiest US stock trades
+# ~1e10 shares): like a negative one it is refused frame-wide, not marked (volume has no
+# missing value in the schema, and a guess would be a model input).
+MAX_VOLUME = 1e15
 PRINT_FACTOR = 3.0
 LAST_DAY_FLOOR = 1.5
 LAST_DAY_SIGMAS = 10.0
@@ -292,7 +296,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
 
     The explicit schema's columns must all be there; dates unique and increasing; prices
     finite and > 0; high >= max(open, close); low <= min(open, close) (with 1e-6 relative
-    slack for rounding); volume a whole number >= 0. With `missing_ok` (what
+    slack for rounding); volume a whole number >= 0 and < MAX_VOLUME. With `missing_ok` (what
     `screen_prices` hands over), open, high, low and adj_close may be missing (NaN) and
     the bar checks compare only the values that are there.
     """
@@ -324,6 +328,7 @@ def check_prices(frame: pd.DataFrame, ticker: str, *, missing_ok: bool = False) 
     volume = _numeric(frame, "volume", ticker)
     fail(~np.isfinite(volume), "volume is missing or not finite")
     fail(volume < 0, "volume < 0")
+    fail(volume >= MAX_VOLUME, f"volume >= {MAX_VOLUME:g}, not a volume")
     fail(volume != np.round(volume), "volume is not a whole number")
 
 

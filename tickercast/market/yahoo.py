@@ -100,22 +100,12 @@ def fetch_history(
     """
     symbol = validate_ticker(ticker)
     start, end = _as_day(start, "start"), _as_day(end, "end")
-    if period is not None and not _PERIOD.fullmatch(period):
-        raise ValueError(f"period {period!r} is not one of 1d, 5d, 3mo, 1y, ytd, max, ...")
-    if start is not None and end is not None:
-        if period is not None:
-            raise ValueError("give at most two of start, end and period")
-        if start > end:
-            raise ValueError(f"start {start} is after end {end}")
-    if start is None and period is None:
-        period = "max"  # yfinance would read a lone `end` as the month before it
+    period = _checked_period(start, end, period)
     window: dict[str, Any] = {"start": start}
     if end is not None:
         window["end"] = end + dt.timedelta(days=1)  # yfinance's end is exclusive
     if period is not None:
         window["period"] = period
-
-    import yfinance as yf
 
     http = default_session() if session is None else _checked_session(session)
     observed = _observe(http)
@@ -125,24 +115,7 @@ def fetch_history(
     statuses: list[int] = []
     token = _CHART_STATUSES.set(statuses)
     try:
-        with warnings.catch_warnings():
-            # yfinance 1.7 deprecates raise_errors for the process-wide
-            # yf.config.debug.hide_exceptions; the per-call flag keeps the change local.
-            warnings.filterwarnings("ignore", "'raise_errors' deprecated", DeprecationWarning)
-            frame = yf.Ticker(symbol, session=http).history(
-                **window,
-                interval="1d",
-                actions=True,
-                auto_adjust=False,
-                back_adjust=False,
-                # Ours, not yfinance's: its repair rebuilds a bad bar only from hourly
-                # bars of the last 730 days (older ones are left as they were), may rescale
-                # prices or dividends by heuristics, needs scikit-learn and makes extra
-                # requests. screen_prices treats every source alike (README, Ingest).
-                repair=False,
-                keepna=True,  # null bars reach _prices(), which drops and counts them
-                raise_errors=True,
-            )
+        frame = _download(symbol, http, window)
     except Exception as exc:
         last_status = statuses[-1] if statuses else None
         error = _classify(symbol, exc, last_status, observed, _span(start, end, period))
@@ -158,6 +131,44 @@ def fetch_history(
         nulls = f" ({dropped} all-null bars)" if dropped else ""
         raise PermanentSourceError(f"ticker {symbol}: Yahoo returned no price rows{span}{nulls}")
     return YahooHistory(prices=prices, events=_events(frame), dropped_null_rows=dropped)
+
+
+def _checked_period(start: dt.date | None, end: dt.date | None, period: str | None) -> str | None:
+    """The `period` to ask for, after rejecting inconsistent arguments before any request."""
+    if period is not None and not _PERIOD.fullmatch(period):
+        raise ValueError(f"period {period!r} is not one of 1d, 5d, 3mo, 1y, ytd, max, ...")
+    if start is not None and end is not None:
+        if period is not None:
+            raise ValueError("give at most two of start, end and period")
+        if start > end:
+            raise ValueError(f"start {start} is after end {end}")
+    if start is None and period is None:
+        period = "max"  # yfinance would read a lone `end` as the month before it
+    return period
+
+
+def _download(symbol: str, http: Any, window: dict[str, Any]) -> pd.DataFrame:
+    """One yfinance history call with our settings: raw prices, actions, errors raised."""
+    import yfinance as yf
+
+    with warnings.catch_warnings():
+        # yfinance 1.7 deprecates raise_errors for the process-wide
+        # yf.config.debug.hide_exceptions; the per-call flag keeps the change local.
+        warnings.filterwarnings("ignore", "'raise_errors' deprecated", DeprecationWarning)
+        return yf.Ticker(symbol, session=http).history(
+            **window,
+            interval="1d",
+            actions=True,
+            auto_adjust=False,
+            back_adjust=False,
+            # Ours, not yfinance's: its repair rebuilds a bad bar only from hourly
+            # bars of the last 730 days (older ones are left as they were), may rescale
+            # prices or dividends by heuristics, needs scikit-learn and makes extra
+            # requests. screen_prices treats every source alike (README, Ingest).
+            repair=False,
+            keepna=True,  # null bars reach _prices(), which drops and counts them
+            raise_errors=True,
+        )
 
 
 def clear_response_memo() -> None:
@@ -292,7 +303,7 @@ def _classify(
     )
 
     def transient(why: str) -> TransientSourceError:
-        return TransientSourceError(f"ticker {symbol}: Yahoo unavailable ({why}); retry later")
+        return _transient(symbol, why)
 
     def permanent(why: str) -> PermanentSourceError:
         return PermanentSourceError(f"ticker {symbol}: {why}")
@@ -301,28 +312,14 @@ def _classify(
     detail = _URL_QUERY.sub(r"\1", f"{type(exc).__name__}: {exc}")
     if isinstance(exc, YFRateLimitError):
         return transient("rate limited, HTTP 429")
-    if chart_status == _CUT_SHORT:
-        return transient(f"the chart API's answer was cut short or not JSON; {detail}")
-    if chart_status is not None and _is_transient_status(chart_status):
-        return transient(f"HTTP {chart_status} from the chart API; {detail}")
-    if chart_status == _NOT_FOUND:
-        # Yahoo's verdict; yfinance may then fail differently on the endpoints it tries next.
-        return permanent(f"unknown or delisted ticker, Yahoo has no data{span} (HTTP 404)")
+    by_chart = _classify_chart_status(symbol, chart_status, detail, span)
+    if by_chart is not None:
+        return by_chart
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if isinstance(exc, OSError) and isinstance(status, int):
         # An HTTPError (requests and curl_cffi both derive theirs from OSError).
-        if _is_transient_status(status):
-            return transient(f"HTTP {status}; {detail}")
-        if _CHART_PATH in urlsplit(str(getattr(response, "url", ""))).path:
-            return permanent(f"Yahoo refused the request, HTTP {status}")
-        # Another endpoint failed in yfinance's timezone fallback (quoteSummary). When the
-        # chart request itself got no answer (connection lost), that 4xx says nothing.
-        if chart_status is not None and 400 <= chart_status < 500:
-            return permanent(f"unknown or delisted ticker (HTTP {chart_status})")
-        if observed and chart_status is None:
-            return transient(f"timezone lookup failed; {detail}")
-        return permanent(f"unknown or delisted ticker ({detail})")
+        return _classify_http_error(symbol, status, response, chart_status, observed, detail)
     if isinstance(exc, OSError):
         # Connection errors, timeouts, DNS, broken streams, from requests or curl_cffi.
         return transient(detail)
@@ -336,6 +333,52 @@ def _classify(
     if isinstance(exc, YFException):
         return transient(detail)
     return None
+
+
+def _transient(symbol: str, why: str) -> TransientSourceError:
+    """The one wording of "Yahoo is unavailable now", so every transient cause reads alike."""
+    return TransientSourceError(f"ticker {symbol}: Yahoo unavailable ({why}); retry later")
+
+
+def _classify_chart_status(
+    symbol: str, chart_status: int | None, detail: str, span: str
+) -> SourceError | None:
+    """Yahoo's last chart answer decides first, whatever yfinance made of it; None: it
+    does not decide."""
+    if chart_status == _CUT_SHORT:
+        return _transient(symbol, f"the chart API's answer was cut short or not JSON; {detail}")
+    if chart_status is not None and _is_transient_status(chart_status):
+        return _transient(symbol, f"HTTP {chart_status} from the chart API; {detail}")
+    if chart_status == _NOT_FOUND:
+        # Yahoo's verdict; yfinance may then fail differently on the endpoints it tries next.
+        return PermanentSourceError(
+            f"ticker {symbol}: unknown or delisted ticker, Yahoo has no data{span} (HTTP 404)"
+        )
+    return None
+
+
+def _classify_http_error(
+    symbol: str,
+    status: int,
+    response: Any,
+    chart_status: int | None,
+    observed: bool,
+    detail: str,
+) -> SourceError:
+    """Sort an HTTP error answer (from the chart API or another endpoint yfinance tried)."""
+    if _is_transient_status(status):
+        return _transient(symbol, f"HTTP {status}; {detail}")
+    if _CHART_PATH in urlsplit(str(getattr(response, "url", ""))).path:
+        return PermanentSourceError(f"ticker {symbol}: Yahoo refused the request, HTTP {status}")
+    # Another endpoint failed in yfinance's timezone fallback (quoteSummary). When the
+    # chart request itself got no answer (connection lost), that 4xx says nothing.
+    if chart_status is not None and 400 <= chart_status < 500:
+        return PermanentSourceError(
+            f"ticker {symbol}: unknown or delisted ticker (HTTP {chart_status})"
+        )
+    if observed and chart_status is None:
+        return _transient(symbol, f"timezone lookup failed; {detail}")
+    return PermanentSourceError(f"ticker {symbol}: unknown or delisted ticker ({detail})")
 
 
 def _is_transient_status(status: int) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from tickercast.modeling.checkpoints import save_checkpoint
-from tickercast.runcontext import in_prefect_run, progress
+from tickercast.runcontext import check_stop, in_prefect_run, progress
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -76,6 +76,15 @@ class ResumableReduceLR(Resumable, keras.callbacks.ReduceLROnPlateau):
     def __init__(self, restored: dict | None, **kwargs):
         super().__init__(**kwargs)
         self.restored = restored
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Gives the fit up between two batches once the process was asked to stop
+    (tickercast.runcontext.request_stop: the CLI's SIGTERM and Ctrl-C handlers), so a
+    killed run ends in seconds instead of after its last epoch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        check_stop()
 
 
 class NanGuard(keras.callbacks.TerminateOnNaN):

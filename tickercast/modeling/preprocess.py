@@ -265,6 +265,10 @@ class Preprocessing:
     # before gaps were known bridge them, as they were trained.
     gaps: list = field(default_factory=list)
     on_gap: str = "bridge"
+    # Rows before a day its features read (a return 1, a 20-day volatility 20): a window
+    # whose inputs reach back across a gap through them spans it too. At least 1 (and 1
+    # for older bundles).
+    feature_memory: int = 1
 
     @property
     def n_rows(self) -> int:
@@ -334,7 +338,8 @@ def preprocess(
     else:
         target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
     days = frame["date"].astype(str).tolist()
-    gaps = _gaps(frame["date"], section, who)
+    warm_up = len(prices) - len(frame)  # the leading rows the features' memory used up
+    gaps = _gaps(prices["date"], section, who, warm_up)
     spec = Preprocessing(
         features=features,
         lookback=lookback,
@@ -351,6 +356,7 @@ def preprocess(
         val_end=days[splits.n_train + splits.n_val - 1],
         gaps=gaps,
         on_gap=getattr(section, "on_gap", "split"),
+        feature_memory=max(1, warm_up),
     )
     _check_windows_left(spec, who)
     arrays = {
@@ -363,11 +369,13 @@ def preprocess(
     return spec, arrays
 
 
-def _gaps(dates: pd.Series, section: Windowing, who: str) -> list[list]:
-    """The gaps of the rows; on_gap=refuse fails here, naming them."""
+def _gaps(dates: pd.Series, section: Windowing, who: str, warm_up: int) -> list[list]:
+    """The gaps of the selected rows, numbered as the feature rows (the price rows less
+    the `warm_up` first: a gap inside those gets a negative row, still read by the first
+    rows' features); on_gap=refuse fails here, naming them."""
     days = pd.to_datetime(dates).to_numpy(dtype="datetime64[D]")
     limit = getattr(section, "gap_days", 5)
-    gaps = find_gaps(days, limit)
+    gaps = [[g[0] - warm_up, *g[1:]] for g in find_gaps(days, limit)]
     if gaps and getattr(section, "on_gap", "split") == "refuse":
         raise GapError(
             f"{who}: {describe_gaps(gaps)} longer than {limit} trading days in the selected "

@@ -49,6 +49,7 @@ from tickercast.modeling.windows import (
     index_dtype,
     make_dataset,
     n_batches,
+    predict_dataset,
 )
 from tickercast.progress import track
 from tickercast.runcontext import gpu_slot
@@ -305,11 +306,12 @@ class _FitRun:
         )
 
     def callbacks(self, steps: int, extra: list) -> list:
-        from tickercast.modeling.callbacks import EpochLog
+        from tickercast.modeling.callbacks import EpochLog, StopOnRequest
 
         batch = self.spec.training.batch_size
         samples = min(len(self.data.train), steps * batch)
         return [
+            StopOnRequest(),
             self.stopping,
             self.reduce_lr,
             self.guard,
@@ -439,6 +441,7 @@ def shrink_fitted(
     if len(data.val) == 0:
         return {"alpha": None, "reason": "no validation windows"}
     from tickercast.modeling.shrink import shrink_model
+    from tickercast.significance import format_p
 
     def predict_val() -> np.ndarray:
         out = _predict_val(model, data, lookback, spec)
@@ -452,7 +455,7 @@ def shrink_fitted(
         label,
         result["alpha"],
         result["alpha_least_squares"],
-        result["dm_p_vs_naive"],
+        format_p(result["dm_p_vs_naive"]).removeprefix("= "),
         result["val_mse_naive"],
         result["val_mse_network"],
         result["val_mse_shrunk"],
@@ -469,7 +472,7 @@ def _predict_val(model, data: TrainData, lookback: int, spec: FitSpec) -> np.nda
         spec.training.batch_size,
         ticker_offsets=data.ticker_offsets,
     )
-    return np.asarray(model.predict(batches, verbose=0))
+    return predict_dataset(model, batches)  # eager: no traced function per model
 
 
 def calibrate_fitted(

@@ -39,11 +39,25 @@ def anchors_for(spec) -> dict[str, np.ndarray]:
     Preprocessing: its rows per split, lookback and horizon), without the windows that
     span a gap in its days when its `on_gap` is "split" (`gap_windows`)."""
     anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    if getattr(spec, "on_gap", "bridge") != "split":
+    on_gap = getattr(spec, "on_gap", "bridge")
+    memory = getattr(spec, "feature_memory", 1)
+    return without_gap_windows(anchors, gap_rows(spec), on_gap, spec.lookback, spec.horizon, memory)
+
+
+def without_gap_windows(
+    anchors: dict[str, np.ndarray],
+    gaps: np.ndarray,
+    on_gap: str,
+    lookback: int,
+    horizon: int,
+    memory: int = 1,
+) -> dict[str, np.ndarray]:
+    """The anchors per split less those spanning a gap (`spans_gap`) when `on_gap` is
+    "split"; as they are otherwise. The one rule for every window builder (retrain,
+    evaluation, the tuning search's trials with their own lookback)."""
+    if on_gap != "split" or not len(gaps):
         return anchors
-    return {
-        k: a[~spans_gap(a, gap_rows(spec), spec.lookback, spec.horizon)] for k, a in anchors.items()
-    }
+    return {k: a[~spans_gap(a, gaps, lookback, horizon, memory)] for k, a in anchors.items()}
 
 
 def gap_rows(spec) -> np.ndarray:
@@ -51,23 +65,47 @@ def gap_rows(spec) -> np.ndarray:
     return np.array([g[0] for g in getattr(spec, "gaps", [])], dtype=np.int64)
 
 
-def spans_gap(anchors: np.ndarray, gaps: np.ndarray, lookback: int, horizon: int) -> np.ndarray:
-    """Which windows span a gap after row g: those whose rows t-lookback..t+horizon hold
-    both g and g+1. One row before the inputs counts, as a return-like feature of the
-    first input row reads the close before it."""
+def spans_gap(
+    anchors: np.ndarray, gaps: np.ndarray, lookback: int, horizon: int, memory: int = 1
+) -> np.ndarray:
+    """Which windows span a gap after row g: those whose rows
+    t-lookback+1-memory..t+horizon hold both g and g+1. The `memory` rows before the
+    inputs count, as the features of the first input rows read them (a return the close
+    before it, a 20-day volatility 20 rows): a window right after a gap is skipped until
+    its features no longer reach across it (the warm-up after a gap)."""
     anchors = np.asarray(anchors, dtype=np.int64)
     out = np.zeros(len(anchors), dtype=bool)
     for g in np.asarray(gaps, dtype=np.int64):
-        out |= (anchors - lookback <= g) & (g <= anchors + horizon - 1)
+        out |= (anchors - lookback + 1 - memory <= g) & (g <= anchors + horizon - 1)
     return out
 
 
 def gap_windows(spec) -> dict[str, int]:
     """Windows per split that span a gap (skipped under on_gap=split, built under bridge)."""
     anchors = split_anchors(spec.n_rows, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    rows = gap_rows(spec)
+    rows, memory = gap_rows(spec), getattr(spec, "feature_memory", 1)
     return {
-        k: int(spans_gap(a, rows, spec.lookback, spec.horizon).sum()) for k, a in anchors.items()
+        k: int(spans_gap(a, rows, spec.lookback, spec.horizon, memory).sum())
+        for k, a in anchors.items()
+    }
+
+
+def gap_report(spec) -> dict | None:
+    """What the gaps of a preprocessing did to its windows, for the run's records (the
+    windows step's counts and log, the evaluation's `gaps`); None without a gap."""
+    from tickercast.modeling.preprocess import describe_gaps
+
+    if not getattr(spec, "gaps", None):
+        return None
+    per_split = gap_windows(spec)
+    total = sum(per_split.values())
+    done = "skipped" if spec.on_gap == "split" else "built across it (bridged)"
+    return {
+        "gaps": spec.gaps,
+        "on_gap": spec.on_gap,
+        "windows": per_split,
+        "text": f"{describe_gaps(spec.gaps)}: {total} window(s) span them: {done} "
+        f"(on_gap={spec.on_gap})",
     }
 
 
@@ -244,3 +282,18 @@ def make_dataset(
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return ds.with_options(options)
+
+
+def predict_dataset(model, ds) -> np.ndarray:
+    """The model's outputs for every batch of `ds` ((inputs, targets) or inputs), run
+    eagerly. Why not `model.predict`: it builds a tf.function per model, and TensorFlow
+    counts traces by the code of Keras's predict step, shared by every model; a walk-forward
+    backtest predicts a few batches with each of many new models, so every call was a new
+    trace and TensorFlow warned of excessive retracing. Eager calls trace nothing."""
+    outputs = []
+    for batch in ds:
+        inputs = batch[0] if isinstance(batch, tuple) else batch
+        outputs.append(np.asarray(model(inputs, training=False)))
+    if not outputs:
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
+    return np.concatenate(outputs)

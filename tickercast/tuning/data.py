@@ -56,6 +56,11 @@ def search_data(prices, section: PreprocessSettings, who: str) -> tuple[dict, di
         "first_day": spec.first_day,
         "train_end": spec.train_end,
         "val_end": spec.val_end,
+        # rows before a gap in the days and what windows over one do, as in retrain
+        # (`tickercast.modeling.windows.without_gap_windows`)
+        "gap_rows": [int(g[0]) for g in spec.gaps if g[0] < rows - 1],
+        "on_gap": spec.on_gap,
+        "feature_memory": spec.feature_memory,
     }
     return {"x": x, "y": y}, meta
 
@@ -85,12 +90,16 @@ def load_search_data(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def search_anchors(meta: dict, lookback: int, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Train and validation anchors for `lookback` (the split retrain uses), checked to
-    stay inside the search rows with known targets: a tripwire, never expected to fire."""
-    from tickercast.modeling.windows import split_anchors
+    """Train and validation anchors for `lookback` (the split and the gap rule retrain
+    uses: no window spans a gap under on_gap=split), checked to stay inside the search
+    rows with known targets: a tripwire, never expected to fire."""
+    from tickercast.modeling.windows import split_anchors, without_gap_windows
 
-    rows = meta["rows"]
-    anchors = split_anchors(rows, meta["n_train"], meta["n_val"], lookback, meta["horizon"])
+    rows, horizon = meta["rows"], meta["horizon"]
+    anchors = split_anchors(rows, meta["n_train"], meta["n_val"], lookback, horizon)
+    gaps = np.asarray(meta.get("gap_rows", []), dtype=np.int64)  # older search files: none
+    on_gap, memory = meta.get("on_gap", "bridge"), meta.get("feature_memory", 1)
+    anchors = without_gap_windows(anchors, gaps, on_gap, lookback, horizon, memory)
     anchors["test"] = np.empty(0, np.int64)
     for split in ("train", "val"):
         a = anchors[split]
