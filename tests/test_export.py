@@ -207,3 +207,76 @@ def test_staging_left_by_a_killed_export_is_swept_by_the_next(tmp_path):
     assert bundle.name == "1"
     assert not killed.exists()  # a killed export's leftovers are gone
     assert live.exists()  # one that may still be running is left alone
+
+
+def _hash_counter(monkeypatch) -> list[str]:
+    """The files bundle verification really reads (each call of file_sha256)."""
+    from tickercast.delivery import bundle as module
+
+    read: list[str] = []
+    original = module.file_sha256
+
+    def counting(path):
+        read.append(str(path))
+        return original(path)
+
+    monkeypatch.setattr(module, "file_sha256", counting)
+    module._sha256_of.cache_clear()
+    return read
+
+
+def test_an_unchanged_bundle_is_hashed_once_per_process(tmp_path, monkeypatch):
+    """Verification at universe size: a second check of unchanged files reads none."""
+    from tickercast.delivery import bundle as module
+
+    monkeypatch.setattr(module, "RACY_NS", 0)  # these files are seconds old, not racy
+    bundle = write_bundle(tmp_path, "AAPL", make_files(tmp_path), {})
+    read = _hash_counter(monkeypatch)
+    manifest = verify_bundle(bundle)
+    assert len(read) == len(manifest)
+    assert verify_bundle(bundle) == manifest and len(read) == len(manifest)
+
+
+@pytest.mark.parametrize("change", ["rewrite", "replace"])
+def test_a_changed_file_is_still_caught_after_a_cached_check(tmp_path, monkeypatch, change):
+    """Same size, mtime put back: a rewrite moves ctime, a replacement the inode."""
+    import os
+    import time
+
+    from tickercast.delivery import bundle as module
+
+    monkeypatch.setattr(module, "RACY_NS", 0)
+    bundle = write_bundle(tmp_path, "AAPL", make_files(tmp_path), {})
+    read = _hash_counter(monkeypatch)
+    verify_bundle(bundle)
+    target = bundle / "model.keras"
+    before = target.stat()
+    time.sleep(0.05)  # past the file clock's tick
+    evil = b"X" * before.st_size
+    if change == "rewrite":
+        target.write_bytes(evil)
+    else:
+        (bundle / "swap").write_bytes(evil)
+        os.replace(bundle / "swap", target)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(BundleError, match="model.keras does not match its checksum"):
+        verify_bundle(bundle)
+    assert read.count(str(target)) == 2
+
+
+def test_a_file_changed_within_the_clock_tick_of_its_check_is_hashed_again(tmp_path, monkeypatch):
+    """Racy files (changed in the last seconds) skip the cache: a same-size rewrite in
+    the same tick as the check keeps (size, mtime, ctime) yet is caught."""
+    import os
+
+    bundle = write_bundle(tmp_path, "AAPL", make_files(tmp_path), {})
+    read = _hash_counter(monkeypatch)
+    verify_bundle(bundle)
+    target = bundle / "model.keras"
+    before = target.stat()
+    with target.open("r+b") as handle:
+        handle.write(b"X")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(BundleError, match="model.keras does not match its checksum"):
+        verify_bundle(bundle)
+    assert read.count(str(target)) == 2

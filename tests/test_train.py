@@ -107,6 +107,23 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
     assert not config.is_op_determinism_enabled()  # never switched on (see tasks/train.py)
 
 
+def test_a_fit_builds_its_network_with_the_seed_of_its_config_and_ticker(tmp_path):
+    """train_model builds every random part with an explicit seed from (config seed,
+    label), so no other thread drawing from `random` can change a fit's start."""
+    import keras
+
+    from tests.test_models import _random_parts
+    from tickercast.modeling.models import build_model, model_seed
+
+    spec, arrays, anchors = sine_data()
+    train_model(arrays, anchors, 10, tiny_fit(epochs=1, dropout=0.1), tmp_path, label="SINE")
+    fitted = keras.models.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    seeded = build_model("stacked_lstm", 10, 1, [6, 4], dropout=0.1, seed=model_seed(11, "SINE"))
+    parts = _random_parts(fitted)
+    assert parts and all(isinstance(seed, int) for _, seed in parts), parts
+    assert parts == _random_parts(seeded)
+
+
 @pytest.mark.slow  # four trainings, ~40 s on 2 busy cores
 def test_trainings_in_threads_match_their_solo_runs(tmp_path):
     """The flow may train tickers in threads: seeds and the dtype policy are

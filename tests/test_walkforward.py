@@ -71,6 +71,25 @@ def run(prices, tmp_path, folds=3):
     return result, recorder
 
 
+@pytest.mark.parametrize(
+    ("epochs", "fold_epochs", "expected"), [(3, None, 3), (50, None, 10), (3, 7, 7)]
+)
+def test_epochs_caps_the_folds_unless_they_have_their_own(tmp_path, epochs, fold_epochs, expected):
+    """One maximum-epochs concept: --epochs caps the folds too (at most 10 by default);
+    --walk-forward-epochs, when given, is the folds' own."""
+    recorder = Recorder()
+    result = walk_forward(
+        random_walk(),
+        PreprocessSettings(**PRE_CFG),
+        FitSpec(seed=1, epochs=epochs),
+        WalkForward(walk_forward_folds=2, walk_forward_epochs=fold_epochs),
+        tmp_path,
+        fit=recorder,
+    )
+    assert result["epochs_per_fold"] == expected
+    assert {seen["cfg"].training.epochs for seen in recorder.seen} == {expected}
+
+
 def test_no_fold_trains_on_data_dated_at_or_after_its_test_window(tmp_path):
     prices = random_walk()
     result, recorder = run(prices, tmp_path)

@@ -372,7 +372,13 @@ class Training(Section):
 
     learning_rate: float = Field(1e-3, gt=0, le=1.0, description="Adam learning rate.")
     clipvalue: float = Field(1.0, gt=0, description="Adam gradient clipping value.")
-    epochs: int = Field(50, ge=1, le=10_000, description="Maximum training epochs.")
+    epochs: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Maximum training epochs of a fit (early stopping may end it sooner); "
+        "also caps each walk-forward fold unless walk_forward_epochs is given.",
+    )
     batch_size: int = Field(32, ge=1, le=65_536, description="Windows per gradient step.")
     patience: int = Field(
         10, ge=1, le=1000, description="EarlyStopping patience on val_loss (best weights restored)."
@@ -410,6 +416,10 @@ class Compute(Section):
 # --------------------------------------------------------------------------- after training
 
 
+# The default budget of a fit that is one of many (a walk-forward fold, a backtest origin).
+FOLD_EPOCHS = 10
+
+
 class WalkForward(Section):
     """Retrain's optional walk-forward backtest."""
 
@@ -420,9 +430,20 @@ class WalkForward(Section):
         description="Walk-forward backtest: 0 = off; K = retrain on K expanding windows, each "
         "tested on the next block of test_fraction rows (the last block is the test split).",
     )
-    walk_forward_epochs: int = Field(
-        10, ge=1, le=10_000, description="Maximum epochs per walk-forward fold."
+    walk_forward_epochs: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Maximum epochs per walk-forward fold; empty = epochs, at most "
+        f"{FOLD_EPOCHS} (K folds are K more fits, so they get a smaller budget unless "
+        "given one here).",
     )
+
+    def fold_epochs(self, epochs: int) -> int:
+        """A fold's maximum epochs when the run's own fits take at most `epochs`."""
+        if self.walk_forward_epochs is not None:
+            return self.walk_forward_epochs
+        return min(epochs, FOLD_EPOCHS)
 
 
 class Gate(Section):
@@ -535,9 +556,16 @@ class Rolling(Section):
 
 
 class BacktestTraining(Training):
-    """A backtest's network fits: fewer epochs and a shorter patience by default."""
+    """A backtest's network fits: fewer epochs and a shorter patience by default (the
+    same `epochs` setting as retrain's; one fit per origin and model, so a smaller budget)."""
 
-    epochs: int = field_of(Training, "epochs", default=10)
+    epochs: int = field_of(
+        Training,
+        "epochs",
+        default=FOLD_EPOCHS,
+        description="Maximum training epochs of each origin's fit (early stopping may end "
+        "it sooner).",
+    )
     patience: int = field_of(Training, "patience", default=3)
 
 

@@ -75,8 +75,8 @@ def walk_forward(
     fit: FitFn = keras_fit,
     who: str = "series",
 ) -> dict:
-    """Run `walk`'s folds, each network fitted as `spec` says with the walk-forward's own
-    epochs; returns per-fold results, the summary and the predictions table."""
+    """Run `walk`'s folds, each network fitted as `spec` says with at most
+    `walk.fold_epochs` epochs; returns per-fold results, the summary and the predictions table."""
     logger = logger or logging.getLogger(__name__)
     spec0, arrays0 = preprocess(prices, section, who=who)
     dates = arrays0["dates"]
@@ -88,7 +88,7 @@ def walk_forward(
         spec0.lookback,
         spec0.horizon,
     )
-    epochs = walk.walk_forward_epochs
+    epochs = walk.fold_epochs(spec.training.epochs)
     fold_spec = spec.model_copy(update={"epochs": epochs})
     series = Series(prices, dates)
     results, tables = [], []

@@ -201,18 +201,20 @@ def fit(
     callbacks: Sequence = (),
     label: str = "model",
     max_steps: int | None = None,
+    seed_key: str | None = None,
 ):
     """Train (or resume) on `data`; returns (summary, model) with best weights restored.
 
     `callbacks` run after the built-in ones (tests use one to kill a run mid-way);
-    `max_steps` caps the batches per epoch and per validation (benchmarks only).
+    `max_steps` caps the batches per epoch and per validation (benchmarks only);
+    `seed_key` (default `label`) with the config's seed picks the initial weights.
     """
     logger = logger or logging.getLogger(__name__)
     out_dir = Path(out_dir)
     choice = resolve_device(spec.compute)
     logger.info("%s: training on %s (%s)", label, choice.device, choice.reason)
     resume = _Resume.of(out_dir)
-    model, strategy = _model(spec, lookback, data, choice, resume, logger, label)
+    model, strategy = _model(spec, lookback, data, choice, resume, logger, label, seed_key)
     problems = cudnn_problems(model)
     if problems:
         logger.warning(
@@ -237,13 +239,14 @@ def fit(
     return run.summary(model, choice, problems), model
 
 
-def _model(spec, lookback, data, choice, resume, logger, label):
+def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None):
     """(model, strategy): built and seeded, or loaded from the checkpoint to resume."""
     import keras
 
     # every layer seeded from the run's seed and the ticker (the fit's label): the same
     # initial weights whatever other threads draw from Python's `random`
-    kwargs = {**build_kwargs(spec, lookback, data), "seed": model_seed(spec.training.seed, label)}
+    seed = model_seed(spec.training.seed, seed_key or label)
+    kwargs = {**build_kwargs(spec, lookback, data), "seed": seed}
     on_cpu = choice.strategy == "one_device_cpu"
     if on_cpu:  # cuDNN's LSTM has no CPU kernel: TensorFlow would put it on the GPU
         kwargs["use_cudnn"] = False

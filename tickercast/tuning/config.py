@@ -137,8 +137,9 @@ class SearchSpace(Section):
         20,
         ge=1,
         le=10_000,
-        description="Epochs per trial, early-stopped on the validation split (hyperband: "
-        "the most epochs any trial trains).",
+        description="Maximum epochs per trial, early-stopped on the validation split "
+        "(hyperband: the most epochs any trial trains); a search's budget, apart from "
+        "final_epochs, the chosen configuration's.",
     )
     initial_points: int | None = Field(
         None,
@@ -279,7 +280,8 @@ class Budget(Section):
         Training,
         "epochs",
         description="best.json's epochs: the maximum for training the chosen configuration "
-        "(early-stopped on the validation split, as retrain does).",
+        "(early-stopped on the validation split, as retrain does); apart from the trials' "
+        "epochs, which are the search's budget.",
     )
 
 

@@ -81,7 +81,9 @@ def _fit_part(part: Part, lookback: int, spec, keep_checkpoints: bool, logger, c
 
     if part.resume_from is not None:
         _copy_checkpoint(part.resume_from, part.out, logger)
-    summary, model = fit(part.data, lookback, spec, part.out, logger, callbacks, part.label)
+    summary, model = fit(  # seeded by ticker, not trial: trials start alike, as they did
+        part.data, lookback, spec, part.out, logger, callbacks, part.label, seed_key=part.name
+    )
     result = {
         "val_mse": _val_mse(model, part.data, lookback, spec.training.batch_size),
         "val_loss": summary["best_val_loss"],
