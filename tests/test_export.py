@@ -117,13 +117,17 @@ def test_real_bundle_contents(real_bundle):
 def test_saved_model_serving_signature_as_documented(real_bundle):
     """TF Serving's view: feed serving.json's raw window (the lake's fields, oldest first)
     and get the bundle's own evaluation forecasts and bands back in prices; its `scaled`
-    signature, fed scaled features, gives the scaled target as documented."""
+    signature, fed scaled features, gives the scaled target as documented. v3 (a ridge
+    fit, plausible forecasts); v1, a 2-epoch tiny LSTM whose forecasts sit near half the
+    last close, is refused by the signature (issue 25) instead of answered."""
     import numpy as np
     import pandas as pd
     import tensorflow as tf
 
     from tickercast.market import lake
     from tickercast.modeling.features import build_features
+
+    garbage, real_bundle = real_bundle, real_bundle.parent / "3"
 
     serving = json.loads((real_bundle / "serving.json").read_text())
     pre = json.loads((real_bundle / "preprocessing.json").read_text())
@@ -147,6 +151,9 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
     np.testing.assert_allclose(out["forecast"].numpy()[:, 0], table["model"], rtol=1e-5)
     np.testing.assert_allclose(out["lower_80"].numpy()[:, 0], table["lo_80"], rtol=1e-5)
     np.testing.assert_allclose(out["upper_95"].numpy()[:, 0], table["hi_95"], rtol=1e-5)
+    refusing = tf.saved_model.load(str(garbage / serving["path"]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="implausibly far"):
+        refusing.signatures["serving_default"](window=tf.constant(np.array(windows)))
 
     scaled_signature = serving["signatures"]["scaled"]
     assert scaled_signature["inputs"]["window"] == {

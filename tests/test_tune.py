@@ -408,7 +408,8 @@ def test_a_trial_trains_what_retrain_trains_and_is_not_trained_twice(tmp_path):
     anchors = split_anchors(n, pre.n_train, pre.n_val, 10, pre.horizon)
     cfg = {**TRAIN, **{k: v for k, v in SETTINGS.items() if k != "lookback"}, "epochs": 2}
     del cfg["mode"], cfg["ticker_embedding"]  # the scope: a per-ticker model
-    retrain = train_model(full, anchors, 10, FitSpec(**cfg), tmp_path / "retrain")
+    # retrain seeds a fit by its ticker (the label), as the trial does
+    retrain = train_model(full, anchors, 10, FitSpec(**cfg), tmp_path / "retrain", label="AAA")
     np.testing.assert_allclose(
         result["history"]["AAA"]["val_loss"], retrain["history"]["val_loss"], rtol=1e-6
     )
