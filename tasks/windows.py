@@ -16,8 +16,7 @@ from tickercast.tasks.workfiles import outputs
 def windows_step(pre: Preprocessed, data_dir: str, *, work: Path) -> Windows:
     """Window anchors per split (indices only; the data is never copied per window)."""
     from tickercast.atomic import atomic_path
-    from tickercast.modeling.preprocess import describe_gaps
-    from tickercast.modeling.windows import anchors_for, gap_windows
+    from tickercast.modeling.windows import anchors_for, describe_gaps, gap_windows
 
     spec = pre.preprocessing
     anchors = anchors_for(spec)

@@ -22,6 +22,7 @@ from tickercast.atomic import atomic_path, write_json
 from tickercast.choices import Target
 from tickercast.layout import SPEC_FILE
 from tickercast.modeling.features import build_features
+from tickercast.modeling.windows import anchors_for, describe_gaps
 from tickercast.splits import Fractions, Split, SplitDates
 
 if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a step
@@ -47,12 +48,6 @@ def find_gaps(days: np.ndarray, gap_days: int) -> list[list]:
         [int(i), str(days[i]), str(days[i + 1]), int(missing[i])]
         for i in np.flatnonzero(missing > gap_days)
     ]
-
-
-def describe_gaps(gaps: list[list]) -> str:
-    """'2 gap(s): 2019-01-02..2019-06-03 (104 weekdays missing), ...' (first three)."""
-    shown = ", ".join(f"{b}..{a} ({n} weekdays missing)" for _, b, a, n in gaps[:3])
-    return f"{len(gaps)} gap(s): {shown}" + (", ..." if len(gaps) > 3 else "")
 
 
 @dataclass
@@ -387,8 +382,6 @@ def _gaps(dates: pd.Series, section: Windowing, who: str, warm_up: int) -> list[
 
 def _check_windows_left(spec: Preprocessing, who: str) -> None:
     """With on_gap=split, every split must keep at least one window."""
-    from tickercast.modeling.windows import anchors_for
-
     if spec.on_gap != "split" or not spec.gaps:
         return
     empty = [name for name, a in anchors_for(spec).items() if len(a) == 0]

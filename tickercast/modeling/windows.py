@@ -90,11 +90,15 @@ def gap_windows(spec) -> dict[str, int]:
     }
 
 
+def describe_gaps(gaps: list[list]) -> str:
+    """'2 gap(s): 2019-01-02..2019-06-03 (104 weekdays missing), ...' (first three)."""
+    shown = ", ".join(f"{b}..{a} ({n} weekdays missing)" for _, b, a, n in gaps[:3])
+    return f"{len(gaps)} gap(s): {shown}" + (", ..." if len(gaps) > 3 else "")
+
+
 def gap_report(spec) -> dict | None:
     """What the gaps of a preprocessing did to its windows, for the run's records (the
     windows step's counts and log, the evaluation's `gaps`); None without a gap."""
-    from tickercast.modeling.preprocess import describe_gaps
-
     if not getattr(spec, "gaps", None):
         return None
     per_split = gap_windows(spec)
