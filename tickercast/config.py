@@ -100,7 +100,8 @@ class _Config(Composite):
         leaves = cls.leaves()
         if "preset" in leaves:  # a preset fills the settings it names unless given
             for leaf, value in PRESETS.get(data.get("preset", "recommended"), {}).items():
-                _fill(data, leaves.get(leaf), leaf, value)
+                if leaf in leaves:  # a config without the setting (a backtest's head) skips it
+                    _fill(data, leaves[leaf], leaf, value)
         source = data.get("data", {})
         if isinstance(source, dict) and source.get("source") == "sine" and "start" in leaves:
             # The sine wave's synthetic days begin in 2000: a default start (2015) would

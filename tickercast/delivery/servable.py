@@ -46,7 +46,7 @@ from tickercast.delivery.bundle import (
     sweep_stale_staging,
     write_bundle,
 )
-from tickercast.delivery.plausibility import MAX_PRICE, export_limit
+from tickercast.delivery.plausibility import MAX_PRICE, Refused, export_limit
 from tickercast.delivery.predict import forecast_next
 from tickercast.evaluation.conformal import (
     LINEAR_SPACE,
@@ -423,19 +423,28 @@ def verify_saved_model(dest: Path, servable: Servable, metadata: dict) -> None:
     # of days, so the answer must be the same
     history = servable.rows + VOLATILITY_DAYS + 1
     probes = [probe_prices(spec, history, seed) for seed in (0, 1)]
-    window = np.stack([raw_window(p, servable.fields, servable.rows) for p in probes])
-    try:
-        served = loaded.signatures[SIGNATURE](**{INPUT: tf.constant(window)})
-    except tf.errors.InvalidArgumentError as exc:
-        raise BundleError(f"SavedModel refused a probe window: {exc.message}") from exc
-    for i, prices in enumerate(probes):
-        head = servable.head if isinstance(servable, QuantileServable) else None
-        for name, expected in _expected(model, spec, metadata, prices, head).items():
-            got = np.asarray(served[name])[i : i + 1]
-            if not np.allclose(got, expected, rtol=RTOL, atol=0.0, equal_nan=False):
+    head = servable.head if isinstance(servable, QuantileServable) else None
+    for prices in probes:
+        window = raw_window(prices, servable.fields, servable.rows)[None]
+        try:
+            expected = _expected(model, spec, metadata, prices, head)
+        except Refused:  # predict refuses this forecast (implausible): so must the graph
+            expected = None
+        try:
+            served = loaded.signatures[SIGNATURE](**{INPUT: tf.constant(window)})
+        except tf.errors.InvalidArgumentError as exc:
+            if expected is None and "not a finite number" not in exc.message:
+                continue  # both refuse an implausible forecast: they agree (a served
+                # forecast is checked again); a network that overflows is never exported
+            raise BundleError(f"SavedModel refused a probe window: {exc.message}") from exc
+        if expected is None:
+            raise BundleError("SavedModel answered a probe window tickercast predict refuses")
+        for name, want in expected.items():
+            got = np.asarray(served[name])
+            if not np.allclose(got, want, rtol=RTOL, atol=0.0, equal_nan=False):
                 raise BundleError(
                     f"SavedModel output {name!r} differs from tickercast predict's on a probe "
-                    f"window: {got.ravel()[:3]} vs {expected.ravel()[:3]}"
+                    f"window: {got.ravel()[:3]} vs {want.ravel()[:3]}"
                 )
     scaled = np.random.default_rng(0).random((2, spec.lookback, len(spec.features)))
     scaled = scaled.astype(np.float32)
