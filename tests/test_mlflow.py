@@ -68,8 +68,8 @@ def mlflow_server(tmp_path_factory):
             try:
                 if requests.get(f"{uri}/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not up yet, or still starting on a loaded machine: ask again
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow server not up in 180 s: {(root / 'server.log').read_text()}")
             time.sleep(0.5)
