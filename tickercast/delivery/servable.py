@@ -288,8 +288,10 @@ class Servable:
                 )
         return cols
 
-    def serve(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The forecast in prices and its bands from a raw window [batch, rows, fields]."""
+    def _scaled_inputs(self, window: tf.Tensor) -> tuple[dict, tf.Tensor]:
+        """A raw window's checked columns and the network's input: the features of the
+        last `lookback` days, scaled as in training (float32), for the point and quantile
+        heads."""
         import tensorflow as tf
 
         spec, lookback = self.spec, self.spec.lookback
@@ -299,7 +301,14 @@ class Servable:
         )
         lo, span = spec.feature_scaler.offset_and_span()
         scaled = (features - tf.constant(lo, tf.float64)) / tf.constant(span, tf.float64)
-        out = tf.cast(self.model(tf.cast(scaled, tf.float32), training=False), tf.float64)
+        return cols, tf.cast(scaled, tf.float32)
+
+    def serve(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The forecast in prices and its bands from a raw window [batch, rows, fields]."""
+        import tensorflow as tf
+
+        spec, (cols, scaled) = self.spec, self._scaled_inputs(window)
+        out = tf.cast(self.model(scaled, training=False), tf.float64)
         width = output_width(spec.target, spec.horizon)
         t_lo, t_span = spec.target_scaler.offset_and_span()
         values = tf.reshape(out, [-1, width]) * tf.constant(t_span, tf.float64) + tf.constant(
@@ -613,14 +622,8 @@ class QuantileServable(Servable):
         targets): every step increasing, so the grid stays ordered."""
         import tensorflow as tf
 
-        spec, lookback = self.spec, self.spec.lookback
-        cols = self._checked_columns(window)
-        features = tf.stack(
-            [GRAPH_FEATURES[name][1](cols)[:, -lookback:] for name in spec.features], axis=-1
-        )
-        lo, span = spec.feature_scaler.offset_and_span()
-        scaled = (features - tf.constant(lo, tf.float64)) / tf.constant(span, tf.float64)
-        out = tf.cast(self.head(tf.cast(scaled, tf.float32), training=False), tf.float64)
+        spec, (cols, scaled) = self.spec, self._scaled_inputs(window)
+        out = tf.cast(self.head(scaled, training=False), tf.float64)
         width = output_width(spec.target, spec.horizon)
         t_lo, t_span = spec.target_scaler.offset_and_span()
         values = tf.reshape(out, [-1, width, len(QUANTILES)]) * tf.constant(
