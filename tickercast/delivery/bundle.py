@@ -22,6 +22,7 @@ which documents its signature; both are made and checked by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -174,6 +175,22 @@ def read_metadata(bundle: str | Path) -> dict:
     """A bundle's metadata.json, parsed (OSError / ValueError when missing or unreadable:
     each caller says what that means for it)."""
     return json.loads((Path(bundle) / layout.METADATA_FILE).read_text())
+
+
+def checked_file(bundle: Path, name: str) -> tuple[bytes, str]:
+    """A file the bundle's manifest lists, read and checked against its sha256: (bytes,
+    digest). FileNotFoundError when the manifest does not list it; BundleError when it is
+    missing or was changed after export."""
+    digest = read_manifest(bundle).get(name)
+    if digest is None:
+        raise FileNotFoundError(f"version {bundle.name} has no {name}")
+    try:
+        data = (bundle / name).read_bytes()
+    except FileNotFoundError as exc:
+        raise BundleError(f"bundle {bundle}: {name} is missing") from exc
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise BundleError(f"bundle {bundle}: {name} does not match its checksum")
+    return data, digest
 
 
 def read_manifest(bundle: str | Path) -> dict[str, str]:

@@ -7,12 +7,11 @@ still matches, like its plots: a download is the file that was exported, or an e
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 from pathlib import Path
 
-from tickercast.delivery.bundle import BundleError, read_manifest
+from tickercast.delivery.bundle import checked_file
 
 PREDICTIONS = "predictions.parquet"
 
@@ -32,15 +31,7 @@ def test_predictions(bundle_dir: Path) -> list[dict]:
     """The version's test-split predictions (predictions.parquet) as rows."""
     import pandas as pd
 
-    digest = read_manifest(bundle_dir).get(PREDICTIONS)
-    if digest is None:
-        raise FileNotFoundError(f"version {bundle_dir.name} has no {PREDICTIONS}")
-    try:
-        data = (bundle_dir / PREDICTIONS).read_bytes()
-    except FileNotFoundError as exc:
-        raise BundleError(f"bundle {bundle_dir}: {PREDICTIONS} is missing") from exc
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise BundleError(f"bundle {bundle_dir}: {PREDICTIONS} does not match its checksum")
+    data, _ = checked_file(bundle_dir, PREDICTIONS)
     table = pd.read_parquet(io.BytesIO(data))
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
 

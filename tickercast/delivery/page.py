@@ -12,14 +12,13 @@ only when the bundle's manifest lists the file, and only when its checksum still
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from tickercast.delivery.bundle import BundleError, read_manifest, read_metadata
+from tickercast.delivery.bundle import BundleError, checked_file, read_manifest, read_metadata
 from tickercast.delivery.fanchart import fan_chart
 from tickercast.delivery.words import band_words, target_words, verdict_words
 from tickercast.delivery.words import naive_test as words_naive_test
@@ -155,16 +154,7 @@ def plot_bytes(bundle_dir: Path, name: str) -> tuple[bytes, str]:
     its checksum (the bundle was changed after export)."""
     if name not in PLOTS:
         raise FileNotFoundError(f"no plot named {name!r}; plots: {', '.join(PLOTS)}")
-    file = f"{name}.png"
-    digest = read_manifest(bundle_dir).get(file)
-    if digest is None:
-        raise FileNotFoundError(f"version {bundle_dir.name} has no {file}")
-    try:
-        data = (bundle_dir / file).read_bytes()
-    except FileNotFoundError as exc:
-        raise BundleError(f"bundle {bundle_dir}: {file} is missing") from exc
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise BundleError(f"bundle {bundle_dir}: {file} does not match its checksum")
+    data, digest = checked_file(bundle_dir, f"{name}.png")
     return data, digest
 
 
