@@ -56,9 +56,35 @@ def use_task_runner(runner: Any) -> Iterator[Any]:
 _TRAINING_LOCK = threading.Lock()
 
 
-def training_lock() -> threading.Lock:
-    """A function, not a global, so tasks pickled by value for Dask refer to it by name."""
-    return _TRAINING_LOCK
+def dask_worker_threads() -> int | None:
+    """The task threads of the Dask worker running this code, or None outside one."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _training_slot() -> Iterator[None]:
+    with _TRAINING_LOCK:
+        threads = dask_worker_threads()
+        if threads is not None:
+            from tickercast.modeling.threads import fresh_state, size_pools
+
+            size_pools(threads)  # the worker's share of the cores, not all of them
+            if threads == 1:  # nothing else builds a model in this process meanwhile
+                fresh_state()
+        yield
+
+
+def training_lock() -> contextlib.AbstractContextManager[None]:
+    """The one training slot of this process (`with training_lock(): fit`). On a Dask
+    worker it also sizes TensorFlow's pools to the worker's threads and, on a one-thread
+    worker, starts each fit from a clean Keras state. A function, not a global, so tasks
+    pickled by value for Dask refer to it by name."""
+    return _training_slot()
 
 
 def result_storage(url: str | None, data_dir: str) -> Any:

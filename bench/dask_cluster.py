@@ -1,0 +1,121 @@
+"""The nightly retrain on a real Dask cluster: 1 vs 2 worker processes, side by side.
+
+What runs: a real Prefect server and `deployments/serve.py` (bench/nightly_universe.py's
+`served`), a `dask scheduler` and N `dask worker --nthreads 1` processes on loopback,
+started as users start them, and the `retrain/nightly-retrain` deployment triggered with
+`task_runner=dask` and `dask_address` pointing at the scheduler (the README's way of
+pointing the nightly at a cluster). The universe: the five sample tickers plus
+`--synthetic` Yahoo-like ones (tests/synthetic.py), a fresh data folder per arm, so both
+arms train every ticker from scratch. Each worker sizes TensorFlow's pools to its one
+thread (tasks/runners.py); results and bundles live in the data folder, which every
+worker on this machine reads.
+
+Reported: the night's wall (trigger -> final state) with 1 and with 2 workers, and the
+ratio (target <= 0.6). Run: python bench/dask_cluster.py [--synthetic 3] [--set epochs=5]
+(writes the RESULTS.md row `dask_cluster`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.nightly_universe import (  # noqa: E402
+    SAMPLES,
+    parameters,
+    run_night,
+    served,
+    synthetic_names,
+    write_universe,
+)
+
+DASK = Path(sys.executable).with_name("dask")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cluster(workers: int, env: dict, logs: Path) -> Iterator[str]:
+    """`dask scheduler` and `workers` one-thread `dask worker` processes; the address."""
+    from distributed import Client
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    out = (logs / f"dask-{workers}.log").open("w")
+    start = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    procs = [subprocess.Popen([*start, "--no-dashboard"], env=env, stdout=out, stderr=out)]
+    try:
+        time.sleep(2)
+        for _ in range(workers):
+            args = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
+            procs.append(subprocess.Popen(args, env=env, stdout=out, stderr=out))
+        with Client(address, timeout=120) as client:
+            client.wait_for_workers(workers, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        out.close()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", type=int, default=3, help="synthetic tickers added")
+    parser.add_argument("--set", action="append", default=[], help="a RetrainConfig field")
+    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
+    walls: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp, served(Path(tmp)) as ctx:
+        _, serve, env = ctx
+        csv_dir = Path(tmp) / "csv"
+        write_universe(csv_dir, synthetic_names(args.synthetic))
+        for workers in (1, 2):
+            with cluster(workers, env, Path(tmp)) as address:
+                data_dir = Path(tmp) / f"data-{workers}"
+                extra = {**overrides, "task_runner": "dask", "dask_address": address}
+                measured = run_night(parameters(tickers, csv_dir, data_dir, extra), serve, 6 * 3600)
+            walls[workers] = measured
+            print(json.dumps({"workers": workers, **measured}, default=str), flush=True)
+    ratio = walls[2]["wall_s"] / walls[1]["wall_s"]
+    shape = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the deployment's defaults"
+    row = (
+        f"| nightly retrain on a real Dask cluster (`dask scheduler` + one-thread `dask worker` "
+        f"processes on loopback, {len(tickers)} tickers: 5 samples + {args.synthetic} "
+        f"synthetic, {shape}) | 1 worker: {walls[1]['wall_s']:.0f} s | "
+        f"2 workers: {walls[2]['wall_s']:.0f} s | {ratio:.2f}x (target <= 0.6x) |"
+    )
+    print(row)
+    if not args.no_record:
+        from bench.results import record
+
+        record("dask_cluster", row)
+    return {"walls": walls, "ratio": ratio}
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    main()

@@ -1,0 +1,40 @@
+"""TensorFlow's thread pools and Keras' global state in a long-lived worker process.
+
+A Dask worker started with `--nthreads N` runs N tasks at a time; TensorFlow, left alone,
+sizes its pools to every core of the machine, so two workers on one machine fight over
+the same cores (measured in bench/RESULTS.md, "TensorFlow thread pools": two one-thread
+processes train 2.8x the windows/s of one process with default pools). `size_pools`
+gives TensorFlow the worker's own share once, before its runtime starts. `fresh_state`
+drops what Keras keeps between models (layer-name counters, the default graph, cached
+kernels), so a worker that trains ticker after ticker does not carry the last one's
+state into the next."""
+
+from __future__ import annotations
+
+_sized: int | None = None
+
+
+def size_pools(threads: int) -> int | None:
+    """Intra- and inter-op pools of `threads` threads; returns the size in effect. Only
+    the first call of a process can set them (TensorFlow fixes them when its runtime
+    starts); later calls, or a runtime already started elsewhere, keep what is in effect."""
+    global _sized
+    import tensorflow as tf
+
+    if _sized is None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+            _sized = int(threads)
+        except RuntimeError:  # the runtime already started: its pools stay
+            _sized = tf.config.threading.get_intra_op_parallelism_threads() or None
+    return _sized
+
+
+def fresh_state() -> None:
+    """Keras' global state dropped before the next model is built. Only for a process
+    that runs one fit at a time with nothing else building models beside it (a Dask
+    worker's single task thread): the state is shared by every thread."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
