@@ -369,11 +369,12 @@ def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dic
     from tickercast.config import RetrainConfig
     from tickercast.deployments.nightly import nightly_config
 
-    config = nightly_config(RetrainConfig).model_dump(mode="json")
-    config.update(
-        tickers=tickers, source="csv", csv_dir=str(csv_dir), data_dir=str(data_dir), **overrides
+    config = nightly_config(RetrainConfig).model_copy(  # flat names, placed in their sections
+        update=dict(
+            tickers=tickers, source="csv", csv_dir=str(csv_dir), data_dir=str(data_dir), **overrides
+        )
     )
-    return json.loads(RetrainConfig(**config).model_dump_json())
+    return json.loads(RetrainConfig(**config.model_dump()).model_dump_json())
 
 
 def one_size(n_synthetic: int, tmp: Path, serve, overrides: dict, nights: int) -> dict:
