@@ -184,7 +184,7 @@ def test_the_retrain_evaluation_judges_the_distribution(target):
     close = np.asarray(arrays["close"])
     outputs = 5 if target == "closes" else 1
     naive = lambda a: np.repeat(close[a][:, None], outputs, axis=1)  # noqa: E731
-    ev = evaluate_forecasts(spec, arrays, anchors, naive)
+    ev = evaluate_forecasts(spec, arrays, anchors, naive, band="volatility_conformal")
     record = ev["distribution"]
     assert record["levels"] == list(QUANTILES) and not record["failed"]
     assert set(record["metrics"]) == {"model", *registry.DISTRIBUTIONS_NAMES}
@@ -205,6 +205,32 @@ def test_the_retrain_evaluation_judges_the_distribution(target):
     assert ev["distribution"]["model"] == {"form": "network"}
     assert ev["distribution"]["metrics"]["garch_t"]["verdict"] == "worse"
     assert ev["distribution"]["metrics"]["model"]["coverage_95"] < 0.5
+
+
+@pytest.mark.parametrize("target", ["mean_close_log_return", "closes"])
+def test_the_default_band_is_the_gjr_garch_fit_on_the_training_rows(target):
+    """Without a quantile head the model ships the GJR-GARCH(1,1)-t band: its parameters
+    (fit on the training rows) are in the record, its 80%/95% intervals are the grid's."""
+    from tickercast.evaluation.evaluate import evaluate_forecasts
+
+    spec, arrays, anchors = _prepared(_garch_prices(2000, seed=21), target)
+    close = np.asarray(arrays["close"])
+    outputs = 5 if target == "closes" else 1
+    naive = lambda a: np.repeat(close[a][:, None], outputs, axis=1)  # noqa: E731
+    ev = evaluate_forecasts(spec, arrays, anchors, naive)
+    model = ev["distribution"]["model"]
+    assert model["form"] == "gjr_garch_t"
+    params = model["calibration"]["params"]
+    assert params["band"] == "gjr_garch_t" and params["fit_returns"] == spec.n_train - 1
+    assert params["returns"] == spec.lookback + 20
+    table = ev["table"]
+    np.testing.assert_allclose(table["lo_80"], table["q_0.1"])
+    np.testing.assert_allclose(table["hi_95"], table["q_0.975"])
+    assert ev["intervals"]["95"]["scale"] == "gjr_garch_t"
+    hits = (table["actual"] >= table["lo_95"]) & (table["actual"] <= table["hi_95"])
+    if outputs == 1:
+        assert ev["intervals"]["95"]["coverage_test"] == pytest.approx(hits.mean())
+    assert len(ev["intervals"]["80"]["q"]) == outputs
 
 
 def test_grid_fields_are_plain_json():

@@ -48,6 +48,12 @@ InputsBaseline = Literal["ridge_inputs"]
 DistributionBaseline = Literal[
     "volatility_conformal", "ewma", "garch_t", "gjr_garch_t", "unconditional"
 ]
+# The band a model ships around its median when it has no quantile head (issue 21): one of
+# the variance forecasters above, fit on the training rows and calibrated on validation
+# (tickercast.evaluation.garch_band, distribution.model_band). The default is the one the
+# sample tickers' benchmark found best (bench/FORECAST_BANDS.md).
+Band = Literal["volatility_conformal", "ewma", "garch_t", "gjr_garch_t"]
+BAND: Band = "gjr_garch_t"
 # The baselines' parameters' defaults (the registry, the arithmetic and the backtest's
 # config section read them here)
 MA_WINDOW = 20  # moving_average: closes averaged
@@ -87,6 +93,7 @@ HEADS = values(Head)
 BASELINES = values(Baseline)
 INPUTS_BASELINES = values(InputsBaseline)
 DISTRIBUTION_BASELINES = values(DistributionBaseline)
+BANDS = values(Band)
 WINDOWS = values(Window)
 DEVICES = values(Device)
 ON_CORRUPT = values(OnCorrupt)

@@ -22,6 +22,7 @@ from tickercast.sections import (
     Composite,
     Compute,
     DataSource,
+    Evaluation,
     Execution,
     Fetching,
     FetchWindow,
@@ -51,6 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": "mean_close",
         "shrink": False,
         "head": "point",
+        "band": "volatility_conformal",
     },
 }
 PRESET_HELP = (
@@ -138,6 +140,7 @@ class RetrainConfig(Ingests):
     training: Training = section(Training)
     compute: Compute = section(Compute)
     walk_forward: WalkForward = section(WalkForward)
+    evaluation: Evaluation = section(Evaluation)
     gate: Gate = section(Gate)
     execution: Execution = section(Execution)
     mirror: Mirror = section(Mirror)
@@ -236,6 +239,7 @@ class BacktestConfig(Ingests):
 
     preprocessing: BacktestWindowing = section(BacktestWindowing)
     backtest: Rolling = section(Rolling)
+    evaluation: Evaluation = section(Evaluation)
     network: Architecture = section(Architecture)
     training: BacktestTraining = section(BacktestTraining)
     compute: Compute = section(Compute)
@@ -254,6 +258,7 @@ class BacktestConfig(Ingests):
         return RollingSpec(
             preprocessing=self.preprocessing,
             backtest=self.backtest,
+            evaluation=self.evaluation,
             network=self.network,
             training=self.training,
             compute=self.compute,

@@ -30,11 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 
 from tickercast.choices import (
+    BAND,
     MA_WINDOW,
     MIN_UNITS,
     RIDGE_ALPHA,
     RIDGE_LAGS,
     BacktestModel,
+    Band,
     Baseline,
     Device,
     Feature,
@@ -469,6 +471,21 @@ class Gate(Section):
     )
 
 
+class Evaluation(Section):
+    """How a model's forecasts are judged and what band it ships (retrain's evaluation,
+    its walk-forward and the rolling backtest)."""
+
+    band: Band = Field(
+        BAND,  # type: ignore[arg-type]
+        description="The band a model without a quantile head ships around its forecast "
+        "(metadata, predict/serve quantiles, the SavedModel, the gate): gjr_garch_t = "
+        "GJR-GARCH(1,1) with Student-t errors, garch_t = GARCH(1,1)-t (fit on the training "
+        "rows, run over the window's last lookback + 20 daily returns); ewma = RiskMetrics "
+        "(lambda 0.94); volatility_conformal = the 20-day realized volatility. Each is "
+        "mapped onto the target and calibrated split-conformally on the validation split.",
+    )
+
+
 # --------------------------------------------------------------------------- backtests
 
 
@@ -771,6 +788,7 @@ class RollingSpec(Composite):
 
     preprocessing: BacktestWindowing = Field(default_factory=BacktestWindowing)
     backtest: Rolling = Field(default_factory=Rolling)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
     network: Architecture = Field(default_factory=Architecture)
     training: BacktestTraining = Field(default_factory=BacktestTraining)
     compute: Compute = Field(default_factory=Compute)

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from tickercast.choices import QUANTILES
+from tickercast.evaluation.conformal import LOG_SPACE
 from tickercast.significance import LEVEL, dm_test_differential, format_p, kupiec_test
 
 GRID = np.asarray(QUANTILES, dtype=np.float64)
@@ -59,7 +60,8 @@ LABELS = {  # how verdicts name each distribution forecaster
 }
 
 
-def _grid_index(level: float) -> int:
+def grid_index(level: float) -> int:
+    """The position of a level on the grid."""
     return int(np.flatnonzero(np.isclose(GRID, level))[0])
 
 
@@ -219,13 +221,19 @@ def calibrate(actual, median, scale) -> np.ndarray:
     )
 
 
+def nested(calibration: np.ndarray) -> np.ndarray:
+    """Calibrated quantiles (outputs, pairs; outermost first) made nested: an outer band
+    never narrower than an inner one."""
+    return np.maximum.accumulate(np.asarray(calibration)[:, ::-1], axis=1)[:, ::-1]
+
+
 def band_quantiles(median, scale, calibration: np.ndarray) -> np.ndarray:
     """The grid in prices, (n, outputs, len(QUANTILES)): median * exp(-+ q * scale) for
     each central interval; the median is the point forecast. Never crossing: the conformal
     quantiles grow with the interval's coverage and exp is increasing."""
     m = np.asarray(median, dtype=np.float64)
     s = np.asarray(scale, dtype=np.float64)
-    q = np.maximum.accumulate(np.asarray(calibration)[:, ::-1], axis=1)[:, ::-1]
+    q = nested(calibration)
     out = np.empty((*m.shape, len(GRID)))
     out[..., MEDIAN] = m
     for p, (lo, hi) in enumerate(PAIRS):
@@ -325,7 +333,7 @@ def per_origin_scores(actual, quantiles) -> dict[str, np.ndarray]:
     q = np.asarray(quantiles, dtype=np.float64).reshape(len(y), y.shape[1], len(GRID))
     out = {"crps": crps_grid(y, q).mean(axis=1), "pinball": pinball(y, q).mean(axis=(1, 2))}
     for key, (lo, hi) in INTERVALS.items():
-        lo_q, hi_q = q[..., _grid_index(lo)], q[..., _grid_index(hi)]
+        lo_q, hi_q = q[..., grid_index(lo)], q[..., grid_index(hi)]
         out[f"interval_{key}"] = interval_score(y, lo_q, hi_q, hi - lo).mean(axis=1)
         out[f"hits_{key}"] = (y >= lo_q) & (y <= hi_q)  # (n, outputs)
     return out
@@ -466,28 +474,99 @@ def relative_scores(actual, last_close, forecasts: Mapping[str, np.ndarray]) -> 
 # --------------------------------------------------------------------------- judging a model
 
 
-MODEL_BAND = "volatility_conformal"  # a model's band when it forecasts no distribution itself
+LEGACY_BAND = "volatility_conformal"  # the band of a record without parameters (before the
+# shipped band was a setting) and of the tutorial preset
+
+
+def model_band(
+    band: str,
+    close: np.ndarray,
+    price_weights: np.ndarray,
+    calibration: tuple[np.ndarray, np.ndarray, np.ndarray],
+    forecast: tuple[np.ndarray, np.ndarray],
+    fit_rows: tuple[int, int],
+    lookback: int,
+) -> tuple[np.ndarray, dict]:
+    """The band a model ships around its median (the config's `band`): its grid at the
+    forecast origins, in prices, and the record that rebuilds it (`calibration_record`).
+
+    A variance recursion (`garch_band.RECURSIVE`) is fit on rows `fit_rows` (first, last:
+    the training rows) and run over the `lookback + 20` returns before each origin, its
+    parameters kept in the record; the others read the closes alone. Either way the
+    scale's level is set on the validation origins (`calibration`, as `calibrated_band`)."""
+    from tickercast.evaluation import garch_band
+
+    params = None
+    variance = DAILY_VARIANCE[band]
+    if band in garch_band.RECURSIVE:
+        n_returns = garch_band.recursion_returns(lookback)
+        params = garch_band.fit_params(close, fit_rows[0], fit_rows[1], band, n_returns)
+
+        def variance(c, rows, horizon, fit_end=None):
+            return garch_band.daily_variance(params, c, rows, horizon)
+
+    grid, q = calibrated_band(variance, close, price_weights, calibration, forecast, fit_rows[1])
+    return grid, calibration_record(q, len(calibration[0]), band, params)
+
+
+def band_scale(record: Mapping, close, rows, price_weights) -> np.ndarray:
+    """A recorded band's scale (origins, outputs) at origin rows of `close`: its fitted
+    recursion's (`params`), else its scale's daily variance from the closes alone."""
+    horizon = price_weights.shape[1]
+    if record.get("params"):
+        from tickercast.evaluation.garch_band import daily_variance
+
+        daily = daily_variance(record["params"], close, rows, horizon)
+    else:
+        daily = DAILY_VARIANCE[record.get("scale", LEGACY_BAND)](close, rows, horizon, None)
+    return target_scale(daily, price_weights)
 
 
 def rebuild_band(record: Mapping, close, rows, median, price_weights) -> np.ndarray:
-    """A model's recorded band (`calibration_record`) at new origins: its daily variance
-    scale there, its calibration. What the gate and predict use for a model without a
-    quantile head."""
-    horizon = price_weights.shape[1]
-    daily = DAILY_VARIANCE[record["scale"]](close, rows, horizon, None)
+    """A model's recorded band (`calibration_record`) at new origins: its scale there, its
+    calibration. What the gate and predict use for a model without a quantile head."""
     q = np.asarray(record["q"], dtype=np.float64)
-    return band_quantiles(median, target_scale(daily, price_weights), q)
+    return band_quantiles(median, band_scale(record, close, rows, price_weights), q)
 
 
-def calibration_record(q: np.ndarray, n: int, scale: str = MODEL_BAND) -> dict:
-    """What rebuilds a calibrated band: its scale's name and the conformal quantiles per
-    output and central interval (pairs of grid levels, outermost first)."""
-    return {
+def calibration_record(
+    q: np.ndarray, n: int, scale: str = LEGACY_BAND, params: Mapping | None = None
+) -> dict:
+    """What rebuilds a calibrated band: its scale's name, the conformal quantiles per
+    output and central interval (pairs of grid levels, outermost first) and, for a fitted
+    variance recursion, its parameters (`garch_band.fit_params`)."""
+    record = {
         "scale": scale,
         "pairs": [[float(GRID[lo]), float(GRID[hi])] for lo, hi in PAIRS],
         "q": np.asarray(q, dtype=np.float64).tolist(),
         "n_calibration": int(n),
     }
+    return record | ({"params": dict(params)} if params else {})
+
+
+def band_intervals(model: Mapping, grid: np.ndarray | None, actual) -> dict[str, dict]:
+    """A shipped variance-recursion band (`model`: the distribution record's `model`) as
+    the 80%/95% intervals metadata records (the conformal quantiles of its grid's pairs,
+    per output, its scale, test coverage); {} for any other band (the 20-day volatility
+    band keeps `conformal.calibrate`'s intervals, which are the same band) or grid."""
+    record = model.get("calibration") or {}
+    if grid is None or not record.get("params"):
+        return {}
+    q = nested(np.asarray(record["q"], dtype=np.float64))
+    y = np.asarray(actual, dtype=np.float64).reshape(grid.shape[:2])
+    out = {}
+    for key, (lo, hi) in INTERVALS.items():
+        pair = [GRID[a] for a, _ in PAIRS].index(GRID[grid_index(lo)])
+        lower, upper = grid[..., grid_index(lo)], grid[..., grid_index(hi)]
+        out[key] = {
+            "nominal": round(hi - lo, 6),
+            "q": q[:, pair].tolist(),
+            "n_calibration": record["n_calibration"],
+            "space": LOG_SPACE,
+            "scale": record["scale"],
+            "coverage_test": float(np.mean((y >= lower) & (y <= upper))),
+        }
+    return out
 
 
 def judge(

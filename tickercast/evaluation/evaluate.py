@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from tickercast.choices import BAND
 from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.baseline_registry import (
     InputsBaseline,
@@ -131,12 +132,14 @@ def distribution_evaluation(
     anchors: dict[str, np.ndarray],
     medians: tuple[np.ndarray, np.ndarray],
     predict_quantiles: QuantileFn | None = None,
+    band: str = BAND,
 ) -> tuple[dict, np.ndarray | None, dict[str, np.ndarray]]:
     """The model's distribution against every distribution baseline on the test windows,
     all around the model's median (`medians`: its point forecasts at the validation and
     the test windows) and calibrated on the validation windows; the GARCH fits read the
     training rows (the network's fit). The model's grid is `predict_quantiles`' (a
-    quantile head, in prices), else today's volatility-scaled conformal band on the grid.
+    quantile head, in prices), else the band it ships (`band`, `dist.model_band`: fit on
+    the training rows, calibrated on the validation windows) on the grid.
 
     Returns the JSON-ready record (`levels`, `model`, `metrics`, `verdicts`, `baselines`,
     `failed`), the model's test grid (None when there are no validation windows) and
@@ -160,13 +163,12 @@ def distribution_evaluation(
     if predict_quantiles is not None:
         grid = dist.sort_quantiles(np.asarray(predict_quantiles(test), dtype=np.float64))
         model = {"form": "network"}
-    else:  # today's band: the volatility-scaled one, around the model's median
-        variance = dist.DAILY_VARIANCE[dist.MODEL_BAND]
-        fit_end = spec.n_train - 1
-        grid, q = dist.calibrated_band(
-            variance, close, weights, calibration, (test, model_test), fit_end
+    else:  # the band it ships, around the model's median
+        fit_rows = (0, spec.n_train - 1)
+        grid, record = dist.model_band(
+            band, close, weights, calibration, (test, model_test), fit_rows, spec.lookback
         )
-        model = {"form": dist.MODEL_BAND, "calibration": dist.calibration_record(q, len(val))}
+        model = {"form": band, "calibration": record}
     grid = grid.reshape(len(test), y_price.shape[1], len(dist.GRID))
     judged = dist.judge(y_price[test], grid, bands, spec.horizon, MODEL)
     crps = judged.pop("crps")
@@ -181,12 +183,15 @@ def evaluate_forecasts(
     anchors: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], np.ndarray],
     predict_quantiles: QuantileFn | None = None,
+    band: str = BAND,
 ) -> dict:
     """Score `predict` (anchors -> prices, shape (n, outputs)) and every baseline on the
     test windows; calibrate conformal intervals on the validation windows; judge the
     model's distribution (`predict_quantiles`: anchors -> (n, outputs, len(QUANTILES))
-    in prices; absent: the volatility-scaled conformal band on the grid) against every
-    distribution baseline around the same median.
+    in prices; absent: the band it ships, `band`, on the grid) against every
+    distribution baseline around the same median. A shipped band other than the 20-day
+    volatility one gives the 80%/95% intervals too (`dist.band_intervals`), so the bounds
+    predict serves are the grid's.
 
     Returns {"metrics", "table", "intervals", "distribution", "mase_scale", "baselines",
     "window", "up_share"}.
@@ -217,10 +222,20 @@ def evaluate_forecasts(
         val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
         intervals = calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
     distribution, grid, crps = distribution_evaluation(
-        spec, {**arrays, "y_price": y_price}, anchors, (val_pred, model_test), predict_quantiles
+        spec,
+        {**arrays, "y_price": y_price},
+        anchors,
+        (val_pred, model_test),
+        predict_quantiles,
+        band,
     )
     table = _forecast_table(arrays, test, horizon, last, actual, forecasts)
-    _add_interval_columns(table, intervals, model_test, actual, recent_volatility(close, test))
+    shipped = dist.band_intervals(distribution.get("model") or {}, grid, actual)
+    if shipped:
+        intervals = shipped
+        _add_grid_interval_columns(table, grid)
+    else:
+        _add_interval_columns(table, intervals, model_test, actual, recent_volatility(close, test))
     _add_distribution_columns(table, grid, crps)
     window = _test_window(arrays["dates"], test, horizon)
     return {
@@ -277,6 +292,13 @@ def _add_interval_columns(
         table[f"lo_{key}"], table[f"hi_{key}"] = lo[:, 0], hi[:, 0]
 
 
+def _add_grid_interval_columns(table: pd.DataFrame, grid: np.ndarray) -> None:
+    """The shipped band's 80%/95% bounds of the first output (its grid's levels)."""
+    for key, (lo, hi) in dist.INTERVALS.items():
+        table[f"lo_{key}"] = grid[:, 0, dist.grid_index(lo)]
+        table[f"hi_{key}"] = grid[:, 0, dist.grid_index(hi)]
+
+
 def _add_distribution_columns(
     table: pd.DataFrame, grid: np.ndarray | None, crps: dict[str, np.ndarray]
 ) -> None:
@@ -306,13 +328,16 @@ def evaluate(
     arrays: dict,
     anchors: dict[str, np.ndarray],
     predict_quantiles: QuantileFn | None = None,
+    band: str = BAND,
 ) -> dict:
     """`evaluate_forecasts` for a Keras model on the preprocessed arrays (`predict_quantiles`:
-    the model's quantile grid in prices, when it has a quantile head)."""
+    the model's quantile grid in prices, when it has a quantile head; `band`: the band it
+    ships otherwise)."""
     return evaluate_forecasts(
         spec,
         arrays,
         anchors,
         lambda a: predict_prices(model, spec, arrays["x"], a, arrays["close"]),
         predict_quantiles,
+        band,
     )
