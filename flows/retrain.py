@@ -188,12 +188,19 @@ def _trained(
 
 def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) -> None:
     """Evaluate, walk-forward (when enabled), the bundle, then the champion gate."""
-    branch.evaluated = steps.evaluate.submit(branch.pre, branch.win, branch.trained, data_dir)
+    branch.evaluated = steps.evaluate.submit(
+        branch.pre, branch.win, branch.trained, config.evaluation, data_dir
+    )
     if config.walk_forward.walk_forward_folds and config.scope.mode == "global":
         print("walk-forward refits one ticker at a time; skipped in global mode")
     elif config.walk_forward.walk_forward_folds:
         branch.backtested = steps.backtest.submit(
-            branch.ingested, config.preprocessing, config.fit_spec(), config.walk_forward, data_dir
+            branch.ingested,
+            config.preprocessing,
+            config.fit_spec(),
+            config.walk_forward,
+            config.evaluation,
+            data_dir,
         )
     branch.exported = steps.export.submit(
         branch.ingested,

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tickercast.records import Backtested, Ingested, WalkedForward
-from tickercast.sections import FitSpec, PreprocessSettings, RollingSpec, WalkForward
+from tickercast.sections import Evaluation, FitSpec, PreprocessSettings, RollingSpec, WalkForward
 from tickercast.tasks.runners import training_lock
 from tickercast.tasks.steps import step
 from tickercast.tasks.workfiles import outputs
@@ -23,18 +23,27 @@ def backtest_step(
     section: PreprocessSettings,
     spec: FitSpec,
     walk: WalkForward,
+    evaluation: Evaluation,
     data_dir: str,
     *,
     work: Path,
 ) -> WalkedForward:
-    """Walk-forward: refit preprocessing and the network on K expanding folds."""
+    """Walk-forward: refit preprocessing and the network on K expanding folds, each fold's
+    model judged with the band it would ship (`evaluation.band`)."""
     from tickercast.backtest.tables import summary_lines
     from tickercast.backtest.walkforward import walk_forward, write_backtest
 
     ticker = ingested.ticker
     with training_lock():
         result = walk_forward(
-            ingested.prices(), section, spec, walk, work, get_run_logger(), who=f"ticker {ticker}"
+            ingested.prices(),
+            section,
+            spec,
+            walk,
+            work,
+            get_run_logger(),
+            who=f"ticker {ticker}",
+            band=evaluation.band,
         )
     paths = write_backtest(work, result, ticker)
     get_run_logger().info("%s\n%s", ticker, "\n".join(summary_lines(result)))

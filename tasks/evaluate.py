@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect.logging import get_run_logger
 
 from tickercast.records import Evaluated, GlobalTrained, Preprocessed, Trained, Windows
+from tickercast.sections import Evaluation
 from tickercast.tasks.steps import step
 from tickercast.tasks.workfiles import outputs
 
@@ -23,13 +24,15 @@ def evaluate_step(
     pre: Preprocessed,
     win: Windows,
     trained: Trained | GlobalTrained,
+    evaluation: Evaluation,
     data_dir: str,
     *,
     work: Path,
 ) -> Evaluated:
     """Price-unit metrics of the model and every baseline on the test windows, conformal
     intervals from the validation windows, and the plots. `trained` is the ticker's own
-    model, or the global model whose file for this ticker is used."""
+    model, or the global model whose file for this ticker is used; `evaluation.band`
+    the band it ships without a quantile head."""
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
     from tickercast.modeling.models import split_heads
@@ -45,7 +48,7 @@ def evaluate_step(
         def grid(a):
             return predict_quantile_prices(head, spec, arrays["x"], a, arrays["close"])
 
-    ev = evaluate(point, spec, arrays, win.load(), predict_quantiles=grid)
+    ev = evaluate(point, spec, arrays, win.load(), predict_quantiles=grid, band=evaluation.band)
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
     gaps = gap_report(spec)  # on record in metadata.json (the windows step logged it)

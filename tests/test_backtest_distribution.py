@@ -29,11 +29,11 @@ class Naive:
         return forecast, {"epochs_run": 0}
 
 
-def _backtest(tmp_path, seed: int):
+def _backtest(tmp_path, seed: int, band: str = "volatility_conformal"):
     close = _closes(_garch_returns(1100, seed))
     spec = cfg(
         model=["lstm", "naive"], target="mean_close", horizon=3, initial=600, step=1,
-        refit_every=250, val_fraction=0.3,
+        refit_every=250, val_fraction=0.3, band=band,
     )  # fmt: skip
     return rolling_backtest(frame(close), spec, tmp_path, fit=Naive())
 
@@ -62,6 +62,17 @@ def test_the_backtest_judges_bands_around_each_median(tmp_path):
     scores = result["distribution_scores"]
     assert {"median", "date", "band_crps", "garch_t_crps"} <= set(scores.columns)
     assert len(scores) == 2 * result["origins"]["origins"]
+
+
+def test_the_median_ships_the_configured_band_fit_on_its_folds_training_rows(tmp_path):
+    """The default band (GJR-GARCH(1,1)-t, fit on each fold's training rows, run over the
+    origins' last lookback + 20 returns) is the median's own; it covers as calibrated."""
+    result = _backtest(tmp_path, seed=31, band="gjr_garch_t")
+    table = result["distribution"]["medians"]["naive"]["metrics"]
+    assert set(table) == {"band", *DISTRIBUTION_BASELINES}
+    assert table["band"]["crps"] != table["volatility_conformal"]["crps"]
+    assert table["band"]["crps"] != table["gjr_garch_t"]["crps"]  # not the full-history fit
+    assert abs(table["band"]["coverage_95"] - 0.95) < 0.05
 
 
 def test_reports_print_the_table_and_pool_across_tickers(tmp_path):

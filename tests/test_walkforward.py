@@ -58,7 +58,7 @@ class Recorder:
         return forecast, {"epochs_run": 0}
 
 
-def run(prices, tmp_path, folds=3):
+def run(prices, tmp_path, folds=3, band="volatility_conformal"):
     recorder = Recorder()
     result = walk_forward(
         prices,
@@ -67,6 +67,7 @@ def run(prices, tmp_path, folds=3):
         WalkForward(walk_forward_folds=folds, walk_forward_epochs=2),
         tmp_path,
         fit=recorder,
+        band=band,
     )
     return result, recorder
 
@@ -209,6 +210,16 @@ def test_the_walk_forward_pools_the_distribution_over_folds(tmp_path):
         "worse than GARCH(1,1)-t",
         "better than GARCH(1,1)-t by CRPS",
     )
+
+
+def test_each_fold_ships_the_configured_band(tmp_path):
+    """With the default band each fold's model band is GJR-GARCH(1,1)-t fit on that fold's
+    training rows, and its 80%/95% intervals are that band's."""
+    result, _ = run(random_walk(), tmp_path, folds=2, band="gjr_garch_t")
+    for fold in result["folds"]:
+        model = fold["distribution"]["model"]
+        assert model["form"] == "gjr_garch_t" and "params" in model["calibration"]
+        assert fold["intervals"]["80"]["scale"] == "gjr_garch_t"
 
 
 def test_a_quantile_head_is_judged_in_every_fold(tmp_path):

@@ -7,7 +7,7 @@ scored and judged by `tickercast.evaluation.distribution`."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -18,14 +18,15 @@ from tickercast.folds import Fold, Origins, refit_folds
 from tickercast.modeling.preprocess import target_prices
 
 MODEL_BAND = "band"  # the median's own band in the tables: its quantile head, else the
-# volatility-scaled conformal band around it
+# band a model ships around it (the config's `band`, fit on the fold's training rows)
 
 
 @dataclass(frozen=True)
 class Piece:
     """One refit group: its fold's validation rows (of the whole series), their actual
     targets and the median's forecasts there, the group's origin rows and forecasts, and
-    the median's own grid when it has a quantile head."""
+    the median's own grid when it has a quantile head, and the fold's training rows (first,
+    last: what the shipped band's fit reads)."""
 
     val_rows: np.ndarray
     val_actual: np.ndarray
@@ -34,6 +35,12 @@ class Piece:
     median: np.ndarray
     fit_end: int
     grid: np.ndarray | None = None
+    train: tuple[int, int] | None = None
+
+
+def training_rows(fold: Fold) -> tuple[int, int]:
+    """The first and last training row of `fold` (before its validation block)."""
+    return fold.train_start, fold.test_start - fold.val_rows - 1
 
 
 def validation_rows(fold: Fold, horizon: int) -> np.ndarray:
@@ -54,13 +61,18 @@ def naive_pieces(
         val = validation_rows(fold, origins.horizon)
         flat = np.repeat(close[val][:, None], n_out, axis=1)
         median = np.repeat(close[group][:, None], n_out, axis=1)
-        pieces.append(Piece(val, y[val], flat, np.asarray(group), median, int(group[0])))
+        piece = Piece(val, y[val], flat, np.asarray(group), median, int(group[0]))
+        pieces.append(replace(piece, train=training_rows(fold)))
     return pieces
 
 
-def _grids(close: np.ndarray, piece: Piece, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Every band of one refit group; a baseline that cannot be fit there (too short a
-    history for a GARCH) is NaN, so it is left out of the tests, not of the table."""
+def _grids(
+    close: np.ndarray, piece: Piece, weights: np.ndarray, band: str, lookback: int
+) -> dict[str, np.ndarray]:
+    """Every band of one refit group, the median's own first (its quantile head's, else
+    the band a model ships: `band` fit on the fold's training rows); a baseline that
+    cannot be fit there (too short a history for a GARCH) is NaN, so it is left out of
+    the tests, not of the table."""
     calibration = (piece.val_rows, piece.val_actual, piece.val_median)
     grids = {}
     for entry in of_kind("distribution"):
@@ -71,21 +83,31 @@ def _grids(close: np.ndarray, piece: Piece, weights: np.ndarray) -> dict[str, np
             )  # fmt: skip
         except (ValueError, np.linalg.LinAlgError, RuntimeError):
             grids[entry.name] = np.full((*piece.median.shape, len(dist.GRID)), np.nan)
-    own = piece.grid if piece.grid is not None else grids[dist.MODEL_BAND]
+    own = piece.grid
+    if own is None:
+        train = piece.train or (0, int(piece.val_rows[0]) - 1)
+        forecast = (piece.rows, piece.median)
+        own = dist.model_band(band, close, weights, calibration, forecast, train, lookback)[0]
     return {MODEL_BAND: own, **grids}
 
 
 def band_table(
-    close: np.ndarray, origins: Origins, target: str, pieces: list[Piece], dates: np.ndarray
+    close: np.ndarray,
+    origins: Origins,
+    target: str,
+    pieces: list[Piece],
+    dates: np.ndarray,
+    band: tuple[str, int],
 ) -> tuple[dict, pd.DataFrame]:
-    """The distribution table around one median: per forecaster its scores, coverage
+    """The distribution table around one median (`band`: the band a model ships and the
+    lookback its recursion reads from): per forecaster its scores, coverage
     (Kupiec) and the DM test of the median's own band against it (per-origin CRPS, MA
     order from the origins' overlap), verdicts in words; and the per-origin scores relative
     to the last close (`date` + `<name>_<score>`), which pool across tickers."""
     horizon = origins.horizon
     y = target_prices(close, horizon, target)
     weights = dist.target_weights(target, horizon, y.shape[1])
-    parts = [_grids(close, p, weights) for p in pieces if len(p.val_rows) > 0]
+    parts = [_grids(close, p, weights, *band) for p in pieces if len(p.val_rows) > 0]
     kept = [p for p in pieces if len(p.val_rows) > 0]
     if not parts:
         return {"note": "no validation windows: no bands"}, pd.DataFrame()

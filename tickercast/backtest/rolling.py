@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from tickercast.backtest.bands import MODEL_BAND, Piece, band_table, naive_pieces, table_rows
+from tickercast.backtest.bands import (
+    MODEL_BAND,
+    Piece,
+    band_table,
+    naive_pieces,
+    table_rows,
+    training_rows,
+)
 from tickercast.backtest.initial import check_initial
 from tickercast.backtest.prepare import (
     FitFn,
@@ -151,7 +158,16 @@ def _calibrated(
     local = np.asarray(group) - fitted.fold.train_start
     grid = None if head is None else np.asarray(head(fitted.arrays, local), dtype=np.float64)
     start = fitted.fold.train_start
-    piece = Piece(val + start, val_actual, val_pred, np.asarray(group), pred, int(group[0]), grid)
+    piece = Piece(
+        val + start,
+        val_actual,
+        val_pred,
+        np.asarray(group),
+        pred,
+        int(group[0]),
+        grid,
+        training_rows(fitted.fold),
+    )
     return cal, piece
 
 
@@ -351,7 +367,8 @@ def rolling_backtest(
     table = _forecast_table(series, forecasts, networks, section.target)
     _log_summary(logger, who, info, scored, output_labels(section.target, section.horizon))
     folds = {name: net["folds"] for name, net in networks.items()}
-    distribution, scores = _distribution(series, section, rolling, networks)
+    band = (spec.evaluation.band, section.lookback)
+    distribution, scores = _distribution(series, section, rolling, networks, band)
     return {
         "origins": info,
         "models": models,
@@ -364,7 +381,7 @@ def rolling_backtest(
 
 
 def _distribution(
-    series: RollingSeries, section, rolling, networks: dict[str, dict]
+    series: RollingSeries, section, rolling, networks: dict[str, dict], band: tuple[str, int]
 ) -> tuple[dict, pd.DataFrame]:
     """The distribution table around each network's median and naive's: {"medians":
     {median: judged}, "rows": flat rows}, and the per-origin relative scores (a `median`
@@ -376,7 +393,7 @@ def _distribution(
     medians, rows, frames = {}, [], []
     for median, parts in pieces.items():
         judged, scores = band_table(
-            series.close, series.origins, section.target, parts, series.dates
+            series.close, series.origins, section.target, parts, series.dates, band
         )
         medians[median] = judged
         rows += table_rows(median, judged)

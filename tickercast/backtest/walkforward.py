@@ -13,6 +13,7 @@ import pandas as pd
 
 from tickercast.backtest.files import without_table, write_files
 from tickercast.backtest.prepare import FitFn, FittedFold, Logger, Series, fit_fold, keras_fit
+from tickercast.choices import BAND
 from tickercast.evaluation.distribution import dm_verdict, verdict_words
 from tickercast.evaluation.evaluate import evaluate_forecasts
 from tickercast.evaluation.jsonsafe import clean
@@ -74,9 +75,11 @@ def walk_forward(
     logger: Logger | None = None,
     fit: FitFn = keras_fit,
     who: str = "series",
+    band: str = BAND,
 ) -> dict:
     """Run `walk`'s folds, each network fitted as `spec` says with at most
-    `walk.fold_epochs` epochs; returns per-fold results, the summary and the predictions table."""
+    `walk.fold_epochs` epochs and judged with the band it ships (`band`); returns per-fold
+    results, the summary and the predictions table."""
     logger = logger or logging.getLogger(__name__)
     spec0, arrays0 = preprocess(prices, section, who=who)
     dates = arrays0["dates"]
@@ -96,7 +99,7 @@ def walk_forward(
         for fold in folds:
             folder = out_dir / f"fold-{fold.fold}"
             fitted = fit_fold(series, section, fold, fit, fold_spec, folder, logger, who)
-            entry, table = _scored_fold(fitted, dates)
+            entry, table = _scored_fold(fitted, dates, band)
             results.append(entry)
             tables.append(table)
             logger.info(
@@ -124,7 +127,9 @@ def walk_forward(
     }
 
 
-def _scored_fold(fitted: FittedFold, dates: np.ndarray) -> tuple[dict, pd.DataFrame]:
+def _scored_fold(
+    fitted: FittedFold, dates: np.ndarray, band: str = BAND
+) -> tuple[dict, pd.DataFrame]:
     """A fitted fold scored like the retrain itself: its entry and predictions table."""
     fold, spec = fitted.fold, fitted.spec
     head = getattr(fitted.forecaster, "quantiles", None)  # a quantile head, when it has one
@@ -134,6 +139,7 @@ def _scored_fold(fitted: FittedFold, dates: np.ndarray) -> tuple[dict, pd.DataFr
         fitted.anchors,
         lambda a: fitted.forecaster(fitted.arrays, a),
         None if head is None else (lambda a: head(fitted.arrays, a)),
+        band,
     )
     entry = {
         **asdict(fold),

@@ -9,10 +9,13 @@ the product shipped) is significantly worse than EWMA, GARCH(1,1)-t and GJR-GARC
 around the network's (DM-gated, shrunk) median. Its parameters are a small JSON dict
 (`fit_params`), kept in metadata, so `predict`, the gate and the SavedModel rebuild the
 band without refitting; and the recursion reads only the last `returns` daily log returns
-before an origin (lookback + 20), started from the fit's long-run variance, so the
+before an origin (lookback + 20), started from the training returns' variance, so the
 SavedModel computes the same numbers from the window it is sent
 (`tickercast.delivery.servable`). The start is forgotten at the rate beta per day: with
 the betas fitted on the sample tickers (0.6 to 0.97) it weighs 1e-18 to 9% after 80 days.
+The start is the sample variance, not the fit's long-run variance omega / (1 - alpha -
+gamma / 2 - beta) (kept in the record): a near-integrated fit (persistence 0.9999, as
+short or calm training spans give) puts that orders of magnitude off.
 
 The recursion (daily log returns r, eps = r - mu):
     s2[t+1] = omega + (alpha + gamma * 1{eps[t] < 0}) * eps[t]^2 + beta * s2[t]
@@ -99,11 +102,11 @@ def fit_params(close, first: int, last: int, band: str, n_returns: int) -> dict:
     if bad or params["omega"] <= 0:
         why = f"the fit is not stationary (alpha + gamma/2 + beta = {persistence:.4g})"
         return ewma_params(r, n_returns, f"{band}: {why}; EWMA (lambda {EWMA_LAMBDA}) instead")
-    long_run = params["omega"] / (1.0 - persistence)
     return {
         "band": band,
         **params,
-        "start_variance": max(long_run, VARIANCE_FLOOR),
+        "long_run_variance": params["omega"] / (1.0 - persistence),
+        "start_variance": max(float(np.var(r)), VARIANCE_FLOOR),
         "returns": int(n_returns),
         "fit_returns": int(len(r)),
     }
