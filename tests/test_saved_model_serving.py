@@ -65,7 +65,11 @@ def every_feature_version(data_dir: Path, ingested: dict) -> Path:
     from tickercast.atomic import write_json
 
     config = tiny_config(
-        data_dir, features=list(FEATURES), target="closes_log_return", shrink=False
+        data_dir,
+        features=list(FEATURES),
+        target="closes_log_return",
+        shrink=False,
+        band="gjr_garch_t",  # the shipped band on a vector target: one variance per step
     )
     lookback, width = config.preprocessing.lookback, config.preprocessing.horizon
     inputs = keras.Input(shape=(lookback, len(FEATURES)), name="window")
@@ -141,7 +145,11 @@ def test_plain_tensorflow_gets_what_tickercast_predict_answers(served, bundles, 
         "dtype": "float64",
         "shape": [None, serving["rows"], len(serving["fields"])],
     }
-    assert set(answer) == {"forecast", "lower_80", "upper_80", "lower_95", "upper_95"}
+    bands = {"forecast", "lower_80", "upper_80", "lower_95", "upper_95"}
+    # the recommended preset (and every_feature) ship the GJR-GARCH(1,1)-t band: its whole
+    # grid is served too
+    shipped = name != "tutorial"
+    assert set(answer) == bands | ({"quantiles"} if shipped else set())
     width = 5 if name == "every_feature" else 1
     for i, rows in enumerate(case["expected"]):
         assert len(rows) == width
@@ -152,17 +160,26 @@ def test_plain_tensorflow_gets_what_tickercast_predict_answers(served, bundles, 
                 assert got[f"lower_{key}"] == pytest.approx(row[f"lo_{key}"], rel=RTOL)
                 assert got[f"upper_{key}"] == pytest.approx(row[f"hi_{key}"], rel=RTOL)
             assert got["lower_95"] < got["lower_80"] < got["forecast"] < got["upper_80"]
+            if shipped:
+                assert got["quantiles"] == pytest.approx(row["quantiles"], rel=RTOL)
+                assert got["quantiles"][2] == got["lower_80"] and np.all(
+                    np.diff(got["quantiles"]) >= 0
+                )
     if name == "tutorial":
         assert serving["fields"] == ["close", "volume"] and serving["rows"] == 21
+        assert (
+            bundle.metadata["evaluation"]["distribution"]["model"]["form"] == "volatility_conformal"
+        )
     elif name == "recommended":
         assert bundle.spec.features == ["log_return", "volatility"]
         assert bundle.spec.target == "mean_close_log_return"
         history = json.loads((bundles["recommended"] / "history.json").read_text())
         assert history["shrinkage"]["alpha"] is not None  # fitted, folded into the network
-        assert serving["fields"] == ["close"] and serving["rows"] == 20 + 20
+        # the band's recursion reads lookback + 20 returns: one close more than the features
+        assert serving["fields"] == ["close"] and serving["rows"] == 20 + 21
     else:
         assert serving["fields"] == ["open", "high", "low", "close", "volume", "epoch_day"]
-        assert serving["rows"] == 20 + 20
+        assert serving["rows"] == 20 + 21
         # the network moves the forecast away from the last close (not a no-change model)
         last = case["expected"][0][0]["last_close"]
         assert np.abs(np.array(answer["forecast"][0]) / last - 1).min() > 1e-4
@@ -234,14 +251,37 @@ def test_export_refuses_an_unsupported_choice_naming_it(bundles, monkeypatch, tm
 
 
 def test_export_refuses_a_savedmodel_that_disagrees_with_predict(bundles, monkeypatch, tmp_path):
-    """A graph whose `return` feature were a log return would forecast differently from
-    `tickercast predict`: export checks it on probe windows and refuses."""
+    """A graph whose `return` feature looked back two days instead of one would forecast
+    differently from `tickercast predict`: export checks it on probe windows and refuses.
+    (A log return instead of the simple one differs by r^2 / 2, about 5e-5 on the probes'
+    1% moves: below the check's 1e-5 relative on some probe draws, so not this test.)"""
+    import tensorflow as tf
+
     from tickercast.delivery import servable
 
     bundle = load_bundle(bundles["every_feature"])
     warmup, _ = servable.GRAPH_FEATURES["return"]
-    monkeypatch.setitem(servable.GRAPH_FEATURES, "return", (warmup, servable._log_return))
+
+    def two_day_return(c):
+        close = c["close"]
+        return tf.concat([close[:, :1] * 0.0, close[:, 2:] / close[:, :-2] - 1.0], axis=1)
+
+    monkeypatch.setitem(servable.GRAPH_FEATURES, "return", (warmup, two_day_return))
     with pytest.raises(BundleError, match="'forecast' differs from tickercast predict"):
+        servable.export_saved_model(bundle.model, bundle.spec, bundle.metadata, tmp_path / "sm")
+
+
+def test_export_refuses_a_band_that_disagrees_with_predict(bundles, monkeypatch, tmp_path):
+    """A graph whose GJR recursion dropped the asymmetric term (gamma) would serve another
+    band than `tickercast predict`'s: export refuses, naming the quantiles."""
+    from tickercast.delivery import servable
+
+    bundle = load_bundle(bundles["every_feature"])
+    band = bundle.metadata["evaluation"]["distribution"]["model"]["calibration"]["params"]
+    assert band["band"] == "gjr_garch_t" and band["gamma"] > 0
+    real = servable._band_variance
+    monkeypatch.setattr(servable, "_band_variance", lambda p, r, h: real({**p, "gamma": 0.0}, r, h))
+    with pytest.raises(BundleError, match="'quantiles' differs from tickercast predict"):
         servable.export_saved_model(bundle.model, bundle.spec, bundle.metadata, tmp_path / "sm")
 
 

@@ -63,7 +63,7 @@ def export_model(data_dir: Path, ingested: dict, config, model_path: Path, histo
 
     spec, arrays, anchors, pre = _prepared(data_dir, config)
     model = keras.models.load_model(model_path, safe_mode=True, compile=False)
-    ev = evaluate(model, spec, arrays, anchors)
+    ev = evaluate(model, spec, arrays, anchors, band=config.evaluation.band)
     history = json.loads(history_path.read_text())
     paths = write_evaluation(model_path.parent / "eval", ev, history["history"], TICKER)
     evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}

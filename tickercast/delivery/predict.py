@@ -2,9 +2,14 @@
 
 `forecast_next` gives the next-horizon forecast from the latest lake rows (the `predict`
 flow and `GET /forecast/{ticker}`); `forecast_window` does the same from a raw window a
-client sends (`POST /predict`). Both attach the bundle's split-conformal intervals and,
-for a network with a quantile head, its calibrated quantile grid in prices
-(`quantile_levels`, `quantiles`: see docs/ARCHITECTURE.md).
+client sends (`POST /predict`). Both attach the bundle's split-conformal intervals and a
+calibrated quantile grid in prices (`quantile_levels`, `quantiles`: see
+docs/ARCHITECTURE.md): a quantile head's, or the band the version ships when it is a
+fitted variance recursion (GJR-GARCH(1,1)-t by default, `evaluation.distribution.model`
+in metadata: `tickercast.evaluation.garch_band`), whose 80%/95% levels are then the
+intervals too. A POSTed window gives that band the daily returns it holds (its
+`log_return` feature, else its closes); fewer than the recursion reads (lookback + 20)
+start it a little earlier from the training variance, within a few percent of the lake's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tickercast import layout
 from tickercast.choices import QUANTILES
 from tickercast.delivery import plausibility
 from tickercast.delivery.bundle import Bundle
+from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.conformal import (
     LINEAR_SPACE,
     MIN_VOLATILITY,
@@ -30,6 +36,7 @@ from tickercast.evaluation.conformal import (
     recent_volatility,
 )
 from tickercast.evaluation.evaluate import predict_prices, scaled_to_prices
+from tickercast.evaluation.garch_band import log_returns
 from tickercast.modeling.features import build_features
 
 # Raw features that are prices (> 0) or counts (>= 0) in a POSTed window.
@@ -93,6 +100,40 @@ def quantile_grid(bundle: Bundle, window: np.ndarray, last_close, ticker: str) -
     return grid
 
 
+def shipped_band(bundle: Bundle) -> dict | None:
+    """The band record a version without a quantile head ships when it is a fitted
+    variance recursion (its `params`); None otherwise (the legacy volatility band, whose
+    intervals are `metadata.intervals` alone)."""
+    if bundle.quantiles is not None:
+        return None
+    evaluation = bundle.metadata.get("evaluation") or {}
+    model = (evaluation.get("distribution") or {}).get("model") or {}
+    record = model.get("calibration") or {}
+    return record if record.get("params") else None
+
+
+def band_grid(bundle: Bundle, returns, forecast: np.ndarray, ticker: str) -> np.ndarray | None:
+    """The shipped band's grid in prices around `forecast` (1, outputs) from the daily
+    log returns before the origin (oldest first); None without such a band or returns."""
+    record = shipped_band(bundle)
+    if record is None or returns is None:
+        return None
+    weights = dist.target_weights(bundle.spec.target, bundle.spec.horizon, forecast.shape[-1])
+    grid = dist.band_from_returns(record, np.asarray(returns)[None], forecast, weights)
+    if not np.isfinite(grid).all():
+        raise ValueError(f"ticker {ticker}: the band's quantiles are not finite numbers")
+    return grid
+
+
+def grid_bands(grid: np.ndarray) -> dict[str, np.ndarray]:
+    """lo_<level>/hi_<level> per output from a shipped band's grid (its 80%/95% levels)."""
+    out = {}
+    for key, (lo, hi) in dist.INTERVALS.items():
+        out[f"lo_{key}"] = grid[..., dist.grid_index(lo)]
+        out[f"hi_{key}"] = grid[..., dist.grid_index(hi)]
+    return out
+
+
 def grid_columns(grid: np.ndarray | None, j: int) -> dict:
     """A forecast row's quantile fields for output j (none without a quantile head):
     `quantile_levels` (the grid) and `quantiles` (prices, in grid order)."""
@@ -105,7 +146,8 @@ def interval_columns(
     bundle: Bundle, forecast: np.ndarray, volatility: float | None = None
 ) -> dict[str, np.ndarray]:
     """lo_<level>/hi_<level> per output from the bundle's conformal quantiles (NaN if none,
-    or if they were calibrated per unit of volatility and `volatility` is unknown)."""
+    if they were calibrated per unit of volatility and `volatility` is unknown, or per
+    unit of a shipped band's scale, which only its grid has: `grid_bands`)."""
     out = {}
     for key, cal in sorted((bundle.metadata.get("intervals") or {}).items()):
         q = np.array(
@@ -116,6 +158,8 @@ def interval_columns(
         scale = None
         if cal.get("scale") == SCALE:
             scale = np.array([np.nan if volatility is None else volatility])
+        elif cal.get("scale") is not None:  # a shipped band's scale: its grid gives the bounds
+            scale = np.array([np.nan])
         space = cal.get("space", LINEAR_SPACE)  # bundles calibrated before log space
         out[f"lo_{key}"], out[f"hi_{key}"] = interval(forecast, q, scale, space)
     return out
@@ -130,7 +174,10 @@ def _rows(
     volatility: float | None = None,
     grid: np.ndarray | None = None,
 ) -> list:
-    bands = interval_columns(bundle, forecast, volatility)
+    if shipped_band(bundle) is not None and grid is not None:
+        bands = grid_bands(grid)
+    else:
+        bands = interval_columns(bundle, forecast, volatility)
     rows = []
     for j in range(forecast.shape[-1]):
         rows.append(
@@ -179,6 +226,8 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
     forecast = plausible_forecast(bundle, scaled, float(closes[-1]), ticker, closes)
     volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
     grid = quantile_grid(bundle, window, closes[-1:], ticker)
+    if grid is None:
+        grid = band_grid(bundle, log_returns(closes), forecast, ticker)
     return _rows(bundle, ticker, forecast, as_of, float(closes[-1]), volatility, grid)
 
 
@@ -252,8 +301,20 @@ def forecast_window(
     last = None if close is None else np.array([close])
     forecast = plausible_forecast(bundle, scaled, close, ticker)
     grid = quantile_grid(bundle, x, last, ticker)
+    if grid is None:
+        grid = band_grid(bundle, window_returns(features, raw), forecast, ticker)
     volatility = window_volatility(features, raw)
     return _rows(bundle, ticker, forecast, "window", close, volatility, grid)
+
+
+def window_returns(features: list[str], raw: np.ndarray) -> np.ndarray | None:
+    """A POSTed window's daily log returns, oldest first: its `log_return` feature, else
+    its closes' (one fewer); None when it holds neither."""
+    if "log_return" in features:
+        return raw[:, features.index("log_return")]
+    if "close" in features:
+        return log_returns(raw[:, features.index("close")])[1:]
+    return None
 
 
 def window_volatility(features: list[str], raw: np.ndarray) -> float | None:

@@ -6,7 +6,10 @@ in the graph, everything `tickercast predict` does in Python (`tickercast.delive
 predict.forecast_next`): the features, the training-fit min-max scaling, the network (with
 any shrinkage, which is folded into its last layer), the inverse target scaling, the
 mapping of a log return to a price (last close * exp), and the split-conformal 80%/95%
-bands scaled by the recent volatility of the window's closes. A client re-implements
+bands scaled by the recent volatility of the window's closes, or, for a version shipping
+a fitted variance recursion (GJR-GARCH(1,1)-t by default: `tickercast.evaluation.
+garch_band`), that band's whole quantile grid in prices (`quantiles`) from the window's
+last lookback + 20 daily returns, its 80%/95% levels the bands. A client re-implements
 nothing. `export_saved_model` refuses to write a SavedModel whose answer on probe windows
 differs from `forecast_next`'s.
 
@@ -47,13 +50,15 @@ from tickercast.delivery.bundle import (
     write_bundle,
 )
 from tickercast.delivery.plausibility import MAX_PRICE, Refused, export_limit
-from tickercast.delivery.predict import forecast_next
+from tickercast.delivery.predict import forecast_next, shipped_band
+from tickercast.evaluation import distribution as dist
 from tickercast.evaluation.conformal import (
     LINEAR_SPACE,
     MIN_VOLATILITY,
     SCALE,
     VOLATILITY_DAYS,
 )
+from tickercast.evaluation.garch_band import VARIANCE_FLOOR
 from tickercast.modeling.features import (
     ABS_TO_SIGMA,
     GARMAN_KLASS_C,
@@ -128,8 +133,9 @@ GRAPH_FEATURES: dict[str, tuple[int, Callable]] = {
 }
 
 
-def check_supported(spec: Preprocessing, intervals: dict) -> None:
-    """Refuse, naming it, a choice the serving graph does not implement."""
+def check_supported(spec: Preprocessing, intervals: dict, band: dict | None = None) -> None:
+    """Refuse, naming it, a choice the serving graph does not implement (`band`: the
+    shipped variance-recursion band, whose scale its intervals name)."""
     unknown = [f for f in spec.features if f not in GRAPH_FEATURES]
     if unknown:
         raise BundleError(
@@ -137,8 +143,9 @@ def check_supported(spec: Preprocessing, intervals: dict) -> None:
             f"supported: {sorted(GRAPH_FEATURES)}"
         )
     output_width(spec.target, spec.horizon)  # an unknown target raises, naming it
+    shipped = band.get("scale") if band else None
     for key, cal in intervals.items():
-        if cal.get("scale") not in (None, SCALE):
+        if cal.get("scale") not in (None, SCALE, shipped):
             raise BundleError(
                 f"the SavedModel cannot scale the {key}% band by {cal.get('scale')!r}; "
                 f"supported: {SCALE!r} or none"
@@ -157,11 +164,13 @@ def raw_fields(spec: Preprocessing) -> list[str]:
     return [f for f in RAW_FIELDS if f in wanted]
 
 
-def window_rows(spec: Preprocessing) -> int:
+def window_rows(spec: Preprocessing, band: dict | None = None) -> int:
     """Rows of a serving window: `lookback` plus the features' warm-up, and at least the
-    VOLATILITY_DAYS + 1 closes the bands' volatility reads."""
+    VOLATILITY_DAYS + 1 closes the bands' volatility reads, or the returns + 1 closes a
+    shipped band's recursion reads (`band`)."""
     warmup = max(GRAPH_FEATURES[f][0] for f in spec.features)
-    return max(spec.lookback + warmup, VOLATILITY_DAYS + 1)
+    closes = int(band["params"]["returns"]) + 1 if band else VOLATILITY_DAYS + 1
+    return max(spec.lookback + warmup, closes)
 
 
 def band_keys(intervals: dict) -> list[str]:
@@ -245,13 +254,15 @@ class Servable:
         intervals: dict,
         max_log_move: float = math.inf,
         max_daily_move: float = math.inf,
+        band: dict | None = None,
     ):
-        check_supported(spec, intervals)
+        check_supported(spec, intervals, band)
         self.model = model
         self.spec = spec
         self.intervals = intervals
+        self.band = band
         self.fields = raw_fields(spec)
-        self.rows = window_rows(spec)
+        self.rows = window_rows(spec, band)
         self.max_log_move = max_log_move
         self.max_daily_move = max_daily_move
 
@@ -320,9 +331,12 @@ class Servable:
             forecast, "the model's forecast is not a finite number"
         )
         _no_jump(cols, self.max_daily_move)
+        result = {OUTPUT: _plausible(forecast, last_close, self.max_log_move)}
+        if self.band:
+            grid = band_grid(self.band, _log_return(cols), result[OUTPUT], spec, width)
+            return {**result, QUANTILES_OUTPUT: grid, **grid_bounds(grid, self.intervals)}
         returns = _log_return(cols)[:, -VOLATILITY_DAYS:]
         volatility = tf.maximum(_rolling_std(returns, VOLATILITY_DAYS), MIN_VOLATILITY)
-        result = {OUTPUT: _plausible(forecast, last_close, self.max_log_move)}
         for key in band_keys(self.intervals):
             result[f"lower_{key}"], result[f"upper_{key}"] = _band(
                 forecast, self.intervals[key], width, volatility
@@ -411,7 +425,7 @@ def _expected(
     bundle = Bundle(Path("0"), model, spec, metadata, head)
     rows = forecast_next(bundle, prices, "probe")
     out = {OUTPUT: np.array([[r[OUTPUT] for r in rows]])}
-    if head is not None:
+    if head is not None or shipped_band(bundle) is not None:
         out[QUANTILES_OUTPUT] = np.array([[r[QUANTILES_OUTPUT] for r in rows]])
     for key in band_keys(metadata.get("intervals") or {}):
         for side, name in (("lo", "lower"), ("hi", "upper")):
@@ -524,7 +538,8 @@ def serving_description(servable: Servable) -> dict:
 def export_saved_model(model: keras.Model, spec: Preprocessing, metadata: dict, dest: Path) -> dict:
     """Write the self-serving SavedModel, check it against `tickercast predict`, and return
     serving.json's content."""
-    servable = servable_for(model, spec, metadata.get("intervals") or {})
+    band = shipped_band(Bundle(Path("0"), model, spec, metadata))
+    servable = servable_for(model, spec, metadata.get("intervals") or {}, band)
     # the plausibility gate's thresholds for this bundle, built into the graph
     servable.max_log_move = export_limit(metadata, spec.horizon)
     servable.max_daily_move = export_limit(metadata, 1)
@@ -634,19 +649,23 @@ class QuantileServable(Servable):
         return tf.debugging.check_numerics(values, "the model's quantiles are not finite numbers")
 
 
-def servable_for(model: keras.Model, spec: Preprocessing, intervals: dict) -> Servable:
-    """The servable of a loaded model: a quantile head's serves its grid as well."""
+def servable_for(
+    model: keras.Model, spec: Preprocessing, intervals: dict, band: dict | None = None
+) -> Servable:
+    """The servable of a loaded model: a quantile head's serves its grid as well, and so
+    does a point head's shipped variance-recursion band (`band`, its record)."""
     from tickercast.modeling.models import split_heads
 
     point, head = split_heads(model)
     if head is None:
-        return Servable(point, spec, intervals)
+        return Servable(point, spec, intervals, band=band)
     return QuantileServable(point, spec, intervals, head)
 
 
 def quantile_description(servable: Servable, description: dict) -> dict:
-    """serving.json with the `quantiles` output described (a quantile head only)."""
-    if not isinstance(servable, QuantileServable):
+    """serving.json with the `quantiles` output described (a quantile head, or a shipped
+    variance-recursion band)."""
+    if not isinstance(servable, QuantileServable) and not servable.band:
         return description
     width = output_width(servable.spec.target, servable.spec.horizon)
     outputs = {
@@ -658,9 +677,81 @@ def quantile_description(servable: Servable, description: dict) -> dict:
         f"(CQR) quantiles in prices at levels {list(QUANTILES)}, never decreasing, the 0.5 "
         "level equal to forecast"
     )
+    if servable.band:
+        meaning = band_meaning(servable.band, servable.rows)
     return {
         **description,
         "outputs": outputs,
         "output_meaning": meaning,
         "quantile_levels": list(QUANTILES),
     }
+
+
+# ------------------------------------------------------------------ the shipped band
+
+
+def _band_variance(params: dict, returns: tf.Tensor, horizon: int) -> tf.Tensor:
+    """`garch_band.variance_path` in TF ops: the recursion over the window's last
+    `returns` daily log returns (all finite: the window is checked), then the k-step
+    forecasts; [batch, horizon]."""
+    import tensorflow as tf
+
+    mu, omega, alpha, gamma, beta = (
+        float(params[k]) for k in ("mu", "omega", "alpha", "gamma", "beta")
+    )
+    floor = tf.constant(VARIANCE_FLOOR, tf.float64)
+    r = returns[:, -int(params["returns"]) :]
+    s2 = tf.ones_like(r[:, 0]) * float(params["start_variance"])
+    for k in range(int(params["returns"])):  # unrolled: a few ops per day
+        eps = r[:, k] - mu
+        weight = alpha + gamma * tf.cast(eps < 0, tf.float64)
+        s2 = tf.maximum(omega + weight * eps * eps + beta * s2, floor)
+    path, persistence = [], alpha + gamma / 2 + beta
+    for _ in range(horizon):
+        path.append(s2)
+        s2 = tf.maximum(omega + persistence * s2, floor)
+    return tf.stack(path, axis=1)
+
+
+def band_grid(
+    band: dict, returns: tf.Tensor, forecast: tf.Tensor, spec: Preprocessing, width: int
+) -> tf.Tensor:
+    """The shipped band's grid in prices [batch, outputs, len(QUANTILES)], as
+    `distribution.band_from_returns` builds it: the variance path mapped onto the target
+    (`variance_weights`), forecast * exp(-+q * scale) with the nested conformal q."""
+    import tensorflow as tf
+
+    weights = dist.target_weights(spec.target, spec.horizon, width)
+    daily = _band_variance(band["params"], returns, spec.horizon)
+    v = tf.constant(dist.variance_weights(weights).T, tf.float64)
+    scale = tf.sqrt(tf.matmul(daily, v))  # [batch, outputs]
+    q = dist.nested(np.asarray(band["q"], dtype=np.float64))
+    signed = np.zeros((width, len(QUANTILES)))
+    for p, (lo, hi) in enumerate(dist.PAIRS):
+        signed[:, lo], signed[:, hi] = -q[:, p], q[:, p]
+    grid = forecast[:, :, None] * tf.exp(tf.constant(signed, tf.float64) * scale[:, :, None])
+    return tf.debugging.check_numerics(grid, "the band's quantiles are not finite numbers")
+
+
+def grid_bounds(grid: tf.Tensor, intervals: dict) -> dict[str, tf.Tensor]:
+    """lower_<k>/upper_<k> from the shipped band's grid, as predict's `grid_bands`."""
+    out = {}
+    for key in band_keys(intervals):
+        lo, hi = dist.INTERVALS[key]
+        out[f"lower_{key}"] = grid[..., dist.grid_index(lo)]
+        out[f"upper_{key}"] = grid[..., dist.grid_index(hi)]
+    return out
+
+
+def band_meaning(band: dict, rows: int) -> str:
+    """serving.json's words for a shipped variance-recursion band's outputs."""
+    params = band["params"]
+    return (
+        f"forecast: the target in prices; quantiles: per output the {band['scale']} band "
+        f"in prices at levels {list(QUANTILES)} (never decreasing, the 0.5 level equal to "
+        f"forecast): forecast * exp(-+q * scale), scale the target's standard deviation "
+        f"from the variance recursion (parameters in metadata, fit on the training rows) "
+        f"over the window's last {params['returns']} daily log returns of close ({rows} "
+        "rows), q split-conformal on the validation split; lower_<k>/upper_<k>: its k% "
+        "levels (0.1/0.9, 0.025/0.975)"
+    )

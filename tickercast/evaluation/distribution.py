@@ -522,6 +522,23 @@ def band_scale(record: Mapping, close, rows, price_weights) -> np.ndarray:
     return target_scale(daily, price_weights)
 
 
+def band_from_returns(record: Mapping, returns, median, price_weights) -> np.ndarray:
+    """A recorded variance-recursion band (its `params`) from windows of daily log returns
+    (n, k), oldest first, the latest ending at each origin: what `predict` and the
+    SavedModel compute from a window. Fewer than the recursion's returns are taken as
+    missing before the first (their expectation), as `garch_band.window_returns` gives."""
+    from tickercast.evaluation.garch_band import variance_path
+
+    params = record["params"]
+    n_returns = int(params["returns"])
+    r = np.asarray(returns, dtype=np.float64)
+    r = r.reshape(len(np.asarray(median)), -1)[:, -n_returns:]
+    r = np.concatenate([np.full((len(r), n_returns - r.shape[1]), np.nan), r], axis=1)
+    daily = variance_path(params, r, price_weights.shape[1])
+    scale = target_scale(daily, price_weights)
+    return band_quantiles(median, scale, np.asarray(record["q"], dtype=np.float64))
+
+
 def rebuild_band(record: Mapping, close, rows, median, price_weights) -> np.ndarray:
     """A model's recorded band (`calibration_record`) at new origins: its scale there, its
     calibration. What the gate and predict use for a model without a quantile head."""
