@@ -38,6 +38,7 @@ from tickercast.sections import (
     Storage,
     Training,
     WalkForward,
+    WarmStart,
     field_of,
 )
 from tickercast.tickers import validate_ticker
@@ -137,6 +138,7 @@ class RetrainConfig(Ingests):
     scope: Scope = section(Scope)
     training: Training = section(Training)
     compute: Compute = section(Compute)
+    warm: WarmStart = section(WarmStart)
     walk_forward: WalkForward = section(WalkForward)
     gate: Gate = section(Gate)
     execution: Execution = section(Execution)

@@ -138,6 +138,8 @@ class Trained(Record):
     best_epoch: int
     epochs_run: int
     shrinkage: dict[str, Any] | None = None
+    # the weights before shrinkage: a bundle carries them for the next night's warm start
+    fitted_weights: str | None = None
 
     def for_ticker(self, ticker: str) -> Trained:
         if ticker != self.ticker:
@@ -154,7 +156,10 @@ class Trained(Record):
         return json.loads(Path(self.history).read_text())
 
     def bundle_files(self) -> dict[str, Path]:
-        return {layout.MODEL_FILE: Path(self.model), layout.HISTORY_FILE: Path(self.history)}
+        files = {layout.MODEL_FILE: Path(self.model), layout.HISTORY_FILE: Path(self.history)}
+        if self.fitted_weights:
+            files[layout.FITTED_WEIGHTS_FILE] = Path(self.fitted_weights)
+        return files
 
 
 class GlobalTrained(Record):
