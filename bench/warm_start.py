@@ -145,6 +145,7 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
     warm_s = sum(r["warm"]["seconds"] for r in rows.values())
     worse = sum(r["warm_worse"] for r in rows.values())
     better = sum(r["warm_better"] for r in rows.values())
+    naive = sum(1 for r in rows.values() if r["cold"]["alpha"] == 0 and r["warm"]["alpha"] == 0)
     lines = [
         "# Warm start: the second night, warm vs cold",
         "",
@@ -175,7 +176,9 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         "",
         f"Total fit time: cold {cold_s:.0f} s, warm {warm_s:.0f} s: warm/cold "
         f"{warm_s / cold_s:.2f}. Warm fits significantly worse than cold (p < {LEVEL}): "
-        f"{worse} of {len(rows)}; significantly better: {better}.",
+        f"{worse} of {len(rows)}; significantly better: {better}. Both fits shrunk all the "
+        f"way to the last close (alpha 0 on the validation split, so the same forecast: "
+        f"DM p 1): {naive} of {len(rows)}.",
         "",
     ]
     row = (
@@ -183,7 +186,8 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"warm_start_epochs {cfg.warm.warm_start_epochs}; bench/WARM_START.md) "
         f"| cold fits from scratch {cold_s:.0f} s "
         f"| warm from the champion's fitted weights {warm_s:.0f} s; test-window DM warm vs "
-        f"cold: {worse} of {len(rows)} significantly worse, {better} better "
+        f"cold: {worse} of {len(rows)} significantly worse, {better} better ({naive} "
+        f"shrunk to the last close both ways) "
         f"| fit time {warm_s / cold_s:.2f}x |"
     )
     return "\n".join(lines), row
