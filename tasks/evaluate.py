@@ -23,7 +23,6 @@ from tickercast.tasks.workfiles import outputs
     (
         "tickercast.evaluation.evaluate",
         "tickercast.evaluation.report",
-        "tickercast.evaluation.window_table",
         "tickercast.modeling.quantiles",
     ),
 )
