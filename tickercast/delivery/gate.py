@@ -71,31 +71,29 @@ def predictions_table(bundle: Bundle) -> pd.DataFrame:
     return window_table.from_bytes(data)
 
 
-def since(table: pd.DataFrame, day: str) -> pd.DataFrame:
+def since(table: pd.DataFrame, day: str | pd.Timestamp) -> pd.DataFrame:
     """The windows of `table` anchored on or after `day`."""
     anchors = pd.to_datetime(table[window_table.ANCHOR])
     return table.loc[anchors >= pd.Timestamp(day)].reset_index(drop=True)
 
 
-def common_window(challenger: Bundle, champion: Bundle) -> pd.DataFrame:
-    """The challenger's test windows on which the champion is out of sample too."""
-    return since(predictions_table(challenger), champion.spec.val_end)
-
-
-def recorded_tables(reference: Bundle, bundles: dict[str, Bundle]) -> dict[str, pd.DataFrame]:
-    """The recorded tables that may stand for re-running a version on `reference`'s
-    windows: its own, and those of versions evaluated on the very same lake file (a
-    version evaluated on other closes is re-run: its recorded windows may differ)."""
-    lake_file = reference.metadata.get("data", {}).get("sha256")
-    tables = {}
+def recorded_tables(
+    reference: str, table: pd.DataFrame, bundles: dict[str, Bundle]
+) -> dict[str, pd.DataFrame]:
+    """The recorded tables that may stand for re-running a version on the windows of
+    `bundles[reference]` (whose own table is `table`): its own, and those of versions
+    evaluated on the very same lake file; a version evaluated on other closes is re-run
+    (its recorded windows may differ), as is one whose table cannot be read."""
+    lake_file = bundles[reference].metadata.get("data", {}).get("sha256")
+    tables = {reference: table}
     for name, bundle in bundles.items():
-        same = bundle.metadata.get("data", {}).get("sha256") == lake_file and lake_file
-        if bundle is reference or same:
+        if name == reference or not lake_file:
+            continue
+        if bundle.metadata.get("data", {}).get("sha256") == lake_file:
             try:
                 tables[name] = predictions_table(bundle)
             except (FileNotFoundError, BundleError):
-                if bundle is reference:
-                    raise
+                continue
     return tables
 
 
@@ -213,16 +211,15 @@ def score(data_dir: str | Path, challenger: Bundle, champion: Bundle | None, met
     the challenger against each (`tests`: JSON-ready results). The challenger's forecasts
     are the ones its evaluation recorded; the champion is re-run from the lake unless it
     was evaluated on the same lake file."""
-    table = predictions_table(challenger)
-    if champion is not None:
-        table = since(table, champion.spec.val_end)
+    own = predictions_table(challenger)
+    table = own if champion is None else since(own, champion.spec.val_end)
     window = {"windows": int(len(table))}
     if table.empty:
         return {"window": window, "scores": {}, "tests": {}}
     window["first_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[0]).date())
     window["last_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[-1]).date())
     bundles = {"challenger": challenger, **({"champion": champion} if champion else {})}
-    recorded = recorded_at(recorded_tables(challenger, bundles), table)
+    recorded = recorded_at(recorded_tables("challenger", own, bundles), table)
     points = {name: point for name, (point, _) in recorded.items()}
     actual, last, forecasts = window_forecasts(data_dir, table, bundles, points)
     scale = (challenger.metadata.get("evaluation") or {}).get("mase_scale")
@@ -429,14 +426,15 @@ def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEV
     newest = bundles[max(bundles)]
     usable = {v: b for v, b in bundles.items() if comparable(b, newest) is None}
     skipped.update({v: comparable(b, newest) for v, b in bundles.items() if v not in usable})
-    table = since(predictions_table(newest), max(b.spec.val_end for b in usable.values()))
+    own = predictions_table(newest)
+    table = since(own, max(pd.Timestamp(b.spec.val_end) for b in usable.values()))
     window = {"windows": int(len(table))}
     if table.empty:
         return {"window": window, "rows": [], "skipped": skipped}
     window["first_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[0]).date())
     window["last_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[-1]).date())
     labelled = {f"v{v}": b for v, b in usable.items()}
-    recorded = recorded_at(recorded_tables(newest, labelled), table)
+    recorded = recorded_at(recorded_tables(f"v{newest.version}", own, labelled), table)
     points = {label: point for label, (point, _) in recorded.items()}
     actual, last, forecasts = window_forecasts(data_dir, table, labelled, points)
     scale = (newest.metadata.get("evaluation") or {}).get("mase_scale")
