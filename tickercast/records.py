@@ -215,11 +215,9 @@ class ForecastFile(BaseModel):
 
     def check(self) -> None:
         """Refuse a table changed since it was recorded (before it is copied anywhere)."""
-        from tickercast.evaluation.window_table import TableChanged
-        from tickercast.hashing import file_sha256
+        from tickercast.evaluation.window_table import verified_bytes
 
-        if file_sha256(self.path) != self.sha256:
-            raise TableChanged(f"{self.path} does not match the sha256 it was recorded with")
+        verified_bytes(self.path, self.sha256)
 
 
 class Evaluated(Record):

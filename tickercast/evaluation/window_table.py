@@ -115,10 +115,15 @@ def from_bytes(data: bytes) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(data))
 
 
-def read(path: str | Path, sha256: str) -> pd.DataFrame:
-    """The table at `path`, refused (TableChanged, naming the file) unless its bytes hash
-    to `sha256`: the forecasts read are the ones recorded."""
+def verified_bytes(path: str | Path, sha256: str) -> bytes:
+    """The bytes at `path`, refused (TableChanged, naming the file) unless they hash to
+    `sha256`: the forecasts read are the ones recorded."""
     data = Path(path).read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise TableChanged(f"{path} does not match the sha256 it was recorded with")
-    return from_bytes(data)
+    return data
+
+
+def read(path: str | Path, sha256: str) -> pd.DataFrame:
+    """The table at `path`, as recorded with `sha256` (`verified_bytes`)."""
+    return from_bytes(verified_bytes(path, sha256))
