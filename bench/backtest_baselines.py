@@ -45,61 +45,82 @@ def prices(n: int) -> pd.DataFrame:
     )
 
 
-def main() -> None:
-    from bench.results import record
-    from tickercast.backtest.rolling import rolling_backtest
+def per_window(name: str, close: np.ndarray, origins) -> np.ndarray:
+    """The baseline's per-window form, refit on each origin's training window in a loop."""
+    from tickercast.evaluation.baseline_registry import point
+
+    entry = point(name)
+    rows = zip(origins.rows, origins.starts, strict=True)
+    return np.stack([entry.window(close[s : o + 1], HORIZON, **entry.settings()) for o, s in rows])
+
+
+def loop_vs_vectorised(close: np.ndarray, origins) -> tuple[float, float, float]:
+    """(loop seconds, vectorised seconds, worst relative difference) over every baseline;
+    refused when the two forms' forecasts differ."""
     from tickercast.choices import BASELINES
-    from tickercast.evaluation.baseline_registry import DEFAULTS, forecast_rolling, point
-    from tickercast.folds import rolling_origins
+    from tickercast.evaluation.baseline_registry import forecast_rolling
+
+    t0 = time.perf_counter()
+    loop = {name: per_window(name, close, origins) for name in BASELINES}
+    loop_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast = {name: forecast_rolling(name, close, origins) for name in BASELINES}
+    fast_s = time.perf_counter() - t0
+    worst = max(float(np.max(np.abs(fast[k] - loop[k]) / np.abs(loop[k]))) for k in BASELINES)
+    assert worst < 1e-9, f"vectorised and loop forecasts differ (relative {worst:.1e})"
+    return loop_s, fast_s, worst
+
+
+def backtest_spec():
+    """The whole backtest of every baseline: expanding origins, every horizon step."""
+    from tickercast.choices import BASELINES
+    from tickercast.evaluation.baseline_registry import DEFAULTS
     from tickercast.sections import RollingSpec
 
-    def per_window(name: str) -> np.ndarray:
-        entry = point(name)
-        rows = zip(origins.rows, origins.starts, strict=True)
-        return np.stack(
-            [entry.window(close[s : o + 1], HORIZON, **entry.settings()) for o, s in rows]
-        )
+    return RollingSpec(
+        start=None,
+        end=None,
+        features=["close"],
+        lookback=60,
+        val_fraction=0.15,
+        model=list(BASELINES),
+        target="closes",
+        horizon=HORIZON,
+        initial=INITIAL,
+        step=1,
+        window="expanding",
+        refit_every=20,
+        max_lag=None,
+        **DEFAULTS,
+    )
+
+
+def whole_backtest(frame: pd.DataFrame) -> float:
+    """Seconds of one whole `rolling_backtest` (after a small one that pays the imports)."""
+    from tickercast.backtest.rolling import rolling_backtest
+
+    spec = backtest_spec()
+    with tempfile.TemporaryDirectory() as out:
+        rolling_backtest(frame.iloc[: INITIAL + 50], spec, Path(out))  # imports (scipy) once
+        t0 = time.perf_counter()
+        result = rolling_backtest(frame, spec, Path(out))
+        full_s = time.perf_counter() - t0
+    assert result["origins"]["origins"] == ORIGINS
+    return full_s
+
+
+def main() -> None:
+    from bench.results import record
+    from tickercast.choices import BASELINES
+    from tickercast.folds import rolling_origins
 
     n = INITIAL + ORIGINS - 1 + HORIZON
     frame = prices(n)
     close = frame["close"].to_numpy(dtype=np.float64)
     origins = rolling_origins(n, INITIAL, 1, HORIZON)
     assert len(origins) == ORIGINS
-
-    t0 = time.perf_counter()
-    loop = {name: per_window(name) for name in BASELINES}
-    loop_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    fast = {name: forecast_rolling(name, close, origins) for name in BASELINES}
-    fast_s = time.perf_counter() - t0
-
-    worst = max(float(np.max(np.abs(fast[k] - loop[k]) / np.abs(loop[k]))) for k in BASELINES)
-    assert worst < 1e-9, f"vectorised and loop forecasts differ (relative {worst:.1e})"
-
-    cfg = {
-        "start": None,
-        "end": None,
-        "features": ["close"],
-        "lookback": 60,
-        "val_fraction": 0.15,
-        "model": list(BASELINES),
-        "target": "closes",
-        "horizon": HORIZON,
-        "initial": INITIAL,
-        "step": 1,
-        "window": "expanding",
-        "refit_every": 20,
-        "max_lag": None,
-        **DEFAULTS,
-    }
-    with tempfile.TemporaryDirectory() as out:
-        rolling_backtest(frame.iloc[: INITIAL + 50], cfg, Path(out))  # imports (scipy) once
-        t0 = time.perf_counter()
-        result = rolling_backtest(frame, RollingSpec(**cfg), Path(out))
-        full_s = time.perf_counter() - t0
-    assert result["origins"]["origins"] == ORIGINS
-
+    loop_s, fast_s, worst = loop_vs_vectorised(close, origins)
+    full_s = whole_backtest(frame)
     print(
         f"loop {loop_s:.2f} s, vectorised {fast_s:.3f} s, whole rolling_backtest "
         f"{full_s:.2f} s, max relative difference {worst:.1e}"

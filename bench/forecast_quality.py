@@ -291,11 +291,8 @@ def bands_main(tickers: list[str], origins: int | None) -> None:
     )
 
 
-def main(tickers: list[str]) -> None:
-    from bench.results import record
-
-    if not PEER_PYTHON.exists():
-        sys.exit(f"the peer's environment is missing: run `make peer-venv` ({PEER_PYTHON})")
+def run_all(tickers: list[str]) -> list[dict]:
+    """`run_ticker` for each ticker, printing each one's skills as it finishes."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for ticker in tickers:
@@ -306,6 +303,16 @@ def main(tickers: list[str]) -> None:
                 "  ".join(f"{k} {v['skill']:+.2%} (p {v['p']:.2g})" for k, v in r["rows"].items()),
                 flush=True,
             )
+    return results
+
+
+def pooled_coverage(results: list[dict], key: str) -> dict[str, float]:
+    """Coverage of the 80% and 95% bands over every ticker's origins (`key`: whose)."""
+    return {k: np.concatenate([r[key][k] for r in results]).mean() for k in ("80", "95")}
+
+
+def quality_table(results: list[dict]) -> list[str]:
+    """FORECAST_QUALITY.md's skill table: one row per ticker, every forecaster."""
     names = list(results[0]["rows"])
     lines = [
         "# Forecast quality (bench/forecast_quality.py)",
@@ -326,13 +333,39 @@ def main(tickers: list[str]) -> None:
             f"| {r['ticker']} | {r['origins']} | " + " | ".join(cells) + f" | {cov} | {tcov} "
             f"| {alphas} |"
         )
-    pooled = {k: np.concatenate([r["cover"][k] for r in results]).mean() for k in ("80", "95")}
-    tpooled = {
-        k: np.concatenate([r["tutorial_cover"][k] for r in results]).mean() for k in ("80", "95")
-    }
+    return lines
+
+
+def record_row(results: list[dict]) -> str:
+    """bench/RESULTS.md's row: the tutorial preset and AutoETS against the default."""
+    pooled, tpooled = pooled_coverage(results, "cover"), pooled_coverage(results, "tutorial_cover")
     worst = min(r["rows"]["default"]["skill"] for r in results)
+    per = "; ".join(
+        f"{r['ticker']} {r['rows']['default']['skill']:+.1%} (p {r['rows']['default']['p']:.2g})"
+        for r in results
+    )
+    tut = "; ".join(f"{r['ticker']} {r['rows']['tutorial']['skill']:+.1%}" for r in results)
     best_peer = {r["ticker"]: r["rows"]["AutoETS"]["skill"] for r in results}
-    lines += [
+    ets = "; ".join(f"{t} {s:+.1%}" for t, s in best_peer.items())
+    return (
+        f"| forecast quality: rolling origins of {', '.join(r['ticker'] for r in results)} "
+        f"2015-2020 (h=5 mean close, step 5, refit every 50, {results[0]['origins']} origins "
+        f"each), RMSE skill vs naive | tutorial preset: {tut}; AutoETS (statsforecast, same "
+        f"origins): {ets} | recommended default: {per}; pooled interval coverage 80% -> "
+        f"{pooled['80']:.0%}, 95% -> {pooled['95']:.0%} (tutorial {tpooled['80']:.0%} / "
+        f"{tpooled['95']:.0%}) | worst default skill {worst:+.1%} (target >= -1%) |"
+    )
+
+
+def main(tickers: list[str]) -> None:
+    from bench.results import record
+
+    if not PEER_PYTHON.exists():
+        sys.exit(f"the peer's environment is missing: run `make peer-venv` ({PEER_PYTHON})")
+    results = run_all(tickers)
+    pooled, tpooled = pooled_coverage(results, "cover"), pooled_coverage(results, "tutorial_cover")
+    worst = min(r["rows"]["default"]["skill"] for r in results)
+    lines = quality_table(results) + [
         "",
         f"Pooled coverage, default: 80% -> {pooled['80']:.1%}, 95% -> {pooled['95']:.1%}; "
         f"tutorial: 80% -> {tpooled['80']:.1%}, 95% -> {tpooled['95']:.1%}.",
@@ -343,21 +376,7 @@ def main(tickers: list[str]) -> None:
     lines += ["", *bands]
     (ROOT / "bench" / "FORECAST_QUALITY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    per = "; ".join(
-        f"{r['ticker']} {r['rows']['default']['skill']:+.1%} (p {r['rows']['default']['p']:.2g})"
-        for r in results
-    )
-    tut = "; ".join(f"{r['ticker']} {r['rows']['tutorial']['skill']:+.1%}" for r in results)
-    ets = "; ".join(f"{t} {s:+.1%}" for t, s in best_peer.items())
-    record(
-        "forecast_quality",
-        f"| forecast quality: rolling origins of {', '.join(r['ticker'] for r in results)} "
-        f"2015-2020 (h=5 mean close, step 5, refit every 50, {results[0]['origins']} origins "
-        f"each), RMSE skill vs naive | tutorial preset: {tut}; AutoETS (statsforecast, same "
-        f"origins): {ets} | recommended default: {per}; pooled interval coverage 80% -> "
-        f"{pooled['80']:.0%}, 95% -> {pooled['95']:.0%} (tutorial {tpooled['80']:.0%} / "
-        f"{tpooled['95']:.0%}) | worst default skill {worst:+.1%} (target >= -1%) |",
-    )
+    record("forecast_quality", record_row(results))
 
 
 if __name__ == "__main__":

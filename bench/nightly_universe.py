@@ -25,7 +25,9 @@ Measured per night, from the Prefect API's task runs and the process tree:
 - per ticker against the tutorial's own fit of one ticker, timed in the same run
   (`tutorial_fit`: LSTM(50) -> Dense(1), Adam, batch 32, 20 epochs on 60-day windows of
   one synthetic ticker's min-max scaled close); target <= 1/3.
-Then the second night: one new trading day appended to every CSV, the same run again.
+Then the second night: one new trading day appended to every CSV, the same run again
+(the nightly config warm-starts each fit from the first night's champion: how many did is
+counted from each version's history.json).
 
 Several sizes (`--sizes 2,4,7`: synthetic tickers, the five samples added to each) give a
 scaling curve; a least-squares line wall = a + b x tickers projects 500 (said as projected).
@@ -324,6 +326,7 @@ def training_stats(new: set[Path]) -> dict:
             "train_windows": h["train_windows"],
             "train_seconds": h["train_seconds"],
             "alpha": (h.get("shrinkage") or {}).get("alpha"),
+            "warm_start": (h.get("warm_start") or {}).get("mode"),
             **{k: h["history"].get(k) for k in ("loss", "val_loss", "learning_rate")},
         }
     epochs = [f["epochs_run"] for f in fits.values()]
@@ -333,6 +336,9 @@ def training_stats(new: set[Path]) -> dict:
         "fit_s": seconds,
         "epochs_mean": float(np.mean(epochs)) if epochs else None,
         "epochs_max": int(max(epochs)) if epochs else None,
+        # how the fits started (metadata training.warm_start; the nightly config's
+        # warm_start="auto" fine-tunes the champion on the second night)
+        "warm_fits": sum(1 for f in fits.values() if f["warm_start"] == "warm"),
         "fits": fits,
     }
 
@@ -443,7 +449,8 @@ def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[
             f"{m['orchestration_s'] / m['flow_run_s']:.1%} of the flow run, plus "
             f"{m['queued_s']:.0f} s from trigger to start (serve's poll); "
             f"{m['windows_per_s'] or 0:.0f} training windows/s, epochs mean "
-            f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}; peak RSS "
+            f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}, warm-started "
+            f"{m.get('warm_fits', 0)} of {m['new_versions']} fits; peak RSS "
             f"{m['peak_rss_mb']:.0f} MB); {_projected(wall, rss)} "
             f"| per ticker {per_ticker / tutorial_s:.2f}x the tutorial's fit "
             f"(target <= 0.33x{'' if night == 0 else '; second night <= 1/6 of the first'}) |"

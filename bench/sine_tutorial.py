@@ -66,42 +66,34 @@ def tutorial() -> dict:
     return {"seconds": seconds, "val_mse": float(np.mean((predicted - actual) ** 2))}
 
 
-def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
-    """Tickercast's own functions on the same wave; clock stops at the first epoch whose
-    validation MSE (in the wave's units) is <= `target_mse`, and training stops there."""
-    import keras
-
+def pipeline_config(learning_rate: float):
+    """The tutorial's network and fit as a Tickercast config: one LSTM, the close alone."""
     from tickercast.config import RetrainConfig
-    from tickercast.market.sources import sine_prices
-    from tickercast.modeling.preprocess import preprocess, to_prices
-    from tickercast.modeling.train import train_model
-    from tickercast.modeling.windows import gather_windows, split_anchors
 
-    cfg = {
-        "start": None,
-        "end": None,
-        "features": ["close"],
-        "lookback": LOOK_BACK,
-        "horizon": 1,
-        "target": "close",
-        "val_fraction": 0.15,
-        "test_fraction": 0.15,
-        "model": "lstm",
-        "units": [UNITS],
-        "learning_rate": learning_rate,
-        "clipvalue": 1.0,
-        "epochs": EPOCHS,
-        "batch_size": BATCH,
-        "patience": 10,
-        "seed": 7,
-    }
-    started = time.perf_counter()
-    settings = RetrainConfig(**cfg)
-    spec, arrays = preprocess(sine_prices().prices, settings.preprocessing, "SINE")
-    n = len(arrays["x"])
-    anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
-    span2 = (spec.target_scaler.max[0] - spec.target_scaler.min[0]) ** 2
-    reached: dict = {}
+    return RetrainConfig(
+        start=None,
+        end=None,
+        features=["close"],
+        lookback=LOOK_BACK,
+        horizon=1,
+        target="close",
+        val_fraction=0.15,
+        test_fraction=0.15,
+        model="lstm",
+        units=[UNITS],
+        learning_rate=learning_rate,
+        clipvalue=1.0,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        patience=10,
+        seed=7,
+    )
+
+
+def reach_callback(target_mse: float, span2: float, started: float, reached: dict):
+    """A Keras callback that fills `reached` (seconds since `started`, epoch, MSE) at the
+    first epoch whose validation MSE in the wave's units is <= `target_mse`, and stops."""
+    import keras
 
     class Reach(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -110,9 +102,30 @@ def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
                 reached.update(seconds=time.perf_counter() - started, epoch=epoch + 1, mse=mse)
                 self.model.stop_training = True
 
+    return Reach()
+
+
+def pipeline(target_mse: float, learning_rate: float = PIPELINE_LR) -> dict:
+    """Tickercast's own functions on the same wave; clock stops at the first epoch whose
+    validation MSE (in the wave's units) is <= `target_mse`, and training stops there."""
+    import keras
+
+    from tickercast.market.sources import sine_prices
+    from tickercast.modeling.preprocess import preprocess, to_prices
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.windows import gather_windows, split_anchors
+
+    started = time.perf_counter()
+    settings = pipeline_config(learning_rate)
+    spec, arrays = preprocess(sine_prices().prices, settings.preprocessing, "SINE")
+    n = len(arrays["x"])
+    anchors = split_anchors(n, spec.n_train, spec.n_val, spec.lookback, spec.horizon)
+    span2 = (spec.target_scaler.max[0] - spec.target_scaler.min[0]) ** 2
+    reached: dict = {}
+    reach = reach_callback(target_mse, span2, started, reached)
     with tempfile.TemporaryDirectory() as out:
         summary = train_model(
-            arrays, anchors, spec.lookback, settings.fit_spec(), Path(out), callbacks=[Reach()]
+            arrays, anchors, spec.lookback, settings.fit_spec(), Path(out), callbacks=[reach]
         )
         model = keras.models.load_model(Path(out) / "model.keras")
     seconds = time.perf_counter() - started

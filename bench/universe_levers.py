@@ -20,11 +20,10 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(1e-3, clipvalue 1):
   (`--curves`, bench/nightly_universe.py --json): a patience of p < 10 stops at the first
   epoch where p epochs brought no improvement; until then the run is the same, so the
   replay is exact (ReduceLROnPlateau unchanged).
-- warm: the second night warm-started from the first night's model (a short fine-tune)
-  vs the full refit, on the samples: time, validation loss, test skill.
 - export: what the "tf.function retracing" warning counts, and what the traces cost.
-- fixed: one ticker's work besides the fit's epochs (train's own overhead, evaluate,
-  export, promote), phase by phase: what a faster fit leaves per ticker.
+
+The second night's warm start is measured by bench/warm_start.py (the pipeline's own
+warm start) and each stage's time by bench/nightly_universe.py.
 
 Run: python bench/universe_levers.py [--only speed,threads] [--curves night.json]
 (prints JSON and writes RESULTS.md rows `universe_*`).
@@ -33,7 +32,6 @@ Run: python bench/universe_levers.py [--only speed,threads] [--curves night.json
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -53,13 +51,13 @@ UNITS = [64, 32]
 BASE_LR = 1e-3
 
 
-def nightly_cfg(**changes) -> dict:
-    """The nightly deployment's config (deployments/nightly.json over RetrainConfig)."""
+def nightly_cfg(**changes):
+    """The nightly deployment's config (deployments/nightly.json over RetrainConfig),
+    with `changes` (flat setting names)."""
+    from deployments.nightly import nightly_config
     from tickercast.config import RetrainConfig
-    from tickercast.deployments.nightly import nightly_config
 
-    config = nightly_config(RetrainConfig).model_dump(mode="json")
-    return {**config, **changes}
+    return nightly_config(RetrainConfig).model_copy(update=changes)
 
 
 def lake_frame(ticker: str, extra_days: int = 0):
@@ -89,12 +87,11 @@ def lake_frame(ticker: str, extra_days: int = 0):
 
 def prepared(ticker: str, extra_days: int = 0) -> dict:
     """A ticker's scaled arrays, split anchors and spec, as the flow's steps make them."""
-    from tickercast.config import PREPROCESS_FIELDS
     from tickercast.modeling.preprocess import preprocess
     from tickercast.modeling.windows import split_anchors
 
-    cfg = {k: v for k, v in nightly_cfg().items() if k in PREPROCESS_FIELDS}
-    spec, arrays = preprocess(lake_frame(ticker, extra_days), cfg, ticker)
+    section = nightly_cfg().preprocessing
+    spec, arrays = preprocess(lake_frame(ticker, extra_days), section, ticker)
     anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, spec.lookback, spec.horizon)
     return {"spec": spec, "x": arrays["x"], "y": arrays["y"], "anchors": anchors, "arrays": arrays}
 
@@ -360,21 +357,19 @@ def test_skill(model, data: dict) -> float:
     return 1.0 - float(np.mean((actual - pred) ** 2) / np.mean((actual - naive) ** 2))
 
 
-def fit_variant(data: dict, cfg: dict, out: Path) -> dict:
+def fit_variant(data: dict, config, out: Path) -> dict:
     """The pipeline's train_model on one ticker; time, epochs, val loss, test skill."""
     import keras
 
-    from tickercast.config import TRAIN_FIELDS
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
 
-    train_cfg = {k: v for k, v in cfg.items() if k in TRAIN_FIELDS}
     started = time.perf_counter()
     summary = train_model(
         data["arrays"],
         data["anchors"],
         data["spec"].lookback,
-        train_cfg,
+        config.fit_spec(),
         out,
         naive=naive_output(data["spec"]),
     )
@@ -483,69 +478,6 @@ def stopping(curves: Path, patiences=(10, 7, 5, 4, 3)) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------- warm
-
-
-def warm(tickers: list[str], epochs: int = 5, patience: int = 2, lr: float = 1e-4) -> dict:
-    """Night 2 (one more day): full refit vs the night-1 model fine-tuned (<= `epochs`)."""
-    import keras
-
-    from tickercast.config import TRAIN_FIELDS
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.train import per_ticker_data, shrink_fitted
-    from tickercast.modeling.windows import make_dataset
-
-    cfg = nightly_cfg()
-    out: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for t in tickers:
-            first, second = prepared(t), prepared(t, extra_days=1)
-            fit_variant(first, cfg, Path(tmp) / t / "night1")
-            refit = fit_variant(second, cfg, Path(tmp) / t / "night2")
-            started = time.perf_counter()
-            model = keras.models.load_model(Path(tmp) / t / "night1/model.keras", safe_mode=True)
-            model.optimizer.learning_rate.assign(lr)
-            lb, train, val = (
-                second["spec"].lookback,
-                *(second["anchors"][k] for k in ("train", "val")),
-            )
-            stop = keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
-            history = model.fit(
-                make_dataset(
-                    second["x"], second["y"], train, lb, 32, shuffle=True, seed=1, epochs=epochs
-                ),
-                validation_data=make_dataset(second["x"], second["y"], val, lb, 32),
-                epochs=epochs,
-                steps_per_epoch=-(-len(train) // 32),
-                callbacks=[stop],
-                verbose=0,
-            ).history
-            train_cfg = {k: v for k, v in cfg.items() if k in TRAIN_FIELDS}
-            shrink = shrink_fitted(
-                model,
-                per_ticker_data(second["arrays"], second["anchors"]),
-                lb,
-                train_cfg,
-                naive_output(second["spec"]),
-            )
-            warm_s = time.perf_counter() - started
-            out[t] = {
-                "refit": refit,
-                "warm": {
-                    "seconds": warm_s,
-                    "epochs": len(history["loss"]),
-                    "best_val_loss": float(min(history["val_loss"])),
-                    "alpha": shrink["alpha"],
-                    "test_skill": test_skill(model, second),
-                },
-            }
-            print(t, json.dumps(out[t]), flush=True)
-    out["time_ratio"] = sum(r["warm"]["seconds"] for r in out.values()) / sum(
-        r["refit"]["seconds"] for r in out.values()
-    )
-    return out
-
-
 # ----------------------------------------------------------------------------- export
 
 
@@ -585,101 +517,10 @@ def export_traces() -> dict:
         }
 
 
-# ------------------------------------------------------------------------------ fixed
-
-
-class Clock:
-    """Seconds per named phase (`with clock("name"):`), summed over repeats."""
-
-    def __init__(self):
-        self.phases: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        started = time.perf_counter()
-        yield
-        self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
-
-
-def fixed_costs(epochs: int = 3) -> dict:
-    """One ticker's work besides the fit's epochs, phase by phase, through the functions
-    the flow's steps call: MSFT sample from 2015 at the nightly shape, two versions (the
-    second is judged against the first as champion)."""
-    from tests.tiny_models import TICKER, _prepared, tiny_config
-    from tickercast.market.ingest import ingest_ticker
-
-    clock = Clock()
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp)
-        config = tiny_config(
-            data_dir,
-            preset="recommended",
-            start="2015-01-01",
-            lookback=60,
-            units=UNITS,
-            epochs=epochs,
-            batch_size=32,
-        )
-        with clock("ingest"):
-            ingested = ingest_ticker(TICKER, "sample", data_dir, start="2015-01-01")
-        with clock("preprocess"):
-            prepared_ = _prepared(data_dir, config)
-        for version in (1, 2):
-            _one_version(clock, data_dir, config, ingested, prepared_, version)
-    phases = {k: v / 2 for k, v in clock.phases.items() if k not in ("ingest", "preprocess")}
-    phases["train_model besides the epochs"] = (
-        phases["train_model (all)"] - phases["fit epochs (history's train_seconds)"]
-    )
-    return {"epochs": epochs, "seconds_per_version": phases}
-
-
-def _one_version(clock: Clock, data_dir: Path, config, ingested: dict, prepared_, version: int):
-    import keras
-
-    from tests.tiny_models import TICKER
-    from tickercast.config import TRAIN_FIELDS
-    from tickercast.delivery.gate import challenge
-    from tickercast.delivery.metadata import bundle_metadata
-    from tickercast.delivery.servable import build_bundle
-    from tickercast.evaluation.evaluate import evaluate
-    from tickercast.evaluation.report import evaluation_summary, write_evaluation
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.train import train_model
-
-    spec, arrays, anchors, pre = prepared_
-    out = data_dir / "work" / f"v{version}"
-    cfg = {**config.slice(*TRAIN_FIELDS), "seed": version}
-    with clock("train_model (all)"):
-        summary = train_model(arrays, anchors, spec.lookback, cfg, out, naive=naive_output(spec))
-    clock.phases.setdefault("fit epochs (history's train_seconds)", 0.0)
-    clock.phases["fit epochs (history's train_seconds)"] += summary["train_seconds"]
-    with clock("evaluate: load model"):
-        model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
-    with clock("evaluate: forecasts + baselines"):
-        ev = evaluate(model, spec, arrays, anchors)
-    history = json.loads((out / "history.json").read_text())
-    with clock("evaluate: plots + files"):
-        paths = write_evaluation(out / "eval", ev, history["history"], TICKER)
-    evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
-    trained = {"model": str(out / "model.keras"), "history": str(out / "history.json")}
-    metadata = bundle_metadata(ingested, pre, trained, evaluated, config.model_dump(mode="json"))
-    files = {
-        "model.keras": out / "model.keras",
-        "preprocessing.json": Path(pre["spec"]),
-        "history.json": out / "history.json",
-        "predictions.parquet": paths["predictions"],
-        **{f"{k}.png": paths[f"{k}_png"] for k in ("loss", "forecast", "residuals")},
-    }
-    with clock("export: SavedModel + verify + bundle"):
-        build_bundle(data_dir, TICKER, files, metadata, out / "model.keras", spec)
-    with clock("promote: challenge"):
-        challenge(data_dir, TICKER, version)
-
-
 # ------------------------------------------------------------------------------- main
 
 
-SECTIONS = ("speed", "threads", "quality", "stopping", "warm", "export", "fixed")
+SECTIONS = ("speed", "threads", "quality", "stopping", "export")
 
 
 def main() -> None:
@@ -698,9 +539,7 @@ def main() -> None:
         "threads": threads,
         "quality": lambda: quality(list(SAMPLES)),
         "stopping": lambda: stopping(args.curves),
-        "warm": lambda: warm(["AAPL", "MSFT", "U001"]),
         "export": export_traces,
-        "fixed": fixed_costs,
     }
     results = {}
     for name in args.only.split(","):

@@ -19,6 +19,7 @@ from prefect.states import Failed
 from tickercast import layout
 from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
+from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
 from tickercast.quiet import quiet_tensorflow
@@ -171,8 +172,13 @@ def _trained(
     branches that train."""
     spec = config.fit_spec()
     if config.scope.mode == "per_ticker":
-        for branch in branches.values():
-            branch.trained = steps.train.submit(branch.pre, branch.win, spec, data_dir)
+        warm = config.warm if config.warm.warm_start != "off" else None
+        for ticker, branch in branches.items():
+            # the champion as the night starts (its weights' hash keys the fit)
+            champion = find_source(data_dir, ticker) if warm else None
+            branch.trained = steps.train.submit(
+                branch.pre, branch.win, spec, data_dir, warm, champion
+            )
         return list(branches.values())
     prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
     ready = [branches[t] for t in prepared.values()]

@@ -6,7 +6,14 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from tickercast.records import Evaluated, GlobalTrained, Preprocessed, Trained, Windows
+from tickercast.records import (
+    Evaluated,
+    ForecastFile,
+    GlobalTrained,
+    Preprocessed,
+    Trained,
+    Windows,
+)
 from tickercast.sections import Evaluation
 from tickercast.tasks.steps import step
 from tickercast.tasks.workfiles import outputs
@@ -67,9 +74,11 @@ def evaluate_step(
         coverage or "n/a",
         summary["verdict"],
     )
+    files = {name: str(path) for name, path in paths.items() if name != "predictions"}
     return Evaluated(
         ticker=pre.ticker,
         **summary,
-        **{name: str(path) for name, path in paths.items()},
+        predictions=ForecastFile.of(paths["predictions"]),
+        **files,
         outputs=outputs(*paths.values()),
     )

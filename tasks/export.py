@@ -52,6 +52,7 @@ def export_step(
     from tickercast.delivery.metadata import bundle_metadata
     from tickercast.delivery.servable import build_bundle
 
+    evaluated.predictions.check()  # the bundle carries the forecasts evaluation recorded
     files = {name: path for record in upstream for name, path in record.bundle_files().items()}
     metadata = bundle_metadata(
         ingested.report,

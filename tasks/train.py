@@ -6,23 +6,42 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from tickercast.layout import HISTORY_FILE, MODEL_FILE
+from tickercast.delivery.warmstart import WarmSource
+from tickercast.layout import FITTED_WEIGHTS_FILE, HISTORY_FILE, MODEL_FILE
 from tickercast.records import GlobalTrained, Preprocessed, Trained, Windows
-from tickercast.sections import FitSpec, Scope
+from tickercast.sections import FitSpec, Scope, WarmStart
 from tickercast.tasks.runners import training_lock
 from tickercast.tasks.steps import step
 from tickercast.tasks.workfiles import outputs
 
 
-@step("train", ("tickercast.modeling.train",))
+@step("train", ("tickercast.modeling.train", "tickercast.delivery.warmstart"))
 def train_step(
-    pre: Preprocessed, win: Windows, spec: FitSpec, data_dir: str, *, work: Path
+    pre: Preprocessed,
+    win: Windows,
+    spec: FitSpec,
+    data_dir: str,
+    warm: WarmStart | None = None,
+    champion: WarmSource | None = None,
+    *,
+    work: Path,
 ) -> Trained:
-    """Fit the network on training windows, early-stopped on validation windows."""
+    """Fit the network on training windows, early-stopped on validation windows; with
+    `warm` on, from the `champion`'s fitted weights when the plan allows (its hash is in
+    this step's key: a new champion is a new fit)."""
+    from tickercast.delivery.warmstart import read_champion
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
+    from tickercast.modeling.warm import load_weights, plan
 
     preprocessing, arrays = pre.load()
+    known = read_champion(champion) if champion is not None else None
+    chosen = plan(warm or WarmStart(), known, spec, preprocessing)
+    start = None
+    if chosen.mode == "warm" and known is not None and known.weights is not None:
+        start = load_weights(known.weights, known.weights_sha256)
+    logger = get_run_logger()
+    logger.info("%s: %s start: %s", pre.ticker, chosen.mode, chosen.reason)
     with training_lock():
         summary = train_model(
             arrays,
@@ -30,11 +49,14 @@ def train_step(
             preprocessing.lookback,
             spec,
             work,
-            get_run_logger(),
+            logger,
             label=pre.ticker,
             naive=naive_output(preprocessing),
+            plan=chosen,
+            start_weights=start,
         )
     model_path, history_path = work / MODEL_FILE, work / HISTORY_FILE
+    fitted = work / FITTED_WEIGHTS_FILE
     return Trained(
         ticker=pre.ticker,
         model=str(model_path),
@@ -42,7 +64,8 @@ def train_step(
         best_epoch=summary["best_epoch"],
         epochs_run=summary["epochs_run"],
         shrinkage=summary["shrinkage"],
-        outputs=outputs(model_path, history_path),
+        fitted_weights=str(fitted),
+        outputs=outputs(model_path, history_path, fitted),
     )
 
 

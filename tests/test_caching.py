@@ -108,7 +108,7 @@ def test_cache_show_and_clear_leave_lake_and_models(tmp_path):
 
 
 def _records(work: str = "/w"):
-    from tickercast.records import Evaluated, Preprocessed, Trained
+    from tickercast.records import Evaluated, ForecastFile, Preprocessed, Trained
 
     pre = Preprocessed(
         ticker="AAPL",
@@ -124,15 +124,14 @@ def _records(work: str = "/w"):
         epochs_run=1,
         outputs={f"{work}/train/m.keras": "2"},
     )
-    files = dict.fromkeys(
-        ("predictions", "metrics_json", "loss_png", "forecast_png", "residuals_png"), "/f"
-    )
+    files = dict.fromkeys(("metrics_json", "loss_png", "forecast_png", "residuals_png"), "/f")
     evaluated = Evaluated(
         ticker="AAPL",
         metrics={},
         verdict="",
         intervals={},
         evaluation={},
+        predictions=ForecastFile(path="/f", sha256="3"),
         **files,
         outputs={f"{work}/eval/p.parquet": "3"},
     )

@@ -65,3 +65,42 @@ def test_a_versions_band_is_rebuilt_from_the_lake_as_evaluated(tmp_path):
     grid = quantiles_at(bundle, prices, table, table[["model"]].to_numpy())
     written = table[[f"q_{level:g}" for level in QUANTILES]].to_numpy()
     np.testing.assert_allclose(grid[:, 0, :], written, rtol=1e-9)
+
+
+def test_a_shipped_garch_band_is_recorded_rebuilt_and_served_alike(tmp_path):
+    """A version shipping GJR-GARCH(1,1)-t (`evaluation.band`): the grid its evaluation
+    recorded in the window table (what the gate compares by CRPS) equals the band the gate
+    rebuilds from the lake for a re-run champion, and `predict`'s grid from the closes up
+    to the last window's origin; its intervals are the grid's 80%/95% levels."""
+    import shutil
+
+    from tests.tiny_models import TICKER, copy_store, export_model, tiny_config
+    from tickercast.delivery.bundle import bundle_path, load_bundle
+    from tickercast.delivery.gate import quantiles_at
+    from tickercast.delivery.predict import forecast_next
+    from tickercast.market import lake
+    from tickercast.market.ingest import ingest_ticker
+
+    data = copy_store(tmp_path)
+    work = data / "work" / "gjr"
+    work.mkdir(parents=True)
+    for name in ("model.keras", "history.json"):  # v3's ridge network, another band
+        shutil.copy(bundle_path(data, TICKER, 3) / name, work / name)
+    ingested = ingest_ticker(TICKER, "sample", data)
+    config = tiny_config(data, band="gjr_garch_t")
+    bundle = load_bundle(
+        export_model(data, ingested, config, work / "model.keras", work / "history.json")
+    )
+    record = bundle.metadata["evaluation"]["distribution"]["model"]["calibration"]
+    assert record["scale"] == record["params"]["band"] == "gjr_garch_t"  # a real fit
+    table = pd.read_parquet(bundle.path / "predictions.parquet")
+    written = table[[f"q_{level:g}" for level in QUANTILES]].to_numpy()
+    prices = lake.read_partition(data, TICKER)
+    grid = quantiles_at(bundle, prices, table, table[["model"]].to_numpy())
+    np.testing.assert_allclose(grid[:, 0, :], written, rtol=1e-9)
+    np.testing.assert_allclose(table["lo_95"], written[:, QUANTILES.index(0.025)], rtol=1e-12)
+    last = pd.to_datetime(prices["date"]) <= pd.Timestamp(table["anchor_date"].iloc[-1])
+    (row,) = forecast_next(bundle, prices[last], TICKER)
+    assert row["forecast"] == pytest.approx(table["model"].iloc[-1], rel=1e-6)
+    np.testing.assert_allclose(row["quantiles"], written[-1], rtol=1e-6)
+    assert row["lo_80"] == row["quantiles"][QUANTILES.index(0.1)]

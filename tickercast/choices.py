@@ -72,6 +72,9 @@ FailOn = Literal["any", "all", "never"]
 Preset = Literal["recommended", "tutorial"]
 TaskRunner = Literal["threads", "dask"]
 TuneAlgorithm = Literal["bayesian", "hyperband"]
+# The second night (issue 22): off = every fit from scratch; auto = fine-tune the champion's
+# fitted weights when compatible and recent enough (tickercast.modeling.warm), else refit
+WarmStartMode = Literal["off", "auto"]
 ProgressMode = Literal["on", "off", "auto"]  # terminal progress bars: see progress.py
 
 
@@ -100,6 +103,7 @@ ON_CORRUPT = values(OnCorrupt)
 ON_QUIRK = values(OnQuirk)
 ON_GAP = values(OnGap)
 PROGRESS_MODES = values(ProgressMode)
+WARM_START_MODES = values(WarmStartMode)
 
 # The quantile grid of every distribution forecast (the network's quantile head, the
 # distribution baselines, their scores, the bundle's and the service's outputs): one grid,

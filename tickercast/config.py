@@ -39,6 +39,7 @@ from tickercast.sections import (
     Storage,
     Training,
     WalkForward,
+    WarmStart,
     field_of,
 )
 from tickercast.tickers import validate_ticker
@@ -139,6 +140,7 @@ class RetrainConfig(Ingests):
     scope: Scope = section(Scope)
     training: Training = section(Training)
     compute: Compute = section(Compute)
+    warm: WarmStart = section(WarmStart)
     walk_forward: WalkForward = section(WalkForward)
     evaluation: Evaluation = section(Evaluation)
     gate: Gate = section(Gate)

@@ -29,6 +29,9 @@ MODEL_FILE = "model.keras"  # the trained network (Keras format, loaded in safe 
 SPEC_FILE = "preprocessing.json"  # features, split and fitted scalers
 HISTORY_FILE = "history.json"  # the fit's curves and summary
 METADATA_FILE = "metadata.json"  # a bundle's evaluation, config and lineage
+# the fitted weights before shrinkage and calibration: what the next night warm-starts from
+FITTED_WEIGHTS_FILE = "fitted-weights.npz"
+PREDICTIONS_FILE = "predictions.parquet"  # the test windows' forecasts (evaluation.window_table)
 # Cached, recomputable outputs: what `tickercast cache clear` deletes.
 CACHE_DIRS: tuple[str, ...] = (RESULTS, WORK)
 # Everything a run writes under the data dir (the bundled sample is never in it).

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tickercast import layout
 
@@ -30,12 +30,34 @@ if TYPE_CHECKING:
     from tickercast.modeling.preprocess import Preprocessing
 
 
+def plain(value: Any) -> Any:
+    """`value` with every numpy scalar inside its dicts, lists and tuples made the Python
+    number it holds: a record's free-form fields (metrics) must hash and serialize as
+    JSON, which Prefect's cache key and result storage do; a numpy array is refused."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(v) for v in value)
+    if type(value).__module__ == "numpy":
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+            return value.item()
+        raise TypeError(
+            f"a record holds a numpy {type(value).__name__}: store a list or a file instead"
+        )
+    return value
+
+
 class Record(BaseModel):
     """A step's result: its files (`outputs`: path -> sha256) and what it says of them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     outputs: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_numbers(cls, data: Any) -> Any:
+        return plain(data) if isinstance(data, dict) else data
 
     def key(self) -> Any:
         """What a downstream step's cache key sees of this record (default: all of it)."""
@@ -138,6 +160,8 @@ class Trained(Record):
     best_epoch: int
     epochs_run: int
     shrinkage: dict[str, Any] | None = None
+    # the weights before shrinkage: a bundle carries them for the next night's warm start
+    fitted_weights: str | None = None
 
     def for_ticker(self, ticker: str) -> Trained:
         if ticker != self.ticker:
@@ -154,7 +178,10 @@ class Trained(Record):
         return json.loads(Path(self.history).read_text())
 
     def bundle_files(self) -> dict[str, Path]:
-        return {layout.MODEL_FILE: Path(self.model), layout.HISTORY_FILE: Path(self.history)}
+        files = {layout.MODEL_FILE: Path(self.model), layout.HISTORY_FILE: Path(self.history)}
+        if self.fitted_weights:
+            files[layout.FITTED_WEIGHTS_FILE] = Path(self.fitted_weights)
+        return files
 
 
 class GlobalTrained(Record):
@@ -169,16 +196,45 @@ class GlobalTrained(Record):
             raise ValueError(f"{ticker} was not part of the global model") from None
 
 
+class ForecastFile(BaseModel):
+    """A recorded per-window forecast table (`tickercast.evaluation.window_table`) and
+    the sha256 it was written with: what the gate reads instead of re-running a model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> ForecastFile:
+        from tickercast.hashing import file_sha256
+
+        return cls(path=str(path), sha256=file_sha256(path))
+
+    def load(self) -> pd.DataFrame:
+        """The table, refused (window_table.TableChanged, naming the file) when its bytes
+        no longer hash to `sha256`."""
+        from tickercast.evaluation.window_table import read
+
+        return read(self.path, self.sha256)
+
+    def check(self) -> None:
+        """Refuse a table changed since it was recorded (before it is copied anywhere)."""
+        from tickercast.evaluation.window_table import verified_bytes
+
+        verified_bytes(self.path, self.sha256)
+
+
 class Evaluated(Record):
-    """The model and every baseline on the test windows: metrics, verdict, intervals and
-    the evaluation's files."""
+    """The model and every baseline on the test windows: metrics, verdict, intervals,
+    the per-window forecasts (`predictions`) and the evaluation's files."""
 
     ticker: str
     metrics: dict[str, Any]
     verdict: str
     intervals: dict[str, Any]
     evaluation: dict[str, Any]
-    predictions: str
+    predictions: ForecastFile
     metrics_json: str
     loss_png: str
     forecast_png: str
@@ -186,7 +242,7 @@ class Evaluated(Record):
 
     def bundle_files(self) -> dict[str, Path]:
         return {
-            "predictions.parquet": Path(self.predictions),
+            layout.PREDICTIONS_FILE: Path(self.predictions.path),
             "loss.png": Path(self.loss_png),
             "forecast.png": Path(self.forecast_png),
             "residuals.png": Path(self.residuals_png),

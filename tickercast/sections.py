@@ -51,6 +51,7 @@ from tickercast.choices import (
     Source,
     Target,
     TaskRunner,
+    WarmStartMode,
     Window,
 )
 from tickercast.market.options import IngestOptions
@@ -412,6 +413,34 @@ class Compute(Section):
     )
     tensorboard_dir: str | None = Field(
         None, description="Write TensorBoard logs under this folder (empty = none)."
+    )
+
+
+class WarmStart(Section):
+    """The second night: fine-tune the champion's fitted weights on the new rows instead
+    of fitting from scratch (per-ticker mode), with a full refit on a schedule."""
+
+    warm_start: WarmStartMode = Field(
+        "off",
+        description="off: every fit starts from fresh weights; auto: start from the "
+        "champion's fitted weights (before its shrinkage) for at most warm_start_epochs "
+        "when the champion was trained the same way (network, features, lookback, horizon, "
+        "target) and its last full refit is recent; otherwise refit from scratch, saying "
+        "why (recorded in metadata training.warm_start).",
+    )
+    warm_start_epochs: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Maximum epochs of a warm-started fit (early stopping may end it sooner).",
+    )
+    full_refit_days: int = Field(
+        30,
+        ge=0,
+        le=3650,
+        description="Refit from scratch when the last full refit behind the champion's "
+        "weights saw data ending more than this many calendar days before today's last "
+        "day of data (0 = every night).",
     )
 
 

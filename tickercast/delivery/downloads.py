@@ -11,9 +11,8 @@ import io
 import math
 from pathlib import Path
 
+from tickercast import layout
 from tickercast.delivery.bundle import checked_file
-
-PREDICTIONS = "predictions.parquet"
 
 
 def _plain(value: object) -> object:
@@ -28,10 +27,10 @@ def _plain(value: object) -> object:
 
 
 def test_predictions(bundle_dir: Path) -> list[dict]:
-    """The version's test-split predictions (predictions.parquet) as rows."""
+    """The version's test-split predictions (its window table) as rows."""
     import pandas as pd
 
-    data, _ = checked_file(bundle_dir, PREDICTIONS)
+    data, _ = checked_file(bundle_dir, layout.PREDICTIONS_FILE)
     table = pd.read_parquet(io.BytesIO(data))
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
 

@@ -2,7 +2,12 @@
 
 On the latest common window (the challenger's test windows on which the champion is out of
 sample too: anchor day on or after the champion's last validation day) both models are
-re-run from the lake with their own scalers, next to the naive last-close forecast. Then:
+scored next to the naive last-close forecast. The challenger's forecasts (point and
+quantile grid) are the ones its evaluation recorded in its bundle's window table
+(`layout.PREDICTIONS_FILE`, read through the manifest's sha256: a changed file is refused);
+the champion is re-run from the lake with its own scalers, unless it was evaluated on the
+very same lake file and recorded these windows too. A table written before every output
+was recorded (vector targets) has the missing part re-run from the lake. Then:
 
 - with a champion, the challenger must be **significantly** better: a one-sided
   Diebold-Mariano test (HLN correction, overlapping h-step errors) of its loss against the
@@ -34,12 +39,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, load_bundle
+from tickercast import layout
+from tickercast.delivery.bundle import Bundle, BundleError, bundle_path, checked_file, load_bundle
 from tickercast.delivery.registry import RegistryError, decide, known, lock, read_registry
 from tickercast.evaluation import distribution as dist
+from tickercast.evaluation import window_table
 from tickercast.evaluation.baseline_registry import naive_targets
 from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import LOWER_IS_BETTER, metrics
+from tickercast.evaluation.names import MODEL
 from tickercast.significance import (
     dm_test,
     dm_test_differential,
@@ -55,36 +63,89 @@ def dm_loss(metric: str) -> str:
     return "squared" if metric == "rmse" else "absolute"
 
 
-def _outputs(table: pd.DataFrame, prefix: str, n_outputs: int) -> np.ndarray:
-    columns = [prefix] + [f"{prefix}_{j}" for j in range(2, n_outputs + 1)]
-    return table[columns].to_numpy(dtype=np.float64)
+def predictions_table(bundle: Bundle) -> pd.DataFrame:
+    """A version's recorded window table (`layout.PREDICTIONS_FILE`), read through its
+    manifest's sha256: BundleError naming the file when it changed since export,
+    FileNotFoundError when the version has none."""
+    data, _ = checked_file(bundle.path, layout.PREDICTIONS_FILE)
+    return window_table.from_bytes(data)
 
 
-def common_window(challenger: Bundle, champion: Bundle) -> pd.DataFrame:
-    """The challenger's test windows on which the champion is out of sample too."""
-    table = pd.read_parquet(challenger.path / "predictions.parquet")
-    champion_val_end = pd.Timestamp(champion.spec.val_end)
-    return table.loc[pd.to_datetime(table["anchor_date"]) >= champion_val_end].reset_index(
-        drop=True
-    )
+def since(table: pd.DataFrame, day: str | pd.Timestamp) -> pd.DataFrame:
+    """The windows of `table` anchored on or after `day`."""
+    anchors = pd.to_datetime(table[window_table.ANCHOR])
+    return table.loc[anchors >= pd.Timestamp(day)].reset_index(drop=True)
+
+
+def recorded_tables(
+    reference: str, table: pd.DataFrame, bundles: dict[str, Bundle]
+) -> dict[str, pd.DataFrame]:
+    """The recorded tables that may stand for re-running a version on the windows of
+    `bundles[reference]` (whose own table is `table`): its own, and those of versions
+    evaluated on the very same lake file; a version evaluated on other closes is re-run
+    (its recorded windows may differ), as is one whose table cannot be read."""
+    lake_file = bundles[reference].metadata.get("data", {}).get("sha256")
+    tables = {reference: table}
+    for name, bundle in bundles.items():
+        if name == reference or not lake_file:
+            continue
+        if bundle.metadata.get("data", {}).get("sha256") == lake_file:
+            try:
+                tables[name] = predictions_table(bundle)
+            except (FileNotFoundError, BundleError):
+                continue
+    return tables
+
+
+def recorded_at(tables: dict[str, pd.DataFrame], table: pd.DataFrame) -> dict[str, tuple]:
+    """Per version, (point (n, outputs), quantile grid or None) it recorded at the windows
+    of `table`; versions whose table lacks any of them (or the point forecast) are left out
+    and re-run."""
+    n_out, out = window_table.n_outputs(table), {}
+    for name, own in tables.items():
+        rows = window_table.rows_at(own, table)
+        point = None if rows is None else window_table.outputs(rows, MODEL, n_out)
+        if point is not None:
+            out[name] = (point, window_table.grid(rows, n_out))
+    return out
 
 
 def window_forecasts(
-    data_dir: str | Path, table: pd.DataFrame, bundles: dict[str, Bundle]
+    data_dir: str | Path,
+    table: pd.DataFrame,
+    bundles: dict[str, Bundle],
+    recorded: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(actual, last close, forecasts per name incl. "naive") on the windows of `table`,
-    each bundle re-run from the lake with its own scalers."""
-    from tickercast.delivery.predict import predict_at
-    from tickercast.market import lake
-
-    first = next(iter(bundles.values()))
-    prices = lake.read_partition(data_dir, first.metadata["ticker"])
-    n_out = 1 + sum(1 for c in table.columns if c.startswith("actual_"))
-    actual = _outputs(table, "actual", n_out)
-    last = table["last_close"].to_numpy(dtype=np.float64)
-    forecasts = {name: predict_at(b, prices, table["anchor_date"]) for name, b in bundles.items()}
+    """(actual, last close, forecasts per name incl. "naive") on the windows of `table`:
+    a version's `recorded` forecasts where given, else re-run from the lake with its own
+    scalers."""
+    recorded = recorded or {}
+    n_out = window_table.n_outputs(table)
+    actual = window_table.outputs(table, window_table.ACTUAL, n_out)
+    last = table[window_table.LAST_CLOSE].to_numpy(dtype=np.float64)
+    rerun = [name for name in bundles if name not in recorded]
+    prices = _lake_prices(data_dir, bundles) if rerun else None
+    forecasts = {
+        name: recorded[name]
+        if name in recorded
+        else predict_at(bundle, prices, table[window_table.ANCHOR])
+        for name, bundle in bundles.items()
+    }
     forecasts["naive"] = naive_targets(last, n_out)
     return actual, last, forecasts
+
+
+def _lake_prices(data_dir: str | Path, bundles: dict[str, Bundle]) -> pd.DataFrame:
+    from tickercast.market import lake
+
+    return lake.read_partition(data_dir, next(iter(bundles.values())).metadata["ticker"])
+
+
+def predict_at(bundle: Bundle, prices: pd.DataFrame, anchor_dates) -> np.ndarray:
+    """A version re-run from the lake (`tickercast.delivery.predict.predict_at`)."""
+    from tickercast.delivery import predict
+
+    return predict.predict_at(bundle, prices, anchor_dates)
 
 
 def quantiles_at(bundle: Bundle, prices: pd.DataFrame, table: pd.DataFrame, point: np.ndarray):
@@ -146,19 +207,21 @@ def distribution_rule(
 
 
 def score(data_dir: str | Path, challenger: Bundle, champion: Bundle | None, metric: str) -> dict:
-    """Metric of challenger, champion and naive on the same windows, from the lake, with
-    the DM tests of the challenger against each (`tests`: JSON-ready results)."""
-    if champion is not None:
-        table = common_window(challenger, champion)
-    else:
-        table = pd.read_parquet(challenger.path / "predictions.parquet")
+    """Metric of challenger, champion and naive on the same windows, with the DM tests of
+    the challenger against each (`tests`: JSON-ready results). The challenger's forecasts
+    are the ones its evaluation recorded; the champion is re-run from the lake unless it
+    was evaluated on the same lake file."""
+    own = predictions_table(challenger)
+    table = own if champion is None else since(own, champion.spec.val_end)
     window = {"windows": int(len(table))}
     if table.empty:
         return {"window": window, "scores": {}, "tests": {}}
     window["first_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[0]).date())
     window["last_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[-1]).date())
     bundles = {"challenger": challenger, **({"champion": champion} if champion else {})}
-    actual, last, forecasts = window_forecasts(data_dir, table, bundles)
+    recorded = recorded_at(recorded_tables("challenger", own, bundles), table)
+    points = {name: point for name, (point, _) in recorded.items()}
+    actual, last, forecasts = window_forecasts(data_dir, table, bundles, points)
     scale = (challenger.metadata.get("evaluation") or {}).get("mase_scale")
     scores = {
         name: metrics(actual, pred, last_close=last, scale=scale)[metric]
@@ -176,21 +239,22 @@ def score(data_dir: str | Path, challenger: Bundle, champion: Bundle | None, met
         tests["vs_champion_worse"] = dm_test(
             actual, chal, forecasts["champion"], horizon, loss, alternative="greater"
         ).to_dict()
-        crps = _crps_vs_champion(data_dir, table, bundles, forecasts, actual, horizon)
+        grids = _grids(data_dir, table, bundles, forecasts, recorded)
+        crps = crps_tests(actual.reshape(len(table), -1), grids, horizon)
         if crps is not None:
             tests["crps_vs_champion"] = crps
     return {"window": window, "scores": clean(scores), "tests": tests}
 
 
-def _crps_vs_champion(data_dir, table, bundles, forecasts, actual, horizon) -> dict | None:
-    from tickercast.market import lake
-
-    prices = lake.read_partition(data_dir, bundles["challenger"].metadata["ticker"])
-    grids = {
-        k: quantiles_at(b, prices, table, forecasts[k].reshape(len(table), -1))
-        for k, b in bundles.items()
-    }
-    return crps_tests(actual.reshape(len(table), -1), grids, horizon)
+def _grids(data_dir, table, bundles, forecasts, recorded) -> dict:
+    """Each version's quantile grid at the windows of `table`: recorded, else rebuilt."""
+    grids = {name: grid for name, (_, grid) in recorded.items() if grid is not None}
+    rebuild = [name for name in bundles if name not in grids]
+    prices = _lake_prices(data_dir, bundles) if rebuild else None
+    for name in rebuild:
+        point = forecasts[name].reshape(len(table), -1)
+        grids[name] = quantiles_at(bundles[name], prices, table, point)
+    return grids
 
 
 def comparable(a: Bundle, b: Bundle) -> str | None:
@@ -242,69 +306,87 @@ def challenge(
             "level": level,
             "require_beat_naive": require_beat_naive,
         }
+
+        def reject(reason: str, scores: dict | None = None) -> dict:
+            return decide(data_dir, name, registry, event, False, reason, scores or {})
+
         if before == version:
-            return decide(data_dir, name, registry, event, False, "already the champion", {})
+            return reject("already the champion")
         try:
             challenger = load_bundle(known(data_dir, name, version))
         except BundleError as exc:
-            return decide(data_dir, name, registry, event, False, f"refused: {exc}", {})
-        champion, damaged = None, None
-        if before is not None:
-            try:
-                champion = load_bundle(bundle_path(data_dir, name, before))
-            except (BundleError, FileNotFoundError) as exc:
-                damaged = f"champion v{before} fails verification ({exc})"
+            return reject(f"refused: {exc}")
+        champion, damaged = _champion(data_dir, name, before)
         if champion is not None and (why := comparable(challenger, champion)):
-            return decide(data_dir, name, registry, event, False, why, {})
-        result = score(data_dir, challenger, champion, metric)
+            return reject(why)
+        try:
+            result = score(data_dir, challenger, champion, metric)
+        except (BundleError, FileNotFoundError) as exc:  # its recorded forecasts are not
+            return reject(f"refused: {exc}")  # the exported ones (or are gone)
         event["window"], event["tests"] = result["window"], result["tests"]
-        s = result["scores"]
-        if not s:
-            reason = (
+        if not result["scores"]:
+            return reject(
                 f"no common out-of-sample window: the champion v{before} validated up to "
                 f"{champion.spec.val_end}, after every test window of v{version}"
             )
-            return decide(data_dir, name, registry, event, False, reason, s)
-        ok, reasons = True, [damaged] if damaged else []
-        if champion is not None:
-            vs = result["tests"]["vs_champion"]
-            better = _significant(vs, level)
-            reasons.append(
-                f"{metric} {s['challenger']:.6g} vs champion v{before} {s['champion']:.6g}: "
-                + ("significantly better" if better else "not significantly better")
-                + f" (one-sided DM p {_p(vs)}, level {level:g})"
-            )
-            passed, why = _judge_both(result["tests"], better, level)
-            if not passed and (flag := _live_flag(data_dir, name, before, result, level)):
-                passed, why = True, f"{why}; but champion v{before} is flagged live ({flag})"
-            ok &= passed
-            reasons.append(why)
-        elif not damaged:
-            reasons.append("no champion yet")
-        vs_naive = result["tests"]["vs_naive"]
-        state = verdict_of(vs_naive.get("p_value"), vs_naive.get("mean_diff"), level)
-        worse, beats = state == "worse", state == "better"
-        if worse:
-            ok = False
-            reasons.append(
-                f"significantly worse than naive ({s['naive']:.6g}, DM p {_p(vs_naive)}): "
-                "never promoted automatically"
-            )
-        else:
-            phrase = "beats naive" if beats else "indistinguishable from naive"
-            reasons.append(f"{phrase} ({s['naive']:.6g}, DM p {_p(vs_naive)})")
-        if require_beat_naive and not beats:
-            ok = False
-            reasons.append("beating naive is required")
-        return decide(
-            data_dir,
-            name,
-            registry,
-            event,
-            ok,
-            f"{result['window']['windows']} windows: " + "; ".join(reasons),
-            s,
+        gate = (metric, level, require_beat_naive)
+        ok, reasons = _judge(data_dir, name, before, result, gate, damaged)
+        reason = f"{result['window']['windows']} windows: " + "; ".join(reasons)
+        return decide(data_dir, name, registry, event, ok, reason, result["scores"])
+
+
+def _champion(data_dir, name: str, before: int | None) -> tuple[Bundle | None, str | None]:
+    """(the champion's bundle, None), or (None, why it fails verification); (None, None)
+    without a champion."""
+    if before is None:
+        return None, None
+    try:
+        return load_bundle(bundle_path(data_dir, name, before)), None
+    except (BundleError, FileNotFoundError) as exc:
+        return None, f"champion v{before} fails verification ({exc})"
+
+
+def _judge(data_dir, name, before, result, gate: tuple, damaged) -> tuple[bool, list[str]]:
+    """The decision and its reasons: against the champion (`_vs_champion`), then naive.
+    `gate`: (metric, level, require_beat_naive)."""
+    metric, level, require_beat_naive = gate
+    ok, reasons = True, [damaged] if damaged else []
+    if before is not None and not damaged:
+        passed, why = _vs_champion(data_dir, name, before, result, metric, level)
+        ok &= passed
+        reasons += why
+    elif not damaged:
+        reasons.append("no champion yet")
+    s, vs_naive = result["scores"], result["tests"]["vs_naive"]
+    state = verdict_of(vs_naive.get("p_value"), vs_naive.get("mean_diff"), level)
+    if state == "worse":
+        ok = False
+        reasons.append(
+            f"significantly worse than naive ({s['naive']:.6g}, DM p {_p(vs_naive)}): "
+            "never promoted automatically"
         )
+    else:
+        phrase = "beats naive" if state == "better" else "indistinguishable from naive"
+        reasons.append(f"{phrase} ({s['naive']:.6g}, DM p {_p(vs_naive)})")
+    if require_beat_naive and state != "better":
+        ok = False
+        reasons.append("beating naive is required")
+    return ok, reasons
+
+
+def _vs_champion(data_dir, name, before, result, metric, level) -> tuple[bool, list[str]]:
+    """The point test against the champion, then the distribution rule (and live flag)."""
+    s, vs = result["scores"], result["tests"]["vs_champion"]
+    better = _significant(vs, level)
+    reasons = [
+        f"{metric} {s['challenger']:.6g} vs champion v{before} {s['champion']:.6g}: "
+        + ("significantly better" if better else "not significantly better")
+        + f" (one-sided DM p {_p(vs)}, level {level:g})"
+    ]
+    passed, why = _judge_both(result["tests"], better, level)
+    if not passed and (flag := _live_flag(data_dir, name, before, result, level)):
+        passed, why = True, f"{why}; but champion v{before} is flagged live ({flag})"
+    return passed, [*reasons, why]
 
 
 def _live_flag(data_dir, name: str, champion: int, result: dict, level: float) -> str | None:
@@ -336,7 +418,36 @@ def _judge_both(tests: dict, point_better: bool, level: float) -> tuple[bool, st
 def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEVEL) -> dict:
     """Every intact version's numbers on one common window, so they can be compared: the
     newest version's test windows on which every version is out of sample (anchor day on
-    or after the latest validation end among them), each re-run from the lake."""
+    or after the latest validation end among them). Each version's forecasts are the ones
+    it recorded where it recorded that window on the same lake file, else re-run."""
+    bundles, skipped = _intact_versions(data_dir, name)
+    if not bundles:
+        return {"window": {"windows": 0}, "rows": [], "skipped": skipped}
+    newest = bundles[max(bundles)]
+    usable = {v: b for v, b in bundles.items() if comparable(b, newest) is None}
+    skipped.update({v: comparable(b, newest) for v, b in bundles.items() if v not in usable})
+    own = predictions_table(newest)
+    table = since(own, max(pd.Timestamp(b.spec.val_end) for b in usable.values()))
+    window = {"windows": int(len(table))}
+    if table.empty:
+        return {"window": window, "rows": [], "skipped": skipped}
+    window["first_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[0]).date())
+    window["last_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[-1]).date())
+    labelled = {f"v{v}": b for v, b in usable.items()}
+    recorded = recorded_at(recorded_tables(f"v{newest.version}", own, labelled), table)
+    points = {label: point for label, (point, _) in recorded.items()}
+    actual, last, forecasts = window_forecasts(data_dir, table, labelled, points)
+    scale = (newest.metadata.get("evaluation") or {}).get("mase_scale")
+    naive = forecasts.pop("naive")
+    rows = [
+        _version_row(label, actual, pred, naive, last, scale, newest.spec.horizon, level)
+        for label, pred in forecasts.items()
+    ]
+    return {"window": window, "rows": clean(rows), "skipped": skipped}
+
+
+def _intact_versions(data_dir, name: str) -> tuple[dict[int, Bundle], dict[int, str]]:
+    """Every version that loads, and why each other one does not."""
     from tickercast.delivery.bundle import list_versions
 
     bundles, skipped = {}, {}
@@ -345,38 +456,20 @@ def compare_versions(data_dir: str | Path, name: str, level: float = DEFAULT_LEV
             bundles[version] = load_bundle(bundle_path(data_dir, name, version))
         except (BundleError, FileNotFoundError, OSError) as exc:
             skipped[version] = str(exc)
-    if not bundles:
-        return {"window": {"windows": 0}, "rows": [], "skipped": skipped}
-    newest = bundles[max(bundles)]
-    usable = {v: b for v, b in bundles.items() if comparable(b, newest) is None}
-    skipped.update({v: comparable(b, newest) for v, b in bundles.items() if v not in usable})
-    table = pd.read_parquet(newest.path / "predictions.parquet")
-    start = max(pd.Timestamp(b.spec.val_end) for b in usable.values())
-    table = table.loc[pd.to_datetime(table["anchor_date"]) >= start].reset_index(drop=True)
-    window = {"windows": int(len(table))}
-    if table.empty:
-        return {"window": window, "rows": [], "skipped": skipped}
-    window["first_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[0]).date())
-    window["last_anchor"] = str(pd.Timestamp(table["anchor_date"].iloc[-1]).date())
-    actual, last, forecasts = window_forecasts(
-        data_dir, table, {f"v{v}": b for v, b in usable.items()}
-    )
-    scale = (newest.metadata.get("evaluation") or {}).get("mase_scale")
-    naive = forecasts.pop("naive")
+    return bundles, skipped
+
+
+def _version_row(label, actual, pred, naive, last, scale, horizon, level) -> dict:
+    """One version's row of `compare_versions`: its errors and its test against naive."""
+    m = metrics(actual, pred, last_close=last, scale=scale)
     naive_rmse = metrics(actual, naive, last_close=last, scale=scale)["rmse"]
-    rows = []
-    for label, pred in forecasts.items():
-        m = metrics(actual, pred, last_close=last, scale=scale)
-        test = dm_test(actual, pred, naive, int(newest.spec.horizon)).to_dict()
-        rows.append(
-            {
-                "version": int(label[1:]),
-                "rmse": m["rmse"],
-                "mae": m["mae"],
-                "naive_rmse": naive_rmse,
-                "skill": 1.0 - m["rmse"] / naive_rmse if naive_rmse else None,
-                "dm_p_vs_naive": test["p_value"],
-                "verdict": verdict_text("naive", test, level),
-            }
-        )
-    return {"window": window, "rows": clean(rows), "skipped": skipped}
+    test = dm_test(actual, pred, naive, int(horizon)).to_dict()
+    return {
+        "version": int(label[1:]),
+        "rmse": m["rmse"],
+        "mae": m["mae"],
+        "naive_rmse": naive_rmse,
+        "skill": 1.0 - m["rmse"] / naive_rmse if naive_rmse else None,
+        "dm_p_vs_naive": test["p_value"],
+        "verdict": verdict_text("naive", test, level),
+    }

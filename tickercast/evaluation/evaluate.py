@@ -16,6 +16,7 @@ import pandas as pd
 
 from tickercast.choices import BAND
 from tickercast.evaluation import distribution as dist
+from tickercast.evaluation import window_table
 from tickercast.evaluation.baseline_registry import (
     InputsBaseline,
     PointBaseline,
@@ -258,8 +259,8 @@ def _forecast_table(
     actual: np.ndarray,
     forecasts: dict[str, np.ndarray],
 ) -> pd.DataFrame:
-    """One row per test window: dates, last close, actual and every forecaster's first
-    output (vector targets: the model's further outputs too)."""
+    """One row per test window: dates, last close, actual and every forecaster's outputs
+    (`tickercast.evaluation.window_table` names the columns)."""
     table = pd.DataFrame(
         {
             "anchor_date": pd.to_datetime(arrays["dates"][test]),
@@ -269,9 +270,10 @@ def _forecast_table(
             **{name: pred[:, 0] for name, pred in forecasts.items()},
         }
     )
-    for j in range(1, actual.shape[1]):  # vector targets: one column per further output
+    for j in range(1, actual.shape[1]):  # vector targets: every forecaster's further outputs
         table[f"actual_{j + 1}"] = actual[:, j]
-        table[f"{MODEL}_{j + 1}"] = forecasts[MODEL][:, j]
+        for name, pred in forecasts.items():
+            table[f"{name}_{j + 1}"] = pred[:, j]
     return table
 
 
@@ -302,10 +304,10 @@ def _add_grid_interval_columns(table: pd.DataFrame, grid: np.ndarray) -> None:
 def _add_distribution_columns(
     table: pd.DataFrame, grid: np.ndarray | None, crps: dict[str, np.ndarray]
 ) -> None:
-    """The model's quantile grid of the first output (in prices) and each forecaster's
-    per-origin CRPS, which pooled tests read."""
+    """The model's quantile grid of every output (in prices; what the gate reads) and each
+    forecaster's per-origin CRPS, which pooled tests read."""
     if grid is not None:
-        for column, values in dist.quantile_columns(grid).items():
+        for column, values in window_table.grid_columns(grid).items():
             table[column] = values
     for name, values in crps.items():
         table[f"crps_{name}"] = values

@@ -147,19 +147,21 @@ def evaluation_summary(ev: dict) -> dict:
 
 
 def write_evaluation(out_dir: Path, ev: dict, history: dict, ticker: str) -> dict[str, Path]:
-    """predictions.parquet, metrics.json and the three plots of one evaluation."""
-    from tickercast.atomic import atomic_path, write_json
+    """The window table (`layout.PREDICTIONS_FILE`), metrics.json and the three plots of
+    one evaluation."""
+    from tickercast import layout
+    from tickercast.atomic import write_json
+    from tickercast.evaluation import window_table
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "predictions": out_dir / "predictions.parquet",
+        "predictions": out_dir / layout.PREDICTIONS_FILE,
         "metrics_json": out_dir / "metrics.json",
         "loss_png": out_dir / "loss.png",
         "forecast_png": out_dir / "forecast.png",
         "residuals_png": out_dir / "residuals.png",
     }
-    with atomic_path(paths["predictions"]) as tmp:
-        ev["table"].to_parquet(tmp, index=False)
+    window_table.write(paths["predictions"], ev["table"])
     write_json(paths["metrics_json"], evaluation_summary(ev))
     plot_loss(history, paths["loss_png"], f"{ticker}: training loss")
     plot_forecast(ev["table"], paths["forecast_png"], f"{ticker}: test-split forecast vs actual")

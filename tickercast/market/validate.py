@@ -117,20 +117,66 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
     if on_quirk not in ON_QUIRK:
         raise ValueError(f"on_quirk must be one of {list(ON_QUIRK)}, got {on_quirk!r}")
     if on_quirk == "fail":
-        check_prices(frame, ticker)
-        for kind, mask in bad_closes(frame).items():
-            if not mask.any():
-                continue
-            day = pd.Timestamp(frame["date"].iloc[int(np.flatnonzero(mask)[0])]).date()
-            raise InvalidPricesError(
-                f"ticker {ticker}, {day}: the close looks like a bad print ({kind}, "
-                f"{int(mask.sum())} rows; on_quirk=fail)",
-                day,
-            )
-        return Screened(frame)
+        return _screen_strictly(frame, ticker)
     dates = _check_frame(frame, ticker)
     values = {c: _numeric(frame, c, ticker).copy() for c in _PRICES}
-    close = values["close"]
+    keep, no_close, notes = _valid_closes(values["close"], dates, ticker)
+    found: dict[str, np.ndarray] = {
+        kind: mask for kind, mask in bad_closes(frame, keep).items() if mask.any()
+    }
+    bad_close = np.zeros(len(keep), dtype=bool)
+    for mask in found.values():
+        bad_close |= mask
+    keep &= ~bad_close
+    flat = _mark_quirks(values, keep, found)
+    quirky = bad_close.copy()
+    for mask in found.values():
+        quirky |= mask
+    repaired = 0
+    dropped = int(bad_close.sum())  # a bad print's row goes whatever on_quirk says
+    if on_quirk == "drop":
+        keep &= ~quirky
+        dropped = int(quirky.sum())
+    else:
+        values["open"][flat] = values["close"][flat]
+        repaired = int(flat.sum())
+    if not keep.any():
+        raise InvalidPricesError(
+            f"ticker {ticker}: no row left: {dropped} row(s) with quirks dropped "
+            f"(on_quirk=drop), {no_close} without a valid close"
+        )
+    out = frame.loc[keep].reset_index(drop=True)
+    for name in _PRICES:
+        out[name] = values[name][keep]
+    missing = int(sum(np.isnan(out[name].to_numpy()).sum() for name in MISSING_OK))
+    quirks = {kind: int(mask.sum()) for kind, mask in found.items()}
+    if quirks:
+        counts = (int(quirky.sum()), missing, int(bad_close.sum()), repaired)
+        notes.append(_quirk_note(ticker, on_quirk, dates, found, counts))
+    check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
+    return Screened(out, quirks, no_close, dropped, missing, repaired, notes)
+
+
+def _screen_strictly(frame: pd.DataFrame, ticker: str) -> Screened:
+    """on_quirk=fail: the frame as it is, or the first problem as an error."""
+    check_prices(frame, ticker)
+    for kind, mask in bad_closes(frame).items():
+        if not mask.any():
+            continue
+        day = pd.Timestamp(frame["date"].iloc[int(np.flatnonzero(mask)[0])]).date()
+        raise InvalidPricesError(
+            f"ticker {ticker}, {day}: the close looks like a bad print ({kind}, "
+            f"{int(mask.sum())} rows; on_quirk=fail)",
+            day,
+        )
+    return Screened(frame)
+
+
+def _valid_closes(
+    close: np.ndarray, dates: pd.Series, ticker: str
+) -> tuple[np.ndarray, int, list[str]]:
+    """(rows with a finite positive close, how many have none, the note saying so);
+    refused when no row has one."""
     with np.errstate(invalid="ignore"):
         keep = np.isfinite(close) & (close > 0)
     notes: list[str] = []
@@ -145,13 +191,12 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             f"ticker {ticker}: no row has a valid close ({no_close} rows without one)",
             dates.iloc[0].date(),
         )
-    found: dict[str, np.ndarray] = {
-        kind: mask for kind, mask in bad_closes(frame, keep).items() if mask.any()
-    }
-    bad_close = np.zeros(len(close), dtype=bool)
-    for mask in found.values():
-        bad_close |= mask
-    keep &= ~bad_close
+    return keep, no_close, notes
+
+
+def _mark_quirks(values: dict[str, np.ndarray], keep: np.ndarray, found: dict) -> np.ndarray:
+    """Each quirk of the kept rows into `found` (kind -> rows), its values set missing in
+    `values`; returns the flat bars (no open, high == low) whose open the close repairs."""
 
     def mark(kind: str, mask: np.ndarray, *fields: str) -> None:
         mask = mask & keep
@@ -167,50 +212,32 @@ def screen_prices(frame: pd.DataFrame, ticker: str, on_quirk: str = "repair") ->
             mark(f"{name}_zero", v == 0, name)
             mark(f"{name}_negative", v < 0, name)
             mark(f"{name}_absurd", v >= MAX_PRICE, name)
-        o, h, lo, c = values["open"], values["high"], values["low"], close
+        o, h, lo, c = values["open"], values["high"], values["low"], values["close"]
         mark("high_below_low", h * _SLACK < lo, "high", "low")
         mark("close_above_high", c > h * _SLACK, "high")
         mark("close_below_low", c * _SLACK < lo, "low")
         mark("open_above_high", o > h * _SLACK, "open", "high")
         mark("open_below_low", o * _SLACK < lo, "open", "low")
-        flat = keep & np.isnan(o) & np.isfinite(h) & np.isfinite(lo) & (h <= lo * _SLACK)
-    quirky = bad_close.copy()
-    for mask in found.values():
-        quirky |= mask
-    repaired = 0
-    dropped = int(bad_close.sum())  # a bad print's row goes whatever on_quirk says
+        return keep & np.isnan(o) & np.isfinite(h) & np.isfinite(lo) & (h <= lo * _SLACK)
+
+
+def _quirk_note(ticker: str, on_quirk: str, dates, found: dict, counts: tuple) -> str:
+    """What was done with the quirky rows. `counts`: (quirky rows, values marked missing,
+    bad close prints dropped, flat-bar opens repaired)."""
+    quirky, missing, bad_close, repaired = counts
     if on_quirk == "drop":
-        keep &= ~quirky
-        dropped = int(quirky.sum())
+        action = "dropped"
     else:
-        o[flat] = c[flat]
-        repaired = int(flat.sum())
-    if not keep.any():
-        raise InvalidPricesError(
-            f"ticker {ticker}: no row left: {dropped} row(s) with quirks dropped "
-            f"(on_quirk=drop), {no_close} without a valid close"
-        )
-    out = frame.loc[keep].reset_index(drop=True)
-    for name in _PRICES:
-        out[name] = values[name][keep]
-    missing = int(sum(np.isnan(out[name].to_numpy()).sum() for name in MISSING_OK))
-    quirks = {kind: int(mask.sum()) for kind, mask in found.items()}
-    if quirks:
-        if on_quirk == "drop":
-            action = "dropped"
-        else:
-            action = f"kept with {missing} value(s) marked missing"
-            if bad_close.any():
-                action += f", {int(bad_close.sum())} bad close print(s) dropped"
-            if repaired:
-                action += f", {repaired} flat-bar open(s) set to the close"
-        kinds = ", ".join(f"{k} {n} ({_span(dates, found[k])})" for k, n in quirks.items())
-        notes.append(
-            f"ticker {ticker}: {int(quirky.sum())} row(s) with vendor quirks, {action} "
-            f"(on_quirk={on_quirk}): {kinds}"
-        )
-    check_prices(out, ticker, missing_ok=True)  # the invariants hold on what is stored
-    return Screened(out, quirks, no_close, dropped, missing, repaired, notes)
+        action = f"kept with {missing} value(s) marked missing"
+        if bad_close:
+            action += f", {bad_close} bad close print(s) dropped"
+        if repaired:
+            action += f", {repaired} flat-bar open(s) set to the close"
+    kinds = ", ".join(f"{k} {int(m.sum())} ({_span(dates, m)})" for k, m in found.items())
+    return (
+        f"ticker {ticker}: {quirky} row(s) with vendor quirks, {action} "
+        f"(on_quirk={on_quirk}): {kinds}"
+    )
 
 
 def bad_closes(frame: pd.DataFrame, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:

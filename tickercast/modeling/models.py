@@ -76,98 +76,118 @@ def min_units(name: str) -> int:
     return MIN_UNITS.get(name, 1)
 
 
+class _Layers:
+    """The trunk's layer makers, sharing one L2 regularizer, the seeds and the LSTM
+    options; layer names are fixed so weights can move between models. `seed` (optional)
+    seeds every random part explicitly (`LayerSeeds`)."""
+
+    def __init__(
+        self, dropout: float, l2: float, rdrop: float, use_cudnn: bool | str, seed: int | None
+    ):
+        import keras
+
+        self.keras = keras
+        self.reg = keras.regularizers.L2(l2) if l2 > 0 else None
+        self.seeds = LayerSeeds(seed)
+        self.seeded = seed is not None
+        self.dropout, self.rdrop, self.use_cudnn = dropout, rdrop, use_cudnn
+
+    def lstm(self, size: int, i: int, sequences: bool, backwards: bool = False):
+        name = f"{'backward_' if backwards else ''}lstm_{i}"
+        return self.keras.layers.LSTM(
+            size,
+            return_sequences=sequences,
+            kernel_regularizer=self.reg,
+            recurrent_dropout=self.rdrop,
+            use_cudnn=self.use_cudnn,
+            go_backwards=backwards,
+            kernel_initializer=self.seeds.initializer("glorot_uniform", name, "kernel"),
+            recurrent_initializer=self.seeds.initializer("orthogonal", name, "recurrent_kernel"),
+            seed=self.seeds(name, "dropout"),
+            name=name,
+        )
+
+    def dense(self, units: int, name: str, **kwargs):
+        init = self.seeds.initializer("glorot_uniform", name, "kernel")
+        return self.keras.layers.Dense(
+            units, kernel_regularizer=self.reg, kernel_initializer=init, name=name, **kwargs
+        )
+
+    def drop(self, i: int):
+        if self.dropout <= 0:
+            return None
+        name = f"dropout_{i}"
+        return self.keras.layers.Dropout(self.dropout, seed=self.seeds(name, "dropout"), name=name)
+
+    def stack(self, x, sizes: list[int], all_sequences: bool = False, bidirectional: bool = False):
+        for i, size in enumerate(sizes):
+            sequences = all_sequences or i < len(sizes) - 1
+            layer = self.lstm(size, i, sequences)
+            if bidirectional:
+                # its own backward layer: a copy of the forward one would repeat its seeds
+                backward = self.lstm(size, i, sequences, backwards=True) if self.seeded else None
+                layer = self.keras.layers.Bidirectional(
+                    layer, backward_layer=backward, name=f"bilstm_{i}"
+                )
+            x = layer(x)
+            if (d := self.drop(i)) is not None:
+                x = d(x)
+        return x
+
+    def conv_lstm(self, x, units: list[int]):
+        """Causal padding: output step t sees inputs <= t only, like the LSTM after it."""
+        x = self.keras.layers.Conv1D(
+            units[0],
+            CONV_KERNEL,
+            padding="causal",
+            activation="relu",
+            kernel_regularizer=self.reg,
+            kernel_initializer=self.seeds.initializer("glorot_uniform", "conv_0", "kernel"),
+            name="conv_0",
+        )(x)
+        return self.stack(x, units[1:])
+
+    def attention(self, x, units: list[int]):
+        """Every step of the LSTM stack, weighted by a learned softmax over the steps."""
+        layers = self.keras.layers
+        seq = self.stack(x, units, all_sequences=True)
+        hidden = self.dense(units[-1], "attention_hidden", activation="tanh")(seq)
+        score = layers.Dense(
+            1,
+            kernel_initializer=self.seeds.initializer(
+                "glorot_uniform", "attention_score", "kernel"
+            ),
+            name="attention_score",
+        )(hidden)
+        weights = layers.Softmax(axis=1, name="attention_weights")(score)
+        context = layers.Dot(axes=1, name="attention_context")([weights, seq])
+        return layers.Flatten(name="context")(context)
+
+
+# Each architecture's trunk from the shared layer makers
+_TRUNKS = {
+    "lstm": lambda make, x, units: make.stack(x, units[:1]),
+    "stacked_lstm": lambda make, x, units: make.stack(x, units),
+    "bilstm": lambda make, x, units: make.stack(x, units, bidirectional=True),
+    "cnn_lstm": lambda make, x, units: make.conv_lstm(x, units),
+    "lstm_attention": lambda make, x, units: make.attention(x, units),
+}
+
+
 def _body(
     x,
     name: str,
     units: list[int],
-    outputs: int,
     dropout: float,
     l2: float,
     rdrop: float,
     use_cudnn: bool | str = "auto",
     seed: int | None = None,
 ):
-    """The shared trunk + head; layer names are fixed so weights can move between models.
-    `seed` (optional) seeds every random part explicitly (`LayerSeeds`)."""
-    import keras
-
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
-    seeds = LayerSeeds(seed)
-
-    def lstm(size: int, i: int, sequences: bool, backwards: bool = False):
-        name = f"{'backward_' if backwards else ''}lstm_{i}"
-        return keras.layers.LSTM(
-            size,
-            return_sequences=sequences,
-            kernel_regularizer=reg,
-            recurrent_dropout=rdrop,
-            use_cudnn=use_cudnn,
-            go_backwards=backwards,
-            kernel_initializer=seeds.initializer("glorot_uniform", name, "kernel"),
-            recurrent_initializer=seeds.initializer("orthogonal", name, "recurrent_kernel"),
-            seed=seeds(name, "dropout"),
-            name=name,
-        )
-
-    def dense(units: int, name: str, **kwargs):
-        init = seeds.initializer("glorot_uniform", name, "kernel")
-        return keras.layers.Dense(
-            units, kernel_regularizer=reg, kernel_initializer=init, name=name, **kwargs
-        )
-
-    def drop(i: int):
-        if dropout <= 0:
-            return None
-        name = f"dropout_{i}"
-        return keras.layers.Dropout(dropout, seed=seeds(name, "dropout"), name=name)
-
-    def stack(x, sizes: list[int], all_sequences: bool = False, bidirectional: bool = False):
-        for i, size in enumerate(sizes):
-            sequences = all_sequences or i < len(sizes) - 1
-            layer = lstm(size, i, sequences)
-            if bidirectional:
-                # its own backward layer: a copy of the forward one would repeat its seeds
-                backward = lstm(size, i, sequences, backwards=True) if seed is not None else None
-                layer = keras.layers.Bidirectional(
-                    layer, backward_layer=backward, name=f"bilstm_{i}"
-                )
-            x = layer(x)
-            if (d := drop(i)) is not None:
-                x = d(x)
-        return x
-
-    if name == "lstm":
-        x = stack(x, units[:1])
-    elif name == "stacked_lstm":
-        x = stack(x, units)
-    elif name == "bilstm":
-        x = stack(x, units, bidirectional=True)
-    elif name == "cnn_lstm":
-        # Causal padding: output step t sees inputs <= t only, like the LSTM after it.
-        x = keras.layers.Conv1D(
-            units[0],
-            CONV_KERNEL,
-            padding="causal",
-            activation="relu",
-            kernel_regularizer=reg,
-            kernel_initializer=seeds.initializer("glorot_uniform", "conv_0", "kernel"),
-            name="conv_0",
-        )(x)
-        x = stack(x, units[1:])
-    elif name == "lstm_attention":
-        seq = stack(x, units, all_sequences=True)
-        hidden = dense(units[-1], "attention_hidden", activation="tanh")(seq)
-        score = keras.layers.Dense(
-            1,
-            kernel_initializer=seeds.initializer("glorot_uniform", "attention_score", "kernel"),
-            name="attention_score",
-        )(hidden)
-        weights = keras.layers.Softmax(axis=1, name="attention_weights")(score)
-        context = keras.layers.Dot(axes=1, name="attention_context")([weights, seq])
-        x = keras.layers.Flatten(name="context")(context)
-    else:
+    """The shared trunk of architecture `name` (the heads go on top of it)."""
+    if name not in _TRUNKS:
         raise ValueError(f"unknown model {name!r}; valid: {list(MODELS)}")
-    return x
+    return _TRUNKS[name](_Layers(dropout, l2, rdrop, use_cudnn, seed), x, units)
 
 
 def _point(x, outputs: int, l2: float, seed: int | None = None):
@@ -219,12 +239,43 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; valid: {list(MODELS)}")
     if len(units) < min_units(name):
         raise ValueError(f"model {name!r} needs at least {min_units(name)} entries in units")
+    window, x, inputs = _inputs(
+        lookback, n_features, n_tickers, ticker_embedding, bound_ticker_vector, seed
+    )
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; valid: {list(HEADS)}")
+    trunk = _body(x, name, list(units), dropout, l2, recurrent_dropout, use_cudnn, seed)
+    out = _point(trunk, outputs, l2, seed)
+    if head == "quantile":
+        out = _quantile_head(trunk, out, outputs, window, seed)
+    model = keras.Model(inputs if len(inputs) > 1 else window, out, name=name)
+    if head == "quantile":
+        _set_fixed_weights(model, outputs)
+    if compile:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipvalue=clipvalue),
+            loss=pinball_loss() if head == "quantile" else "mse",
+        )
+    return model
+
+
+def _inputs(
+    lookback: int,
+    n_features: int,
+    n_tickers: int,
+    ticker_embedding: int,
+    bound_ticker_vector,
+    seed: int | None,
+):
+    """(the `window` input, what the trunk reads, the model's inputs): the window alone,
+    or with a ticker's vector on every step: a `ticker` input's learned embedding (global
+    mode) or one ticker's vector as a constant (`bind_ticker`)."""
+    import keras
+
     window = keras.Input(shape=(lookback, n_features), name="window")
     inputs: list = [window]
     x = window
     if bound_ticker_vector is not None:
-        import numpy as np
-
         vector = np.asarray(bound_ticker_vector, dtype="float32")
         constant = keras.layers.Dense(
             len(vector),
@@ -249,21 +300,7 @@ def build_model(
         )(ticker)
         steps = keras.layers.RepeatVector(lookback, name="ticker_steps")(vector)
         x = keras.layers.Concatenate(name="with_ticker")([window, steps])
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; valid: {list(HEADS)}")
-    trunk = _body(x, name, list(units), outputs, dropout, l2, recurrent_dropout, use_cudnn, seed)
-    out = _point(trunk, outputs, l2, seed)
-    if head == "quantile":
-        out = _quantile_head(trunk, out, outputs, window, seed)
-    model = keras.Model(inputs if len(inputs) > 1 else window, out, name=name)
-    if head == "quantile":
-        _set_fixed_weights(model, outputs)
-    if compile:
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipvalue=clipvalue),
-            loss=pinball_loss() if head == "quantile" else "mse",
-        )
-    return model
+    return window, x, inputs
 
 
 def bind_ticker(model, index: int, **build_kwargs):

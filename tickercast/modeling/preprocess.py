@@ -323,15 +323,7 @@ def preprocess(
     targets = make_targets(close, horizon, target)
     train = slice(0, splits.n_train)
     feature_scaler = MinMax.fit(raw[train])
-    if is_log_return(target):
-        # Scaled by the largest move of the rows whose target days all lie inside the
-        # training rows, not shifted: "no change" stays exactly 0, so a network shrunk all
-        # the way to naive (tickercast.modeling.shrink) forecasts the last close exactly.
-        moves = np.abs(targets[: splits.n_train - horizon])
-        largest = np.nanmax(moves, axis=0) if len(moves) else np.ones(targets.shape[1])
-        target_scaler = MinMax([0.0] * targets.shape[1], [float(v) for v in largest])
-    else:
-        target_scaler = MinMax.fit(close[train])  # prices: the closes' own range
+    target_scaler = _target_scaler(target, targets, close, splits.n_train, horizon)
     days = frame["date"].astype(str).tolist()
     warm_up = len(prices) - len(frame)  # the leading rows the features' memory used up
     gaps = _gaps(prices["date"], section, who, warm_up)
@@ -362,6 +354,20 @@ def preprocess(
         "dates": np.array(days, dtype="datetime64[D]"),
     }
     return spec, arrays
+
+
+def _target_scaler(
+    target: str, targets: np.ndarray, close: np.ndarray, n_train: int, horizon: int
+) -> MinMax:
+    """The target's scaler, fit on the training rows only."""
+    if is_log_return(target):
+        # Scaled by the largest move of the rows whose target days all lie inside the
+        # training rows, not shifted: "no change" stays exactly 0, so a network shrunk all
+        # the way to naive (tickercast.modeling.shrink) forecasts the last close exactly.
+        moves = np.abs(targets[: n_train - horizon])
+        largest = np.nanmax(moves, axis=0) if len(moves) else np.ones(targets.shape[1])
+        return MinMax([0.0] * targets.shape[1], [float(v) for v in largest])
+    return MinMax.fit(close[:n_train])  # prices: the closes' own range
 
 
 def _gaps(dates: pd.Series, section: Windowing, who: str, warm_up: int) -> list[list]:

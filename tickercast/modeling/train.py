@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tickercast.atomic import atomic_path, write_json
-from tickercast.layout import HISTORY_FILE, MODEL_FILE
+from tickercast.layout import FITTED_WEIGHTS_FILE, HISTORY_FILE, MODEL_FILE
 from tickercast.modeling.checkpoints import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -55,6 +55,7 @@ from tickercast.progress import track
 from tickercast.runcontext import gpu_slot
 
 if TYPE_CHECKING:  # settings arrive as values: their classes' code is no part of a fit
+    from tickercast.modeling.warm import Plan
     from tickercast.sections import Compute, FitSpec
 
 Logger = logging.Logger | logging.LoggerAdapter
@@ -202,12 +203,14 @@ def fit(
     label: str = "model",
     max_steps: int | None = None,
     seed_key: str | None = None,
+    start_weights: list[np.ndarray] | None = None,
 ):
     """Train (or resume) on `data`; returns (summary, model) with best weights restored.
 
     `callbacks` run after the built-in ones (tests use one to kill a run mid-way);
     `max_steps` caps the batches per epoch and per validation (benchmarks only);
-    `seed_key` (default `label`) with the config's seed picks the initial weights.
+    `seed_key` (default `label`) with the config's seed picks the initial weights;
+    `start_weights` (a warm start: tickercast.modeling.warm) replace them.
     """
     logger = logger or logging.getLogger(__name__)
     out_dir = Path(out_dir)
@@ -215,6 +218,11 @@ def fit(
     logger.info("%s: training on %s (%s)", label, choice.device, choice.reason)
     resume = _Resume.of(out_dir)
     model, strategy = _model(spec, lookback, data, choice, resume, logger, label, seed_key)
+    if start_weights is not None and not resume.folder:
+        from tickercast.modeling.warm import apply_weights
+
+        apply_weights(model, start_weights)
+        logger.info("%s: starting from the champion's fitted weights", label)
     problems = cudnn_problems(model)
     if problems:
         logger.warning(
@@ -509,15 +517,35 @@ def train_model(
     callbacks: Sequence = (),
     label: str = "model",
     naive: NoChange | None = None,
+    plan: Plan | None = None,
+    start_weights: list[np.ndarray] | None = None,
 ) -> dict:
     """Fit one ticker's network, shrink it toward the last close (`naive`: the scaled
-    no-change output, None for price targets); save `model.keras` and `history.json`."""
+    no-change output, None for price targets); save `model.keras`, `history.json` and the
+    weights as fitted before shrinkage (`fitted-weights.npz`: what a warm start reads).
+    A warm `plan` starts from `start_weights` and caps the epochs at `plan.epochs`."""
+    from tickercast.modeling.warm import save_weights
+
     out_dir = Path(out_dir)
     data = per_ticker_data(arrays, anchors)
-    summary, model = fit(data, lookback, spec, out_dir, logger, callbacks, label)
+    warm = plan is not None and plan.mode == "warm"
+    if warm:
+        spec = spec.model_copy(update={"epochs": plan.epochs})
+    summary, model = fit(
+        data,
+        lookback,
+        spec,
+        out_dir,
+        logger,
+        callbacks,
+        label,
+        start_weights=start_weights if warm else None,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out_dir / FITTED_WEIGHTS_FILE)
+    summary["warm_start"] = plan.record() if plan is not None else None
     summary["shrinkage"] = shrink_fitted(model, data, lookback, spec, naive, logger, label)
     summary["calibration"] = calibrate_fitted(model, data, lookback, spec, logger, label)
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, out_dir / MODEL_FILE)
     _finish(out_dir, summary)
     return summary

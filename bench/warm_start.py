@@ -1,0 +1,221 @@
+"""The second night warm vs cold (issue 22), side by side in one run.
+
+Per ticker (the five samples, plus `--synthetic N` 10-year Yahoo-like tickers): night 1
+fits the nightly deployment's model from scratch (its config: deployments/nightly.json
+over RetrainConfig; the real `train_model`: early stopping, ReduceLROnPlateau, per-epoch
+checkpoints, shrinkage toward the last close). Night 2 has one new trading day; it is fit
+twice from the same preprocessed rows (scalers refit on its own training rows):
+- cold: from scratch, as every night did before warm starts;
+- warm: `warm_start="auto"`: the plan (tickercast.modeling.warm) over night 1's champion,
+  the fit started from night 1's fitted (pre-shrink) weights, capped at warm_start_epochs.
+Measured: each fit's seconds (the whole train_model: fit, shrinkage, saving) and epochs;
+forecast quality on night 2's test windows: RMSE of each in the scaled target (an affine
+map of the log return, so ratios are the log return's) and a two-sided Diebold-Mariano
+test (HLN, squared error, horizon lags) of warm against cold per ticker: how many warm
+fits are significantly worse (p < 0.05 with a higher loss).
+
+Run: nice python bench/warm_start.py [--synthetic 2] [--no-record]
+(writes bench/WARM_START.md and the RESULTS.md row `warm_start`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLES = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
+LEVEL = 0.05
+REPORT = ROOT / "bench" / "WARM_START.md"
+
+
+def nightly():
+    """The nightly deployment's RetrainConfig (warm_start is on there)."""
+    from tickercast.config import RetrainConfig
+    from tickercast.deployments.nightly import nightly_config
+
+    return nightly_config(RetrainConfig)
+
+
+def fit(data: dict, cfg, out: Path, plan=None, start=None) -> dict:
+    """train_model on one night's rows; seconds, epochs and the test windows' forecasts."""
+    import keras
+
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.windows import gather_windows
+
+    spec = data["spec"]
+    started = time.perf_counter()
+    summary = train_model(
+        data["arrays"],
+        data["anchors"],
+        spec.lookback,
+        cfg.fit_spec(),
+        out,
+        naive=naive_output(spec),
+        plan=plan,
+        start_weights=start,
+    )
+    seconds = time.perf_counter() - started
+    model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+    test = data["anchors"]["test"]
+    pred = model.predict(gather_windows(data["x"], test, spec.lookback), verbose=0)
+    return {
+        "seconds": seconds,
+        "epochs": summary["epochs_run"],
+        "alpha": summary["shrinkage"]["alpha"],
+        "pred": pred,
+        "warm_start": summary["warm_start"],
+    }
+
+
+def prepared(ticker: str, cfg, extra_days: int = 0) -> dict:
+    """A ticker's scaled rows, window anchors and spec, as the flow's steps make them."""
+    from bench.universe_levers import lake_frame
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.windows import anchors_for
+
+    spec, arrays = preprocess(lake_frame(ticker, extra_days), cfg.preprocessing, who=ticker)
+    return {
+        "spec": spec,
+        "arrays": arrays,
+        "x": arrays["x"],
+        "y": arrays["y"],
+        "anchors": anchors_for(spec),
+    }
+
+
+def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
+    from tickercast.modeling.warm import Champion, load_weights, plan
+    from tickercast.significance import dm_test
+
+    first, second = prepared(ticker, cfg), prepared(ticker, cfg, extra_days=1)
+    night1 = fit(
+        first, cfg, tmp / ticker / "night1", plan(cfg.warm, None, cfg.fit_spec(), first["spec"])
+    )
+    weights = tmp / ticker / "night1" / "fitted-weights.npz"
+    champion = Champion(
+        version=1,
+        config=cfg.recorded(),
+        last_day=first["spec"].last_day,
+        spec=first["spec"].to_json(),
+        weights=weights,
+        weights_sha256=None,
+        warm_start=night1["warm_start"],
+    )
+    chosen = plan(cfg.warm, champion, cfg.fit_spec(), second["spec"])
+    cold = fit(second, cfg, tmp / ticker / "cold")
+    warm = fit(second, cfg, tmp / ticker / "warm", chosen, load_weights(weights))
+    actual = second["y"][second["anchors"]["test"]]
+    test = dm_test(actual, warm["pred"], cold["pred"], second["spec"].horizon)
+    rmse = {
+        k: float(np.sqrt(np.mean((actual - r["pred"]) ** 2)))
+        for k, r in (("warm", warm), ("cold", cold))
+    }
+    row = {
+        "night1": {k: night1[k] for k in ("seconds", "epochs", "alpha")},
+        "cold": {k: cold[k] for k in ("seconds", "epochs", "alpha")},
+        "warm": {k: warm[k] for k in ("seconds", "epochs", "alpha")},
+        "plan": chosen.record(),
+        "rmse": rmse,
+        "dm_p": float(test.p_value),
+        "dm_mean_diff": float(test.mean_diff),
+        "test_windows": int(len(actual)),
+        "warm_worse": bool(test.p_value < LEVEL and test.mean_diff > 0),
+        "warm_better": bool(test.p_value < LEVEL and test.mean_diff < 0),
+    }
+    print(ticker, json.dumps(row), flush=True)
+    return row
+
+
+def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
+    cold_s = sum(r["cold"]["seconds"] for r in rows.values())
+    warm_s = sum(r["warm"]["seconds"] for r in rows.values())
+    worse = sum(r["warm_worse"] for r in rows.values())
+    better = sum(r["warm_better"] for r in rows.values())
+    naive = sum(1 for r in rows.values() if r["cold"]["alpha"] == 0 and r["warm"]["alpha"] == 0)
+    lines = [
+        "# Warm start: the second night, warm vs cold",
+        "",
+        f"Measured {started} by `bench/warm_start.py` ({elapsed / 60:.1f} min, one process, "
+        "`nice`; the machine is shared, so read the ratios). The nightly deployment's "
+        f"config (model {cfg.network.model} {list(cfg.network.units)}, epochs "
+        f"{cfg.training.epochs}, patience {cfg.training.patience}, warm_start_epochs "
+        f"{cfg.warm.warm_start_epochs}). Night 2 = night 1 + one new trading day; cold = "
+        "from scratch, warm = from night 1's fitted (pre-shrink) weights. RMSE in the scaled "
+        "target on night 2's test windows; DM = two-sided Diebold-Mariano (HLN, squared "
+        "error) of warm against cold.",
+        "",
+        "| ticker | night 1 s (epochs) | cold s (epochs) | warm s (epochs) | time warm/cold "
+        "| RMSE cold | RMSE warm | DM p | verdict | alpha cold / warm |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t, r in rows.items():
+        verdict = "warm worse" if r["warm_worse"] else "warm better" if r["warm_better"] else "same"
+        lines.append(
+            f"| {t} | {r['night1']['seconds']:.1f} ({r['night1']['epochs']}) "
+            f"| {r['cold']['seconds']:.1f} ({r['cold']['epochs']}) "
+            f"| {r['warm']['seconds']:.1f} ({r['warm']['epochs']}) "
+            f"| {r['warm']['seconds'] / r['cold']['seconds']:.2f} "
+            f"| {r['rmse']['cold']:.5f} | {r['rmse']['warm']:.5f} | {r['dm_p']:.3g} | {verdict} "
+            f"| {r['cold']['alpha']} / {r['warm']['alpha']} |"
+        )
+    lines += [
+        "",
+        f"Total fit time: cold {cold_s:.0f} s, warm {warm_s:.0f} s: warm/cold "
+        f"{warm_s / cold_s:.2f}. Warm fits significantly worse than cold (p < {LEVEL}): "
+        f"{worse} of {len(rows)}; significantly better: {better}. Both fits shrunk all the "
+        f"way to the last close (alpha 0 on the validation split, so the same forecast: "
+        f"DM p 1): {naive} of {len(rows)}.",
+        "",
+    ]
+    row = (
+        f"| second night warm vs cold fit: {', '.join(rows)} (nightly config, one new day, "
+        f"warm_start_epochs {cfg.warm.warm_start_epochs}; bench/WARM_START.md) "
+        f"| cold fits from scratch {cold_s:.0f} s "
+        f"| warm from the champion's fitted weights {warm_s:.0f} s; test-window DM warm vs "
+        f"cold: {worse} of {len(rows)} significantly worse, {better} better ({naive} "
+        f"shrunk to the last close both ways) "
+        f"| fit time {warm_s / cold_s:.2f}x |"
+    )
+    return "\n".join(lines), row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", type=int, default=0, help="synthetic tickers added")
+    parser.add_argument("--tickers", default=",".join(SAMPLES))
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args(argv)
+    tickers = [t for t in args.tickers.split(",") if t]
+    tickers += [f"U{i:03d}" for i in range(1, args.synthetic + 1)]
+    cfg = nightly()
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    clock = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="warm-") as tmp:
+        rows = {t: one_ticker(t, cfg, Path(tmp)) for t in tickers}
+    text, row = report(rows, cfg, started, time.perf_counter() - clock)
+    print(text)
+    print(row)
+    if not args.no_record:
+        from bench.results import record
+
+        REPORT.write_text(text)
+        record("warm_start", row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Step records: numpy numbers in their free-form fields become Python numbers (so cache
+keys and JSON results work), and a recorded forecast table is read only as recorded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tickercast.records import Evaluated, Exported, ForecastFile
+
+
+def _exported(metrics: dict) -> Exported:
+    return Exported(ticker="AAPL", bundle="/b/1", version=1, metrics=metrics, verdict="ok")
+
+
+def test_numpy_scalars_become_python_numbers_and_the_record_keys_and_round_trips():
+    from tickercast.tasks.caching import step_key
+
+    metrics = {
+        "model": {"rmse": np.float64(1.5), "n": np.int64(3), "up": np.bool_(True)},
+        "folds": [np.float32(0.25), [np.int32(2), 4.0]],
+    }
+    record = _exported(metrics)
+    model = record.metrics["model"]
+    assert type(model["rmse"]) is float and type(model["n"]) is int
+    assert type(model["up"]) is bool and type(record.metrics["folds"][0]) is float
+    assert record.metrics["folds"][1] == [2, 4.0]
+    plain = _exported({"model": {"rmse": 1.5, "n": 3, "up": True}, "folds": [0.25, [2, 4.0]]})
+    # what Prefect's cache key and its JSON result storage do with it
+    assert step_key("s", ["tickercast.records"], {"x": record}) == step_key(
+        "s", ["tickercast.records"], {"x": plain}
+    )
+    text = record.model_dump_json()
+    assert json.loads(text)["metrics"]["model"] == {"rmse": 1.5, "n": 3, "up": True}
+    assert Exported.model_validate_json(text) == record
+
+
+def test_a_numpy_array_in_a_record_is_refused_with_a_reason():
+    with pytest.raises(TypeError, match="numpy ndarray"):
+        _exported({"model": np.arange(3.0)})
+
+
+def test_a_forecast_file_loads_only_as_recorded(tmp_path):
+    from tickercast.evaluation import window_table
+
+    path = window_table.write(tmp_path / "p.parquet", pd.DataFrame({"model": [1.0, 2.0]}))
+    recorded = ForecastFile.of(path)
+    assert recorded.load()["model"].tolist() == [1.0, 2.0]
+    recorded.check()
+    window_table.write(path, pd.DataFrame({"model": [1.0, 2.5]}))
+    with pytest.raises(window_table.TableChanged, match=f"{path} does not match"):
+        recorded.load()
+    with pytest.raises(window_table.TableChanged, match="p.parquet"):
+        recorded.check()
+
+
+def test_evaluated_names_its_forecast_table_in_the_bundle(tmp_path):
+    from tickercast import layout
+
+    files = dict.fromkeys(("metrics_json", "loss_png", "forecast_png", "residuals_png"), "/f")
+    predictions = ForecastFile(path=str(tmp_path / "p.parquet"), sha256="0" * 64)
+    record = Evaluated(
+        ticker="AAPL",
+        metrics={"model": {"rmse": np.float64(2.0)}},
+        verdict="",
+        intervals={},
+        evaluation={},
+        predictions=predictions,
+        **files,
+    )
+    assert record.bundle_files()[layout.PREDICTIONS_FILE] == tmp_path / "p.parquet"
+    assert Evaluated.model_validate_json(record.model_dump_json()) == record

@@ -1,0 +1,210 @@
+"""Warm start (issue 22): the second night fine-tunes the champion's fitted weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tickercast.config import RetrainConfig
+from tickercast.modeling.warm import Champion, plan
+
+TICKER = "W001"
+
+
+def config(**changes) -> RetrainConfig:
+    fields = dict(
+        tickers=[TICKER],
+        lookback=20,
+        units=[8, 4],
+        epochs=6,
+        batch_size=64,
+        warm_start="auto",
+        warm_start_epochs=2,
+        full_refit_days=30,
+    )
+    return RetrainConfig(**{**fields, **changes})
+
+
+def prepared(days: int, cfg: RetrainConfig):
+    """(spec, arrays, anchors) of a synthetic ticker's first `days` business days."""
+    import pandas as pd
+
+    from tests.synthetic import yahoo_history
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.windows import anchors_for
+
+    frame = yahoo_history(TICKER, days, quirks=False)
+    prices = pd.DataFrame(
+        {
+            "date": pd.to_datetime(frame["Date"]).dt.date,
+            "open": frame["Open"],
+            "high": frame["High"],
+            "low": frame["Low"],
+            "close": frame["Close"],
+            "adj_close": frame["Adj Close"],
+            "volume": frame["Volume"].astype("int64"),
+        }
+    )
+    spec, arrays = preprocess(prices, cfg.preprocessing, who=TICKER)
+    return spec, arrays, anchors_for(spec)
+
+
+def champion_of(cfg: RetrainConfig, data_spec, **changes) -> Champion:
+    """A champion trained with `cfg` on `spec`'s data (`changes`: its fields replaced)."""
+    fields = dict(
+        version=1,
+        config=cfg.recorded(),
+        last_day=data_spec.last_day,
+        spec=data_spec.to_json(),
+        weights=Path("fitted-weights.npz"),
+        weights_sha256="0" * 64,
+    )
+    return Champion(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def night1_spec():
+    cfg = config()
+    return cfg, prepared(400, cfg)[0]
+
+
+def test_compatible_champion_is_warm_started(night1_spec):
+    cfg, spec = night1_spec
+    chosen = plan(cfg.warm, champion_of(cfg, spec), cfg.fit_spec(), spec)
+    assert (chosen.mode, chosen.source_version, chosen.epochs) == ("warm", 1, 2)
+    assert chosen.full_refit_last_day == spec.last_day  # the champion's own full refit
+
+
+def test_changed_architecture_refits_from_scratch(night1_spec):
+    cfg, spec = night1_spec
+    old = champion_of(cfg, spec, config={**cfg.recorded(), "units": [16, 8]})
+    chosen = plan(cfg.warm, old, cfg.fit_spec(), spec)
+    assert chosen.mode == "full"
+    assert "units was [16, 8], now [8, 4]" in chosen.reason and "v1" in chosen.reason
+    # inputs changed: the champion's preprocessing.json says so whatever its config says
+    other = champion_of(cfg, spec, spec={**spec.to_json(), "features": ["log_return"]})
+    assert "features" in plan(cfg.warm, other, cfg.fit_spec(), spec).reason
+
+
+def test_no_champion_no_weights_or_off_refit(night1_spec):
+    cfg, spec = night1_spec
+    assert plan(cfg.warm, None, cfg.fit_spec(), spec).reason == "no champion to start from"
+    bare = champion_of(cfg, spec, weights=None, weights_sha256=None)
+    assert "no fitted weights" in plan(cfg.warm, bare, cfg.fit_spec(), spec).reason
+    off = config(warm_start="off")
+    assert plan(off.warm, champion_of(cfg, spec), off.fit_spec(), spec).mode == "full"
+
+
+def test_full_refit_after_full_refit_days(night1_spec):
+    cfg, spec = night1_spec
+    last = dt.date.fromisoformat(spec.last_day)
+    for age, mode in ((30, "warm"), (31, "full")):
+        since = (last - dt.timedelta(days=age)).isoformat()
+        # warm-started champions carry the day of the full refit behind their weights
+        old = champion_of(cfg, spec, warm_start={"mode": "warm", "full_refit_last_day": since})
+        chosen = plan(cfg.warm, old, cfg.fit_spec(), spec)
+        assert chosen.mode == mode, chosen.reason
+        if mode == "full":
+            assert f"{age} calendar days" in chosen.reason and "full_refit_days 30" in chosen.reason
+            assert chosen.full_refit_last_day == spec.last_day
+        else:
+            assert chosen.full_refit_last_day == since
+
+
+def test_warm_fit_starts_from_the_champions_weights(tmp_path):
+    """Night 2 starts exactly from night 1's fitted (pre-shrink) weights and runs at most
+    warm_start_epochs; history.json records how it started; the saved fitted weights are
+    the exported model's before its shrinkage."""
+    import keras
+
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.warm import load_weights
+
+    cfg = config()
+    spec1, arrays1, anchors1 = prepared(400, cfg)
+    first = plan(cfg.warm, None, cfg.fit_spec(), spec1)
+    night1 = train_model(
+        arrays1,
+        anchors1,
+        20,
+        cfg.fit_spec(),
+        tmp_path / "n1",
+        naive=naive_output(spec1),
+        plan=first,
+    )
+    assert night1["warm_start"]["mode"] == "full" and night1["epochs_run"] == 6
+    fitted = load_weights(tmp_path / "n1/fitted-weights.npz")
+    exported = keras.models.load_model(tmp_path / "n1/model.keras", compile=False).get_weights()
+    alpha = night1["shrinkage"]["alpha"]
+    for kept, fit_ in zip(exported[:-2], fitted[:-2], strict=True):
+        assert np.array_equal(kept, fit_)  # the trunk is untouched by the shrinkage
+    np.testing.assert_allclose(exported[-2], alpha * fitted[-2], rtol=1e-5, atol=1e-7)
+
+    spec2, arrays2, anchors2 = prepared(401, cfg)  # one new day
+    champion = champion_of(cfg, spec1, weights=tmp_path / "n1/fitted-weights.npz")
+    second = plan(cfg.warm, champion, cfg.fit_spec(), spec2)
+    assert second.mode == "warm"
+    seen: list = []
+
+    class FirstWeights(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if not seen:
+                seen.append(self.model.get_weights())
+
+    night2 = train_model(
+        arrays2,
+        anchors2,
+        20,
+        cfg.fit_spec(),
+        tmp_path / "n2",
+        callbacks=[FirstWeights()],
+        naive=naive_output(spec2),
+        plan=second,
+        start_weights=fitted,
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(seen[0], fitted, strict=True))
+    assert night2["epochs_run"] <= 2 < night1["epochs_run"]
+    recorded = json.loads((tmp_path / "n2/history.json").read_text())["warm_start"]
+    assert recorded == dataclasses.asdict(second) and recorded["source_version"] == 1
+
+
+@pytest.mark.slow
+def test_three_nights_of_the_retrain_flow(prefect_server, tmp_path):
+    """Night 1 fits from scratch, night 2 (one new day) fine-tunes the champion, night 3
+    (past full_refit_days) refits from scratch; each version's metadata says so."""
+    from tests.synthetic import write_yahoo_universe
+    from tickercast.delivery.registry import promote, read_registry
+    from tickercast.flows.retrain import retrain
+
+    csv, data = tmp_path / "csv", tmp_path / "data"
+    cfg = config(
+        source="csv",
+        csv_dir=str(csv),
+        data_dir=str(data),
+        epochs=3,
+        warm_start_epochs=1,
+        full_refit_days=3,
+    )
+    records = []
+    for night, days in enumerate((500, 501, 506), start=1):  # +1 day, then +5 (a week)
+        write_yahoo_universe(csv, [TICKER], days=days, quirks=False)
+        state = retrain(cfg, return_state=True)
+        assert state.is_completed(), state.message
+        bundle = Path(state.result()[TICKER]["bundle"])
+        assert bundle.name == str(night)
+        assert "fitted-weights.npz" in json.loads((bundle / "manifest.json").read_text())["files"]
+        records.append(json.loads((bundle / "metadata.json").read_text())["training"])
+        if read_registry(data, TICKER)["champion"] != night:  # the gate is not under test
+            promote(data, TICKER, night, reason="test: the next night starts from it")
+    first, second, third = (r["warm_start"] for r in records)
+    assert (first["mode"], first["reason"]) == ("full", "no champion to start from")
+    assert (second["mode"], second["source_version"], second["epochs"]) == ("warm", 1, 1)
+    assert records[1]["epochs_run"] == 1 and records[0]["epochs_run"] == 3
+    assert second["full_refit_last_day"] == first["full_refit_last_day"]
+    assert third["mode"] == "full" and "full_refit_days 3" in third["reason"]
