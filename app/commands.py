@@ -355,7 +355,8 @@ def _print_distribution(d: dict | None) -> None:
     cov = [
         f"{k}% {d[f'coverage_{k}']:.1%}" for k in ("80", "95") if d.get(f"coverage_{k}") is not None
     ]
-    print(f"     bands ({d.get('form')}): CRPS {d['crps']:.4f}, coverage {', '.join(cov)}")
+    band = d.get("band") or d.get("form")
+    print(f"     bands ({band}): CRPS {d['crps']:.4f}, coverage {', '.join(cov)}")
     for line in d.get("verdicts") or []:
         print(f"       {line}")
 

@@ -215,12 +215,15 @@ class ForecastRow(BaseModel):
     lo_95: float | None = None
     hi_95: float | None = None
     quantile_levels: list[float] | None = Field(
-        None, description="a quantile head's grid (tickercast.choices.QUANTILES); null without"
+        None,
+        description="the grid (tickercast.choices.QUANTILES) of a quantile head or of the "
+        "variance-recursion band the version ships (GJR-GARCH(1,1)-t by default); null "
+        "for the 20-day volatility band",
     )
     quantiles: list[float] | None = Field(
         None,
         description="this output's calibrated quantiles in prices, one per level, never "
-        "decreasing (the 0.5 level is the forecast); null without a quantile head",
+        "decreasing (the 0.5 level is the forecast); null without a grid",
     )
 
 

@@ -34,7 +34,8 @@ def test_the_retrain_report_has_the_distribution_table(data):
 
     text = retrain_report(TICKER, "bundle", _metadata(data))
     assert "Distribution (quantile grid" in text
-    assert "| garch_t |" in text and "The model's band: volatility_conformal." in text
+    assert "| garch_t |" in text
+    assert "The model's band: the 20-day-volatility conformal band." in text
 
 
 def test_models_show_prints_each_versions_bands(data, capsys):
@@ -42,7 +43,7 @@ def test_models_show_prints_each_versions_bands(data, capsys):
 
     assert main(["models", "show", TICKER, "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    assert "bands (volatility_conformal): CRPS" in out and "coverage 80%" in out
+    assert "bands (the 20-day-volatility conformal band): CRPS" in out and "coverage 80%" in out
     assert "GJR-GARCH(1,1)-t (DM p" in out
 
 

@@ -421,7 +421,7 @@ def _expected(
     model: keras.Model, spec: Preprocessing, metadata: dict, prices: pd.DataFrame, head=None
 ) -> dict:
     """What `tickercast predict` answers for these lake rows, as arrays [1, width] (and a
-    quantile head's grid [1, width, len(QUANTILES)])."""
+    quantile head's or shipped band's grid [1, width, len(QUANTILES)])."""
     bundle = Bundle(Path("0"), model, spec, metadata, head)
     rows = forecast_next(bundle, prices, "probe")
     out = {OUTPUT: np.array([[r[OUTPUT] for r in rows]])}
@@ -616,7 +616,7 @@ def _garman_klass(cols: dict[str, tf.Tensor]) -> tf.Tensor:
     return _range_fallback(cols, ok, tf.sqrt(tf.maximum(variance, 0.0)))
 
 
-QUANTILES_OUTPUT = "quantiles"  # a quantile head's grid in prices, as predict's rows
+QUANTILES_OUTPUT = "quantiles"  # the version's grid in prices, as predict's rows
 
 
 class QuantileServable(Servable):

@@ -101,8 +101,8 @@ def distribution_table(record: dict | None) -> list[str]:
             + ("—" if name == MODEL else f"{p_cell(dm.get('p'))} ({v.get('verdict')})")
             + " |"
         )
-    form = (record.get("model") or {}).get("form")
-    lines += ["", f"The model's band: {form}. " + "; ".join(record.get("verdicts") or []) + "."]
+    band = band_words(record.get("model"))
+    lines += ["", f"The model's band: {band}. " + "; ".join(record.get("verdicts") or []) + "."]
     described = record.get("baselines") or {}
     if described:
         lines += ["", "Distribution baselines (same median, same calibration):", ""]
@@ -110,6 +110,41 @@ def distribution_table(record: dict | None) -> list[str]:
     for name, why in (record.get("failed") or {}).items():
         lines.append(f"- `{name}` not scored: {why}")
     return lines
+
+
+def band_name(model: dict | None) -> str | None:
+    """The band a version ships, named briefly (`evaluation.distribution.model`): its
+    quantile head, or the calibrated band, saying when a GARCH fit fell back to EWMA."""
+    from tickercast.evaluation.distribution import LABELS
+
+    form = (model or {}).get("form")
+    if form is None or form == "network":
+        return None if form is None else "the network's quantile head"
+    params = ((model or {}).get("calibration") or {}).get("params") or {}
+    if params.get("band") and params["band"] != form:  # the fit could not be made
+        return f"{LABELS['ewma']} (the {LABELS.get(form, form)} fit could not be made)"
+    return LABELS.get(form, form)
+
+
+def band_words(model: dict | None) -> str:
+    """The shipped band in a sentence for the retrain report: its name, the fitted
+    parameters of a variance recursion (or why it fell back) and its calibration."""
+    name = band_name(model) or "not recorded"
+    params = ((model or {}).get("calibration") or {}).get("params") or {}
+    if params.get("note"):
+        return f"{name}: {params['note']}"
+    if not params:
+        return name
+    fitted = ", ".join(
+        f"{k} {params[k]:.3g}"
+        for k in ("alpha", "gamma", "beta", "nu")
+        if isinstance(params.get(k), (int, float))
+    )
+    return (
+        f"{name} around the model's forecast, fit on {params.get('fit_returns')} training "
+        f"returns ({fitted}), run over the last {params.get('returns')} daily returns "
+        "before each origin and calibrated split-conformally on the validation windows"
+    )
 
 
 def distribution_summary(metadata: dict) -> dict | None:
@@ -122,6 +157,7 @@ def distribution_summary(metadata: dict) -> dict | None:
         return None
     return {
         "form": (record.get("model") or {}).get("form"),
+        "band": band_name(record.get("model")),
         **{k: model.get(k) for k in ("crps", "coverage_80", "coverage_95")},
         "verdicts": record.get("verdicts") or [],
     }
