@@ -66,6 +66,33 @@ def test_the_recursion_matches_arch_on_the_same_parameters_and_data():
     assert 0.0 < np.max(np.abs(short / expected - 1)) < 0.5
 
 
+def test_the_mean_close_scale_matches_simulated_gjr_paths():
+    """From one origin's state, 200,000 GJR-GARCH(1,1)-t paths of the next 5 days: the sd
+    of log(mean close / last close) equals the recursion's k-step variances mapped onto
+    the target ((6 - k)^2 / 25): the asymmetric shock enters the k-step forecasts as its
+    expectation gamma / 2, and the mapping needs only uncorrelated returns."""
+    rng = np.random.default_rng(11)
+    close = _closes(_gjr_returns(400, seed=5))
+    close[-1] = close[-2] * np.exp(-0.04)  # a fall on the last day: gamma's shock is live
+    daily = g.daily_variance(PARAMS, close, np.array([len(close) - 1]), 5)
+    mapped = d.target_scale(daily, d.target_weights("mean_close_log_return", 5, 1))[0, 0]
+    n, nu = 200_000, PARAMS["nu"]
+    s2, logs, total = np.full(n, daily[0, 0]), np.zeros(n), np.zeros(n)
+    for _ in range(5):
+        eps = np.sqrt(s2) * rng.standard_t(nu, n) * np.sqrt((nu - 2) / nu)
+        logs += PARAMS["mu"] + eps
+        total += np.exp(logs)
+        shock = (PARAMS["alpha"] + PARAMS["gamma"] * (eps < 0)) * eps**2
+        s2 = PARAMS["omega"] + shock + PARAMS["beta"] * s2
+    simulated = np.log(total / 5).std()
+    assert simulated == pytest.approx(mapped, rel=0.01)
+    # the whole gamma in the k-step forecasts (not its expectation) would be seen
+    wrong = daily[:, :1] * np.cumprod([1.0] + [1.03] * 4)  # persistence alpha+gamma+beta
+    wrong += PARAMS["omega"] * np.array([0, 1, 2.03, 3.09, 4.18])  # its omega terms
+    off = d.target_scale(wrong, d.target_weights("mean_close_log_return", 5, 1))[0, 0]
+    assert abs(off / simulated - 1) > 0.02
+
+
 def test_the_fit_reads_only_its_rows_and_is_json_ready():
     close = _closes(_gjr_returns(2000, seed=2))
     params = g.fit_params(close, 0, 1200, "gjr_garch_t", 80)
