@@ -27,6 +27,7 @@ from tickercast.modeling.quantiles import (
     calibrate_model,
     cqr_factors,
     cqr_shifts,
+    predict_quantile_prices,
     quantiles_to_prices,
     reset_calibration,
 )
@@ -229,7 +230,12 @@ def quantile_bundle(tmp_path_factory):
     fit = config.fit_spec()
     summary = train_model(arrays, anchors, spec.lookback, fit, out, naive=naive_output(spec))
     model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
-    ev = evaluate(split_heads(model)[0], spec, arrays, anchors)
+    point, head = split_heads(model)
+
+    def grid(a):  # as the evaluate step: the head's grid is the distribution it ships
+        return predict_quantile_prices(head, spec, arrays["x"], a, arrays["close"])
+
+    ev = evaluate(point, spec, arrays, anchors, predict_quantiles=grid)
     paths = write_evaluation(out / "eval", ev, summary["history"], TICKER)
     evaluated = {**evaluation_summary(ev), **{k: str(v) for k, v in paths.items()}}
     trained = {"model": str(out / "model.keras"), "history": str(out / "history.json")}

@@ -186,17 +186,13 @@ def evaluate_forecasts(
     predict_quantiles: QuantileFn | None = None,
     band: str = BAND,
 ) -> dict:
-    """Score `predict` (anchors -> prices, shape (n, outputs)) and every baseline on the
-    test windows; calibrate conformal intervals on the validation windows; judge the
-    model's distribution (`predict_quantiles`: anchors -> (n, outputs, len(QUANTILES))
-    in prices; absent: the band it ships, `band`, on the grid) against every
-    distribution baseline around the same median. A shipped band other than the 20-day
-    volatility one gives the 80%/95% intervals too (`dist.band_intervals`), so the bounds
-    predict serves are the grid's.
-
+    """Score `predict` (anchors -> prices (n, outputs)) and every baseline on the test
+    windows, calibrate intervals on the validation windows and judge the model's
+    distribution (`predict_quantiles`: anchors -> its grid in prices; absent: the band it
+    ships, `band`) against every distribution baseline around the same median. A fitted
+    band's intervals are its grid's levels (`dist.band_intervals`): what predict serves.
     Returns {"metrics", "table", "intervals", "distribution", "mase_scale", "baselines",
-    "window", "up_share"}.
-    """
+    "window", "up_share"}."""
     close = np.asarray(arrays["close"], dtype=np.float64)
     y_price = np.asarray(arrays["y_price"], dtype=np.float64).reshape(len(close), -1)
     test, val = np.asarray(anchors["test"]), np.asarray(anchors["val"])
@@ -217,22 +213,14 @@ def evaluate_forecasts(
     results = score_all(actual, forecasts, last, scale)
     add_significance(results, actual, forecasts, horizon)
 
-    intervals: dict[str, dict] = {}
-    val_pred = np.zeros((0, n_out))
-    if len(val):
-        val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
-        intervals = calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
+    val_pred, intervals = _validation_intervals(predict, y_price, close, val)
+    medians = (val_pred, model_test)
     distribution, grid, crps = distribution_evaluation(
-        spec,
-        {**arrays, "y_price": y_price},
-        anchors,
-        (val_pred, model_test),
-        predict_quantiles,
-        band,
+        spec, {**arrays, "y_price": y_price}, anchors, medians, predict_quantiles, band
     )
     table = _forecast_table(arrays, test, horizon, last, actual, forecasts)
     shipped = dist.band_intervals(distribution.get("model") or {}, grid, actual)
-    if shipped:
+    if shipped:  # a fitted band's intervals are its grid's levels
         intervals = shipped
         _add_grid_interval_columns(table, grid)
     else:
@@ -249,6 +237,17 @@ def evaluate_forecasts(
         "window": window,
         "up_share": float(np.mean(actual[:, 0] > last) * 100.0),
     }
+
+
+def _validation_intervals(
+    predict: Callable[[np.ndarray], np.ndarray], y_price: np.ndarray, close, val: np.ndarray
+) -> tuple[np.ndarray, dict[str, dict]]:
+    """The model's validation forecasts (n, outputs) and the 20-day-volatility conformal
+    intervals calibrated on them ({} without validation windows)."""
+    if not len(val):
+        return np.zeros((0, y_price.shape[1])), {}
+    val_pred = np.asarray(predict(val), dtype=np.float64).reshape(len(val), -1)
+    return val_pred, calibrate(y_price[val], val_pred, scale=recent_volatility(close, val))
 
 
 def _forecast_table(
