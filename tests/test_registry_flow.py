@@ -53,9 +53,10 @@ def test_bundle_has_the_full_evaluation(first_run):
     assert meta["walk_forward"]["summary"]["metrics"]["model"]["rmse"]["folds"] == 2
     assert {k: v["nominal"] for k, v in meta["intervals"].items()} == {"80": 0.8, "95": 0.95}
     assert 0 <= meta["intervals"]["80"]["coverage_test"] <= 1
-    # the raw window: 20 days of lookback plus the volatility feature's 20-day warm-up, of
+    # the raw window: the closes of the lookback + 20 daily returns the shipped GJR band's
+    # recursion reads (one more than lookback 20 plus the volatility feature's warm-up), of
     # the one field the recommended features read (close)
-    assert meta["serving"]["inputs"]["window"]["shape"] == [None, 40, 1]
+    assert meta["serving"]["inputs"]["window"]["shape"] == [None, 41, 1]
     assert meta["serving"]["fields"] == ["close"]
 
 
@@ -123,7 +124,9 @@ def test_a_scale_free_champion_forecasts_from_a_raw_window_and_its_last_close(fi
     last = float(prices["close"].iloc[-1])
     (row,) = forecast_window(bundle, window.tolist(), TICKER, last_close=last)
     assert row["forecast"] == pytest.approx(expected["forecast"], rel=1e-5)
-    # the volatility feature is the band's volatility: the same band as from the lake
-    assert row["lo_80"] == pytest.approx(expected["lo_80"], rel=1e-5)
+    # the shipped GJR band reads the window's `lookback` returns, the lake's lookback + 20:
+    # the 20 missing count at their expectation, close to the lake's band on this short fit
+    assert row["quantiles"] is not None and row["lo_80"] == row["quantiles"][2]
+    assert row["lo_80"] == pytest.approx(expected["lo_80"], rel=1e-3)
     with pytest.raises(ValueError, match="send last_close"):
         forecast_window(bundle, window.tolist(), TICKER)
