@@ -121,12 +121,23 @@ def test_lstm_flops_count():
 # --- explicit seeds: initial weights that no other thread can change ------------------
 
 
+def _layers(model):
+    """Every layer of `model`: nested models' layers and a Bidirectional's two directions
+    too (public attributes: `layers`, `forward_layer`, `backward_layer`)."""
+    for layer in model.layers:
+        yield layer
+        yield from _layers(layer) if hasattr(layer, "layers") else ()
+        for direction in ("forward_layer", "backward_layer"):
+            if hasattr(layer, direction):
+                yield getattr(layer, direction)
+
+
 def _random_parts(model) -> list[tuple[str, object]]:
     """(where, seed) of every random part: initializers, LSTM cells, Dropout layers."""
     import keras
 
     parts = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _layers(model):
         if isinstance(layer, keras.layers.LSTMCell):
             continue  # its LSTM's config repeats the cell's
         config = layer.get_config()

@@ -98,7 +98,7 @@ def test_training_runs_under_distribution_strategies(strategy, monkeypatch, tmp_
     expected = False if strategy == "one_device_cpu" else "auto"
     assert all(
         layer.use_cudnn == expected
-        for layer in model._flatten_layers()
+        for layer in model.layers
         if isinstance(layer, keras.layers.LSTM)
     )
 
