@@ -20,6 +20,7 @@ from tickercast.records import (
     WalkedForward,
 )
 from tickercast.tickers import slug as ticker_slug
+from tickercast.tracking import TrackingError, close_opened_run, open_version_run, resolve_uri
 
 
 @task(name="export")
@@ -63,8 +64,16 @@ def export_step(
         backtested.model_dump() if backtested else None,
     )
     metadata["inputs_key"] = key
-    metadata["runs"] = _runs()
-    bundle = build_bundle(data_dir, ticker, files, metadata, Path(model.model), pre.preprocessing)
+    mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
+    metadata["runs"] = {**_runs(), **_mlflow_run(mlflow_uri, ticker, metadata)}
+    try:
+        bundle = build_bundle(
+            data_dir, ticker, files, metadata, Path(model.model), pre.preprocessing
+        )
+    except BaseException:
+        if mlflow_uri:
+            close_opened_run(mlflow_uri, metadata["runs"])
+        raise
     _publish(ticker, bundle, evaluated, metadata)
     return _exported(evaluated, str(bundle), int(bundle.name))
 
@@ -77,6 +86,19 @@ def _runs() -> dict:
     try:
         return {"prefect": flow_run.ui_url, "prefect_flow_run": flow_run.id}
     except Exception:  # noqa: BLE001 - a missing link never fails an export
+        return {}
+
+
+def _mlflow_run(uri: str | None, ticker: str, metadata: dict) -> dict:
+    """With MLflow tracking: the version's retrain run, opened now so metadata.json names
+    it (the promote step's mirror fills it). A server that is down costs only the link:
+    warned, and the mirror logs a run later."""
+    if not uri:
+        return {}
+    try:
+        return open_version_run(uri, ticker, metadata)
+    except TrackingError as exc:
+        get_run_logger().warning("%s: no MLflow run linked to this version: %s", ticker, exc)
         return {}
 
 

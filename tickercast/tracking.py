@@ -151,6 +151,12 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def _started_ms(started: str | None) -> int | None:
+    import datetime as dt
+
+    return int(dt.datetime.fromisoformat(started).timestamp() * 1000) if started else None
+
+
 def _log_run(
     client: Any,
     experiment: str,
@@ -164,24 +170,29 @@ def _log_run(
     folders: Iterable[tuple[Path, str]] = (),
     texts: dict[str, str] | None = None,
     started: str | None = None,
+    run_id: str | None = None,
 ) -> Any:
     """One finished run: tags, params, metrics (a series: one value per step), files and
     folders as artifacts; `started` (ISO time) dates it, e.g. when its version was made.
-    A run that fails half-way is marked FAILED, never left running."""
-    import datetime as dt
-
+    `run_id`: an opened run to fill (`open_version_run`) instead of a new one. A run that
+    fails half-way is marked FAILED, never left running."""
     from mlflow.entities import Metric, Param
 
-    start_time = int(dt.datetime.fromisoformat(started).timestamp() * 1000) if started else None
-    run = client.create_run(
-        _experiment_id(client, experiment),
-        start_time=start_time,
-        run_name=run_name,
-        tags={k: str(v) for k, v in tags.items() if v is not None},
-    )
-    run_id = run.info.run_id
+    tags = {k: str(v) for k, v in tags.items() if v is not None}
+    opened = run_id is not None
+    if not opened:
+        run_id = client.create_run(
+            _experiment_id(client, experiment),
+            start_time=_started_ms(started),
+            run_name=run_name,
+            tags=tags,
+        ).info.run_id
     now = int(time.time() * 1000)
     try:
+        if opened:  # an opened run: named and tagged now its version is known
+            client.update_run(run_id, name=run_name)
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
         for batch in _chunks(
             [Param(k, _param_value(v)) for k, v in params.items() if k not in MIRROR_FIELDS],
             _BATCH_PARAMS,
@@ -306,7 +317,80 @@ def _version_run(client: Any, ticker: str, version: int, bundle: Path, metadata:
         folders=[(bundle, "bundle")],
         texts={"report.md": retrain_report(ticker, bundle, metadata)},
         started=metadata.get("created_at"),
+        run_id=_opened_run(client, ticker, version, metadata),
     )
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI of an http(s) tracking server, without any
+    credentials the URI carries (the link is shown on the page); None for a local store,
+    which has no UI to link."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    host = parts.netloc.rpartition("@")[2]
+    base = f"{parts.scheme}://{host}{parts.path.rstrip('/')}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def open_version_run(uri: str, ticker: str, metadata: dict) -> dict[str, str]:
+    """Before a version's bundle is written: its retrain run, opened (RUNNING, dated by the
+    metadata's created_at) so that metadata.json can name it; the mirror (`sync_model`)
+    fills and finishes it once the bundle exists. Returns metadata's "runs" entries:
+    mlflow_run_id, mlflow_experiment_id and, for an http(s) server, mlflow (the run's page).
+    A failure is a TrackingError (the version is then written without the link)."""
+    client = _client(uri)
+    with _reported(uri, f"opening {ticker}'s retrain run"):
+        experiment = _experiment_id(client, RETRAIN_EXPERIMENT)
+        run = client.create_run(
+            experiment,
+            start_time=_started_ms(metadata.get("created_at")),
+            run_name=f"{ticker} (exporting)",
+            tags={TICKER_TAG: ticker, KIND_TAG: "retrain"},
+        )
+    run_id = run.info.run_id
+    url = run_url(uri, experiment, run_id)
+    return {
+        "mlflow_run_id": run_id,
+        "mlflow_experiment_id": experiment,
+        **({"mlflow": url} if url else {}),
+    }
+
+
+def close_opened_run(uri: str, runs: dict) -> None:
+    """Mark the run `open_version_run` opened as FAILED: its version was never written.
+    Best effort (the export's own error is what matters)."""
+    run_id = runs.get("mlflow_run_id")
+    if run_id:
+        with contextlib.suppress(Exception):
+            _client(uri).set_terminated(run_id, "FAILED")
+
+
+def _opened_run(client: Any, ticker: str, version: int, metadata: dict) -> str | None:
+    """The run the version's metadata names (opened at export), when it is this version's
+    and still unfinished (RUNNING, or FAILED by an earlier mirror that broke off); None:
+    log a new run (no run named, or it was deleted or belongs elsewhere)."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = (metadata.get("runs") or {}).get("mlflow_run_id")
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+        return None
+    if (
+        run.data.tags.get(TICKER_TAG) != ticker
+        or run.data.tags.get(VERSION_TAG, str(version)) != str(version)
+        or run.info.lifecycle_stage != "active"
+        or run.info.status == "FINISHED"
+    ):
+        return None
+    return run_id
 
 
 def _registered_model(client: Any, ticker: str) -> Any:
