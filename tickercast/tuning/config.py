@@ -20,6 +20,7 @@ from tickercast.config import Ingests, RetrainConfig, section
 from tickercast.sections import (
     Composite,
     Compute,
+    Evaluation,
     Execution,
     FitSpec,
     Gate,
@@ -30,6 +31,7 @@ from tickercast.sections import (
     Section,
     Training,
     WalkForward,
+    WarmStart,
     field_of,
     unique,
 )
@@ -310,6 +312,8 @@ class TuneConfig(Ingests):
     scope: Scope = section(Scope)
     training: TuneTraining = section(TuneTraining)
     compute: Compute = section(Compute)
+    warm: WarmStart = section(WarmStart)
+    evaluation: Evaluation = section(Evaluation)
     search: SearchSpace = section(SearchSpace)
     budget: Budget = section(Budget)
     walk_forward: WalkForward = section(WalkForward)
@@ -332,8 +336,9 @@ class TuneConfig(Ingests):
         given: the search data's preprocessing (its lookback is the longest of the
         space's), the settings its trials share (but where they run: a search resumes on
         another device) and the space. Where prices came from is the search data's content
-        (hashed beside this); the budget, the gate, the walk-forward and how the run
-        executes shape best.json or the run, never a trial."""
+        (hashed beside this); the budget, the gate, the walk-forward, the warm start and the
+        shipped band (the tuned retrain's) and how the run executes shape best.json or the
+        run, never a trial."""
         trials = self.trial_settings().model_dump(mode="json", exclude={"compute"})
         parts = [self.preprocessing.model_dump(mode="json"), *trials.values()]
         return {
@@ -353,7 +358,9 @@ class TuneConfig(Ingests):
             scope=self.scope,
             training=self.training.with_choice(choice, self.budget.final_epochs),
             compute=self.compute,
+            warm=self.warm,
             walk_forward=self.walk_forward,
+            evaluation=self.evaluation,
             gate=self.gate,
             execution=self.execution.model_copy(update={"refresh": False}),
             mirror=self.mirror,
