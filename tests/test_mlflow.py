@@ -201,6 +201,43 @@ def test_each_retrain_logs_one_run_per_ticker_with_config_metrics_artifacts_and_
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_each_version_links_its_mlflow_run_and_the_ticker_page_shows_it(mirrored):
+    """metadata.json names the version's retrain run (opened before the bundle was written,
+    filled by the mirror): the URL is that run's page in MLflow's UI, the REST API returns
+    that run, finished and tagged with the version, and the ticker page links it."""
+    import requests
+    from fastapi.testclient import TestClient
+
+    from tickercast.app.service import create_app
+
+    uri, data_dir, *_ = mirrored
+    experiment = _client(uri).get_experiment_by_name("tickercast-retrain").experiment_id
+    urls = {}
+    for run in _runs(uri, "tickercast-retrain", TICKER):
+        version = run.data.tags["tickercast.version"]
+        bundle = data_dir / "models" / TICKER / "versions" / version
+        runs = json.loads((bundle / "metadata.json").read_text())["runs"]
+        assert runs["mlflow_run_id"] == run.info.run_id, version  # the run that was filled
+        assert runs["mlflow"] == f"{uri}/#/experiments/{experiment}/runs/{run.info.run_id}"
+        got = requests.get(
+            f"{uri}/api/2.0/mlflow/runs/get", params={"run_id": runs["mlflow_run_id"]}, timeout=30
+        )
+        assert got.status_code == 200, got.text
+        info, tags = got.json()["run"]["info"], got.json()["run"]["data"]["tags"]
+        assert info["experiment_id"] == experiment and info["status"] == "FINISHED"
+        assert {"key": "tickercast.version", "value": version} in tags
+        assert info["run_name"] == f"{TICKER} v{version}"
+        urls[version] = runs["mlflow"]
+    assert sorted(urls) == ["1", "2"]
+    with TestClient(create_app(data_dir)) as client:
+        page = client.get(f"/tickers/{TICKER}")
+    assert page.status_code == 200, page.text
+    for url in urls.values():
+        assert f'<a href="{url}">MLflow run</a>' in page.text
+
+
+@pytest.mark.slow
 def test_a_retrain_while_mlflow_is_down_succeeds_and_says_how_to_repair(mirrored):
     uri, data_dir, after, (down, code, out, err) = mirrored
     assert code == 0
