@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,25 +55,56 @@ def _days_after(day: dt.date, n: int) -> list[dt.date]:
     return out
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """Data to drawing coordinates: x by day index (0 = the first close shown, `span` =
+    the horizon's end), y by price between `lo` and `hi` (padded by `pad`)."""
+
+    span: float
+    lo: float
+    hi: float
+    pad: float
+
+    def x(self, i: float) -> float:
+        return LEFT + (WIDTH - LEFT - RIGHT) * i / max(self.span, 1)
+
+    def y(self, v: float) -> float:
+        return TOP + (HEIGHT - TOP - BOTTOM) * (self.hi - v) / (self.hi - self.lo)
+
+
 def fan_chart(dates: Sequence[str], closes: Sequence[float], rows: list[dict], title: str) -> str:
     """The SVG (an empty string without closes or forecast). `rows` are the forecast's
     outputs: one row (a value for the whole horizon, e.g. the mean close of the next 5
     days) spans the horizon; several rows (one per day) draw a fan day by day."""
     if not len(closes) or not rows:
         return ""
-    last = dt.date.fromisoformat(str(dates[-1])[:10])
     horizon = int(rows[0].get("horizon") or len(rows))
-    future = _days_after(last, horizon)
     # the coming days get at least a sixth of the width: a 5-day block after six months
     # of closes would be a sliver
     ahead = max(float(horizon), len(closes) / 5)
     start = len(closes) - 1
-    span = start + ahead
     if len(rows) == 1:
-        xs = [(start + ahead * 0.1, span)]
+        xs = [(start + ahead * 0.1, start + ahead)]
     else:
         step = ahead / len(rows)
         xs = [(start + step * j, start + step * (j + 1)) for j in range(len(rows))]
+    frame = _frame(closes, rows, start + ahead)
+    parts = [
+        f'<svg class="fan" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{html.escape(title)}">',
+        f"<title>{html.escape(title)}</title>",
+        *_axes(frame, dates, len(closes), horizon),
+        *_history(frame, closes),
+    ]
+    for (x0, x1), row in zip(xs, rows, strict=True):
+        parts += _block(row, frame.x(x0), frame.x(x1), frame.y)
+    parts += _legend(rows[-1], frame.y)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _frame(closes: Sequence[float], rows: list[dict], span: float) -> _Frame:
+    """The frame whose price range holds every close, forecast, band edge and quantile."""
     values = list(closes) + [
         v
         for r in rows
@@ -83,48 +115,44 @@ def fan_chart(dates: Sequence[str], closes: Sequence[float], rows: list[dict], t
         values += list(quantiles_of(r).values())
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     pad = (hi - lo) * 0.06 or 1.0
-    lo, hi = lo - pad, hi + pad
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    return _Frame(span=span, lo=lo - pad, hi=hi + pad, pad=pad)
 
-    def x(i: float) -> float:
-        return LEFT + plot_w * i / max(span, 1)
 
-    def y(v: float) -> float:
-        return TOP + plot_h * (hi - v) / (hi - lo)
-
-    parts = [
-        f'<svg class="fan" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{html.escape(title)}">',
-        f"<title>{html.escape(title)}</title>",
-    ]
-    for v in np.linspace(lo + pad, hi - pad, 5):
-        parts.append(
-            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-            'stroke="#e4e7ec"/>'
-            f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" class="tick">'
+def _axes(frame: _Frame, dates: Sequence[str], n: int, horizon: int) -> list[str]:
+    """Price gridlines with their labels; the first, middle and last shown day and the
+    horizon's last trading day under the x axis."""
+    out = []
+    for v in np.linspace(frame.lo + frame.pad, frame.hi - frame.pad, 5):
+        out.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{frame.y(v):.1f}" '
+            f'y2="{frame.y(v):.1f}" stroke="#e4e7ec"/>'
+            f'<text x="{LEFT - 6}" y="{frame.y(v) + 4:.1f}" text-anchor="end" class="tick">'
             f"{v:,.2f}</text>"
         )
-    ticks = [0, len(closes) // 2]  # the last close's day is the forecast's "as of"
-    for i in ticks:
-        parts.append(
-            f'<text x="{x(i):.1f}" y="{HEIGHT - 12}" text-anchor="middle" class="tick">'
+    for i in (0, n // 2):  # the last close's day is the forecast's "as of"
+        out.append(
+            f'<text x="{frame.x(i):.1f}" y="{HEIGHT - 12}" text-anchor="middle" class="tick">'
             f"{html.escape(str(dates[i])[:10])}</text>"
         )
-    parts.append(
-        f'<text x="{x(span):.1f}" y="{HEIGHT - 12}" text-anchor="end" class="tick">'
-        f"{future[-1].isoformat()}</text>"
+    last = dt.date.fromisoformat(str(dates[-1])[:10])
+    out.append(
+        f'<text x="{frame.x(frame.span):.1f}" y="{HEIGHT - 12}" text-anchor="end" class="tick">'
+        f"{_days_after(last, horizon)[-1].isoformat()}</text>"
     )
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(c):.1f}" for i, c in enumerate(closes))
-    parts.append(f'<path d="{path}" fill="none" stroke="{CLOSE}" stroke-width="1.6"/>')
-    parts.append(
-        f'<line x1="{x(len(closes) - 1):.1f}" x2="{x(len(closes) - 1):.1f}" y1="{TOP}" '
-        f'y2="{HEIGHT - BOTTOM}" stroke="#9aa3b2" stroke-dasharray="3 3"/>'
+    return out
+
+
+def _history(frame: _Frame, closes: Sequence[float]) -> list[str]:
+    """The closes as a line, and a dashed line at the last one (the forecast's origin)."""
+    path = " ".join(
+        f"{'M' if i == 0 else 'L'}{frame.x(i):.1f},{frame.y(c):.1f}" for i, c in enumerate(closes)
     )
-    for (x0, x1), row in zip(xs, rows, strict=True):
-        parts += _block(row, x(x0), x(x1), y)
-    parts += _legend(rows[-1], y)
-    parts.append("</svg>")
-    return "".join(parts)
+    at = frame.x(len(closes) - 1)
+    return [
+        f'<path d="{path}" fill="none" stroke="{CLOSE}" stroke-width="1.6"/>',
+        f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" '
+        'stroke="#9aa3b2" stroke-dasharray="3 3"/>',
+    ]
 
 
 def _block(row: dict, x0: float, x1: float, y) -> list[str]:

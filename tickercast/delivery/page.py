@@ -24,6 +24,7 @@ from tickercast.delivery.words import band_words, target_words, verdict_words
 from tickercast.delivery.words import naive_test as words_naive_test
 from tickercast.evaluation.formats import fmt
 from tickercast.evaluation.names import FORECASTERS, MODEL, NAIVE
+from tickercast.evaluation.report import band_name
 from tickercast.significance import format_p, verdict_of, verdict_text
 
 # The bundle images a page shows, in this order, with their captions; `folds` exists only
@@ -348,6 +349,8 @@ class ChampionView:
 
 
 def champion_card(view: ChampionView) -> str:
+    """One champion's card: the verdict and forecast in words, the fan chart, the
+    statistics behind the verdict one click away, then the detail tables and plots."""
     name = view.name
     link = f'<a href="{esc(ticker_url(name))}">{esc(name)}</a>'
     if view.bundle is None:
@@ -356,12 +359,19 @@ def champion_card(view: ChampionView) -> str:
             f'<section class="card problem" id="{esc(name)}"><h2>{link}</h2>'
             f'<p class="warn">{esc(why)}</p></section>'
         )
+    return "".join(
+        [*_card_head(view, link), _fan_figure(view), _statistics(view), *_card_details(view)]
+        + ["</section>"]
+    )
+
+
+def _card_head(view: ChampionView, link: str) -> list[str]:
+    """The card's title (version, model), any problem, the verdict and the forecast."""
     b = view.bundle
-    meta, spec = b.metadata, b.spec
+    meta = b.metadata
     config = meta.get("config") or {}
-    data = meta.get("data") or {}
     parts = [
-        f'<section class="card{" problem" if view.error else ""}" id="{esc(name)}">',
+        f'<section class="card{" problem" if view.error else ""}" id="{esc(view.name)}">',
         f'<h2>{link}<span class="tag">v{b.version}</span>'
         f'<span class="tag">{esc(config.get("model", "model"))}</span></h2>',
     ]
@@ -376,14 +386,31 @@ def champion_card(view: ChampionView) -> str:
             f"<strong>{price(row.get('forecast'))}</strong> ({esc(band_words(row) or 'no band')})"
             "</p>"
         )
-    if view.history is not None and view.forecast:
-        days, closes = view.history
-        title = f"{name}: closes and the next {spec.horizon} trading days' forecast"
-        parts.append(
-            f'<figure class="fanfig">{fan_chart(days, closes, view.forecast, title)}'
-            f"<figcaption>{esc(title)}: the thick line is the forecast, the dark band 80%, "
-            "the light band 95% (split-conformal, from the test windows)</figcaption></figure>"
-        )
+    return parts
+
+
+def _fan_figure(view: ChampionView) -> str:
+    """The fan chart: recent closes and the coming horizon's forecast with its bands,
+    captioned with the band the version ships."""
+    if view.history is None or not view.forecast:
+        return ""
+    days, closes = view.history
+    title = f"{view.name}: closes and the next {view.bundle.spec.horizon} trading days' forecast"
+    distribution = (view.bundle.metadata.get("evaluation") or {}).get("distribution") or {}
+    band = band_name(distribution.get("model")) or "the volatility band"
+    return (
+        f'<figure class="fanfig">{fan_chart(days, closes, view.forecast, title)}'
+        f"<figcaption>{esc(title)}: the thick line is the forecast, the dark band 80%, "
+        f"the light band 95% ({esc(band)}, calibrated on the validation windows)"
+        "</figcaption></figure>"
+    )
+
+
+def _statistics(view: ChampionView) -> str:
+    """The statistics behind the verdict, folded: DM against naive, the shrinkage, and
+    what the model reads and was trained on."""
+    meta, spec = view.bundle.metadata, view.bundle.spec
+    data = meta.get("data") or {}
     shrink = meta.get("shrinkage") or {}
     alpha = (
         f"; shrinkage toward the last close: alpha {number(shrink.get('alpha'))}"
@@ -391,7 +418,7 @@ def champion_card(view: ChampionView) -> str:
         else ""
     )
     badge = verdict_badge(naive_test(meta.get("metrics") or {}))
-    parts.append(
+    return (
         "<details><summary>Statistics behind the verdict</summary>"
         f"<p>Against naive on the test split: {badge}{esc(alpha)}</p>"
         f'<p class="muted">target {esc(spec.target)}, horizon {spec.horizon} days, lookback '
@@ -400,7 +427,13 @@ def champion_card(view: ChampionView) -> str:
         f"({esc(data.get('source'))}), exported {esc(when(meta.get('created_at')))}</p>"
         "</details>"
     )
-    parts.append("<h3>Latest forecast</h3>")
+
+
+def _card_details(view: ChampionView) -> list[str]:
+    """The detail tables below the answer: the latest forecast, the live record, the test
+    split, the walk-forward backtest and the version's plots."""
+    name, b = view.name, view.bundle
+    parts = ["<h3>Latest forecast</h3>"]
     if view.forecast:
         parts.append(forecast_table(view.forecast))
     else:
@@ -411,16 +444,15 @@ def champion_card(view: ChampionView) -> str:
             f'<p class="muted">Scored forecasts (the ledger): <a href="/ledger/'
             f'{esc(quote(name, safe=""))}">JSON</a></p>'
         )
-    parts.append("<h3>Test split</h3>" + test_split(meta))
-    parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(meta))
+    parts.append("<h3>Test split</h3>" + test_split(b.metadata))
+    parts.append("<h3>Walk-forward backtest</h3>" + walk_forward(b.metadata))
     try:
         plots = listed_plots(b.path)
     except BundleError as exc:
         plots = []
         parts.append(f'<p class="warn">{esc(exc)}</p>')
     parts.append(figures(name, b.version, plots))
-    parts.append("</section>")
-    return "".join(parts)
+    return parts
 
 
 STALE_DAYS = 5  # calendar days: a weekend and a holiday are not stale, a week is
@@ -654,15 +686,32 @@ def ticker_page(
     and the registry's history. `shown` is `registry.show()`; `served` the version the
     service answers with (it differs from the champion when that one was refused)."""
     champion = shown.get("champion")
+    lineage = " → ".join(f"v{v}" for v in shown.get("lineage") or []) or "none"
+    body = [
+        f'<header><h1>{esc(name)}</h1><p class="muted"><a href="/">all champions</a> · '
+        f"champion {esc(_v(champion))} · served {esc(_v(served))} · lineage {esc(lineage)}</p>"
+        "</header><main>"
+    ]
+    if error:
+        body.append(f'<p class="warn">{esc(error)}</p>')
+    body.append(_versions_table(name, shown, versions_dir, served))
+    numbers = [v["version"] for v in reversed(shown.get("versions") or [])]
+    body.append(compare_versions(name, numbers, versions_dir, champion))
+    body.append(_registry_history(shown.get("history") or []) + "</main>")
+    return document(f"{name}: versions", "".join(body))
+
+
+def _versions_table(name: str, shown: dict, versions_dir: Path, served: int | None) -> str:
+    """One row per version, newest first: when, data, test metrics, verdict, registry
+    events, the files' state and the version's plots; the champion's row marked."""
+    champion = shown.get("champion")
     events = version_events(shown.get("history") or [])
     rows, classes = [], []
     for v in reversed(shown.get("versions") or []):
         number_ = v["version"]
-        marks = []
-        if number_ == champion:
-            marks.append("champion")
-        if number_ == served:
-            marks.append("served")
+        marks = [
+            m for m, on in (("champion", number_ == champion), ("served", number_ == served)) if on
+        ]
         state = "intact" if v.get("intact") else f"damaged: {v.get('problem', '')}"
         test = _naive_verdict(versions_dir / str(number_))
         rows.append(
@@ -684,7 +733,12 @@ def ticker_page(
         "version", "exported", "trained to", "test RMSE", "naive RMSE", "skill",
         "vs naive", "registry events", "files", "plots",
     )  # fmt: skip
-    history = [
+    return f'<section class="card"><h2>Versions</h2>{table(headers, rows, classes)}</section>'
+
+
+def _registry_history(history: list[dict]) -> str:
+    """The registry's events, newest first: what moved the champion, and why."""
+    rows = [
         [
             Raw(esc(when(e.get("at")))),
             Raw(esc(ACTIONS.get(e.get("action"), e.get("action")))),
@@ -692,29 +746,17 @@ def ticker_page(
             f"{_v(e.get('champion_before'))} → {_v(e.get('champion_after'))}",
             Raw(esc(e.get("reason"))),
         ]
-        for e in reversed(shown.get("history") or [])
+        for e in reversed(history)
     ]
-    lineage = " → ".join(f"v{v}" for v in shown.get("lineage") or []) or "none"
-    body = [
-        f'<header><h1>{esc(name)}</h1><p class="muted"><a href="/">all champions</a> · '
-        f"champion {esc(_v(champion))} · served {esc(_v(served))} · lineage {esc(lineage)}</p>"
-        "</header><main>"
-    ]
-    if error:
-        body.append(f'<p class="warn">{esc(error)}</p>')
-    body.append(f'<section class="card"><h2>Versions</h2>{table(headers, rows, classes)}</section>')
-    numbers = [v["version"] for v in reversed(shown.get("versions") or [])]
-    body.append(compare_versions(name, numbers, versions_dir, champion))
-    body.append(
+    return (
         '<section class="card"><h2>Registry history</h2>'
         + (
-            table(("when", "action", "version", "champion", "reason"), history)
-            if history
+            table(("when", "action", "version", "champion", "reason"), rows)
+            if rows
             else '<p class="muted">nothing promoted yet</p>'
         )
-        + "</section></main>"
+        + "</section>"
     )
-    return document(f"{name}: versions", "".join(body))
 
 
 def error_page(status: int, message: str) -> str:
