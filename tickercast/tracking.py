@@ -176,7 +176,7 @@ def _log_run(
     folders as artifacts; `started` (ISO time) dates it, e.g. when its version was made.
     `run_id`: an opened run to fill (`open_version_run`) instead of a new one. A run that
     fails half-way is marked FAILED, never left running."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
 
     tags = {k: str(v) for k, v in tags.items() if v is not None}
     opened = run_id is not None
@@ -198,14 +198,7 @@ def _log_run(
             _BATCH_PARAMS,
         ):
             client.log_batch(run_id, params=batch)
-        points = [Metric(metric_key(k), v, now, 0) for k, v in metrics.items()]
-        for key, values in (series or {}).items():
-            points += [
-                Metric(metric_key(key), float(v), now, step)
-                for step, v in enumerate(values)
-                if v is not None and math.isfinite(v)
-            ]
-        for batch in _chunks(points, _BATCH_METRICS):
+        for batch in _chunks(_metric_points(metrics, series or {}, now), _BATCH_METRICS):
             client.log_batch(run_id, metrics=batch)
         for path, artifact_path in files:
             client.log_artifact(run_id, str(path), artifact_path)
@@ -219,6 +212,21 @@ def _log_run(
         raise
     client.set_terminated(run_id, "FINISHED")
     return client.get_run(run_id)
+
+
+def _metric_points(metrics: dict[str, float], series: dict[str, list[float]], now: int) -> list:
+    """MLflow metric points: each metric at step 0, each series one point per step (its
+    missing and non-finite values skipped)."""
+    from mlflow.entities import Metric
+
+    points = [Metric(metric_key(k), v, now, 0) for k, v in metrics.items()]
+    for key, values in series.items():
+        points += [
+            Metric(metric_key(key), float(v), now, step)
+            for step, v in enumerate(values)
+            if v is not None and math.isfinite(v)
+        ]
+    return points
 
 
 # --------------------------------------------------------------------------- retrain
