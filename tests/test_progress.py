@@ -410,3 +410,29 @@ def test_cli_retrain_in_a_terminal_shows_bars_above_which_logs_scroll(prefect_se
         prefix = plain(raw[start:at].split("\x1b[2K")[-1]).lstrip("\r")
         assert re.fullmatch(r"[\d:.]+ \| INFO +\| Task run 'train-\w+' - ", prefix), prefix
     assert raw.rfind("\x1b[?25h") > raw.rfind("\x1b[?25l"), "the cursor is shown again"
+
+
+def test_the_longest_bar_labels_are_whole_at_160_columns():
+    """A person's 160-column terminal shows every label in full (an epochs bar of a
+    walk-forward fold with its losses and a tune bar with its best trial), not clipped."""
+    from rich.console import Console
+
+    labels = [
+        "BRK-B fold 12 epochs · loss 0.0001234 val_loss 0.0001234",
+        "BRK-B fold 12 epochs · stopped early, best epoch 118",
+        "tune nightly-2026-12-02-recommended trials · best val_mse 0.0001234 (trial 0117)",
+        "BRK-B walk-forward folds",
+    ]
+    out = io.StringIO()
+    wide = Console(file=out, force_terminal=True, width=160, color_system=None)
+    with progress.session(True, wide):
+        bars = [progress.track(label, total=200, completed=100) for label in labels]
+        for bar in bars:
+            bar.__enter__()
+        time.sleep(0.6)  # a refresh draws every bar
+        for bar in reversed(bars):
+            bar.__exit__(None, None, None)
+    frames = plain(out.getvalue())
+    for label in labels:
+        assert label in frames, (label, frames[-2000:])
+    assert "…" not in frames
