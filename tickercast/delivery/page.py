@@ -71,7 +71,8 @@ th,td{border-bottom:1px solid #e4e7ec;padding:3px 10px;text-align:left;vertical-
 .num{text-align:right;white-space:nowrap}
 tr.champion td{background:#f1f8f2;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:12px;margin-top:10px}
-figure{margin:0;flex:1 1 420px;max-width:100%}
+figure{margin:0;max-width:100%}
+.plots figure{flex:0 1 calc(50% - 6px);min-width:300px}
 figure img{width:100%;height:auto;border:1px solid #e4e7ec;border-radius:4px}
 figcaption{font-size:12px;color:#5b6575}
 .scroll{max-width:100%;overflow-x:auto}
@@ -82,6 +83,7 @@ details{margin:6px 0}summary{cursor:pointer;color:#1f5fbf}
 .lead{font-size:16px;margin:6px 0}
 table.summary td,table.summary th{padding:6px 10px}
 @media (max-width:640px){
+.plots figure{flex-basis:100%;min-width:0}
 header,main{padding:8px 10px}.card,.overview{padding:10px 10px}
 table.summary thead{display:none}
 table.summary,table.summary tbody,table.summary tr,table.summary td{display:block;width:auto}
