@@ -383,9 +383,12 @@ def test_hyperband_continues_the_best_first_round_trial_from_its_checkpoint(
 @pytest.mark.slow
 def test_trials_run_in_parallel_on_dask_workers(prefect_server, tmp_path):
     """Two trials in flight on a local Dask cluster of two worker processes: they train at
-    the same time (in threads they would take turns)."""
+    the same time (in threads they would take turns). Each trial trains long enough
+    (60 epochs, no early stop: ~8 s each here) that the workers' start-up skew (a TensorFlow
+    import each, ~2 s here) cannot make two parallel trials look sequential."""
+    long_trials = {"epochs": 60, "patience": 60, "reduce_lr_patience": 60}
     config = TuneConfig(
-        **{**TINY, "max_trials": 2},
+        **{**TINY, "max_trials": 2, **long_trials},
         task_runner="dask",
         max_workers=2,
         parallel_trials=2,
