@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TICKERS = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
+NETWORK = "stacked_lstm"  # the networks' name in both presets' backtests
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"  # `make peer-venv`
 PROTOCOL = dict(
     start="2015-01-01",
@@ -126,30 +127,30 @@ def run_ticker(ticker: str, work: Path) -> dict:
     rec = backtest(
         prices,
         "recommended",
-        ["stacked_lstm", "drift", "mean", "moving_average", "ridge"],
+        [NETWORK, "drift", "mean", "moving_average", "ridge"],
         work / f"{ticker}-rec",
     )
     t1 = time.monotonic()
-    tut = backtest(prices, "tutorial", ["stacked_lstm"], work / f"{ticker}-tut")
+    tut = backtest(prices, "tutorial", [NETWORK], work / f"{ticker}-tut")
     t2 = time.monotonic()
     table = rec["table"]
     naive_rows = table[table["model"] == "naive"]
     actual = naive_rows["actual"].to_numpy()
     naive = naive_rows["forecast"].to_numpy()
     tut_table = tut["table"]
-    tut_net = tut_table[tut_table["model"] == "stacked_lstm"]
+    tut_net = tut_table[tut_table["model"] == NETWORK]
     same = tut_table[tut_table["model"] == "naive"]
     assert (same["origin"].to_numpy() == naive_rows["origin"].to_numpy()).all()
     assert np.allclose(same["actual"].to_numpy(), actual)
     ets = autoets_forecasts(prices, rec, work)
     t3 = time.monotonic()
     rows = {}
-    for name in ("stacked_lstm", "drift", "mean", "moving_average", "ridge"):
+    for name in (NETWORK, "drift", "mean", "moving_average", "ridge"):
         pred = table[table["model"] == name]["forecast"].to_numpy()
-        rows["default" if name == "stacked_lstm" else name] = score(actual, pred, naive)
+        rows["default" if name == NETWORK else name] = score(actual, pred, naive)
     rows["tutorial"] = score(actual, tut_net["forecast"].to_numpy(), naive)
     rows["AutoETS"] = score(actual, ets, naive)
-    net = table[table["model"] == "stacked_lstm"]
+    net = table[table["model"] == NETWORK]
     cover = {
         key: ((net["actual"] >= net[f"lo_{key}"]) & (net["actual"] <= net[f"hi_{key}"])).to_numpy()
         for key in ("80", "95")
@@ -163,7 +164,7 @@ def run_ticker(ticker: str, work: Path) -> dict:
     }
     alphas = [
         f.get("training", {}).get("shrinkage", {}).get("alpha")
-        for f in rec["folds"].get("stacked_lstm", [])
+        for f in rec["folds"].get(NETWORK, [])
     ]
     return {
         "ticker": ticker,
@@ -203,10 +204,11 @@ def bands_backtest(prices: pd.DataFrame, origins: int | None, out: Path) -> dict
 
 def distribution_rows(
     tickers: list[str], results: list[dict], median: str
-) -> tuple[list[str], dict[str, float]]:
+) -> tuple[list[str], dict[str, float], str]:
     """Markdown: per ticker and pooled, each band's CRPS, 95% interval score, coverage and
-    the DM test of the median's own band against it (per-origin CRPS); and each band's
-    mean CRPS relative to the median's band, averaged over tickers."""
+    the DM test of the median's own band against it (per-origin CRPS); each band's mean
+    CRPS relative to the median's band, averaged over tickers; and the pooled verdicts
+    in words (what RESULTS.md's rows quote)."""
     from tickercast.backtest.bands import MODEL_BAND
     from tickercast.evaluation.distribution import pooled
 
@@ -249,11 +251,14 @@ def distribution_rows(
         )
         + " |"
     )
-    lines += [
-        "",
-        f"Pooled, {median}'s band: " + "; ".join(t["verdict_text"] for t in tests.values()),
-    ]
-    return lines, rel
+    verdicts = "; ".join(t["verdict_text"] for t in tests.values())
+    lines += ["", f"Pooled, {median}'s band: {verdicts}"]
+    return lines, rel, verdicts
+
+
+def crps_ratios(rel: dict[str, float]) -> str:
+    """Each band's mean CRPS relative to the median's own band, for a RESULTS.md row."""
+    return ", ".join(f"{b} {v:+.1%}" for b, v in rel.items())
 
 
 def bands_main(tickers: list[str], origins: int | None) -> None:
@@ -269,7 +274,7 @@ def bands_main(tickers: list[str], origins: int | None) -> None:
             prices = pd.read_parquet(sample_dir() / f"{ticker}.parquet")
             results.append(bands_backtest(prices, origins, Path(tmp) / ticker))
             print(f"== {ticker}: {results[-1]['origins']['origins']} origins", flush=True)
-    lines, rel = distribution_rows(tickers, results, "naive")
+    lines, rel, verdicts = distribution_rows(tickers, results, "naive")
     head = [
         "# Distribution bands (bench/forecast_quality.py --bands)",
         "",
@@ -281,8 +286,6 @@ def bands_main(tickers: list[str], origins: int | None) -> None:
     (ROOT / "bench" / "FORECAST_BANDS.md").write_text("\n".join(head + lines) + "\n")
     print("\n".join(lines))
     n = results[0]["origins"]["origins"]
-    pooled_line = lines[-1].removeprefix("Pooled, naive's band: ")
-    ratios = ", ".join(f"{b} {v:+.1%}" for b, v in rel.items())
     seconds = time.monotonic() - t0
     record(
         "forecast_quality_bands",
@@ -291,7 +294,7 @@ def bands_main(tickers: list[str], origins: int | None) -> None:
         f"baselines refit every 50), same median and split-conformal calibration, "
         f"{seconds:.0f} s | the shipped band ({shipped_band()}, fit on each fold's training "
         f"rows) | pooled DM on per-origin CRPS (relative to the last close, mean per date): "
-        f"the shipped band is {pooled_line} | mean CRPS vs the shipped band: {ratios} |",
+        f"the shipped band is {verdicts} | mean CRPS vs the shipped band: {crps_ratios(rel)} |",
     )
 
 
@@ -385,34 +388,28 @@ def main(tickers: list[str]) -> None:
         f"Worst default skill {worst:+.2%} (target >= -1%).",
     ]
     tickers_run = [r["ticker"] for r in results]
-    bands, rel = distribution_rows(tickers_run, [r["backtest"] for r in results], "stacked_lstm")
+    backtests = [r["backtest"] for r in results]
+    bands, rel, verdicts = distribution_rows(tickers_run, backtests, NETWORK)
     lines += ["", *bands]
     (ROOT / "bench" / "FORECAST_QUALITY.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     record("forecast_quality", record_row(results))
-    record("forecast_quality_network_bands", network_bands_row(results, bands, rel))
+    record("forecast_quality_network_bands", network_bands_row(results, verdicts, rel))
 
 
-def network_bands_row(results: list[dict], bands: list[str], rel: dict[str, float]) -> str:
+def network_bands_row(results: list[dict], verdicts: str, rel: dict[str, float]) -> str:
     """bench/RESULTS.md's row: the shipped band around the default network's own median
     (what a version serves) against every distribution baseline on the same origins."""
-    pooled_line = bands[-1].split(": ", 1)[1]
-    cover = {
-        k: np.mean(
-            [r["backtest"]["distribution"]["medians"]["stacked_lstm"]["metrics"]["band"][k]
-             for r in results]
-        )
-        for k in ("coverage_80", "coverage_95")
-    }  # fmt: skip
-    ratios = ", ".join(f"{b} {v:+.1%}" for b, v in rel.items())
+    own = [r["backtest"]["distribution"]["medians"][NETWORK]["metrics"]["band"] for r in results]
+    cover = {k: np.mean([band[k] for band in own]) for k in ("coverage_80", "coverage_95")}
     return (
         f"| distribution around the default network's median: "
         f"{', '.join(r['ticker'] for r in results)} 2015-2020, {results[0]['origins']} origins "
         f"each (the forecast-quality protocol, networks refit every 50) | the shipped band "
         f"({shipped_band()}) around the recommended default's forecast | pooled DM on "
-        f"per-origin CRPS: the shipped band is {pooled_line}; mean coverage 80% -> "
+        f"per-origin CRPS: the shipped band is {verdicts}; mean coverage 80% -> "
         f"{cover['coverage_80']:.1%}, 95% -> {cover['coverage_95']:.1%} | mean CRPS vs the "
-        f"shipped band: {ratios} |"
+        f"shipped band: {crps_ratios(rel)} |"
     )
 
 

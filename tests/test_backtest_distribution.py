@@ -97,8 +97,9 @@ def test_the_benchmark_tables_per_ticker_and_pooled(tmp_path):
     from bench.forecast_quality import distribution_rows
 
     results = [_backtest(tmp_path / str(seed), seed) for seed in (31, 32)]
-    lines, rel = distribution_rows(["AAA", "BBB"], results, "lstm")
+    lines, rel, verdicts = distribution_rows(["AAA", "BBB"], results, "lstm")
     assert lines[4].startswith("| AAA | ") and lines[5].startswith("| BBB | ")
     assert lines[6].startswith("| pooled | - | CRPS +0.0% vs band, p 1")
     assert lines[-1].startswith("Pooled, lstm's band: ") and "GARCH(1,1)-t (DM p" in lines[-1]
+    assert lines[-1] == f"Pooled, lstm's band: {verdicts}"  # what RESULTS.md's rows quote
     assert rel["volatility_conformal"] == 0.0 and set(rel) == set(DISTRIBUTION_BASELINES)

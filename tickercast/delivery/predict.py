@@ -132,9 +132,8 @@ def band_grid(bundle: Bundle, returns, forecast: np.ndarray, ticker: str) -> np.
 def grid_bands(grid: np.ndarray) -> dict[str, np.ndarray]:
     """lo_<level>/hi_<level> per output from a shipped band's grid (its 80%/95% levels)."""
     out = {}
-    for key, (lo, hi) in dist.INTERVALS.items():
-        out[f"lo_{key}"] = grid[..., dist.grid_index(lo)]
-        out[f"hi_{key}"] = grid[..., dist.grid_index(hi)]
+    for key, (lower, upper) in dist.interval_bounds(grid).items():
+        out[f"lo_{key}"], out[f"hi_{key}"] = lower, upper
     return out
 
 

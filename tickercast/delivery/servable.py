@@ -736,10 +736,8 @@ def band_grid(
 def grid_bounds(grid: tf.Tensor, intervals: dict) -> dict[str, tf.Tensor]:
     """lower_<k>/upper_<k> from the shipped band's grid, as predict's `grid_bands`."""
     out = {}
-    for key in band_keys(intervals):
-        lo, hi = dist.INTERVALS[key]
-        out[f"lower_{key}"] = grid[..., dist.grid_index(lo)]
-        out[f"upper_{key}"] = grid[..., dist.grid_index(hi)]
+    for key, (lower, upper) in dist.interval_bounds(grid, band_keys(intervals)).items():
+        out[f"lower_{key}"], out[f"upper_{key}"] = lower, upper
     return out
 
 

@@ -65,6 +65,16 @@ def grid_index(level: float) -> int:
     return int(np.flatnonzero(np.isclose(GRID, level))[0])
 
 
+def interval_bounds(grid, keys=None) -> dict:
+    """Each scored band's (lower, upper) bound read off a grid (..., len(GRID)), for
+    `keys` (default: every band of INTERVALS); indexing only, so numpy arrays and
+    TensorFlow tensors alike."""
+    return {
+        key: (grid[..., grid_index(INTERVALS[key][0])], grid[..., grid_index(INTERVALS[key][1])])
+        for key in (INTERVALS if keys is None else keys)
+    }
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -572,9 +582,9 @@ def band_intervals(model: Mapping, grid: np.ndarray | None, actual) -> dict[str,
     q = nested(np.asarray(record["q"], dtype=np.float64))
     y = np.asarray(actual, dtype=np.float64).reshape(grid.shape[:2])
     out = {}
-    for key, (lo, hi) in INTERVALS.items():
+    for key, (lower, upper) in interval_bounds(grid).items():
+        lo, hi = INTERVALS[key]
         pair = [GRID[a] for a, _ in PAIRS].index(GRID[grid_index(lo)])
-        lower, upper = grid[..., grid_index(lo)], grid[..., grid_index(hi)]
         out[key] = {
             "nominal": round(hi - lo, 6),
             "q": q[:, pair].tolist(),

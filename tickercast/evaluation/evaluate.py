@@ -295,9 +295,8 @@ def _add_interval_columns(
 
 def _add_grid_interval_columns(table: pd.DataFrame, grid: np.ndarray) -> None:
     """The shipped band's 80%/95% bounds of the first output (its grid's levels)."""
-    for key, (lo, hi) in dist.INTERVALS.items():
-        table[f"lo_{key}"] = grid[:, 0, dist.grid_index(lo)]
-        table[f"hi_{key}"] = grid[:, 0, dist.grid_index(hi)]
+    for key, (lower, upper) in dist.interval_bounds(grid).items():
+        table[f"lo_{key}"], table[f"hi_{key}"] = lower[:, 0], upper[:, 0]
 
 
 def _add_distribution_columns(
