@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +26,22 @@ def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None =
             return DaskTaskRunner(address=dask_address)
         return DaskTaskRunner(
             cluster_kwargs={
-                "n_workers": max_workers,
+                "n_workers": local_workers(max_workers),
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
             }
         )
     raise ValueError(f"unknown task runner {kind!r}; valid: ['dask', 'threads']")
+
+
+def local_workers(max_workers: int) -> int:
+    """Worker processes of a local Dask cluster: `max_workers`, at most one per core the
+    process may use. Each worker trains on one TensorFlow thread, so a worker per core is
+    the machine's whole training capacity; more would only share cores (bench/RESULTS.md,
+    "TensorFlow thread pools": two one-thread processes train 2.8x one default process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(int(max_workers), cores or 1))
 
 
 @contextlib.contextmanager
@@ -57,7 +68,11 @@ _TRAINING_LOCK = threading.Lock()
 
 
 def dask_worker_threads() -> int | None:
-    """The task threads of the Dask worker running this code, or None outside one."""
+    """The task threads of the Dask worker running this code, or None outside one. A
+    worker process has imported `distributed`; elsewhere importing it only to ask would
+    cost seconds (measured: 3.7 s of a 5-ticker night's train step)."""
+    if "distributed" not in sys.modules:
+        return None
     try:
         from distributed import get_worker
 

@@ -652,12 +652,16 @@ class Execution(Storage):
         "Dask workers (a local cluster, or the scheduler at dask_address).",
     )
     max_workers: int = Field(
-        4, ge=1, le=256, description="Threads, or local Dask worker processes, for the branches."
+        4,
+        ge=1,
+        le=256,
+        description="Threads for the branches, or the local Dask cluster's worker "
+        "processes (one TensorFlow thread each; at most one per core).",
     )
     dask_address: str | None = Field(
         None,
         description="An existing Dask scheduler (tcp://host:8786); empty = start a local "
-        "cluster of max_workers processes.",
+        "cluster of max_workers processes (at most one per core).",
     )
 
 

@@ -30,7 +30,7 @@ from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import MODEL
 from tickercast.modeling.preprocess import Preprocessing
-from tickercast.modeling.windows import make_dataset, predict_dataset
+from tickercast.modeling.windows import PREDICT_BATCH, make_dataset, predict_dataset
 from tickercast.significance import LEVEL, compare
 
 # --------------------------------------------------------------------------- targets
@@ -77,7 +77,7 @@ def predict_prices(
     """Model forecasts for the given anchors, mapped back to prices; shape (n, outputs).
     `close` (per row) is needed only by log-return targets."""
     dummy = np.zeros((len(x), 1), dtype=np.float32)
-    ds = make_dataset(x, dummy, anchors, spec.lookback, batch_size=256)
+    ds = make_dataset(x, dummy, anchors, spec.lookback, batch_size=PREDICT_BATCH)
     scaled = predict_dataset(model, ds)
     last = None if close is None else np.asarray(close, dtype=np.float64)[anchors]
     return scaled_to_prices(spec, scaled.reshape(len(anchors), -1), last)

@@ -44,6 +44,7 @@ from tickercast.modeling.models import (
 )
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
+    PREDICT_BATCH,
     aligned_empty,
     concat_anchors,
     index_dtype,
@@ -473,12 +474,7 @@ def shrink_fitted(
 
 def _predict_val(model, data: TrainData, lookback: int, spec: FitSpec) -> np.ndarray:
     batches = make_dataset(
-        data.x,
-        data.y,
-        data.val,
-        lookback,
-        spec.training.batch_size,
-        ticker_offsets=data.ticker_offsets,
+        data.x, data.y, data.val, lookback, PREDICT_BATCH, ticker_offsets=data.ticker_offsets
     )
     return predict_dataset(model, batches)  # eager: no traced function per model
 

@@ -288,12 +288,21 @@ def make_dataset(
     return ds.with_options(options)
 
 
+# Windows per eager prediction call. An eager LSTM call costs about the same up to a few
+# hundred windows (a Python step per time step, ~0.3 s for [64, 32] x 60 days here), so
+# predictions go in as few calls as memory allows: 4096 windows x 60 days x 64 units is
+# ~60 MB of activations. Outputs do not depend on the batch (bench/RESULTS.md, "eager
+# prediction").
+PREDICT_BATCH = 4096
+
+
 def predict_dataset(model, ds) -> np.ndarray:
     """The model's outputs for every batch of `ds` ((inputs, targets) or inputs), run
-    eagerly. Why not `model.predict`: it builds a tf.function per model, and TensorFlow
-    counts traces by the code of Keras's predict step, shared by every model; a walk-forward
-    backtest predicts a few batches with each of many new models, so every call was a new
-    trace and TensorFlow warned of excessive retracing. Eager calls trace nothing."""
+    eagerly; build `ds` with `PREDICT_BATCH`. Why not `model.predict`: it builds a
+    tf.function per model, and TensorFlow counts traces by the code of Keras's predict
+    step, shared by every model; a walk-forward backtest predicts a few batches with each
+    of many new models, so every call was a new trace and TensorFlow warned of excessive
+    retracing. Eager calls trace nothing."""
     outputs = []
     for batch in ds:
         inputs = batch[0] if isinstance(batch, tuple) else batch

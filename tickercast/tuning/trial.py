@@ -49,17 +49,15 @@ def _copy_checkpoint(source: Path, out: Path, logger: Logger) -> None:
     shutil.copytree(last, target)
 
 
-def _val_mse(model, data, lookback: int, batch_size: int) -> float:
+def _val_mse(model, data, lookback: int) -> float:
     """Validation MSE of the restored best weights, in scaled target units. Keras'
     val_loss adds the L2 penalty, which would favour small l2 whatever the fit."""
-    from tickercast.modeling.windows import make_dataset
+    from tickercast.modeling.windows import PREDICT_BATCH, make_dataset, predict_dataset
 
     ds = make_dataset(
-        data.x, data.y, data.val, lookback, batch_size, ticker_offsets=data.ticker_offsets
+        data.x, data.y, data.val, lookback, PREDICT_BATCH, ticker_offsets=data.ticker_offsets
     )
-    # eager calls: model.predict would trace a new function for every trial's model
-    predicted = np.concatenate([np.asarray(model(inputs, training=False)) for inputs, _ in ds])
-    predicted = predicted.astype(np.float64)
+    predicted = predict_dataset(model, ds).astype(np.float64)
     actual = np.asarray(data.y[data.val], dtype=np.float64)
     return float(np.mean((predicted.reshape(actual.shape) - actual) ** 2))
 
@@ -85,7 +83,7 @@ def _fit_part(part: Part, lookback: int, spec, keep_checkpoints: bool, logger, c
         part.data, lookback, spec, part.out, logger, callbacks, part.label, seed_key=part.name
     )
     result = {
-        "val_mse": _val_mse(model, part.data, lookback, spec.training.batch_size),
+        "val_mse": _val_mse(model, part.data, lookback),
         "val_loss": summary["best_val_loss"],
         **{
             k: summary[k]
