@@ -606,6 +606,22 @@ def result_rows(results: dict) -> dict[str, str]:
             f"{base['epochs_mean']:.1f} epochs, test skill {base['test_skill_mean']:+.2%} | "
             f"{cells} | see cells |"
         )
+    if "stopping" in results:
+        r = results["stopping"]
+        cells = "; ".join(
+            f"{k}: {v['epochs_ratio']:.2f}x epochs, val loss regret mean "
+            f"{v['val_loss_regret_mean']:.2%} max {v['val_loss_regret_max']:.2%}"
+            for k, v in r.items()
+            if k.startswith("patience") and k != "patience 10"
+        )
+        rows["universe_stopping"] = (
+            f"| early stopping patience, replayed on the nightly benchmark's first-night "
+            f"curves ({r['fits']} fits, {r['shrunk_to_naive']} then shrunk to the last close; "
+            f"exact: the runs stop where the replay at patience 10 does: "
+            f"{r['replay_matches_the_runs_at_patience_10']}) | patience 10 (the default): "
+            f"{r['patience 10']['epochs']} epochs | {cells} | regret 0 = the same best "
+            f"epoch restored, the same model |"
+        )
     return rows
 
 

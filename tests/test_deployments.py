@@ -105,3 +105,16 @@ def test_prefect_yaml_matches_the_served_deployments():
         path, _, name = deployment["entrypoint"].partition(":")
         flow = load_flow_from_entrypoint(f"{ROOT / path}:{name}")
         assert flow.name == deployment["entrypoint"].split(":")[1].replace("nightly_", "")
+
+
+def test_nightly_trains_on_a_local_dask_cluster_of_one_worker_per_core():
+    import os
+
+    from tickercast.tasks.runners import local_workers
+
+    deployment, _ = build_deployments()
+    run = RetrainConfig(**deployment.parameters["config"]).execution
+    assert run.task_runner == "dask" and run.dask_address is None  # a cluster it starts
+    cores = len(os.sched_getaffinity(0))
+    assert local_workers(run.max_workers) == min(run.max_workers, cores)
+    assert local_workers(1) == 1 and local_workers(256) == cores  # never more than cores
