@@ -8,11 +8,13 @@ import numpy as np
 from tickercast.market.sources import sine_prices
 from tickercast.modeling.preprocess import preprocess
 from tickercast.modeling.windows import (
+    PREDICT_BATCH,
     aligned_empty,
     as_tensor,
     concat_anchors,
     gather_windows,
     make_dataset,
+    predict_dataset,
     split_anchors,
 )
 from tickercast.sections import PreprocessSettings
@@ -164,3 +166,22 @@ def test_aligned_arrays_are_read_in_place_others_copied():
     frozen.flags.writeable = False
     assert float(as_tensor(frozen, np.float32)[3, 1]) == 2
     assert as_tensor(np.arange(4), np.int32).dtype.name == "int32"
+
+
+def test_predictions_in_one_call_equal_predictions_batch_by_batch():
+    """Shrinkage, evaluation and the gate predict PREDICT_BATCH windows per eager call
+    (one call instead of dozens); the outputs must not depend on how windows are batched."""
+    import keras
+
+    from tickercast.modeling.models import build_model, model_seed
+
+    rng = np.random.default_rng(0)
+    x = rng.random((700, 2), dtype=np.float32)
+    y = rng.random((700, 1), dtype=np.float32)
+    anchors = np.arange(59, 700)
+    keras.utils.set_random_seed(0)
+    model = build_model("stacked_lstm", 60, 2, [16, 8], seed=model_seed(0))
+    one_call = predict_dataset(model, make_dataset(x, y, anchors, 60, PREDICT_BATCH))
+    batched = predict_dataset(model, make_dataset(x, y, anchors, 60, 32))
+    assert one_call.shape == batched.shape == (len(anchors), 1)
+    np.testing.assert_allclose(one_call, batched, rtol=1e-6, atol=1e-7)
