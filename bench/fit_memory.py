@@ -1,0 +1,152 @@
+"""Resident memory of one long-lived process that trains ticker after ticker.
+
+A Dask worker (or the threads runner's process) of a nightly universe runs hundreds of
+fits in a row. This trains the nightly network (stacked_lstm [64, 32], the recommended
+preset, 60-day windows) on the MSFT sample `--fits` times in one process, each fit 2
+epochs through the pipeline's own `train_model` (checkpoints, shrinkage, saving), with
+the worker's own between-fits reset (`fresh_state`: Keras' clear_session) and one
+TensorFlow thread, as a one-thread Dask worker runs it. Reported: RSS after fit 10 and
+after the last fit, the growth per fit in between, and the same for plain Keras fits
+(`model.fit` on arrays, clear_session after each), which says how much of the growth is
+Keras/TensorFlow's own (a known upstream leak: keras-team/keras#17458, #20552).
+
+Target (issue 22): at most 200 MB growth from 10 to 100 fits in one process.
+
+Run: python bench/fit_memory.py [--fits 100]  (writes the RESULTS.md row `fit_memory`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+UNITS = [64, 32]
+WARM = 10  # fits before the baseline reading: one-off start-up memory is not growth
+
+
+def rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def pipeline_fit(fits: int) -> list[float]:
+    """RSS after each of `fits` pipeline fits in this process."""
+    from tests.tiny_models import tiny_config
+    from tickercast.market import lake
+    from tickercast.market.ingest import ingest_ticker
+    from tickercast.modeling.preprocess import preprocess
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.threads import fresh_state, size_pools
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.windows import anchors_for
+
+    size_pools(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        config = tiny_config(
+            data, preset="recommended", lookback=60, units=UNITS, epochs=2, batch_size=32
+        )
+        ingest_ticker("MSFT", "sample", data)
+        spec, arrays = preprocess(
+            lake.read_partition(data, "MSFT"), config.preprocessing, who="MSFT"
+        )
+        anchors, naive = anchors_for(spec), naive_output(spec)
+        readings = []
+        for i in range(fits):
+            out = Path(tmp) / "work" / f"fit-{i}"
+            train_model(arrays, anchors, spec.lookback, config.fit_spec(), out, naive=naive)
+            fresh_state()
+            gc.collect()
+            readings.append(rss_mb())
+        return readings
+
+
+def keras_fit(fits: int) -> list[float]:
+    """RSS after each of `fits` plain Keras fits of the same network shape."""
+    import keras
+    import numpy as np
+
+    from tickercast.modeling.threads import fresh_state, size_pools
+
+    size_pools(1)
+    rng = np.random.default_rng(0)
+    x = rng.random((1024, 60, 2), dtype=np.float32)
+    y = rng.random((1024, 1), dtype=np.float32)
+    readings = []
+    for _ in range(fits):
+        model = keras.Sequential(
+            [
+                keras.Input((60, 2)),
+                keras.layers.LSTM(UNITS[0], return_sequences=True),
+                keras.layers.LSTM(UNITS[1]),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, y, epochs=2, batch_size=32, validation_split=0.25, verbose=0)
+        del model
+        fresh_state()
+        gc.collect()
+        readings.append(rss_mb())
+    return readings
+
+
+def growth(readings: list[float]) -> dict:
+    base, last = readings[WARM - 1], readings[-1]
+    fits = len(readings) - WARM
+    return {
+        "fits": len(readings),
+        "rss_after_10_mb": base,
+        "rss_after_last_mb": last,
+        "growth_mb": last - base,
+        "mb_per_fit": (last - base) / fits if fits else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fits", type=int, default=100)
+    parser.add_argument("--child", choices=("pipeline", "keras"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # each kind in a fresh process: neither inherits the other's memory
+        run = pipeline_fit if args.child == "pipeline" else keras_fit
+        print(json.dumps(growth(run(args.fits))))
+        return
+    results = {}
+    for kind in ("pipeline", "keras"):
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", kind, "--fits", str(args.fits)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(kind, results[kind], flush=True)
+    p, k = results["pipeline"], results["keras"]
+    row = (
+        f"| RSS of one process training fit after fit (nightly network [64, 32], 2 epochs "
+        f"each, one TensorFlow thread, Keras' clear_session between fits, as a one-thread "
+        f"Dask worker runs them) | plain Keras fits: {k['rss_after_10_mb']:.0f} MB after "
+        f"10, +{k['growth_mb']:.0f} MB by fit {k['fits']} ({k['mb_per_fit']:.1f} MB/fit) | "
+        f"pipeline train_model: {p['rss_after_10_mb']:.0f} MB after 10, "
+        f"+{p['growth_mb']:.0f} MB by fit {p['fits']} ({p['mb_per_fit']:.1f} MB/fit) | "
+        f"growth 10 -> {p['fits']} fits {p['growth_mb']:.0f} MB (target <= 200 MB) |"
+    )
+    print(row)
+    from bench.results import record
+
+    record("fit_memory", row)
+
+
+if __name__ == "__main__":
+    main()
