@@ -15,6 +15,7 @@ from tickercast.modeling.windows import (
     gather_windows,
     make_dataset,
     predict_dataset,
+    predict_windows,
     split_anchors,
 )
 from tickercast.sections import PreprocessSettings
@@ -181,7 +182,8 @@ def test_predictions_in_one_call_equal_predictions_batch_by_batch():
     anchors = np.arange(59, 700)
     keras.utils.set_random_seed(0)
     model = build_model("stacked_lstm", 60, 2, [16, 8], seed=model_seed(0))
-    one_call = predict_dataset(model, make_dataset(x, y, anchors, 60, PREDICT_BATCH))
+    one_call = predict_windows(model, x, anchors, 60)
+    assert PREDICT_BATCH >= len(anchors)  # so the above was a single call
     batched = predict_dataset(model, make_dataset(x, y, anchors, 60, 32))
     assert one_call.shape == batched.shape == (len(anchors), 1)
     np.testing.assert_allclose(one_call, batched, rtol=1e-6, atol=1e-7)

@@ -30,7 +30,7 @@ from tickercast.evaluation.jsonsafe import clean
 from tickercast.evaluation.metrics import naive_scale, score_all
 from tickercast.evaluation.names import MODEL
 from tickercast.modeling.preprocess import Preprocessing
-from tickercast.modeling.windows import PREDICT_BATCH, make_dataset, predict_dataset
+from tickercast.modeling.windows import predict_windows
 from tickercast.significance import LEVEL, compare
 
 # --------------------------------------------------------------------------- targets
@@ -76,9 +76,7 @@ def predict_prices(
 ) -> np.ndarray:
     """Model forecasts for the given anchors, mapped back to prices; shape (n, outputs).
     `close` (per row) is needed only by log-return targets."""
-    dummy = np.zeros((len(x), 1), dtype=np.float32)
-    ds = make_dataset(x, dummy, anchors, spec.lookback, batch_size=PREDICT_BATCH)
-    scaled = predict_dataset(model, ds)
+    scaled = predict_windows(model, x, anchors, spec.lookback)
     last = None if close is None else np.asarray(close, dtype=np.float64)[anchors]
     return scaled_to_prices(spec, scaled.reshape(len(anchors), -1), last)
 

@@ -200,11 +200,9 @@ def quantiles_to_prices(spec: Any, scaled: np.ndarray, last_close=None) -> np.nd
 def predict_quantile_prices(model: Any, spec: Any, x: np.ndarray, anchors, close=None):
     """A quantile head's grid in prices at the windows ending on `anchors` rows:
     (n, outputs, len(QUANTILES)); what the evaluation's `predict_quantiles` hook takes."""
-    from tickercast.modeling.windows import PREDICT_BATCH, make_dataset, predict_dataset
+    from tickercast.modeling.windows import predict_windows
 
     anchors = np.asarray(anchors)
-    dummy = np.zeros((len(x), 1), dtype=np.float32)
-    ds = make_dataset(x, dummy, anchors, spec.lookback, batch_size=PREDICT_BATCH)
-    scaled = predict_dataset(model, ds)  # eager: no traced function per model
+    scaled = predict_windows(model, x, anchors, spec.lookback)
     last = None if close is None else np.asarray(close, dtype=np.float64)[anchors]
     return quantiles_to_prices(spec, scaled, last)

@@ -44,13 +44,12 @@ from tickercast.modeling.models import (
 )
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
-    PREDICT_BATCH,
     aligned_empty,
     concat_anchors,
     index_dtype,
     make_dataset,
     n_batches,
-    predict_dataset,
+    predict_windows,
 )
 from tickercast.progress import track
 from tickercast.runcontext import gpu_slot
@@ -453,7 +452,7 @@ def shrink_fitted(
     from tickercast.significance import format_p
 
     def predict_val() -> np.ndarray:
-        out = _predict_val(model, data, lookback, spec)
+        out = _predict_val(model, data, lookback)
         return out[:, :, MEDIAN] if out.ndim == 3 else out  # a quantile head's median
 
     result = shrink_model(model, predict_val, data.y[data.val], naive)
@@ -472,11 +471,8 @@ def shrink_fitted(
     return result
 
 
-def _predict_val(model, data: TrainData, lookback: int, spec: FitSpec) -> np.ndarray:
-    batches = make_dataset(
-        data.x, data.y, data.val, lookback, PREDICT_BATCH, ticker_offsets=data.ticker_offsets
-    )
-    return predict_dataset(model, batches)  # eager: no traced function per model
+def _predict_val(model, data: TrainData, lookback: int) -> np.ndarray:
+    return predict_windows(model, data.x, data.val, lookback, data.ticker_offsets)
 
 
 def calibrate_fitted(
@@ -490,9 +486,7 @@ def calibrate_fitted(
         return {"method": None, "reason": "no validation windows: uncalibrated"}
     from tickercast.modeling.quantiles import calibrate_model
 
-    result = calibrate_model(
-        model, lambda: _predict_val(model, data, lookback, spec), data.y[data.val]
-    )
+    result = calibrate_model(model, lambda: _predict_val(model, data, lookback), data.y[data.val])
     (logger or logging.getLogger(__name__)).info(
         "%s: quantiles conformalized on %d validation windows; coverage per band %s -> %s",
         label,

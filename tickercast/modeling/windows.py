@@ -298,7 +298,7 @@ PREDICT_BATCH = 4096
 
 def predict_dataset(model, ds) -> np.ndarray:
     """The model's outputs for every batch of `ds` ((inputs, targets) or inputs), run
-    eagerly; build `ds` with `PREDICT_BATCH`. Why not `model.predict`: it builds a
+    eagerly (`predict_windows` builds `ds` with PREDICT_BATCH). Why not `model.predict`: it builds a
     tf.function per model, and TensorFlow counts traces by the code of Keras's predict
     step, shared by every model; a walk-forward backtest predicts a few batches with each
     of many new models, so every call was a new trace and TensorFlow warned of excessive
@@ -310,3 +310,14 @@ def predict_dataset(model, ds) -> np.ndarray:
     if not outputs:
         return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
     return np.concatenate(outputs)
+
+
+def predict_windows(
+    model, x: np.ndarray, anchors, lookback: int, ticker_offsets: np.ndarray | None = None
+) -> np.ndarray:
+    """The model's outputs for the windows of `x` ending on `anchors` rows, PREDICT_BATCH
+    windows per eager call: what shrinkage, calibration, evaluation, the gate and tuning
+    trials predict with."""
+    dummy = np.zeros((len(x), 1), dtype=np.float32)  # targets: not read by a prediction
+    ds = make_dataset(x, dummy, anchors, lookback, PREDICT_BATCH, ticker_offsets=ticker_offsets)
+    return predict_dataset(model, ds)

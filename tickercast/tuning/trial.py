@@ -52,12 +52,10 @@ def _copy_checkpoint(source: Path, out: Path, logger: Logger) -> None:
 def _val_mse(model, data, lookback: int) -> float:
     """Validation MSE of the restored best weights, in scaled target units. Keras'
     val_loss adds the L2 penalty, which would favour small l2 whatever the fit."""
-    from tickercast.modeling.windows import PREDICT_BATCH, make_dataset, predict_dataset
+    from tickercast.modeling.windows import predict_windows
 
-    ds = make_dataset(
-        data.x, data.y, data.val, lookback, PREDICT_BATCH, ticker_offsets=data.ticker_offsets
-    )
-    predicted = predict_dataset(model, ds).astype(np.float64)
+    predicted = predict_windows(model, data.x, data.val, lookback, data.ticker_offsets)
+    predicted = predicted.astype(np.float64)
     actual = np.asarray(data.y[data.val], dtype=np.float64)
     return float(np.mean((predicted.reshape(actual.shape) - actual) ** 2))
 
