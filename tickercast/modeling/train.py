@@ -16,6 +16,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from tickercast.modeling.models import (
     lstm_layers,
     model_seed,
 )
+from tickercast.modeling.pool import build_optimizer, pool_key
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
     aligned_empty,
@@ -204,6 +206,7 @@ def fit(
     max_steps: int | None = None,
     seed_key: str | None = None,
     start_weights: list[np.ndarray] | None = None,
+    lease: ExitStack | None = None,
 ):
     """Train (or resume) on `data`; returns (summary, model) with best weights restored.
 
@@ -211,13 +214,16 @@ def fit(
     `max_steps` caps the batches per epoch and per validation (benchmarks only);
     `seed_key` (default `label`) with the config's seed picks the initial weights;
     `start_weights` (a warm start: tickercast.modeling.warm) replace them.
+    With a `lease`, the network is this process's pooled one of its architecture, reset
+    to the fresh build's weights (tickercast.modeling.pool), and goes back to the pool
+    when the `lease` closes: the caller is done with the model by then.
     """
     logger = logger or logging.getLogger(__name__)
     out_dir = Path(out_dir)
     choice = resolve_device(spec.compute)
     logger.info("%s: training on %s (%s)", label, choice.device, choice.reason)
     resume = _Resume.of(out_dir)
-    model, strategy = _model(spec, lookback, data, choice, resume, logger, label, seed_key)
+    model, strategy = _model(spec, lookback, data, choice, resume, logger, label, seed_key, lease)
     if start_weights is not None and not resume.folder:
         from tickercast.modeling.warm import apply_weights
 
@@ -247,8 +253,9 @@ def fit(
     return run.summary(model, choice, problems), model
 
 
-def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None):
-    """(model, strategy): built and seeded, or loaded from the checkpoint to resume."""
+def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None, lease=None):
+    """(model, strategy): built and seeded, or loaded from the checkpoint to resume;
+    with a `lease` (and nothing to resume), the pooled network reset to that build."""
     import keras
 
     # every layer seeded from the run's seed and the ticker (the fit's label): the same
@@ -258,6 +265,8 @@ def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None):
     on_cpu = choice.strategy == "one_device_cpu"
     if on_cpu:  # cuDNN's LSTM has no CPU kernel: TensorFlow would put it on the GPU
         kwargs["use_cudnn"] = False
+    if lease is not None and not resume.folder:
+        return _pooled_model(kwargs, choice, spec.training.seed, lease)
     strategy = make_strategy(choice)
     with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
         seed_everything(spec.training.seed)
@@ -274,6 +283,24 @@ def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None):
         for layer in lstm_layers(model):
             layer.use_cudnn = False
     return model, strategy
+
+
+def _pooled_model(kwargs: dict, choice: DeviceChoice, run_seed: int, lease: ExitStack):
+    """This process's pooled network for `kwargs`' architecture, reset to the weights a
+    fresh build with `kwargs["seed"]` starts from; built and pooled if there is none."""
+    from tickercast.modeling import pool
+
+    key = pool_key(kwargs, choice.strategy, choice.mixed_precision)
+    pooled = pool.take(key)
+    strategy = pooled.strategy if pooled else make_strategy(choice)
+    with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
+        seed_everything(run_seed)
+        if pooled is None:
+            pooled = pool.built(build_model(**kwargs), strategy)
+        else:
+            pool.reset(pooled, build_model(**kwargs, compile=False))
+    pool.give_back_on_success(lease, key, pooled)
+    return pooled.model, pooled.strategy
 
 
 class _FitRun:
@@ -371,11 +398,7 @@ class _FitRun:
 
         train, val, steps, val_steps = self.datasets(max_steps)
         callbacks = self.callbacks(steps, extra)
-        if not model.optimizer.built:
-            # built here, the optimizer's variables exist before fit traces its step:
-            # otherwise TensorFlow traces the whole training step twice (~1 s)
-            with strategy.scope():
-                model.optimizer.build(model.trainable_variables)
+        build_optimizer(model, strategy)
         epochs = self.spec.training.epochs
         with (
             gpu_slot(choice.device, self.logger) as slot,
@@ -521,22 +544,24 @@ def train_model(
     warm = plan is not None and plan.mode == "warm"
     if warm:
         spec = spec.model_copy(update={"epochs": plan.epochs})
-    summary, model = fit(
-        data,
-        lookback,
-        spec,
-        out_dir,
-        logger,
-        callbacks,
-        label,
-        start_weights=start_weights if warm else None,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out_dir / FITTED_WEIGHTS_FILE)
-    summary["warm_start"] = plan.record() if plan is not None else None
-    summary["shrinkage"] = shrink_fitted(model, data, lookback, spec, naive, logger, label)
-    summary["calibration"] = calibrate_fitted(model, data, lookback, spec, logger, label)
-    save_model(model, out_dir / MODEL_FILE)
+    with ExitStack() as lease:  # the model is pooled again once it is saved
+        summary, model = fit(
+            data,
+            lookback,
+            spec,
+            out_dir,
+            logger,
+            callbacks,
+            label,
+            start_weights=start_weights if warm else None,
+            lease=lease,
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(model, out_dir / FITTED_WEIGHTS_FILE)
+        summary["warm_start"] = plan.record() if plan is not None else None
+        summary["shrinkage"] = shrink_fitted(model, data, lookback, spec, naive, logger, label)
+        summary["calibration"] = calibrate_fitted(model, data, lookback, spec, logger, label)
+        save_model(model, out_dir / MODEL_FILE)
     _finish(out_dir, summary)
     return summary
 

@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +78,21 @@ def _fit_part(part: Part, lookback: int, spec, keep_checkpoints: bool, logger, c
 
     if part.resume_from is not None:
         _copy_checkpoint(part.resume_from, part.out, logger)
-    summary, model = fit(  # seeded by ticker, not trial: trials start alike, as they did
-        part.data, lookback, spec, part.out, logger, callbacks, part.label, seed_key=part.name
-    )
+    with ExitStack() as lease:  # the pooled network goes back once it is scored
+        summary, model = fit(  # seeded by ticker, not trial: trials start alike, as they did
+            part.data,
+            lookback,
+            spec,
+            part.out,
+            logger,
+            callbacks,
+            part.label,
+            seed_key=part.name,
+            lease=lease,
+        )
+        val_mse = _val_mse(model, part.data, lookback)
     result = {
-        "val_mse": _val_mse(model, part.data, lookback),
+        "val_mse": val_mse,
         "val_loss": summary["best_val_loss"],
         **{
             k: summary[k]
