@@ -1,16 +1,20 @@
 """Resident memory of one long-lived process that trains ticker after ticker.
 
 A Dask worker (or the threads runner's process) of a nightly universe runs hundreds of
-fits in a row. This trains the nightly network (stacked_lstm [64, 32], the recommended
-preset, 60-day windows) on the MSFT sample `--fits` times in one process, each fit 2
-epochs through the pipeline's own `train_model` (checkpoints, shrinkage, saving), with
-the worker's own between-fits reset (`fresh_state`: Keras' clear_session) and one
-TensorFlow thread, as a one-thread Dask worker runs it. Reported: RSS after fit 10 and
-after the last fit, the growth per fit in between, and the same for plain Keras fits
-(`model.fit` on arrays, clear_session after each), which says how much of the growth is
-Keras/TensorFlow's own (a known upstream leak: keras-team/keras#17458, #20552).
+fits in a row. Three arms, each in a fresh process, each step followed by the worker's
+own between-tasks reset (`fresh_state`: Keras' clear_session) with one TensorFlow thread,
+as a one-thread Dask worker runs them, on the MSFT sample with the nightly network
+(stacked_lstm [64, 32], the recommended preset, 60-day windows, 2 epochs a fit):
+- pipeline: `train_model` (checkpoints, shrinkage, saving; the network comes from the
+  process's pool, tickercast.modeling.pool);
+- ticker: the whole per-ticker work: preprocess, `train_model`, evaluate, and a bundle
+  with its SavedModel exported and checked;
+- keras: plain `model.fit` on arrays with a new model each time, which shows Keras and
+  TensorFlow's own growth (each traced LSTM loop stays referenced after its model is
+  dropped: keras-team/keras#17458, #20552), the growth pooling avoids.
+Reported: RSS after step 10 and after the last, and the growth per step in between.
 
-Target (issue 22): at most 200 MB growth from 10 to 100 fits in one process.
+Target (issue 22): at most 200 MB growth from 10 to 100 tickers in one process.
 
 Run: python bench/fit_memory.py [--fits 100]  (writes the RESULTS.md row `fit_memory`)
 """
@@ -32,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 UNITS = [64, 32]
 WARM = 10  # fits before the baseline reading: one-off start-up memory is not growth
+KINDS = ("pipeline", "ticker", "keras")
 
 
 def rss_mb() -> float:
@@ -65,6 +70,30 @@ def pipeline_fit(fits: int) -> list[float]:
         for i in range(fits):
             out = Path(tmp) / "work" / f"fit-{i}"
             train_model(arrays, anchors, spec.lookback, config.fit_spec(), out, naive=naive)
+            fresh_state()
+            gc.collect()
+            readings.append(rss_mb())
+        return readings
+
+
+def ticker_version(fits: int) -> list[float]:
+    """RSS after each of `fits` whole per-ticker steps in this process: preprocess, train
+    (as `pipeline_fit`), evaluate, and a bundle written with its SavedModel exported and
+    checked, as a nightly worker does for each ticker (tests/tiny_models.train_version)."""
+    from tests.tiny_models import tiny_config, train_version
+    from tickercast.market.ingest import ingest_ticker
+    from tickercast.modeling.threads import fresh_state, size_pools
+
+    size_pools(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        config = tiny_config(
+            data, preset="recommended", lookback=60, units=UNITS, epochs=2, batch_size=32
+        )
+        ingested = ingest_ticker("MSFT", "sample", data)
+        readings = []
+        for i in range(fits):
+            train_version(data, ingested, config, f"fit-{i}")
             fresh_state()
             gc.collect()
             readings.append(rss_mb())
@@ -116,14 +145,14 @@ def growth(readings: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fits", type=int, default=100)
-    parser.add_argument("--child", choices=("pipeline", "keras"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # each kind in a fresh process: neither inherits the other's memory
-        run = pipeline_fit if args.child == "pipeline" else keras_fit
-        print(json.dumps(growth(run(args.fits))))
+        run = {"pipeline": pipeline_fit, "ticker": ticker_version, "keras": keras_fit}
+        print(json.dumps(growth(run[args.child](args.fits))))
         return
     results = {}
-    for kind in ("pipeline", "keras"):
+    for kind in KINDS:
         done = subprocess.run(
             [sys.executable, __file__, "--child", kind, "--fits", str(args.fits)],
             capture_output=True,
@@ -132,15 +161,18 @@ def main() -> None:
         )
         results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         print(kind, results[kind], flush=True)
-    p, k = results["pipeline"], results["keras"]
+    p, t, k = results["pipeline"], results["ticker"], results["keras"]
     row = (
         f"| RSS of one process training fit after fit (nightly network [64, 32], 2 epochs "
         f"each, one TensorFlow thread, Keras' clear_session between fits, as a one-thread "
-        f"Dask worker runs them) | plain Keras fits: {k['rss_after_10_mb']:.0f} MB after "
-        f"10, +{k['growth_mb']:.0f} MB by fit {k['fits']} ({k['mb_per_fit']:.1f} MB/fit) | "
-        f"pipeline train_model: {p['rss_after_10_mb']:.0f} MB after 10, "
-        f"+{p['growth_mb']:.0f} MB by fit {p['fits']} ({p['mb_per_fit']:.1f} MB/fit) | "
-        f"growth 10 -> {p['fits']} fits {p['growth_mb']:.0f} MB (target <= 200 MB) |"
+        f"Dask worker runs them) | plain Keras fits, a new model each: "
+        f"{k['rss_after_10_mb']:.0f} MB after 10, +{k['growth_mb']:.0f} MB by fit "
+        f"{k['fits']} ({k['mb_per_fit']:.1f} MB/fit) | pipeline train_model (pooled "
+        f"network): {p['rss_after_10_mb']:.0f} MB after 10, +{p['growth_mb']:.0f} MB by fit "
+        f"{p['fits']} ({p['mb_per_fit']:.2f} MB/fit); whole ticker (train, evaluate, bundle "
+        f"with SavedModel export and check): {t['rss_after_10_mb']:.0f} MB after 10, "
+        f"+{t['growth_mb']:.0f} MB by ticker {t['fits']} ({t['mb_per_fit']:.2f} MB/ticker) | "
+        f"growth 10 -> {t['fits']} tickers {t['growth_mb']:.0f} MB (target <= 200 MB) |"
     )
     print(row)
     from bench.results import record
