@@ -30,9 +30,24 @@ def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None =
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
+                "env": worker_env(),
             }
         )
     raise ValueError(f"unknown task runner {kind!r}; valid: ['dask', 'threads']")
+
+
+def worker_env() -> dict[str, str]:
+    """The Prefect API of this flow run, for local Dask workers to report their task runs
+    to. A run without PREFECT_API_URL talks to a temporary server its process started;
+    the workers, separate processes, would each start a temporary server of their own
+    (10-25 s and a server process each) and record their task runs there, where the flow
+    run's server never sees them."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    client = getattr(context, "client", None)
+    url = str(client.api_url) if client is not None else os.environ.get("PREFECT_API_URL")
+    return {"PREFECT_API_URL": url.rstrip("/")} if url else {}
 
 
 def local_workers(max_workers: int) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,45 @@ def test_dask_local_cluster_with_two_workers(prefect_server, tmp_path):
     for ticker in ("MSFT", "NVDA"):
         assert Path(result[ticker]["bundle"]).joinpath("model.keras").is_file()
     assert set(task_states(state).values()) == {"Completed"}
+
+
+@pytest.mark.slow  # a temporary server and a two-worker local cluster, ~60 s
+def test_local_dask_workers_report_to_the_runs_temporary_server(tmp_path):
+    """A run without PREFECT_API_URL starts one temporary server; its local Dask workers
+    report their task runs to it instead of each starting a temporary server of its own."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    flags = [f"--{k}={v}" for k, v in TINY.items() if k != "units"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tickercast.app.cli",
+            "retrain",
+            "--tickers",
+            "MSFT",
+            "NVDA",
+            "--units",
+            "4",
+            "4",
+            "--task-runner",
+            "dask",
+            "--max-workers",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("Starting temporary server") == 1, output[-3000:]
+    for ticker in ("MSFT", "NVDA"):
+        assert (tmp_path / "models" / ticker / "versions/1/model.keras").is_file()
 
 
 def test_results_can_live_at_an_fsspec_url(prefect_server, tmp_path):
