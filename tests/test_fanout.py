@@ -98,6 +98,28 @@ def test_local_dask_workers_report_to_the_runs_temporary_server(tmp_path):
         assert (tmp_path / "models" / ticker / "versions/1/model.keras").is_file()
 
 
+@pytest.mark.slow  # two worker processes, ~15 s
+def test_local_cluster_workers_get_the_api_and_no_profiler(monkeypatch):
+    """What the workers of the local cluster see: the run's Prefect API, and Dask's
+    statistical profiler off (it samples their stacks every 10 ms)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from tickercast.tasks.runners import local_cluster_kwargs
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    kwargs = local_cluster_kwargs(2)
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        seen = client.run(
+            lambda: (
+                dask.config.get("distributed.worker.profile.enabled"),
+                os.environ.get("PREFECT_API_URL"),
+            )
+        )
+    assert len(seen) == kwargs["n_workers"]
+    assert set(seen.values()) == {(False, "http://127.0.0.1:9/api")}
+
+
 def test_results_can_live_at_an_fsspec_url(prefect_server, tmp_path):
     """memory:// stands in for s3://: the same RemoteFileSystem path, no network."""
     import fsspec
