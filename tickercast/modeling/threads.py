@@ -34,12 +34,7 @@ def size_pools(threads: int) -> int | None:
 def fresh_state() -> None:
     """Keras' global state dropped before the next model is built. Only for a process
     that runs one fit at a time with nothing else building models beside it (a Dask
-    worker's single task thread): the state is shared by every thread. Without a forced
-    full garbage collection per train task: over the ~540k objects of a process holding
-    TensorFlow, Prefect and Dask one took 0.45 s here (12 s of a profiled 7-ticker second
-    night), and the networks it used to free are pooled now (tickercast.modeling.pool).
-    Python's own collector still runs full collections as the heap grows (about every
-    other ticker), so this saves part of that time, not all."""
+    worker's single task thread): the state is shared by every thread."""
     import keras
 
-    keras.backend.clear_session(free_memory=False)
+    keras.backend.clear_session(free_memory=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from tickercast.atomic import atomic_path, write_json
 from tickercast.layout import FITTED_WEIGHTS_FILE, HISTORY_FILE, MODEL_FILE
+from tickercast.modeling import pool
 from tickercast.modeling.checkpoints import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -43,7 +44,6 @@ from tickercast.modeling.models import (
     lstm_layers,
     model_seed,
 )
-from tickercast.modeling.pool import build_optimizer, pool_key
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
     aligned_empty,
@@ -288,9 +288,7 @@ def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None, l
 def _pooled_model(kwargs: dict, choice: DeviceChoice, run_seed: int, lease: ExitStack):
     """This process's pooled network for `kwargs`' architecture, reset to the weights a
     fresh build with `kwargs["seed"]` starts from; built and pooled if there is none."""
-    from tickercast.modeling import pool
-
-    key = pool_key(kwargs, choice.strategy, choice.mixed_precision)
+    key = pool.pool_key(kwargs, choice.strategy, choice.mixed_precision)
     pooled = pool.take(key)
     strategy = pooled.strategy if pooled else make_strategy(choice)
     with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
@@ -398,7 +396,7 @@ class _FitRun:
 
         train, val, steps, val_steps = self.datasets(max_steps)
         callbacks = self.callbacks(steps, extra)
-        build_optimizer(model, strategy)
+        pool.build_optimizer(model, strategy)
         epochs = self.spec.training.epochs
         with (
             gpu_slot(choice.device, self.logger) as slot,
