@@ -1,7 +1,8 @@
-"""The service's pages in a real browser: headless Chromium (the system's package; `.ci/run`
-installs it) driven over the Chrome DevTools Protocol, against the service run by uvicorn
-on a loopback port. The page loads, shows every champion, and every image it shows has
-loaded; the per-ticker page lists the versions; nothing is fetched from anywhere else.
+"""The service's pages in a real browser: headless Chromium (the system's package;
+`make test` installs it: tests/ensure-browser) driven over the Chrome DevTools Protocol,
+against the service run by uvicorn on a loopback port. The page loads, shows every
+champion, and every image it shows has loaded; the per-ticker page lists the versions;
+nothing is fetched from anywhere else.
 
 Without Chromium this test fails saying how to install it; TICKERCAST_SKIP_BROWSER=1
 skips it instead (a machine that cannot have a browser).
@@ -30,7 +31,7 @@ START_TIMEOUT_S = 60
 LOAD_TIMEOUT_S = 60
 INSTALL = (
     "install Chromium from the system's packages (Debian/Ubuntu: "
-    "`sudo apt-get install -y chromium`; `.ci/run` does it when it is missing), point "
+    "`sudo apt-get install -y chromium`; `make test` does it when it is missing), point "
     "TICKERCAST_CHROMIUM at a Chromium/Chrome binary, or set TICKERCAST_SKIP_BROWSER=1 to "
     "skip this test"
 )
