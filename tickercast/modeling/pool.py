@@ -107,11 +107,9 @@ def take(key: str) -> Pooled | None:
         return free.pop() if free else None
 
 
-def pooled_count(key: str | None = None) -> int:
-    """Free pooled networks (of `key`, or all): what tests and benchmarks look at."""
+def pooled_count() -> int:
+    """Free pooled networks of every architecture (what the tests look at)."""
     with _lock:
-        if key is not None:
-            return len(_free.get(key, []))
         return sum(len(v) for v in _free.values())
 
 
