@@ -54,6 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "shrink": False,
         "head": "point",
         "band": "volatility_conformal",
+        "batch_size": 32,
+        "learning_rate": 1e-3,
     },
 }
 PRESET_HELP = (
