@@ -41,6 +41,7 @@ from tickercast.evaluation.conformal import (
 )
 from tickercast.evaluation.evaluate import predict_prices, scaled_to_prices
 from tickercast.evaluation.garch_band import log_returns
+from tickercast.modeling import inference
 from tickercast.modeling.features import build_features
 
 # Raw features that are prices (> 0) or counts (>= 0) in a POSTed window.
@@ -97,7 +98,7 @@ def quantile_grid(bundle: Bundle, window: np.ndarray, last_close, ticker: str) -
         return None
     from tickercast.modeling.quantiles import quantiles_to_prices
 
-    scaled = np.asarray(bundle.quantiles(window, training=False))  # eager, as forecast_next
+    scaled = inference.predict(bundle.quantiles, window)  # as forecast_next
     grid = quantiles_to_prices(bundle.spec, scaled, last_close)
     if not np.isfinite(grid).all():
         raise ValueError(f"ticker {ticker}: the model's quantiles are not finite numbers")
@@ -224,8 +225,8 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
     window = x[len(x) - bundle.spec.lookback :][None]
     scaler = bundle.spec.feature_scaler
     plausibility.check_scaled(ticker, window, bundle.spec.features, scaler)
-    # one eager call: predict_on_batch would trace a tf.function per champion loaded
-    scaled = np.asarray(bundle.model(window, training=False))
+    # predict_on_batch would trace a tf.function per champion loaded
+    scaled = inference.predict(bundle.model, window)
     forecast = plausible_forecast(bundle, scaled, float(closes[-1]), ticker, closes)
     volatility = float(recent_volatility(closes, [len(closes) - 1])[0])
     grid = quantile_grid(bundle, window, closes[-1:], ticker)

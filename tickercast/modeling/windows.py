@@ -288,25 +288,23 @@ def make_dataset(
     return ds.with_options(options)
 
 
-# Windows per eager prediction call. An eager LSTM call costs about the same up to a few
-# hundred windows (a Python step per time step, ~0.3 s for [64, 32] x 60 days here), so
-# predictions go in as few calls as memory allows: 4096 windows x 60 days x 64 units is
-# ~60 MB of activations. Measured here: 0.29 s per call at 32 or 256 windows, 0.65 s for
-# 2048 in one call; outputs do not depend on the batching (tests/test_windows.py).
+# Windows per prediction call: 4096 windows x 60 days x 64 units is ~60 MB of
+# activations; outputs do not depend on the batching (tests/test_windows.py).
 PREDICT_BATCH = 4096
 
 
 def predict_dataset(model, ds) -> np.ndarray:
-    """The model's outputs for every batch of `ds` ((inputs, targets) or inputs), run
-    eagerly (`predict_windows` builds `ds` with PREDICT_BATCH). Why not `model.predict`: it builds a
-    tf.function per model, and TensorFlow counts traces by the code of Keras's predict
-    step, shared by every model; a walk-forward backtest predicts a few batches with each
-    of many new models, so every call was a new trace and TensorFlow warned of excessive
-    retracing. Eager calls trace nothing."""
+    """The model's outputs for every batch of `ds` ((inputs, targets) or inputs), through
+    `inference.predict` (one traced function per architecture and process; `predict_windows`
+    builds `ds` with PREDICT_BATCH). Why not `model.predict`: it traces a function per
+    model, and a walk-forward backtest or a nightly universe predicts with many new models
+    (TensorFlow warned of excessive retracing)."""
+    from tickercast.modeling.inference import predict
+
     outputs = []
     for batch in ds:
         inputs = batch[0] if isinstance(batch, tuple) else batch
-        outputs.append(np.asarray(model(inputs, training=False)))
+        outputs.append(predict(model, inputs))
     if not outputs:
         return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
     return np.concatenate(outputs)
@@ -316,7 +314,7 @@ def predict_windows(
     model, x: np.ndarray, anchors, lookback: int, ticker_offsets: np.ndarray | None = None
 ) -> np.ndarray:
     """The model's outputs for the windows of `x` ending on `anchors` rows, PREDICT_BATCH
-    windows per eager call: what shrinkage, calibration, evaluation, the gate and tuning
+    windows per call: what shrinkage, calibration, evaluation, the gate and tuning
     trials predict with."""
     dummy = np.zeros((len(x), 1), dtype=np.float32)  # targets: not read by a prediction
     ds = make_dataset(x, dummy, anchors, lookback, PREDICT_BATCH, ticker_offsets=ticker_offsets)
