@@ -26,6 +26,9 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 os.environ["MPLBACKEND"] = "Agg"
+# a checkpoint after every epoch, so tests can kill tiny fits between two of them (the
+# default interval is tested in tests/test_train.py)
+os.environ["TICKERCAST_CHECKPOINT_SECONDS"] = "0"
 
 sys.path.insert(0, str(ROOT))
 from tests import netguard  # noqa: E402

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from tickercast.market.sources import sine_prices
-from tickercast.modeling.checkpoints import CHECKPOINTS
+from tickercast.modeling.checkpoints import (
+    CHECKPOINT_SECONDS,
+    CHECKPOINT_SECONDS_ENV,
+    CHECKPOINTS,
+    checkpoint_seconds,
+    latest_checkpoint,
+    read_state,
+)
 from tickercast.modeling.preprocess import preprocess, to_prices
 from tickercast.modeling.train import (
     TrainingDivergedError,
@@ -203,6 +210,59 @@ def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
         weights_of(out / "model.keras"), weights_of(tmp_path / "straight/model.keras"), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoints_wait_for_their_interval_and_a_kill_before_it_starts_over(tmp_path, caplog):
+    """The default: a checkpoint only once CHECKPOINT_SECONDS of training passed (a fit
+    shorter than that writes none); a run killed before its first checkpoint starts over
+    and still ends where an uninterrupted one does."""
+    spec, arrays, anchors = sine_data()
+    out = tmp_path / "interrupted"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN.format(root=str(ROOT), kill_after=3, out=str(out))],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", CHECKPOINT_SECONDS_ENV: "3600"},
+        cwd=ROOT,
+    )
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    assert not (out / CHECKPOINTS).exists()  # three epochs, far less than the interval
+
+    with caplog.at_level(logging.INFO):
+        again = train_model(arrays, anchors, 10, tiny_fit(), out)
+    assert "resuming" not in caplog.text and again["epochs_run"] == 4
+    straight = train_model(arrays, anchors, 10, tiny_fit(), tmp_path / "straight")
+    assert again["history"] == straight["history"]
+
+
+@pytest.mark.parametrize(("interval", "saved"), [("3600", [4]), ("0", [1, 2, 3, 4])])
+def test_a_fit_checkpoints_its_last_epoch_and_each_interval(tmp_path, monkeypatch, interval, saved):
+    """Tuning's later rounds continue from a fit's last checkpoint: always written."""
+    from tickercast.modeling import callbacks, checkpoints
+
+    epochs = []
+
+    def counting(root, epochs_done, *args):
+        epochs.append(epochs_done)
+        return checkpoints.save_checkpoint(root, epochs_done, *args)
+
+    monkeypatch.setattr(callbacks, "save_checkpoint", counting)
+    monkeypatch.setenv(CHECKPOINT_SECONDS_ENV, interval)
+    spec, arrays, anchors = sine_data()
+    fit(per_ticker_data(arrays, anchors), 10, tiny_fit(), tmp_path / "fit", label="A")
+    assert epochs == saved
+    assert read_state(latest_checkpoint(tmp_path / "fit"))["epochs_done"] == 4
+
+
+def test_the_checkpoint_interval_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(CHECKPOINT_SECONDS_ENV)
+    assert checkpoint_seconds() == CHECKPOINT_SECONDS > 0
+    monkeypatch.setenv(CHECKPOINT_SECONDS_ENV, "2.5")
+    assert checkpoint_seconds() == 2.5
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv(CHECKPOINT_SECONDS_ENV, bad)
+        with pytest.raises(ValueError, match=CHECKPOINT_SECONDS_ENV):
+            checkpoint_seconds()
 
 
 def test_epoch_log_lines_and_tensorboard(tmp_path, caplog):

@@ -109,13 +109,18 @@ class NanGuard(keras.callbacks.TerminateOnNaN):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """After each finished epoch: model + optimizer, callback state and history."""
+    """After a finished epoch, once `every` seconds passed since the fit started or the
+    last checkpoint, and after the fit's last epoch (stopped early or not): model +
+    optimizer, callback state and history (every epoch's)."""
 
-    def __init__(self, root: Path, history: dict, stopping, reduce_lr, seconds: float):
+    def __init__(
+        self, root: Path, history: dict, stopping, reduce_lr, seconds: float, every: float
+    ):
         super().__init__()
         self.root, self.history = root, history
         self.stopping, self.reduce_lr = stopping, reduce_lr
         self.seconds, self.since = seconds, time.perf_counter()
+        self.every, self.saved_at = every, self.since
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -126,6 +131,10 @@ class Checkpointer(keras.callbacks.Callback):
         now = time.perf_counter()
         self.seconds += now - self.since
         self.since = now
+        last = bool(self.model.stop_training) or epoch + 1 >= self.params.get("epochs", 0)
+        if now - self.saved_at < self.every and not last:
+            return  # the last epoch's is always written: tuning continues from it
+        self.saved_at = now
         state = {
             "epochs_done": epoch + 1,
             "history": self.history,

@@ -28,6 +28,7 @@ from tickercast.layout import FITTED_WEIGHTS_FILE, HISTORY_FILE, MODEL_FILE
 from tickercast.modeling import pool
 from tickercast.modeling.checkpoints import (
     CHECKPOINTS,
+    checkpoint_seconds,
     latest_checkpoint,
     load_best_weights,
     read_state,
@@ -336,6 +337,7 @@ class _FitRun:
             self.stopping,
             self.reduce_lr,
             state.get("seconds", 0.0),
+            checkpoint_seconds(),
         )
 
     def callbacks(self, steps: int, extra: list) -> list:
