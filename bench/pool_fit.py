@@ -30,41 +30,47 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 UNITS = [64, 32]
 
 
-def measure(fits: int, epochs_list: list[int]) -> dict[int, dict[str, list[float]]]:
-    """{epochs: {"fresh": [s, ...], "pooled": [s, ...]}}, the arms alternating."""
+def msft_fit(data: Path, epochs: int, batch_size: int):
+    """(fit spec, spec, arrays, anchors, naive) of the nightly network on the MSFT sample
+    ingested into `data`, with patience above `epochs`: every fit runs all of them, so
+    arms compare."""
     from tests.tiny_models import tiny_config
     from tickercast.market import lake
     from tickercast.market.ingest import ingest_ticker
-    from tickercast.modeling import pool
     from tickercast.modeling.preprocess import preprocess
     from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.windows import anchors_for
+
+    if not lake.partition_path(data, "MSFT").exists():
+        ingest_ticker("MSFT", "sample", data)
+    config = tiny_config(
+        data,
+        preset="recommended",
+        lookback=60,
+        units=UNITS,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=epochs + 1,
+    )
+    spec, arrays = preprocess(lake.read_partition(data, "MSFT"), config.preprocessing, who="MSFT")
+    return config.fit_spec(), spec, arrays, anchors_for(spec), naive_output(spec)
+
+
+def measure(fits: int, epochs_list: list[int]) -> dict[int, dict[str, list[float]]]:
+    """{epochs: {"fresh": [s, ...], "pooled": [s, ...]}}, the arms alternating."""
+    from tickercast.modeling import pool
     from tickercast.modeling.threads import fresh_state, size_pools
     from tickercast.modeling.train import train_model
-    from tickercast.modeling.windows import anchors_for
 
     size_pools(1)
     results: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        ingest_ticker("MSFT", "sample", data)
         for epochs in epochs_list:
-            # patience above the epochs: every fit runs all of them, so the arms compare
-            config = tiny_config(
-                data,
-                preset="recommended",
-                lookback=60,
-                units=UNITS,
-                epochs=epochs,
-                batch_size=32,
-                patience=epochs + 1,
-            )
-            spec, arrays = preprocess(
-                lake.read_partition(data, "MSFT"), config.preprocessing, who="MSFT"
-            )
-            anchors, naive = anchors_for(spec), naive_output(spec)
+            fit_spec, spec, arrays, anchors, naive = msft_fit(data, epochs, batch_size=32)
             arms: dict[str, list[float]] = {"fresh": [], "pooled": []}
             warm = Path(tmp) / "work" / f"warm-{epochs}"  # the pool's first build: not timed
-            train_model(arrays, anchors, spec.lookback, config.fit_spec(), warm, naive=naive)
+            train_model(arrays, anchors, spec.lookback, fit_spec, warm, naive=naive)
             for i in range(2 * fits):
                 arm = ("pooled", "fresh")[i % 2]
                 fresh_state()
@@ -72,7 +78,7 @@ def measure(fits: int, epochs_list: list[int]) -> dict[int, dict[str, list[float
                     pool.clear()
                 out = Path(tmp) / "work" / f"{epochs}-{i}"
                 started = time.perf_counter()
-                train_model(arrays, anchors, spec.lookback, config.fit_spec(), out, naive=naive)
+                train_model(arrays, anchors, spec.lookback, fit_spec, out, naive=naive)
                 arms[arm].append(time.perf_counter() - started)
             results[epochs] = arms
             print(epochs, {k: [round(v, 2) for v in vs] for k, vs in arms.items()}, flush=True)

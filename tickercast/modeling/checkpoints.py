@@ -22,10 +22,11 @@ from tickercast.layout import MODEL_FILE
 CHECKPOINTS = "checkpoints"
 # Seconds of training between two checkpoints (the first one after this much training;
 # a fit's last epoch always gets one, which tuning's later rounds continue from). A
-# checkpoint (the model with its optimizer state, the callbacks' state) costs ~50 ms here,
-# an eighth of an epoch of the nightly network at batch 256: written after every epoch it
-# cost a first night ~10% of its fits. A killed run loses at most this much training;
-# TICKERCAST_CHECKPOINT_SECONDS overrides it (0: after every epoch).
+# checkpoint (the model with its optimizer state, the callbacks' state) costs 20-50 ms
+# here, a tenth of an epoch of the nightly network at batch 256: written after every
+# epoch, a 14-epoch fit took 1/0.92 as long (bench/checkpoint_interval.py). A killed run
+# loses at most this much training; TICKERCAST_CHECKPOINT_SECONDS overrides it (0: after
+# every epoch).
 CHECKPOINT_SECONDS = 30.0
 CHECKPOINT_SECONDS_ENV = "TICKERCAST_CHECKPOINT_SECONDS"
 
