@@ -76,11 +76,9 @@ def main() -> None:
         f"({(every - default) / (args.epochs - 1) * 1000:.0f} ms per checkpoint saved) | "
         f"{default / every:.2f}x |"
     )
-    print(row)
-    if not args.no_record:
-        from bench.results import record
+    from bench.results import publish
 
-        record("checkpoint_interval", row)
+    publish("checkpoint_interval", row, keep=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,9 @@ def main() -> None:
         f"{args.fits} fits per arm, arms alternating) | fresh build each fit | "
         f"{'; '.join(parts)} | bit for bit the same fits (tests/test_pool.py) |"
     )
-    print(row)
-    if not args.no_record:
-        from bench.results import record
+    from bench.results import publish
 
-        record("pool_fit", row)
+    publish("pool_fit", row, keep=not args.no_record)
 
 
 if __name__ == "__main__":

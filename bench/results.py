@@ -54,6 +54,13 @@ def record(name: str, row: str) -> None:
     _write({**rows(), name: row})
 
 
+def publish(name: str, row: str, keep: bool = True) -> None:
+    """Print a benchmark's row and, unless told not to (`--no-record`), record it."""
+    print(row)
+    if keep:
+        record(name, row)
+
+
 def reset() -> None:
     """An empty table: `make bench` starts here, so every row it leaves is from its run."""
     _write({})
