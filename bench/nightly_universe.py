@@ -30,9 +30,12 @@ Then the second night: one new trading day appended to every CSV, the same run a
 counted from each version's history.json).
 
 Several sizes (`--sizes 2,4,7`: synthetic tickers, the five samples added to each) give a
-scaling curve; a least-squares line wall = a + b x tickers projects 500 (said as projected).
+scaling curve; a least-squares line value = a + b x tickers projects 500 (said as
+projected): the wall, peak RSS, orchestration's share of the night, and the second night
+against the first.
 Run: python bench/nightly_universe.py [--sizes 2,4,7] [--set epochs=5] [--json out.json]
-(writes RESULTS.md rows `nightly_universe` and `nightly_universe_second`).
+(writes RESULTS.md rows `nightly_universe` and `nightly_universe_second`);
+`--from-json out.json` writes the rows of an earlier run's measurements again.
 """
 
 from __future__ import annotations
@@ -409,14 +412,28 @@ def projection(sizes: list[dict], night: int, key: str) -> dict:
     return {"per_ticker": float(b), "fixed": float(a), "at_500": float(a + b * TARGET_TICKERS)}
 
 
-def _projected(wall: dict, rss: dict) -> str:
+def _projected(sizes: list[dict], night: int) -> str:
+    wall = projection(sizes, night, "wall_s")
     if wall["at_500"] is None:
         return "500 tickers not projected (one size measured)"
-    return (
+    rss = projection(sizes, night, "peak_rss_mb")
+    orchestration = projection(sizes, night, "orchestration_s")
+    if orchestration["per_ticker"] > 0:
+        share = orchestration["at_500"] / wall["at_500"]
+        growth = f"{orchestration['at_500']:.0f} s = {share:.1%} of the night"
+    else:  # a line falling with the universe projects nothing
+        seen = [s["nights"][night]["orchestration_s"] for s in sizes]
+        growth = f"not growing with the universe ({min(seen):.0f}-{max(seen):.0f} s measured)"
+    text = (
         f"projected 500 tickers (line over the measured sizes, {wall['per_ticker']:.1f} "
         f"s/ticker + {wall['fixed']:.0f} s): {wall['at_500'] / 60:.0f} min, peak RSS "
-        f"{rss['at_500']:.0f} MB ({rss['per_ticker']:+.1f} MB/ticker)"
+        f"{rss['at_500']:.0f} MB ({rss['per_ticker']:+.1f} MB/ticker), orchestration "
+        f"{growth} (target <= 5%)"
     )
+    if night == 1:
+        first = projection(sizes, 0, "wall_s")["at_500"]
+        text += f", {wall['at_500'] / first:.2f}x the first night (target <= 1/6)"
+    return text
 
 
 def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[str, str]:
@@ -430,8 +447,6 @@ def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[
         if len(largest["nights"]) <= night:
             continue
         m = largest["nights"][night]
-        wall = projection(sizes, night, "wall_s")
-        rss = projection(sizes, night, "peak_rss_mb")
         stages = "; ".join(
             f"{k} {v['running_s']:.0f} s" for k, v in m["stages"].items() if k != "other"
         )
@@ -451,7 +466,7 @@ def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[
             f"{m['windows_per_s'] or 0:.0f} training windows/s, epochs mean "
             f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}, warm-started "
             f"{m.get('warm_fits', 0)} of {m['new_versions']} fits; peak RSS "
-            f"{m['peak_rss_mb']:.0f} MB); {_projected(wall, rss)} "
+            f"{m['peak_rss_mb']:.0f} MB); {_projected(sizes, night)} "
             f"| per ticker {per_ticker / tutorial_s:.2f}x the tutorial's fit "
             f"(target <= 0.33x{'' if night == 0 else '; second night <= 1/6 of the first'}) |"
         )
@@ -467,7 +482,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nights", type=int, default=2, choices=(1, 2))
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
+    parser.add_argument("--from-json", type=Path, help="the rows of an earlier --json run")
     args = parser.parse_args(argv)
+    if args.from_json:
+        out = json.loads(args.from_json.read_text())
+        _publish(summary_rows(out["sizes"], out["tutorial_fit_s"], out["overrides"]), args)
+        return out
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     tutorial_s = tutorial_fit()
     print(f"tutorial's one-ticker fit: {tutorial_s:.1f} s", flush=True)
@@ -491,15 +511,15 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
-    rows = summary_rows(sizes, tutorial_s, overrides)
-    for row in rows.values():
-        print(row)
-    if not args.no_record:
-        from bench.results import record
-
-        for tag, row in rows.items():
-            record(tag, row)
+    _publish(summary_rows(sizes, tutorial_s, overrides), args)
     return out
+
+
+def _publish(rows: dict[str, str], args: argparse.Namespace) -> None:
+    from bench.results import publish
+
+    for tag, row in rows.items():
+        publish(tag, row, keep=not args.no_record)
 
 
 if __name__ == "__main__":
