@@ -18,9 +18,9 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(clipvalue 1):
   shrinkage) on the five sample tickers: batch 32 vs batch 256 with a matched learning
   rate: fit time, epochs, validation loss and test skill vs naive (scaled MSE).
 - stopping: early stopping replayed on the nightly benchmark's recorded curves
-  (`--curves`, bench/nightly_universe.py --json): a patience of p < 10 stops at the first
-  epoch where p epochs brought no improvement; until then the run is the same, so the
-  replay is exact (ReduceLROnPlateau unchanged).
+  (`--curves`, bench/nightly_universe.py --json): a patience p below the one the runs
+  used stops at the first epoch where p epochs brought no improvement; until then the run
+  is the same, so the replay is exact (ReduceLROnPlateau unchanged).
 - export: what the "tf.function retracing" warning counts, and what the traces cost.
 
 The second night's warm start is measured by bench/warm_start.py (the pipeline's own
@@ -451,16 +451,23 @@ def replay(val_loss: list[float], patience: int) -> tuple[int, float]:
     return len(val_loss), best
 
 
-def stopping(curves: Path, patiences=(10, 7, 5, 4, 3)) -> dict:
-    """Early stopping replayed on every first-night fit the nightly benchmark recorded."""
+def stopping(curves: Path, patiences=(7, 5, 4, 3)) -> dict:
+    """Early stopping replayed on every first-night fit the nightly benchmark recorded, at
+    the patience the runs used and each shorter one (a longer one cannot be replayed: the
+    curves end where the runs stopped)."""
     recorded = json.loads(curves.read_text())
+    ran = int(recorded["overrides"].get("patience", nightly_cfg().training.patience))
     by_ticker = {}  # a ticker measured at several sizes fit the same way each time
     for size in recorded["sizes"]:
         by_ticker.update(size["nights"][0]["fits"])
     fits = list(by_ticker.values())
-    out = {"fits": len(fits), "shrunk_to_naive": sum(1 for f in fits if not f["alpha"])}
+    out = {
+        "fits": len(fits),
+        "shrunk_to_naive": sum(1 for f in fits if not f["alpha"]),
+        "run_patience": ran,
+    }
     actual = sum(f["epochs_run"] for f in fits)
-    for p in patiences:
+    for p in sorted({ran, *(q for q in patiences if q < ran)}, reverse=True):
         replays = [replay(f["val_loss"], p) for f in fits]
         out[f"patience {p}"] = {
             "epochs": sum(e for e, _ in replays),
@@ -474,8 +481,8 @@ def stopping(curves: Path, patiences=(10, 7, 5, 4, 3)) -> dict:
                 max(b / min(f["val_loss"]) - 1 for (_, b), f in zip(replays, fits, strict=True))
             ),
         }
-    out["replay_matches_the_runs_at_patience_10"] = all(
-        replay(f["val_loss"], 10)[0] == f["epochs_run"] for f in fits
+    out["replay_matches_the_runs"] = all(
+        replay(f["val_loss"], ran)[0] == f["epochs_run"] for f in fits
     )
     out["lr_at_stop"] = sorted(f["learning_rate"][-1] for f in fits if f.get("learning_rate"))
     return out
@@ -611,18 +618,19 @@ def result_rows(results: dict) -> dict[str, str]:
         )
     if "stopping" in results:
         r = results["stopping"]
+        ran = r["run_patience"]
         cells = "; ".join(
             f"{k}: {v['epochs_ratio']:.2f}x epochs, val loss regret mean "
             f"{v['val_loss_regret_mean']:.2%} max {v['val_loss_regret_max']:.2%}"
             for k, v in r.items()
-            if k.startswith("patience") and k != "patience 10"
+            if k.startswith("patience") and k != f"patience {ran}"
         )
         rows["universe_stopping"] = (
             f"| early stopping patience, replayed on the nightly benchmark's first-night "
             f"curves ({r['fits']} fits, {r['shrunk_to_naive']} then shrunk to the last close; "
-            f"exact: the runs stop where the replay at patience 10 does: "
-            f"{r['replay_matches_the_runs_at_patience_10']}) | patience 10 (the default): "
-            f"{r['patience 10']['epochs']} epochs | {cells} | regret 0 = the same best "
+            f"exact: the runs stop where the replay at their patience does: "
+            f"{r['replay_matches_the_runs']}) | patience {ran} (as the runs fit): "
+            f"{r[f'patience {ran}']['epochs']} epochs | {cells} | regret 0 = the same best "
             f"epoch restored, the same model |"
         )
     return rows
