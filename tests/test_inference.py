@@ -70,8 +70,11 @@ def test_a_loaded_model_shares_the_twin_of_its_build(tmp_path):
 
 
 def test_float64_windows_are_cast_as_an_eager_call_casts_them():
-    model, x = network(), windows(5).astype(np.float64)
+    import tensorflow as tf
+
+    model, x = network(), np.random.default_rng(3).random((5, 8, 2))  # float64
     np.testing.assert_array_equal(inference.predict(model, x), eager(model, x))
+    np.testing.assert_array_equal(inference.predict(model, tf.constant(x)), eager(model, x))
 
 
 def test_a_global_network_with_a_ticker_input():

@@ -80,10 +80,12 @@ def _new_twin(model: Any) -> Twin:
 
 
 def _as_input(model: Any, inputs: Any) -> Any:
-    """A numpy window batch in the dtype the traced signature takes (Keras casts an
-    eager call's input to it the same way)."""
-    if len(model.inputs) == 1 and isinstance(inputs, np.ndarray):
-        return inputs.astype(str(model.inputs[0].dtype), copy=False)
+    """A window batch (numpy or tensor) in the dtype the traced signature takes (Keras
+    casts an eager call's input to it the same way)."""
+    import tensorflow as tf
+
+    if len(model.inputs) == 1:
+        return tf.cast(inputs, model.inputs[0].dtype)
     return inputs
 
 
