@@ -106,3 +106,15 @@ def test_threads_predicting_at_once_each_get_their_own_model_s_outputs():
         for out in outputs:
             np.testing.assert_array_equal(out, want[i])
     assert 1 <= inference.twin_count() <= 4  # one per call that overlapped, kept for reuse
+
+
+def test_anything_but_a_functional_keras_model_is_called_directly():
+    """A plain callable standing in for a network (tests do it) gets no twin."""
+    seen = []
+
+    def stand_in(window, training=False):
+        seen.append(training)
+        return np.full((len(window), 1), 7.0)
+
+    np.testing.assert_array_equal(inference.predict(stand_in, windows(2)), [[7.0], [7.0]])
+    assert seen == [False] and inference.twin_count() == 0

@@ -10,8 +10,8 @@ twin (~1 ms) and calls the traced function (~0.003 s for one window, 0.03 s for 
 0.2-0.3 s eagerly: bench/RESULTS.md `graph_predict`). Outputs equal the eager call's bit
 for bit (tests/test_inference.py, every network kind and head).
 
-A twin is leased to one call at a time (threads never share one); a model whose
-architecture cannot be cloned is called eagerly, as before.
+A twin is leased to one call at a time (threads never share one); anything but a
+functional Keras model is called eagerly, as before.
 """
 
 from __future__ import annotations
@@ -117,7 +117,12 @@ def clear() -> None:
 
 def predict(model: Any, inputs: Any) -> np.ndarray:
     """`model(inputs, training=False)` as a numpy array, through the architecture's
-    traced twin (weights copied in first)."""
+    traced twin (weights copied in first). Anything but a functional Keras model (a
+    subclassed model, a plain callable standing in for one) is called directly."""
+    import keras
+
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        return np.asarray(model(inputs, training=False))
     try:
         key = architecture_key(model)
     except NotImplementedError:  # a model Keras cannot describe: no twin for it
