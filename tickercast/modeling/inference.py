@@ -17,12 +17,12 @@ functional Keras model is called eagerly, as before.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tickercast.modeling.freelist import FreeList
 
 MAX_ARCHITECTURES = 8  # architectures kept per process (a tuning run varies them)
 
@@ -35,8 +35,7 @@ class Twin:
     function: Any
 
 
-_lock = threading.Lock()
-_free: OrderedDict[str, list[Twin]] = OrderedDict()
+_free: FreeList[Twin] = FreeList(MAX_ARCHITECTURES)
 
 
 def architecture_key(model: Any) -> str:
@@ -89,30 +88,14 @@ def _as_input(model: Any, inputs: Any) -> Any:
     return inputs
 
 
-def _take(key: str) -> Twin | None:
-    with _lock:
-        free = _free.get(key)
-        return free.pop() if free else None
-
-
-def _give_back(key: str, twin: Twin) -> None:
-    with _lock:
-        _free.setdefault(key, []).append(twin)
-        _free.move_to_end(key)
-        while len(_free) > MAX_ARCHITECTURES:  # the least recently used goes
-            _free.popitem(last=False)
-
-
 def twin_count() -> int:
     """Free twins of every architecture (what the tests look at)."""
-    with _lock:
-        return sum(len(v) for v in _free.values())
+    return _free.count()
 
 
 def clear() -> None:
     """Forget every twin (tests)."""
-    with _lock:
-        _free.clear()
+    _free.clear()
 
 
 def predict(model: Any, inputs: Any) -> np.ndarray:
@@ -127,12 +110,12 @@ def predict(model: Any, inputs: Any) -> np.ndarray:
         key = architecture_key(model)
     except NotImplementedError:  # a model Keras cannot describe: no twin for it
         return np.asarray(model(inputs, training=False))
-    twin = _take(key) or _new_twin(model)
+    twin = _free.take(key) or _new_twin(model)
     weights = model.weights
     if len(twin.model.weights) != len(weights):
         raise ValueError("a twin and its model differ in their weights")
     for mine, theirs in zip(twin.model.weights, weights, strict=True):
         mine.assign(theirs.value)
     out = np.asarray(twin.function(_as_input(model, inputs)))
-    _give_back(key, twin)  # only after a call that succeeded
+    _free.give_back(key, twin)  # only after a call that succeeded
     return out

@@ -16,14 +16,14 @@ pool only when its fit ended without an error.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tickercast.modeling.freelist import FreeList
 
 MAX_ARCHITECTURES = 4  # pooled architectures per process (tuning trials vary them)
 
@@ -37,8 +37,7 @@ class Pooled:
     optimizer_start: list[np.ndarray]  # the optimizer's variables just after it was built
 
 
-_lock = threading.Lock()
-_free: OrderedDict[str, list[Pooled]] = OrderedDict()
+_free: FreeList[Pooled] = FreeList(MAX_ARCHITECTURES)
 
 
 def pool_key(build_kwargs: dict, strategy: str, mixed_precision: bool) -> str:
@@ -102,21 +101,17 @@ def _adopt_seeds(model: Any, fresh: Any) -> None:
 
 def take(key: str) -> Pooled | None:
     """A free pooled network for `key`, now leased to the caller; None when there is none."""
-    with _lock:
-        free = _free.get(key)
-        return free.pop() if free else None
+    return _free.take(key)
 
 
 def pooled_count() -> int:
     """Free pooled networks of every architecture (what the tests look at)."""
-    with _lock:
-        return sum(len(v) for v in _free.values())
+    return _free.count()
 
 
 def clear() -> None:
     """Forget every pooled network (tests; a worker that wants its memory back)."""
-    with _lock:
-        _free.clear()
+    _free.clear()
 
 
 def give_back_on_success(stack: ExitStack, key: str, pooled: Pooled) -> None:
@@ -125,11 +120,7 @@ def give_back_on_success(stack: ExitStack, key: str, pooled: Pooled) -> None:
 
     def _exit(exc_type, exc, tb) -> bool:
         if exc_type is None:
-            with _lock:
-                _free.setdefault(key, []).append(pooled)
-                _free.move_to_end(key)
-                while len(_free) > MAX_ARCHITECTURES:  # the least recently used goes
-                    _free.popitem(last=False)
+            _free.give_back(key, pooled)
         return False
 
     stack.push(_exit)
