@@ -179,17 +179,23 @@ train_model(arrays, anchors, 10, tiny_fit(), Path({out!r}), callbacks=[Kill()])
 """
 
 
-def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
-    spec, arrays, anchors = sine_data()
-    out = tmp_path / "interrupted"
+def kill_a_fit(out: Path, kill_after: int, env: dict[str, str] | None = None) -> None:
+    """KILLED_RUN in a child process (with `env` added), killed after `kill_after` epochs."""
+    script = KILLED_RUN.format(root=str(ROOT), kill_after=kill_after, out=str(out))
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_RUN.format(root=str(ROOT), kill_after=2, out=str(out))],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
         cwd=ROOT,
     )
     assert killed.returncode == 3, killed.stderr[-2000:]
+
+
+def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
+    spec, arrays, anchors = sine_data()
+    out = tmp_path / "interrupted"
+    kill_a_fit(out, kill_after=2)
     assert not (out / "model.keras").exists()
     saved = json.loads((out / CHECKPOINTS / "epoch-0002/state.json").read_text())
     assert saved["epochs_done"] == 2 and len(saved["history"]["loss"]) == 2
@@ -218,14 +224,7 @@ def test_checkpoints_wait_for_their_interval_and_a_kill_before_it_starts_over(tm
     and still ends where an uninterrupted one does."""
     spec, arrays, anchors = sine_data()
     out = tmp_path / "interrupted"
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_RUN.format(root=str(ROOT), kill_after=3, out=str(out))],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", CHECKPOINT_SECONDS_ENV: "3600"},
-        cwd=ROOT,
-    )
-    assert killed.returncode == 3, killed.stderr[-2000:]
+    kill_a_fit(out, kill_after=3, env={CHECKPOINT_SECONDS_ENV: "3600"})
     assert not (out / CHECKPOINTS).exists()  # three epochs, far less than the interval
 
     with caplog.at_level(logging.INFO):
