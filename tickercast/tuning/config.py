@@ -191,7 +191,10 @@ class SearchSpace(Section):
         description="Adam learning rate: lowest and highest, searched log-uniformly.",
     )
     batch_sizes: list[BatchSize] = Field(
-        default_factory=lambda: [32, 64], min_length=1, description="Batch sizes to choose from."
+        default_factory=lambda: [32, Training.model_fields["batch_size"].default],
+        min_length=1,
+        description="Batch sizes to choose from (Keras' 32 and retrain's default, whose "
+        "learning rate lies inside learning_rate_range).",
     )
     lookbacks: list[Lookback] = Field(
         default_factory=lambda: [20, 40, 60],
