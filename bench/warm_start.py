@@ -14,8 +14,9 @@ map of the log return, so ratios are the log return's) and a two-sided Diebold-M
 test (HLN, squared error, horizon lags) of warm against cold per ticker: how many warm
 fits are significantly worse (p < 0.05 with a higher loss).
 
-Run: nice python bench/warm_start.py [--synthetic 2] [--no-record]
-(writes bench/WARM_START.md and the RESULTS.md row `warm_start`).
+Run: nice python bench/warm_start.py [--synthetic 2] [--warm-start-epochs N] [--no-record]
+(writes bench/WARM_START.md and the RESULTS.md row `warm_start`; a `--warm-start-epochs`
+candidate only prints).
 """
 
 from __future__ import annotations
@@ -40,12 +41,16 @@ LEVEL = 0.05
 REPORT = ROOT / "bench" / "WARM_START.md"
 
 
-def nightly():
-    """The nightly deployment's RetrainConfig (warm_start is on there)."""
+def nightly(warm_epochs: int | None = None):
+    """The nightly deployment's RetrainConfig (warm_start is on there), with
+    `warm_start_epochs` replaced when given."""
     from tickercast.config import RetrainConfig
-    from tickercast.deployments.nightly import nightly_config
+    from tickercast.deployments.nightly import nightly_settings
 
-    return nightly_config(RetrainConfig)
+    settings = {k: v for k, v in nightly_settings().items() if k in RetrainConfig.leaves()}
+    if warm_epochs is not None:
+        settings["warm_start_epochs"] = warm_epochs
+    return RetrainConfig(**settings)
 
 
 def fit(data: dict, cfg, out: Path, plan=None, start=None) -> dict:
@@ -76,6 +81,8 @@ def fit(data: dict, cfg, out: Path, plan=None, start=None) -> dict:
         "seconds": seconds,
         "epochs": summary["epochs_run"],
         "alpha": summary["shrinkage"]["alpha"],
+        "val_loss": summary["best_val_loss"],
+        "kept_start": summary["best_epoch"] == 0,
         "pred": pred,
         "warm_start": summary["warm_start"],
     }
@@ -125,9 +132,9 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
         for k, r in (("warm", warm), ("cold", cold))
     }
     row = {
-        "night1": {k: night1[k] for k in ("seconds", "epochs", "alpha")},
-        "cold": {k: cold[k] for k in ("seconds", "epochs", "alpha")},
-        "warm": {k: warm[k] for k in ("seconds", "epochs", "alpha")},
+        "night1": {k: night1[k] for k in ("seconds", "epochs", "alpha", "val_loss")},
+        "cold": {k: cold[k] for k in ("seconds", "epochs", "alpha", "val_loss")},
+        "warm": {k: warm[k] for k in ("seconds", "epochs", "alpha", "val_loss", "kept_start")},
         "plan": chosen.record(),
         "rmse": rmse,
         "dm_p": float(test.p_value),
@@ -146,6 +153,13 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
     worse = sum(r["warm_worse"] for r in rows.values())
     better = sum(r["warm_better"] for r in rows.values())
     naive = sum(1 for r in rows.values() if r["cold"]["alpha"] == 0 and r["warm"]["alpha"] == 0)
+    # the network's own validation loss (before shrinkage): the signal that moves when the
+    # forecasts, shrunk to the last close both ways, cannot
+    val = float(
+        np.exp(
+            np.mean([np.log(r["warm"]["val_loss"] / r["cold"]["val_loss"]) for r in rows.values()])
+        )
+    )
     lines = [
         "# Warm start: the second night, warm vs cold",
         "",
@@ -153,14 +167,15 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         "`nice`; the machine is shared, so read the ratios). The nightly deployment's "
         f"config (model {cfg.network.model} {list(cfg.network.units)}, epochs "
         f"{cfg.training.epochs}, patience {cfg.training.patience}, warm_start_epochs "
-        f"{cfg.warm.warm_start_epochs}). Night 2 = night 1 + one new trading day; cold = "
+        f"{cfg.warm.warm_start_epochs}, warm_start_patience {cfg.warm.warm_start_patience}). "
+        "Night 2 = night 1 + one new trading day; cold = "
         "from scratch, warm = from night 1's fitted (pre-shrink) weights. RMSE in the scaled "
         "target on night 2's test windows; DM = two-sided Diebold-Mariano (HLN, squared "
         "error) of warm against cold.",
         "",
         "| ticker | night 1 s (epochs) | cold s (epochs) | warm s (epochs) | time warm/cold "
-        "| RMSE cold | RMSE warm | DM p | verdict | alpha cold / warm |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| val loss warm/cold | RMSE cold | RMSE warm | DM p | verdict | alpha cold / warm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t, r in rows.items():
         verdict = "warm worse" if r["warm_worse"] else "warm better" if r["warm_better"] else "same"
@@ -169,6 +184,7 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
             f"| {r['cold']['seconds']:.1f} ({r['cold']['epochs']}) "
             f"| {r['warm']['seconds']:.1f} ({r['warm']['epochs']}) "
             f"| {r['warm']['seconds'] / r['cold']['seconds']:.2f} "
+            f"| {r['warm']['val_loss'] / r['cold']['val_loss']:.3f} "
             f"| {r['rmse']['cold']:.5f} | {r['rmse']['warm']:.5f} | {r['dm_p']:.3g} | {verdict} "
             f"| {r['cold']['alpha']} / {r['warm']['alpha']} |"
         )
@@ -178,7 +194,10 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"{warm_s / cold_s:.2f}. Warm fits significantly worse than cold (p < {LEVEL}): "
         f"{worse} of {len(rows)}; significantly better: {better}. Both fits shrunk all the "
         f"way to the last close (alpha 0 on the validation split, so the same forecast: "
-        f"DM p 1): {naive} of {len(rows)}.",
+        f"DM p 1): {naive} of {len(rows)}. The networks' best validation loss, warm over "
+        f"cold (geometric mean): {val:.3f}. Warm fits that kept the champion's weights (no "
+        f"epoch beat them on tonight's validation windows): "
+        f"{sum(r['warm']['kept_start'] for r in rows.values())} of {len(rows)}.",
         "",
     ]
     row = (
@@ -187,7 +206,7 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"| cold fits from scratch {cold_s:.0f} s "
         f"| warm from the champion's fitted weights {warm_s:.0f} s; test-window DM warm vs "
         f"cold: {worse} of {len(rows)} significantly worse, {better} better ({naive} "
-        f"shrunk to the last close both ways) "
+        f"shrunk to the last close both ways); validation loss warm/cold {val:.3f} "
         f"| fit time {warm_s / cold_s:.2f}x |"
     )
     return "\n".join(lines), row
@@ -197,11 +216,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=0, help="synthetic tickers added")
     parser.add_argument("--tickers", default=",".join(SAMPLES))
+    parser.add_argument(
+        "--warm-start-epochs", type=int, help="replaces the nightly's (a candidate, not recorded)"
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args(argv)
     tickers = [t for t in args.tickers.split(",") if t]
     tickers += [f"U{i:03d}" for i in range(1, args.synthetic + 1)]
-    cfg = nightly()
+    cfg = nightly(args.warm_start_epochs)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="warm-") as tmp:
@@ -209,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     text, row = report(rows, cfg, started, time.perf_counter() - clock)
     print(text)
     print(row)
-    if not args.no_record:
+    if not args.no_record and args.warm_start_epochs is None:
         from bench.results import record
 
         REPORT.write_text(text)

@@ -78,6 +78,11 @@ def test_compatible_champion_is_warm_started(night1_spec):
     chosen = plan(cfg.warm, champion_of(cfg, spec), cfg.fit_spec(), spec)
     assert (chosen.mode, chosen.source_version, chosen.epochs) == ("warm", 1, 2)
     assert chosen.full_refit_last_day == spec.last_day  # the champion's own full refit
+    assert chosen.patience == 2  # warm_start_patience, within the config's patience
+    tight = plan(
+        config(patience=1).warm, champion_of(cfg, spec), config(patience=1).fit_spec(), spec
+    )
+    assert tight.patience == 1
 
 
 def test_changed_architecture_refits_from_scratch(night1_spec):
@@ -172,6 +177,41 @@ def test_warm_fit_starts_from_the_champions_weights(tmp_path):
     assert night2["epochs_run"] <= 2 < night1["epochs_run"]
     recorded = json.loads((tmp_path / "n2/history.json").read_text())["warm_start"]
     assert recorded == dataclasses.asdict(second) and recorded["source_version"] == 1
+
+
+def test_a_fine_tune_that_only_gets_worse_keeps_the_champions_weights(tmp_path):
+    """The starting weights compete with the fine-tune's epochs on tonight's validation
+    windows: when every epoch is worse (here a learning rate that wrecks the network), the
+    fit stops after warm_start_patience epochs and keeps the champion's weights exactly."""
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.warm import load_weights
+
+    cfg = config()
+    spec1, arrays1, anchors1 = prepared(400, cfg)
+    train_model(arrays1, anchors1, 20, cfg.fit_spec(), tmp_path / "n1", naive=naive_output(spec1))
+    fitted = load_weights(tmp_path / "n1/fitted-weights.npz")
+
+    wild = config(learning_rate=0.9, warm_start_epochs=4, warm_start_patience=2)
+    spec2, arrays2, anchors2 = prepared(401, wild)
+    champion = champion_of(cfg, spec1, weights=tmp_path / "n1/fitted-weights.npz")
+    chosen = plan(wild.warm, champion, wild.fit_spec(), spec2)
+    night2 = train_model(
+        arrays2,
+        anchors2,
+        20,
+        wild.fit_spec(),
+        tmp_path / "n2",
+        naive=naive_output(spec2),
+        plan=chosen,
+        start_weights=fitted,
+    )
+    val = night2["history"]["val_loss"]
+    assert night2["start_val_loss"] < min(val)  # every epoch worse than the start
+    assert night2["epochs_run"] == 2 < 4  # stopped by the warm patience, not the cap
+    assert night2["best_epoch"] == 0 and night2["best_val_loss"] == night2["start_val_loss"]
+    kept = load_weights(tmp_path / "n2/fitted-weights.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(kept, fitted, strict=True))
 
 
 @pytest.mark.slow

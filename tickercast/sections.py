@@ -446,6 +446,14 @@ class WarmStart(Section):
         le=10_000,
         description="Maximum epochs of a warm-started fit (early stopping may end it sooner).",
     )
+    warm_start_patience: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="A warm-started fit stops after this many epochs without beating its "
+        "best so far, the champion's own weights included (scored on tonight's validation "
+        "windows before the first epoch): when no epoch beats them, they are kept.",
+    )
     full_refit_days: int = Field(
         30,
         ge=0,

@@ -27,7 +27,12 @@ def retrain_report(ticker: str, bundle: str | Path, metadata: dict) -> str:
         f"- bundle: `{bundle}`",
         f"- data: {data['first_day']} .. {data['last_day']} "
         f"({data['rows']} rows, sha256 `{data['sha256'][:12]}`)",
-        f"- best epoch {training.get('best_epoch')} of {training.get('epochs_run')}",
+        f"- best epoch {training.get('best_epoch')} of {training.get('epochs_run')}"
+        + (
+            " (0: no epoch beat the champion's weights it started from; they were kept)"
+            if training.get("best_epoch") == 0
+            else ""
+        ),
     ]
     if window:
         lines.append(

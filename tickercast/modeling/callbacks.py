@@ -121,6 +121,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.stopping, self.reduce_lr = stopping, reduce_lr
         self.seconds, self.since = seconds, time.perf_counter()
         self.every, self.saved_at = every, self.since
+        self.extra: dict = {}  # more state a resumed fit needs (a warm start's start_val_loss)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -142,6 +143,7 @@ class Checkpointer(keras.callbacks.Callback):
             "reduce_lr": self.reduce_lr.state(),
             "stopped": bool(self.model.stop_training),
             "seconds": self.seconds,
+            **self.extra,
         }
         save_checkpoint(self.root, epoch + 1, self.model, state, self.stopping.best_weights)
 
@@ -209,7 +211,8 @@ class EpochBar(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.stopping.stopped_epoch:
+            best = self.stopping.best_epoch
             self.bar.update(
-                description=f"{self.label} epochs · stopped early, best epoch "
-                f"{self.stopping.best_epoch + 1}"
+                description=f"{self.label} epochs · stopped early, "
+                + (f"best epoch {best + 1}" if best >= 0 else "kept the starting weights")
             )

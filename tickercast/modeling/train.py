@@ -214,7 +214,9 @@ def fit(
     `callbacks` run after the built-in ones (tests use one to kill a run mid-way);
     `max_steps` caps the batches per epoch and per validation (benchmarks only);
     `seed_key` (default `label`) with the config's seed picks the initial weights;
-    `start_weights` (a warm start: tickercast.modeling.warm) replace them.
+    `start_weights` (a warm start: tickercast.modeling.warm) replace them, and compete
+    with the fit's epochs: scored on the validation windows first, they are kept when no
+    epoch beats them (a fine-tune never ends worse than where it started).
     With a `lease`, the network is this process's pooled one of its architecture, reset
     to the fresh build's weights (tickercast.modeling.pool), and goes back to the pool
     when the `lease` closes: the caller is done with the model by then.
@@ -238,6 +240,8 @@ def fit(
             "; ".join(problems),
         )
     run = _FitRun(data, lookback, spec, out_dir, logger, label, resume)
+    if start_weights is not None and not resume.folder:
+        run.score_start(model, strategy, max_steps)
     if resume.finished(spec.training.epochs):
         logger.info("%s: the checkpoint had already finished training", label)
         if run.stopping.restored_best_weights is not None:
@@ -331,6 +335,8 @@ class _FitRun:
         )
         self.guard = NanGuard()
         self.history = dict(state.get("history", {}))
+        # a warm start's validation loss before its first epoch (None: a fresh fit)
+        self.start_val_loss: float | None = state.get("start_val_loss")
         self.checkpointer = Checkpointer(
             out_dir / CHECKPOINTS,
             self.history,
@@ -369,6 +375,22 @@ class _FitRun:
         log_dir = Path(log_root) / "".join(c if c.isalnum() else "-" for c in self.label)
         self.logger.info("%s: TensorBoard logs in %s", self.label, log_dir)
         return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+
+    def score_start(self, model, strategy, max_steps: int | None) -> None:
+        """The starting weights as the best so far: their validation loss is the one to
+        beat, and early stopping restores them if no epoch does."""
+        *_, val, _, val_steps = self.datasets(max_steps)
+        with strategy.scope():
+            scored = model.evaluate(val, steps=val_steps, verbose=0, return_dict=True)
+        self.start_val_loss = float(scored["loss"])
+        self.checkpointer.extra["start_val_loss"] = self.start_val_loss
+        self.stopping.restored = {"best": self.start_val_loss, "wait": 0, "best_epoch": -1}
+        self.stopping.restored_best_weights = model.get_weights()
+        self.logger.info(
+            "%s: the starting weights' val_loss %.4g is the one to beat",
+            self.label,
+            self.start_val_loss,
+        )
 
     def datasets(self, max_steps: int | None):
         """(train, validation) tf.data streams and their steps per epoch."""
@@ -423,11 +445,15 @@ class _FitRun:
     def summary(self, model, choice: DeviceChoice, problems: list[str]) -> dict:
         history, epochs = self.history, self.spec.training.epochs
         val, loss = history.get("val_loss", []), history.get("loss", [])
+        start = self.start_val_loss
+        kept_start = start is not None and (not val or start <= min(val))
+        best_epoch = int(np.argmin(val)) + 1 if val else len(loss)
         return {
             "history": history,
             "epochs_run": len(loss),
-            "best_epoch": int(np.argmin(val)) + 1 if val else len(loss),
-            "best_val_loss": float(min(val)) if val else None,
+            "best_epoch": 0 if kept_start else best_epoch,  # 0: the starting weights
+            "best_val_loss": start if kept_start else (float(min(val)) if val else None),
+            "start_val_loss": start,
             "stopped_early": len(loss) < epochs,
             "resumed_from_epoch": self.first_epoch or None,
             "train_seconds": self.checkpointer.seconds,
@@ -536,14 +562,18 @@ def train_model(
     """Fit one ticker's network, shrink it toward the last close (`naive`: the scaled
     no-change output, None for price targets); save `model.keras`, `history.json` and the
     weights as fitted before shrinkage (`fitted-weights.npz`: what a warm start reads).
-    A warm `plan` starts from `start_weights` and caps the epochs at `plan.epochs`."""
+    A warm `plan` starts from `start_weights` (kept if no epoch beats them) and caps the
+    epochs at `plan.epochs` and the patience at `plan.patience`."""
     from tickercast.modeling.warm import save_weights
 
     out_dir = Path(out_dir)
     data = per_ticker_data(arrays, anchors)
     warm = plan is not None and plan.mode == "warm"
     if warm:
-        spec = spec.model_copy(update={"epochs": plan.epochs})
+        update = {"epochs": plan.epochs}
+        if plan.patience is not None:
+            update["patience"] = plan.patience
+        spec = spec.model_copy(update=update)
     with ExitStack() as lease:  # the model is pooled again once it is saved
         summary, model = fit(
             data,

@@ -79,6 +79,7 @@ class Plan:
     source_version: int | None = None
     epochs: int | None = None  # the warm fit's cap (None: the config's epochs)
     full_refit_last_day: str | None = None  # carried into the new version's metadata
+    patience: int | None = None  # the warm fit's early-stopping patience (None: the config's)
 
     def record(self) -> dict[str, Any]:
         """What metadata records (training.warm_start)."""
@@ -157,11 +158,14 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
         )
         return Plan("full", why, version, full_refit_last_day=today)
     epochs = min(settings.warm_start_epochs, spec.training.epochs)
+    patience = min(settings.warm_start_patience, spec.training.patience)
     why = (
-        f"fine-tuning the champion v{version}'s fitted weights for at most {epochs} epochs "
-        f"(last full refit on data up to {champion.full_refit_last_day}, {age} days ago)"
+        f"fine-tuning the champion v{version}'s fitted weights for at most {epochs} epochs, "
+        f"stopping after {patience} without beating the best so far, its own weights "
+        f"included (last full refit on data up to {champion.full_refit_last_day}, {age} "
+        "days ago)"
     )
-    return Plan("warm", why, version, epochs, champion.full_refit_last_day)
+    return Plan("warm", why, version, epochs, champion.full_refit_last_day, patience)
 
 
 def load_weights(path: Path, sha256: str | None = None) -> list[np.ndarray]:
