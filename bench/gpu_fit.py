@@ -26,6 +26,8 @@ Run here:     python bench/gpu_fit.py spec --out bench/.gpu/spec.json
 On a device:  bash bench/gpu_device.sh   (puts Keras from carried wheels beside the image's
               JAX and PyTorch, runs `measure`; one JSON per backend)
 Then:         python bench/gpu_fit.py report --cpu bench/.gpu/cpu.json --gpu <run>.json ...
+No command (`make bench`): spec and this machine's side, reported with the GPU runs found
+as bench/.gpu/gpu-*.json, or as unmeasured on the GPU in this run when there are none.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TICKER_TRAIN_WINDOWS = 1700
 TICKER_VAL_WINDOWS = 378
 BIG_BATCH = 4096
+NIGHTLY_EPOCHS = 14.2  # a first night's mean epochs per fit (bench/nightly_universe.py)
 
 
 def spec(out: Path) -> None:
@@ -235,9 +238,31 @@ def report(cpu_path: Path, gpu_paths: list[Path], nightly_epochs: float, keep: b
     publish("gpu_fit", row, keep)
 
 
+def auto(keep: bool) -> None:
+    """`make bench`'s run: this machine's side, with whatever GPU runs bench/.gpu holds."""
+    folder = ROOT / "bench" / ".gpu"
+    spec(folder / "spec.json")
+    measure(folder / "spec.json", folder / "cpu.json", tickers=16, epochs=5)
+    gpus = sorted(folder.glob("gpu-*.json"))
+    if gpus:
+        report(folder / "cpu.json", gpus, NIGHTLY_EPOCHS, keep)
+        return
+    from bench.results import publish
+
+    cpu = json.loads((folder / "cpu.json").read_text())
+    publish(
+        "gpu_fit",
+        f"| the nightly network's fit on a GPU vs this machine's CPU | {cpu['device']}: a "
+        f"ticker-sized fit {cpu['ticker_epoch_s']:.3f} s/epoch | no GPU measured in this run "
+        "(bench/gpu_device.sh on a lent device writes bench/.gpu/gpu-*.json) | - |",
+        keep,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--no-record", action="store_true", help="(no command) leave RESULTS.md")
+    sub = parser.add_subparsers(dest="command")
     s = sub.add_parser("spec")
     s.add_argument("--out", type=Path, required=True)
     m = sub.add_parser("measure")
@@ -248,10 +273,11 @@ def main() -> None:
     r = sub.add_parser("report")
     r.add_argument("--cpu", type=Path, required=True)
     r.add_argument("--gpu", type=Path, nargs="+", required=True, help="one JSON per GPU run")
-    r.add_argument("--nightly-epochs", type=float, default=14.2)
-    r.add_argument("--no-record", action="store_true")
+    r.add_argument("--nightly-epochs", type=float, default=NIGHTLY_EPOCHS)
     args = parser.parse_args()
-    if args.command == "spec":
+    if args.command is None:
+        auto(not args.no_record)
+    elif args.command == "spec":
         spec(args.out)
     elif args.command == "measure":
         measure(args.spec, args.json, args.tickers, args.epochs)
