@@ -363,7 +363,7 @@ def write_saved_model(servable: Servable, dest: Path) -> None:
     A `tf.Module` that tracks the network (and the quantile head), saved by
     `tf.saved_model.save`: the same signatures as Keras' ExportArchive wrote, without its
     second pass listing the variables every endpoint uses (bench/RESULTS.md
-    `export_module`: 0.76x the seconds of an export)."""
+    `export_module`: 0.76-0.84x the seconds of a whole export in two runs)."""
     import tensorflow as tf
 
     module = tf.Module()
