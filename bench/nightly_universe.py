@@ -22,9 +22,10 @@ Measured per night, from the Prefect API's task runs and the process tree:
   validation and per-epoch checkpoints included);
 - peak RSS of the flow run's process tree (sampled every 0.25 s; the serve process
   itself is reported apart);
-- per ticker against the tutorial's own fit of one ticker, timed in the same run
-  (`tutorial_fit`: LSTM(50) -> Dense(1), Adam, batch 32, 20 epochs on 60-day windows of
-  one synthetic ticker's min-max scaled close); target <= 1/3.
+- per ticker against the tutorial's own fit of one ticker, timed in the same run before
+  and after the nights, their mean the yardstick (`tutorial_fit`: LSTM(50) -> Dense(1),
+  Adam, batch 32, 20 epochs on 60-day windows of one synthetic ticker's min-max scaled
+  close; this machine's speed drifts within a run); target <= 1/3.
 Then the second night: one new trading day appended to every CSV, the same run again
 (the nightly config warm-starts each fit from the first night's champion: how many did is
 counted from each version's history.json).
@@ -436,9 +437,15 @@ def _projected(sizes: list[dict], night: int) -> str:
     return text
 
 
-def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[str, str]:
+def summary_rows(sizes: list[dict], tutorial_runs: list[float], overrides: dict) -> dict[str, str]:
     """The RESULTS.md rows: first and second night at the largest measured size, and the
     projection to 500 tickers from the scaling curve."""
+    tutorial_s = sum(tutorial_runs) / len(tutorial_runs)
+    timed = (
+        f"mean of {' and '.join(f'{t:.1f}' for t in tutorial_runs)} s, before and after the nights"
+        if len(tutorial_runs) > 1
+        else "timed once, before the nights"
+    )
     largest = max(sizes, key=lambda s: s["tickers"])
     counts = ", ".join(str(s["tickers"]) for s in sizes)
     setting = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the deployment's defaults"
@@ -457,7 +464,7 @@ def summary_rows(sizes: list[dict], tutorial_s: float, overrides: dict) -> dict[
             f"deployments/serve.py on a real Prefect server, {setting}; measured at "
             f"{counts} tickers (5 samples + synthetic 10-year Yahoo-like CSVs) "
             f"| tutorial's own one-ticker fit (LSTM(50), 20 epochs, batch 32) "
-            f"{tutorial_s:.1f} s "
+            f"{tutorial_s:.1f} s ({timed}) "
             f"| measured {largest['tickers']} tickers: wall {m['wall_s']:.0f} s "
             f"({per_ticker:.1f} s/ticker; flow run {m['flow_run_s']:.0f} s; stages running: "
             f"{stages}; orchestration {m['orchestration_s']:.1f} s = "
@@ -486,20 +493,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.from_json:
         out = json.loads(args.from_json.read_text())
-        _publish(summary_rows(out["sizes"], out["tutorial_fit_s"], out["overrides"]), args)
+        runs = out.get("tutorial_fit_runs_s") or [out["tutorial_fit_s"]]
+        _publish(summary_rows(out["sizes"], runs, out["overrides"]), args)
         return out
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    tutorial_s = tutorial_fit()
-    print(f"tutorial's one-ticker fit: {tutorial_s:.1f} s", flush=True)
+    tutorial_runs = [tutorial_fit()]
+    print(f"tutorial's one-ticker fit: {tutorial_runs[0]:.1f} s", flush=True)
     sizes = []
     with tempfile.TemporaryDirectory(prefix="universe-") as tmp, served(Path(tmp)) as ctx:
         _, serve, _ = ctx
         for n in sorted(int(s) for s in args.sizes.split(",")):
             sizes.append(one_size(n, Path(tmp), serve, overrides, args.nights))
+    tutorial_runs.append(tutorial_fit())
+    print(f"tutorial's one-ticker fit, again: {tutorial_runs[1]:.1f} s", flush=True)
     out = {
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "overrides": overrides,
-        "tutorial_fit_s": tutorial_s,
+        "tutorial_fit_s": sum(tutorial_runs) / len(tutorial_runs),
+        "tutorial_fit_runs_s": tutorial_runs,
         "sizes": sizes,
         "projected_500": {
             f"night_{i + 1}": {
@@ -511,7 +522,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
-    _publish(summary_rows(sizes, tutorial_s, overrides), args)
+    _publish(summary_rows(sizes, tutorial_runs, overrides), args)
     return out
 
 
