@@ -4,7 +4,8 @@
     GET  /models               every model: registry champion, the version served, errors
     GET  /forecast/{ticker}    next-horizon forecast from the latest lake rows, with intervals
     POST /predict              {"ticker": "AAPL", "window": [[f1, f2, ...], ...]}: lookback
-                               rows (oldest first) of the model's features, raw prices;
+                               rows (oldest first) of the model's features, raw prices, or
+                               up to `window_rows` (GET /models) for GET /forecast's band;
                                "last_close" too when the features do not include close
     POST /reload               re-read every registry and reload changed champions
     GET  /                     HTML: every champion, its latest forecast and bands, its
@@ -153,7 +154,8 @@ class PredictRequest(BaseModel):
     window: list[list[float]] = Field(
         min_length=1,
         max_length=MAX_WINDOW_ROWS,
-        description="lookback rows, oldest first, of the model's features in raw units",
+        description="lookback rows, oldest first, of the model's features in raw units; up "
+        "to window_rows (GET /models) give the band the returns GET /forecast's band reads",
     )
     last_close: float | None = Field(
         None,
@@ -183,6 +185,11 @@ class ModelInfo(BaseModel):
     )
     features: list[str] | None = None
     lookback: int | None = None
+    window_rows: int | None = Field(
+        None,
+        description="most rows a POST /predict window may hold: the lookback feeds the "
+        "network, the rows before it the band (the same band as GET /forecast)",
+    )
     horizon: int | None = None
     target: str | None = None
     intervals: list[str] | None = Field(None, description="conformal levels, e.g. ['80', '95']")
@@ -303,6 +310,8 @@ class BodyLimit:
 
 
 def _describe(name: str, entry: Served | None, champion) -> dict:
+    from tickercast.delivery.predict import window_rows
+
     row = {"name": name, "champion": champion, "serving": None, "error": None}
     if entry is not None:
         row["error"] = entry.error
@@ -312,6 +321,7 @@ def _describe(name: str, entry: Served | None, champion) -> dict:
                 serving=b.version,
                 features=b.spec.features,
                 lookback=b.spec.lookback,
+                window_rows=window_rows(b)[1],
                 horizon=b.spec.horizon,
                 target=b.spec.target,
                 intervals=sorted((b.metadata.get("intervals") or {}).keys()),

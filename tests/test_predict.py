@@ -59,11 +59,27 @@ def test_a_raw_window_gives_the_same_forecast(data):
     assert row["hi_80"] == pytest.approx(row["forecast"] * np.exp(q80 * vol))
 
 
+def test_a_window_with_the_bands_rows_gets_the_lakes_band(data):
+    """One row more (window_rows: 21 closes, the 20 returns the volatility band reads): the
+    same forecast and the same band as the lake's."""
+    from tickercast.delivery.predict import window_rows
+
+    bundle = load_champion(data, TICKER)
+    assert window_rows(bundle) == (20, 21)
+    prices = lake.read_partition(data, TICKER)
+    window = prices[["close", "volume"]].tail(21).to_numpy(dtype=float)
+    (expected,) = forecast_next(bundle, prices, TICKER)
+    (row,) = forecast_window(bundle, window.tolist(), TICKER)
+    for key in ("forecast", "lo_80", "hi_80", "lo_95", "hi_95"):
+        assert row[key] == pytest.approx(expected[key], rel=1e-6), key
+
+
 @pytest.mark.parametrize(
     "window, message",
     [
-        (np.ones((19, 2)).tolist(), r"shape \[19, 2\], expected \[20, 2\]"),
-        (np.ones((20, 3)).tolist(), r"expected \[20, 2\]"),
+        (np.ones((19, 2)).tolist(), r"shape \[19, 2\], expected 20 to 21 rows .* of 2 features"),
+        (np.ones((22, 2)).tolist(), r"shape \[22, 2\], expected 20 to 21 rows"),
+        (np.ones((20, 3)).tolist(), r"expected 20 to 21 rows"),
         ([[1.0, float("nan")]] * 20, "NaN"),
         ([[1.0, float("inf")]] * 20, "infinite"),
         ([["a", 1.0]] * 20, "list of rows of numbers"),

@@ -436,7 +436,7 @@ HOSTILE = {
     "ticker not a string": (body({"ticker": 5, "window": window()}), 422, "valid string"),
     "ticker with a path": (body({"ticker": "../etc", "window": window()}), 422, "invalid ticker"),
     "unknown ticker": (body({"ticker": "ZZZZQ", "window": window()}), 404, "unknown ticker"),
-    "too few rows": (body({"ticker": "MSFT", "window": window(19)}), 422, "expected [20, 2]"),
+    "too few rows": (body({"ticker": "MSFT", "window": window(19)}), 422, "expected 20 to 21 rows"),
     "ragged rows": (
         body({"ticker": "MSFT", "window": window(19) + [[1.0]]}),
         422,

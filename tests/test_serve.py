@@ -52,6 +52,7 @@ def test_health_and_models(service):
     (model,) = client.get("/models").json()
     assert model["name"] == TICKER and model["champion"] == 3 and model["serving"] == 3
     assert model["features"] == ["close", "volume"] and model["lookback"] == 20
+    assert model["window_rows"] == 21  # the band's 20 returns need one close more
     assert model["intervals"] == ["80", "95"] and model["error"] is None
     # what the bundle's SavedModel takes: the raw fields, lookback plus warm-up rows
     assert model["savedmodel_fields"] == ["close", "volume"]
@@ -80,8 +81,8 @@ def test_forecast_and_predict_agree(service):
 @pytest.mark.parametrize(
     "payload, status, message",
     [
-        ({"ticker": TICKER, "window": [[1.0, 2.0]] * 19}, 422, "expected [20, 2]"),
-        ({"ticker": TICKER, "window": [[1.0, 2.0, 3.0]] * 20}, 422, "expected [20, 2]"),
+        ({"ticker": TICKER, "window": [[1.0, 2.0]] * 19}, 422, "expected 20 to 21 rows"),
+        ({"ticker": TICKER, "window": [[1.0, 2.0, 3.0]] * 20}, 422, "expected 20 to 21 rows"),
         ({"ticker": TICKER, "window": [[1.0, "x"]] * 20}, 422, "window"),
         ({"ticker": TICKER, "window": []}, 422, "window"),
         ({"ticker": TICKER}, 422, "window"),

@@ -102,6 +102,23 @@ def test_a_posted_window_gets_the_band_from_the_returns_it_holds(shipped):
     assert np.all(np.diff(posted["quantiles"]) >= 0)
 
 
+def test_a_window_with_the_recursions_rows_gets_the_lakes_band(shipped):
+    """Sent with the rows the recursion reads before the lookback (window_rows: lookback +
+    20 returns, from closes: one row more), the posted band is the lake's, not close to it."""
+    from tickercast.delivery.predict import forecast_next, forecast_window, window_rows
+    from tickercast.market import lake
+
+    data, bundle = shipped
+    lookback = bundle.spec.lookback
+    assert window_rows(bundle) == (lookback, lookback + 21)
+    prices = lake.read_partition(data, TICKER)
+    (lake_row,) = forecast_next(bundle, prices, TICKER)
+    window = prices[bundle.spec.features].tail(lookback + 21).to_numpy().tolist()
+    (posted,) = forecast_window(bundle, window, TICKER)
+    assert posted["forecast"] == pytest.approx(lake_row["forecast"], rel=1e-9)
+    np.testing.assert_allclose(posted["quantiles"], lake_row["quantiles"], rtol=1e-9)
+
+
 def test_the_report_models_show_and_mlflow_name_the_shipped_band(shipped, capsys):
     from tickercast.app.cli import main
     from tickercast.delivery.report import retrain_report

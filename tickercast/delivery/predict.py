@@ -7,13 +7,16 @@ calibrated quantile grid in prices (`quantile_levels`, `quantiles`: see
 docs/ARCHITECTURE.md): a quantile head's, or the band the version ships when it is a
 fitted variance recursion (GJR-GARCH(1,1)-t by default, `evaluation.distribution.model`
 in metadata: `tickercast.evaluation.garch_band`), whose 80%/95% levels are then the
-intervals too. A POSTed window (`lookback` rows) gives that band the daily returns it
-holds (its `log_return` feature, else its closes), fewer than the recursion reads
-(lookback + 20): the missing ones count at their expectation from the training variance.
-How far that moves the band depends on the fit's beta (its memory): negligible for
-beta 0.74 (the tiny MSFT fit), but with beta 0.94 on MSFT 2019-2020 the 95% width of 5%
-to 95% of origins was 0.89x to 1.22x the lake's (0.43x right after March 2020's jump).
-`GET /forecast` and the SavedModel (which reads lookback + 20 rows) give the lake's band.
+intervals too. A POSTed window gives that band the daily returns it holds (its
+`log_return` feature, else its closes): `lookback` rows feed the network, and a window
+may hold up to `window_rows(bundle)[1]` rows, the lookback plus what the band reads
+before it (the recursion's lookback + 20 returns, or the 20-day volatility; one more row
+when the returns come from closes), and then gets the same band as `GET /forecast` and
+the SavedModel. With only `lookback` rows the missing returns count at their expectation
+from the training variance. How far that moves the band depends on the fit's beta (its
+memory): negligible for beta 0.74 (the tiny MSFT fit), but with beta 0.94 on MSFT
+2019-2020 the 95% width of 5% to 95% of origins was 0.89x to 1.22x the lake's (0.43x right
+after March 2020's jump).
 """
 
 from __future__ import annotations
@@ -235,19 +238,45 @@ def forecast_next(bundle: Bundle, prices: pd.DataFrame, ticker: str) -> list[dic
     return _rows(bundle, ticker, forecast, as_of, float(closes[-1]), volatility, grid)
 
 
+def window_rows(bundle: Bundle) -> tuple[int, int]:
+    """(fewest, most) rows a POSTed window may hold: `lookback` feed the network; the most
+    also let the band see what `forecast_next`'s sees: a variance recursion's returns, or
+    the 20-day volatility when no `volatility` feature gives it (one more row when the
+    returns come from closes). A quantile head needs no more."""
+    spec = bundle.spec
+    features = spec.features
+    record = shipped_band(bundle)
+    if bundle.quantiles is not None:
+        returns = 0
+    elif record is not None:
+        returns = int(record["params"]["returns"])
+    else:
+        returns = 0 if "volatility" in features else VOLATILITY_DAYS
+    if "log_return" not in features:
+        returns = returns + 1 if returns and "close" in features else 0
+    return spec.lookback, max(spec.lookback, returns)
+
+
 def check_window(bundle: Bundle, window, ticker: str = "window") -> np.ndarray:
     """A client's raw window as a float array, or ValueError saying what is wrong with it
     (`plausibility.Refused` with `of_input` when it is implausible)."""
-    expected = (bundle.spec.lookback, len(bundle.spec.features))
+    fewest, most = window_rows(bundle)
+    n_features = len(bundle.spec.features)
     try:
         array = np.asarray(window, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"window must be a list of rows of numbers: {exc}") from exc
-    if array.shape != expected:
+    if array.ndim != 2 or array.shape[1] != n_features or not fewest <= len(array) <= most:
+        rows = str(fewest) if fewest == most else f"{fewest} to {most}"
+        extra = (
+            ""
+            if fewest == most
+            else f"; the last {fewest} feed the network, up to {most - fewest} more before "
+            "them give the band the returns GET /forecast's band reads"
+        )
         raise ValueError(
-            f"window has shape {list(array.shape)}, expected {list(expected)}: "
-            f"{expected[0]} rows (lookback, oldest first) of {expected[1]} features "
-            f"{bundle.spec.features}"
+            f"window has shape {list(array.shape)}, expected {rows} rows (oldest first) of "
+            f"{n_features} features {bundle.spec.features}{extra}"
         )
     if not np.isfinite(array).all():
         raise ValueError("window contains NaN or infinite values")
@@ -300,7 +329,7 @@ def forecast_window(
         )
     if close is not None:
         plausibility.check_prices(ticker, "last_close", [close], of_input=True)
-    x = bundle.spec.feature_scaler.transform(raw).astype(np.float32)[None]
+    x = bundle.spec.feature_scaler.transform(raw[-bundle.spec.lookback :]).astype(np.float32)[None]
     scaled = np.asarray(bundle.model.predict_on_batch(x))
     last = None if close is None else np.array([close])
     forecast = plausible_forecast(bundle, scaled, close, ticker)
