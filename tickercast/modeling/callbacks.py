@@ -114,14 +114,22 @@ class Checkpointer(keras.callbacks.Callback):
     optimizer, callback state and history (every epoch's)."""
 
     def __init__(
-        self, root: Path, history: dict, stopping, reduce_lr, seconds: float, every: float
+        self,
+        root: Path,
+        history: dict,
+        stopping,
+        reduce_lr,
+        seconds: float,
+        every: float,
+        start_val_loss: float | None = None,
     ):
         super().__init__()
         self.root, self.history = root, history
         self.stopping, self.reduce_lr = stopping, reduce_lr
         self.seconds, self.since = seconds, time.perf_counter()
         self.every, self.saved_at = every, self.since
-        self.extra: dict = {}  # more state a resumed fit needs (a warm start's start_val_loss)
+        # a warm start's validation loss before its first epoch (None: a fresh fit)
+        self.start_val_loss = start_val_loss
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -143,7 +151,7 @@ class Checkpointer(keras.callbacks.Callback):
             "reduce_lr": self.reduce_lr.state(),
             "stopped": bool(self.model.stop_training),
             "seconds": self.seconds,
-            **self.extra,
+            "start_val_loss": self.start_val_loss,
         }
         save_checkpoint(self.root, epoch + 1, self.model, state, self.stopping.best_weights)
 

@@ -335,8 +335,6 @@ class _FitRun:
         )
         self.guard = NanGuard()
         self.history = dict(state.get("history", {}))
-        # a warm start's validation loss before its first epoch (None: a fresh fit)
-        self.start_val_loss: float | None = state.get("start_val_loss")
         self.checkpointer = Checkpointer(
             out_dir / CHECKPOINTS,
             self.history,
@@ -344,6 +342,7 @@ class _FitRun:
             self.reduce_lr,
             state.get("seconds", 0.0),
             checkpoint_seconds(),
+            state.get("start_val_loss"),
         )
 
     def callbacks(self, steps: int, extra: list) -> list:
@@ -379,26 +378,34 @@ class _FitRun:
     def score_start(self, model, strategy, max_steps: int | None) -> None:
         """The starting weights as the best so far: their validation loss is the one to
         beat, and early stopping restores them if no epoch does."""
-        *_, val, _, val_steps = self.datasets(max_steps)
+        val, val_steps = self.validation(max_steps)
         with strategy.scope():
             scored = model.evaluate(val, steps=val_steps, verbose=0, return_dict=True)
-        self.start_val_loss = float(scored["loss"])
-        self.checkpointer.extra["start_val_loss"] = self.start_val_loss
-        self.stopping.restored = {"best": self.start_val_loss, "wait": 0, "best_epoch": -1}
+        start = float(scored["loss"])
+        self.checkpointer.start_val_loss = start  # a resumed fit reads it back
+        self.stopping.restored = {"best": start, "wait": 0, "best_epoch": -1}
         self.stopping.restored_best_weights = model.get_weights()
         self.logger.info(
-            "%s: the starting weights' val_loss %.4g is the one to beat",
-            self.label,
-            self.start_val_loss,
+            "%s: the starting weights' val_loss %.4g is the one to beat", self.label, start
         )
+
+    def validation(self, max_steps: int | None):
+        """The validation tf.data stream and its steps."""
+        data, batch = self.data, self.spec.training.batch_size
+        steps = n_batches(len(data.val), batch)
+        if max_steps:
+            steps = min(steps, max_steps)
+        offsets = data.ticker_offsets
+        val = make_dataset(data.x, data.y, data.val, self.lookback, batch, ticker_offsets=offsets)
+        return val, steps
 
     def datasets(self, max_steps: int | None):
         """(train, validation) tf.data streams and their steps per epoch."""
         data, training = self.data, self.spec.training
         batch, epochs = training.batch_size, training.epochs
-        steps, val_steps = n_batches(len(data.train), batch), n_batches(len(data.val), batch)
+        steps = n_batches(len(data.train), batch)
         if max_steps:
-            steps, val_steps = min(steps, max_steps), min(val_steps, max_steps)
+            steps = min(steps, max_steps)
         train = make_dataset(
             data.x,
             data.y,
@@ -411,8 +418,7 @@ class _FitRun:
             epochs=epochs,
             first_epoch=self.first_epoch,
         )
-        offsets = data.ticker_offsets
-        val = make_dataset(data.x, data.y, data.val, self.lookback, batch, ticker_offsets=offsets)
+        val, val_steps = self.validation(max_steps)
         return train, val, steps, val_steps
 
     def fit(self, model, strategy, choice: DeviceChoice, extra: list, max_steps) -> None:
@@ -445,7 +451,7 @@ class _FitRun:
     def summary(self, model, choice: DeviceChoice, problems: list[str]) -> dict:
         history, epochs = self.history, self.spec.training.epochs
         val, loss = history.get("val_loss", []), history.get("loss", [])
-        start = self.start_val_loss
+        start = self.checkpointer.start_val_loss
         kept_start = start is not None and (not val or start <= min(val))
         best_epoch = int(np.argmin(val)) + 1 if val else len(loss)
         return {
