@@ -330,7 +330,7 @@ def forecast_window(
     if close is not None:
         plausibility.check_prices(ticker, "last_close", [close], of_input=True)
     x = bundle.spec.feature_scaler.transform(raw[-bundle.spec.lookback :]).astype(np.float32)[None]
-    scaled = np.asarray(bundle.model.predict_on_batch(x))
+    scaled = inference.predict(bundle.model, x)  # as forecast_next
     last = None if close is None else np.array([close])
     forecast = plausible_forecast(bundle, scaled, close, ticker)
     grid = quantile_grid(bundle, x, last, ticker)
