@@ -121,40 +121,58 @@ def test_full_refit_after_full_refit_days(night1_spec):
             assert chosen.full_refit_last_day == since
 
 
+def night_one(cfg: RetrainConfig, folder: Path):
+    """(spec, summary, fitted weights) of a full fit on the first 400 days."""
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.warm import load_weights
+
+    spec, arrays, anchors = prepared(400, cfg)
+    first = plan(cfg.warm, None, cfg.fit_spec(), spec)
+    summary = train_model(
+        arrays, anchors, 20, cfg.fit_spec(), folder, naive=naive_output(spec), plan=first
+    )
+    return spec, summary, load_weights(folder / "fitted-weights.npz")
+
+
+def night_two(cfg: RetrainConfig, champion: Champion, folder: Path, fitted, callbacks=()):
+    """(plan, summary) of tonight's fit with `cfg`, one new day, from `champion`'s
+    `fitted` weights."""
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import train_model
+
+    spec, arrays, anchors = prepared(401, cfg)
+    chosen = plan(cfg.warm, champion, cfg.fit_spec(), spec)
+    summary = train_model(
+        arrays,
+        anchors,
+        20,
+        cfg.fit_spec(),
+        folder,
+        callbacks=callbacks,
+        naive=naive_output(spec),
+        plan=chosen,
+        start_weights=fitted,
+    )
+    return chosen, summary
+
+
 def test_warm_fit_starts_from_the_champions_weights(tmp_path):
     """Night 2 starts exactly from night 1's fitted (pre-shrink) weights and runs at most
     warm_start_epochs; history.json records how it started; the saved fitted weights are
     the exported model's before its shrinkage."""
     import keras
 
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.train import train_model
-    from tickercast.modeling.warm import load_weights
-
     cfg = config()
-    spec1, arrays1, anchors1 = prepared(400, cfg)
-    first = plan(cfg.warm, None, cfg.fit_spec(), spec1)
-    night1 = train_model(
-        arrays1,
-        anchors1,
-        20,
-        cfg.fit_spec(),
-        tmp_path / "n1",
-        naive=naive_output(spec1),
-        plan=first,
-    )
+    spec1, night1, fitted = night_one(cfg, tmp_path / "n1")
     assert night1["warm_start"]["mode"] == "full" and night1["epochs_run"] == 6
-    fitted = load_weights(tmp_path / "n1/fitted-weights.npz")
     exported = keras.models.load_model(tmp_path / "n1/model.keras", compile=False).get_weights()
     alpha = night1["shrinkage"]["alpha"]
     for kept, fit_ in zip(exported[:-2], fitted[:-2], strict=True):
         assert np.array_equal(kept, fit_)  # the trunk is untouched by the shrinkage
     np.testing.assert_allclose(exported[-2], alpha * fitted[-2], rtol=1e-5, atol=1e-7)
 
-    spec2, arrays2, anchors2 = prepared(401, cfg)  # one new day
     champion = champion_of(cfg, spec1, weights=tmp_path / "n1/fitted-weights.npz")
-    second = plan(cfg.warm, champion, cfg.fit_spec(), spec2)
-    assert second.mode == "warm"
     seen: list = []
 
     class FirstWeights(keras.callbacks.Callback):
@@ -162,17 +180,8 @@ def test_warm_fit_starts_from_the_champions_weights(tmp_path):
             if not seen:
                 seen.append(self.model.get_weights())
 
-    night2 = train_model(
-        arrays2,
-        anchors2,
-        20,
-        cfg.fit_spec(),
-        tmp_path / "n2",
-        callbacks=[FirstWeights()],
-        naive=naive_output(spec2),
-        plan=second,
-        start_weights=fitted,
-    )
+    second, night2 = night_two(cfg, champion, tmp_path / "n2", fitted, [FirstWeights()])
+    assert second.mode == "warm"
     assert all(np.array_equal(a, b) for a, b in zip(seen[0], fitted, strict=True))
     assert night2["epochs_run"] <= 2 < night1["epochs_run"]
     recorded = json.loads((tmp_path / "n2/history.json").read_text())["warm_start"]
@@ -183,29 +192,13 @@ def test_a_fine_tune_that_only_gets_worse_keeps_the_champions_weights(tmp_path):
     """The starting weights compete with the fine-tune's epochs on tonight's validation
     windows: when every epoch is worse (here a learning rate that wrecks the network), the
     fit stops after warm_start_patience epochs and keeps the champion's weights exactly."""
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.train import train_model
     from tickercast.modeling.warm import load_weights
 
     cfg = config()
-    spec1, arrays1, anchors1 = prepared(400, cfg)
-    train_model(arrays1, anchors1, 20, cfg.fit_spec(), tmp_path / "n1", naive=naive_output(spec1))
-    fitted = load_weights(tmp_path / "n1/fitted-weights.npz")
-
+    spec1, _, fitted = night_one(cfg, tmp_path / "n1")
     wild = config(learning_rate=0.9, warm_start_epochs=4, warm_start_patience=2)
-    spec2, arrays2, anchors2 = prepared(401, wild)
     champion = champion_of(cfg, spec1, weights=tmp_path / "n1/fitted-weights.npz")
-    chosen = plan(wild.warm, champion, wild.fit_spec(), spec2)
-    night2 = train_model(
-        arrays2,
-        anchors2,
-        20,
-        wild.fit_spec(),
-        tmp_path / "n2",
-        naive=naive_output(spec2),
-        plan=chosen,
-        start_weights=fitted,
-    )
+    _, night2 = night_two(wild, champion, tmp_path / "n2", fitted)
     val = night2["history"]["val_loss"]
     assert night2["start_val_loss"] < min(val)  # every epoch worse than the start
     assert night2["epochs_run"] == 2 < 4  # stopped by the warm patience, not the cap
