@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,30 +78,53 @@ def bundles(data: Path) -> list[Path]:
     return [data / "models" / t / "versions" / "1" for t in TICKERS]
 
 
-def measure(rounds: int) -> dict[str, list[float]]:
+def size_kib(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) // 1024
+
+
+def alternate_exports(
+    rounds: int, arms: dict[str, Callable[[], None]]
+) -> dict[str, list[tuple[float, int]]]:
+    """(seconds, KiB) of each whole `export_saved_model` of the nightly bundles per arm,
+    the arms' order alternating each round; an arm's callable puts its variant in place
+    before each of its exports, the first arm's is put back at the end."""
     import keras
 
     from tickercast.delivery import servable
     from tickercast.delivery.bundle import load_bundle
 
-    looped = servable._band_variance
-    arms: dict[str, list[float]] = {"loop": [], "unrolled": []}
+    names = list(arms)
+    times: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         made = bundles(Path(tmp) / "data")
-        for r in range(rounds):
-            for path in made:
-                bundle = load_bundle(path)
-                assert bundle.metadata["evaluation"]["distribution"]["model"]["calibration"]
-                for arm in ("loop", "unrolled") if r % 2 == 0 else ("unrolled", "loop"):
-                    servable._band_variance = looped if arm == "loop" else unrolled
-                    model = keras.models.load_model(path / "model.keras", compile=False)
-                    dest = Path(tmp) / f"{arm}-{path.parts[-3]}-{r}"
-                    started = time.perf_counter()
-                    servable.export_saved_model(model, bundle.spec, bundle.metadata, dest)
-                    arms[arm].append(time.perf_counter() - started)
-        servable._band_variance = looped
-    print({k: [round(v, 2) for v in vs] for k, vs in arms.items()}, flush=True)
-    return arms
+        try:
+            for r in range(rounds):
+                for path in made:
+                    bundle = load_bundle(path)
+                    assert bundle.metadata["evaluation"]["distribution"]["model"]["calibration"]
+                    for arm in names if r % 2 == 0 else names[::-1]:
+                        arms[arm]()
+                        model = keras.models.load_model(path / "model.keras", compile=False)
+                        dest = Path(tmp) / f"{arm}-{path.parts[-3]}-{r}"
+                        started = time.perf_counter()
+                        servable.export_saved_model(model, bundle.spec, bundle.metadata, dest)
+                        times[arm].append((time.perf_counter() - started, size_kib(dest)))
+        finally:
+            arms[names[0]]()
+    print({k: [round(t, 2) for t, _ in v] for k, v in times.items()}, flush=True)
+    return times
+
+
+def measure(rounds: int) -> dict[str, list[float]]:
+    from tickercast.delivery import servable
+
+    looped = servable._band_variance
+
+    def use(variance) -> Callable[[], None]:
+        return lambda: setattr(servable, "_band_variance", variance)
+
+    times = alternate_exports(rounds, {"loop": use(looped), "unrolled": use(unrolled)})
+    return {arm: [t for t, _ in runs] for arm, runs in times.items()}
 
 
 def main() -> None:

@@ -19,8 +19,7 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,36 +44,16 @@ def archive(servable, dest: Path) -> None:
     export.write_out(str(dest), verbose=False)
 
 
-def size_kib(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) // 1024
-
-
 def measure(rounds: int) -> dict[str, list[tuple[float, int]]]:
-    import keras
-
-    from bench.export_band import TICKERS, bundles
+    from bench.export_band import alternate_exports
     from tickercast.delivery import servable
-    from tickercast.delivery.bundle import load_bundle
 
     module = servable.write_saved_model
-    arms: dict[str, list[tuple[float, int]]] = {"module": [], "archive": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        made = bundles(Path(tmp) / "data")
-        try:
-            for r in range(rounds):
-                for path in made:
-                    bundle = load_bundle(path)
-                    for arm in ("module", "archive") if r % 2 == 0 else ("archive", "module"):
-                        servable.write_saved_model = module if arm == "module" else archive
-                        model = keras.models.load_model(path / "model.keras", compile=False)
-                        dest = Path(tmp) / f"{arm}-{path.parts[-3]}-{r}"
-                        started = time.perf_counter()
-                        servable.export_saved_model(model, bundle.spec, bundle.metadata, dest)
-                        arms[arm].append((time.perf_counter() - started, size_kib(dest)))
-        finally:
-            servable.write_saved_model = module
-    print({k: [round(s, 2) for s, _ in v] for k, v in arms.items()}, f"({len(TICKERS)} bundles)")
-    return arms
+
+    def use(writer) -> Callable[[], None]:
+        return lambda: setattr(servable, "write_saved_model", writer)
+
+    return alternate_exports(rounds, {"module": use(module), "archive": use(archive)})
 
 
 def main() -> None:
