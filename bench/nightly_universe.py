@@ -311,14 +311,26 @@ def stage_times(flow_run) -> dict:
     }
 
 
+def fits_so_far(data_dir: Path) -> set[Path]:
+    """Every fit's history.json (the train step's work folders): a fine-tune that kept the
+    champion makes no version, but its fit counts."""
+    return set((data_dir / "work" / "train").glob("*/history.json"))
+
+
 def versions(data_dir: Path) -> set[Path]:
     return set((data_dir / "models").glob("*/versions/*/history.json"))
 
 
-def training_stats(new: set[Path]) -> dict:
-    """Windows/s and epochs over the versions this night wrote (their history.json), and
-    each fit's curves (bench/universe_levers.py replays early stopping on them)."""
-    windows = seconds = 0.0
+def training_stats(new: set[Path], new_fits: set[Path] = frozenset()) -> dict:
+    """Windows/s and epochs over the fits this night made (`new_fits`, their work folders'
+    history.json: `new` versions plus the fine-tunes that kept the champion), and each new
+    version's fit curves by ticker (bench/universe_levers.py replays early stopping on
+    them)."""
+    kept = [
+        h for h in map(json.loads, map(Path.read_text, sorted(new_fits))) if "kept_champion" in h
+    ]
+    windows = sum(h["train_windows"] * h["epochs_run"] for h in kept)
+    seconds = sum(h["train_seconds"] for h in kept)
     fits = {}
     for history in sorted(new):
         h = json.loads(history.read_text())
@@ -333,16 +345,17 @@ def training_stats(new: set[Path]) -> dict:
             "warm_start": (h.get("warm_start") or {}).get("mode"),
             **{k: h["history"].get(k) for k in ("loss", "val_loss", "learning_rate")},
         }
-    epochs = [f["epochs_run"] for f in fits.values()]
+    epochs = [f["epochs_run"] for f in fits.values()] + [h["epochs_run"] for h in kept]
     return {
         "new_versions": len(fits),
+        "kept_champion": len(kept),  # fine-tunes that beat nothing: no version made
         "windows_per_s": windows / seconds if seconds else None,
         "fit_s": seconds,
         "epochs_mean": float(np.mean(epochs)) if epochs else None,
         "epochs_max": int(max(epochs)) if epochs else None,
         # how the fits started (metadata training.warm_start; the nightly config's
         # warm_start="auto" fine-tunes the champion on the second night)
-        "warm_fits": sum(1 for f in fits.values() if f["warm_start"] == "warm"),
+        "warm_fits": sum(1 for f in fits.values() if f["warm_start"] == "warm") + len(kept),
         "fits": fits,
     }
 
@@ -393,10 +406,11 @@ def one_size(n_synthetic: int, tmp: Path, serve, overrides: dict, nights: int) -
     result = {"tickers": len(tickers), "synthetic": n_synthetic, "nights": []}
     for night in range(nights):
         write_universe(csv_dir, synthetic_names(n_synthetic), extra_days=night)
-        before = versions(data_dir)
+        before, fits_before = versions(data_dir), fits_so_far(data_dir)
         params = parameters(tickers, csv_dir, data_dir, overrides)
         measured = run_night(params, serve, timeout=6 * 3600)
-        measured.update(training_stats(versions(data_dir) - before))
+        new_fits = fits_so_far(data_dir) - fits_before
+        measured.update(training_stats(versions(data_dir) - before, new_fits))
         shown = {k: v for k, v in measured.items() if k != "fits"}
         print(json.dumps({"tickers": len(tickers), "night": night + 1, **shown}), flush=True)
         result["nights"].append(measured)
@@ -472,7 +486,8 @@ def summary_rows(sizes: list[dict], tutorial_runs: list[float], overrides: dict)
             f"{m['queued_s']:.0f} s from trigger to start (serve's poll); "
             f"{m['windows_per_s'] or 0:.0f} training windows/s, epochs mean "
             f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}, warm-started "
-            f"{m.get('warm_fits', 0)} of {m['new_versions']} fits; peak RSS "
+            f"{m.get('warm_fits', 0)} of {m['new_versions'] + m.get('kept_champion', 0)} fits, "
+            f"{m.get('kept_champion', 0)} of them kept the champion (no version); peak RSS "
             f"{m['peak_rss_mb']:.0f} MB); {_projected(sizes, night)} "
             f"| per ticker {per_ticker / tutorial_s:.2f}x the tutorial's fit "
             f"(target <= 0.33x{'' if night == 0 else '; second night <= 1/6 of the first'}) |"

@@ -53,8 +53,11 @@ def nightly(warm_epochs: int | None = None):
     return RetrainConfig(**settings)
 
 
-def fit(data: dict, cfg, out: Path, plan=None, start=None) -> dict:
-    """train_model on one night's rows; seconds, epochs and the test windows' forecasts."""
+def fit(data: dict, cfg, out: Path, plan=None, start=None, champion: Path | None = None) -> dict:
+    """train_model on one night's rows; seconds, epochs and the test windows' forecasts.
+    A warm fit that kept the champion (`champion`: its folder) writes no model: the
+    forecasts are then the champion's shipped network's on these windows (scaled with
+    tonight's scalers, which moved by one training day)."""
     import keras
 
     from tickercast.modeling.shrink import naive_output
@@ -74,15 +77,17 @@ def fit(data: dict, cfg, out: Path, plan=None, start=None) -> dict:
         start_weights=start,
     )
     seconds = time.perf_counter() - started
-    model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
+    kept = summary.get("kept_champion") is not None
+    shipped = (champion if kept else out) / "model.keras"
+    model = keras.models.load_model(shipped, safe_mode=True, compile=False)
     test = data["anchors"]["test"]
     pred = model.predict(gather_windows(data["x"], test, spec.lookback), verbose=0)
     return {
         "seconds": seconds,
         "epochs": summary["epochs_run"],
-        "alpha": summary["shrinkage"]["alpha"],
+        "alpha": None if kept else summary["shrinkage"]["alpha"],
         "val_loss": summary["best_val_loss"],
-        "kept_start": summary["best_epoch"] == 0,
+        "kept_start": kept,
         "pred": pred,
         "warm_start": summary["warm_start"],
     }
@@ -124,7 +129,7 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
     )
     chosen = plan(cfg.warm, champion, cfg.fit_spec(), second["spec"])
     cold = fit(second, cfg, tmp / ticker / "cold")
-    warm = fit(second, cfg, tmp / ticker / "warm", chosen, load_weights(weights))
+    warm = fit(second, cfg, tmp / ticker / "warm", chosen, load_weights(weights), weights.parent)
     actual = second["y"][second["anchors"]["test"]]
     test = dm_test(actual, warm["pred"], cold["pred"], second["spec"].horizon)
     rmse = {

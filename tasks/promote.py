@@ -22,6 +22,11 @@ def promote_step(
     returns the registry's event. With an MLflow URI, the registry is then mirrored
     there (`mirror_to_mlflow`)."""
     ticker = exported.ticker
+    if exported.kept_reason:  # the champion stays; its live record still takes the new day
+        get_run_logger().info("%s: %s", ticker, exported.kept_reason)
+        event = {"action": "unchanged", "version": exported.version, "kept": True}
+        event.update(reason=exported.kept_reason, live=watch(ticker, data_dir, mlflow_uri))
+        return _mirrored(event, mlflow_uri, data_dir, ticker)
     if exported.unchanged:  # nothing new to judge: the registry is left alone
         reason = f"unchanged since v{exported.version}: no new version, registry untouched"
         get_run_logger().info("%s: %s", ticker, reason)

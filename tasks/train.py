@@ -55,14 +55,21 @@ def train_step(
             plan=chosen,
             start_weights=start,
         )
-    model_path, history_path = work / MODEL_FILE, work / HISTORY_FILE
-    fitted = work / FITTED_WEIGHTS_FILE
-    return Trained(
+    history_path = work / HISTORY_FILE
+    fields = dict(
         ticker=pre.ticker,
-        model=str(model_path),
         history=str(history_path),
         best_epoch=summary["best_epoch"],
         epochs_run=summary["epochs_run"],
+    )
+    kept = summary.get("kept_champion")
+    if kept is not None:  # no epoch beat the champion's weights: nothing new to ship
+        logger.info("%s: kept champion v%d's weights: no new version tonight", pre.ticker, kept)
+        return Trained(**fields, model=None, kept_champion=kept, outputs=outputs(history_path))
+    model_path, fitted = work / MODEL_FILE, work / FITTED_WEIGHTS_FILE
+    return Trained(
+        **fields,
+        model=str(model_path),
         shrinkage=summary["shrinkage"],
         fitted_weights=str(fitted),
         outputs=outputs(model_path, history_path, fitted),

@@ -191,9 +191,8 @@ def test_warm_fit_starts_from_the_champions_weights(tmp_path):
 def test_a_fine_tune_that_only_gets_worse_keeps_the_champions_weights(tmp_path):
     """The starting weights compete with the fine-tune's epochs on tonight's validation
     windows: when every epoch is worse (here a learning rate that wrecks the network), the
-    fit stops after warm_start_patience epochs and keeps the champion's weights exactly."""
-    from tickercast.modeling.warm import load_weights
-
+    fit stops after warm_start_patience epochs and keeps the champion: only its history
+    is written, naming the champion kept."""
     cfg = config()
     spec1, _, fitted = night_one(cfg, tmp_path / "n1")
     wild = config(learning_rate=0.9, warm_start_epochs=4, warm_start_patience=2)
@@ -203,41 +202,54 @@ def test_a_fine_tune_that_only_gets_worse_keeps_the_champions_weights(tmp_path):
     assert night2["start_val_loss"] < min(val)  # every epoch worse than the start
     assert night2["epochs_run"] == 2 < 4  # stopped by the warm patience, not the cap
     assert night2["best_epoch"] == 0 and night2["best_val_loss"] == night2["start_val_loss"]
-    kept = load_weights(tmp_path / "n2/fitted-weights.npz")
-    assert all(np.array_equal(a, b) for a, b in zip(kept, fitted, strict=True))
+    assert night2["kept_champion"] == 1  # the champion stays: nothing new is written
+    assert sorted(p.name for p in (tmp_path / "n2").iterdir()) == ["history.json"]
+    recorded = json.loads((tmp_path / "n2/history.json").read_text())
+    assert recorded["kept_champion"] == 1 and recorded["best_epoch"] == 0
 
 
 @pytest.mark.slow
-def test_three_nights_of_the_retrain_flow(prefect_server, tmp_path):
-    """Night 1 fits from scratch, night 2 (one new day) fine-tunes the champion, night 3
-    (past full_refit_days) refits from scratch; each version's metadata says so."""
+def test_four_nights_of_the_retrain_flow(prefect_server, tmp_path):
+    """Night 1 fits from scratch, night 2 (one new day) fine-tunes the champion into a new
+    version, night 3 (one more day) fine-tunes at a learning rate that only makes the
+    network worse, so the champion is kept and no version is made, night 4 (past
+    full_refit_days) refits from scratch; each version's metadata says how it started."""
     from tests.synthetic import write_yahoo_universe
+    from tickercast.delivery.bundle import list_versions
     from tickercast.delivery.registry import promote, read_registry
     from tickercast.flows.retrain import retrain
 
     csv, data = tmp_path / "csv", tmp_path / "data"
-    cfg = config(
-        source="csv",
-        csv_dir=str(csv),
-        data_dir=str(data),
-        epochs=3,
-        warm_start_epochs=1,
-        full_refit_days=3,
-    )
-    records = []
-    for night, days in enumerate((500, 501, 506), start=1):  # +1 day, then +5 (a week)
+    where = dict(source="csv", csv_dir=str(csv), data_dir=str(data), full_refit_days=5)
+    cfg = config(**where, epochs=3, warm_start_epochs=1)
+    wild = config(**where, epochs=3, warm_start_epochs=1, learning_rate=0.9)
+    records, results = [], []
+    for night, days, settings in ((1, 500, cfg), (2, 501, cfg), (3, 502, wild), (4, 510, cfg)):
         write_yahoo_universe(csv, [TICKER], days=days, quirks=False)
-        state = retrain(cfg, return_state=True)
+        registry = read_registry(data, TICKER)
+        state = retrain(settings, return_state=True)
         assert state.is_completed(), state.message
-        bundle = Path(state.result()[TICKER]["bundle"])
-        assert bundle.name == str(night)
+        result = state.result()[TICKER]
+        results.append(result)
+        bundle = Path(result["bundle"])
+        if night == 3:
+            assert read_registry(data, TICKER) == registry  # untouched
+            continue
+        assert bundle.name == str(len(records) + 1)
         assert "fitted-weights.npz" in json.loads((bundle / "manifest.json").read_text())["files"]
         records.append(json.loads((bundle / "metadata.json").read_text())["training"])
-        if read_registry(data, TICKER)["champion"] != night:  # the gate is not under test
-            promote(data, TICKER, night, reason="test: the next night starts from it")
+        if read_registry(data, TICKER)["champion"] != int(bundle.name):  # gate not under test
+            promote(data, TICKER, int(bundle.name), reason="test: the next night starts from it")
     first, second, third = (r["warm_start"] for r in records)
     assert (first["mode"], first["reason"]) == ("full", "no champion to start from")
     assert (second["mode"], second["source_version"], second["epochs"]) == ("warm", 1, 1)
     assert records[1]["epochs_run"] == 1 and records[0]["epochs_run"] == 3
+    assert records[1]["best_epoch"] == 1  # the fine-tune beat the champion: a new version
     assert second["full_refit_last_day"] == first["full_refit_last_day"]
-    assert third["mode"] == "full" and "full_refit_days 3" in third["reason"]
+    assert third["mode"] == "full" and "full_refit_days 5" in third["reason"]
+    kept = results[2]  # night 3: the champion (v2) stays, the registry untouched
+    assert kept["version"] == 2 and kept["bundle"] == results[1]["bundle"]
+    assert kept["unchanged"] and "champion v2 kept, no new version" in kept["kept_reason"]
+    event = kept["promotion"]
+    assert (event["action"], event["version"], event["kept"]) == ("unchanged", 2, True)
+    assert list_versions(data, TICKER) == [1, 2, 3]

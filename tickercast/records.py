@@ -152,16 +152,42 @@ class Windows(Record):
 
 class Trained(Record):
     """One ticker's fitted network (shrunk toward the last close when asked) and its
-    training history."""
+    training history; or, when a warm fine-tune never beat the champion's weights on
+    tonight's validation windows, only the history and the champion kept
+    (`kept_champion`, its version; `model` is then None: there is nothing new to ship)."""
 
     ticker: str
-    model: str
+    model: str | None
     history: str
     best_epoch: int
     epochs_run: int
     shrinkage: dict[str, Any] | None = None
     # the weights before shrinkage: a bundle carries them for the next night's warm start
     fitted_weights: str | None = None
+    kept_champion: int | None = None
+
+    @model_validator(mode="after")
+    def _a_model_or_the_champion(self) -> Trained:
+        if (self.model is None) == (self.kept_champion is None):
+            raise ValueError("a trained record names a model file or the champion it kept")
+        return self
+
+    def kept(self) -> Kept | None:
+        """The night's outcome when the champion was kept (None: a new network)."""
+        if self.kept_champion is None:
+            return None
+        summary = self.history_data()
+        start, val = summary.get("start_val_loss"), summary["history"].get("val_loss") or []
+        tried = f", best of {len(val)} epochs {min(val):.6g}" if val else ""
+        return Kept(
+            ticker=self.ticker,
+            version=self.kept_champion,
+            reason=(
+                f"the fine-tune never beat champion v{self.kept_champion}'s weights on "
+                f"tonight's validation windows (their loss {start:.6g}{tried}): "
+                f"champion v{self.kept_champion} kept, no new version"
+            ),
+        )
 
     def for_ticker(self, ticker: str) -> Trained:
         if ticker != self.ticker:
@@ -182,6 +208,15 @@ class Trained(Record):
         if self.fitted_weights:
             files[layout.FITTED_WEIGHTS_FILE] = Path(self.fitted_weights)
         return files
+
+
+class Kept(Record):
+    """What evaluation hands on when tonight's fit kept the champion's weights: no
+    candidate to evaluate, export or gate (the champion keeps serving as it is)."""
+
+    ticker: str
+    version: int
+    reason: str
 
 
 class GlobalTrained(Record):
@@ -278,6 +313,8 @@ class Exported(Record):
     metrics: dict[str, Any]
     verdict: str
     unchanged: bool = False
+    # why no version was made when tonight's fit kept the champion (then `version` is it)
+    kept_reason: str | None = None
 
 
 class Backtested(Record):

@@ -568,8 +568,11 @@ def train_model(
     """Fit one ticker's network, shrink it toward the last close (`naive`: the scaled
     no-change output, None for price targets); save `model.keras`, `history.json` and the
     weights as fitted before shrinkage (`fitted-weights.npz`: what a warm start reads).
-    A warm `plan` starts from `start_weights` (kept if no epoch beats them) and caps the
-    epochs at `plan.epochs` and the patience at `plan.patience`."""
+    A warm `plan` starts from `start_weights` and caps the epochs at `plan.epochs` and the
+    patience at `plan.patience`. When no epoch beats the starting weights on tonight's
+    validation windows, there is nothing new to ship: only `history.json` is written, and
+    `summary["kept_champion"]` names the champion version whose weights were kept (the
+    champion stays as it is; no shrinkage, calibration or model file is made for it)."""
     from tickercast.modeling.warm import save_weights
 
     out_dir = Path(out_dir)
@@ -593,8 +596,12 @@ def train_model(
             lease=lease,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_weights(model, out_dir / FITTED_WEIGHTS_FILE)
         summary["warm_start"] = plan.record() if plan is not None else None
+        if warm and summary["best_epoch"] == 0:
+            summary["kept_champion"] = plan.source_version
+            _finish(out_dir, summary)
+            return summary
+        save_weights(model, out_dir / FITTED_WEIGHTS_FILE)
         summary["shrinkage"] = shrink_fitted(model, data, lookback, spec, naive, logger, label)
         summary["calibration"] = calibrate_fitted(model, data, lookback, spec, logger, label)
         save_model(model, out_dir / MODEL_FILE)
