@@ -85,9 +85,16 @@ def fit(data: dict, cfg, out: Path, plan=None, start=None, champion: Path | None
     return {
         "seconds": seconds,
         "epochs": summary["epochs_run"],
-        "alpha": None if kept else summary["shrinkage"]["alpha"],
+        "alpha": (
+            json.loads((champion / "history.json").read_text())["shrinkage"]["alpha"]
+            if kept
+            else summary["shrinkage"]["alpha"]
+        ),
         "val_loss": summary["best_val_loss"],
         "kept_start": kept,
+        # the curve a warm fit competed on (its start's loss first): what a shorter
+        # warm_start_patience would have stopped
+        "val_curve": [summary.get("start_val_loss"), *summary["history"].get("val_loss", [])],
         "pred": pred,
         "warm_start": summary["warm_start"],
     }
@@ -139,7 +146,10 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
     row = {
         "night1": {k: night1[k] for k in ("seconds", "epochs", "alpha", "val_loss")},
         "cold": {k: cold[k] for k in ("seconds", "epochs", "alpha", "val_loss")},
-        "warm": {k: warm[k] for k in ("seconds", "epochs", "alpha", "val_loss", "kept_start")},
+        "warm": {
+            k: warm[k]
+            for k in ("seconds", "epochs", "alpha", "val_loss", "kept_start", "val_curve")
+        },
         "plan": chosen.record(),
         "rmse": rmse,
         "dm_p": float(test.p_value),
@@ -150,6 +160,14 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
     }
     print(ticker, json.dumps(row), flush=True)
     return row
+
+
+def late_improvement(curve: list[float]) -> bool:
+    """Whether a warm fit's first epoch below its start's loss (curve[0]) came after an
+    epoch that was not below it."""
+    start, epochs = curve[0], curve[1:]
+    first = next((i for i, v in enumerate(epochs) if v < start), None)
+    return first is not None and first > 0
 
 
 def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
@@ -202,7 +220,10 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"DM p 1): {naive} of {len(rows)}. The networks' best validation loss, warm over "
         f"cold (geometric mean): {val:.3f}. Warm fits that kept the champion's weights (no "
         f"epoch beat them on tonight's validation windows): "
-        f"{sum(r['warm']['kept_start'] for r in rows.values())} of {len(rows)}.",
+        f"{sum(r['warm']['kept_start'] for r in rows.values())} of {len(rows)} (no version "
+        f"made: the champion stays). Warm fits whose first epoch to beat the start came "
+        f"after an epoch that did not (what warm_start_patience 1 would have missed): "
+        f"{sum(late_improvement(r['warm']['val_curve']) for r in rows.values())} of {len(rows)}.",
         "",
     ]
     row = (
