@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickercast.records import Evaluated, Exported, ForecastFile
+from tickercast.records import Evaluated, Exported, ForecastFile, Trained
 
 
 def _exported(metrics: dict) -> Exported:
@@ -73,3 +73,22 @@ def test_evaluated_names_its_forecast_table_in_the_bundle(tmp_path):
     )
     assert record.bundle_files()[layout.PREDICTIONS_FILE] == tmp_path / "p.parquet"
     assert Evaluated.model_validate_json(record.model_dump_json()) == record
+
+
+def test_a_trained_record_names_a_model_or_the_champion_it_kept(tmp_path):
+    """A fine-tune that never beat the champion ships nothing: its record names the
+    champion kept (and why, from its history), never a model file as well or neither."""
+    history = tmp_path / "history.json"
+    summary = {"start_val_loss": 0.0123, "history": {"val_loss": [0.0130, 0.0127]}}
+    history.write_text(json.dumps(summary))
+    fields = dict(ticker="AAA", history=str(history), best_epoch=0, epochs_run=2)
+    kept = Trained(**fields, model=None, kept_champion=3).kept()
+    assert (kept.ticker, kept.version) == ("AAA", 3)
+    assert kept.reason == (
+        "the fine-tune never beat champion v3's weights on tonight's validation windows "
+        "(their loss 0.0123, best of 2 epochs 0.0127): champion v3 kept, no new version"
+    )
+    assert Trained(**fields, model="model.keras").kept() is None
+    for model, champion in ((None, None), ("model.keras", 3)):
+        with pytest.raises(ValueError, match="names a model file or the champion it kept"):
+            Trained(**fields, model=model, kept_champion=champion)
