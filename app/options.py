@@ -195,6 +195,15 @@ def print_retrain_result(ticker: str, result: dict) -> None:
             print(f"{ticker}: failed: {result.get('error')}")
         return
     metrics = result["metrics"]
+    if result.get("kept_reason"):  # no version tonight: the champion's bundle and record
+        print(
+            f"{ticker}: {result['kept_reason']}\n"
+            f"{ticker}: champion v{result['version']}'s test RMSE (when it was made) model "
+            f"{metrics['model']['rmse']:.4f} | naive {metrics['naive']['rmse']:.4f} "
+            f"({result['bundle']})"
+        )
+        print_mlflow(ticker, (result.get("promotion") or {}).get("mlflow"))
+        return
     print(
         f"{ticker}: bundle {result['bundle']}\n"
         f"{ticker}: test RMSE model {metrics['model']['rmse']:.4f} | "

@@ -189,3 +189,27 @@ def test_cache_show_and_clear(tmp_path, capsys):
     assert "work: holds 1 files, 2.0 MB" in capsys.readouterr().out
     assert main(["cache", "clear", "--data-dir", str(tmp_path)]) == 0
     assert not (tmp_path / "work").exists()
+
+
+def test_a_kept_champion_prints_why_and_names_no_new_bundle(capsys):
+    """A night whose fine-tune kept the champion says so first, and labels the test RMSE
+    as the champion's (recorded when it was made), not tonight's."""
+    from tickercast.app.options import print_retrain_result
+
+    reason = "the fine-tune never beat champion v3's weights ...: champion v3 kept, no new version"
+    metrics = {"model": {"rmse": 1.5}, "naive": {"rmse": 1.25}, "moving_average": {"rmse": 2.0}}
+    result = {
+        "bundle": "data/models/AAA/versions/3",
+        "version": 3,
+        "metrics": metrics,
+        "verdict": "no evidence of skill",
+        "unchanged": True,
+        "kept_reason": reason,
+        "promotion": {"action": "unchanged", "version": 3, "kept": True, "reason": reason},
+    }
+    print_retrain_result("AAA", result)
+    assert capsys.readouterr().out.splitlines() == [
+        f"AAA: {reason}",
+        "AAA: champion v3's test RMSE (when it was made) model 1.5000 | naive 1.2500 "
+        "(data/models/AAA/versions/3)",
+    ]
