@@ -133,6 +133,7 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
         weights=weights,
         weights_sha256=None,
         warm_start=night1["warm_start"],
+        val_loss=night1["val_loss"],  # as its metadata records it (warm_start_drift's base)
     )
     chosen = plan(cfg.warm, champion, cfg.fit_spec(), second["spec"])
     cold = fit(second, cfg, tmp / ticker / "cold")
@@ -151,6 +152,8 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
             for k in ("seconds", "epochs", "alpha", "val_loss", "kept_start", "val_curve")
         },
         "plan": chosen.record(),
+        # the champion's loss on tonight's validation windows over its loss when made
+        "drift": warm["val_curve"][0] / night1["val_loss"],
         "rmse": rmse,
         "dm_p": float(test.p_value),
         "dm_mean_diff": float(test.mean_diff),
@@ -211,6 +214,8 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
             f"| {r['rmse']['cold']:.5f} | {r['rmse']['warm']:.5f} | {r['dm_p']:.3g} | {verdict} "
             f"| {r['cold']['alpha']} / {r['warm']['alpha']} |"
         )
+    drifts = sorted(r["drift"] for r in rows.values())
+    still = sum(r["warm"]["epochs"] == 0 for r in rows.values())
     lines += [
         "",
         f"Total fit time: cold {cold_s:.0f} s, warm {warm_s:.0f} s: warm/cold "
@@ -223,17 +228,22 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"{sum(r['warm']['kept_start'] for r in rows.values())} of {len(rows)} (no version "
         f"made: the champion stays). Warm fits whose first epoch to beat the start came "
         f"after an epoch that did not (what warm_start_patience 1 would have missed): "
-        f"{sum(late_improvement(r['warm']['val_curve']) for r in rows.values())} of {len(rows)}.",
+        f"{sum(late_improvement(r['warm']['val_curve']) for r in rows.values())} of {len(rows)}. "
+        "The champion's loss on the new night's validation windows over its loss when "
+        f"made (what warm_start_drift {cfg.warm.warm_start_drift} bounds): "
+        f"{', '.join(f'{d:.4f}' for d in drifts)}; kept without an epoch: {still} of "
+        f"{len(rows)}.",
         "",
     ]
     row = (
         f"| second night warm vs cold fit: {', '.join(rows)} (nightly config, one new day, "
-        f"warm_start_epochs {cfg.warm.warm_start_epochs}; bench/WARM_START.md) "
+        f"warm_start_epochs {cfg.warm.warm_start_epochs}, warm_start_drift "
+        f"{cfg.warm.warm_start_drift}; bench/WARM_START.md) "
         f"| cold fits from scratch {cold_s:.0f} s "
         f"| warm from the champion's fitted weights {warm_s:.0f} s; test-window DM warm vs "
         f"cold: {worse} of {len(rows)} significantly worse, {better} better ({naive} "
         f"shrunk to the last close both ways); validation loss warm/cold {val:.3f} "
-        f"| fit time {warm_s / cold_s:.2f}x |"
+        f"; {still} of {len(rows)} still fit (no epoch) | fit time {warm_s / cold_s:.2f}x |"
     )
     return "\n".join(lines), row
 

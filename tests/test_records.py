@@ -88,6 +88,14 @@ def test_a_trained_record_names_a_model_or_the_champion_it_kept(tmp_path):
         "the fine-tune never beat champion v3's weights on tonight's validation windows "
         "(their loss 0.0123, best of 2 epochs 0.0127): champion v3 kept, no new version"
     )
+    # within warm_start_drift no epoch ran: the reason says the champion still fits
+    still = {"start_val_loss": 0.0123, "history": {}, "warm_start": {"keep_at": 0.0126}}
+    history.write_text(json.dumps(still))
+    kept = Trained(**{**fields, "epochs_run": 0}, model=None, kept_champion=3).kept()
+    assert kept.reason == (
+        "champion v3's weights still fit tonight's validation windows (their loss 0.0123, "
+        "at most 0.0126 by warm_start_drift), so no fine-tune ran: champion v3 kept, no new version"
+    )
     assert Trained(**fields, model="model.keras").kept() is None
     for model, champion in ((None, None), ("model.keras", 3)):
         with pytest.raises(ValueError, match="names a model file or the champion it kept"):

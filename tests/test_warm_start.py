@@ -121,6 +121,19 @@ def test_full_refit_after_full_refit_days(night1_spec):
             assert chosen.full_refit_last_day == since
 
 
+def test_drift_tolerance_sets_the_loss_at_which_the_champion_still_fits(night1_spec):
+    cfg, spec = night1_spec
+    champion = champion_of(cfg, spec, val_loss=0.02)
+    assert plan(cfg.warm, champion, cfg.fit_spec(), spec).keep_at is None  # drift off
+    drifting = config(warm_start_drift=0.05)
+    chosen = plan(drifting.warm, champion, drifting.fit_spec(), spec)
+    assert chosen.mode == "warm" and chosen.keep_at == pytest.approx(0.021)
+    assert "at most 0.021 (their 0.02 when made, warm_start_drift 0.05)" in chosen.reason
+    # a champion exported without its validation loss is fine-tuned as before
+    unknown = champion_of(cfg, spec, val_loss=None)
+    assert plan(drifting.warm, unknown, drifting.fit_spec(), spec).keep_at is None
+
+
 def night_one(cfg: RetrainConfig, folder: Path):
     """(spec, summary, fitted weights) of a full fit on the first 400 days."""
     from tickercast.modeling.shrink import naive_output
@@ -208,11 +221,35 @@ def test_a_fine_tune_that_only_gets_worse_keeps_the_champions_weights(tmp_path):
     assert recorded["kept_champion"] == 1 and recorded["best_epoch"] == 0
 
 
+def test_a_champion_that_still_fits_is_kept_without_an_epoch(tmp_path):
+    """With warm_start_drift, the champion's weights are scored on tonight's validation
+    windows first: within (1 + drift) x their loss when made, no epoch runs and only the
+    history is written (the champion kept); a champion whose loss tonight is above that
+    bound is fine-tuned as before."""
+    cfg = config()
+    spec1, night1, fitted = night_one(cfg, tmp_path / "n1")
+    made = night1["best_val_loss"]
+    weights = tmp_path / "n1/fitted-weights.npz"
+    generous = config(warm_start_drift=10.0)  # 11x its loss when made: surely still fits
+    champion = champion_of(cfg, spec1, weights=weights, val_loss=made)
+    chosen, night2 = night_two(generous, champion, tmp_path / "n2", fitted)
+    assert chosen.keep_at == pytest.approx(11 * made)
+    assert night2["epochs_run"] == 0 and night2["history"] == {}
+    assert night2["start_val_loss"] <= chosen.keep_at and night2["kept_champion"] == 1
+    assert sorted(p.name for p in (tmp_path / "n2").iterdir()) == ["history.json"]
+    # a champion recorded as far better than it scores tonight has drifted: fine-tuned
+    drifted = champion_of(cfg, spec1, weights=weights, val_loss=made / 1000)
+    chosen, night2 = night_two(config(warm_start_drift=0.05), drifted, tmp_path / "n3", fitted)
+    assert night2["start_val_loss"] > chosen.keep_at
+    assert 1 <= night2["epochs_run"] <= 2
+
+
 @pytest.mark.slow
-def test_four_nights_of_the_retrain_flow(prefect_server, tmp_path):
+def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
     """Night 1 fits from scratch, night 2 (one new day) fine-tunes the champion into a new
     version, night 3 (one more day) fine-tunes at a learning rate that only makes the
-    network worse, so the champion is kept and no version is made, night 4 (past
+    network worse, so the champion is kept and no version is made, night 4 (one more day,
+    warm_start_drift on) finds the champion still fits and runs no epoch, night 5 (past
     full_refit_days) refits from scratch; each version's metadata says how it started."""
     from tests.synthetic import write_yahoo_universe
     from tickercast.delivery.bundle import list_versions
@@ -223,8 +260,10 @@ def test_four_nights_of_the_retrain_flow(prefect_server, tmp_path):
     where = dict(source="csv", csv_dir=str(csv), data_dir=str(data), full_refit_days=5)
     cfg = config(**where, epochs=3, warm_start_epochs=1)
     wild = config(**where, epochs=3, warm_start_epochs=1, learning_rate=0.9)
+    steady = config(**where, epochs=3, warm_start_epochs=1, warm_start_drift=10.0)
+    nights = ((1, 500, cfg), (2, 501, cfg), (3, 502, wild), (4, 503, steady), (5, 510, cfg))
     records, results = [], []
-    for night, days, settings in ((1, 500, cfg), (2, 501, cfg), (3, 502, wild), (4, 510, cfg)):
+    for night, days, settings in nights:
         write_yahoo_universe(csv, [TICKER], days=days, quirks=False)
         registry = read_registry(data, TICKER)
         state = retrain(settings, return_state=True)
@@ -232,7 +271,7 @@ def test_four_nights_of_the_retrain_flow(prefect_server, tmp_path):
         result = state.result()[TICKER]
         results.append(result)
         bundle = Path(result["bundle"])
-        if night == 3:
+        if night in (3, 4):
             assert read_registry(data, TICKER) == registry  # untouched
             continue
         assert bundle.name == str(len(records) + 1)
@@ -252,4 +291,9 @@ def test_four_nights_of_the_retrain_flow(prefect_server, tmp_path):
     assert kept["unchanged"] and "champion v2 kept, no new version" in kept["kept_reason"]
     event = kept["promotion"]
     assert (event["action"], event["version"], event["kept"]) == ("unchanged", 2, True)
+    still = results[3]  # night 4: within the drift bound, not a single epoch
+    assert still["version"] == 2 and still["unchanged"]
+    assert "v2's weights still fit tonight's validation windows" in still["kept_reason"]
+    history = sorted((data / "work" / "train").glob("*/history.json"))
+    assert sorted(json.loads(h.read_text())["epochs_run"] for h in history)[0] == 0
     assert list_versions(data, TICKER) == [1, 2, 3]

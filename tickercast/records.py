@@ -153,7 +153,8 @@ class Windows(Record):
 class Trained(Record):
     """One ticker's fitted network (shrunk toward the last close when asked) and its
     training history; or, when a warm fine-tune never beat the champion's weights on
-    tonight's validation windows, only the history and the champion kept
+    tonight's validation windows (or none ran: they still fit within warm_start_drift),
+    only the history and the champion kept
     (`kept_champion`, its version; `model` is then None: there is nothing new to ship)."""
 
     ticker: str
@@ -178,15 +179,23 @@ class Trained(Record):
             return None
         summary = self.history_data()
         start, val = summary.get("start_val_loss"), summary["history"].get("val_loss") or []
-        tried = f", best of {len(val)} epochs {min(val):.6g}" if val else ""
+        version = self.kept_champion
+        keep_at = (summary.get("warm_start") or {}).get("keep_at")
+        if not val and keep_at is not None:  # within warm_start_drift: no epoch ran
+            why = (
+                f"champion v{version}'s weights still fit tonight's validation windows (their "
+                f"loss {start:.6g}, at most {keep_at:.6g} by warm_start_drift), so no fine-tune ran"
+            )
+        else:
+            tried = f", best of {len(val)} epochs {min(val):.6g}" if val else ""
+            why = (
+                f"the fine-tune never beat champion v{version}'s weights on tonight's "
+                f"validation windows (their loss {start:.6g}{tried})"
+            )
         return Kept(
             ticker=self.ticker,
-            version=self.kept_champion,
-            reason=(
-                f"the fine-tune never beat champion v{self.kept_champion}'s weights on "
-                f"tonight's validation windows (their loss {start:.6g}{tried}): "
-                f"champion v{self.kept_champion} kept, no new version"
-            ),
+            version=version,
+            reason=f"{why}: champion v{version} kept, no new version",
         )
 
     def for_ticker(self, ticker: str) -> Trained:

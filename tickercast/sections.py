@@ -454,6 +454,15 @@ class WarmStart(Section):
         "best so far, the champion's own weights included (scored on tonight's validation "
         "windows before the first epoch): when no epoch beats them, they are kept.",
     )
+    warm_start_drift: float | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Fine-tune only where the champion drifted: when its fitted weights' loss "
+        "on tonight's validation windows is at most (1 + this) times their validation loss "
+        "when it was made (0.05 = 5% worse), the champion is kept without a single epoch "
+        "(no new version); empty = fine-tune every warm night.",
+    )
     full_refit_days: int = Field(
         30,
         ge=0,

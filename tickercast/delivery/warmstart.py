@@ -57,4 +57,5 @@ def read_champion(source: WarmSource) -> Champion:
         weights=weights,
         weights_sha256=source.weights_sha256,
         warm_start=metadata.get("training", {}).get("warm_start"),
+        val_loss=metadata.get("training", {}).get("best_val_loss"),
     )

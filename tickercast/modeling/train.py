@@ -208,6 +208,7 @@ def fit(
     seed_key: str | None = None,
     start_weights: list[np.ndarray] | None = None,
     lease: ExitStack | None = None,
+    keep_at: float | None = None,
 ):
     """Train (or resume) on `data`; returns (summary, model) with best weights restored.
 
@@ -216,7 +217,8 @@ def fit(
     `seed_key` (default `label`) with the config's seed picks the initial weights;
     `start_weights` (a warm start: tickercast.modeling.warm) replace them, and compete
     with the fit's epochs: scored on the validation windows first, they are kept when no
-    epoch beats them (a fine-tune never ends worse than where it started).
+    epoch beats them (a fine-tune never ends worse than where it started); with `keep_at`,
+    no epoch runs when their validation loss is at most that (they still fit).
     With a `lease`, the network is this process's pooled one of its architecture, reset
     to the fresh build's weights (tickercast.modeling.pool), and goes back to the pool
     when the `lease` closes: the caller is done with the model by then.
@@ -240,9 +242,13 @@ def fit(
             "; ".join(problems),
         )
     run = _FitRun(data, lookback, spec, out_dir, logger, label, resume)
+    still_fits = False
     if start_weights is not None and not resume.folder:
-        run.score_start(model, strategy, max_steps)
-    if resume.finished(spec.training.epochs):
+        start = run.score_start(model, strategy, max_steps)
+        still_fits = keep_at is not None and start <= keep_at
+    if still_fits:  # the summary reports the start as the best, after no epoch
+        logger.info("%s: the starting weights still fit (<= %.6g): no epoch", label, keep_at)
+    elif resume.finished(spec.training.epochs):
         logger.info("%s: the checkpoint had already finished training", label)
         if run.stopping.restored_best_weights is not None:
             model.set_weights(run.stopping.restored_best_weights)
@@ -375,9 +381,9 @@ class _FitRun:
         self.logger.info("%s: TensorBoard logs in %s", self.label, log_dir)
         return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
 
-    def score_start(self, model, strategy, max_steps: int | None) -> None:
-        """The starting weights as the best so far: their validation loss is the one to
-        beat, and early stopping restores them if no epoch does."""
+    def score_start(self, model, strategy, max_steps: int | None) -> float:
+        """The starting weights as the best so far: their validation loss (returned) is the
+        one to beat, and early stopping restores them if no epoch does."""
         val, val_steps = self.validation(max_steps)
         with strategy.scope():
             scored = model.evaluate(val, steps=val_steps, verbose=0, return_dict=True)
@@ -388,6 +394,7 @@ class _FitRun:
         self.logger.info(
             "%s: the starting weights' val_loss %.4g is the one to beat", self.label, start
         )
+        return start
 
     def validation(self, max_steps: int | None):
         """The validation tf.data stream and its steps."""
@@ -569,8 +576,10 @@ def train_model(
     no-change output, None for price targets); save `model.keras`, `history.json` and the
     weights as fitted before shrinkage (`fitted-weights.npz`: what a warm start reads).
     A warm `plan` starts from `start_weights` and caps the epochs at `plan.epochs` and the
-    patience at `plan.patience`. When no epoch beats the starting weights on tonight's
-    validation windows, there is nothing new to ship: only `history.json` is written, and
+    patience at `plan.patience`, and runs no epoch when the starting weights' loss on
+    tonight's validation windows is at most `plan.keep_at` (the champion has not drifted).
+    When no epoch beats the starting weights on tonight's validation windows (or none ran),
+    there is nothing new to ship: only `history.json` is written, and
     `summary["kept_champion"]` names the champion version whose weights were kept (the
     champion stays as it is; no shrinkage, calibration or model file is made for it)."""
     from tickercast.modeling.warm import save_weights
@@ -594,6 +603,7 @@ def train_model(
             label,
             start_weights=start_weights if warm else None,
             lease=lease,
+            keep_at=plan.keep_at if warm else None,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         summary["warm_start"] = plan.record() if plan is not None else None

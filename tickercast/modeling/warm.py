@@ -17,6 +17,12 @@ A warm start is refused, and the fit starts from scratch saying why, when:
   `full_refit_days` calendar days before today's last day of data (days of data, not of
   the wall clock, so a rerun over the same data plans the same).
 
+A warm plan with `warm_start_drift` set also says at what loss the champion still fits
+(`keep_at`: its recorded validation loss times 1 + drift): the fit scores the champion's
+weights on tonight's validation windows first, and at or under that loss keeps them
+without a single epoch (the champion stays; no new version). Only tickers whose champion
+drifted pay for a fine-tune.
+
 This module is pure: it reads the files it is given and never imports Prefect.
 """
 
@@ -62,6 +68,7 @@ class Champion:
     weights: Path | None
     weights_sha256: str | None
     warm_start: dict[str, Any] | None = None
+    val_loss: float | None = None  # its fitted weights' validation loss when it was made
 
     @property
     def full_refit_last_day(self) -> str:
@@ -80,6 +87,9 @@ class Plan:
     epochs: int | None = None  # the warm fit's cap (None: the config's epochs)
     full_refit_last_day: str | None = None  # carried into the new version's metadata
     patience: int | None = None  # the warm fit's early-stopping patience (None: the config's)
+    # keep the champion without an epoch when its loss on tonight's validation windows is at
+    # most this (its recorded validation loss x (1 + warm_start_drift)); None: always fine-tune
+    keep_at: float | None = None
 
     def record(self) -> dict[str, Any]:
         """What metadata records (training.warm_start)."""
@@ -159,13 +169,22 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
         return Plan("full", why, version, full_refit_last_day=today)
     epochs = min(settings.warm_start_epochs, spec.training.epochs)
     patience = min(settings.warm_start_patience, spec.training.patience)
+    keep_at = None
+    drift = ""
+    if settings.warm_start_drift is not None and champion.val_loss is not None:
+        keep_at = champion.val_loss * (1 + settings.warm_start_drift)
+        drift = (
+            f"; kept without an epoch if their loss on tonight's validation windows is at "
+            f"most {keep_at:.6g} (their {champion.val_loss:.6g} when made, warm_start_drift "
+            f"{settings.warm_start_drift:g})"
+        )
     why = (
         f"fine-tuning the champion v{version}'s fitted weights for at most {epochs} epochs, "
         f"stopping after {patience} without beating the best so far, its own weights "
         f"included (last full refit on data up to {champion.full_refit_last_day}, {age} "
-        "days ago)"
+        f"days ago){drift}"
     )
-    return Plan("warm", why, version, epochs, champion.full_refit_last_day, patience)
+    return Plan("warm", why, version, epochs, champion.full_refit_last_day, patience, keep_at)
 
 
 def load_weights(path: Path, sha256: str | None = None) -> list[np.ndarray]:
