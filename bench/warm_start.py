@@ -12,7 +12,10 @@ Measured: each fit's seconds (the whole train_model: fit, shrinkage, saving) and
 forecast quality on night 2's test windows: RMSE of each in the scaled target (an affine
 map of the log return, so ratios are the log return's) and a two-sided Diebold-Mariano
 test (HLN, squared error, horizon lags) of warm against cold per ticker: how many warm
-fits are significantly worse (p < 0.05 with a higher loss).
+fits are significantly worse (p < 0.05 with a higher loss). With warm_start_drift a warm
+fit whose start still fits runs no epoch; the champion's drift (its loss on the validation
+windows of nights 1, 5, 10 and 21 trading days later over its loss when made) says how
+often that bound lets a night fine-tune.
 
 Run: nice python bench/warm_start.py [--synthetic 2] [--warm-start-epochs N] [--no-record]
 (writes bench/WARM_START.md and the RESULTS.md row `warm_start`; a `--warm-start-epochs`
@@ -38,6 +41,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SAMPLES = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
 LEVEL = 0.05
+# trading days after night 1 at which the champion's drift is scored (21: about the
+# 30 calendar days of full_refit_days, when a full refit replaces it anyway)
+DRIFT_DAYS = (1, 5, 10, 21)
 REPORT = ROOT / "bench" / "WARM_START.md"
 
 
@@ -116,6 +122,32 @@ def prepared(ticker: str, cfg, extra_days: int = 0) -> dict:
     }
 
 
+def drift(ticker: str, cfg, champion, made: float, tmp: Path) -> dict[int, float]:
+    """The champion's loss on the validation windows of a night `k` trading days later
+    (DRIFT_DAYS) over its loss when made: what warm_start_drift bounds. Scored by the real
+    train_model with a bound it cannot exceed (no epoch runs)."""
+    from math import inf
+
+    from tickercast.modeling.train import train_model
+    from tickercast.modeling.warm import Plan, load_weights
+
+    ratios = {}
+    for k in DRIFT_DAYS:
+        later = prepared(ticker, cfg, extra_days=k)
+        summary = train_model(
+            later["arrays"],
+            later["anchors"],
+            later["spec"].lookback,
+            cfg.fit_spec(),
+            tmp / ticker / f"drift{k}",
+            # warm whatever the age (k=21 may pass full_refit_days), and no epoch
+            plan=Plan("warm", "drift probe", champion.version, 1, patience=1, keep_at=inf),
+            start_weights=load_weights(champion.weights),
+        )
+        ratios[k] = summary["start_val_loss"] / made
+    return ratios
+
+
 def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
     from tickercast.modeling.warm import Champion, load_weights, plan
     from tickercast.significance import dm_test
@@ -154,6 +186,7 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
         "plan": chosen.record(),
         # the champion's loss on tonight's validation windows over its loss when made
         "drift": warm["val_curve"][0] / night1["val_loss"],
+        "drift_days": drift(ticker, cfg, champion, night1["val_loss"], tmp),
         "rmse": rmse,
         "dm_p": float(test.p_value),
         "dm_mean_diff": float(test.mean_diff),
@@ -216,6 +249,21 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         )
     drifts = sorted(r["drift"] for r in rows.values())
     still = sum(r["warm"]["epochs"] == 0 for r in rows.values())
+    bound = 1 + (cfg.warm.warm_start_drift or 0)
+    drift_lines = [
+        "",
+        "The champion's loss on later nights' validation windows over its loss when made "
+        f"(k trading days after night 1; above {bound:g} a night fine-tunes):",
+        "",
+        "| k days | median | max | fine-tuned |",
+        "|---|---|---|---|",
+    ]
+    for k in DRIFT_DAYS:
+        ratios = [r["drift_days"][k] for r in rows.values()]
+        over = sum(x > bound for x in ratios)
+        drift_lines.append(
+            f"| {k} | {np.median(ratios):.4f} | {max(ratios):.4f} | {over} of {len(ratios)} |"
+        )
     lines += [
         "",
         f"Total fit time: cold {cold_s:.0f} s, warm {warm_s:.0f} s: warm/cold "
@@ -233,6 +281,7 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"made (what warm_start_drift {cfg.warm.warm_start_drift} bounds): "
         f"{', '.join(f'{d:.4f}' for d in drifts)}; kept without an epoch: {still} of "
         f"{len(rows)}.",
+        *drift_lines,
         "",
     ]
     row = (
@@ -242,8 +291,8 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"| cold fits from scratch {cold_s:.0f} s "
         f"| warm from the champion's fitted weights {warm_s:.0f} s; test-window DM warm vs "
         f"cold: {worse} of {len(rows)} significantly worse, {better} better ({naive} "
-        f"shrunk to the last close both ways); validation loss warm/cold {val:.3f} "
-        f"; {still} of {len(rows)} still fit (no epoch) | fit time {warm_s / cold_s:.2f}x |"
+        f"shrunk to the last close both ways); validation loss warm/cold {val:.3f}; "
+        f"{still} of {len(rows)} still fit (no epoch) | fit time {warm_s / cold_s:.2f}x |"
     )
     return "\n".join(lines), row
 
