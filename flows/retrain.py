@@ -30,7 +30,7 @@ from tickercast.tasks.events import announce_run
 from tickercast.tasks.export import export_step
 from tickercast.tasks.ingest import ingest_step
 from tickercast.tasks.preprocess import calendar_step, preprocess_step
-from tickercast.tasks.promote import promote_step
+from tickercast.tasks.promote import keep_step, promote_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 from tickercast.tasks.train import train_global_step, train_step
 from tickercast.tasks.windows import windows_step
@@ -82,6 +82,7 @@ class Steps:
     backtest: Any
     export: Any
     promote: Any
+    keep: Any
 
     @classmethod
     def of(cls, config: RetrainConfig, data_dir: str) -> Steps:
@@ -97,6 +98,7 @@ class Steps:
             backtest_step,
             export_step,
             promote_step,
+            keep_step,
         )
         return cls(*(task.with_options(**options) for task in tasks))
 
@@ -104,12 +106,14 @@ class Steps:
 @dataclasses.dataclass
 class Branch:
     """One ticker's submitted steps, named, each a future of its step's record; steps not
-    submitted stay None. In global mode `trained` is the global model's future."""
+    submitted stay None. In global mode `trained` is the global model's future. A fit
+    that kept the champion is followed by `kept` alone (no evaluate, export, promote)."""
 
     ingested: Any
     pre: Any = None
     win: Any = None
     trained: Any = None
+    kept: Any = None
     evaluated: Any = None
     backtested: Any = None
     exported: Any = None
@@ -126,6 +130,8 @@ class Branch:
     def result(self) -> dict:
         """The exported bundle and the gate's decision (the first failed step raises)."""
         settle(self.steps())
+        if self.kept is not None:  # the champion's bundle and the unchanged registry
+            return self.kept.result()
         return {
             **self.exported.result().model_dump(mode="json"),
             "promotion": self.promotion.result(),
@@ -193,7 +199,18 @@ def _trained(
 
 
 def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) -> None:
-    """Evaluate, walk-forward (when enabled), the bundle, then the champion gate."""
+    """Evaluate, walk-forward (when enabled), the bundle, then the champion gate; or, when
+    a ticker's fit kept its champion, only the keep step (its live record, the mirror).
+    Per ticker this waits for the fit (the ticker's fits queue ahead of what follows)."""
+    mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
+    if config.scope.mode == "per_ticker" and config.warm.warm_start != "off":
+        try:
+            trained = branch.trained.result()
+        except Exception:  # noqa: BLE001 - the ticker's outcome raises it (Branch.result)
+            return
+        if trained.kept_champion is not None:
+            branch.kept = steps.keep.submit(branch.trained, data_dir, mlflow_uri)
+            return
     branch.evaluated = steps.evaluate.submit(
         branch.pre, branch.win, branch.trained, config.evaluation, data_dir
     )
@@ -217,7 +234,6 @@ def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) 
         config,
         data_dir,
     )
-    mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
     branch.promotion = steps.promote.submit(branch.exported, config.gate, data_dir, mlflow_uri)
 
 

@@ -10,7 +10,6 @@ from tickercast.records import (
     Evaluated,
     ForecastFile,
     GlobalTrained,
-    Kept,
     Preprocessed,
     Trained,
     Windows,
@@ -36,17 +35,15 @@ def evaluate_step(
     data_dir: str,
     *,
     work: Path,
-) -> Evaluated | Kept:
+) -> Evaluated:
     """Price-unit metrics of the model and every baseline on the test windows, conformal
     intervals from the validation windows, and the plots. `trained` is the ticker's own
     model, or the global model whose file for this ticker is used; `evaluation.band`
-    the band it ships without a quantile head. A fit that kept the champion's weights
-    has no candidate to evaluate: its `Kept` record passes on (the champion was
-    evaluated when it was made)."""
+    the band it ships without a quantile head. A fit that kept the champion has no
+    candidate (the champion was evaluated when it was made): tasks/promote.keep_step."""
     kept = trained.for_ticker(pre.ticker).kept()
     if kept is not None:
-        get_run_logger().info("%s: nothing to evaluate: %s", pre.ticker, kept.reason)
-        return kept
+        raise ValueError(f"{pre.ticker}: nothing to evaluate: {kept.reason}")
     from tickercast.evaluation.evaluate import evaluate
     from tickercast.evaluation.report import evaluation_summary, write_evaluation
     from tickercast.modeling.models import split_heads

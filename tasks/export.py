@@ -14,7 +14,6 @@ from tickercast.records import (
     Exported,
     GlobalTrained,
     Ingested,
-    Kept,
     Preprocessed,
     Record,
     Trained,
@@ -29,22 +28,20 @@ def export_step(
     ingested: Ingested,
     pre: Preprocessed,
     trained: Trained | GlobalTrained,
-    evaluated: Evaluated | Kept,
+    evaluated: Evaluated,
     backtested: WalkedForward | None,
     config: RetrainConfig,
     data_dir: str,
 ) -> Exported:
     """Write the next bundle version (Keras model, TF SavedModel, plots, manifest) and
     publish the run's artifacts; when nothing upstream changed since the latest version
-    (same lake contents, upstream files and export code), or tonight's fit kept the
-    champion's weights, write nothing and say so. `config` is recorded in the bundle's
-    metadata (but where runs are mirrored)."""
+    (same lake contents, upstream files and export code), write nothing and say so (a
+    fit that kept the champion never comes here: tasks/promote.keep_step). `config` is
+    recorded in the bundle's metadata (but where runs are mirrored)."""
 
     from tickercast.delivery.bundle import latest_with_inputs
 
     ticker = ingested.ticker
-    if isinstance(evaluated, Kept):
-        return _kept(data_dir, evaluated)
     model = trained.for_ticker(ticker)
     upstream = [pre, model, evaluated, *([backtested] if backtested else [])]
     key = inputs_key(ingested, upstream)
@@ -80,24 +77,6 @@ def export_step(
         raise
     _publish(ticker, bundle, evaluated, metadata)
     return _exported(evaluated, str(bundle), int(bundle.name))
-
-
-def _kept(data_dir: str, kept: Kept) -> Exported:
-    """The champion tonight's fit kept, as the night's outcome: its bundle, version and
-    recorded test metrics (from when it was made)."""
-    from tickercast.delivery.bundle import bundle_path, read_metadata
-
-    bundle = bundle_path(data_dir, kept.ticker, kept.version)
-    metadata = read_metadata(bundle)
-    return Exported(
-        ticker=kept.ticker,
-        bundle=str(bundle),
-        version=kept.version,
-        metrics=metadata["metrics"],
-        verdict=metadata["verdict"],
-        unchanged=True,
-        kept_reason=kept.reason,
-    )
 
 
 def _runs() -> dict:

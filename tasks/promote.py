@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from tickercast.delivery.ledger import describe
-from tickercast.records import Exported
+from tickercast.records import Exported, Kept, Trained
 from tickercast.sections import Gate
 from tickercast.tasks.events import emit
 from tickercast.tasks.ledger import watch
@@ -22,11 +22,6 @@ def promote_step(
     returns the registry's event. With an MLflow URI, the registry is then mirrored
     there (`mirror_to_mlflow`)."""
     ticker = exported.ticker
-    if exported.kept_reason:  # the champion stays; its live record still takes the new day
-        get_run_logger().info("%s: %s", ticker, exported.kept_reason)
-        event = {"action": "unchanged", "version": exported.version, "kept": True}
-        event.update(reason=exported.kept_reason, live=watch(ticker, data_dir, mlflow_uri))
-        return _mirrored(event, mlflow_uri, data_dir, ticker)
     if exported.unchanged:  # nothing new to judge: the registry is left alone
         reason = f"unchanged since v{exported.version}: no new version, registry untouched"
         get_run_logger().info("%s: %s", ticker, reason)
@@ -72,6 +67,42 @@ def promote_step(
         description=f"{ticker}: registry decision",
     )
     return _mirrored({**event, "live": live}, mlflow_uri, data_dir, ticker)
+
+
+@task(name="keep")
+def keep_step(trained: Trained, data_dir: str, mlflow_uri: str | None = None) -> dict:
+    """Tonight's fit kept the champion (no epoch beat its weights, or they still fit):
+    nothing to evaluate, bundle or judge. The night's outcome is the champion's bundle and
+    recorded metrics with why, as the export and gate would report an unchanged night;
+    the registry is untouched and the champion's live record still takes the new day. One
+    task where a new network takes three (evaluate, export, promote)."""
+    kept = trained.kept()
+    if kept is None:
+        raise ValueError(f"{trained.ticker}: tonight's fit made a new network: nothing kept")
+    get_run_logger().info("%s: %s", kept.ticker, kept.reason)
+    exported = _kept_bundle(data_dir, kept)
+    event = {"action": "unchanged", "version": kept.version, "kept": True, "reason": kept.reason}
+    event["live"] = watch(kept.ticker, data_dir, mlflow_uri)
+    promotion = _mirrored(event, mlflow_uri, data_dir, kept.ticker)
+    return {**exported.model_dump(mode="json"), "promotion": promotion}
+
+
+def _kept_bundle(data_dir: str, kept: Kept) -> Exported:
+    """The champion tonight's fit kept, as the night's outcome: its bundle, version and
+    recorded test metrics (from when it was made)."""
+    from tickercast.delivery.bundle import bundle_path, read_metadata
+
+    bundle = bundle_path(data_dir, kept.ticker, kept.version)
+    metadata = read_metadata(bundle)
+    return Exported(
+        ticker=kept.ticker,
+        bundle=str(bundle),
+        version=kept.version,
+        metrics=metadata["metrics"],
+        verdict=metadata["verdict"],
+        unchanged=True,
+        kept_reason=kept.reason,
+    )
 
 
 def _mirrored(event: dict, mlflow_uri: str | None, data_dir: str, ticker: str) -> dict:

@@ -250,8 +250,11 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
     version, night 3 (one more day) fine-tunes at a learning rate that only makes the
     network worse, so the champion is kept and no version is made, night 4 (one more day,
     warm_start_drift on) finds the champion still fits and runs no epoch, night 5 (past
-    full_refit_days) refits from scratch; each version's metadata says how it started."""
+    full_refit_days) refits from scratch; each version's metadata says how it started.
+    A night that keeps the champion runs one keep task where a new network runs evaluate,
+    export and promote."""
     from tests.synthetic import write_yahoo_universe
+    from tests.test_flow import task_states
     from tickercast.delivery.bundle import list_versions
     from tickercast.delivery.registry import promote, read_registry
     from tickercast.flows.retrain import retrain
@@ -268,6 +271,9 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
         registry = read_registry(data, TICKER)
         state = retrain(settings, return_state=True)
         assert state.is_completed(), state.message
+        tasks = set(task_states(state))
+        finish = {"keep"} if night in (3, 4) else {"evaluate", "export", "promote"}
+        assert tasks == {"ingest", "preprocess", "windows", "train", *finish}, night
         result = state.result()[TICKER]
         results.append(result)
         bundle = Path(result["bundle"])
