@@ -15,7 +15,9 @@ test (HLN, squared error, horizon lags) of warm against cold per ticker: how man
 fits are significantly worse (p < 0.05 with a higher loss). With warm_start_drift a warm
 fit whose start still fits runs no epoch; the champion's drift (its loss on the validation
 windows of nights 1, 5, 10 and 21 trading days later over its loss when made) says how
-often that bound lets a night fine-tune.
+often that bound lets a night fine-tune, and on the nights 10 and 21 days later the
+champion's test forecasts are tested (DM) against a cold refit's: what a champion kept
+without fine-tunes costs.
 
 Run: nice python bench/warm_start.py [--synthetic 2] [--warm-start-epochs N] [--no-record]
 (writes bench/WARM_START.md and the RESULTS.md row `warm_start`; a `--warm-start-epochs`
@@ -44,6 +46,9 @@ LEVEL = 0.05
 # trading days after night 1 at which the champion's drift is scored (21: about the
 # 30 calendar days of full_refit_days, when a full refit replaces it anyway)
 DRIFT_DAYS = (1, 5, 10, 21)
+# nights on which the champion, kept without a fine-tune since night 1, is compared with
+# a cold refit on that night's test windows (what skipping fine-tunes costs in forecasts)
+STALE_DAYS = (10, 21)
 REPORT = ROOT / "bench" / "WARM_START.md"
 
 
@@ -64,11 +69,8 @@ def fit(data: dict, cfg, out: Path, plan=None, start=None, champion: Path | None
     A warm fit that kept the champion (`champion`: its folder) writes no model: the
     forecasts are then the champion's shipped network's on these windows (scaled with
     tonight's scalers, which moved by one training day)."""
-    import keras
-
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
-    from tickercast.modeling.windows import gather_windows
 
     spec = data["spec"]
     started = time.perf_counter()
@@ -84,10 +86,7 @@ def fit(data: dict, cfg, out: Path, plan=None, start=None, champion: Path | None
     )
     seconds = time.perf_counter() - started
     kept = summary.get("kept_champion") is not None
-    shipped = (champion if kept else out) / "model.keras"
-    model = keras.models.load_model(shipped, safe_mode=True, compile=False)
-    test = data["anchors"]["test"]
-    pred = model.predict(gather_windows(data["x"], test, spec.lookback), verbose=0)
+    pred = shipped_forecast((champion if kept else out) / "model.keras", data)
     return {
         "seconds": seconds,
         "epochs": summary["epochs_run"],
@@ -122,16 +121,19 @@ def prepared(ticker: str, cfg, extra_days: int = 0) -> dict:
     }
 
 
-def drift(ticker: str, cfg, champion, made: float, tmp: Path) -> dict[int, float]:
+def drift(ticker: str, cfg, champion, made: float, tmp: Path) -> dict:
     """The champion's loss on the validation windows of a night `k` trading days later
     (DRIFT_DAYS) over its loss when made: what warm_start_drift bounds. Scored by the real
-    train_model with a bound it cannot exceed (no epoch runs)."""
+    train_model with a bound it cannot exceed (no epoch runs). On STALE_DAYS nights, the
+    champion's test forecasts (its shipped network, kept since night 1) against a cold
+    refit's on that night: a DM test per ticker."""
     from math import inf
 
     from tickercast.modeling.train import train_model
     from tickercast.modeling.warm import Plan, load_weights
+    from tickercast.significance import dm_test
 
-    ratios = {}
+    ratios, stale = {}, {}
     for k in DRIFT_DAYS:
         later = prepared(ticker, cfg, extra_days=k)
         summary = train_model(
@@ -145,7 +147,29 @@ def drift(ticker: str, cfg, champion, made: float, tmp: Path) -> dict[int, float
             start_weights=load_weights(champion.weights),
         )
         ratios[k] = summary["start_val_loss"] / made
-    return ratios
+        if k in STALE_DAYS:
+            cold = fit(later, cfg, tmp / ticker / f"cold{k}")
+            kept = shipped_forecast(champion.weights.parent / "model.keras", later)
+            actual = later["y"][later["anchors"]["test"]]
+            test = dm_test(actual, kept, cold["pred"], later["spec"].horizon)
+            stale[k] = {
+                "dm_p": float(test.p_value),
+                "worse": bool(test.p_value < LEVEL and test.mean_diff > 0),
+                "better": bool(test.p_value < LEVEL and test.mean_diff < 0),
+                "drifted": bool(ratios[k] > 1 + (cfg.warm.warm_start_drift or 0)),
+            }
+    return {"ratios": ratios, "stale": stale}
+
+
+def shipped_forecast(model_path: Path, data: dict) -> np.ndarray:
+    """A shipped network's forecasts of `data`'s test windows."""
+    import keras
+
+    from tickercast.modeling.windows import gather_windows
+
+    model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    windows = gather_windows(data["x"], data["anchors"]["test"], data["spec"].lookback)
+    return model.predict(windows, verbose=0)
 
 
 def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
@@ -259,10 +283,28 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         "|---|---|---|---|",
     ]
     for k in DRIFT_DAYS:
-        ratios = [r["drift_days"][k] for r in rows.values()]
+        ratios = [r["drift_days"]["ratios"][k] for r in rows.values()]
         over = sum(x > bound for x in ratios)
         drift_lines.append(
             f"| {k} | {np.median(ratios):.4f} | {max(ratios):.4f} | {over} of {len(ratios)} |"
+        )
+    drift_lines += [
+        "",
+        "The champion kept since night 1 without a fine-tune, against a cold refit on the "
+        f"same later night's test windows (two-sided DM, p < {LEVEL}; the champion's network "
+        "reads that night's scaled inputs; 'drifted': over the bound, so that night would "
+        "have fine-tuned it):",
+        "",
+        "| k days | champion worse | champion better | worse among those not drifted |",
+        "|---|---|---|---|",
+    ]
+    for k in STALE_DAYS:
+        stale = [r["drift_days"]["stale"][k] for r in rows.values()]
+        quiet = [x for x in stale if not x["drifted"]]
+        drift_lines.append(
+            f"| {k} | {sum(x['worse'] for x in stale)} of {len(stale)} "
+            f"| {sum(x['better'] for x in stale)} of {len(stale)} "
+            f"| {sum(x['worse'] for x in quiet)} of {len(quiet)} |"
         )
     lines += [
         "",
