@@ -74,6 +74,7 @@ STAGES = {
     "backtest": "evaluate",
     "export": "export",
     "promote": "promote",
+    "keep": "promote",  # a kept champion's one task in place of evaluate, export, promote
 }
 TARGET_TICKERS = 500
 

@@ -295,8 +295,9 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         "reads that night's scaled inputs; 'drifted': over the bound, so that night would "
         "have fine-tuned it):",
         "",
-        "| k days | champion worse | champion better | worse among those not drifted |",
-        "|---|---|---|---|",
+        "| k days | champion worse | champion better | worse among those not drifted "
+        "| the same forecast (both the last close: DM p 1) |",
+        "|---|---|---|---|---|",
     ]
     for k in STALE_DAYS:
         stale = [r["drift_days"]["stale"][k] for r in rows.values()]
@@ -304,7 +305,8 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         drift_lines.append(
             f"| {k} | {sum(x['worse'] for x in stale)} of {len(stale)} "
             f"| {sum(x['better'] for x in stale)} of {len(stale)} "
-            f"| {sum(x['worse'] for x in quiet)} of {len(quiet)} |"
+            f"| {sum(x['worse'] for x in quiet)} of {len(quiet)} "
+            f"| {sum(x['dm_p'] == 1 for x in stale)} of {len(stale)} |"
         )
     lines += [
         "",
@@ -326,6 +328,11 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         *drift_lines,
         "",
     ]
+    stale_text = ", ".join(
+        f"{k} days later: {sum(r['drift_days']['stale'][k]['worse'] for r in rows.values())} "
+        f"of {len(rows)} significantly worse"
+        for k in STALE_DAYS
+    )
     row = (
         f"| second night warm vs cold fit: {', '.join(rows)} (nightly config, one new day, "
         f"warm_start_epochs {cfg.warm.warm_start_epochs}, warm_start_drift "
@@ -334,7 +341,8 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
         f"| warm from the champion's fitted weights {warm_s:.0f} s; test-window DM warm vs "
         f"cold: {worse} of {len(rows)} significantly worse, {better} better ({naive} "
         f"shrunk to the last close both ways); validation loss warm/cold {val:.3f}; "
-        f"{still} of {len(rows)} still fit (no epoch) | fit time {warm_s / cold_s:.2f}x |"
+        f"{still} of {len(rows)} still fit (no epoch); the champion kept without a "
+        f"fine-tune, against a cold refit {stale_text} | fit time {warm_s / cold_s:.2f}x |"
     )
     return "\n".join(lines), row
 
