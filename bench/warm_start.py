@@ -208,8 +208,8 @@ def one_ticker(ticker: str, cfg, tmp: Path) -> dict:
             for k in ("seconds", "epochs", "alpha", "val_loss", "kept_start", "val_curve")
         },
         "plan": chosen.record(),
-        # the champion's loss on tonight's validation windows over its loss when made
-        "drift": warm["val_curve"][0] / night1["val_loss"],
+        # the champion's loss on later nights' validation windows over its loss when made
+        # (day 1: this second night's, the start of the warm fit's curve)
         "drift_days": drift(ticker, cfg, champion, night1["val_loss"], tmp),
         "rmse": rmse,
         "dm_p": float(test.p_value),
@@ -271,7 +271,7 @@ def report(rows: dict, cfg, started: str, elapsed: float) -> tuple[str, str]:
             f"| {r['rmse']['cold']:.5f} | {r['rmse']['warm']:.5f} | {r['dm_p']:.3g} | {verdict} "
             f"| {r['cold']['alpha']} / {r['warm']['alpha']} |"
         )
-    drifts = sorted(r["drift"] for r in rows.values())
+    drifts = sorted(r["drift_days"]["ratios"][1] for r in rows.values())
     still = sum(r["warm"]["epochs"] == 0 for r in rows.values())
     bound = 1 + (cfg.warm.warm_start_drift or 0)
     drift_lines = [

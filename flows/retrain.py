@@ -23,6 +23,7 @@ from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import each_ticker, settle
 from tickercast.flows.common import preflight, submit_ingest
 from tickercast.quiet import quiet_tensorflow
+from tickercast.sections import WarmStart
 from tickercast.splits import SplitDates
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
@@ -170,6 +171,13 @@ def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDa
     return calendar_step(list(ingested.values()), config.preprocessing) if ingested else None
 
 
+def _warm(config: RetrainConfig) -> WarmStart | None:
+    """The warm-start settings when tonight's fits may start from (and keep) champions:
+    per-ticker mode with warm_start on; None otherwise (global mode always refits)."""
+    on = config.scope.mode == "per_ticker" and config.warm.warm_start != "off"
+    return config.warm if on else None
+
+
 def _trained(
     steps: Steps, config: RetrainConfig, branches: dict[str, Branch], data_dir: str
 ) -> list[Branch]:
@@ -178,7 +186,7 @@ def _trained(
     branches that train."""
     spec = config.fit_spec()
     if config.scope.mode == "per_ticker":
-        warm = config.warm if config.warm.warm_start != "off" else None
+        warm = _warm(config)
         for ticker, branch in branches.items():
             # the champion as the night starts (its weights' hash keys the fit)
             champion = find_source(data_dir, ticker) if warm else None
@@ -203,7 +211,7 @@ def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) 
     a ticker's fit kept its champion, only the keep step (its live record, the mirror).
     Per ticker this waits for the fit (the ticker's fits queue ahead of what follows)."""
     mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
-    if config.scope.mode == "per_ticker" and config.warm.warm_start != "off":
+    if _warm(config) is not None:  # only a warm fit can keep the champion
         try:
             trained = branch.trained.result()
         except Exception:  # noqa: BLE001 - the ticker's outcome raises it (Branch.result)

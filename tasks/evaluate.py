@@ -41,7 +41,8 @@ def evaluate_step(
     model, or the global model whose file for this ticker is used; `evaluation.band`
     the band it ships without a quantile head. A fit that kept the champion has no
     candidate (the champion was evaluated when it was made): tasks/promote.keep_step."""
-    kept = trained.for_ticker(pre.ticker).kept()
+    model = trained.for_ticker(pre.ticker)
+    kept = model.kept()
     if kept is not None:
         raise ValueError(f"{pre.ticker}: nothing to evaluate: {kept.reason}")
     from tickercast.evaluation.evaluate import evaluate
@@ -50,7 +51,6 @@ def evaluate_step(
     from tickercast.modeling.quantiles import predict_quantile_prices
     from tickercast.modeling.windows import gap_report
 
-    model = trained.for_ticker(pre.ticker)
     spec, arrays = pre.load()
     point, head = split_heads(model.load_model())  # a quantile head: its median and grid
     grid = None
