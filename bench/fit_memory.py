@@ -1,10 +1,12 @@
 """Resident memory of one long-lived process that trains ticker after ticker.
 
 A Dask worker (or the threads runner's process) of a nightly universe runs hundreds of
-fits in a row. Three arms, each in a fresh process, each step followed by the worker's
-own between-tasks reset (`fresh_state`: Keras' clear_session) with one TensorFlow thread,
-as a one-thread Dask worker runs them, on the MSFT sample with the nightly network
-(stacked_lstm [64, 32], the recommended preset, 60-day windows, 2 epochs a fit):
+fits in a row. Three arms, each in a fresh process with one TensorFlow thread, as a
+one-thread Dask worker runs them: the pipeline's arms follow each step with the worker's
+own between-fits policy (`between_fits`: Keras' clear_session and a garbage collection
+every FRESH_EVERY fits, nothing forced in between, so the readings are what the worker
+holds); the plain Keras arm clears and collects after every fit. On the MSFT sample with
+the nightly network (stacked_lstm [64, 32], the recommended preset, 60-day windows, 2 epochs a fit):
 - pipeline: `train_model` (checkpoints, shrinkage, saving; the network comes from the
   process's pool, tickercast.modeling.pool);
 - ticker: the whole per-ticker work: preprocess, `train_model`, evaluate, and a bundle
@@ -12,7 +14,8 @@ as a one-thread Dask worker runs them, on the MSFT sample with the nightly netwo
 - keras: plain `model.fit` on arrays with a new model each time, which shows Keras and
   TensorFlow's own growth (each traced LSTM loop stays referenced after its model is
   dropped: keras-team/keras#17458, #20552), the growth pooling avoids.
-Reported: RSS after step 10 and after the last, and the growth per step in between.
+Reported: RSS after step 10 and after the last, the growth per step in between, and the
+peak reading after step 10.
 
 Target (issue 22): at most 200 MB growth from 10 to 100 tickers in one process.
 
@@ -51,7 +54,7 @@ def pipeline_fit(fits: int) -> list[float]:
     from tickercast.market.ingest import ingest_ticker
     from tickercast.modeling.preprocess import preprocess
     from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.threads import fresh_state, size_pools
+    from tickercast.modeling.threads import between_fits, size_pools
     from tickercast.modeling.train import train_model
     from tickercast.modeling.windows import anchors_for
 
@@ -70,8 +73,7 @@ def pipeline_fit(fits: int) -> list[float]:
         for i in range(fits):
             out = Path(tmp) / "work" / f"fit-{i}"
             train_model(arrays, anchors, spec.lookback, config.fit_spec(), out, naive=naive)
-            fresh_state()
-            gc.collect()
+            between_fits()
             readings.append(rss_mb())
         return readings
 
@@ -82,7 +84,7 @@ def ticker_version(fits: int) -> list[float]:
     checked, as a nightly worker does for each ticker (tests/tiny_models.train_version)."""
     from tests.tiny_models import tiny_config, train_version
     from tickercast.market.ingest import ingest_ticker
-    from tickercast.modeling.threads import fresh_state, size_pools
+    from tickercast.modeling.threads import between_fits, size_pools
 
     size_pools(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,8 +96,7 @@ def ticker_version(fits: int) -> list[float]:
         readings = []
         for i in range(fits):
             train_version(data, ingested, config, f"fit-{i}")
-            fresh_state()
-            gc.collect()
+            between_fits()
             readings.append(rss_mb())
         return readings
 
@@ -139,6 +140,7 @@ def growth(readings: list[float]) -> dict:
         "rss_after_last_mb": last,
         "growth_mb": last - base,
         "mb_per_fit": (last - base) / fits if fits else 0.0,
+        "peak_growth_mb": max(readings[WARM - 1 :]) - base,
     }
 
 
@@ -161,18 +163,22 @@ def main() -> None:
         )
         results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         print(kind, results[kind], flush=True)
+    from tickercast.modeling.threads import FRESH_EVERY
+
     p, t, k = results["pipeline"], results["ticker"], results["keras"]
     row = (
         f"| RSS of one process training fit after fit (nightly network [64, 32], 2 epochs "
-        f"each, one TensorFlow thread, Keras' clear_session between fits, as a one-thread "
-        f"Dask worker runs them) | plain Keras fits, a new model each: "
+        f"each, one TensorFlow thread, as a one-thread Dask worker runs them: Keras' "
+        f"clear_session and a collection every {FRESH_EVERY} fits, nothing forced between) | "
+        f"plain Keras fits, a new model each, cleared and collected after each: "
         f"{k['rss_after_10_mb']:.0f} MB after 10, +{k['growth_mb']:.0f} MB by fit "
         f"{k['fits']} ({k['mb_per_fit']:.1f} MB/fit) | pipeline train_model (pooled "
         f"network): {p['rss_after_10_mb']:.0f} MB after 10, +{p['growth_mb']:.0f} MB by fit "
         f"{p['fits']} ({p['mb_per_fit']:.2f} MB/fit); whole ticker (train, evaluate, bundle "
         f"with SavedModel export and check): {t['rss_after_10_mb']:.0f} MB after 10, "
-        f"+{t['growth_mb']:.0f} MB by ticker {t['fits']} ({t['mb_per_fit']:.2f} MB/ticker) | "
-        f"growth 10 -> {t['fits']} tickers {t['growth_mb']:.0f} MB (target <= 200 MB) |"
+        f"+{t['growth_mb']:.0f} MB by ticker {t['fits']} ({t['mb_per_fit']:.2f} MB/ticker; "
+        f"peak +{t['peak_growth_mb']:.0f} MB) | growth 10 -> {t['fits']} tickers "
+        f"{t['growth_mb']:.0f} MB, peak {t['peak_growth_mb']:.0f} MB (target <= 200 MB) |"
     )
     print(row)
     from bench.results import record

@@ -108,18 +108,18 @@ def _training_slot() -> Iterator[None]:
     with _TRAINING_LOCK:
         threads = dask_worker_threads()
         if threads is not None:
-            from tickercast.modeling.threads import fresh_state, size_pools
+            from tickercast.modeling.threads import between_fits, size_pools
 
             size_pools(threads)  # the worker's share of the cores, not all of them
             if threads == 1:  # nothing else builds a model in this process meanwhile
-                fresh_state()
+                between_fits()
         yield
 
 
 def training_lock() -> contextlib.AbstractContextManager[None]:
     """The one training slot of this process (`with training_lock(): fit`). On a Dask
     worker it also sizes TensorFlow's pools to the worker's threads and, on a one-thread
-    worker, starts each fit from a clean Keras state. A function, not a global, so tasks
+    worker, resets Keras' state every few fits (`between_fits`). A function, not a global, so tasks
     pickled by value for Dask refer to it by name."""
     return _training_slot()
 

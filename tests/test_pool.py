@@ -117,3 +117,20 @@ def test_a_reset_network_has_the_config_of_a_fresh_build(name, head):
     assert first.model.get_config() == fresh.get_config()
     for a, b in zip(first.model.variables, fresh.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
+
+
+def test_a_worker_resets_keras_state_every_few_fits_not_after_each():
+    """`between_fits` (a one-thread Dask worker's policy, tasks/runners.training_lock)
+    clears Keras' state every `every` fits: the garbage collection it includes costs about
+    as much as a kept night's whole fit (bench/fit_memory.py measures what is held)."""
+    import keras
+
+    from tickercast.modeling import threads
+
+    cleared = [i for i in range(6) if threads.between_fits(every=3)]
+    assert len(cleared) == 2 and cleared[1] - cleared[0] == 3  # every third, whatever came before
+    keras.layers.Dense(1), keras.layers.Dense(1)  # Keras names these dense, dense_1, ...
+    assert keras.layers.Dense(1).name != "dense"
+    while not threads.between_fits(every=3):
+        assert keras.layers.Dense(1).name != "dense"  # no reset in between
+    assert keras.layers.Dense(1).name == "dense"  # the reset restarted Keras' names

@@ -12,6 +12,9 @@ state into the next."""
 from __future__ import annotations
 
 _sized: int | None = None
+_fits = 0
+
+FRESH_EVERY = 16  # fits between two of a worker's resets of Keras' state
 
 
 def size_pools(threads: int) -> int | None:
@@ -38,3 +41,14 @@ def fresh_state() -> None:
     import keras
 
     keras.backend.clear_session(free_memory=True)
+
+
+def between_fits(every: int = FRESH_EVERY) -> bool:
+    """Counts a fit of this process and resets Keras' state (`fresh_state`) every
+    `every` fits; True when it did. For the same one-fit-at-a-time processes only."""
+    global _fits
+    _fits += 1
+    if _fits % every:
+        return False
+    fresh_state()
+    return True
