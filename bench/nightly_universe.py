@@ -13,7 +13,7 @@ tickers (data/sample, as Yahoo exports), all as Yahoo-export CSVs.
 
 Measured per night, from the Prefect API's task runs and the process tree:
 - wall: trigger -> final state (what a schedule waits for), and the flow run's own wall;
-- per stage (ingest, preprocess = preprocess + windows + calendar, train, evaluate,
+- per stage (ingest, preprocess = preprocess (with the window anchors) + calendar, train, evaluate,
   export, promote): the time the stage was running (union of its task runs) and its
   task-seconds (sum); tasks of different tickers overlap, so stages overlap too;
 - orchestration: the flow run's wall minus the time any task was running (union of all
@@ -67,7 +67,6 @@ STAGES = {
     "ingest": "ingest",
     "calendar": "preprocess",
     "preprocess": "preprocess",
-    "windows": "preprocess",
     "train": "train",
     "train-global": "train",
     "evaluate": "evaluate",

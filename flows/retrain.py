@@ -1,4 +1,4 @@
-"""The retrain flow: ingest -> preprocess -> windows -> train -> evaluate
+"""The retrain flow: ingest -> preprocess (and window anchors) -> train -> evaluate
 -> [walk-forward backtest] -> export -> promote (the registry's champion gate).
 
 Run it by hand with `python -m tickercast.flows.retrain --help`, from the `tickercast retrain` CLI,
@@ -34,7 +34,6 @@ from tickercast.tasks.preprocess import calendar_step, preprocess_step
 from tickercast.tasks.promote import keep_step, promote_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
 from tickercast.tasks.train import train_global_step, train_step
-from tickercast.tasks.windows import windows_step
 from tickercast.tickers import validate_ticker
 from tickercast.tracking import resolve_uri
 
@@ -76,7 +75,6 @@ class Steps:
 
     ingest: Any
     preprocess: Any
-    windows: Any
     train: Any
     train_global: Any
     evaluate: Any
@@ -92,7 +90,6 @@ class Steps:
         tasks = (
             ingest_step,
             preprocess_step,
-            windows_step,
             train_step,
             train_global_step,
             evaluate_step,
@@ -112,7 +109,6 @@ class Branch:
 
     ingested: Any
     pre: Any = None
-    win: Any = None
     trained: Any = None
     kept: Any = None
     evaluated: Any = None
@@ -125,8 +121,9 @@ class Branch:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
     def prepared(self) -> Any:
-        """Its windows, once ingest, preprocess and windows succeeded (else their error)."""
-        return settle([self.ingested, self.pre, self.win])
+        """Its preprocessed rows and windows, once ingest and preprocess succeeded (else
+        their error)."""
+        return settle([self.ingested, self.pre])
 
     def result(self) -> dict:
         """The exported bundle and the gate's decision (the first failed step raises)."""
@@ -154,7 +151,6 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
             branch.pre = steps.preprocess.submit(
                 branch.ingested, config.preprocessing, split, data_dir
             )
-            branch.win = steps.windows.submit(branch.pre, data_dir)
         for branch in _trained(steps, config, branches, data_dir):
             _finish(steps, branch, config, data_dir)
         outcomes = each_ticker(config.tickers, lambda t: branches[t].result())
@@ -190,17 +186,13 @@ def _trained(
         for ticker, branch in branches.items():
             # the champion as the night starts (its weights' hash keys the fit)
             champion = find_source(data_dir, ticker) if warm else None
-            branch.trained = steps.train.submit(
-                branch.pre, branch.win, spec, data_dir, warm, champion
-            )
+            branch.trained = steps.train.submit(branch.pre, spec, data_dir, warm, champion)
         return list(branches.values())
     prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
     ready = [branches[t] for t in prepared.values()]
     if not ready:
         return []
-    trained = steps.train_global.submit(
-        [b.pre for b in ready], [b.win for b in ready], spec, config.scope, data_dir
-    )
+    trained = steps.train_global.submit([b.pre for b in ready], spec, config.scope, data_dir)
     for branch in ready:
         branch.trained = trained
     return ready
@@ -220,7 +212,7 @@ def _finish(steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str) 
             branch.kept = steps.keep.submit(branch.trained, data_dir, mlflow_uri)
             return
     branch.evaluated = steps.evaluate.submit(
-        branch.pre, branch.win, branch.trained, config.evaluation, data_dir
+        branch.pre, branch.trained, config.evaluation, data_dir
     )
     if config.walk_forward.walk_forward_folds and config.scope.mode == "global":
         print("walk-forward refits one ticker at a time; skipped in global mode")

@@ -12,7 +12,6 @@ from tickercast.records import (
     GlobalTrained,
     Preprocessed,
     Trained,
-    Windows,
 )
 from tickercast.sections import Evaluation
 from tickercast.tasks.steps import step
@@ -29,7 +28,6 @@ from tickercast.tasks.workfiles import outputs
 )
 def evaluate_step(
     pre: Preprocessed,
-    win: Windows,
     trained: Trained | GlobalTrained,
     evaluation: Evaluation,
     data_dir: str,
@@ -59,7 +57,7 @@ def evaluate_step(
         def grid(a):
             return predict_quantile_prices(head, spec, arrays["x"], a, arrays["close"])
 
-    ev = evaluate(point, spec, arrays, win.load(), predict_quantiles=grid, band=evaluation.band)
+    ev = evaluate(point, spec, arrays, pre.windows(), predict_quantiles=grid, band=evaluation.band)
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
     gaps = gap_report(spec)  # on record in metadata.json (the windows step logged it)

@@ -8,7 +8,7 @@ from prefect.logging import get_run_logger
 
 from tickercast.delivery.warmstart import WarmSource
 from tickercast.layout import FITTED_WEIGHTS_FILE, HISTORY_FILE, MODEL_FILE
-from tickercast.records import GlobalTrained, Preprocessed, Trained, Windows
+from tickercast.records import GlobalTrained, Preprocessed, Trained
 from tickercast.sections import FitSpec, Scope, WarmStart
 from tickercast.tasks.runners import training_lock
 from tickercast.tasks.steps import step
@@ -18,7 +18,6 @@ from tickercast.tasks.workfiles import outputs
 @step("train", ("tickercast.modeling.train", "tickercast.delivery.warmstart"))
 def train_step(
     pre: Preprocessed,
-    win: Windows,
     spec: FitSpec,
     data_dir: str,
     warm: WarmStart | None = None,
@@ -45,7 +44,7 @@ def train_step(
     with training_lock():
         summary = train_model(
             arrays,
-            win.load(),
+            pre.windows(),
             preprocessing.lookback,
             spec,
             work,
@@ -79,7 +78,6 @@ def train_step(
 @step("train-global", ("tickercast.modeling.train",))
 def train_global_step(
     pres: list[Preprocessed],
-    wins: list[Windows],
     spec: FitSpec,
     scope: Scope,
     data_dir: str,
@@ -95,7 +93,7 @@ def train_global_step(
 
     def load(i: int):
         _, arrays = pres[i].load()
-        return arrays["x"], arrays["y"], wins[i].load()
+        return arrays["x"], arrays["y"], pres[i].windows()
 
     source = GlobalData(
         [p.ticker for p in pres], [s.n_rows for s in specs], load, [naive_output(s) for s in specs]

@@ -114,7 +114,9 @@ def _records(work: str = "/w"):
         ticker="AAPL",
         arrays=f"{work}/pre/x.npz",
         spec="/s.json",
-        outputs={f"{work}/pre/x.npz": "1"},
+        anchors=f"{work}/pre/anchors.npz",
+        counts={"train": 1, "val": 1, "test": 1},
+        outputs={f"{work}/pre/x.npz": "1", f"{work}/pre/anchors.npz": "4"},
     )
     trained = Trained(
         ticker="AAPL",

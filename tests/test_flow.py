@@ -13,7 +13,7 @@ import pytest
 
 from tickercast.config import RetrainConfig
 
-STEPS = ("ingest", "preprocess", "windows", "train", "evaluate", "export")
+STEPS = ("ingest", "preprocess", "train", "evaluate", "export")
 
 
 def task_states(flow_state) -> dict[str, str]:
@@ -140,7 +140,6 @@ def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
     state, _ = run(config.model_copy(update={"epochs": 2}))
     states = task_states(state)
     assert [states[s] for s in STEPS] == [
-        "Cached",
         "Cached",
         "Cached",
         "Completed",

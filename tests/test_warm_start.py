@@ -273,7 +273,7 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
         assert state.is_completed(), state.message
         tasks = set(task_states(state))
         finish = {"keep"} if night in (3, 4) else {"evaluate", "export", "promote"}
-        assert tasks == {"ingest", "preprocess", "windows", "train", *finish}, night
+        assert tasks == {"ingest", "preprocess", "train", *finish}, night
         result = state.result()[TICKER]
         results.append(result)
         bundle = Path(result["bundle"])

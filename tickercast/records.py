@@ -113,11 +113,14 @@ class SplitDates(BaseModel):
 
 
 class Preprocessed(Record):
-    """Features, split and train-only scalers of one ticker: arrays + preprocessing.json."""
+    """Features, split and train-only scalers of one ticker (arrays + preprocessing.json),
+    and its window anchors per split (`anchors`: indices into those rows, `counts`)."""
 
     ticker: str
     arrays: str
     spec: str
+    anchors: str
+    counts: dict[str, int]
 
     @functools.cached_property
     def preprocessing(self) -> Preprocessing:
@@ -132,22 +135,15 @@ class Preprocessed(Record):
 
         return load_preprocessed(self.arrays, self.spec)
 
-    def bundle_files(self) -> dict[str, Path]:
-        return {layout.SPEC_FILE: Path(self.spec)}
-
-
-class Windows(Record):
-    """Window anchors per split (indices into the preprocessed rows)."""
-
-    ticker: str
-    anchors: str
-    counts: dict[str, int]
-
-    def load(self) -> dict[str, np.ndarray]:
+    def windows(self) -> dict[str, np.ndarray]:
+        """The window anchors per split (`tickercast.modeling.windows.anchors_for`)."""
         import numpy as np
 
         with np.load(self.anchors, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
+
+    def bundle_files(self) -> dict[str, Path]:
+        return {layout.SPEC_FILE: Path(self.spec)}
 
 
 class Trained(Record):
