@@ -59,6 +59,37 @@ def test_dask_local_cluster_with_two_workers(prefect_server, tmp_path):
     assert set(task_states(state).values()) == {"Completed"}
 
 
+@pytest.mark.slow  # a child process running the flow on a one-worker local cluster, ~40 s
+def test_a_flow_on_dask_workers_does_not_import_tensorflow_itself(prefect_server, tmp_path):
+    """On Dask every step runs on a worker: the flow's own process (a deployment's) only
+    orchestrates, and importing TensorFlow there cost each night 5 s and ~580 MB."""
+    from prefect.settings import PREFECT_API_URL
+
+    code = "\n".join(
+        [
+            "import sys",
+            "from tickercast.config import RetrainConfig",
+            "from tickercast.flows.retrain import retrain",
+            f"config = RetrainConfig(tickers=['MSFT'], task_runner='dask', max_workers=1,"
+            f" data_dir={str(tmp_path)!r}, **{TINY!r})",
+            "state = retrain(config, return_state=True)",
+            "assert state.is_completed(), state.message",
+            "print('tensorflow in the flow process:', 'tensorflow' in sys.modules)",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tensorflow in the flow process: False" in proc.stdout, proc.stdout[-3000:]
+    assert (tmp_path / "models/MSFT/versions/1/model.keras").is_file()
+
+
 @pytest.mark.slow  # a temporary server and a two-worker local cluster, ~60 s
 def test_local_dask_workers_report_to_the_runs_temporary_server(tmp_path):
     """A run without PREFECT_API_URL starts one temporary server; its local Dask workers

@@ -38,13 +38,15 @@ def tensorflow_logs_wanted(debug: bool = False) -> bool:
     return debug or os.environ.get(ENV, "").lower() in {"1", "on", "true", "yes"}
 
 
-def quiet_tensorflow(debug: bool = False) -> None:
+def quiet_tensorflow(debug: bool = False, *, load: bool = True) -> None:
     """Import TensorFlow now, silently (module doc); a no-op once it is imported, and
-    nothing is hidden when its logs are wanted."""
+    nothing is hidden when its logs are wanted. `load=False` only sets the log level, for
+    a process that will not run TensorFlow itself but starts processes that do (they
+    inherit it): a flow whose tasks all run on Dask workers."""
     if tensorflow_logs_wanted(debug):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
+    if not load or "tensorflow" in sys.modules:
         return
     with _stderr_discarded():
         import tensorflow  # noqa: F401
