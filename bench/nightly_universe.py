@@ -441,7 +441,8 @@ def _projected(sizes: list[dict], night: int) -> str:
         growth = f"not growing with the universe ({min(seen):.0f}-{max(seen):.0f} s measured)"
     text = (
         f"projected 500 tickers (line over the measured sizes, {wall['per_ticker']:.1f} "
-        f"s/ticker + {wall['fixed']:.0f} s): {wall['at_500'] / 60:.0f} min, peak RSS "
+        f"s/ticker + {wall['fixed']:.0f} s): {wall['at_500'] / 60:.1f} min "
+        f"({wall['at_500']:.0f} s; target <= {30 if night == 0 else 5} min), peak RSS "
         f"{rss['at_500']:.0f} MB ({rss['per_ticker']:+.1f} MB/ticker), orchestration "
         f"{growth} (target <= 5%)"
     )
