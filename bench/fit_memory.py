@@ -6,7 +6,8 @@ one-thread Dask worker runs them: the pipeline's arms follow each step with the 
 own between-fits policy (`between_fits`: Keras' clear_session and a garbage collection
 every FRESH_EVERY fits, nothing forced in between, so the readings are what the worker
 holds); the plain Keras arm clears and collects after every fit. On the MSFT sample with
-the nightly network (stacked_lstm [64, 32], the recommended preset, 60-day windows, 2 epochs a fit):
+the nightly network (stacked_lstm [64, 32], the recommended preset, 60-day windows,
+2 epochs a fit):
 - pipeline: `train_model` (checkpoints, shrinkage, saving; the network comes from the
   process's pool, tickercast.modeling.pool);
 - ticker: the whole per-ticker work: preprocess, `train_model`, evaluate, and a bundle

@@ -13,9 +13,10 @@ tickers (data/sample, as Yahoo exports), all as Yahoo-export CSVs.
 
 Measured per night, from the Prefect API's task runs and the process tree:
 - wall: trigger -> final state (what a schedule waits for), and the flow run's own wall;
-- per stage (ingest, preprocess = preprocess (with the window anchors) + calendar, train, evaluate,
-  export, promote): the time the stage was running (union of its task runs) and its
-  task-seconds (sum); tasks of different tickers overlap, so stages overlap too;
+- per stage (ingest, preprocess = preprocess (with the window anchors) + calendar, train,
+  evaluate, export, promote = promote or keep): the time the stage was running (union of
+  its task runs) and its task-seconds (sum); tasks of different tickers overlap, so
+  stages overlap too;
 - orchestration: the flow run's wall minus the time any task was running (union of all
   task runs: Prefect's own work, the flow's start and end, gaps between tasks);
 - training windows/s: windows x epochs / fit seconds (history.json of each new version,

@@ -60,7 +60,7 @@ def evaluate_step(
     ev = evaluate(point, spec, arrays, pre.windows(), predict_quantiles=grid, band=evaluation.band)
     paths = write_evaluation(work, ev, model.history_data()["history"], pre.ticker)
     summary = evaluation_summary(ev)
-    gaps = gap_report(spec)  # on record in metadata.json (the windows step logged it)
+    gaps = gap_report(spec)  # on record in metadata.json (the preprocess step logged it)
     if gaps is not None:
         summary["evaluation"]["gaps"] = gaps
     coverage = ", ".join(

@@ -80,14 +80,14 @@ def _windows(
     logger.info("%s windows: %s", ticker, counts)
     spanning = sum(gap_windows(spec).values())
     if spanning:
-        done = "skipped" if spec.on_gap == "split" else "built across it (bridged)"
-        counts[f"gap_{'skipped' if spec.on_gap == 'split' else 'bridged'}"] = spanning
+        split = spec.on_gap == "split"
+        counts["gap_skipped" if split else "gap_bridged"] = spanning
         logger.warning(
             "%s: %d window(s) span %s: %s (on_gap=%s)",
             ticker,
             spanning,
             describe_gaps(spec.gaps),
-            done,
+            "skipped" if split else "built across it (bridged)",
             spec.on_gap,
         )
     return path, counts

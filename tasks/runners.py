@@ -119,8 +119,8 @@ def _training_slot() -> Iterator[None]:
 def training_lock() -> contextlib.AbstractContextManager[None]:
     """The one training slot of this process (`with training_lock(): fit`). On a Dask
     worker it also sizes TensorFlow's pools to the worker's threads and, on a one-thread
-    worker, resets Keras' state every few fits (`between_fits`). A function, not a global, so tasks
-    pickled by value for Dask refer to it by name."""
+    worker, resets Keras' state every few fits (`between_fits`). A function, not a
+    global, so tasks pickled by value for Dask refer to it by name."""
     return _training_slot()
 
 

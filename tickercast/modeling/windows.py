@@ -98,7 +98,7 @@ def describe_gaps(gaps: list[list]) -> str:
 
 def gap_report(spec) -> dict | None:
     """What the gaps of a preprocessing did to its windows, for the run's records (the
-    windows step's counts and log, the evaluation's `gaps`); None without a gap."""
+    preprocess step's window counts and log, the evaluation's `gaps`); None without a gap."""
     if not getattr(spec, "gaps", None):
         return None
     per_split = gap_windows(spec)
