@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from tickercast.delivery.ledger import describe
+from tickercast.fanout import batch_result, each_ticker
 from tickercast.records import Exported, Kept, Trained
 from tickercast.sections import Gate
 from tickercast.tasks.events import emit
@@ -70,12 +71,23 @@ def promote_step(
 
 
 @task(name="keep")
-def keep_step(trained: Trained, data_dir: str, mlflow_uri: str | None = None) -> dict:
-    """Tonight's fit kept the champion (no epoch beat its weights, or they still fit):
-    nothing to evaluate, bundle or judge. The night's outcome is the champion's bundle and
-    recorded metrics with why, as the export and gate would report an unchanged night;
-    the registry is untouched and the champion's live record still takes the new day. One
-    task where a new network takes three (evaluate, export, promote)."""
+def keep_step(trained: list[Trained], data_dir: str, mlflow_uri: str | None = None) -> dict:
+    """Tonight's fits that kept their champion (no epoch beat its weights, or they still
+    fit), several tickers in one task: nothing to evaluate, bundle or judge. Each ticker's
+    outcome is the champion's bundle and recorded metrics with why, as the export and gate
+    would report an unchanged night; the registry is untouched and the champion's live
+    record still takes the new day. Returns `fanout.batch_result` (one ticker's failure is
+    its own; `fanout.Share` hands each its part): a Prefect task run costs a worker
+    ~0.15 s beside the work, as much as keeping a champion itself, so one run keeps many."""
+    by_ticker = {t.ticker: t for t in trained}
+    outcomes = each_ticker(list(by_ticker), lambda t: _keep(by_ticker[t], data_dir, mlflow_uri))
+    for failed in outcomes.failed():
+        get_run_logger().error("%s: champion not kept: %s", failed.ticker, failed.error)
+    return batch_result(outcomes)
+
+
+def _keep(trained: Trained, data_dir: str, mlflow_uri: str | None) -> dict:
+    """One ticker of `keep_step`: the champion's bundle and the unchanged event."""
     kept = trained.kept()
     if kept is None:
         raise ValueError(f"{trained.ticker}: tonight's fit made a new network: nothing kept")

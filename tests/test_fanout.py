@@ -216,3 +216,23 @@ def test_a_branch_fails_with_its_first_failed_step_the_cause():
         settle(steps)
     assert not steps[-1].asked  # nothing after the cause is waited for
     assert settle([Step(1), None, Step(3)]) == 3
+
+
+def test_a_ticker_of_a_batched_step_settles_alone_with_its_own_one_line():
+    """A step that ran several tickers (the keep step) returns `batch_result`; each
+    ticker's `Share` is its value, or its failure raised for it alone with the step's
+    one line (not wrapped in a second kind)."""
+    from tickercast.fanout import BatchedFailure, Share, batch_result, each_ticker, settle
+
+    def work(ticker: str) -> int:
+        if ticker == "BAD":
+            raise KeyError("verdict")
+        return len(ticker)
+
+    batch = Step(batch_result(each_ticker(["AAPL", "BAD", "MSFTX"], work)))
+    assert Share(batch, "AAPL").result() == 4 and settle([Step(0), Share(batch, "MSFTX")]) == 5
+    with pytest.raises(BatchedFailure) as failure:
+        settle([Step(0), Share(batch, "BAD")])
+    outcomes = each_ticker(["AAPL", "BAD"], lambda t: settle([Share(batch, t)]))
+    assert outcomes.errors() == {"BAD": "KeyError: 'verdict'"} == {"BAD": str(failure.value)}
+    assert outcomes.values() == {"AAPL": 4}

@@ -303,3 +303,61 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
     history = sorted((data / "work" / "train").glob("*/history.json"))
     assert sorted(json.loads(h.read_text())["epochs_run"] for h in history)[0] == 0
     assert list_versions(data, TICKER) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_kept_champions_share_keep_tasks_and_one_failure_stays_its_own(
+    prefect_server, tmp_path, monkeypatch
+):
+    """A night whose fits all keep their champion keeps them KEEP_BATCH tickers to a keep
+    task (here 2: three tickers, two keep task runs), and one ticker whose keep fails (its
+    champion's metadata lost its verdict) fails alone, named with its one-line cause,
+    while the others keep their champions and the run says which ticker failed."""
+    from tests.synthetic import write_yahoo_universe
+    from tickercast.delivery.bundle import bundle_path
+    from tickercast.delivery.registry import promote, read_registry
+    from tickercast.flows import retrain as retrain_module
+
+    monkeypatch.setattr(retrain_module, "KEEP_BATCH", 2)
+    tickers = ["K001", "K002", "K003"]
+    csv, data = tmp_path / "csv", tmp_path / "data"
+    where = dict(tickers=tickers, source="csv", csv_dir=str(csv), data_dir=str(data))
+    write_yahoo_universe(csv, tickers, days=500, quirks=False)
+    assert retrain_module.retrain(config(**where, epochs=2), return_state=True).is_completed()
+    for ticker in tickers:
+        if read_registry(data, ticker)["champion"] != 1:  # the gate is not under test
+            promote(data, ticker, 1, reason="test: the next night starts from it")
+    metadata = bundle_path(data, "K002", 1) / "metadata.json"
+    broken = json.loads(metadata.read_text())
+    del broken["verdict"]
+    metadata.write_text(json.dumps(broken))
+    registries = {t: read_registry(data, t) for t in tickers}
+
+    write_yahoo_universe(csv, tickers, days=501, quirks=False)
+    steady = config(**where, epochs=2, warm_start_epochs=1, warm_start_drift=10.0)
+    state = retrain_module.retrain(steady, return_state=True)
+
+    assert state.is_failed()
+    assert state.message == "1 of 3 ticker(s) failed: K002: KeyError: 'verdict'"
+    names = [name for name in task_run_names(state) if name.startswith("keep")]
+    assert len(names) == 2
+    results = state.result(raise_on_failure=False)
+    for ticker in ("K001", "K003"):
+        kept = results[ticker]
+        assert kept["version"] == 1 and kept["unchanged"] and kept["promotion"]["kept"]
+        assert "still fit" in kept["kept_reason"]
+    assert results["K002"] == {"ticker": "K002", "error": "KeyError: 'verdict'"}
+    assert {t: read_registry(data, t) for t in tickers} == registries  # untouched
+
+
+def task_run_names(flow_state) -> list[str]:
+    """Every task run's name in a flow run (repeats included)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return [run.name for run in runs]

@@ -29,8 +29,16 @@ class Settles(Protocol):
     def result(self) -> Any: ...
 
 
+class BatchedFailure(Exception):
+    """A ticker's failure inside a step that ran several tickers at once (`Share`), raised
+    again for that ticker alone; its message is the one line the step already said."""
+
+
 def one_line(error: BaseException) -> str:
-    """'TypeName: first line of the message' (the kind alone when there is none)."""
+    """'TypeName: first line of the message' (the kind alone when there is none); a
+    `BatchedFailure` is its one line as the batched step said it."""
+    if isinstance(error, BatchedFailure):
+        return str(error)
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
@@ -124,6 +132,28 @@ def outcome(ticker: str, work: Callable[[str], T]) -> Outcome[T]:
         # TerminationSignal during a flow): the work in other threads stops too
         request_stop()
         raise
+
+
+def batch_result(outcomes: Outcomes[T]) -> dict[str, dict[str, Any]]:
+    """What a step that ran several tickers returns: `values` of those that finished,
+    `errors` of the others (one line each); `Share` hands each ticker its own part."""
+    errors = {o.ticker: o.error for o in outcomes if not o.ok}
+    return {"values": outcomes.values(), "errors": errors}
+
+
+@dataclass(frozen=True)
+class Share:
+    """One ticker's part of a step that ran several tickers (`batch_result`), settled like
+    a step of its own: its value, or its failure raised for it alone."""
+
+    batch: Settles
+    ticker: str
+
+    def result(self) -> Any:
+        done = self.batch.result()
+        if self.ticker in done["errors"]:
+            raise BatchedFailure(done["errors"][self.ticker])
+        return done["values"][self.ticker]
 
 
 def each_ticker(tickers: Sequence[str], work: Callable[[str], T]) -> Outcomes[T]:
