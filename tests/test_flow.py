@@ -11,21 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.prefect_runs import task_runs
 from tickercast.config import RetrainConfig
 
 STEPS = ("ingest", "preprocess", "train", "evaluate", "export")
 
 
 def task_states(flow_state) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    flow_run_id = flow_state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+    """Each task's state by its name without the run suffix (the last run of a repeat)."""
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in task_runs(flow_state)}
 
 
 def run(config: RetrainConfig):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.prefect_runs import artifacts_of
+from tests.prefect_runs import artifacts_of, task_runs
 from tests.test_tune import TINY_SPACE
 from tickercast.config import RetrainConfig
 from tickercast.tuning.config import SEARCHED, TuneConfig
@@ -67,15 +67,7 @@ def run(config: TuneConfig):
 
 
 def task_run_states(state) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    flow_run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {r.name: r.state.name for r in runs}
+    return {r.name: r.state.name for r in task_runs(state)}
 
 
 def results_of(run_dir: Path) -> dict[str, dict]:

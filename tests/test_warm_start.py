@@ -313,6 +313,7 @@ def test_kept_champions_share_keep_tasks_and_one_failure_stays_its_own(
     task (here 2: three tickers, two keep task runs), and one ticker whose keep fails (its
     champion's metadata lost its verdict) fails alone, named with its one-line cause,
     while the others keep their champions and the run says which ticker failed."""
+    from tests.prefect_runs import task_runs
     from tests.synthetic import write_yahoo_universe
     from tickercast.delivery.bundle import bundle_path
     from tickercast.delivery.registry import promote, read_registry
@@ -339,7 +340,7 @@ def test_kept_champions_share_keep_tasks_and_one_failure_stays_its_own(
 
     assert state.is_failed()
     assert state.message == "1 of 3 ticker(s) failed: K002: KeyError: 'verdict'"
-    names = [name for name in task_run_names(state) if name.startswith("keep")]
+    names = [run.name for run in task_runs(state) if run.name.startswith("keep")]
     assert len(names) == 2
     results = state.result(raise_on_failure=False)
     for ticker in ("K001", "K003"):
@@ -348,16 +349,3 @@ def test_kept_champions_share_keep_tasks_and_one_failure_stays_its_own(
         assert "still fit" in kept["kept_reason"]
     assert results["K002"] == {"ticker": "K002", "error": "KeyError: 'verdict'"}
     assert {t: read_registry(data, t) for t in tickers} == registries  # untouched
-
-
-def task_run_names(flow_state) -> list[str]:
-    """Every task run's name in a flow run (repeats included)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    flow_run_id = flow_state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return [run.name for run in runs]
