@@ -254,7 +254,9 @@ def run_night(params: dict, serve: subprocess.Popen, timeout: float) -> dict:
     }
 
 
-def _task_runs(flow_run_id) -> list:
+def task_runs(flow_run_id) -> list:
+    """Every task run of a flow run, read page by page (a server answers at most its
+    default limit, 200, a call)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -287,7 +289,7 @@ def stage_times(flow_run) -> dict:
     origin = flow_run.start_time
     by_stage: dict[str, list[tuple[float, float]]] = {}
     states: dict[str, int] = {}
-    for run in _task_runs(flow_run.id):
+    for run in task_runs(flow_run.id):
         states[run.state.name] = states.get(run.state.name, 0) + 1
         if run.start_time is None or run.end_time is None:
             continue

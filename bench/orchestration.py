@@ -28,13 +28,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def _task_seconds(flow_run_id) -> tuple[float, dict[str, str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from bench.nightly_universe import task_runs
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
+    runs = task_runs(flow_run_id)
     total = sum(r.total_run_time.total_seconds() for r in runs)
     return total, {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
 
