@@ -8,7 +8,16 @@ STAMP := $(VENV)/.installed-stamp
 # this machine's pip prints a warning per package about missing local mirrors; hide those
 # what a run writes under data/: tickercast.layout.OUTPUT_DIRS (tests/test_layout.py)
 OUTPUT_DIRS := lake models forecasts backtests tuning work results
-PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+# (inside braces: with pipefail a failing pip still fails the recipe; grep's own "nothing
+# left to print" does not)
+PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# A venv belongs to the folder it was made in: its scripts' #! lines and the editable
+# install's package map name that folder. Each stamp records it; a venv copied or moved
+# here from another checkout (its stamp names another folder, or none) is removed at once
+# so the rules below rebuild it, instead of importing tickercast.tasks from a folder that
+# is gone or is another checkout.
+VENV_STAMPS := $(STAMP) .venv-peer/.installed-stamp .venv-mlflow/.installed-stamp
+$(foreach s,$(wildcard $(VENV_STAMPS)),$(if $(filter $(CURDIR)/$(dir $(s)),$(shell cat $(s))),,$(shell rm -rf $(dir $(s)))))
 
 .PHONY: install run test test-fast lint bench peer-venv mlflow-server browser lock serve sample clean
 
@@ -17,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q 'pip==26.3' 2>&1 | $(PIP_QUIET)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | $(PIP_QUIET)
-	touch $(STAMP)
+	echo $(CURDIR)/$(VENV)/ > $(STAMP)
 
 install: $(STAMP)
 
@@ -49,14 +58,14 @@ peer-venv: .venv-peer/.installed-stamp
 .venv-peer/.installed-stamp: bench/peer-requirements.txt
 	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
 	.venv-peer/bin/python -m pip install -q -r bench/peer-requirements.txt 2>&1 | $(PIP_QUIET)
-	touch $@
+	echo $(CURDIR)/$(dir $@) > $@
 
 ## the MLflow server tests/test_mlflow.py starts (full mlflow needs pyarrow < 26): its own venv
 mlflow-server: .venv-mlflow/.installed-stamp
 .venv-mlflow/.installed-stamp: tests/mlflow-server-requirements.txt
 	test -x .venv-mlflow/bin/python || $(PYTHON) -m venv .venv-mlflow
 	.venv-mlflow/bin/python -m pip install -q -r tests/mlflow-server-requirements.txt 2>&1 | $(PIP_QUIET)
-	touch $@
+	echo $(CURDIR)/$(dir $@) > $@
 
 ## regenerate constraints.txt: resolve pyproject.toml afresh in a scratch venv, record it
 lock:
