@@ -134,6 +134,48 @@ def test_drift_tolerance_sets_the_loss_at_which_the_champion_still_fits(night1_s
     assert plan(drifting.warm, unknown, drifting.fit_spec(), spec).keep_at is None
 
 
+def test_without_a_champion_the_latest_version_is_fine_tuned_and_gated_again(night1_spec):
+    """A ticker whose versions the gate never promoted starts from its latest version:
+    warm, with the monthly full refit, but never kept as it is (no drift bound: whatever
+    the fine-tune ends with is gated as a new version)."""
+    cfg, spec = night1_spec
+    rejected = champion_of(cfg, spec, version=3, val_loss=0.02, is_champion=False)
+    drifting = config(warm_start_drift=10.0)
+    chosen = plan(drifting.warm, rejected, drifting.fit_spec(), spec)
+    assert (chosen.mode, chosen.source_version, chosen.epochs) == ("warm", 3, 2)
+    assert chosen.keep_at is None and not chosen.keeps_source
+    assert "v3 (the latest version; the gate promoted none)" in chosen.reason
+    assert "gated as a new version" in chosen.reason
+    same = plan(drifting.warm, champion_of(cfg, spec, val_loss=0.02), drifting.fit_spec(), spec)
+    assert same.keeps_source and same.keep_at == pytest.approx(0.22)  # a champion may stay
+    last = dt.date.fromisoformat(spec.last_day)
+    stale = dataclasses.replace(
+        rejected, warm_start={"full_refit_last_day": (last - dt.timedelta(days=31)).isoformat()}
+    )
+    old = plan(cfg.warm, stale, cfg.fit_spec(), spec)
+    assert old.mode == "full" and old.reason.startswith("v3 (the latest version;")
+
+
+def test_find_source_names_the_champion_or_else_the_latest_version(tmp_path):
+    """The warm start's source: the champion while there is one; without one, the latest
+    version, marked as no champion; nothing for a ticker without versions."""
+    from tests.tiny_models import TICKER as STORED
+    from tests.tiny_models import copy_store
+    from tickercast.delivery.registry import promote, read_registry
+    from tickercast.delivery.warmstart import find_source, read_champion
+
+    data = copy_store(tmp_path)
+    assert read_registry(data, STORED)["champion"] is None
+    latest = find_source(data, STORED)
+    assert (latest.version, latest.champion) == (3, False)
+    assert not read_champion(latest).is_champion
+    promote(data, STORED, 1, reason="test")
+    champion = find_source(data, STORED)
+    assert (champion.version, champion.champion) == (1, True)
+    assert read_champion(champion).is_champion
+    assert find_source(data, "NOPE") is None
+
+
 def night_one(cfg: RetrainConfig, folder: Path):
     """(spec, summary, fitted weights) of a full fit on the first 400 days."""
     from tickercast.modeling.shrink import naive_output
@@ -221,6 +263,27 @@ def test_a_fine_tune_that_only_gets_worse_keeps_the_champions_weights(tmp_path):
     assert recorded["kept_champion"] == 1 and recorded["best_epoch"] == 0
 
 
+def test_a_version_the_gate_never_promoted_is_shipped_even_when_no_epoch_beats_it(tmp_path):
+    """The same wrecking fine-tune from weights that are not a champion's: they still win
+    over every epoch, but are shrunk, calibrated and saved as a new model (gated again),
+    not kept."""
+    cfg = config()
+    spec1, _, fitted = night_one(cfg, tmp_path / "n1")
+    wild = config(learning_rate=0.9, warm_start_epochs=4, warm_start_patience=2)
+    rejected = champion_of(
+        cfg, spec1, weights=tmp_path / "n1/fitted-weights.npz", is_champion=False
+    )
+    chosen, night2 = night_two(wild, rejected, tmp_path / "n2", fitted)
+    assert chosen.mode == "warm" and night2["best_epoch"] == 0
+    assert "kept_champion" not in night2 and "shrinkage" in night2
+    written = {p.name for p in (tmp_path / "n2").iterdir()}
+    assert {"model.keras", "fitted-weights.npz", "history.json"} <= written
+    from tickercast.modeling.warm import load_weights
+
+    again = load_weights(tmp_path / "n2/fitted-weights.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(again, fitted, strict=True))
+
+
 def test_a_champion_that_still_fits_is_kept_without_an_epoch(tmp_path):
     """With warm_start_drift, the champion's weights are scored on tonight's validation
     windows first: within (1 + drift) x their loss when made, no epoch runs and only the
@@ -303,6 +366,54 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
     history = sorted((data / "work" / "train").glob("*/history.json"))
     assert sorted(json.loads(h.read_text())["epochs_run"] for h in history)[0] == 0
     assert list_versions(data, TICKER) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_ticker_the_gate_never_promoted_fine_tunes_its_latest_version(prefect_server, tmp_path):
+    """Night 1's version fails the gate (it must beat naive significantly; a tiny network
+    on a random walk does not); night 2 (one new day, warm_start_drift on) fine-tunes that
+    version rather than refitting from scratch, never keeps it as it is, and gates what it
+    ends with as version 2."""
+    from tests.synthetic import write_yahoo_universe
+    from tests.test_flow import task_states
+    from tickercast.delivery.registry import read_registry
+    from tickercast.flows.retrain import retrain
+
+    csv, data = tmp_path / "csv", tmp_path / "data"
+    cfg = config(
+        source="csv",
+        csv_dir=str(csv),
+        data_dir=str(data),
+        epochs=3,
+        warm_start_epochs=1,
+        warm_start_drift=10.0,
+        require_beat_naive=True,
+    )
+    trainings = []
+    for days in (500, 501):
+        write_yahoo_universe(csv, [TICKER], days=days, quirks=False)
+        state = retrain(cfg, return_state=True)
+        assert state.is_completed(), state.message
+        assert set(task_states(state)) == {
+            "ingest",
+            "preprocess",
+            "train",
+            "evaluate",
+            "export",
+            "promote",
+        }
+        assert read_registry(data, TICKER)["champion"] is None, "the gate promoted it"
+        bundle = Path(state.result()[TICKER]["bundle"])
+        trainings.append(json.loads((bundle / "metadata.json").read_text())["training"])
+    first, second = (t["warm_start"] for t in trainings)
+    assert (first["mode"], first["reason"]) == ("full", "no champion to start from")
+    assert (second["mode"], second["source_version"], second["keeps_source"]) == (
+        "warm",
+        1,
+        False,
+    )
+    assert second["keep_at"] is None and trainings[1]["epochs_run"] <= 1
+    assert second["full_refit_last_day"] == first["full_refit_last_day"]
 
 
 @pytest.mark.slow

@@ -437,7 +437,8 @@ class WarmStart(Section):
         description="off: every fit starts from fresh weights; auto: start from the "
         "champion's fitted weights (before its shrinkage) for at most warm_start_epochs "
         "when the champion was trained the same way (network, features, lookback, horizon, "
-        "target) and its last full refit is recent; otherwise refit from scratch, saying "
+        "target) and its last full refit is recent (without a champion, from the latest "
+        "version's, gated again as a new version); otherwise refit from scratch, saying "
         "why (recorded in metadata training.warm_start).",
     )
     warm_start_epochs: int = Field(

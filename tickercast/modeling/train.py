@@ -233,7 +233,7 @@ def fit(
         from tickercast.modeling.warm import apply_weights
 
         apply_weights(model, start_weights)
-        logger.info("%s: starting from the champion's fitted weights", label)
+        logger.info("%s: starting from the warm start's fitted weights", label)
     problems = cudnn_problems(model)
     if problems:
         logger.warning(
@@ -578,10 +578,12 @@ def train_model(
     A warm `plan` starts from `start_weights` and caps the epochs at `plan.epochs` and the
     patience at `plan.patience`, and runs no epoch when the starting weights' loss on
     tonight's validation windows is at most `plan.keep_at` (the champion has not drifted).
-    When no epoch beats the starting weights on tonight's validation windows (or none ran),
-    there is nothing new to ship: only `history.json` is written, and
+    When no epoch beats a champion's starting weights on tonight's validation windows (or
+    none ran), there is nothing new to ship: only `history.json` is written, and
     `summary["kept_champion"]` names the champion version whose weights were kept (the
-    champion stays as it is; no shrinkage, calibration or model file is made for it)."""
+    champion stays as it is; no shrinkage, calibration or model file is made for it).
+    Weights the gate never promoted (`plan.keeps_source` false) are never kept: the best
+    of them and the epochs is shipped like any fit."""
     from tickercast.modeling.warm import save_weights
 
     out_dir = Path(out_dir)
@@ -607,7 +609,7 @@ def train_model(
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         summary["warm_start"] = plan.record() if plan is not None else None
-        if warm and summary["best_epoch"] == 0:
+        if warm and summary["best_epoch"] == 0 and plan.keeps_source:
             summary["kept_champion"] = plan.source_version
             _finish(out_dir, summary)
             return summary

@@ -7,8 +7,16 @@ and the quantile calibration, which are fit again on the new validation split) a
 at most `warm_start_epochs`. The scalers are refit on the new training rows as always (no
 look-ahead); only the network's starting point changes.
 
+Without a champion (the gate never promoted a version: each was significantly worse than
+naive, say), the ticker's latest version starts the fit instead. It is fine-tuned like a
+champion but never kept as it is: whatever the fine-tune ends with (its own weights
+included) is shrunk, calibrated, exported and gated as a new version, as a refit from
+scratch would be, for a fraction of a cold fit's epochs (a rejected ticker would otherwise
+pay a cold fit every night). The monthly full refit below applies to it too.
+
 A warm start is refused, and the fit starts from scratch saying why, when:
-- there is no champion, or it carries no fitted weights (exported before warm starts);
+- there is no version to start from, or it carries no fitted weights (exported before
+  warm starts);
 - it was trained differently: network kind, units, head, dropout, recurrent dropout, L2,
   input features (and their order), lookback, horizon, target or scope (`MUST_MATCH`), or
   its weights' shapes differ from the network built now;
@@ -69,6 +77,15 @@ class Champion:
     weights_sha256: str | None
     warm_start: dict[str, Any] | None = None
     val_loss: float | None = None  # its fitted weights' validation loss when it was made
+    # False: not a champion but the ticker's latest version, while the gate promoted none
+    is_champion: bool = True
+
+    @property
+    def name(self) -> str:
+        """How the plan's reasons name it."""
+        if self.is_champion:
+            return f"the champion v{self.version}"
+        return f"v{self.version} (the latest version; the gate promoted none)"
 
     @property
     def full_refit_last_day(self) -> str:
@@ -90,6 +107,9 @@ class Plan:
     # keep the champion without an epoch when its loss on tonight's validation windows is at
     # most this (its recorded validation loss x (1 + warm_start_drift)); None: always fine-tune
     keep_at: float | None = None
+    # whether the starting weights may be kept as they are (no new version) when no epoch
+    # beats them: a champion's; not a version the gate never promoted (it is gated again)
+    keeps_source: bool = True
 
     def record(self) -> dict[str, Any]:
         """What metadata records (training.warm_start)."""
@@ -147,22 +167,22 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
         return Plan("full", "warm_start is off", full_refit_last_day=today)
     if champion is None:
         return Plan("full", "no champion to start from", full_refit_last_day=today)
-    version = champion.version
+    version, name = champion.version, champion.name
     if champion.weights is None:
         return Plan(
             "full",
-            f"the champion v{version} has no fitted weights (exported before warm starts)",
+            f"{name} has no fitted weights (exported before warm starts)",
             version,
             full_refit_last_day=today,
         )
     problems = incompatibilities(champion, spec, pre)
     if problems:
-        why = f"the champion v{version} was trained differently: " + "; ".join(problems)
+        why = f"{name} was trained differently: " + "; ".join(problems)
         return Plan("full", why, version, full_refit_last_day=today)
     age = data_age_days(champion.full_refit_last_day, today)
     if age > settings.full_refit_days:
         why = (
-            f"the champion v{version}'s last full refit saw data up to "
+            f"{name}'s last full refit saw data up to "
             f"{champion.full_refit_last_day}, {age} calendar days before today's "
             f"{today} (full_refit_days {settings.full_refit_days})"
         )
@@ -171,7 +191,9 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
     patience = min(settings.warm_start_patience, spec.training.patience)
     keep_at = None
     drift = ""
-    if settings.warm_start_drift is not None and champion.val_loss is not None:
+    if not champion.is_champion:
+        drift = "; gated as a new version whatever it ends with (never kept as it is)"
+    elif settings.warm_start_drift is not None and champion.val_loss is not None:
         keep_at = champion.val_loss * (1 + settings.warm_start_drift)
         drift = (
             f"; kept without an epoch if their loss on tonight's validation windows is at "
@@ -179,12 +201,21 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
             f"{settings.warm_start_drift:g})"
         )
     why = (
-        f"fine-tuning the champion v{version}'s fitted weights for at most {epochs} epochs, "
+        f"fine-tuning {name}'s fitted weights for at most {epochs} epochs, "
         f"stopping after {patience} without beating the best so far, its own weights "
         f"included (last full refit on data up to {champion.full_refit_last_day}, {age} "
         f"days ago){drift}"
     )
-    return Plan("warm", why, version, epochs, champion.full_refit_last_day, patience, keep_at)
+    return Plan(
+        "warm",
+        why,
+        version,
+        epochs,
+        champion.full_refit_last_day,
+        patience,
+        keep_at,
+        champion.is_champion,
+    )
 
 
 def load_weights(path: Path, sha256: str | None = None) -> list[np.ndarray]:
