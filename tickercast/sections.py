@@ -470,7 +470,8 @@ class WarmStart(Section):
         le=3650,
         description="Refit from scratch when the last full refit behind the champion's "
         "weights saw data ending more than this many calendar days before today's last "
-        "day of data (0 = every night).",
+        "day of data, less a per-ticker stagger of up to a third of it (fixed by the "
+        "ticker's name), so a universe's refits spread over nights (0 = every night).",
     )
 
 

@@ -82,4 +82,5 @@ def read_champion(source: WarmSource) -> Champion:
         warm_start=metadata.get("training", {}).get("warm_start"),
         val_loss=metadata.get("training", {}).get("best_val_loss"),
         is_champion=source.champion,
+        ticker=source.ticker,
     )

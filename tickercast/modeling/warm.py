@@ -23,7 +23,12 @@ A warm start is refused, and the fit starts from scratch saying why, when:
 - its scalers are not per-column min-max over the same columns (the only kind written);
 - its last full refit is too old: the last day of data that full refit saw is more than
   `full_refit_days` calendar days before today's last day of data (days of data, not of
-  the wall clock, so a rerun over the same data plans the same).
+  the wall clock, so a rerun over the same data plans the same), less the ticker's
+  stagger: up to a third of `full_refit_days`, a fixed share drawn from the ticker's name
+  (`refit_after_days`). A universe first fitted on one night would otherwise refit every
+  ticker from scratch on one night a month later, a first night's hours; staggered, those
+  refits spread over ten nights of a 30-day cycle, and their different cycles keep them
+  spread.
 
 A warm plan with `warm_start_drift` set also says at what loss the champion still fits
 (`keep_at`: its recorded validation loss times 1 + drift): the fit scores the champion's
@@ -79,6 +84,7 @@ class Champion:
     val_loss: float | None = None  # its fitted weights' validation loss when it was made
     # False: not a champion but the ticker's latest version, while the gate promoted none
     is_champion: bool = True
+    ticker: str = ""  # its full refit's stagger (refit_after_days); "": none
 
     @property
     def name(self) -> str:
@@ -160,6 +166,16 @@ def data_age_days(since: str, last_day: str) -> int:
     return (dt.date.fromisoformat(last_day[:10]) - dt.date.fromisoformat(since[:10])).days
 
 
+def refit_after_days(full_refit_days: int, ticker: str) -> int:
+    """The data age past which `ticker` refits from scratch: `full_refit_days` less a
+    stagger of up to a third of it, the same for the ticker on every night and machine
+    (from its name's sha256, not Python's per-process hash)."""
+    if not ticker:
+        return full_refit_days
+    share = int(hashlib.sha256(ticker.encode()).hexdigest()[:8], 16) / 2**32
+    return full_refit_days - int(share * (full_refit_days // 3 + 1))
+
+
 def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Preprocessing) -> Plan:
     """Warm or full tonight, and why (the module's docstring lists the refusals)."""
     today = pre.last_day
@@ -180,11 +196,15 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
         why = f"{name} was trained differently: " + "; ".join(problems)
         return Plan("full", why, version, full_refit_last_day=today)
     age = data_age_days(champion.full_refit_last_day, today)
-    if age > settings.full_refit_days:
+    due = refit_after_days(settings.full_refit_days, champion.ticker)
+    if age > due:
+        stagger = settings.full_refit_days - due
         why = (
             f"{name}'s last full refit saw data up to "
             f"{champion.full_refit_last_day}, {age} calendar days before today's "
-            f"{today} (full_refit_days {settings.full_refit_days})"
+            f"{today} (full_refit_days {settings.full_refit_days}"
+            + (f", less this ticker's stagger of {stagger}" if stagger else "")
+            + ")"
         )
         return Plan("full", why, version, full_refit_last_day=today)
     epochs = min(settings.warm_start_epochs, spec.training.epochs)
