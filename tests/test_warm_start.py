@@ -122,26 +122,33 @@ def test_full_refit_after_full_refit_days(night1_spec):
 
 
 def test_full_refits_are_staggered_by_ticker_over_a_third_of_the_cycle(night1_spec):
-    """Each ticker refits from scratch after full_refit_days less its own stagger (a fixed
-    share of a third of the cycle, from its name): a universe fitted on one night spreads
-    its next full refits over a third of the cycle instead of one night."""
+    """Each ticker refits from scratch after full_refit_days less its stagger (up to a
+    third of the cycle, drawn from its name and its last full refit's day): a universe
+    fitted on one night spreads its next full refits over the cycle's last third, and the
+    next cycle draws again."""
     from tickercast.modeling.warm import refit_after_days
 
     universe = [f"U{i:03d}" for i in range(500)]
-    due = [refit_after_days(30, t) for t in universe]
-    assert min(due) == 20 and max(due) == 30  # 11 nights, none with more than 1/8 of them
+    due = [refit_after_days(30, t, "2026-01-02") for t in universe]
+    assert min(due) == 20 and max(due) == 30  # 11 ages, none with more than 1/8 of them
     assert max(due.count(d) for d in set(due)) < len(universe) / 8
-    assert due == [refit_after_days(30, t) for t in universe]  # the same every time
-    assert refit_after_days(0, "AAPL") == 0 and refit_after_days(30, "") == 30
+    assert due == [refit_after_days(30, t, "2026-01-02") for t in universe]  # reproducible
+    again = [refit_after_days(30, t, "2026-02-03") for t in universe]
+    assert sum(a != b for a, b in zip(due, again, strict=True)) > len(universe) / 2
+    assert refit_after_days(0, "AAPL", "2026-01-02") == 0
+    assert refit_after_days(30, "", "2026-01-02") == 30  # no ticker, no stagger
     cfg, spec = night1_spec
-    ticker = next(t for t in universe if refit_after_days(30, t) == 24)
-    last = dt.date.fromisoformat(spec.last_day)
-    for age, mode in ((24, "warm"), (25, "full")):
-        since = (last - dt.timedelta(days=age)).isoformat()
+    since = (dt.date.fromisoformat(spec.last_day) - dt.timedelta(days=25)).isoformat()
+    staggers = {t: 30 - refit_after_days(30, t, since) for t in universe[:40]}
+    for ticker, stagger in staggers.items():  # 25 days old: due past 30 - stagger
         old = champion_of(cfg, spec, ticker=ticker, warm_start={"full_refit_last_day": since})
         chosen = plan(cfg.warm, old, cfg.fit_spec(), spec)
-        assert chosen.mode == mode, chosen.reason
-    assert "full_refit_days 30, less this ticker's stagger of 6)" in chosen.reason
+        assert chosen.mode == ("full" if stagger > 5 else "warm"), chosen.reason
+        if stagger > 5:
+            assert f"full_refit_days 30, less this ticker's stagger of {stagger})" in (
+                chosen.reason
+            )
+    assert {s > 5 for s in staggers.values()} == {True, False}  # both cases were seen
 
 
 def test_drift_tolerance_sets_the_loss_at_which_the_champion_still_fits(night1_spec):
@@ -346,7 +353,7 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
     from tickercast.flows.retrain import retrain
 
     csv, data = tmp_path / "csv", tmp_path / "data"
-    where = dict(source="csv", csv_dir=str(csv), data_dir=str(data), full_refit_days=7)
+    where = dict(source="csv", csv_dir=str(csv), data_dir=str(data), full_refit_days=5)
     cfg = config(**where, epochs=3, warm_start_epochs=1)
     wild = config(**where, epochs=3, warm_start_epochs=1, learning_rate=0.9)
     steady = config(**where, epochs=3, warm_start_epochs=1, warm_start_drift=10.0)
@@ -377,10 +384,9 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
     assert records[1]["epochs_run"] == 1 and records[0]["epochs_run"] == 3
     assert records[1]["best_epoch"] == 1  # the fine-tune beat the champion: a new version
     assert second["full_refit_last_day"] == first["full_refit_last_day"]
-    assert (
-        third["mode"] == "full"
-        and "full_refit_days 7, less this ticker's stagger of 2)" in third["reason"]
-    )
+    # W001's stagger from that day is 0 (refit_after_days): due past 5 days, nights 2-4
+    # (1-5 calendar days old) fine-tune or keep, night 5 (14 days) refits from scratch
+    assert third["mode"] == "full" and "(full_refit_days 5)" in third["reason"]
     kept = results[2]  # night 3: the champion (v2) stays, the registry untouched
     assert kept["version"] == 2 and kept["bundle"] == results[1]["bundle"]
     assert kept["unchanged"] and "champion v2 kept, no new version" in kept["kept_reason"]

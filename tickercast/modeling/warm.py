@@ -24,11 +24,11 @@ A warm start is refused, and the fit starts from scratch saying why, when:
 - its last full refit is too old: the last day of data that full refit saw is more than
   `full_refit_days` calendar days before today's last day of data (days of data, not of
   the wall clock, so a rerun over the same data plans the same), less the ticker's
-  stagger: up to a third of `full_refit_days`, a fixed share drawn from the ticker's name
-  (`refit_after_days`). A universe first fitted on one night would otherwise refit every
-  ticker from scratch on one night a month later, a first night's hours; staggered, those
-  refits spread over ten nights of a 30-day cycle, and their different cycles keep them
-  spread.
+  stagger: up to a third of `full_refit_days`, drawn from the ticker's name and the day
+  of that last full refit (`refit_after_days`). A universe first fitted on one night
+  would otherwise refit every ticker from scratch on one night a month later, a first
+  night's cost; staggered, those refits spread over the last third of the cycle, and a
+  new draw each cycle keeps them from meeting again (`bench/refit_stagger.py`).
 
 A warm plan with `warm_start_drift` set also says at what loss the champion still fits
 (`keep_at`: its recorded validation loss times 1 + drift): the fit scores the champion's
@@ -166,13 +166,16 @@ def data_age_days(since: str, last_day: str) -> int:
     return (dt.date.fromisoformat(last_day[:10]) - dt.date.fromisoformat(since[:10])).days
 
 
-def refit_after_days(full_refit_days: int, ticker: str) -> int:
-    """The data age past which `ticker` refits from scratch: `full_refit_days` less a
-    stagger of up to a third of it, the same for the ticker on every night and machine
-    (from its name's sha256, not Python's per-process hash)."""
+def refit_after_days(full_refit_days: int, ticker: str, since: str) -> int:
+    """The data age past which `ticker`, last fully refit on data up to `since`, refits
+    from scratch: `full_refit_days` less a stagger of up to a third of it, drawn from the
+    sha256 of both (the same on every night and machine, a new draw each cycle: one
+    drawn from the name alone gives each ticker a fixed period, and tickers whose
+    periods share a multiple refit together again)."""
     if not ticker:
         return full_refit_days
-    share = int(hashlib.sha256(ticker.encode()).hexdigest()[:8], 16) / 2**32
+    digest = hashlib.sha256(f"{ticker} {since[:10]}".encode()).hexdigest()
+    share = int(digest[:8], 16) / 2**32
     return full_refit_days - int(share * (full_refit_days // 3 + 1))
 
 
@@ -196,7 +199,7 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
         why = f"{name} was trained differently: " + "; ".join(problems)
         return Plan("full", why, version, full_refit_last_day=today)
     age = data_age_days(champion.full_refit_last_day, today)
-    due = refit_after_days(settings.full_refit_days, champion.ticker)
+    due = refit_after_days(settings.full_refit_days, champion.ticker, champion.full_refit_last_day)
     if age > due:
         stagger = settings.full_refit_days - due
         why = (
