@@ -4,8 +4,8 @@ A simulation of the warm-start planner's refit rule alone (tickercast.modeling.w
 `data_age_days` against `refit_after_days`), no fit: 500 tickers first fitted on one night,
 then one new business day a night for a year; a ticker refits from scratch when the data
 its last full refit saw ended more than its due age before tonight's last day (30 days,
-the default full_refit_days; staggered: less up to a third, drawn from the ticker's name
-and its last full refit's day), and
+the default full_refit_days; staggered: less up to a third of the cycle's business days,
+drawn from the ticker's name and its last full refit's day), and
 otherwise keeps or fine-tunes its champion. Counted per night: how many tickers refit from
 scratch. The worst night is what the nightly window must hold: unstaggered, the whole
 universe refits on one night a month, a first night's cost.
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         "(the planner's rule alone: tickercast.modeling.warm, no fit) | unstaggered: worst "
         f"night {u['worst']} tickers ({u['nights_over_10pct']} nights over 10% of the "
         f"universe), mean {u['mean']:.1f} a night | staggered by ticker (up to a third of "
-        f"full_refit_days, drawn again each cycle): worst night {s['worst']} (after the "
+        f"the cycle's business days, drawn again each cycle): worst night {s['worst']} (after the "
         f"first cycle "
         f"{s['worst_steady']}; {s['nights_over_10pct']} nights over 10%), mean "
         f"{s['mean']:.1f} a night | worst night {s['worst'] / u['worst']:.2f}x, mean "

@@ -98,7 +98,10 @@ def test_changed_architecture_refits_from_scratch(night1_spec):
 
 def test_no_champion_no_weights_or_off_refit(night1_spec):
     cfg, spec = night1_spec
-    assert plan(cfg.warm, None, cfg.fit_spec(), spec).reason == "no champion to start from"
+    assert (
+        plan(cfg.warm, None, cfg.fit_spec(), spec).reason
+        == "no champion or earlier version to start from"
+    )
     bare = champion_of(cfg, spec, weights=None, weights_sha256=None)
     assert "no fitted weights" in plan(cfg.warm, bare, cfg.fit_spec(), spec).reason
     off = config(warm_start="off")
@@ -123,15 +126,19 @@ def test_full_refit_after_full_refit_days(night1_spec):
 
 def test_full_refits_are_staggered_by_ticker_over_a_third_of_the_cycle(night1_spec):
     """Each ticker refits from scratch after full_refit_days less its stagger (up to a
-    third of the cycle, drawn from its name and its last full refit's day): a universe
-    fitted on one night spreads its next full refits over the cycle's last third, and the
-    next cycle draws again."""
+    third of the cycle's business days, drawn from its name and its last full refit's
+    day): a universe fitted on one night spreads its next full refits over the cycle's
+    last third, one weekday night per stagger, and the next cycle draws again."""
     from tickercast.modeling.warm import refit_after_days
 
     universe = [f"U{i:03d}" for i in range(500)]
-    due = [refit_after_days(30, t, "2026-01-02") for t in universe]
-    assert min(due) == 20 and max(due) == 30  # 11 ages, none with more than 1/8 of them
-    assert max(due.count(d) for d in set(due)) < len(universe) / 8
+    due = [refit_after_days(30, t, "2026-01-02") for t in universe]  # a Friday
+    assert 30 - 30 // 3 - 3 <= min(due) and max(due) <= 30
+    # counted in business days: every deadline is a weekday of its own, 8 of them (a third
+    # of the cycle's 21 business days, and 0), none holding more than a fifth of the tickers
+    deadlines = {dt.date(2026, 1, 2) + dt.timedelta(days=d) for d in due}
+    assert len(deadlines) == 8 and all(d.weekday() < 5 for d in deadlines)
+    assert max(due.count(d) for d in set(due)) < len(universe) / 5
     assert due == [refit_after_days(30, t, "2026-01-02") for t in universe]  # reproducible
     again = [refit_after_days(30, t, "2026-02-03") for t in universe]
     assert sum(a != b for a, b in zip(due, again, strict=True)) > len(universe) / 2
@@ -379,7 +386,10 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
         if read_registry(data, TICKER)["champion"] != int(bundle.name):  # gate not under test
             promote(data, TICKER, int(bundle.name), reason="test: the next night starts from it")
     first, second, third = (r["warm_start"] for r in records)
-    assert (first["mode"], first["reason"]) == ("full", "no champion to start from")
+    assert (first["mode"], first["reason"]) == (
+        "full",
+        "no champion or earlier version to start from",
+    )
     assert (second["mode"], second["source_version"], second["epochs"]) == ("warm", 1, 1)
     assert records[1]["epochs_run"] == 1 and records[0]["epochs_run"] == 3
     assert records[1]["best_epoch"] == 1  # the fine-tune beat the champion: a new version
@@ -438,7 +448,10 @@ def test_a_ticker_the_gate_never_promoted_fine_tunes_its_latest_version(prefect_
         bundle = Path(state.result()[TICKER]["bundle"])
         trainings.append(json.loads((bundle / "metadata.json").read_text())["training"])
     first, second = (t["warm_start"] for t in trainings)
-    assert (first["mode"], first["reason"]) == ("full", "no champion to start from")
+    assert (first["mode"], first["reason"]) == (
+        "full",
+        "no champion or earlier version to start from",
+    )
     assert (second["mode"], second["source_version"], second["keeps_source"]) == (
         "warm",
         1,

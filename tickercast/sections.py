@@ -470,9 +470,9 @@ class WarmStart(Section):
         le=3650,
         description="Refit from scratch when the last full refit behind the champion's "
         "weights saw data ending more than this many calendar days before today's last "
-        "day of data, less a per-ticker stagger of up to a third of it (drawn from the "
-        "ticker and its last full refit's day), so a universe's refits spread over nights "
-        "(0 = every night).",
+        "day of data, less a per-ticker stagger of up to a third of its business days "
+        "(drawn from the ticker and its last full refit's day), so a universe's refits "
+        "spread over nights (0 = every night).",
     )
 
 

@@ -168,15 +168,21 @@ def data_age_days(since: str, last_day: str) -> int:
 
 def refit_after_days(full_refit_days: int, ticker: str, since: str) -> int:
     """The data age past which `ticker`, last fully refit on data up to `since`, refits
-    from scratch: `full_refit_days` less a stagger of up to a third of it, drawn from the
-    sha256 of both (the same on every night and machine, a new draw each cycle: one
-    drawn from the name alone gives each ticker a fixed period, and tickers whose
-    periods share a multiple refit together again)."""
+    from scratch: `full_refit_days` less a stagger of up to a third of the cycle's
+    business days, drawn from the sha256 of both (the same on every night and machine, a
+    new draw each cycle: one drawn from the name alone gives each ticker a fixed period,
+    and tickers whose periods share a multiple refit together again). Counted in
+    business days, each stagger lands on its own weekday night; in calendar days a
+    Monday would take three staggers at once."""
     if not ticker:
         return full_refit_days
     digest = hashlib.sha256(f"{ticker} {since[:10]}".encode()).hexdigest()
     share = int(digest[:8], 16) / 2**32
-    return full_refit_days - int(share * (full_refit_days // 3 + 1))
+    start = dt.date.fromisoformat(since[:10])
+    end = start + dt.timedelta(days=full_refit_days)
+    stagger = int(share * (int(np.busday_count(start, end)) // 3 + 1))
+    deadline = np.busday_offset(end, -stagger, roll="backward").astype(dt.date)
+    return max(0, min(full_refit_days, (deadline - start).days))
 
 
 def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Preprocessing) -> Plan:
@@ -185,7 +191,9 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
     if settings.warm_start == "off":
         return Plan("full", "warm_start is off", full_refit_last_day=today)
     if champion is None:
-        return Plan("full", "no champion to start from", full_refit_last_day=today)
+        return Plan(
+            "full", "no champion or earlier version to start from", full_refit_last_day=today
+        )
     version, name = champion.version, champion.name
     if champion.weights is None:
         return Plan(
