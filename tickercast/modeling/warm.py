@@ -245,7 +245,7 @@ def plan(settings: WarmStart, champion: Champion | None, spec: FitSpec, pre: Pre
         champion.full_refit_last_day,
         patience,
         keep_at,
-        champion.is_champion,
+        keeps_source=champion.is_champion,
     )
 
 
