@@ -289,6 +289,7 @@ def stage_times(flow_run) -> dict:
     origin = flow_run.start_time
     by_stage: dict[str, list[tuple[float, float]]] = {}
     states: dict[str, int] = {}
+    named: list[tuple[str, float, float]] = []  # each task run's span (where the gaps are)
     for run in task_runs(flow_run.id):
         states[run.state.name] = states.get(run.state.name, 0) + 1
         if run.start_time is None or run.end_time is None:
@@ -296,6 +297,7 @@ def stage_times(flow_run) -> dict:
         stage = STAGES.get(run.name.rsplit("-", 1)[0], "other")  # name: "<task>-<suffix>"
         span = ((run.start_time - origin).total_seconds(), (run.end_time - origin).total_seconds())
         by_stage.setdefault(stage, []).append(span)
+        named.append((run.name, *span))
     every = [span for spans in by_stage.values() for span in spans]
     busy = union_seconds(every)
     flow_wall = (flow_run.end_time - flow_run.start_time).total_seconds()
@@ -311,6 +313,7 @@ def stage_times(flow_run) -> dict:
         "busy_s": busy,
         "orchestration_s": flow_wall - busy,
         "task_states": states,
+        "spans": sorted(named, key=lambda span: span[1]),
     }
 
 
