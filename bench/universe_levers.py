@@ -302,19 +302,33 @@ def speed(tickers: list[str]) -> dict:
 # ---------------------------------------------------------------------------- threads
 
 
-def threads_child(intra: int) -> dict:
+def threads_child(intra: int, measure: str = "train") -> dict:
+    """In a fresh process with `intra` threads (0 = TensorFlow's default pools): training
+    windows/s at batch 32 and 256 (`measure` "train") or float32 matmul GFLOP/s
+    ("matmul")."""
     import tensorflow as tf
 
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(intra)
+    if measure == "matmul":
+        return {"matmul_gflops": steady_matmul_gflops()}
     d = prepared("U001")
     return {"b32": keras_speed(d, 32), "b256": keras_speed(d, 256)}
 
 
-def _spawn(intra: int) -> subprocess.Popen:
+def steady_matmul_gflops(rounds: int = 7) -> float:
+    """The median of `rounds` timed float32 matmul runs (bench/training_speed's, about a
+    second each at this machine's speed): long enough that two processes started
+    together overlap while they time."""
+    from bench.training_speed import matmul_gflops
+
+    return float(np.median([matmul_gflops(repeats=120) for _ in range(rounds)]))
+
+
+def _spawn(intra: int, measure: str = "train") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, __file__, "--threads-child", str(intra)],
+        [sys.executable, __file__, "--threads-child", str(intra), "--child-measures", measure],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -329,19 +343,41 @@ def _result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _side_by_side(measure: str) -> list[dict]:
+    """Two one-thread processes measuring at once (a Dask worker per core)."""
+    pair = [_spawn(1, measure), _spawn(1, measure)]
+    return [_result(p) for p in pair]
+
+
 def threads() -> dict:
     """Default pools (0 = TensorFlow's choice: every core) vs one thread, alone and two
-    processes at once (their windows/s added)."""
+    processes at once (their windows/s added). Then the nightly's production shape (two
+    one-thread workers training batch 256 at once) as a share of this machine's float32
+    matmul, measured here both ways (one process with the default pools; two one-thread
+    processes at once, added) and the larger taken as the peak."""
+    from tickercast.modeling.models import build_model, lstm_flops_per_sample
+
     default = _result(_spawn(0))
     single = _result(_spawn(1))
-    pair = [_spawn(1), _spawn(1)]
-    both = [_result(p) for p in pair]
+    both = _side_by_side("train")
     summed = {k: sum(r[k] for r in both) for k in ("b32", "b256")}
+    matmul_default = _result(_spawn(0, "matmul"))["matmul_gflops"]
+    matmul_pair = sum(r["matmul_gflops"] for r in _side_by_side("matmul"))
+    lookback = nightly_cfg().preprocessing.lookback
+    flops = 3 * lstm_flops_per_sample(
+        build_model("stacked_lstm", lookback, 2, UNITS, compile=False), lookback
+    )
+    peak = max(matmul_default, matmul_pair)
     return {
         "one_process_default_pools": default,
         "one_process_one_thread": single,
         "two_processes_one_thread_each_total": summed,
         "ratio_two_procs_vs_default": {k: summed[k] / default[k] for k in summed},
+        "flops_per_window": flops,
+        "matmul_gflops_default_pools": matmul_default,
+        "matmul_gflops_two_one_thread_processes": matmul_pair,
+        "production_gflops": summed["b256"] * flops / 1e9,
+        "production_share_of_matmul": summed["b256"] * flops / 1e9 / peak,
     }
 
 
@@ -548,9 +584,10 @@ def main() -> None:
     parser.add_argument("--curves", type=Path, help="bench/nightly_universe.py --json output")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--threads-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-measures", default="train", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads_child is not None:
-        print(json.dumps(threads_child(args.threads_child)))
+        print(json.dumps(threads_child(args.threads_child, args.child_measures)))
         return
     synthetic = [f"U{i:03d}" for i in range(1, 9)]
     runners = {
@@ -608,6 +645,19 @@ def result_rows(results: dict) -> dict[str, str]:
             f"{r['two_processes_one_thread_each_total']['b256']:.0f} | two processes "
             f"{r['ratio_two_procs_vs_default']['b32']:.2f}x / "
             f"{r['ratio_two_procs_vs_default']['b256']:.2f}x of one |"
+        )
+        rows["universe_production_share"] = (
+            f"| training at the nightly's production shape (stacked_lstm {UNITS}, 60x2 "
+            "windows, batch 256, two one-thread processes training at once as the nightly's "
+            f"Dask workers do; {r['flops_per_window'] / 1e6:.1f} MFLOP a window, training = 3x "
+            "the forward LSTM matmuls) | float32 matmul in the same run: one process with the "
+            f"default pools {r['matmul_gflops_default_pools']:.0f} GFLOP/s, two one-thread "
+            f"processes at once {r['matmul_gflops_two_one_thread_processes']:.0f} GFLOP/s "
+            "(each the median of 7 runs of 120 chained 1024x1024 products; the larger is the "
+            "peak) | {r['two_processes_one_thread_each_total']['b256']:.0f}"
+            f" windows/s = {r['production_gflops']:.0f} GFLOP/s (steady epochs, no validation "
+            "or callbacks) | "
+            f"{r['production_share_of_matmul']:.0%} of matmul (target >= 30%) |"
         )
     if "quality" in results:
         r = results["quality"]

@@ -49,12 +49,77 @@ def worker_env() -> dict[str, str]:
     the workers, separate processes, would each start a temporary server of their own
     (10-25 s and a server process each) and record their task runs there, where the flow
     run's server never sees them."""
+    url = run_api_url()
+    return {"PREFECT_API_URL": url} if url else {}
+
+
+def run_api_url() -> str | None:
+    """The Prefect API this flow run reports to (its client's), else PREFECT_API_URL."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     client = getattr(context, "client", None)
     url = str(client.api_url) if client is not None else os.environ.get("PREFECT_API_URL")
-    return {"PREFECT_API_URL": url.rstrip("/")} if url else {}
+    return url.rstrip("/") if url else None
+
+
+def plain_http(url: str | None) -> bool:
+    """Whether the API is plain http: no TLS, so its clients never verify a certificate
+    and any CA bundle serves them alike (`light_api_clients`)."""
+    return bool(url) and url.lower().startswith("http://")
+
+
+def one_certificate_bundle() -> Path | None:
+    """A CA bundle holding certifi's first certificate, written once per user and certifi
+    release to the temporary folder (read by this machine's processes only); None when it
+    cannot be written or read back (Prefect's default then stays)."""
+    import hashlib
+    import re
+    import tempfile
+
+    import certifi
+
+    from tickercast.atomic import atomic_path
+
+    pem = Path(certifi.where()).read_text()
+    first = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", pem, re.S)
+    if first is None:
+        return None
+    text = first.group(0)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    path = Path(tempfile.gettempdir()) / f"tickercast-{user}-one-ca-{digest}.pem"
+    try:
+        if not path.exists() or path.read_text() != text:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+        return path if path.read_text() == text else None
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def light_api_clients(local: bool) -> Iterator[None]:
+    """Task runs submitted in this block build their Prefect API clients without reading
+    certifi's CA bundle, when the runner is on this machine (`local`) and the API is
+    plain http.
+
+    Prefect builds a client for every task run (two on a Dask worker), and each loads the
+    ~150 certificates of certifi's bundle into a TLS context: ~15-27 ms a client here, a
+    fifth to a third of a task run's cost beside its work (py-spy on a second night's
+    workers), although a plain-http API never verifies a certificate. Here they load a
+    one-certificate bundle (Prefect's api.ssl_cert_file, carried to the workers with the
+    run's settings, in place of certifi's or a cert file set for https APIs, which http
+    never reads). An https API, or workers on other machines (which cannot read this
+    machine's file), keep the setting as it is."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    bundle = one_certificate_bundle() if local and plain_http(run_api_url()) else None
+    if bundle is None:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: str(bundle)}):
+        yield
 
 
 def local_workers(max_workers: int) -> int:
@@ -72,14 +137,20 @@ def use_task_runner(runner: Any) -> Iterator[Any]:
 
     A flow's runner is fixed when it is decorated; swapping it in the run's context lets a
     config field (set from the CLI or the deployment's UI form) choose it per run, while
-    the task runs stay attached to this flow run.
+    the task runs stay attached to this flow run. Task runs on this machine build their
+    API clients lighter (`light_api_clients`).
     """
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     if context is None:
         raise RuntimeError("use_task_runner needs a running flow")
-    with runner.duplicate() as started, context.model_copy(update={"task_runner": started}):
+    local = getattr(runner, "address", None) is None  # no scheduler address: this machine
+    with (
+        runner.duplicate() as started,
+        context.model_copy(update={"task_runner": started}),
+        light_api_clients(local),
+    ):
         yield started
 
 
