@@ -126,7 +126,7 @@ def local_workers(max_workers: int) -> int:
     """Worker processes of a local Dask cluster: `max_workers`, at most one per core the
     process may use. Each worker trains on one TensorFlow thread, so a worker per core is
     the machine's whole training capacity; more would only share cores (bench/RESULTS.md,
-    "TensorFlow thread pools": two one-thread processes train 2.8x one default process)."""
+    "TensorFlow thread pools": two one-thread processes train 1.8-2.8x one default process)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(int(max_workers), cores or 1))
 

@@ -3,7 +3,7 @@
 A Dask worker started with `--nthreads N` runs N tasks at a time; TensorFlow, left alone,
 sizes its pools to every core of the machine, so two workers on one machine fight over
 the same cores (measured in bench/RESULTS.md, "TensorFlow thread pools": two one-thread
-processes train 2.8x the windows/s of one process with default pools). `size_pools`
+processes train 1.8-2.8x the windows/s of one process with default pools). `size_pools`
 gives TensorFlow the worker's own share once, before its runtime starts. `fresh_state`
 drops what Keras keeps between models (layer-name counters, the default graph, cached
 kernels), so a worker that trains ticker after ticker does not carry the last one's
