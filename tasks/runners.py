@@ -111,10 +111,13 @@ def light_api_clients(local: bool) -> Iterator[None]:
     one-certificate bundle (Prefect's api.ssl_cert_file, carried to the workers with the
     run's settings, in place of certifi's or a cert file set for https APIs, which http
     never reads). An https API, or workers on other machines (which cannot read this
-    machine's file), keep the setting as it is."""
-    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+    machine's file), keep the setting as it is, as does a run on its own temporary server."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, temporary_settings
 
-    bundle = one_certificate_bundle() if local and plain_http(run_api_url()) else None
+    # only with a set API URL: a run on a temporary server of its own (no URL set) keeps
+    # its settings as they are, or its workers would each start a temporary server (tested)
+    url = PREFECT_API_URL.value()
+    bundle = one_certificate_bundle() if local and plain_http(url) else None
     if bundle is None:
         yield
         return
