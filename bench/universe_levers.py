@@ -654,7 +654,7 @@ def result_rows(results: dict) -> dict[str, str]:
             f"default pools {r['matmul_gflops_default_pools']:.0f} GFLOP/s, two one-thread "
             f"processes at once {r['matmul_gflops_two_one_thread_processes']:.0f} GFLOP/s "
             "(each the median of 7 runs of 120 chained 1024x1024 products; the larger is the "
-            "peak) | {r['two_processes_one_thread_each_total']['b256']:.0f}"
+            f"peak) | {r['two_processes_one_thread_each_total']['b256']:.0f}"
             f" windows/s = {r['production_gflops']:.0f} GFLOP/s (steady epochs, no validation "
             "or callbacks) | "
             f"{r['production_share_of_matmul']:.0%} of matmul (target >= 30%) |"

@@ -49,18 +49,12 @@ def worker_env() -> dict[str, str]:
     the workers, separate processes, would each start a temporary server of their own
     (10-25 s and a server process each) and record their task runs there, where the flow
     run's server never sees them."""
-    url = run_api_url()
-    return {"PREFECT_API_URL": url} if url else {}
-
-
-def run_api_url() -> str | None:
-    """The Prefect API this flow run reports to (its client's), else PREFECT_API_URL."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     client = getattr(context, "client", None)
     url = str(client.api_url) if client is not None else os.environ.get("PREFECT_API_URL")
-    return url.rstrip("/") if url else None
+    return {"PREFECT_API_URL": url.rstrip("/")} if url else {}
 
 
 def plain_http(url: str | None) -> bool:
@@ -72,7 +66,7 @@ def plain_http(url: str | None) -> bool:
 def one_certificate_bundle() -> Path | None:
     """A CA bundle holding certifi's first certificate, written once per user and certifi
     release to the temporary folder (read by this machine's processes only); None when it
-    cannot be written or read back (Prefect's default then stays)."""
+    cannot be read or written (Prefect's setting then stays)."""
     import hashlib
     import re
     import tempfile
@@ -90,12 +84,12 @@ def one_certificate_bundle() -> Path | None:
     user = os.getuid() if hasattr(os, "getuid") else "user"
     path = Path(tempfile.gettempdir()) / f"tickercast-{user}-one-ca-{digest}.pem"
     try:
-        if not path.exists() or path.read_text() != text:
+        if not path.exists() or path.read_text() != text:  # another's file: replace fails
             with atomic_path(path) as tmp:
                 tmp.write_text(text)
-        return path if path.read_text() == text else None
     except OSError:
         return None
+    return path
 
 
 @contextlib.contextmanager
