@@ -26,6 +26,8 @@ import pytest
 from bench.serve_load import fire, serve_in_thread
 from tests.test_reliability import run_until_flag, tiny_disk
 from tests.tiny_models import TICKER, assert_consistent, copy_store, tiny_config
+from tickercast import layout
+from tickercast.atomic import file_lock
 from tickercast.delivery.bundle import list_versions, verify_bundle, write_bundle
 from tickercast.delivery.gate import challenge
 from tickercast.delivery.registry import (
@@ -351,13 +353,23 @@ sys.exit(main(["retrain", "--config", {config!r}]))
 """
 
 
+WAITING = "another retrain run holds"
+
+
+def read_log(log) -> str:
+    """What a child process has written to its log so far (unbuffered: see below)."""
+    log.flush()
+    with open(log.name) as f:
+        return f.read()
+
+
 @pytest.mark.slow
 def test_two_retrain_processes_of_one_ticker_both_finish_with_distinct_versions(
     prefect_server, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
     go = tmp_path / "go"
-    env = harness_env()
+    env = {**harness_env(), "PYTHONUNBUFFERED": "1"}  # the wait line reaches the log at once
     procs, ready, logs = [], [], []
     for i in range(2):
         # two seeds: two different models (identical configs would rightly export one
@@ -382,7 +394,15 @@ def test_two_retrain_processes_of_one_ticker_both_finish_with_distinct_versions(
             assert all(p.poll() is None for p in procs), "a run died while starting"
             assert time.monotonic() < deadline, "the runs did not start"
             time.sleep(0.05)
-        go.touch()  # both start the flow at the same moment
+        # Force the overlap instead of hoping for it: this test holds the ticker's lock
+        # while both runs start, and lets go only once each reports waiting on it; then
+        # the two contend for it (a full suite's load could let one finish first).
+        with file_lock(layout.retrain_lock(data, "SINE")):
+            go.touch()
+            while not all(WAITING in read_log(log) for log in logs):
+                assert all(p.poll() is None for p in procs), "a run died before the lock"
+                assert time.monotonic() < deadline + 300, "the runs never reached the lock"
+                time.sleep(0.05)
         codes = [p.wait(timeout=600) for p in procs]
     finally:
         for p in procs:
@@ -396,7 +416,6 @@ def test_two_retrain_processes_of_one_ticker_both_finish_with_distinct_versions(
     assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     bundles = sorted(re.findall(r"SINE: bundle (\S+)", "\n".join(outputs)))
     assert [Path(b).name for b in bundles] == ["1", "2"], "distinct version numbers"
-    assert any("another retrain run holds" in out for out in outputs), "they really overlapped"
     registry = read_registry(data, "SINE")
     assert [e["version"] for e in registry["history"]] == [1, 2]
     assert_consistent(registry)
