@@ -13,10 +13,14 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(clipvalue 1):
   weights, same outputs) and K tickers trained together end exactly where each trained
   alone ends.
 - threads: one process with TensorFlow's default pools vs one thread each, and two
-  single-thread processes side by side (how a Dask worker per core would train).
+  single-thread processes side by side (how a Dask worker per core would train); and two
+  tickers' networks as branches of one graph, on one thread and with the default pools.
 - quality: the real `train_model` (early stopping, ReduceLROnPlateau, checkpoints,
   shrinkage) on the five sample tickers: batch 32 vs batch 256 with a matched learning
   rate: fit time, epochs, validation loss and test skill vs naive (scaled MSE).
+- global: one network over the quality section's tickers (the pipeline's global mode)
+  against one per ticker, both with the nightly's fit settings: time, epochs, and each
+  ticker's shipped test skill, with a paired test of whether global is worse.
 - stopping: early stopping replayed on the nightly benchmark's recorded curves
   (`--curves`, bench/nightly_universe.py --json): a patience p below the one the runs
   used stops at the first epoch where p epochs brought no improvement; until then the run
@@ -314,7 +318,13 @@ def threads_child(intra: int, measure: str = "train") -> dict:
     if measure == "matmul":
         return {"matmul_gflops": steady_matmul_gflops()}
     d = prepared("U001")
-    return {"b32": keras_speed(d, 32), "b256": keras_speed(d, 256)}
+    return {
+        "b32": keras_speed(d, 32),
+        "b256": keras_speed(d, 256),
+        # two tickers' networks as branches of one graph (all windows/s): what the speed
+        # section's 2x at K=2 is worth on one thread, the shape a worker trains at
+        "k2_b256": keras_k_speed([d, prepared("U002")], 256),
+    }
 
 
 def steady_matmul_gflops(rounds: int = 7) -> float:
@@ -360,7 +370,7 @@ def threads() -> dict:
     default = _result(_spawn(0))
     single = _result(_spawn(1))
     both = _side_by_side("train")
-    summed = {k: sum(r[k] for r in both) for k in ("b32", "b256")}
+    summed = {k: sum(r[k] for r in both) for k in ("b32", "b256", "k2_b256")}
     matmul_default = _result(_spawn(0, "matmul"))["matmul_gflops"]
     matmul_pair = sum(r["matmul_gflops"] for r in _side_by_side("matmul"))
     lookback = nightly_cfg().preprocessing.lookback
@@ -384,16 +394,25 @@ def threads() -> dict:
 # ---------------------------------------------------------------------------- quality
 
 
-def test_skill(model, data: dict) -> float:
-    """1 - MSE(network) / MSE(naive) on the test windows, in the scaled target."""
+def test_skill(model, data: dict, split: str = "test") -> float:
+    """1 - MSE(network) / MSE(naive) on the `split`'s windows, in the scaled target."""
+    errors = squared_errors(model, data, split)
+    return 1.0 - float(errors["network"].mean() / errors["naive"].mean())
+
+
+def squared_errors(model, data: dict, split: str = "test") -> dict[str, np.ndarray]:
+    """Per window, the network's and the last close's mean squared error (scaled target)."""
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.windows import gather_windows
 
-    test = data["anchors"]["test"]
-    pred = model.predict(gather_windows(data["x"], test, data["spec"].lookback), verbose=0)
-    actual = data["y"][test]
+    anchors = data["anchors"][split]
+    pred = model.predict(gather_windows(data["x"], anchors, data["spec"].lookback), verbose=0)
+    actual = data["y"][anchors]
     naive = naive_output(data["spec"]).output.reshape(1, -1)
-    return 1.0 - float(np.mean((actual - pred) ** 2) / np.mean((actual - naive) ** 2))
+    return {
+        "network": ((actual - pred) ** 2).mean(axis=1),
+        "naive": ((actual - naive) ** 2).mean(axis=1),
+    }
 
 
 def fit_variant(data: dict, config, out: Path) -> dict:
@@ -476,6 +495,96 @@ def _totals(runs: dict) -> dict:
         "epochs_mean": float(np.mean([r["epochs"] for r in runs.values()])),
         "test_skill_mean": float(np.mean([r["test_skill"] for r in runs.values()])),
         "shrunk_to_naive": sum(1 for r in runs.values() if not r["alpha"]),
+    }
+
+
+# ----------------------------------------------------------------------------- global
+
+
+def global_quality(tickers: list[str]) -> dict:
+    """The issue's first lever: one global network over the tickers (the pipeline's
+    `train_global`, no ticker embedding, each ticker's model shrunk on its own validation
+    windows) against one network per ticker (`train_model`), both with the nightly's
+    fit settings: fit time, epochs, and per ticker the shipped model's validation and test
+    skill vs the last close. Whether global is worse is a paired test over the tickers
+    (Wilcoxon signed-rank on their test MSE ratios), not the sign of a mean. Each ticker
+    keeps its own split (the samples share one calendar; the synthetic tickers are
+    independent draws, so training on one's later rows tells nothing of another's)."""
+    import keras
+    from scipy.stats import wilcoxon
+
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import GlobalData, train_global
+
+    datas = {t: prepared(t) for t in tickers}
+    names = list(datas)
+    config = nightly_cfg()
+
+    def shipped(path) -> dict:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+
+    def scores(model, data: dict) -> dict:
+        test = squared_errors(model, data)
+        return {
+            "val_skill": test_skill(model, data, "val"),
+            "test_skill": 1.0 - float(test["network"].mean() / test["naive"].mean()),
+            "test_mse": float(test["network"].mean()),
+        }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        per = {}
+        for t, d in datas.items():
+            run = fit_variant(d, config, Path(tmp) / "per" / t)
+            per[t] = {**run, **scores(shipped(Path(tmp) / "per" / t / "model.keras"), d)}
+        source = GlobalData(
+            names,
+            [len(datas[t]["x"]) for t in names],
+            lambda i: (datas[names[i]]["x"], datas[names[i]]["y"], datas[names[i]]["anchors"]),
+            [naive_output(datas[t]["spec"]) for t in names],
+        )
+        started = time.perf_counter()
+        summary = train_global(
+            source, datas[names[0]]["spec"].lookback, config.fit_spec(), 0, Path(tmp) / "g"
+        )
+        seconds = time.perf_counter() - started
+        together = {
+            t: {
+                "alpha": summary["shrinkage"][t]["alpha"],
+                **scores(shipped(summary["models"][t]), datas[t]),
+            }
+            for t in names
+        }
+    ratios = [together[t]["test_mse"] / per[t]["test_mse"] for t in names]
+    differs = [r != 1.0 for r in ratios]
+    p = float(wilcoxon(np.log(ratios)).pvalue) if sum(differs) >= 2 else 1.0
+    return {
+        "per_ticker": {
+            "seconds": sum(r["seconds"] for r in per.values()),
+            "epochs_mean": float(np.mean([r["epochs"] for r in per.values()])),
+            "fits": per,
+        },
+        "global": {
+            "seconds": seconds,
+            "epochs": summary["epochs_run"],
+            "train_windows": summary["train_windows"],
+            "tickers": together,
+        },
+        "time_ratio": seconds / sum(r["seconds"] for r in per.values()),
+        "test_mse_ratio_mean": float(np.exp(np.mean(np.log(ratios)))),
+        "global_worse_on": sum(r > 1.0 for r in ratios),
+        "wilcoxon_p": p,
+        "shrunk_to_naive": {
+            "per_ticker": sum(1 for r in per.values() if not r["alpha"]),
+            "global": sum(1 for r in together.values() if not r["alpha"]),
+        },
+        "test_skill_mean": {
+            "per_ticker": float(np.mean([r["test_skill"] for r in per.values()])),
+            "global": float(np.mean([r["test_skill"] for r in together.values()])),
+        },
+        "val_skill_mean": {
+            "per_ticker": float(np.mean([r["val_skill"] for r in per.values()])),
+            "global": float(np.mean([r["val_skill"] for r in together.values()])),
+        },
     }
 
 
@@ -575,7 +684,7 @@ def export_traces() -> dict:
 # ------------------------------------------------------------------------------- main
 
 
-SECTIONS = ("speed", "threads", "quality", "stopping", "export")
+SECTIONS = ("speed", "threads", "quality", "global", "stopping", "export")
 
 
 def main() -> None:
@@ -594,6 +703,7 @@ def main() -> None:
         "speed": lambda: speed(synthetic),
         "threads": threads,
         "quality": lambda: quality(list(QUALITY_TICKERS)),
+        "global": lambda: global_quality(list(QUALITY_TICKERS)),
         "stopping": lambda: stopping(args.curves),
         "export": export_traces,
     }
@@ -644,7 +754,15 @@ def result_rows(results: dict) -> dict[str, str]:
             f"{r['two_processes_one_thread_each_total']['b32']:.0f} / "
             f"{r['two_processes_one_thread_each_total']['b256']:.0f} | two processes "
             f"{r['ratio_two_procs_vs_default']['b32']:.2f}x / "
-            f"{r['ratio_two_procs_vs_default']['b256']:.2f}x of one |"
+            f"{r['ratio_two_procs_vs_default']['b256']:.2f}x of one; two tickers' networks "
+            "as branches of one graph, b256 each, all windows/s: default pools "
+            f"{r['one_process_default_pools']['k2_b256']:.0f}, one thread "
+            f"{r['one_process_one_thread']['k2_b256']:.0f} "
+            f"({r['one_process_one_thread']['k2_b256'] / r['one_process_one_thread']['b256']:.2f}x"
+            " one network on one thread), two one-thread processes at once "
+            f"{r['two_processes_one_thread_each_total']['k2_b256']:.0f} ("
+            f"{r['two_processes_one_thread_each_total']['k2_b256'] / r['two_processes_one_thread_each_total']['b256']:.2f}x"  # noqa: E501
+            " one network each) |"
         )
         rows["universe_production_share"] = (
             f"| training at the nightly's production shape (stacked_lstm {UNITS}, 60x2 "
@@ -676,6 +794,25 @@ def result_rows(results: dict) -> dict[str, str]:
             f"lr 1e-3: {base['seconds']:.0f} s, "
             f"{base['epochs_mean']:.1f} epochs, test skill {base['test_skill_mean']:+.2%} | "
             f"{cells} | see cells |"
+        )
+    if "global" in results:
+        r = results["global"]
+        per, together = r["per_ticker"], r["global"]
+        rows["universe_global"] = (
+            f"| one global network vs one per ticker, nightly fit settings, on "
+            f"{', '.join(QUALITY_TICKERS)} (train_global without an embedding, each "
+            f"ticker's model shrunk on its own validation windows) | per ticker: "
+            f"{per['seconds']:.0f} s, {per['epochs_mean']:.1f} epochs each, test skill "
+            f"{r['test_skill_mean']['per_ticker']:+.2%} (val "
+            f"{r['val_skill_mean']['per_ticker']:+.2%}), {r['shrunk_to_naive']['per_ticker']}"
+            f" shrunk to naive | global: {together['seconds']:.0f} s = "
+            f"{r['time_ratio']:.2f}x, {together['epochs']} epochs over "
+            f"{together['train_windows']} windows, test skill "
+            f"{r['test_skill_mean']['global']:+.2%} (val {r['val_skill_mean']['global']:+.2%}), "
+            f"{r['shrunk_to_naive']['global']} shrunk to naive | test MSE global/per ticker "
+            f"{r['test_mse_ratio_mean']:.4f}x (geometric mean), higher on "
+            f"{r['global_worse_on']} of {len(together['tickers'])}, Wilcoxon p = "
+            f"{r['wilcoxon_p']:.2g} |"
         )
     if "stopping" in results:
         r = results["stopping"]
