@@ -21,6 +21,8 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(clipvalue 1):
 - global: one network over the quality section's tickers (the pipeline's global mode)
   against one per ticker, both with the nightly's fit settings: time, epochs, and each
   ticker's shipped test skill, with a paired test of whether global is worse.
+- global_scale: a global network over 10, 20 and 40 synthetic tickers: whether its epochs
+  fall as the universe grows, against per-ticker fits over the first ten.
 - stopping: early stopping replayed on the nightly benchmark's recorded curves
   (`--curves`, bench/nightly_universe.py --json): a patience p below the one the runs
   used stops at the first epoch where p epochs brought no improvement; until then the run
@@ -588,6 +590,63 @@ def global_quality(tickers: list[str]) -> dict:
     }
 
 
+GLOBAL_SIZES = (10, 20, 40)
+
+
+def global_scale(sizes=GLOBAL_SIZES) -> dict:
+    """Whether a global network's epochs fall as the universe grows (what would make it
+    cheap at 500 tickers): `train_global` with the nightly's fit settings over the first n
+    synthetic 10-year tickers for each n, against one network per ticker over the first
+    ten, in the same run: seconds, epochs and seconds per ticker; and each global model's
+    mean test skill vs the last close, with how many tickers it shrank to it."""
+    import keras
+
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import GlobalData, train_global
+
+    names = [f"U{i:03d}" for i in range(1, max(sizes) + 1)]
+    datas = {t: prepared(t) for t in names}
+    config = nightly_cfg()
+    out: dict = {"global": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        per = [fit_variant(datas[t], config, Path(tmp) / "per" / t) for t in names[:10]]
+        out["per_ticker_10"] = {
+            "seconds_per_ticker": float(np.mean([r["seconds"] for r in per])),
+            "epochs_mean": float(np.mean([r["epochs"] for r in per])),
+        }
+        for n in sizes:
+            chosen = names[:n]
+            source = GlobalData(
+                chosen,
+                [len(datas[t]["x"]) for t in chosen],
+                lambda i, c=chosen: (datas[c[i]]["x"], datas[c[i]]["y"], datas[c[i]]["anchors"]),
+                [naive_output(datas[t]["spec"]) for t in chosen],
+            )
+            started = time.perf_counter()
+            summary = train_global(
+                source, datas[chosen[0]]["spec"].lookback, config.fit_spec(), 0, Path(tmp) / f"g{n}"
+            )
+            seconds = time.perf_counter() - started
+            skills = [
+                test_skill(
+                    keras.models.load_model(summary["models"][t], safe_mode=True, compile=False),
+                    datas[t],
+                )
+                for t in chosen
+            ]
+            out["global"][n] = {
+                "seconds": seconds,
+                "seconds_per_ticker": seconds / n,
+                "epochs": summary["epochs_run"],
+                "best_epoch": summary["best_epoch"],
+                "train_windows": summary["train_windows"],
+                "test_skill_mean": float(np.mean(skills)),
+                "shrunk_to_naive": sum(1 for t in chosen if not summary["shrinkage"][t]["alpha"]),
+            }
+            print(n, json.dumps(out["global"][n]), flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- stopping
 
 
@@ -684,7 +743,7 @@ def export_traces() -> dict:
 # ------------------------------------------------------------------------------- main
 
 
-SECTIONS = ("speed", "threads", "quality", "global", "stopping", "export")
+SECTIONS = ("speed", "threads", "quality", "global", "global_scale", "stopping", "export")
 
 
 def main() -> None:
@@ -704,6 +763,7 @@ def main() -> None:
         "threads": threads,
         "quality": lambda: quality(list(QUALITY_TICKERS)),
         "global": lambda: global_quality(list(QUALITY_TICKERS)),
+        "global_scale": global_scale,
         "stopping": lambda: stopping(args.curves),
         "export": export_traces,
     }
@@ -813,6 +873,22 @@ def result_rows(results: dict) -> dict[str, str]:
             f"{r['test_mse_ratio_mean']:.4f}x (geometric mean), higher on "
             f"{r['global_worse_on']} of {len(together['tickers'])}, Wilcoxon p = "
             f"{r['wilcoxon_p']:.2g} |"
+        )
+    if "global_scale" in results:
+        r = results["global_scale"]
+        per = r["per_ticker_10"]
+        cells = "; ".join(
+            f"{n} tickers: {g['seconds']:.0f} s = {g['seconds_per_ticker']:.1f} s/ticker "
+            f"({g['seconds_per_ticker'] / per['seconds_per_ticker']:.2f}x), {g['epochs']} "
+            f"epochs (best {g['best_epoch']}) over {g['train_windows']} windows, test skill "
+            f"{g['test_skill_mean']:+.2%}, {g['shrunk_to_naive']} shrunk to naive"
+            for n, g in r["global"].items()
+        )
+        rows["universe_global_scale"] = (
+            "| a global network's epochs as the universe grows (synthetic 10-year tickers, "
+            "nightly fit settings, one process with the default pools) | one network per "
+            f"ticker over 10: {per['seconds_per_ticker']:.1f} s/ticker, "
+            f"{per['epochs_mean']:.1f} epochs | {cells} | see cells |"
         )
     if "stopping" in results:
         r = results["stopping"]
