@@ -147,55 +147,23 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
         config.execution.task_runner, config.execution.max_workers, config.execution.dask_address
     )
     with use_task_runner(runner):
-        if config.scope.mode == "per_ticker":
-            branches = _per_ticker(steps, config, data_dir)
-        else:
-            branches = _global(steps, config, data_dir)
-        keeps = Keeps(steps.keep, data_dir, resolve_uri(config.mirror.mlflow_uri))
+        branches = {
+            t: Branch(submit_ingest(steps.ingest, config, t, data_dir)) for t in config.tickers
+        }
+        split = _shared_split(config, branches) if config.scope.mode == "global" else None
         for branch in branches.values():
-            if branch.trained is not None:
-                _finish(steps, branch, config, data_dir, keeps)
+            branch.pre = steps.preprocess.submit(
+                branch.ingested, config.preprocessing, split, data_dir
+            )
+        keeps = Keeps(steps.keep, data_dir, resolve_uri(config.mirror.mlflow_uri))
+        for branch in _trained(steps, config, branches, data_dir):
+            _finish(steps, branch, config, data_dir, keeps)
         keeps.submit()
         outcomes = each_ticker(config.tickers, lambda t: branches[t].result())
     announce_run("retrain", outcomes)
     # a failed ticker: its one-line cause; the run fails naming each, after the others
     why = outcomes.failure()
     return Failed(message=why, data=outcomes.by_ticker()) if why else outcomes.by_ticker()
-
-
-def _per_ticker(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
-    """Each ticker's ingest, preprocess and fit, submitted ticker by ticker: a scheduler
-    that runs earlier submissions first (Dask) then interleaves one ticker's fit with the
-    next tickers' short steps, instead of running every ingest, then every preprocess,
-    while both workers spend as long in each task run's own overhead as in its work."""
-    spec, warm = config.fit_spec(), _warm(config)
-    branches = {}
-    for ticker in config.tickers:
-        branch = Branch(submit_ingest(steps.ingest, config, ticker, data_dir))
-        branch.pre = steps.preprocess.submit(branch.ingested, config.preprocessing, None, data_dir)
-        # the champion as the night starts (its weights' hash keys the fit)
-        champion = find_source(data_dir, ticker) if warm else None
-        branch.trained = steps.train.submit(branch.pre, spec, data_dir, warm, champion)
-        branches[ticker] = branch
-    return branches
-
-
-def _global(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
-    """Every ticker's ingest, then one calendar, then each preprocess on it, then one
-    global network over the tickers whose windows are ready (a refused ticker fails alone,
-    naming why; its branch has no fit)."""
-    branches = {t: Branch(submit_ingest(steps.ingest, config, t, data_dir)) for t in config.tickers}
-    split = _shared_split(config, branches)
-    for branch in branches.values():
-        branch.pre = steps.preprocess.submit(branch.ingested, config.preprocessing, split, data_dir)
-    prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
-    ready = [branches[t] for t in prepared.values()]
-    if ready:
-        spec = config.fit_spec()
-        trained = steps.train_global.submit([b.pre for b in ready], spec, config.scope, data_dir)
-        for branch in ready:
-            branch.trained = trained
-    return branches
 
 
 def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDates | None:
@@ -210,6 +178,30 @@ def _warm(config: RetrainConfig) -> WarmStart | None:
     per-ticker mode with warm_start on; None otherwise (global mode always refits)."""
     on = config.scope.mode == "per_ticker" and config.warm.warm_start != "off"
     return config.warm if on else None
+
+
+def _trained(
+    steps: Steps, config: RetrainConfig, branches: dict[str, Branch], data_dir: str
+) -> list[Branch]:
+    """Submit training: one network per ticker, or one global network over the tickers
+    whose windows are ready (a refused ticker fails alone, naming why). Returns the
+    branches that train."""
+    spec = config.fit_spec()
+    if config.scope.mode == "per_ticker":
+        warm = _warm(config)
+        for ticker, branch in branches.items():
+            # the champion as the night starts (its weights' hash keys the fit)
+            champion = find_source(data_dir, ticker) if warm else None
+            branch.trained = steps.train.submit(branch.pre, spec, data_dir, warm, champion)
+        return list(branches.values())
+    prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
+    ready = [branches[t] for t in prepared.values()]
+    if not ready:
+        return []
+    trained = steps.train_global.submit([b.pre for b in ready], spec, config.scope, data_dir)
+    for branch in ready:
+        branch.trained = trained
+    return ready
 
 
 KEEP_BATCH = 16
