@@ -396,10 +396,30 @@ def threads() -> dict:
 # ---------------------------------------------------------------------------- quality
 
 
+def shipped_model(path):
+    """A saved model, loaded for prediction only (what a bundle ships)."""
+    import keras
+
+    return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
 def test_skill(model, data: dict, split: str = "test") -> float:
     """1 - MSE(network) / MSE(naive) on the `split`'s windows, in the scaled target."""
-    errors = squared_errors(model, data, split)
+    return skill(squared_errors(model, data, split))
+
+
+def skill(errors: dict[str, np.ndarray]) -> float:
     return 1.0 - float(errors["network"].mean() / errors["naive"].mean())
+
+
+def skill_scores(model, data: dict) -> dict:
+    """Validation and test skill vs the last close, and the test MSE (scaled target)."""
+    test = squared_errors(model, data)
+    return {
+        "val_skill": test_skill(model, data, "val"),
+        "test_skill": skill(test),
+        "test_mse": float(test["network"].mean()),
+    }
 
 
 def squared_errors(model, data: dict, split: str = "test") -> dict[str, np.ndarray]:
@@ -418,9 +438,8 @@ def squared_errors(model, data: dict, split: str = "test") -> dict[str, np.ndarr
 
 
 def fit_variant(data: dict, config, out: Path) -> dict:
-    """The pipeline's train_model on one ticker; time, epochs, val loss, test skill."""
-    import keras
-
+    """The pipeline's train_model on one ticker; time, epochs, val loss, and the shipped
+    model's skill (`skill_scores`)."""
     from tickercast.modeling.shrink import naive_output
     from tickercast.modeling.train import train_model
 
@@ -434,13 +453,12 @@ def fit_variant(data: dict, config, out: Path) -> dict:
         naive=naive_output(data["spec"]),
     )
     seconds = time.perf_counter() - started
-    model = keras.models.load_model(out / "model.keras", safe_mode=True, compile=False)
     return {
         "seconds": seconds,
         "epochs": summary["epochs_run"],
         "best_val_loss": summary["best_val_loss"],
         "alpha": summary["shrinkage"]["alpha"],
-        "test_skill": test_skill(model, data),
+        **skill_scores(shipped_model(out / "model.keras"), data),
     }
 
 
@@ -503,6 +521,19 @@ def _totals(runs: dict) -> dict:
 # ----------------------------------------------------------------------------- global
 
 
+def global_source(datas: dict[str, dict], names: list[str]):
+    """`train_global`'s view of the `names` tickers of `datas` (each `prepared`)."""
+    from tickercast.modeling.shrink import naive_output
+    from tickercast.modeling.train import GlobalData
+
+    return GlobalData(
+        names,
+        [len(datas[t]["x"]) for t in names],
+        lambda i: (datas[names[i]]["x"], datas[names[i]]["y"], datas[names[i]]["anchors"]),
+        [naive_output(datas[t]["spec"]) for t in names],
+    )
+
+
 def global_quality(tickers: list[str]) -> dict:
     """The issue's first lever: one global network over the tickers (the pipeline's
     `train_global`, no ticker embedding, each ticker's model shrunk on its own validation
@@ -512,56 +543,38 @@ def global_quality(tickers: list[str]) -> dict:
     (Wilcoxon signed-rank on their test MSE ratios), not the sign of a mean. Each ticker
     keeps its own split (the samples share one calendar; the synthetic tickers are
     independent draws, so training on one's later rows tells nothing of another's)."""
-    import keras
     from scipy.stats import wilcoxon
 
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.train import GlobalData, train_global
+    from tickercast.modeling.train import train_global
 
     datas = {t: prepared(t) for t in tickers}
     names = list(datas)
     config = nightly_cfg()
-
-    def shipped(path) -> dict:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-
-    def scores(model, data: dict) -> dict:
-        test = squared_errors(model, data)
-        return {
-            "val_skill": test_skill(model, data, "val"),
-            "test_skill": 1.0 - float(test["network"].mean() / test["naive"].mean()),
-            "test_mse": float(test["network"].mean()),
-        }
-
     with tempfile.TemporaryDirectory() as tmp:
-        per = {}
-        for t, d in datas.items():
-            run = fit_variant(d, config, Path(tmp) / "per" / t)
-            per[t] = {**run, **scores(shipped(Path(tmp) / "per" / t / "model.keras"), d)}
-        source = GlobalData(
-            names,
-            [len(datas[t]["x"]) for t in names],
-            lambda i: (datas[names[i]]["x"], datas[names[i]]["y"], datas[names[i]]["anchors"]),
-            [naive_output(datas[t]["spec"]) for t in names],
-        )
+        per = {t: fit_variant(d, config, Path(tmp) / "per" / t) for t, d in datas.items()}
         started = time.perf_counter()
         summary = train_global(
-            source, datas[names[0]]["spec"].lookback, config.fit_spec(), 0, Path(tmp) / "g"
+            global_source(datas, names),
+            datas[names[0]]["spec"].lookback,
+            config.fit_spec(),
+            0,
+            Path(tmp) / "g",
         )
         seconds = time.perf_counter() - started
         together = {
             t: {
                 "alpha": summary["shrinkage"][t]["alpha"],
-                **scores(shipped(summary["models"][t]), datas[t]),
+                **skill_scores(shipped_model(summary["models"][t]), datas[t]),
             }
             for t in names
         }
+    per_seconds = sum(r["seconds"] for r in per.values())
     ratios = [together[t]["test_mse"] / per[t]["test_mse"] for t in names]
-    differs = [r != 1.0 for r in ratios]
-    p = float(wilcoxon(np.log(ratios)).pvalue) if sum(differs) >= 2 else 1.0
+    differing = sum(r != 1.0 for r in ratios)  # equal: both shipped the last close
+    p = float(wilcoxon(np.log(ratios)).pvalue) if differing >= 2 else 1.0
     return {
         "per_ticker": {
-            "seconds": sum(r["seconds"] for r in per.values()),
+            "seconds": per_seconds,
             "epochs_mean": float(np.mean([r["epochs"] for r in per.values()])),
             "fits": per,
         },
@@ -571,7 +584,7 @@ def global_quality(tickers: list[str]) -> dict:
             "train_windows": summary["train_windows"],
             "tickers": together,
         },
-        "time_ratio": seconds / sum(r["seconds"] for r in per.values()),
+        "time_ratio": seconds / per_seconds,
         "test_mse_ratio_mean": float(np.exp(np.mean(np.log(ratios)))),
         "global_worse_on": sum(r > 1.0 for r in ratios),
         "wilcoxon_p": p,
@@ -599,10 +612,7 @@ def global_scale(sizes=GLOBAL_SIZES) -> dict:
     synthetic 10-year tickers for each n, against one network per ticker over the first
     ten, in the same run: seconds, epochs and seconds per ticker; and each global model's
     mean test skill vs the last close, with how many tickers it shrank to it."""
-    import keras
-
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.train import GlobalData, train_global
+    from tickercast.modeling.train import train_global
 
     names = [f"U{i:03d}" for i in range(1, max(sizes) + 1)]
     datas = {t: prepared(t) for t in names}
@@ -616,24 +626,16 @@ def global_scale(sizes=GLOBAL_SIZES) -> dict:
         }
         for n in sizes:
             chosen = names[:n]
-            source = GlobalData(
-                chosen,
-                [len(datas[t]["x"]) for t in chosen],
-                lambda i, c=chosen: (datas[c[i]]["x"], datas[c[i]]["y"], datas[c[i]]["anchors"]),
-                [naive_output(datas[t]["spec"]) for t in chosen],
-            )
             started = time.perf_counter()
             summary = train_global(
-                source, datas[chosen[0]]["spec"].lookback, config.fit_spec(), 0, Path(tmp) / f"g{n}"
+                global_source(datas, chosen),
+                datas[chosen[0]]["spec"].lookback,
+                config.fit_spec(),
+                0,
+                Path(tmp) / f"g{n}",
             )
             seconds = time.perf_counter() - started
-            skills = [
-                test_skill(
-                    keras.models.load_model(summary["models"][t], safe_mode=True, compile=False),
-                    datas[t],
-                )
-                for t in chosen
-            ]
+            skills = [test_skill(shipped_model(summary["models"][t]), datas[t]) for t in chosen]
             out["global"][n] = {
                 "seconds": seconds,
                 "seconds_per_ticker": seconds / n,
@@ -723,7 +725,6 @@ def _first_calls(model, x1: np.ndarray, x2: np.ndarray) -> dict:
 def export_traces() -> dict:
     """Freshly loaded models (one per ticker's export) called as export calls them: the
     first call traces, a second batch shape retraces, then steady; and eager."""
-    import keras
 
     from tickercast.modeling.models import build_model, model_seed
 
@@ -732,12 +733,7 @@ def export_traces() -> dict:
         build_model("stacked_lstm", 60, 2, UNITS, seed=model_seed(1)).save(path)
         x1 = np.zeros((1, 60, 2), np.float32)
         x2 = np.zeros((2, 60, 2), np.float32)
-        return {
-            "per_model": [
-                _first_calls(keras.models.load_model(path, safe_mode=True, compile=False), x1, x2)
-                for _ in range(3)
-            ]
-        }
+        return {"per_model": [_first_calls(shipped_model(path), x1, x2) for _ in range(3)]}
 
 
 # ------------------------------------------------------------------------------- main
@@ -804,6 +800,7 @@ def result_rows(results: dict) -> dict[str, str]:
         )
     if "threads" in results:
         r = results["threads"]
+        one, pair = r["one_process_one_thread"], r["two_processes_one_thread_each_total"]
         rows["universe_threads"] = (
             "| TensorFlow thread pools on this machine (windows/s, batch 32 / 256) | one "
             "process, default pools: "
@@ -817,12 +814,9 @@ def result_rows(results: dict) -> dict[str, str]:
             f"{r['ratio_two_procs_vs_default']['b256']:.2f}x of one; two tickers' networks "
             "as branches of one graph, b256 each, all windows/s: default pools "
             f"{r['one_process_default_pools']['k2_b256']:.0f}, one thread "
-            f"{r['one_process_one_thread']['k2_b256']:.0f} "
-            f"({r['one_process_one_thread']['k2_b256'] / r['one_process_one_thread']['b256']:.2f}x"
-            " one network on one thread), two one-thread processes at once "
-            f"{r['two_processes_one_thread_each_total']['k2_b256']:.0f} ("
-            f"{r['two_processes_one_thread_each_total']['k2_b256'] / r['two_processes_one_thread_each_total']['b256']:.2f}x"  # noqa: E501
-            " one network each) |"
+            f"{one['k2_b256']:.0f} ({one['k2_b256'] / one['b256']:.2f}x one network on one "
+            f"thread), two one-thread processes at once {pair['k2_b256']:.0f} "
+            f"({pair['k2_b256'] / pair['b256']:.2f}x one network each) |"
         )
         rows["universe_production_share"] = (
             f"| training at the nightly's production shape (stacked_lstm {UNITS}, 60x2 "

@@ -358,7 +358,6 @@ WAITING = "another retrain run holds"
 
 def read_log(log) -> str:
     """What a child process has written to its log so far (unbuffered: see below)."""
-    log.flush()
     with open(log.name) as f:
         return f.read()
 
