@@ -13,7 +13,8 @@ tickers (data/sample, as Yahoo exports), all as Yahoo-export CSVs.
 
 Measured per night, from the Prefect API's task runs and the process tree:
 - wall: trigger -> final state (what a schedule waits for), and the flow run's own wall;
-- per stage (ingest, preprocess = preprocess (with the window anchors) + calendar, train,
+- per stage (ingest, preprocess = preprocess (with the window anchors) + calendar, or
+  ingest+preprocess = the per-ticker mode's prepare steps (both, 16 tickers a task), train,
   evaluate, export, promote = promote or keep): the time the stage was running (union of
   its task runs) and its task-seconds (sum); tasks of different tickers overlap, so
   stages overlap too;
@@ -68,6 +69,7 @@ STAGES = {
     "ingest": "ingest",
     "calendar": "preprocess",
     "preprocess": "preprocess",
+    "prepare": "ingest+preprocess",  # per-ticker mode: both, 16 tickers to a task run
     "train": "train",
     "train-global": "train",
     "evaluate": "evaluate",

@@ -21,7 +21,8 @@ from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
 from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import Share, each_ticker, settle
-from tickercast.flows.common import preflight, submit_ingest
+from tickercast.flows.common import ingest_window, preflight, submit_ingest
+from tickercast.market.locate import source_fingerprint
 from tickercast.quiet import quiet_tensorflow
 from tickercast.sections import WarmStart
 from tickercast.splits import SplitDates
@@ -30,6 +31,7 @@ from tickercast.tasks.evaluate import evaluate_step
 from tickercast.tasks.events import announce_run
 from tickercast.tasks.export import export_step
 from tickercast.tasks.ingest import ingest_step
+from tickercast.tasks.prepare import prepare_step
 from tickercast.tasks.preprocess import calendar_step, preprocess_step
 from tickercast.tasks.promote import keep_step, promote_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
@@ -78,6 +80,7 @@ class Steps:
 
     ingest: Any
     preprocess: Any
+    prepare: Any
     train: Any
     train_global: Any
     evaluate: Any
@@ -93,6 +96,7 @@ class Steps:
         tasks = (
             ingest_step,
             preprocess_step,
+            prepare_step,
             train_step,
             train_global_step,
             evaluate_step,
@@ -107,7 +111,8 @@ class Steps:
 @dataclasses.dataclass
 class Branch:
     """One ticker's submitted steps, named, each a future of its step's record; steps not
-    submitted stay None. In global mode `trained` is the global model's future. A fit
+    submitted stay None. In per-ticker mode `ingested` and `pre` are the ticker's shares
+    of a prepare step (`Share`); in global mode `trained` is the global model's future. A fit
     that kept the champion is followed by `kept` alone (no evaluate, export, promote): its
     share of a keep step that keeps a batch of tickers (`Keeps`)."""
 
@@ -147,14 +152,10 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
         config.execution.task_runner, config.execution.max_workers, config.execution.dask_address
     )
     with use_task_runner(runner):
-        branches = {
-            t: Branch(submit_ingest(steps.ingest, config, t, data_dir)) for t in config.tickers
-        }
-        split = _shared_split(config, branches) if config.scope.mode == "global" else None
-        for branch in branches.values():
-            branch.pre = steps.preprocess.submit(
-                branch.ingested, config.preprocessing, split, data_dir
-            )
+        if config.scope.mode == "global":
+            branches = _calendared(steps, config, data_dir)
+        else:
+            branches = _prepared(steps, config, data_dir)
         keeps = Keeps(steps.keep, data_dir, resolve_uri(config.mirror.mlflow_uri))
         for branch in _trained(steps, config, branches, data_dir):
             _finish(steps, branch, config, data_dir, keeps)
@@ -164,6 +165,55 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     # a failed ticker: its one-line cause; the run fails naming each, after the others
     why = outcomes.failure()
     return Failed(message=why, data=outcomes.by_ticker()) if why else outcomes.by_ticker()
+
+
+PREPARE_BATCH = 16
+"""Tickers per prepare step (ingest and preprocess): a task run costs a worker ~0.1 s
+beside its work, about what one ticker's ingest or preprocess costs on a second night;
+16 keep both workers busy from the first batches on and leave ~10 ms a ticker."""
+
+
+def _prepared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
+    """Per-ticker mode: each ticker's ingest and preprocess, PREPARE_BATCH tickers to a
+    prepare step; each branch holds its ticker's shares of it."""
+    window = ingest_window(config)
+    branches: dict[str, Branch] = {}
+    for first in range(0, len(config.tickers), PREPARE_BATCH):
+        batch = config.tickers[first : first + PREPARE_BATCH]
+        fingerprints = [
+            source_fingerprint(config.data.source, t, config.data.csv_path()) for t in batch
+        ]
+        prepared = steps.prepare.submit(
+            batch,
+            fingerprints,
+            config.data,
+            config.ingest,
+            window,
+            config.preprocessing,
+            data_dir,
+        )
+        for ticker in batch:
+            branches[ticker] = Branch(
+                Share(prepared, ticker, "ingested"), Share(prepared, ticker, "pre")
+            )
+    return branches
+
+
+def _calendared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
+    """Global mode: every ticker's ingest, the split dates they share (`calendar_step`),
+    then each ticker's preprocess by those dates."""
+    branches = {t: Branch(submit_ingest(steps.ingest, config, t, data_dir)) for t in config.tickers}
+    split = _shared_split(config, branches)
+    for branch in branches.values():
+        branch.pre = steps.preprocess.submit(branch.ingested, config.preprocessing, split, data_dir)
+    return branches
+
+
+def _value(step: Any) -> Any:
+    """What a step's input receives of an earlier step: a future as it is (Prefect waits
+    for it and links the runs), a share of a batched step as its value (Prefect would
+    otherwise hand the task the share itself, its batch resolved inside)."""
+    return step.result() if isinstance(step, Share) else step
 
 
 def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDates | None:
@@ -190,10 +240,14 @@ def _trained(
     if config.scope.mode == "per_ticker":
         warm = _warm(config)
         for ticker, branch in branches.items():
+            try:  # one record, not its batch: each ticker's fit is keyed on its own inputs
+                pre = _value(branch.pre)
+            except Exception:  # noqa: BLE001 - the ticker's outcome raises it (Branch.result)
+                continue
             # the champion as the night starts (its weights' hash keys the fit)
             champion = find_source(data_dir, ticker) if warm else None
-            branch.trained = steps.train.submit(branch.pre, spec, data_dir, warm, champion)
-        return list(branches.values())
+            branch.trained = steps.train.submit(pre, spec, data_dir, warm, champion)
+        return [b for b in branches.values() if b.trained is not None]
     prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
     ready = [branches[t] for t in prepared.values()]
     if not ready:
@@ -252,13 +306,13 @@ def _finish(
             keeps.add(branch)
             return
     branch.evaluated = steps.evaluate.submit(
-        branch.pre, branch.trained, config.evaluation, data_dir
+        _value(branch.pre), branch.trained, config.evaluation, data_dir
     )
     if config.walk_forward.walk_forward_folds and config.scope.mode == "global":
         print("walk-forward refits one ticker at a time; skipped in global mode")
     elif config.walk_forward.walk_forward_folds:
         branch.backtested = steps.backtest.submit(
-            branch.ingested,
+            _value(branch.ingested),
             config.preprocessing,
             config.fit_spec(),
             config.walk_forward,
@@ -266,8 +320,8 @@ def _finish(
             data_dir,
         )
     branch.exported = steps.export.submit(
-        branch.ingested,
-        branch.pre,
+        _value(branch.ingested),
+        _value(branch.pre),
         branch.trained,
         branch.evaluated,
         branch.backtested,

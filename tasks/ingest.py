@@ -8,6 +8,9 @@ from tickercast.records import Ingested
 from tickercast.sections import DataSource, FetchWindow, IngestChecks
 from tickercast.tasks.steps import step
 
+MODULES = ("tickercast.market.ingest",)
+"""The library code the ingest step runs (its cache key follows it)."""
+
 
 # No Prefect-level retries: tickercast.market.retry retries transient fetch failures itself
 # (backoff and jitter from `checks`, each retry logged here), per request rather than per
@@ -15,7 +18,7 @@ from tickercast.tasks.steps import step
 # (unknown ticker, malformed file) fail the task at once.
 @step(
     "ingest",
-    ("tickercast.market.ingest",),
+    MODULES,
     cacheable=lambda params: params.get("fingerprint") is not None,
 )
 def ingest_step(

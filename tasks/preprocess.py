@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from tickercast.modeling.preprocess import Preprocessing
 
 
-@step("preprocess", ("tickercast.modeling.preprocess", "tickercast.modeling.windows"))
+MODULES = ("tickercast.modeling.preprocess", "tickercast.modeling.windows")
+"""The library code the preprocess step runs (its cache key follows it)."""
+
+
+@step("preprocess", MODULES)
 def preprocess_step(
     ingested: Ingested,
     section: PreprocessSettings,

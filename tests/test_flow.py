@@ -14,7 +14,7 @@ import pytest
 from tests.prefect_runs import task_runs
 from tickercast.config import RetrainConfig
 
-STEPS = ("ingest", "preprocess", "train", "evaluate", "export")
+STEPS = ("prepare", "train", "evaluate", "export")
 
 
 def task_states(flow_state) -> dict[str, str]:
@@ -135,7 +135,6 @@ def test_changing_a_training_field_reruns_only_train_and_evaluate(tiny):
     states = task_states(state)
     assert [states[s] for s in STEPS] == [
         "Cached",
-        "Cached",
         "Completed",
         "Completed",
         "Completed",
@@ -160,7 +159,7 @@ def test_deleted_work_file_is_recomputed_not_trusted(tiny):
         model.unlink()
     state, _ = run(config)
     states = task_states(state)
-    assert states["preprocess"] == "Cached" and states["train"] == "Completed"
+    assert states["prepare"] == "Cached" and states["train"] == "Completed"
 
 
 def test_refresh_recomputes_everything(tiny):

@@ -51,10 +51,31 @@ def test_one_changed_csv_byte_reruns_from_ingest(csv_config):
     assert states(config) == ["Completed"] * len(STEPS)
 
 
-def test_one_preprocess_field_reruns_from_preprocess(csv_config):
+def test_one_preprocess_field_reruns_from_prepare(csv_config):
+    """Ingest and preprocess are one prepare step: it reruns, and all after it."""
     config, _ = csv_config
     changed = config.model_copy(update={"lookback": 16})
-    assert states(changed) == ["Cached"] + ["Completed"] * (len(STEPS) - 1)
+    assert states(changed) == ["Completed"] * len(STEPS)
+
+
+def test_a_ticker_joining_the_batch_leaves_the_others_fits_cached(csv_config, shared_data):
+    """A prepare step ingests and preprocesses 16 tickers, so a new ticker in NVDA's batch
+    reruns it; NVDA's lake file and preprocessed arrays come out byte for byte the same,
+    and its fit is keyed on its own records, so its fit and bundle stay cached: no new
+    version."""
+    config, path = csv_config
+    run(config)  # this config's version is the latest again
+    _, before = run(config)
+    shutil.copy(shared_data / "prices" / "MSFT.csv", path.parent / "MSFT.csv")
+    state, result = run(config.model_copy(update={"tickers": ["NVDA", "MSFT"]}))
+    assert task_states(state)["prepare"] == "Completed"
+    nvda = result["NVDA"]
+    assert nvda["promotion"]["action"] == "unchanged"
+    assert (nvda["bundle"], nvda["version"]) == (
+        before["NVDA"]["bundle"],
+        before["NVDA"]["version"],
+    )
+    assert result["MSFT"]["version"] == 1
 
 
 def test_changed_module_code_reruns_only_its_step_and_after(csv_config, monkeypatch):

@@ -373,7 +373,7 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
         assert state.is_completed(), state.message
         tasks = set(task_states(state))
         finish = {"keep"} if night in (3, 4) else {"evaluate", "export", "promote"}
-        assert tasks == {"ingest", "preprocess", "train", *finish}, night
+        assert tasks == {"prepare", "train", *finish}, night
         result = state.result()[TICKER]
         results.append(result)
         bundle = Path(result["bundle"])
@@ -437,8 +437,7 @@ def test_a_ticker_the_gate_never_promoted_fine_tunes_its_latest_version(prefect_
         state = retrain(cfg, return_state=True)
         assert state.is_completed(), state.message
         assert set(task_states(state)) == {
-            "ingest",
-            "preprocess",
+            "prepare",
             "train",
             "evaluate",
             "export",

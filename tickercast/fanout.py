@@ -136,24 +136,31 @@ def outcome(ticker: str, work: Callable[[str], T]) -> Outcome[T]:
 
 def batch_result(outcomes: Outcomes[T]) -> dict[str, dict[str, Any]]:
     """What a step that ran several tickers returns: `values` of those that finished,
-    `errors` of the others (one line each); `Share` hands each ticker its own part."""
-    errors = {o.ticker: o.error for o in outcomes if not o.ok}
-    return {"values": outcomes.values(), "errors": errors}
+    `errors` of the others (one line each), `skipped` of those skipped by choice;
+    `Share` hands each ticker its own part."""
+    errors = {o.ticker: o.error for o in outcomes if o.failed}
+    skipped = {o.ticker: o.error for o in outcomes if o.skipped}
+    return {"values": outcomes.values(), "errors": errors, "skipped": skipped}
 
 
 @dataclass(frozen=True)
 class Share:
     """One ticker's part of a step that ran several tickers (`batch_result`), settled like
-    a step of its own: its value, or its failure raised for it alone."""
+    a step of its own: its value (`part` of it, when named), or its failure raised for it
+    alone (a skip as `CorruptSkippedError`, so the ticker is reported skipped)."""
 
     batch: Settles
     ticker: str
+    part: str | None = None
 
     def result(self) -> Any:
         done = self.batch.result()
+        if self.ticker in done.get("skipped", {}):
+            raise CorruptSkippedError(done["skipped"][self.ticker])
         if self.ticker in done["errors"]:
             raise BatchedFailure(done["errors"][self.ticker])
-        return done["values"][self.ticker]
+        value = done["values"][self.ticker]
+        return value if self.part is None else value[self.part]
 
 
 def each_ticker(tickers: Sequence[str], work: Callable[[str], T]) -> Outcomes[T]:
