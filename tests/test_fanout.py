@@ -236,3 +236,24 @@ def test_a_ticker_of_a_batched_step_settles_alone_with_its_own_one_line():
     outcomes = each_ticker(["AAPL", "BAD"], lambda t: settle([Share(batch, t)]))
     assert outcomes.errors() == {"BAD": "KeyError: 'verdict'"} == {"BAD": str(failure.value)}
     assert outcomes.values() == {"AAPL": 4}
+
+
+def test_a_skipped_ticker_of_a_batched_step_stays_skipped_and_a_share_names_its_part():
+    """The prepare step batches ingest: a ticker skipped by choice (on_corrupt=skip) is
+    reported skipped, not failed, through its share; a share may name one part of its
+    ticker's value (the ingested or the preprocessed record)."""
+    from tickercast.errors import CorruptSkippedError
+    from tickercast.fanout import Share, batch_result, each_ticker, settle
+
+    def work(ticker: str) -> dict:
+        if ticker == "SKIP":
+            raise CorruptSkippedError("ticker SKIP: lake/SKIP.parquet unreadable (on_corrupt=skip)")
+        return {"ingested": f"{ticker}.parquet", "pre": len(ticker)}
+
+    batch = Step(batch_result(each_ticker(["AAPL", "SKIP"], work)))
+    assert Share(batch, "AAPL", "ingested").result() == "AAPL.parquet"
+    assert Share(batch, "AAPL", "pre").result() == 4
+    outcomes = each_ticker(["AAPL", "SKIP"], lambda t: settle([Share(batch, t, "pre")]))
+    (skipped,) = outcomes.skipped()
+    assert skipped.ticker == "SKIP" and "on_corrupt=skip" in skipped.error
+    assert outcomes.failed() == [] and outcomes.failure() is None
