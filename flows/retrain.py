@@ -168,18 +168,26 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
 
 
 PREPARE_BATCH = 16
-"""Tickers per prepare step (ingest and preprocess): a task run costs a worker ~0.1 s
-beside its work, about what one ticker's ingest or preprocess costs on a second night;
-16 keep both workers busy from the first batches on and leave ~10 ms a ticker."""
+"""Most tickers per prepare step (ingest and preprocess): a task run costs a worker
+~0.1 s beside its work, about what one ticker's ingest or preprocess costs on a second
+night; 16 leave ~10 ms a ticker."""
+
+
+def prepare_batch(tickers: int, workers: int) -> int:
+    """Tickers per prepare step: PREPARE_BATCH, or fewer where that leaves every worker
+    (`max_workers`: threads, or Dask processes) a batch of a small universe to prepare
+    at once, as the separate steps did."""
+    return max(1, min(PREPARE_BATCH, -(-tickers // max(1, workers))))
 
 
 def _prepared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
-    """Per-ticker mode: each ticker's ingest and preprocess, PREPARE_BATCH tickers to a
+    """Per-ticker mode: each ticker's ingest and preprocess, `prepare_batch` tickers to a
     prepare step; each branch holds its ticker's shares of it."""
     window = ingest_window(config)
+    size = prepare_batch(len(config.tickers), config.execution.max_workers)
     branches: dict[str, Branch] = {}
-    for first in range(0, len(config.tickers), PREPARE_BATCH):
-        batch = config.tickers[first : first + PREPARE_BATCH]
+    for first in range(0, len(config.tickers), size):
+        batch = config.tickers[first : first + size]
         fingerprints = [
             source_fingerprint(config.data.source, t, config.data.csv_path()) for t in batch
         ]

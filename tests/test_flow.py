@@ -183,3 +183,15 @@ def test_sine_source_smoke(prefect_server, tmp_path):
     )
     _, result = run(config)
     assert result["SINE"]["metrics"]["model"]["rmse"] < 1.0
+
+
+def test_prepare_batches_fill_every_worker_then_hold_sixteen_tickers():
+    """A prepare step runs ingest and preprocess for several tickers: a small universe is
+    split so each worker prepares a batch at once (as the separate steps ran), a large one
+    16 to a task run (a task run's overhead is then ~10 ms a ticker)."""
+    from tickercast.flows.retrain import PREPARE_BATCH, prepare_batch
+
+    assert PREPARE_BATCH == 16
+    assert [prepare_batch(n, 2) for n in (1, 2, 5, 32, 33, 500)] == [1, 1, 3, 16, 16, 16]
+    assert [prepare_batch(n, 4) for n in (1, 5, 64, 65)] == [1, 2, 16, 16]
+    assert prepare_batch(20, 1) == 16 and prepare_batch(3, 0) == 3

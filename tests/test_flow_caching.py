@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from tests.prefect_runs import task_runs
 from tests.test_flow import STEPS, run, task_states
 from tickercast.config import RetrainConfig
 from tickercast.tasks import caching
@@ -67,8 +68,11 @@ def test_a_ticker_joining_the_batch_leaves_the_others_fits_cached(csv_config, sh
     run(config)  # this config's version is the latest again
     _, before = run(config)
     shutil.copy(shared_data / "prices" / "MSFT.csv", path.parent / "MSFT.csv")
-    state, result = run(config.model_copy(update={"tickers": ["NVDA", "MSFT"]}))
-    assert task_states(state)["prepare"] == "Completed"
+    # one worker: the two tickers share one prepare step (`prepare_batch`)
+    state, result = run(config.model_copy(update={"tickers": ["NVDA", "MSFT"], "max_workers": 1}))
+    assert [r.state.name for r in task_runs(state) if r.name.startswith("prepare-")] == [
+        "Completed"
+    ]
     nvda = result["NVDA"]
     assert nvda["promotion"]["action"] == "unchanged"
     assert (nvda["bundle"], nvda["version"]) == (
