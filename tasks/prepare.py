@@ -38,19 +38,23 @@ def prepare_step(
     each ticker its part), with every record's files under "outputs" so a cached batch
     whose files changed runs again."""
 
+    fingerprint = dict(zip(tickers, fingerprints, strict=True))
+
     def prepare(ticker: str) -> dict:
-        fingerprint = fingerprints[tickers.index(ticker)]
-        ingested = ingest.ingest_step.fn(ticker, data, checks, window, fingerprint, data_dir)
+        ingested = ingest.ingest_step.fn(
+            ticker, data, checks, window, fingerprint[ticker], data_dir
+        )
         return {
             "ingested": ingested,
             "pre": preprocess.preprocess_step.fn(ingested, section, None, data_dir),
         }
 
     outcomes = each_ticker(tickers, prepare)
+    logger = get_run_logger()
     for failed in outcomes.failed():  # with its traceback, as a failed task run logs it
-        get_run_logger().error(
-            "%s: not prepared: %s", failed.ticker, failed.error, exc_info=failed.exception
-        )
+        logger.error("%s: not prepared: %s", failed.ticker, failed.error, exc_info=failed.exception)
+    for skipped in outcomes.skipped():
+        logger.warning("%s: skipped: %s", skipped.ticker, skipped.error)
     files = {
         path: digest
         for records in outcomes.values().values()
