@@ -40,6 +40,43 @@ def test_one_bad_ticker_never_stops_the_others(prefect_server, tmp_path, shared_
     assert "Completed" in states.values()
 
 
+def test_a_ticker_skipped_inside_a_prepare_batch_is_skipped_and_its_batch_trains(
+    prefect_server, tmp_path, shared_data
+):
+    """on_corrupt=skip with an unreadable lake file: that ticker is reported skipped (not
+    failed) and left as it was, the other ticker of its prepare step trains, and the run
+    completes (skipping is a choice)."""
+    from tests.test_reliability import corrupt
+    from tickercast.flows.retrain import retrain
+    from tickercast.market import lake
+    from tickercast.market.ingest import ingest_ticker
+
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for ticker in ("AMZN", "GOOG"):
+        shutil.copy(shared_data / "prices" / f"{ticker}.csv", folder / f"{ticker}.csv")
+    ingest_ticker("AMZN", "csv", tmp_path, csv_dir=str(folder))
+    path = lake.partition_path(tmp_path, "AMZN")
+    damaged = corrupt(path)
+    config = RetrainConfig(
+        tickers=["AMZN", "GOOG"],
+        source="csv",
+        csv_dir=str(folder),
+        data_dir=str(tmp_path),
+        on_corrupt="skip",
+        max_workers=1,  # both tickers in one prepare step
+        **TINY,
+    )
+    state = retrain(config, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert set(result["AMZN"]) == {"ticker", "skipped"} and str(path) in result["AMZN"]["skipped"]
+    assert path.read_bytes() == damaged, "left exactly as it was"
+    assert (tmp_path / "models/GOOG/versions/1/model.keras").is_file()
+    assert not (tmp_path / "models/AMZN/versions").exists()
+    assert task_states(state)["prepare"] == "Completed"
+
+
 @pytest.mark.slow
 def test_dask_local_cluster_with_two_workers(prefect_server, tmp_path):
     from tickercast.flows.retrain import retrain
