@@ -18,7 +18,7 @@ def preflight(config: Trains) -> None:
     """Refuse a run whose inputs cannot exist before any work starts (names the ticker),
     or that asks for an MLflow mirror without the MLflow client installed."""
     for ticker in config.tickers:
-        source_fingerprint(config.data.source, ticker, config.data.csv_path())
+        fingerprint(config, ticker)
     require_client(resolve_uri(config.mirror.mlflow_uri))
 
 
@@ -32,9 +32,19 @@ def ingest_window(config: Trains) -> FetchWindow:
     return FetchWindow(start=start, end=end)
 
 
+def fingerprint(config: Trains, ticker: str) -> str | None:
+    """The content hash of what the run's offline source holds for `ticker` (None for a
+    live source): what keys a ticker's ingest, alone or in a prepare batch."""
+    return source_fingerprint(config.data.source, ticker, config.data.csv_path())
+
+
 def submit_ingest(ingest: Any, config: Trains, ticker: str, data_dir: str) -> Any:
     """The ingest step for one ticker of a retrain-like run: the ingest flow's own task."""
-    fingerprint = source_fingerprint(config.data.source, ticker, config.data.csv_path())
     return ingest.submit(
-        ticker, config.data, config.ingest, ingest_window(config), fingerprint, data_dir
+        ticker,
+        config.data,
+        config.ingest,
+        ingest_window(config),
+        fingerprint(config, ticker),
+        data_dir,
     )

@@ -21,8 +21,7 @@ from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
 from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import Share, each_ticker, settle
-from tickercast.flows.common import ingest_window, preflight, submit_ingest
-from tickercast.market.locate import source_fingerprint
+from tickercast.flows.common import fingerprint, ingest_window, preflight, submit_ingest
 from tickercast.quiet import quiet_tensorflow
 from tickercast.sections import WarmStart
 from tickercast.splits import SplitDates
@@ -188,12 +187,9 @@ def _prepared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, B
     branches: dict[str, Branch] = {}
     for first in range(0, len(config.tickers), size):
         batch = config.tickers[first : first + size]
-        fingerprints = [
-            source_fingerprint(config.data.source, t, config.data.csv_path()) for t in batch
-        ]
         prepared = steps.prepare.submit(
             batch,
-            fingerprints,
+            [fingerprint(config, t) for t in batch],
             config.data,
             config.ingest,
             window,

@@ -15,7 +15,7 @@ MODULES = ingest.MODULES + preprocess.MODULES
 @step(
     "prepare",
     MODULES,
-    cacheable=lambda params: None not in params.get("fingerprints", [None]),
+    cacheable=lambda params: None not in params["fingerprints"],
 )
 def prepare_step(
     tickers: list[str],
