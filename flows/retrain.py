@@ -220,6 +220,13 @@ def _value(step: Any) -> Any:
     return step.result() if isinstance(step, Share) else step
 
 
+def _after(step: Any) -> list:
+    """`wait_for` of a step handed `_value(step)`: the batched step's future, so the run
+    graph links the two task runs as it links a future passed as an input (the batch is
+    already done when its value is known: nothing waits)."""
+    return [step.batch] if isinstance(step, Share) else []
+
+
 def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDates | None:
     """Global mode's split dates, over the tickers whose ingest succeeded (the others
     fail their own branch with the ingest error)."""
@@ -250,7 +257,9 @@ def _trained(
                 continue
             # the champion as the night starts (its weights' hash keys the fit)
             champion = find_source(data_dir, ticker) if warm else None
-            branch.trained = steps.train.submit(pre, spec, data_dir, warm, champion)
+            branch.trained = steps.train.submit(
+                pre, spec, data_dir, warm, champion, wait_for=_after(branch.pre)
+            )
         return [b for b in branches.values() if b.trained is not None]
     prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
     ready = [branches[t] for t in prepared.values()]

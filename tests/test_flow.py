@@ -105,6 +105,22 @@ def test_fresh_process_reproduces_the_evaluation(tiny):
     assert len(table) > 50
 
 
+def test_the_run_graph_links_each_fit_to_the_prepare_step_that_made_its_windows(tiny):
+    """The UI draws an edge per task input or `wait_for`: a fit handed its ticker's records
+    (values, not the batch's future) still hangs off the prepare run that made them."""
+    _, state, _ = tiny
+    runs = task_runs(state)
+    by_id = {run.id: run for run in runs}
+    (fit,) = [run for run in runs if run.name.startswith("train-")]
+    upstream = {
+        by_id[link.id].name.rsplit("-", 1)[0]
+        for links in fit.task_inputs.values()
+        for link in links
+        if getattr(link, "input_type", None) == "task_run" and link.id in by_id
+    }
+    assert upstream == {"prepare"}
+
+
 def exported_versions(config: RetrainConfig) -> list[int]:
     folder = Path(config.execution.data_dir) / "models/MSFT/versions"
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
