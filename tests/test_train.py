@@ -301,3 +301,23 @@ def test_progress_artifact_inside_a_prefect_run(prefect_server, tmp_path):
     assert float(progress.data) == 100.0
     # outside a run: no artifact, no error
     train_model(arrays, anchors, 10, tiny_fit(epochs=1), tmp_path / "plain", label="SINE")
+
+
+def test_held_validation_windows_change_no_number_of_a_fit(tmp_path, monkeypatch):
+    """The validation windows gathered once and held (`held_batches`) give the fit the same
+    losses, early stopping and weights as gathering them again each epoch."""
+    import tickercast.modeling.windows as windows
+
+    spec, arrays, anchors = sine_data()
+    cfg = tiny_fit(epochs=3)
+    held = train_model(arrays, anchors, 10, cfg, tmp_path / "held")
+    monkeypatch.setattr(windows, "HELD_BYTES", 0)  # every stream too big to hold
+    gathered = train_model(arrays, anchors, 10, cfg, tmp_path / "gathered")
+    assert held["history"]["val_loss"] == gathered["history"]["val_loss"]
+    assert held["history"] == gathered["history"]
+    for a, b in zip(
+        weights_of(tmp_path / "held/model.keras"),
+        weights_of(tmp_path / "gathered/model.keras"),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)

@@ -13,6 +13,7 @@ from tickercast.modeling.windows import (
     as_tensor,
     concat_anchors,
     gather_windows,
+    held_batches,
     make_dataset,
     predict_dataset,
     predict_windows,
@@ -187,3 +188,40 @@ def test_predictions_in_one_call_equal_predictions_batch_by_batch():
     batched = predict_dataset(model, make_dataset(x, y, anchors, 60, 32))
     assert one_call.shape == batched.shape == (len(anchors), 1)
     np.testing.assert_allclose(one_call, batched, rtol=1e-6, atol=1e-7)
+
+
+def _values(ds) -> list:
+    """Every batch of `ds` as its flattened numpy arrays."""
+    import tensorflow as tf
+
+    return [[t.numpy() for t in tf.nest.flatten(batch)] for batch in ds]
+
+
+def test_held_validation_batches_are_the_streams_batches_in_order(monkeypatch):
+    import tickercast.modeling.windows as windows
+
+    lookback = 5
+    n_rows = [40, 25, 60]
+    per_ticker = [split_anchors(n, int(n * 0.7), int(n * 0.15), lookback, 2) for n in n_rows]
+    anchors, offsets = concat_anchors(per_ticker, n_rows)
+    x = np.random.default_rng(0).random((sum(n_rows), 3)).astype(np.float32)
+    y = x[:, :1].copy()
+    val = anchors["val"]
+    for ticker_offsets in (None, offsets):  # windows alone, and {"window", "ticker"} inputs
+
+        def stream(ticker_offsets=ticker_offsets):
+            return make_dataset(x, y, val, lookback, 4, ticker_offsets=ticker_offsets)
+
+        held = held_batches(stream(), len(val), 4)
+        expected = _values(stream())
+        assert len(expected) > 2  # a last, partial batch included
+        for _ in range(2):  # each epoch's new iterator gives them again
+            got = _values(held)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected, strict=True):
+                for u, v in zip(a, b, strict=True):
+                    np.testing.assert_array_equal(u, v)
+    # over the bound (a global fit over a large universe), the stream itself is kept
+    monkeypatch.setattr(windows, "HELD_BYTES", 10)
+    ds = make_dataset(x, y, val, lookback, 4)
+    assert windows.held_batches(ds, len(val), 4) is ds

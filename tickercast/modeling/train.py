@@ -49,6 +49,7 @@ from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
     aligned_empty,
     concat_anchors,
+    held_batches,
     index_dtype,
     make_dataset,
     n_batches,
@@ -396,14 +397,17 @@ class _FitRun:
         )
         return start
 
-    def validation(self, max_steps: int | None):
-        """The validation tf.data stream and its steps."""
+    def validation(self, max_steps: int | None, held: bool = False):
+        """The validation tf.data stream and its steps; `held`: its windows gathered once
+        and held as tensors (`held_batches`), for a fit that reads them every epoch."""
         data, batch = self.data, self.spec.training.batch_size
         steps = n_batches(len(data.val), batch)
         if max_steps:
             steps = min(steps, max_steps)
         offsets = data.ticker_offsets
         val = make_dataset(data.x, data.y, data.val, self.lookback, batch, ticker_offsets=offsets)
+        if held:
+            val = held_batches(val, len(data.val), batch)
         return val, steps
 
     def datasets(self, max_steps: int | None):
@@ -425,7 +429,7 @@ class _FitRun:
             epochs=epochs,
             first_epoch=self.first_epoch,
         )
-        val, val_steps = self.validation(max_steps)
+        val, val_steps = self.validation(max_steps, held=True)
         return train, val, steps, val_steps
 
     def fit(self, model, strategy, choice: DeviceChoice, extra: list, max_steps) -> None:

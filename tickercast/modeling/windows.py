@@ -288,6 +288,31 @@ def make_dataset(
     return ds.with_options(options)
 
 
+HELD_BYTES = 64 * 2**20
+"""Validation windows up to this size are gathered once per fit and held as tensors
+(`held_batches`): a per-ticker fit's are ~1 MB; a global fit over a large universe gathers
+its batches again each epoch, as before, rather than hold more."""
+
+
+def held_batches(ds, n_windows: int, batch_size: int):
+    """`ds` (a `make_dataset` stream of `n_windows` windows, unshuffled) read once now and
+    served from the tensors it gave: the same batches in the same order. Keras' fit
+    evaluates validation data with a new iterator each epoch, which gathered every window
+    again (bench/validation_pass.py). Streams over HELD_BYTES are returned as they are."""
+    import tensorflow as tf
+
+    spec = ds.element_spec
+    row_bytes = sum(int(np.prod(s.shape[1:])) * s.dtype.size for s in tf.nest.flatten(spec))
+    if n_windows == 0 or n_windows * row_bytes > HELD_BYTES:
+        return ds
+    batches = list(ds)
+    joined = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
+    held = tf.data.Dataset.from_tensor_slices(joined).batch(batch_size)
+    options = tf.data.Options()  # as make_dataset: no rewrite copying the held tensors
+    options.experimental_optimization.apply_default_optimizations = False
+    return held.with_options(options)
+
+
 # Windows per prediction call: 4096 windows x 60 days x 64 units is ~60 MB of
 # activations; outputs do not depend on the batching (tests/test_windows.py).
 PREDICT_BATCH = 4096
