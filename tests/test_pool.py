@@ -9,7 +9,7 @@ from contextlib import ExitStack
 import numpy as np
 import pytest
 
-from tests.test_train import sine_data, tiny_fit, weights_of
+from tests.test_train import assert_same_weights, sine_data, tiny_fit
 from tickercast.modeling import pool
 from tickercast.modeling.models import MODELS
 from tickercast.modeling.train import TrainingDivergedError, fit, per_ticker_data, train_model
@@ -70,12 +70,7 @@ def test_train_model_pools_and_saves_what_a_fresh_fit_saves(tmp_path):
     fresh = train_model(arrays, anchors, 10, cfg, tmp_path / "fresh", label="A")
     assert pooled["history"] == fresh["history"]
     assert pooled["shrinkage"] == fresh["shrinkage"]
-    for a, b in zip(
-        weights_of(tmp_path / "a/model.keras"),
-        weights_of(tmp_path / "fresh/model.keras"),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(tmp_path / "a/model.keras", tmp_path / "fresh/model.keras")
 
 
 def test_a_failed_fit_does_not_pool_its_network(tmp_path):

@@ -73,6 +73,12 @@ def weights_of(path: Path) -> list[np.ndarray]:
     return keras.models.load_model(path, safe_mode=True, compile=False).get_weights()
 
 
+def assert_same_weights(first: Path, second: Path) -> None:
+    """The two saved models hold the same weights, bit for bit, tensor by tensor."""
+    for a, b in zip(weights_of(first), weights_of(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_stacked_lstm_reaches_1e4_validation_mse_on_the_sine_wave(tmp_path):
     spec, arrays, anchors = sine_data()
     cfg = tiny_fit(units=[32, 16], epochs=60, batch_size=32, reduce_lr_patience=4)
@@ -101,10 +107,7 @@ def test_same_seed_same_weights_and_metrics(tmp_path):
     first = train_model(arrays, anchors, 10, cfg, tmp_path / "a")
     second = train_model(arrays, anchors, 10, cfg, tmp_path / "b")
     assert first["history"] == second["history"]
-    for a, b in zip(
-        weights_of(tmp_path / "a/model.keras"), weights_of(tmp_path / "b/model.keras"), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(tmp_path / "a/model.keras", tmp_path / "b/model.keras")
     other = train_model(
         arrays, anchors, 10, tiny_fit(epochs=2, dropout=0.1, seed=12), tmp_path / "c"
     )
@@ -150,12 +153,9 @@ def test_trainings_in_threads_match_their_solo_runs(tmp_path):
         threaded = {k: f.result() for k, f in futures.items()}
     for k in configs:
         assert threaded[k]["history"] == solo[k]["history"], k
-        for a, b in zip(
-            weights_of(tmp_path / f"solo-{k}/model.keras"),
-            weights_of(tmp_path / f"thread-{k}/model.keras"),
-            strict=True,
-        ):
-            np.testing.assert_array_equal(a, b)
+        assert_same_weights(
+            tmp_path / f"solo-{k}/model.keras", tmp_path / f"thread-{k}/model.keras"
+        )
     from tensorflow.python.framework import config
 
     assert not config.is_op_determinism_enabled()
@@ -212,10 +212,7 @@ def test_killed_run_resumes_after_its_last_finished_epoch(tmp_path, caplog):
     straight = train_model(arrays, anchors, 10, tiny_fit(), tmp_path / "straight")
     assert resumed["history"] == straight["history"]
     assert resumed["history"]["learning_rate"][-1] < TINY["learning_rate"]  # ReduceLR acted
-    for a, b in zip(
-        weights_of(out / "model.keras"), weights_of(tmp_path / "straight/model.keras"), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(out / "model.keras", tmp_path / "straight/model.keras")
 
 
 def test_checkpoints_wait_for_their_interval_and_a_kill_before_it_starts_over(tmp_path, caplog):
@@ -315,9 +312,4 @@ def test_held_validation_windows_change_no_number_of_a_fit(tmp_path, monkeypatch
     gathered = train_model(arrays, anchors, 10, cfg, tmp_path / "gathered")
     assert held["history"]["val_loss"] == gathered["history"]["val_loss"]
     assert held["history"] == gathered["history"]
-    for a, b in zip(
-        weights_of(tmp_path / "held/model.keras"),
-        weights_of(tmp_path / "gathered/model.keras"),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(tmp_path / "held/model.keras", tmp_path / "gathered/model.keras")

@@ -279,10 +279,15 @@ def make_dataset(
         ds = _batches(index, batch_size, tf_kind)
     gather = _gatherer(x, y, lookback, tf_kind, ticker_offsets, kind)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    # tf.data's default graph rewrites serialise the pipeline, copying every captured
-    # tensor (the whole feature array) on each new iterator; parallelism and prefetch are
-    # set explicitly above, so the rewrites buy nothing here.
+    return _without_rewrites(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def _without_rewrites(ds):
+    """`ds` without tf.data's default graph rewrites: they serialise the pipeline, copying
+    every captured tensor (the whole feature array, or held windows) on each new iterator;
+    parallelism and prefetch are set explicitly, so the rewrites buy nothing here."""
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return ds.with_options(options)
@@ -307,10 +312,7 @@ def held_batches(ds, n_windows: int, batch_size: int):
         return ds
     batches = list(ds)
     joined = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
-    held = tf.data.Dataset.from_tensor_slices(joined).batch(batch_size)
-    options = tf.data.Options()  # as make_dataset: no rewrite copying the held tensors
-    options.experimental_optimization.apply_default_optimizations = False
-    return held.with_options(options)
+    return _without_rewrites(tf.data.Dataset.from_tensor_slices(joined).batch(batch_size))
 
 
 # Windows per prediction call: 4096 windows x 60 days x 64 units is ~60 MB of
