@@ -15,6 +15,9 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(clipvalue 1):
 - threads: one process with TensorFlow's default pools vs one thread each, and two
   single-thread processes side by side (how a Dask worker per core would train); and two
   tickers' networks as branches of one graph, on one thread and with the default pools.
+  Networks train as the pipeline's CPU fits do, their LSTMs unrolled
+  (`tickercast.modeling.models.unroll_on_cpu`); batch 256 is also measured with Keras'
+  time loop, the unrolling's side-by-side yardstick.
 - quality: the real `train_model` (early stopping, ReduceLROnPlateau, checkpoints,
   shrinkage) on the five sample tickers: batch 32 vs batch 256 with a matched learning
   rate: fit time, epochs, validation loss and test skill vs naive (scaled MSE).
@@ -125,17 +128,22 @@ def epoch_timer():
     return Timer()
 
 
-def keras_speed(data: dict, batch: int, jit: bool = False, spe: int = 1, epochs: int = 3) -> float:
-    """Steady windows/s of Keras' fit (epochs after the first) on the pipeline's tf.data."""
+def keras_speed(
+    data: dict, batch: int, jit: bool = False, spe: int = 1, epochs: int = 3, unroll: bool = False
+) -> float:
+    """Steady windows/s of Keras' fit (epochs after the first) on the pipeline's tf.data;
+    `unroll`: the LSTMs unrolled, as the pipeline's CPU fits train."""
     import keras
 
-    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.models import build_model, model_seed, unroll_on_cpu
     from tickercast.modeling.windows import make_dataset, n_batches
 
     spec, train = data["spec"], data["anchors"]["train"]
     model = build_model(
         "stacked_lstm", spec.lookback, data["x"].shape[1], UNITS, compile=False, seed=model_seed(1)
     )
+    if unroll:
+        unroll_on_cpu(model)
     model.compile(
         optimizer=keras.optimizers.Adam(BASE_LR, clipvalue=1.0),
         loss="mse",
@@ -156,13 +164,13 @@ def keras_speed(data: dict, batch: int, jit: bool = False, spe: int = 1, epochs:
     return len(train) / float(np.mean(timer.seconds[1:]))
 
 
-def keras_k_speed(datas: list[dict], batch: int, epochs: int = 3) -> float:
+def keras_k_speed(datas: list[dict], batch: int, epochs: int = 3, unroll: bool = False) -> float:
     """Windows/s (all tickers') of K per-ticker networks as branches of one Keras model:
     K inputs, K outputs, the loss their sum, one fit (each ticker's weights its own)."""
     import keras
     import tensorflow as tf
 
-    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.models import build_model, model_seed, unroll_on_cpu
     from tickercast.modeling.windows import make_dataset, n_batches
 
     lb, width = datas[0]["spec"].lookback, datas[0]["x"].shape[1]
@@ -175,6 +183,8 @@ def keras_k_speed(datas: list[dict], batch: int, epochs: int = 3) -> float:
         inputs.append(keras.Input((lb, width), name=f"window_{k}"))
         outputs.append(branch(inputs[-1]))
     model = keras.Model(inputs, outputs)
+    if unroll:
+        unroll_on_cpu(model)
     adam = keras.optimizers.Adam(BASE_LR, clipvalue=1.0)
     model.compile(optimizer=adam, loss=["mse"] * len(datas))
     steps = min(n_batches(len(d["anchors"]["train"]), batch) for d in datas)
@@ -320,12 +330,13 @@ def threads_child(intra: int, measure: str = "train") -> dict:
     if measure == "matmul":
         return {"matmul_gflops": steady_matmul_gflops()}
     d = prepared("U001")
-    return {
-        "b32": keras_speed(d, 32),
-        "b256": keras_speed(d, 256),
+    return {  # unrolled, as the pipeline's CPU fits train
+        "b32": keras_speed(d, 32, unroll=True),
+        "b256": keras_speed(d, 256, unroll=True),
+        "b256_loop": keras_speed(d, 256),  # Keras' own time loop
         # two tickers' networks as branches of one graph (all windows/s): what the speed
         # section's 2x at K=2 is worth on one thread, the shape a worker trains at
-        "k2_b256": keras_k_speed([d, prepared("U002")], 256),
+        "k2_b256": keras_k_speed([d, prepared("U002")], 256, unroll=True),
     }
 
 
@@ -372,7 +383,7 @@ def threads() -> dict:
     default = _result(_spawn(0))
     single = _result(_spawn(1))
     both = _side_by_side("train")
-    summed = {k: sum(r[k] for r in both) for k in ("b32", "b256", "k2_b256")}
+    summed = {k: sum(r[k] for r in both) for k in ("b32", "b256", "b256_loop", "k2_b256")}
     matmul_default = _result(_spawn(0, "matmul"))["matmul_gflops"]
     matmul_pair = sum(r["matmul_gflops"] for r in _side_by_side("matmul"))
     lookback = nightly_cfg().preprocessing.lookback
@@ -390,6 +401,7 @@ def threads() -> dict:
         "matmul_gflops_two_one_thread_processes": matmul_pair,
         "production_gflops": summed["b256"] * flops / 1e9,
         "production_share_of_matmul": summed["b256"] * flops / 1e9 / peak,
+        "production_share_loop": summed["b256_loop"] * flops / 1e9 / peak,
     }
 
 
@@ -802,8 +814,8 @@ def result_rows(results: dict) -> dict[str, str]:
         r = results["threads"]
         one, pair = r["one_process_one_thread"], r["two_processes_one_thread_each_total"]
         rows["universe_threads"] = (
-            "| TensorFlow thread pools on this machine (windows/s, batch 32 / 256) | one "
-            "process, default pools: "
+            "| TensorFlow thread pools on this machine (windows/s, batch 32 / 256; LSTMs "
+            "unrolled as the pipeline's CPU fits train) | one process, default pools: "
             f"{r['one_process_default_pools']['b32']:.0f} / "
             f"{r['one_process_default_pools']['b256']:.0f} | one thread: "
             f"{r['one_process_one_thread']['b32']:.0f} / {r['one_process_one_thread']['b256']:.0f}"
@@ -818,18 +830,23 @@ def result_rows(results: dict) -> dict[str, str]:
             f"thread), two one-thread processes at once {pair['k2_b256']:.0f} "
             f"({pair['k2_b256'] / pair['b256']:.2f}x one network each) |"
         )
+        loop = r["two_processes_one_thread_each_total"]["b256_loop"]
         rows["universe_production_share"] = (
             f"| training at the nightly's production shape (stacked_lstm {UNITS}, 60x2 "
             "windows, batch 256, two one-thread processes training at once as the nightly's "
-            f"Dask workers do; {r['flops_per_window'] / 1e6:.1f} MFLOP a window, training = 3x "
+            "Dask workers do, LSTMs unrolled as its CPU fits train; "
+            f"{r['flops_per_window'] / 1e6:.1f} MFLOP a window, training = 3x "
             "the forward LSTM matmuls) | float32 matmul in the same run: one process with the "
             f"default pools {r['matmul_gflops_default_pools']:.0f} GFLOP/s, two one-thread "
             f"processes at once {r['matmul_gflops_two_one_thread_processes']:.0f} GFLOP/s "
             "(each the median of 7 runs of 120 chained 1024x1024 products; the larger is the "
             f"peak) | {r['two_processes_one_thread_each_total']['b256']:.0f}"
             f" windows/s = {r['production_gflops']:.0f} GFLOP/s (steady epochs, no validation "
-            "or callbacks) | "
-            f"{r['production_share_of_matmul']:.0%} of matmul (target >= 30%) |"
+            f"or callbacks); with Keras' time loop {loop:.0f} windows/s "
+            f"({r['production_share_loop']:.0%}) | "
+            f"{r['production_share_of_matmul']:.0%} of matmul (target >= 30%); unrolled "
+            f"{r['two_processes_one_thread_each_total']['b256'] / loop:.2f}x the loop's "
+            "windows/s |"
         )
     if "quality" in results:
         r = results["quality"]

@@ -229,3 +229,49 @@ def test_same_seed_fits_racing_in_threads_give_identical_weights(sine):
     for got in results:
         for a, b in zip(solo, got, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def _unroll_flags(config) -> list[bool]:
+    """Every `unroll` a saved Keras config records, however deeply its layers nest."""
+    if isinstance(config, dict):
+        own = [config["unroll"]] if "unroll" in config else []
+        return own + [flag for value in config.values() for flag in _unroll_flags(value)]
+    if isinstance(config, list):
+        return [flag for value in config for flag in _unroll_flags(value)]
+    return []
+
+
+def test_a_cpu_fit_trains_unrolled_and_saves_keras_loop(sine, tmp_path):
+    import json
+    import zipfile
+
+    from tickercast.layout import MODEL_FILE
+    from tickercast.modeling.checkpoints import save_checkpoint
+    from tickercast.modeling.models import lstm_layers
+
+    spec, arrays, anchors = sine
+    cfg = FitSpec(**{**TRAIN, "model": "bilstm"})
+    summary, model = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "w")
+    assert [layer.unroll for layer in lstm_layers(model)] == [True] * 4
+    assert summary["cudnn_problems"] == []  # judged on the model as saved
+    save_model(model, tmp_path / "model.keras")
+    save_checkpoint(tmp_path / "ck", 1, model, {}, None)
+    for path in (tmp_path / "model.keras", tmp_path / "ck" / "epoch-0001" / MODEL_FILE):
+        config = json.loads(zipfile.ZipFile(path).read("config.json"))
+        assert _unroll_flags(config) == [False] * 4, path
+    assert [layer.unroll for layer in lstm_layers(model)] == [True] * 4  # still unrolled
+
+
+def test_an_unrolled_fit_is_the_loops_fit(sine, tmp_path, monkeypatch):
+    """Unrolling changes no arithmetic: the same losses and weights as Keras' loop."""
+    from tickercast.modeling import train
+
+    spec, arrays, anchors = sine
+    cfg = FitSpec(**{**TRAIN, "epochs": 3})
+    unrolled, fast = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "u")
+    monkeypatch.setattr(train, "unroll_on_cpu", lambda model: None)
+    looped, slow = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "l")
+    assert not any(layer.unroll for layer in train.lstm_layers(slow))
+    np.testing.assert_allclose(unrolled["history"]["loss"], looped["history"]["loss"], rtol=1e-5)
+    for a, b in zip(fast.get_weights(), slow.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -18,6 +18,7 @@ import numpy as np
 
 from tickercast.atomic import fsync_dir
 from tickercast.layout import MODEL_FILE
+from tickercast.modeling.models import rolled
 
 CHECKPOINTS = "checkpoints"
 # Seconds of training between two checkpoints (the first one after this much training;
@@ -64,7 +65,8 @@ def save_checkpoint(root: Path, epochs_done: int, model, state: dict, best_weigh
     staging = root / f".tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        model.save(staging / MODEL_FILE)
+        with rolled(model):
+            model.save(staging / MODEL_FILE)
         if best_weights is not None:
             with (staging / "best_weights.npz").open("wb") as handle:
                 np.savez(handle, *best_weights)

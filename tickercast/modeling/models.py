@@ -2,7 +2,9 @@
 
 LSTM layers keep Keras' defaults (tanh/sigmoid, bias, no recurrent dropout, no unroll),
 which is what makes them eligible for the fused cuDNN kernel on a GPU; `cudnn_problems`
-names anything in a built model that breaks that, so training can warn about it.
+names anything in a built model that breaks that, so training can warn about it. A fit
+on the CPU unrolls the time loops for its own duration (`unroll_on_cpu`); saved models
+keep the loop (`rolled`).
 
 A global model with a ticker embedding takes two inputs (`window`, `ticker`).
 `bind_ticker` turns it into the single-input model of one ticker (the embedding row
@@ -18,6 +20,8 @@ a second fit) would change the initial weights of a "seeded" fit.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -316,6 +320,34 @@ def bind_ticker(model, index: int, **build_kwargs):
         if layer.weights and layer.name != "ticker_constant":
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return bound
+
+
+def unroll_on_cpu(model) -> None:
+    """Unrolls every LSTM's time loop of a network about to train on the CPU.
+
+    The same arithmetic as Keras' `while` loop (the same losses, weights within float
+    rounding), without the loop's per-step control flow: on this 2-vCPU machine two
+    one-thread fits at once (the nightly's Dask workers) ran 0.64x the seconds per epoch
+    of the loop, one fit alone 0.88x (bench/RESULTS.md, "production shape"). Not for a GPU:
+    an unrolled layer cannot use cuDNN's fused kernel. Needs a fixed lookback, which
+    every network here has.
+    """
+    for layer in lstm_layers(model):
+        layer.unroll = True
+
+
+@contextmanager
+def rolled(model) -> Iterator[None]:
+    """`model` with its LSTMs' time loops rolled for the block: what a saved model (or a
+    cuDNN check) records is Keras' loop, whatever device trained it."""
+    unrolled = [layer for layer in lstm_layers(model) if layer.unroll]
+    for layer in unrolled:
+        layer.unroll = False
+    try:
+        yield
+    finally:
+        for layer in unrolled:
+            layer.unroll = True
 
 
 def lstm_layers(model):

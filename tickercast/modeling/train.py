@@ -44,6 +44,8 @@ from tickercast.modeling.models import (
     has_quantile_head,
     lstm_layers,
     model_seed,
+    rolled,
+    unroll_on_cpu,
 )
 from tickercast.modeling.shrink import NoChange
 from tickercast.modeling.windows import (
@@ -235,7 +237,8 @@ def fit(
 
         apply_weights(model, start_weights)
         logger.info("%s: starting from the warm start's fitted weights", label)
-    problems = cudnn_problems(model)
+    with rolled(model):  # the model as saved, not its CPU fit's unrolled loops
+        problems = cudnn_problems(model)
     if problems:
         logger.warning(
             "%s: LSTM layers not eligible for the cuDNN kernel (slow on GPU): %s",
@@ -278,7 +281,8 @@ def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None, l
     if on_cpu:  # cuDNN's LSTM has no CPU kernel: TensorFlow would put it on the GPU
         kwargs["use_cudnn"] = False
     if lease is not None and not resume.folder:
-        return _pooled_model(kwargs, choice, spec.training.seed, lease)
+        model, strategy = _pooled_model(kwargs, choice, spec.training.seed, lease)
+        return _placed(model, choice), strategy
     strategy = make_strategy(choice)
     with BUILD_LOCK, strategy.scope(), precision_scope(choice.mixed_precision):
         seed_everything(spec.training.seed)
@@ -291,10 +295,18 @@ def _model(spec, lookback, data, choice, resume, logger, label, seed_key=None, l
             )
         else:
             model = build_model(**kwargs)
-    if on_cpu:  # not part of a saved LSTM's config: set it again on a loaded model
+    return _placed(model, choice), strategy
+
+
+def _placed(model, choice: DeviceChoice):
+    """`model` set up for the device it trains on, after its build or load (neither
+    setting is part of a saved LSTM's config)."""
+    if choice.strategy == "one_device_cpu":  # cuDNN has no CPU kernel
         for layer in lstm_layers(model):
             layer.use_cudnn = False
-    return model, strategy
+    if choice.device == "cpu":
+        unroll_on_cpu(model)
+    return model
 
 
 def _pooled_model(kwargs: dict, choice: DeviceChoice, run_seed: int, lease: ExitStack):
@@ -485,7 +497,8 @@ class _FitRun:
 def save_model(model, path: Path) -> None:
     with atomic_path(path) as tmp:
         keras_tmp = tmp.with_suffix(".keras")
-        model.save(keras_tmp)
+        with rolled(model):
+            model.save(keras_tmp)
         keras_tmp.replace(tmp)
 
 
