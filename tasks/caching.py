@@ -16,9 +16,10 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-import importlib.util
 import inspect
+import sys
 from collections.abc import Callable, Iterable
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tickercast.records import Record
 def _source(name: str) -> str:
     """A module's source, read from its file: hashing code must not run it (importing a
     step's whole closure costs seconds on a cached rerun that runs none of it)."""
-    spec = importlib.util.find_spec(name)
+    spec = _spec(name)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return inspect.getsource(importlib.import_module(name))
     return Path(spec.origin).read_text()
@@ -84,22 +85,37 @@ def _imports(name: str) -> tuple[str, ...]:
 
 
 @functools.cache
-def _spec(name: str) -> Any:
-    try:
-        return importlib.util.find_spec(name)
-    except (ModuleNotFoundError, ValueError):
-        return None
+def _spec(name: str) -> ModuleSpec | None:
+    """Where module `name` lives, found without importing it or its parent packages.
+
+    `importlib.util.find_spec` imports a dotted name's parents. Keys are computed on task
+    threads while other tasks import, so that would run a package's `__init__` on the
+    key's thread: whatever it raised (an import-lock deadlock, a half-initialised
+    package) would fail the key, and a wrong "not a module" would be cached for the
+    process. The finders of `sys.meta_path` answer from the parent's search path alone
+    (the meta path protocol, as the import system asks them), which is read, not run.
+    """
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__spec__", None) is not None:
+        return module.__spec__
+    parent = name.rpartition(".")[0]
+    path = None
+    if parent:
+        parent_spec = _spec(parent)
+        if parent_spec is None or parent_spec.submodule_search_locations is None:
+            return None  # no such package: `name` is an attribute, not a module
+        path = list(parent_spec.submodule_search_locations)
+    for finder in list(sys.meta_path):
+        find = getattr(finder, "find_spec", None)
+        spec = find(name, path) if find is not None else None
+        if spec is not None:
+            return spec
+    return None
 
 
 def _is_module(name: str) -> bool:
-    """Whether `name` is a module (`from pkg.module import attribute` names both). Only
-    packages are imported to find out, never a module: `pkg.module.attribute` is refused
-    from its parent's spec alone."""
-    parent = name.rpartition(".")[0]
-    if parent and parent != PACKAGE:
-        spec = _spec(parent)
-        if spec is None or spec.submodule_search_locations is None:
-            return False
+    """Whether `name` is a module (`from pkg.module import attribute` names both):
+    `pkg.module.attribute` is refused from its parent's spec alone (`_spec`)."""
     return _spec(name) is not None
 
 

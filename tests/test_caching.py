@@ -258,3 +258,27 @@ def test_one_declaration_gives_a_step_its_name_key_and_work_folder(tmp_path):
         types.SimpleNamespace(result_store=None), {**params, "gate": Gate(promotion_level=0.1)}
     )
     assert other != key  # a setting of a section it takes is part of both
+
+
+def test_finding_a_steps_modules_runs_none_of_their_packages(tmp_path, monkeypatch):
+    """Keys are computed on task threads while other tasks import: finding where a
+    module lives must not import its parent package (whose `__init__` could fail the key,
+    or be half-initialised on another thread); only the files are read."""
+    package = tmp_path / "tc_probe_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('a cache key ran this')\n")
+    (package / "mod.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    try:
+        assert caching._is_module("tc_probe_pkg.mod")
+        assert not caching._is_module("tc_probe_pkg.mod.VALUE")  # an attribute
+        assert not caching._is_module("tc_probe_pkg.missing")
+        version = code_version(["tc_probe_pkg.mod"])
+        (package / "mod.py").write_text("VALUE = 2\n")
+        caching._module_hash.cache_clear()
+        assert code_version(["tc_probe_pkg.mod"]) != version
+        assert "tc_probe_pkg" not in sys.modules
+    finally:
+        caching._spec.cache_clear()
+        caching._module_hash.cache_clear()
