@@ -327,10 +327,10 @@ def unroll_on_cpu(model) -> None:
 
     The same arithmetic as Keras' `while` loop (the same losses, weights within float
     rounding), without the loop's per-step control flow: on this 2-vCPU machine two
-    one-thread fits at once (the nightly's Dask workers) ran 0.64x the seconds per epoch
-    of the loop, one fit alone 0.88x (bench/RESULTS.md, "production shape"). Not for a GPU:
-    an unrolled layer cannot use cuDNN's fused kernel. Needs a fixed lookback, which
-    every network here has.
+    one-thread processes training at once (the nightly's Dask workers) ran 1.30x the
+    windows/s of the loop (bench/RESULTS.md, "production shape"). Not for a GPU: an
+    unrolled layer cannot use cuDNN's fused kernel. Needs a fixed lookback, which every
+    network here has.
     """
     for layer in lstm_layers(model):
         layer.unroll = True
