@@ -241,16 +241,20 @@ def _unroll_flags(config) -> list[bool]:
     return []
 
 
-def test_a_cpu_fit_trains_unrolled_and_saves_keras_loop(sine, tmp_path):
+def test_a_one_thread_workers_fit_trains_unrolled_and_saves_keras_loop(sine, tmp_path, monkeypatch):
     import json
     import zipfile
 
     from tickercast.layout import MODEL_FILE
+    from tickercast.modeling import train
     from tickercast.modeling.checkpoints import save_checkpoint
     from tickercast.modeling.models import lstm_layers
 
     spec, arrays, anchors = sine
     cfg = FitSpec(**{**TRAIN, "model": "bilstm"})
+    _, alone = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "a")
+    assert not any(layer.unroll for layer in lstm_layers(alone))  # one fit: Keras' loop
+    monkeypatch.setattr(train, "one_thread_worker", lambda: True)
     summary, model = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "w")
     assert [layer.unroll for layer in lstm_layers(model)] == [True] * 4
     assert summary["cudnn_problems"] == []  # judged on the model as saved
@@ -268,8 +272,10 @@ def test_an_unrolled_fit_is_the_loops_fit(sine, tmp_path, monkeypatch):
 
     spec, arrays, anchors = sine
     cfg = FitSpec(**{**TRAIN, "epochs": 3})
+    monkeypatch.setattr(train, "one_thread_worker", lambda: True)
     unrolled, fast = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "u")
-    monkeypatch.setattr(train, "unroll_on_cpu", lambda model: None)
+    assert all(layer.unroll for layer in train.lstm_layers(fast))
+    monkeypatch.setattr(train, "one_thread_worker", lambda: False)
     looped, slow = fit(per_ticker_data(arrays, anchors), 8, cfg, tmp_path / "l")
     assert not any(layer.unroll for layer in train.lstm_layers(slow))
     np.testing.assert_allclose(unrolled["history"]["loss"], looped["history"]["loss"], rtol=1e-5)

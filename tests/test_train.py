@@ -313,3 +313,26 @@ def test_held_validation_windows_change_no_number_of_a_fit(tmp_path, monkeypatch
     assert held["history"]["val_loss"] == gathered["history"]["val_loss"]
     assert held["history"] == gathered["history"]
     assert_same_weights(tmp_path / "held/model.keras", tmp_path / "gathered/model.keras")
+
+
+def test_fits_of_one_seed_set_tensorflows_global_seed_once(tmp_path, monkeypatch):
+    """Setting TensorFlow's global seed clears its runtime's caches (each fit then
+    re-optimised its traced steps): a process's fits of one run seed set it once, and
+    still train to the same weights, with dropout drawing its own seeds."""
+    import keras
+
+    from tickercast.modeling import train
+
+    calls: list[int] = []
+    real = keras.utils.set_random_seed
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda s: (calls.append(s), real(s)))
+    monkeypatch.setattr(train, "_global_seed", [])
+    spec, arrays, anchors = sine_data()
+    cfg = tiny_fit(epochs=2, dropout=0.1)
+    first = train_model(arrays, anchors, 10, cfg, tmp_path / "a")
+    second = train_model(arrays, anchors, 10, cfg, tmp_path / "b")
+    assert calls == [cfg.training.seed]
+    assert first["history"] == second["history"]
+    assert_same_weights(tmp_path / "a/model.keras", tmp_path / "b/model.keras")
+    train_model(arrays, anchors, 10, tiny_fit(epochs=2, seed=12), tmp_path / "c")
+    assert calls == [cfg.training.seed, 12]

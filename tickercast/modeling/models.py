@@ -2,9 +2,9 @@
 
 LSTM layers keep Keras' defaults (tanh/sigmoid, bias, no recurrent dropout, no unroll),
 which is what makes them eligible for the fused cuDNN kernel on a GPU; `cudnn_problems`
-names anything in a built model that breaks that, so training can warn about it. A fit
-on the CPU unrolls the time loops for its own duration (`unroll_on_cpu`); saved models
-keep the loop (`rolled`).
+names anything in a built model that breaks that, so training can warn about it. A
+one-thread worker's CPU fits unroll the time loops (`unroll_on_cpu`); saved models keep
+the loop (`rolled`).
 
 A global model with a ticker embedding takes two inputs (`window`, `ticker`).
 `bind_ticker` turns it into the single-input model of one ticker (the embedding row
@@ -328,9 +328,11 @@ def unroll_on_cpu(model) -> None:
     The same arithmetic as Keras' `while` loop (the same losses, weights within float
     rounding), without the loop's per-step control flow: on this 2-vCPU machine two
     one-thread processes training at once (the nightly's Dask workers) ran 1.30x the
-    windows/s of the loop (bench/RESULTS.md, "production shape"). Not for a GPU: an
-    unrolled layer cannot use cuDNN's fused kernel. Needs a fixed lookback, which every
-    network here has.
+    windows/s of the loop (bench/RESULTS.md, "production shape"). The price is the first
+    trace in a process, ~8 s more than the loop's at 60 steps: worth it only for a
+    process that fits network after network (train.py unrolls on one-thread workers).
+    Not for a GPU: an unrolled layer cannot use cuDNN's fused kernel. Needs a fixed
+    lookback, which every network here has.
     """
     for layer in lstm_layers(model):
         layer.unroll = True

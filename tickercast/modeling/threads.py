@@ -34,6 +34,12 @@ def size_pools(threads: int) -> int | None:
     return _sized
 
 
+def one_thread_worker() -> bool:
+    """Whether this process trains on one thread (`size_pools(1)`: a one-thread Dask
+    worker, the nightly's shape), fit after fit, beside other such processes."""
+    return _sized == 1
+
+
 def fresh_state() -> None:
     """Keras' global state dropped before the next model is built. Only for a process
     that runs one fit at a time with nothing else building models beside it (a Dask

@@ -13,6 +13,7 @@ checkpoints are removed once `model.keras` is written. The checkpoints and the c
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ from tickercast.modeling.models import (
     unroll_on_cpu,
 )
 from tickercast.modeling.shrink import NoChange
+from tickercast.modeling.threads import one_thread_worker
 from tickercast.modeling.windows import (
     aligned_empty,
     concat_anchors,
@@ -131,10 +133,26 @@ def global_data(
     )
 
 
+_global_seed: list[int] = []  # the seed this process last gave Keras and TensorFlow
+
+
 def seed_everything(seed: int) -> None:
+    """Python's and NumPy's global seeds, and Keras' and TensorFlow's when they change
+    (call under BUILD_LOCK).
+
+    Setting TensorFlow's global seed clears its runtime's caches, so every fit of a
+    process instantiated and optimised its traced training and validation steps again on
+    its first batch (~0.45 s a fit, 10x that with its LSTMs unrolled; bench/RESULTS.md,
+    "seed reset"). Nothing a fit runs draws from TensorFlow's global seed (each layer,
+    dropout and epoch permutation has its own), so it is set once per value.
+    """
     import keras
 
-    keras.utils.set_random_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    if _global_seed != [seed]:
+        keras.utils.set_random_seed(seed)
+        _global_seed[:] = [seed]
 
 
 # Global seeds and the dtype policy are process-wide, and the flow may train several
@@ -304,7 +322,7 @@ def _placed(model, choice: DeviceChoice):
     if choice.strategy == "one_device_cpu":  # cuDNN has no CPU kernel
         for layer in lstm_layers(model):
             layer.use_cudnn = False
-    if choice.device == "cpu":
+    if choice.device == "cpu" and one_thread_worker():
         unroll_on_cpu(model)
     return model
 
