@@ -2,9 +2,9 @@
 time loop: the nightly's train stage on this machine, side by side in one run.
 
 Each arm starts two processes at once, as `dask worker --nthreads 1 --nworkers 2` runs the
-nightly: TensorFlow on one thread (`size_pools(1)`), Keras' state reset every 16 fits
-(`between_fits`), the pooled network, the pipeline's own `train_model` with the nightly
-deployment's settings, each process on its own half of `--tickers` synthetic 10-year
+nightly: TensorFlow on one thread (`size_pools(1)`), Keras' state reset every FRESH_EVERY
+fits (`between_fits`), the pooled network, the pipeline's own `train_model` with the
+nightly deployment's settings, each process on its own half of `--tickers` synthetic 10-year
 tickers (tests/synthetic.py). A process's wall time includes its first trace, which the
 unrolled network pays more for (~8 s), and the re-instantiation after each reset. The
 arms alternate `--rounds` times; both arms must fit every ticker to the same epochs and
@@ -29,12 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tickercast.modeling.threads import FRESH_EVERY  # noqa: E402
+
 ARMS = ("loop", "unrolled")
 
 
-def child(arm: str, tickers: list[str]) -> dict:
-    """One worker's fits: wall seconds from the first fit's start, and each fit's
-    epochs and best validation loss."""
+def child(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
+    """One worker's fits, resetting Keras' state every `every` fits (0: never): wall
+    seconds from the first fit's start, each fit's epochs and best validation loss, and
+    the process's RSS after each fit."""
+    from bench.fit_memory import rss_mb
     from bench.universe_levers import nightly_cfg, prepared
     from tickercast.modeling import train
     from tickercast.modeling.shrink import naive_output
@@ -45,11 +49,11 @@ def child(arm: str, tickers: list[str]) -> dict:
         train.one_thread_worker = lambda: False
     datas = {t: prepared(t) for t in tickers}  # not timed: the lake's work, not training
     fit_spec = nightly_cfg().fit_spec()
-    fits = {}
+    fits, rss = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         for ticker, d in datas.items():
-            between_fits()
+            between_fits(every or 1 << 62)
             summary = train.train_model(
                 d["arrays"],
                 d["anchors"],
@@ -60,15 +64,19 @@ def child(arm: str, tickers: list[str]) -> dict:
                 naive=naive_output(d["spec"]),
             )
             fits[ticker] = [summary["epochs_run"], summary["best_val_loss"]]
+            rss.append(rss_mb())
         wall = time.perf_counter() - started
-    return {"wall_s": wall, "fits": fits}
+    return {"wall_s": wall, "fits": fits, "rss_mb": rss}
 
 
-def pair(arm: str, tickers: list[str]) -> dict:
+def pair(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
+    """Two worker processes at once, each fitting its half of `tickers`: the slower's
+    wall seconds, every fit, and each process's RSS after each of its fits."""
     half = len(tickers) // 2
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child", arm, "--names", ",".join(part)],
+            [sys.executable, __file__, "--child", arm, "--every", str(every)]
+            + ["--names", ",".join(part)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -84,6 +92,7 @@ def pair(arm: str, tickers: list[str]) -> dict:
     return {
         "wall_s": max(r["wall_s"] for r in results),
         "fits": {k: v for r in results for k, v in r["fits"].items()},
+        "rss_mb": [r["rss_mb"] for r in results],
     }
 
 
@@ -93,10 +102,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--names", help=argparse.SUPPRESS)
+    parser.add_argument("--every", type=int, default=FRESH_EVERY, help=argparse.SUPPRESS)
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.names.split(","))))
+        print(json.dumps(child(args.child, args.names.split(","), args.every)))
         return
     tickers = [f"U{i:03d}" for i in range(1, args.tickers + 1)]
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
@@ -112,8 +122,8 @@ def main() -> None:
     row = (
         f"| the nightly's train stage as two one-thread workers run it ({args.tickers} "
         f"synthetic 10-year tickers, half each, two processes at once; `train_model` with the "
-        f"nightly settings, pooled network, Keras' state reset every 16 fits; first traces "
-        f"included; best of {args.rounds} round(s), arms alternating) | Keras' time loop: "
+        f"nightly settings, pooled network, Keras' state reset every {FRESH_EVERY} fits; first "
+        f"traces included; best of {args.rounds} round(s), arms alternating) | Keras' time loop: "
         f"{loop:.0f} s | LSTMs unrolled: {unrolled:.0f} s | {unrolled / loop:.2f}x; "
         f"{epochs} epochs in all; same epochs in every fit: {same_epochs}, best val loss "
         f"within {worst:.1e} (relative) |"

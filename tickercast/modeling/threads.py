@@ -6,15 +6,24 @@ the same cores (measured in bench/RESULTS.md, "TensorFlow thread pools": two one
 processes train 1.8-2.8x the windows/s of one process with default pools). `size_pools`
 gives TensorFlow the worker's own share once, before its runtime starts. `fresh_state`
 drops what Keras keeps between models (layer-name counters, the default graph, cached
-kernels), so a worker that trains ticker after ticker does not carry the last one's
-state into the next."""
+kernels); a worker that trains ticker after ticker does it every FRESH_EVERY fits, to
+bound that state. A fit does not need it to start clean: the pooled network it leases
+has every variable reset to a fresh build's (modeling/pool.py, tests/test_pool.py)."""
 
 from __future__ import annotations
 
 _sized: int | None = None
 _fits = 0
 
-FRESH_EVERY = 16  # fits between two of a worker's resets of Keras' state
+# Fits between two of a worker's resets of Keras' state. A reset (clear_session) also
+# clears TensorFlow's kernel cache, so the pooled network's traced steps are instantiated
+# and optimised again on the next fit: measured on the nightly's train stage (two
+# one-thread workers, 64 tickers, bench/worker_resets.py), resetting every 16 fits took
+# 1.19x the seconds of never resetting and grew each process 75 MB by its 32nd fit
+# against 8 MB, with the same fits. 256: a nightly's workers (started per run, 250 fits
+# each at 500 tickers on two cores) never reset; a long-lived worker's Keras state
+# (layer-name counters, graphs of networks built outside the pool) stays bounded.
+FRESH_EVERY = 256
 
 
 def size_pools(threads: int) -> int | None:
