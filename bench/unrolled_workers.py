@@ -75,8 +75,16 @@ def pair(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
     half = len(tickers) // 2
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child", arm, "--every", str(every)]
-            + ["--names", ",".join(part)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                arm,
+                "--every",
+                str(every),
+                "--names",
+                ",".join(part),
+            ],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -94,6 +102,14 @@ def pair(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
         "fits": {k: v for r in results for k, v in r["fits"].items()},
         "rss_mb": [r["rss_mb"] for r in results],
     }
+
+
+def agreement(fits: dict, reference: dict) -> tuple[bool, float]:
+    """Whether every ticker's fit ran the reference's epochs, and the largest relative
+    difference of their best validation losses."""
+    same = all(fits[t][0] == reference[t][0] for t in reference)
+    worst = max(abs(fits[t][1] - reference[t][1]) / abs(reference[t][1]) for t in reference)
+    return same, worst
 
 
 def main() -> None:
@@ -115,9 +131,8 @@ def main() -> None:
             runs[arm].append(pair(arm, tickers))
             print(arm, round(runs[arm][-1]["wall_s"], 1), flush=True)
     loop, unrolled = (min(r["wall_s"] for r in runs[arm]) for arm in ARMS)
-    a, b = runs["loop"][0]["fits"], runs["unrolled"][0]["fits"]
-    same_epochs = all(a[t][0] == b[t][0] for t in tickers)
-    worst = max(abs(a[t][1] - b[t][1]) / abs(a[t][1]) for t in tickers)
+    a = runs["loop"][0]["fits"]
+    same_epochs, worst = agreement(runs["unrolled"][0]["fits"], a)
     epochs = sum(v[0] for v in a.values())
     row = (
         f"| the nightly's train stage as two one-thread workers run it ({args.tickers} "

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-WARM = 10  # fits before the baseline RSS reading, as bench/fit_memory.py
+from bench.fit_memory import WARM, growth  # noqa: E402
+from bench.unrolled_workers import agreement, pair  # noqa: E402
 
 
 def label(every: int) -> str:
@@ -34,23 +35,24 @@ def label(every: int) -> str:
 
 
 def rss_cell(readings: list[float]) -> str:
-    """A process's RSS after its WARM-th fit (or its first, in a short run) and the growth
-    from there to its last."""
-    at = min(WARM, len(readings))
-    base = readings[at - 1]
-    return f"{base:.0f} MB after {at}, {readings[-1] - base:+.0f} MB by fit {len(readings)}"
+    """A process's RSS after its WARM-th fit and its growth from there to its last, as
+    bench/fit_memory.py reads them."""
+    g = growth(readings)
+    return (
+        f"{g['rss_after_10_mb']:.0f} MB after {WARM}, {g['growth_mb']:+.0f} MB by fit {g['fits']}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tickers", type=int, default=64)
-    parser.add_argument("--every", default="16,0", help="comma-separated; 0 = never")
+    parser.add_argument("--every", default="16,0", help="two intervals, 0 = never: BASE,OTHER")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args()
-    from bench.unrolled_workers import pair
-
     arms = [int(v) for v in args.every.split(",")]
+    if len(arms) != 2 or args.tickers < 2 * WARM:
+        parser.error(f"--every takes two intervals; --tickers at least {2 * WARM}")
     tickers = [f"U{i:03d}" for i in range(1, args.tickers + 1)]
     runs: dict[int, list[dict]] = {every: [] for every in arms}
     for _ in range(args.rounds):
@@ -61,26 +63,20 @@ def main() -> None:
     cells = []
     for every in arms:
         best = min(runs[every], key=lambda r: r["wall_s"])
-        fits = runs[every][0]["fits"]
-        same = all(fits[t][0] == first[t][0] for t in tickers)
-        worst = max(abs(fits[t][1] - first[t][1]) / abs(first[t][1]) for t in tickers)
+        same, worst = agreement(runs[every][0]["fits"], first)
         rss = "; ".join(rss_cell(r) for r in best["rss_mb"])
         cells.append(
             f"{label(every)}: {best['wall_s']:.0f} s (per process: {rss}); same epochs as "
             f"the first arm: {same}, best val loss within {worst:.1e}"
         )
-    base = min(r["wall_s"] for r in runs[arms[0]])
-    ratios = ", ".join(
-        f"{label(e)} {min(r['wall_s'] for r in runs[e]) / base:.2f}x" for e in arms[1:]
-    )
+    base, other = (min(r["wall_s"] for r in runs[e]) for e in arms)
     row = (
         f"| a one-thread worker's resets of Keras' state (clear_session, which also clears "
         f"TensorFlow's kernel cache): the nightly's train stage as two one-thread workers "
         f"run it, LSTMs unrolled ({args.tickers} synthetic 10-year tickers, half each, two "
         f"processes at once; `train_model` with the nightly settings, pooled network; best "
-        f"of {args.rounds} round(s), arms alternating) | {cells[0]} | "
-        + " | ".join(cells[1:])
-        + f" | {ratios} the seconds of {label(arms[0])} |"
+        f"of {args.rounds} round(s), arms alternating) | {cells[0]} | {cells[1]} | "
+        f"{label(arms[1])} {other / base:.2f}x the seconds of {label(arms[0])} |"
     )
     from bench.results import publish
 
