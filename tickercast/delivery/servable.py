@@ -266,6 +266,9 @@ class Servable:
         self.rows = window_rows(spec, band)
         self.max_log_move = max_log_move
         self.max_daily_move = max_daily_move
+        # scaled features -> scaled target; write_saved_model makes it one traced
+        # function that both signatures call, so the network is traced once, not twice
+        self.network: Callable = lambda scaled: model(scaled, training=False)
 
     def input_spec(self) -> tf.TensorSpec:
         import tensorflow as tf
@@ -320,7 +323,7 @@ class Servable:
         import tensorflow as tf
 
         spec, (cols, scaled) = self.spec, self._scaled_inputs(window)
-        out = tf.cast(self.model(scaled, training=False), tf.float64)
+        out = tf.cast(self.network(scaled), tf.float64)
         width = output_width(spec.target, spec.horizon)
         t_lo, t_span = spec.target_scaler.offset_and_span()
         values = tf.reshape(out, [-1, width]) * tf.constant(t_span, tf.float64) + tf.constant(
@@ -346,7 +349,7 @@ class Servable:
 
     def serve_scaled(self, window: tf.Tensor) -> dict[str, tf.Tensor]:
         """The network alone: scaled features in, the scaled target out."""
-        return {SCALED_OUTPUT: self.model(window, training=False)}
+        return {SCALED_OUTPUT: self.network(window)}
 
 
 def _quantile(value) -> float:
@@ -365,11 +368,14 @@ def write_saved_model(servable: Servable, dest: Path) -> None:
     second pass listing the variables every endpoint uses (bench/RESULTS.md
     `export_module`). It tracks the variables alone, as ExportArchive's variable
     collections do, not the Keras objects: the signatures are all a server loads, and
-    saving (and loading back, for the check) walked every layer's tracked attributes."""
+    saving (and loading back, for the check) walked every layer's tracked attributes.
+    Both signatures call one traced function of the network (`servable.network`), so its
+    LSTMs' loops are traced and stored once, not once per signature."""
     import tensorflow as tf
 
     module = tf.Module()
     module.network_variables = network_variables(servable)
+    servable.network = tf.function(servable.network, input_signature=[servable.scaled_input_spec()])
     module.serve = tf.function(servable.serve, input_signature=[servable.input_spec()])
     module.serve_scaled = tf.function(
         servable.serve_scaled, input_signature=[servable.scaled_input_spec()]
