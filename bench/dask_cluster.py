@@ -105,14 +105,13 @@ def main(argv: list[str] | None = None) -> dict:
     tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
     walls: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp, served(Path(tmp)) as ctx:
-        _, serve, env = ctx
         csv_dir = Path(tmp) / "csv"
         write_universe(csv_dir, synthetic_names(args.synthetic))
         for workers in (1, 2):
-            with cluster(workers, env, Path(tmp)) as address:
+            with cluster(workers, ctx.env, Path(tmp)) as address:
                 data_dir = Path(tmp) / f"data-{workers}"
                 extra = {**overrides, "task_runner": "dask", "dask_address": address}
-                measured = run_night(parameters(tickers, csv_dir, data_dir, extra), serve, 6 * 3600)
+                measured = run_night(parameters(tickers, csv_dir, data_dir, extra), ctx, 6 * 3600)
             walls[workers] = measured
             print(json.dumps({"workers": workers, **measured}, default=str), flush=True)
     ratio = walls[2]["wall_s"] / walls[1]["wall_s"]

@@ -23,7 +23,7 @@ Measured per night, from the Prefect API's task runs and the process tree:
 - training windows/s: windows x epochs / fit seconds (history.json of each new version,
   validation and per-epoch checkpoints included);
 - peak RSS of the flow run's process tree (sampled every 0.25 s; the serve process
-  itself is reported apart);
+  itself is reported apart), and the CPU seconds of that tree and of the Prefect server;
 - per ticker against the tutorial's own fit of one ticker, timed in the same run before
   and after the nights, their mean the yardstick (`tutorial_fit`: LSTM(50) -> Dense(1),
   Adam, batch 32, 20 epochs on 60-day windows of one synthetic ticker's min-max scaled
@@ -55,6 +55,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -140,10 +141,16 @@ def write_universe(csv_dir: Path, synthetic: list[str], extra_days: int = 0) -> 
 # ------------------------------------------------------------------- server and serving
 
 
+class Served(NamedTuple):
+    api: str
+    serve: subprocess.Popen  # deployments/serve.py: flow runs are its descendants
+    server: subprocess.Popen  # `prefect server start`
+    env: dict
+
+
 @contextlib.contextmanager
-def served(tmp: Path) -> Iterator[tuple[str, subprocess.Popen, dict]]:
-    """A real Prefect server and `deployments/serve.py` against it; yields (API URL, the
-    serve process, the environment)."""
+def served(tmp: Path) -> Iterator[Served]:
+    """A real Prefect server and `deployments/serve.py` against it."""
     from tickercast.deployments.serve import start_server
 
     env = {
@@ -166,7 +173,7 @@ def served(tmp: Path) -> Iterator[tuple[str, subprocess.Popen, dict]]:
     try:
         os.environ["PREFECT_API_URL"] = api
         _wait_for_deployment(timeout=240)
-        yield api, serve, env
+        yield Served(api, serve, server, env)
     finally:
         for proc in (serve, server):
             proc.terminate()
@@ -192,13 +199,17 @@ def _wait_for_deployment(timeout: float) -> None:
 
 
 class PeakRSS:
-    """Peak resident memory of a process's descendants (sampled), and of the process."""
+    """Peak resident memory of a process's descendants (sampled), and of the process; and
+    the CPU seconds the process and its descendants used meanwhile (each process's last
+    sample: a process that ends loses at most its last `every` seconds)."""
 
     def __init__(self, pid: int, every: float = 0.25):
         import psutil  # the dev extra (bench and tests)
 
         self.root, self.every = psutil.Process(pid), every
         self.tree_mb = self.root_mb = 0.0
+        self._cpu: dict[int, float] = {}
+        self._cpu_before = self._tree_cpu()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -213,7 +224,25 @@ class PeakRSS:
                         total += child.memory_info().rss
                 self.root_mb = max(self.root_mb, self.root.memory_info().rss / 2**20)
             self.tree_mb = max(self.tree_mb, total / 2**20)
+            self._cpu.update(self._tree_cpu())
             self._stop.wait(self.every)
+
+    def _tree_cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) of the process and each descendant, by pid."""
+        import psutil
+
+        seen = {}
+        with contextlib.suppress(psutil.Error):
+            for proc in [self.root, *self.root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    seen[proc.pid] = times.user + times.system
+        return seen
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds used since this sampler was made."""
+        return sum(v - self._cpu_before.get(pid, 0.0) for pid, v in self._cpu.items())
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()
@@ -227,12 +256,13 @@ class PeakRSS:
 # ------------------------------------------------------------------------------ a night
 
 
-def run_night(params: dict, serve: subprocess.Popen, timeout: float) -> dict:
-    """Trigger the deployment, wait for its final state; wall, stages, memory."""
+def run_night(params: dict, ctx: Served, timeout: float) -> dict:
+    """Trigger the deployment, wait for its final state; wall, stages, memory, and the CPU
+    seconds of the serve process tree (flow run, workers) and of the Prefect server."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    with PeakRSS(serve.pid) as rss:
+    with PeakRSS(ctx.serve.pid) as rss, PeakRSS(ctx.server.pid) as api:
         started = time.perf_counter()
         flow_run = run_deployment(DEPLOYMENT, parameters={"config": params}, timeout=0)
         with get_client(sync_client=True) as client:
@@ -252,6 +282,8 @@ def run_night(params: dict, serve: subprocess.Popen, timeout: float) -> dict:
         "queued_s": wall - (run.end_time - run.start_time).total_seconds(),
         "peak_rss_mb": rss.tree_mb,
         "serve_rss_mb": rss.root_mb,
+        "serve_tree_cpu_s": rss.cpu_s,
+        "server_cpu_s": api.cpu_s,
         **stage_times(run),
     }
 
@@ -408,7 +440,7 @@ def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dic
     return json.loads(RetrainConfig(**config.model_dump()).model_dump_json())
 
 
-def one_size(n_synthetic: int, tmp: Path, serve, overrides: dict, nights: int) -> dict:
+def one_size(n_synthetic: int, tmp: Path, ctx: Served, overrides: dict, nights: int) -> dict:
     tickers = [*SAMPLES, *synthetic_names(n_synthetic)]
     csv_dir, data_dir = tmp / f"csv-{n_synthetic}", tmp / f"data-{n_synthetic}"
     result = {"tickers": len(tickers), "synthetic": n_synthetic, "nights": []}
@@ -416,7 +448,7 @@ def one_size(n_synthetic: int, tmp: Path, serve, overrides: dict, nights: int) -
         write_universe(csv_dir, synthetic_names(n_synthetic), extra_days=night)
         before, fits_before = versions(data_dir), fits_so_far(data_dir)
         params = parameters(tickers, csv_dir, data_dir, overrides)
-        measured = run_night(params, serve, timeout=6 * 3600)
+        measured = run_night(params, ctx, timeout=6 * 3600)
         new_fits = fits_so_far(data_dir) - fits_before
         measured.update(training_stats(versions(data_dir) - before, new_fits))
         shown = {k: v for k, v in measured.items() if k != "fits"}
@@ -497,11 +529,22 @@ def summary_rows(sizes: list[dict], tutorial_runs: list[float], overrides: dict)
             f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}, warm-started "
             f"{m.get('warm_fits', 0)} of {m['new_versions'] + m.get('kept_champion', 0)} fits, "
             f"{m.get('kept_champion', 0)} of them kept the champion (no version); peak RSS "
-            f"{m['peak_rss_mb']:.0f} MB); {_projected(sizes, night)} "
+            f"{m['peak_rss_mb']:.0f} MB{_cpu(m)}); {_projected(sizes, night)} "
             f"| per ticker {per_ticker / tutorial_s:.2f}x the tutorial's fit "
             f"(target <= 0.33x{'' if night == 0 else '; second night <= 1/6 of the first'}) |"
         )
     return rows
+
+
+def _cpu(m: dict) -> str:
+    """Where the night's CPU went: the flow run's processes (serve.py, the flow, its
+    workers) and the Prefect server (runs measured before this was recorded: nothing)."""
+    if "server_cpu_s" not in m:
+        return ""
+    return (
+        f"; CPU {m['serve_tree_cpu_s']:.0f} s in the flow run's processes, "
+        f"{m['server_cpu_s']:.0f} s in the Prefect server"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -525,9 +568,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"tutorial's one-ticker fit: {tutorial_runs[0]:.1f} s", flush=True)
     sizes = []
     with tempfile.TemporaryDirectory(prefix="universe-") as tmp, served(Path(tmp)) as ctx:
-        _, serve, _ = ctx
         for n in sorted(int(s) for s in args.sizes.split(",")):
-            sizes.append(one_size(n, Path(tmp), serve, overrides, args.nights))
+            sizes.append(one_size(n, Path(tmp), ctx, overrides, args.nights))
     tutorial_runs.append(tutorial_fit())
     print(f"tutorial's one-ticker fit, again: {tutorial_runs[1]:.1f} s", flush=True)
     out = {
