@@ -174,6 +174,26 @@ def test_saved_model_serving_signature_as_documented(real_bundle):
     np.testing.assert_allclose(scaled * (t_hi - t_lo) + t_lo, table["model"], rtol=1e-4)
 
 
+def test_saved_model_holds_the_network_once(real_bundle):
+    """The SavedModel tracks the network's variables, not the Keras objects, and both
+    signatures call one traced network: each LSTM's time loop is stored once."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = keras.models.load_model(real_bundle / "model.keras", compile=False)
+    lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    assert lstms
+    loaded = tf.saved_model.load(str(real_bundle / "saved_model"))
+    assert len(loaded.network_variables) == len(model.weights)
+    assert not hasattr(loaded, "model")
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((real_bundle / "saved_model" / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    loops = [f.signature.name for f in library if "while_body" in f.signature.name]
+    assert len(loops) == len(lstms), loops
+
+
 @pytest.mark.parametrize("damage", ["model", "saved_model", "delete"])
 def test_damaged_real_bundle_refused_on_load(real_bundle, tmp_path, damage):
     import shutil
