@@ -336,3 +336,32 @@ def test_fits_of_one_seed_set_tensorflows_global_seed_once(tmp_path, monkeypatch
     assert_same_weights(tmp_path / "a/model.keras", tmp_path / "b/model.keras")
     train_model(arrays, anchors, 10, tiny_fit(epochs=2, seed=12), tmp_path / "c")
     assert calls == [cfg.training.seed, 12]
+
+
+def test_progress_artifact_updated_at_most_every_few_seconds(monkeypatch):
+    """Each update is a blocking API call: after an epoch only when PROGRESS_EVERY_S
+    passed since the last, and always when the fit ends."""
+    import logging
+    from types import SimpleNamespace
+
+    from tickercast.modeling import callbacks
+
+    calls = []
+
+    def record(artifact, value, key, description, logger):
+        calls.append(value)
+        return "artifact-id"
+
+    monkeypatch.setattr(callbacks, "progress", record)
+    monkeypatch.setattr(callbacks, "in_prefect_run", lambda: True)
+    now = [0.0]
+    log = callbacks.EpochLog(logging.getLogger("t"), 100, "X", 0, clock=lambda: now[0])
+    log.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=1e-3)))
+    log.set_params({"epochs": 10})
+    log.on_train_begin()
+    for epoch in range(10):
+        now[0] += 0.6  # a nightly one-thread epoch
+        log.on_epoch_end(epoch, {"loss": 1.0, "val_loss": 1.0})
+    log.on_train_end()
+    assert callbacks.PROGRESS_EVERY_S == 2.0
+    assert calls == [0.0, 40.0, 80.0, 100.0]
