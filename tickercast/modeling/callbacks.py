@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -173,7 +174,7 @@ class EpochLog(keras.callbacks.Callback):
         samples_per_epoch: int,
         label: str,
         first_epoch: int,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__()
         self.logger, self.samples, self.label = logger, samples_per_epoch, label
