@@ -198,6 +198,28 @@ def _wait_for_deployment(timeout: float) -> None:
     raise TimeoutError(f"{DEPLOYMENT} was not served within {timeout:.0f} s")
 
 
+def process_tree(root) -> list:
+    """A psutil process and its descendants ([] once it has ended)."""
+    import psutil  # the dev extra (bench and tests)
+
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def cpu_seconds(procs: list) -> dict[int, float]:
+    """CPU seconds (user + system) of each process, by pid (one that has ended: none)."""
+    import psutil
+
+    seen = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            seen[proc.pid] = times.user + times.system
+    return seen
+
+
 class PeakRSS:
     """Peak resident memory of a process's descendants (sampled), and of the process; and
     the CPU seconds the process and its descendants used meanwhile (each process's last
@@ -209,7 +231,7 @@ class PeakRSS:
         self.root, self.every = psutil.Process(pid), every
         self.tree_mb = self.root_mb = 0.0
         self._cpu: dict[int, float] = {}
-        self._cpu_before = self._tree_cpu()
+        self._cpu_before = cpu_seconds(process_tree(self.root))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -217,27 +239,15 @@ class PeakRSS:
         import psutil
 
         while not self._stop.is_set():
-            total = 0
+            procs, total = process_tree(self.root), 0
+            for child in procs[1:]:
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
             with contextlib.suppress(psutil.Error):
-                for child in self.root.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        total += child.memory_info().rss
                 self.root_mb = max(self.root_mb, self.root.memory_info().rss / 2**20)
             self.tree_mb = max(self.tree_mb, total / 2**20)
-            self._cpu.update(self._tree_cpu())
+            self._cpu.update(cpu_seconds(procs))
             self._stop.wait(self.every)
-
-    def _tree_cpu(self) -> dict[int, float]:
-        """CPU seconds (user + system) of the process and each descendant, by pid."""
-        import psutil
-
-        seen = {}
-        with contextlib.suppress(psutil.Error):
-            for proc in [self.root, *self.root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    seen[proc.pid] = times.user + times.system
-        return seen
 
     @property
     def cpu_s(self) -> float:

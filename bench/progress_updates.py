@@ -35,15 +35,9 @@ def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) of a process and its descendants."""
     import psutil  # the dev extra (bench and tests)
 
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+    from bench.nightly_universe import cpu_seconds, process_tree
+
+    return sum(cpu_seconds(process_tree(psutil.Process(pid))).values())
 
 
 def measure(server_pid: int, calls: int, rounds: int) -> dict[str, list[dict]]:
