@@ -30,6 +30,9 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(clipvalue 1):
   (`--curves`, bench/nightly_universe.py --json): a patience p below the one the runs
   used stops at the first epoch where p epochs brought no improvement; until then the run
   is the same, so the replay is exact (ReduceLROnPlateau unchanged).
+- stopping_quality: the real `train_model` on 30 tickers at the nightly's patience and
+  at each shorter one: time, epochs, and the shipped models' test MSE, paired over the
+  tickers (what the replay's validation-loss regret means for forecasts).
 - export: what the "tf.function retracing" warning counts, and what the traces cost.
 
 The second night's warm start is measured by bench/warm_start.py (the pipeline's own
@@ -715,6 +718,51 @@ def stopping(curves: Path, patiences=(7, 5, 4, 3)) -> dict:
     return out
 
 
+STOPPING_PATIENCES = (4, 3)
+STOPPING_TICKERS = (*SAMPLES, *(f"U{i:03d}" for i in range(1, 26)))
+
+
+def stopping_quality(tickers: list[str], patiences=STOPPING_PATIENCES) -> dict:
+    """What a shorter early-stopping patience costs in forecasts: the pipeline's
+    train_model on each ticker at the nightly's patience and at each shorter one (the
+    same seed, so a shorter patience's fit is the longer one's stopped earlier), each
+    shipped model (shrunk toward the last close on its validation windows) scored on the
+    test windows. Whether a shorter patience is worse is a paired test over the tickers
+    (Wilcoxon signed-rank on their test MSE ratios), not the sign of a mean; tickers
+    where both ship the same model (both shrunk to the last close, or the same epoch
+    restored) tie and drop out of the test."""
+    from scipy.stats import wilcoxon
+
+    datas = {t: prepared(t) for t in tickers}
+    ran = nightly_cfg().training.patience
+    out: dict = {"run_patience": ran, "tickers": len(datas)}
+    with tempfile.TemporaryDirectory() as tmp:
+        fits = {
+            p: {
+                t: fit_variant(d, nightly_cfg(patience=p), Path(tmp) / f"p{p}" / t)
+                for t, d in datas.items()
+            }
+            for p in (ran, *patiences)
+        }
+    base = fits[ran]
+    for p, runs in fits.items():
+        ratios = np.array([runs[t]["test_mse"] / base[t]["test_mse"] for t in datas])
+        differing = int(np.sum(ratios != 1.0))
+        out[f"patience {p}"] = {
+            **_totals(runs),
+            "time_ratio": _totals(runs)["seconds"] / _totals(base)["seconds"],
+            "epochs_ratio": sum(r["epochs"] for r in runs.values())
+            / sum(r["epochs"] for r in base.values()),
+            "test_mse_ratio_mean": float(np.exp(np.mean(np.log(ratios)))),
+            "differing": differing,
+            "worse_on": int(np.sum(ratios > 1.0)),
+            "better_on": int(np.sum(ratios < 1.0)),
+            "wilcoxon_p": float(wilcoxon(np.log(ratios)).pvalue) if differing >= 2 else 1.0,
+            "per_ticker": runs,
+        }
+    return out
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -751,7 +799,16 @@ def export_traces() -> dict:
 # ------------------------------------------------------------------------------- main
 
 
-SECTIONS = ("speed", "threads", "quality", "global", "global_scale", "stopping", "export")
+SECTIONS = (
+    "speed",
+    "threads",
+    "quality",
+    "global",
+    "global_scale",
+    "stopping",
+    "stopping_quality",
+    "export",
+)
 
 
 def main() -> None:
@@ -773,6 +830,7 @@ def main() -> None:
         "global": lambda: global_quality(list(QUALITY_TICKERS)),
         "global_scale": global_scale,
         "stopping": lambda: stopping(args.curves),
+        "stopping_quality": lambda: stopping_quality(list(STOPPING_TICKERS)),
         "export": export_traces,
     }
     results = {}
@@ -917,6 +975,28 @@ def result_rows(results: dict) -> dict[str, str]:
             f"{r['replay_matches_the_runs']}) | patience {ran} (as the runs fit): "
             f"{r[f'patience {ran}']['epochs']} epochs | {cells} | regret 0 = the same best "
             f"epoch restored, the same model |"
+        )
+    if "stopping_quality" in results:
+        r = results["stopping_quality"]
+        ran = r["run_patience"]
+        base = r[f"patience {ran}"]
+        cells = "; ".join(
+            f"{k}: {v['time_ratio']:.2f}x time, {v['epochs_ratio']:.2f}x epochs, test skill "
+            f"{v['test_skill_mean']:+.2%}, {v['shrunk_to_naive']} shrunk to the last close, "
+            f"test MSE {v['test_mse_ratio_mean']:.4f}x (geometric mean), worse on "
+            f"{v['worse_on']} and better on {v['better_on']} of {v['differing']} that differ, "
+            f"Wilcoxon p = {v['wilcoxon_p']:.2g}"
+            for k, v in r.items()
+            if k.startswith("patience") and k != f"patience {ran}"
+        )
+        rows["universe_stopping_quality"] = (
+            f"| early stopping patience and forecasts: train_model at the nightly's settings "
+            f"on {r['tickers']} tickers (the 5 samples 2015-2020 and synthetic 10-year "
+            f"histories), the shipped model's test MSE (scaled target) at a shorter patience "
+            f"against the nightly's | patience {ran}: {base['seconds']:.0f} s, "
+            f"{base['epochs_mean']:.1f} epochs a fit, test skill "
+            f"{base['test_skill_mean']:+.2%}, {base['shrunk_to_naive']} shrunk to the last "
+            f"close | {cells} | a tie: both ship the same model |"
         )
     return rows
 
