@@ -488,7 +488,11 @@ def _projected(sizes: list[dict], night: int) -> str:
         growth = f"{orchestration['at_500']:.0f} s = {share:.1%} of the night"
     else:  # a line falling with the universe projects nothing
         seen = [s["nights"][night]["orchestration_s"] for s in sizes]
-        growth = f"not growing with the universe ({min(seen):.0f}-{max(seen):.0f} s measured)"
+        share = max(seen) / wall["at_500"]
+        growth = (
+            f"not growing with the universe ({min(seen):.1f}-{max(seen):.1f} s measured; the "
+            f"larger is {share:.1%} of the projected night)"
+        )
     text = (
         f"projected 500 tickers (line over the measured sizes, {wall['per_ticker']:.1f} "
         f"s/ticker + {wall['fixed']:.0f} s): {wall['at_500'] / 60:.1f} min "
