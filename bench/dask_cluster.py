@@ -81,17 +81,22 @@ def cluster(workers: int, env: dict, logs: Path) -> Iterator[str]:
 
 
 def result_row(tickers: int, synthetic: int, shape: str, walls: dict[int, dict]) -> str:
-    """The RESULTS.md row: both walls, their ratio, and the train steps' own seconds on
-    each (what two fits at once cost each other on this machine's cores)."""
+    """The RESULTS.md row: both walls, their ratio (three decimals: the target is a
+    threshold), the train steps' own seconds on each (what two fits at once cost each
+    other on this machine's cores), the time no task ran, and the Prefect server's CPU."""
     ratio = walls[2]["wall_s"] / walls[1]["wall_s"]
     train = {w: walls[w]["stages"]["train"]["task_s"] for w in (1, 2)}
+    idle = {w: walls[w]["orchestration_s"] for w in (1, 2)}
+    server = {w: walls[w].get("server_cpu_s") for w in (1, 2)}
     return (
         f"| nightly retrain on a real Dask cluster (`dask scheduler` + one-thread `dask worker` "
         f"processes on loopback, {tickers} tickers: 5 samples + {synthetic} synthetic, "
         f"{shape}) | 1 worker: {walls[1]['wall_s']:.0f} s | 2 workers: "
-        f"{walls[2]['wall_s']:.0f} s | {ratio:.2f}x (target <= 0.6x); the train steps ran "
+        f"{walls[2]['wall_s']:.0f} s | {ratio:.3f}x (target <= 0.6x); the train steps ran "
         f"{train[1]:.0f} s in all on 1 worker, {train[2]:.0f} s on 2 ({train[2] / train[1]:.2f}x: "
-        f"each fit slows when two share the cores) |"
+        f"each fit slows when two share the cores); no task running for {idle[1]:.0f} s of "
+        f"the flow run on 1 worker, {idle[2]:.0f} s on 2; the Prefect server's CPU "
+        f"{server[1]:.0f} and {server[2]:.0f} s |"
     )
 
 
