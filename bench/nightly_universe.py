@@ -450,6 +450,14 @@ def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dic
     return json.loads(RetrainConfig(**config.model_dump()).model_dump_json())
 
 
+def fit_patience(overrides: dict) -> int:
+    """The early-stopping patience the nights' fits run (the deployment's, or overridden)."""
+    from tickercast.config import RetrainConfig
+    from tickercast.deployments.nightly import nightly_config
+
+    return nightly_config(RetrainConfig).model_copy(update=overrides).training.patience
+
+
 def one_size(n_synthetic: int, tmp: Path, ctx: Served, overrides: dict, nights: int) -> dict:
     tickers = [*SAMPLES, *synthetic_names(n_synthetic)]
     csv_dir, data_dir = tmp / f"csv-{n_synthetic}", tmp / f"data-{n_synthetic}"
@@ -599,6 +607,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "overrides": overrides,
+        "patience": fit_patience(overrides),  # what the fits ran (universe_levers reads it)
         "tutorial_fit_s": sum(tutorial_runs) / len(tutorial_runs),
         "tutorial_fit_runs_s": tutorial_runs,
         "sizes": sizes,
