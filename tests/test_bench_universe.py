@@ -1,0 +1,70 @@
+"""The universe benchmarks' own arithmetic: which patience a recording's fits ran, what
+the replay of a shorter one gives, and how a night's orchestration is projected."""
+
+import json
+
+import pytest
+
+from bench.nightly_universe import _projected
+from bench.universe_levers import _ran_patience, stopping
+
+
+def _fit(val_loss: list[float], patience: int) -> dict:
+    best = min(range(len(val_loss)), key=val_loss.__getitem__) + 1
+    ran = min(len(val_loss), best + patience)
+    return {
+        "val_loss": val_loss[:ran],
+        "epochs_run": ran,
+        "best_epoch": best,
+        "alpha": 0.0,
+        "learning_rate": [1e-3] * ran,
+    }
+
+
+def _recording(patience: int, with_patience: bool) -> dict:
+    curves = [
+        [1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99],  # best at 2
+        [1.0, 0.98, 0.99, 0.995, 0.999, 0.97, 0.975, 0.976, 0.977, 0.978],  # best at 6
+        [1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06],  # best at 1
+    ]
+    fits = {f"T{i}": _fit(c, patience) for i, c in enumerate(curves)}
+    recorded = {"overrides": {}, "sizes": [{"nights": [{"fits": fits}]}]}
+    if with_patience:
+        recorded["patience"] = patience
+    return recorded
+
+
+@pytest.mark.parametrize("patience", [3, 4])
+def test_the_patience_a_recording_ran_is_read_from_its_fits(patience):
+    assert _ran_patience(_recording(patience, with_patience=False)) == patience
+
+
+@pytest.mark.parametrize("with_patience", [True, False])
+def test_the_replay_reproduces_the_runs_and_stops_shorter_ones_sooner(tmp_path, with_patience):
+    path = tmp_path / "night.json"
+    path.write_text(json.dumps(_recording(4, with_patience)))
+    result = stopping(path, patiences=(3,))
+    assert result["run_patience"] == 4 and result["replay_matches_the_runs"]
+    assert result["patience 4"]["epochs"] == 6 + 10 + 5
+    # patience 3 stops each run sooner; the second stops at its fifth epoch, before its
+    # best (the sixth): its second epoch's 0.98 is kept, 0.98 / 0.97 - 1 of regret
+    assert result["patience 3"]["epochs"] == 5 + 5 + 4
+    assert result["patience 3"]["val_loss_regret_max"] == pytest.approx(0.98 / 0.97 - 1)
+
+
+def _size(tickers: int, wall: float, orchestration: float) -> dict:
+    night = {"wall_s": wall, "peak_rss_mb": 1000.0 + tickers, "orchestration_s": orchestration}
+    return {"tickers": tickers, "nights": [night, night]}
+
+
+def test_flat_orchestration_is_given_as_a_share_of_the_projected_night():
+    sizes = [_size(32, 100.0, 6.5), _size(100, 300.0, 6.2)]
+    text = _projected(sizes, 1)
+    wall_at_500 = 100.0 + (300.0 - 100.0) / (100 - 32) * (500 - 32)
+    assert "not growing with the universe (6.2-6.5 s measured" in text
+    assert f"the larger is {6.5 / wall_at_500:.1%} of the projected night" in text
+
+
+def test_growing_orchestration_is_projected_along_its_line():
+    sizes = [_size(32, 100.0, 2.0), _size(100, 300.0, 4.0)]
+    assert "s = " in _projected(sizes, 1) and "not growing" not in _projected(sizes, 1)
