@@ -437,13 +437,21 @@ def tutorial_fit() -> float:
 # ---------------------------------------------------------------------------- the runs
 
 
-def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dict) -> dict:
-    """The deployment's own parameters (deployments/nightly.json) with this universe."""
+def nightly(overrides: dict):
+    """The deployment's own config (deployments/nightly.json) with `overrides` (flat names,
+    placed in their sections)."""
     from tickercast.config import RetrainConfig
     from tickercast.deployments.nightly import nightly_config
 
-    config = nightly_config(RetrainConfig).model_copy(  # flat names, placed in their sections
-        update=dict(
+    return nightly_config(RetrainConfig).model_copy(update=overrides)
+
+
+def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dict) -> dict:
+    """The deployment's own parameters (deployments/nightly.json) with this universe."""
+    from tickercast.config import RetrainConfig
+
+    config = nightly(
+        dict(
             tickers=tickers, source="csv", csv_dir=str(csv_dir), data_dir=str(data_dir), **overrides
         )
     )
@@ -452,10 +460,7 @@ def parameters(tickers: list[str], csv_dir: Path, data_dir: Path, overrides: dic
 
 def fit_patience(overrides: dict) -> int:
     """The early-stopping patience the nights' fits run (the deployment's, or overridden)."""
-    from tickercast.config import RetrainConfig
-    from tickercast.deployments.nightly import nightly_config
-
-    return nightly_config(RetrainConfig).model_copy(update=overrides).training.patience
+    return nightly(overrides).training.patience
 
 
 def one_size(n_synthetic: int, tmp: Path, ctx: Served, overrides: dict, nights: int) -> dict:

@@ -69,10 +69,9 @@ QUALITY_BASE = "b32 lr 1e-3 (Keras' batch)"  # the quality section's yardstick
 def nightly_cfg(**changes):
     """The nightly deployment's config (deployments/nightly.json over RetrainConfig),
     with `changes` (flat setting names)."""
-    from deployments.nightly import nightly_config
-    from tickercast.config import RetrainConfig
+    from bench.nightly_universe import nightly
 
-    return nightly_config(RetrainConfig).model_copy(update=changes)
+    return nightly(changes)
 
 
 def lake_frame(ticker: str, extra_days: int = 0):
@@ -867,6 +866,15 @@ def main() -> None:
         record(tag, row)
 
 
+def _other_patiences(section: dict, reference: int) -> list[tuple[int, dict]]:
+    """A stopping section's arms ("patience N" entries) other than `reference`'s, in order."""
+    return [
+        (int(key.split()[1]), arm)
+        for key, arm in section.items()
+        if key.startswith("patience ") and key != f"patience {reference}"
+    ]
+
+
 def result_rows(results: dict) -> dict[str, str]:
     """RESULTS.md rows for the sections that ran."""
     rows = {}
@@ -979,10 +987,9 @@ def result_rows(results: dict) -> dict[str, str]:
         r = results["stopping"]
         ran = r["run_patience"]
         cells = "; ".join(
-            f"{k}: {v['epochs_ratio']:.2f}x epochs, val loss regret mean "
+            f"patience {p}: {v['epochs_ratio']:.2f}x epochs, val loss regret mean "
             f"{v['val_loss_regret_mean']:.2%} max {v['val_loss_regret_max']:.2%}"
-            for k, v in r.items()
-            if k.startswith("patience") and k != f"patience {ran}"
+            for p, v in _other_patiences(r, ran)
         )
         rows["universe_stopping"] = (
             f"| early stopping patience, replayed on the nightly benchmark's first-night "
@@ -1001,13 +1008,12 @@ def result_rows(results: dict) -> dict[str, str]:
 
         base = r[f"patience {ref}"]
         cells = "; ".join(
-            f"{named(int(k.split()[1]))}: {v['time_ratio']:.2f}x time, {v['epochs_ratio']:.2f}x "
+            f"{named(p)}: {v['time_ratio']:.2f}x time, {v['epochs_ratio']:.2f}x "
             f"epochs, test skill {v['test_skill_mean']:+.2%}, {v['shrunk_to_naive']} shrunk to "
             f"the last close, test MSE {v['test_mse_ratio_mean']:.4f}x (geometric mean), worse "
             f"on {v['worse_on']} and better on {v['better_on']} of {v['differing']} that "
             f"differ, Wilcoxon p = {v['wilcoxon_p']:.2g}"
-            for k, v in r.items()
-            if k.startswith("patience") and k != f"patience {ref}"
+            for p, v in _other_patiences(r, ref)
         )
         rows["universe_stopping_quality"] = (
             f"| early stopping patience and forecasts: train_model at the nightly's settings "
