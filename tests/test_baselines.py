@@ -52,13 +52,19 @@ def test_the_per_window_form_equals_the_rolling_form(name, window):
 @pytest.mark.parametrize("name", POINT)
 def test_the_retrain_evaluations_windows_are_expanding_origins(name):
     """`forecast_windows` (all closes up to each test window) is the rolling form at
-    expanding origins; a history shorter than the baseline needs gives NaN, not a guess."""
+    expanding origins, and (it is computed that way) the per-window form on closes 0..a at
+    each anchor a, from the shortest history the baseline takes; a history shorter than
+    the baseline needs gives NaN, not a guess."""
     close = random_walk(300, seed=5)
     anchors = np.arange(100, 295)
     o = rolling_origins(len(close), initial=101, step=1, horizon=5)
-    np.testing.assert_allclose(
-        forecast_windows(name, close, anchors, 5), forecast_rolling(name, close, o), rtol=1e-10
-    )
+    got = forecast_windows(name, close, anchors, 5)
+    np.testing.assert_allclose(got, forecast_rolling(name, close, o), rtol=1e-10)
+    entry, params = BASELINES[name], {"ridge_lags": 3, "ridge_alpha": 0.5, "ma_window": 7}
+    first = entry.shortest(5, params) - 1
+    anchors = np.array([first, first + 1, first + 7, 150, 294])
+    spec = np.stack([entry.window(close[: a + 1], 5, **entry.settings(params)) for a in anchors])
+    np.testing.assert_allclose(forecast_windows(name, close, anchors, 5, params), spec, rtol=1e-10)
     short = forecast_windows(name, close, np.array([0, 1, 2]), 5, {"ridge_lags": 1})
     need = BASELINES[name].shortest(5, {"ridge_lags": 1})
     assert np.isnan(short[: max(need - 1, 0)]).all() and np.isfinite(short[need - 1 :]).all()

@@ -305,15 +305,20 @@ def forecast_windows(
     given: Mapping[str, object] | None = None,
 ) -> np.ndarray:
     """`name`'s forecast at each anchor from all closes up to it (an expanding training
-    window), by the per-window form; (n, horizon), NaN where the history is too short."""
+    window); (n, horizon), NaN where the history is too short. Computed by the rolling
+    form at origins starting at row 0, which equals the per-window form per anchor
+    (tests/test_baselines.py): the per-window ridge refit its regression on the whole
+    history at every test window, most of a retrain evaluation's baseline time
+    (bench/RESULTS.md `evaluation_baselines`)."""
     entry = point(name)
     close = np.asarray(close, dtype=np.float64)
     params = entry.settings(given)
-    shortest = entry.shortest(horizon, params)
+    anchors = np.asarray(anchors, dtype=np.int64)
     out = np.full((len(anchors), horizon), np.nan)
-    for i, a in enumerate(np.asarray(anchors, dtype=np.int64)):
-        if a + 1 >= shortest:
-            out[i] = entry.window(close[: a + 1], horizon, **params)
+    enough = anchors + 1 >= entry.shortest(horizon, params)
+    if enough.any():
+        rows = anchors[enough]
+        out[enough] = entry.rolling(close, rows, np.zeros_like(rows), horizon, **params)
     return out
 
 
