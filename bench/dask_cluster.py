@@ -87,7 +87,7 @@ def result_row(tickers: int, synthetic: int, shape: str, walls: dict[int, dict])
     ratio = walls[2]["wall_s"] / walls[1]["wall_s"]
     train = {w: walls[w]["stages"]["train"]["task_s"] for w in (1, 2)}
     idle = {w: walls[w]["orchestration_s"] for w in (1, 2)}
-    server = {w: walls[w].get("server_cpu_s") for w in (1, 2)}
+    server = {w: walls[w]["server_cpu_s"] for w in (1, 2)}
     return (
         f"| nightly retrain on a real Dask cluster (`dask scheduler` + one-thread `dask worker` "
         f"processes on loopback, {tickers} tickers: 5 samples + {synthetic} synthetic, "
