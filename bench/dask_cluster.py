@@ -2,13 +2,13 @@
 
 What runs: a real Prefect server and `deployments/serve.py` (bench/nightly_universe.py's
 `served`), a `dask scheduler` and N `dask worker --nthreads 1` processes on loopback,
-started as users start them, and the `retrain/nightly-retrain` deployment triggered with
-`task_runner=dask` and `dask_address` pointing at the scheduler (the README's way of
-pointing the nightly at a cluster). The universe: the five sample tickers plus
-`--synthetic` Yahoo-like ones (tests/synthetic.py), a fresh data folder per arm, so both
-arms train every ticker from scratch. Each worker sizes TensorFlow's pools to its one
-thread (tasks/runners.py); results and bundles live in the data folder, which every
-worker on this machine reads.
+started as the README starts them (Dask's profiler off), and the
+`retrain/nightly-retrain` deployment triggered with `task_runner=dask` and `dask_address`
+pointing at the scheduler (the README's way of pointing the nightly at a cluster). The
+universe: the five sample tickers plus `--synthetic` Yahoo-like ones (tests/synthetic.py),
+a fresh data folder per arm, so both arms train every ticker from scratch. Each worker
+sizes TensorFlow's pools to its one thread (tasks/runners.py); results and bundles live in
+the data folder, which every worker on this machine reads.
 
 Reported: the night's wall (trigger -> final state) with 1 and with 2 workers, and the
 ratio (target <= 0.6). Run: python bench/dask_cluster.py [--synthetic 3] [--set epochs=5]
@@ -44,6 +44,10 @@ from bench.nightly_universe import (  # noqa: E402
 )
 
 DASK = Path(sys.executable).with_name("dask")
+# The README's worker command: Dask's statistical profiler off, as the nightly's local
+# cluster has it (tasks/runners.py). Two runs with it on stalled a worker (README, "Pointing
+# the nightly at a cluster").
+WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 
 
 def _free_port() -> int:
@@ -66,7 +70,7 @@ def cluster(workers: int, env: dict, logs: Path) -> Iterator[str]:
         time.sleep(2)
         for _ in range(workers):
             args = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
-            procs.append(subprocess.Popen(args, env=env, stdout=out, stderr=out))
+            procs.append(subprocess.Popen(args, env={**env, **WORKER_ENV}, stdout=out, stderr=out))
         with Client(address, timeout=120) as client:
             client.wait_for_workers(workers, timeout=120)
         yield address
@@ -90,7 +94,8 @@ def result_row(tickers: int, synthetic: int, shape: str, walls: dict[int, dict])
     server = {w: walls[w]["server_cpu_s"] for w in (1, 2)}
     return (
         f"| nightly retrain on a real Dask cluster (`dask scheduler` + one-thread `dask worker` "
-        f"processes on loopback, {tickers} tickers: 5 samples + {synthetic} synthetic, "
+        f"processes on loopback, Dask's profiler off, {tickers} tickers: 5 samples + "
+        f"{synthetic} synthetic, "
         f"{shape}) | 1 worker: {walls[1]['wall_s']:.0f} s | 2 workers: "
         f"{walls[2]['wall_s']:.0f} s | {ratio:.3f}x (target <= 0.6x); the train steps ran "
         f"{train[1]:.0f} s in all on 1 worker, {train[2]:.0f} s on 2 ({train[2] / train[1]:.2f}x: "

@@ -26,7 +26,12 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the README's worker command: Dask's profiler off (bench/dask_cluster.WORKER_ENV)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    }
     out = log.open("w")
     return subprocess.Popen([str(DASK), *args], stdout=out, stderr=out, env=env)
 
