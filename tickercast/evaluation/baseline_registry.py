@@ -6,8 +6,9 @@ it), the parameters it takes (their defaults are stated once, in
 `tickercast.evaluation.baselines`) and its forms:
 
 - `PointBaseline` reads closes only, so every engine runs it: `window` forecasts one
-  origin from its training window (the retrain evaluation uses it per test window),
-  `rolling` every origin at once (backtests); both are held equal by tests.
+  origin from its training window (the specification), `rolling` every origin at once
+  (backtests, and the retrain evaluation at origins starting at row 0); both are held
+  equal by tests.
 - `InputsBaseline` is fit on the model's own preprocessed input windows, so it exists only
   where a model's preprocessing does (the retrain evaluation and its walk-forward).
 - `DistributionBaseline` (kind "distribution", issue 21) forecasts bands on the grid
