@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.dask_cluster import WORKER_ENV
 from tickercast.config import RetrainConfig
 
 TINY = {"start": "2019-06-01", "lookback": 15, "horizon": 3, "epochs": 1, "units": [4, 4]}
@@ -26,12 +27,8 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    # the README's worker command: Dask's profiler off (bench/dask_cluster.WORKER_ENV)
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-    }
+    # the README's worker command: Dask's profiler off, as the benchmark starts it
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **WORKER_ENV}
     out = log.open("w")
     return subprocess.Popen([str(DASK), *args], stdout=out, stderr=out, env=env)
 
