@@ -42,12 +42,16 @@ from bench.nightly_universe import (  # noqa: E402
     synthetic_names,
     write_universe,
 )
+from tickercast.tasks.runners import WORKER_TTL  # noqa: E402
 
 DASK = Path(sys.executable).with_name("dask")
 # The README's worker command: Dask's statistical profiler off, as the nightly's local
 # cluster has it (tasks/runners.py). Two runs with it on stalled a worker (README, "Pointing
 # the nightly at a cluster").
 WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+# The README's scheduler command: a worker that stops heartbeating is restarted after the
+# local cluster's WORKER_TTL, not Dask's 5 minutes.
+SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
 
 
 def _free_port() -> int:
@@ -65,7 +69,11 @@ def cluster(workers: int, env: dict, logs: Path) -> Iterator[str]:
     address = f"tcp://127.0.0.1:{port}"
     out = (logs / f"dask-{workers}.log").open("w")
     start = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-    procs = [subprocess.Popen([*start, "--no-dashboard"], env=env, stdout=out, stderr=out)]
+    procs = [
+        subprocess.Popen(
+            [*start, "--no-dashboard"], env={**env, **SCHEDULER_ENV}, stdout=out, stderr=out
+        )
+    ]
     try:
         time.sleep(2)
         for _ in range(workers):

@@ -28,11 +28,20 @@ def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None =
     raise ValueError(f"unknown task runner {kind!r}; valid: ['dask', 'threads']")
 
 
+WORKER_TTL = "60s"
+"""How long the local cluster's scheduler waits for a worker's heartbeat before the
+worker's nanny restarts it and its tasks run again (Dask's default: 5 minutes, checked
+every 5 minutes). A worker stalled holding the GIL (README, "Pointing the nightly at a
+cluster") sent none for 550 s before Dask restarted it; a healthy one heartbeats every
+0.5-1 s, as its event loop runs beside a training thread that releases the GIL."""
+
+
 def local_cluster_kwargs(max_workers: int) -> dict[str, Any]:
     """A local Dask cluster of one-thread worker processes (`local_workers`) that report
     to this run's Prefect API (`worker_env`), without the dashboard and without Dask's
     statistical profiler, which samples every worker thread's stack every 10 ms (5% of the
-    workers' CPU in a profiled second night; this project never reads its profiles)."""
+    workers' CPU in a profiled second night; this project never reads its profiles); a
+    worker that stops heartbeating is restarted after `WORKER_TTL`."""
     return {
         "n_workers": local_workers(max_workers),
         "threads_per_worker": 1,
@@ -40,6 +49,7 @@ def local_cluster_kwargs(max_workers: int) -> dict[str, Any]:
         "dashboard_address": None,
         "env": worker_env(),
         "config": {"distributed.worker.profile.enabled": False},
+        "scheduler_kwargs": {"worker_ttl": WORKER_TTL},
     }
 
 

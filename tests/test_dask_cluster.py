@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.dask_cluster import WORKER_ENV
+from bench.dask_cluster import SCHEDULER_ENV, WORKER_ENV
 from tickercast.config import RetrainConfig
 
 TINY = {"start": "2019-06-01", "lookback": 15, "horizon": 3, "epochs": 1, "units": [4, 4]}
@@ -27,8 +27,9 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    # the README's worker command: Dask's profiler off, as the benchmark starts it
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **WORKER_ENV}
+    # the README's commands: Dask's profiler off in the worker, the scheduler's worker TTL
+    # the local cluster's, as the benchmark starts them
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **WORKER_ENV, **SCHEDULER_ENV}
     out = log.open("w")
     return subprocess.Popen([str(DASK), *args], stdout=out, stderr=out, env=env)
 
@@ -54,6 +55,14 @@ def _worker_pools(address: str) -> dict:
 
     with Client(address, timeout=60) as client:
         return client.run(pools)
+
+
+def _worker_ttl(address: str) -> float | None:
+    """The scheduler's worker TTL, seconds."""
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
 
 
 @pytest.fixture
@@ -107,3 +116,4 @@ def test_a_real_cluster_trains_every_ticker_on_one_long_lived_worker(
         assert Path(result[ticker]["bundle"]).joinpath("model.keras").is_file()
     pools = list(_worker_pools(dask_cluster).values())
     assert pools == [(1, True)], pools  # the worker's one thread, not every core
+    assert _worker_ttl(dask_cluster) == 60  # SCHEDULER_ENV reached the scheduler

@@ -184,8 +184,40 @@ def test_local_cluster_workers_get_the_api_and_no_profiler(monkeypatch):
                 os.environ.get("PREFECT_API_URL"),
             )
         )
+        ttl = cluster.scheduler.worker_ttl
     assert len(seen) == kwargs["n_workers"]
     assert set(seen.values()) == {(False, "http://127.0.0.1:9/api")}
+    assert ttl == 60  # tasks/runners.WORKER_TTL, not Dask's 5 minutes
+
+
+@pytest.mark.slow  # a worker stalled then restarted by its nanny, ~20 s
+def test_local_cluster_restarts_a_worker_stalled_holding_the_gil(tmp_path):
+    """A worker whose every thread waits on the GIL (as one did, in the garbage collector,
+    freeing a TensorFlow graph) sends no heartbeat; the scheduler has its nanny restart it
+    once the worker TTL passes, and its task runs again on the new worker. The TTL is cut
+    here to Dask's floor (10 heartbeats, 5 s) to keep the test short."""
+    from distributed import Client, LocalCluster
+
+    from tickercast.tasks.runners import WORKER_TTL, local_cluster_kwargs
+
+    marker = tmp_path / "stalled-pid"
+
+    def stall_once(path: str) -> int:
+        import ctypes
+
+        if not os.path.exists(path):
+            Path(path).write_text(str(os.getpid()))
+            ctypes.PyDLL(None).sleep(300)  # libc's sleep, the GIL held: the worker stops
+        return os.getpid()
+
+    kwargs = local_cluster_kwargs(1)
+    assert kwargs["scheduler_kwargs"] == {"worker_ttl": WORKER_TTL}
+    kwargs["scheduler_kwargs"] = {"worker_ttl": "5s"}
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        pid = client.submit(stall_once, str(marker), pure=False).result(timeout=120)
+        events = [event for _, event in client.get_events("scheduler")]
+    assert pid != int(marker.read_text())  # the second attempt ran in a new process
+    assert any(e.get("action") == "worker-ttl-timed-out" for e in events), events
 
 
 def test_results_can_live_at_an_fsspec_url(prefect_server, tmp_path):
