@@ -128,3 +128,130 @@ def make_train_step(
         return per_ticker
 
     return step
+
+
+# ------------------------------------------------- other LSTM kernels, on Keras' own layers
+#
+# Keras' CPU LSTM runs each time step as its own small ops (its input and recurrent
+# products, bias, gates). Two other ways to run the very same layer (the same weights, the
+# same outputs and gradients within float rounding, checked by `kernel_checks`), set on a
+# built Keras model's LSTM layers for one measurement; the pipeline never uses them:
+# - "fused": TensorFlow's fused LSTM kernel `BlockLSTMV2` (one op for all steps of a layer,
+#   Keras' gate order i, f, c, o). TensorFlow 2.21 registers the V1 op's gradient for it
+#   (tensorflow/python/ops/rnn_grad.py: `block_lstm_grad`, gate order i, c, f, o), which is
+#   wrong for V2: the gradient here calls `BlockLSTMGradV2` itself.
+# - "hoisted": unrolled, time-major, the input projection x_t @ W + b of every step as one
+#   product before the steps (Keras multiplies x_t @ W inside each step).
+KERNELS = ("fused", "hoisted")
+
+
+def _fused_lstm(x, cs_prev, h_prev, w, b):
+    """(cs, h) [time, batch, units] of BlockLSTMV2 over time-major `x`, with the V2
+    gradient."""
+    import tensorflow as tf
+
+    steps = tf.shape(x, out_type=tf.int64)[0]
+    no_peephole = tf.zeros(tf.shape(b)[:1] // 4, x.dtype)
+    peepholes = {"wci": no_peephole, "wcf": no_peephole, "wco": no_peephole}
+
+    @tf.custom_gradient
+    def run(x, cs_prev, h_prev, w, b):
+        inputs = {"x": x, "cs_prev": cs_prev, "h_prev": h_prev, "w": w, "b": b, **peepholes}
+        i, cs, f, o, ci, co, h = tf.raw_ops.BlockLSTMV2(
+            seq_len_max=steps, **inputs, cell_clip=0.0, use_peephole=False
+        )
+
+        def grad(cs_grad, h_grad):
+            cs_grad = tf.zeros_like(cs) if cs_grad is None else cs_grad
+            h_grad = tf.zeros_like(h) if h_grad is None else h_grad
+            x_g, cs_g, h_g, w_g, _, _, _, b_g = tf.raw_ops.BlockLSTMGradV2(
+                seq_len_max=steps,
+                **inputs,
+                i=i,
+                cs=cs,
+                f=f,
+                o=o,
+                ci=ci,
+                co=co,
+                h=h,
+                cs_grad=cs_grad,
+                h_grad=h_grad,
+                use_peephole=False,
+            )
+            return x_g, cs_g, h_g, w_g, b_g
+
+        return (cs, h), grad
+
+    return run(x, cs_prev, h_prev, w, b)
+
+
+def _fused_inner_loop(layer, sequences, initial_state, mask, training=False):
+    import tensorflow as tf
+
+    cell = layer.cell
+    h0, c0 = initial_state
+    w = tf.concat([cell.kernel, cell.recurrent_kernel], axis=0)
+    b = tf.convert_to_tensor(cell.bias)
+    cs, h = _fused_lstm(tf.transpose(sequences, [1, 0, 2]), c0, h0, w, b)
+    outputs = tf.transpose(h, [1, 0, 2]) if layer.return_sequences else h[-1]
+    return h[-1], outputs, [h[-1], cs[-1]]
+
+
+def _hoisted_inner_loop(layer, sequences, initial_state, mask, training=False):
+    import tensorflow as tf
+
+    cell = layer.cell
+    steps, features = sequences.shape[1], sequences.shape[2]
+    h, c = initial_state
+    time_major = tf.reshape(tf.transpose(sequences, [1, 0, 2]), [-1, features])
+    z_all = tf.matmul(time_major, cell.kernel) + cell.bias
+    outs = []
+    for z_t in tf.unstack(tf.reshape(z_all, [steps, -1, 4 * cell.units]), num=steps):
+        i, f, g, o = tf.split(z_t + tf.matmul(h, cell.recurrent_kernel), 4, axis=1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        outs.append(h)
+    outputs = tf.stack(outs, axis=1) if layer.return_sequences else h
+    return h, outputs, [h, c]
+
+
+def use_kernel(model, kernel: str) -> None:
+    """Run every LSTM layer of a built Keras stacked_lstm (tanh/sigmoid, bias, no dropout,
+    no mask) with `kernel` (one of KERNELS) from its next trace on."""
+    import types
+
+    from tickercast.modeling.models import lstm_layers
+
+    loop = {"fused": _fused_inner_loop, "hoisted": _hoisted_inner_loop}[kernel]
+    for layer in lstm_layers(model):
+        layer.inner_loop = types.MethodType(loop, layer)
+
+
+def kernel_checks(model, x, y) -> dict:
+    """Each kernel against Keras' own on `model` (fresh traces, same weights): the max abs
+    difference of the loss's value and of its gradient over all weights."""
+    import tensorflow as tf
+
+    def loss_and_grads(kernel: str | None):
+        from tickercast.modeling.models import lstm_layers
+
+        for layer in lstm_layers(model):
+            layer.__dict__.pop("inner_loop", None)  # Keras' own
+        if kernel:
+            use_kernel(model, kernel)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        return float(loss), tape.gradient(loss, model.trainable_variables)
+
+    keras_loss, keras_grads = loss_and_grads(None)
+    out = {}
+    for kernel in KERNELS:
+        loss, grads = loss_and_grads(kernel)
+        out[kernel] = {
+            "loss_abs_diff": abs(loss - keras_loss),
+            "grad_max_abs_diff": max(
+                float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(grads, keras_grads, strict=True)
+            ),
+        }
+    loss_and_grads(None)
+    return out

@@ -17,7 +17,9 @@ return out), 60-day windows, stacked_lstm [64, 32], Adam(clipvalue 1):
   tickers' networks as branches of one graph, on one thread and with the default pools.
   Networks train as the pipeline's CPU fits do, their LSTMs unrolled
   (`tickercast.modeling.models.unroll_on_cpu`); batch 256 is also measured with Keras'
-  time loop, the unrolling's side-by-side yardstick.
+  time loop, the unrolling's side-by-side yardstick, and with the same layers run by
+  other kernels (bench/stacked_lstm.KERNELS: TensorFlow's fused LSTM kernel; the input
+  projection hoisted out of the unrolled steps), each checked against Keras' gradient.
 - quality: the real `train_model` (early stopping, ReduceLROnPlateau, checkpoints,
   shrinkage) on the five sample tickers: batch 32 vs batch 256 with a matched learning
   rate: fit time, epochs, validation loss and test skill vs naive (scaled MSE).
@@ -131,10 +133,17 @@ def epoch_timer():
 
 
 def keras_speed(
-    data: dict, batch: int, jit: bool = False, spe: int = 1, epochs: int = 3, unroll: bool = False
+    data: dict,
+    batch: int,
+    jit: bool = False,
+    spe: int = 1,
+    epochs: int = 3,
+    unroll: bool = False,
+    kernel: str | None = None,
 ) -> float:
     """Steady windows/s of Keras' fit (epochs after the first) on the pipeline's tf.data;
-    `unroll`: the LSTMs unrolled, as the pipeline's CPU fits train."""
+    `unroll`: the LSTMs unrolled, as the pipeline's CPU fits train; `kernel`: the LSTMs
+    run by another kernel (bench/stacked_lstm.KERNELS)."""
     import keras
 
     from tickercast.modeling.models import build_model, model_seed, unroll_on_cpu
@@ -146,6 +155,10 @@ def keras_speed(
     )
     if unroll:
         unroll_on_cpu(model)
+    if kernel:
+        from bench.stacked_lstm import use_kernel
+
+        use_kernel(model, kernel)
     model.compile(
         optimizer=keras.optimizers.Adam(BASE_LR, clipvalue=1.0),
         loss="mse",
@@ -326,6 +339,8 @@ def threads_child(intra: int, measure: str = "train") -> dict:
     ("matmul")."""
     import tensorflow as tf
 
+    from bench.stacked_lstm import KERNELS
+
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(intra)
@@ -336,6 +351,9 @@ def threads_child(intra: int, measure: str = "train") -> dict:
         "b32": keras_speed(d, 32, unroll=True),
         "b256": keras_speed(d, 256, unroll=True),
         "b256_loop": keras_speed(d, 256),  # Keras' own time loop
+        # the same layers run by TensorFlow's fused LSTM kernel, and with the input
+        # projection hoisted out of the unrolled steps (bench/stacked_lstm.KERNELS)
+        **{f"b256_{k}": keras_speed(d, 256, kernel=k) for k in KERNELS},
         # two tickers' networks as branches of one graph (all windows/s): what the speed
         # section's 2x at K=2 is worth on one thread, the shape a worker trains at
         "k2_b256": keras_k_speed([d, prepared("U002")], 256, unroll=True),
@@ -378,33 +396,59 @@ def threads() -> dict:
     """Default pools (0 = TensorFlow's choice: every core) vs one thread, alone and two
     processes at once (their windows/s added). Then the nightly's production shape (two
     one-thread workers training batch 256 at once) as a share of this machine's float32
-    matmul, measured here both ways (one process with the default pools; two one-thread
-    processes at once, added) and the larger taken as the peak."""
+    matmul, measured here both ways (one process with the default pools, before and after
+    the training; two one-thread processes at once, added) and the largest taken as the
+    peak: this machine's matmul has swung between ~200 and ~345 GFLOP/s from one run to
+    the next while the training's GFLOP/s hardly moved."""
+    from bench.stacked_lstm import KERNELS
     from tickercast.modeling.models import build_model, lstm_flops_per_sample
 
+    matmul_before = _result(_spawn(0, "matmul"))["matmul_gflops"]
     default = _result(_spawn(0))
     single = _result(_spawn(1))
     both = _side_by_side("train")
-    summed = {k: sum(r[k] for r in both) for k in ("b32", "b256", "b256_loop", "k2_b256")}
+    summed = {k: sum(r[k] for r in both) for k in both[0]}
     matmul_default = _result(_spawn(0, "matmul"))["matmul_gflops"]
     matmul_pair = sum(r["matmul_gflops"] for r in _side_by_side("matmul"))
     lookback = nightly_cfg().preprocessing.lookback
     flops = 3 * lstm_flops_per_sample(
         build_model("stacked_lstm", lookback, 2, UNITS, compile=False), lookback
     )
-    peak = max(matmul_default, matmul_pair)
+    peak = max(matmul_before, matmul_default, matmul_pair)
+    kernels = {k: summed[f"b256_{k}"] * flops / 1e9 / peak for k in KERNELS}
     return {
+        "production_share_by_kernel": kernels,
+        "kernel_checks": _kernel_checks(),
         "one_process_default_pools": default,
         "one_process_one_thread": single,
         "two_processes_one_thread_each_total": summed,
         "ratio_two_procs_vs_default": {k: summed[k] / default[k] for k in summed},
         "flops_per_window": flops,
+        "matmul_gflops_default_pools_before": matmul_before,
         "matmul_gflops_default_pools": matmul_default,
+        "matmul_gflops_peak": peak,
         "matmul_gflops_two_one_thread_processes": matmul_pair,
         "production_gflops": summed["b256"] * flops / 1e9,
         "production_share_of_matmul": summed["b256"] * flops / 1e9 / peak,
         "production_share_loop": summed["b256_loop"] * flops / 1e9 / peak,
     }
+
+
+def _kernel_checks() -> dict:
+    """bench/stacked_lstm.kernel_checks on the nightly's network and 64 of U001's training
+    windows."""
+    from bench.stacked_lstm import kernel_checks
+    from tickercast.modeling.models import build_model, model_seed
+    from tickercast.modeling.windows import gather_windows
+
+    d = prepared("U001")
+    lookback = d["spec"].lookback
+    model = build_model(
+        "stacked_lstm", lookback, d["x"].shape[1], UNITS, compile=False, seed=model_seed(1)
+    )
+    anchors = d["anchors"]["train"][:64]
+    x = gather_windows(d["x"], anchors, lookback).astype(np.float32)
+    return kernel_checks(model, x, d["y"][anchors].astype(np.float32))
 
 
 # ---------------------------------------------------------------------------- quality
@@ -875,6 +919,24 @@ def _other_patiences(section: dict, reference: int) -> list[tuple[int, dict]]:
     ]
 
 
+KERNEL_NAMES = {
+    "fused": "TensorFlow's fused LSTM kernel (BlockLSTMV2, V2 gradient)",
+    "hoisted": "input projection hoisted out of the unrolled steps",
+}
+
+
+def _kernel_cells(r: dict) -> str:
+    """The production shape's windows/s and matmul share by LSTM kernel, with each
+    kernel's check against Keras'."""
+    pair = r["two_processes_one_thread_each_total"]
+    return "; ".join(
+        f"{KERNEL_NAMES[k]} {pair[f'b256_{k}']:.0f} windows/s = "
+        f"{pair[f'b256_{k}'] / pair['b256']:.2f}x ({share:.0%}; gradient within "
+        f"{r['kernel_checks'][k]['grad_max_abs_diff']:.0e} of Keras')"
+        for k, share in r["production_share_by_kernel"].items()
+    )
+
+
 def result_rows(results: dict) -> dict[str, str]:
     """RESULTS.md rows for the sections that ran."""
     rows = {}
@@ -919,16 +981,18 @@ def result_rows(results: dict) -> dict[str, str]:
             "Dask workers do, LSTMs unrolled as its CPU fits train; "
             f"{r['flops_per_window'] / 1e6:.1f} MFLOP a window, training = 3x "
             "the forward LSTM matmuls) | float32 matmul in the same run: one process with the "
-            f"default pools {r['matmul_gflops_default_pools']:.0f} GFLOP/s, two one-thread "
+            f"default pools {r['matmul_gflops_default_pools_before']:.0f} GFLOP/s before the "
+            f"training and {r['matmul_gflops_default_pools']:.0f} after, two one-thread "
             f"processes at once {r['matmul_gflops_two_one_thread_processes']:.0f} GFLOP/s "
-            "(each the median of 7 runs of 120 chained 1024x1024 products; the larger is the "
-            f"peak) | {r['two_processes_one_thread_each_total']['b256']:.0f}"
+            "(each the median of 7 runs of 120 chained 1024x1024 products; the largest, "
+            f"{r['matmul_gflops_peak']:.0f}, is the peak) | "
+            f"{r['two_processes_one_thread_each_total']['b256']:.0f}"
             f" windows/s = {r['production_gflops']:.0f} GFLOP/s (steady epochs, no validation "
             f"or callbacks); with Keras' time loop {loop:.0f} windows/s "
             f"({r['production_share_loop']:.0%}) | "
             f"{r['production_share_of_matmul']:.0%} of matmul (target >= 30%); unrolled "
             f"{r['two_processes_one_thread_each_total']['b256'] / loop:.2f}x the loop's "
-            "windows/s |"
+            f"windows/s; the same layers by other kernels: {_kernel_cells(r)} |"
         )
     if "quality" in results:
         r = results["quality"]
