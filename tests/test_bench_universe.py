@@ -68,3 +68,70 @@ def test_flat_orchestration_is_given_as_a_share_of_the_projected_night():
 def test_growing_orchestration_is_projected_along_its_line():
     sizes = [_size(32, 100.0, 2.0), _size(100, 300.0, 4.0)]
     assert "s = " in _projected(sizes, 1) and "not growing" not in _projected(sizes, 1)
+
+
+def _small_network():
+    import numpy as np
+
+    from tickercast.modeling.models import build_model, model_seed
+
+    model = build_model("stacked_lstm", 12, 2, [8, 4], compile=False, seed=model_seed(3))
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 12, 2)).astype(np.float32)
+    return model, x, rng.random((16, 1)).astype(np.float32)
+
+
+def test_the_other_lstm_kernels_give_keras_losses_and_gradients():
+    """bench/stacked_lstm's fused and hoisted kernels compute Keras' layers: the README's
+    comparison of their speed is a comparison of the same arithmetic."""
+    from bench.stacked_lstm import KERNELS, kernel_checks
+
+    model, x, y = _small_network()
+    checks = kernel_checks(model, x, y)
+    assert set(checks) == set(KERNELS)
+    for kernel, check in checks.items():
+        assert check["loss_abs_diff"] < 1e-6, kernel
+        assert check["grad_max_abs_diff"] < 1e-5, kernel
+
+
+def test_tensorflow_registers_a_wrong_gradient_for_its_fused_lstm_v2():
+    """What the README says of TensorFlow 2.21: BlockLSTMV2's registered gradient (the V1
+    op's) is not its gradient, which is why the bench supplies BlockLSTMGradV2. When a
+    TensorFlow release fixes it, this fails and the README's sentence goes."""
+    import tensorflow as tf
+
+    model, x, y = _small_network()
+    cell = model.get_layer("lstm_0").cell
+    w = tf.concat([cell.kernel, cell.recurrent_kernel], axis=0)
+    b = tf.convert_to_tensor(cell.bias)
+    zeros = tf.zeros([cell.units])
+    state = tf.zeros([len(x), cell.units])
+    xt = tf.transpose(tf.constant(x), [1, 0, 2])
+
+    def loss(fused: bool):
+        with tf.GradientTape() as tape:
+            tape.watch(b)
+            if fused:
+                from bench.stacked_lstm import _fused_lstm
+
+                _, h = _fused_lstm(xt, state, state, w, b)
+            else:
+                *_, h = tf.raw_ops.BlockLSTMV2(
+                    seq_len_max=tf.constant(len(xt), tf.int64),
+                    x=xt,
+                    cs_prev=state,
+                    h_prev=state,
+                    w=w,
+                    wci=zeros,
+                    wcf=zeros,
+                    wco=zeros,
+                    b=b,
+                    cell_clip=0.0,
+                    use_peephole=False,
+                )
+            value = tf.reduce_sum(tf.square(h[-1]))
+        return float(value), tape.gradient(value, b).numpy()
+
+    (registered_loss, registered), (own_loss, own) = loss(False), loss(True)
+    assert registered_loss == own_loss  # the same forward pass
+    assert abs(registered - own).max() > 1e-3  # a different gradient
