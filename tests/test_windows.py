@@ -225,3 +225,22 @@ def test_held_validation_batches_are_the_streams_batches_in_order(monkeypatch):
     monkeypatch.setattr(windows, "HELD_BYTES", 10)
     ds = make_dataset(x, y, val, lookback, 4)
     assert windows.held_batches(ds, len(val), 4) is ds
+
+
+def test_datasets_run_without_tf_data_autotuning_or_its_rewrites():
+    """Every stream a fit or a prediction reads (training, held validation) runs without
+    tf.data's autotuning model: destroying an iterator waited for its model thread, which
+    left a one-thread worker idle for seconds beside another (bench/RESULTS.md, "tf.data
+    autotuning"); and without the default rewrites, which copy captured arrays."""
+    x = np.random.default_rng(0).random((300, 2)).astype(np.float32)
+    y = x[:, :1].copy()
+    anchors = np.arange(20, 280)
+    streams = {
+        "train": make_dataset(x, y, anchors, 20, 32, shuffle=True, seed=1, epochs=2),
+        "plain": make_dataset(x, y, anchors, 20, 32),
+    }
+    streams["held"] = held_batches(streams["plain"], len(anchors), 32)
+    for name, ds in streams.items():
+        options = ds.options()
+        assert options.autotune.enabled is False, name
+        assert options.experimental_optimization.apply_default_optimizations is False, name

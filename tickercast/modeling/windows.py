@@ -283,13 +283,21 @@ def make_dataset(
 
 
 def _without_rewrites(ds):
-    """`ds` without tf.data's default graph rewrites: they serialise the pipeline, copying
-    every captured tensor (the whole feature array, or held windows) on each new iterator;
-    parallelism and prefetch are set explicitly, so the rewrites buy nothing here."""
+    """`ds` without tf.data's default graph rewrites and without its autotuning model.
+
+    The rewrites serialise the pipeline, copying every captured tensor (the whole feature
+    array, or held windows) on each new iterator. The autotuning model runs a thread per
+    iterator that sleeps between optimisations, and destroying the iterator waits for
+    that thread: with two one-thread processes training at once (the nightly's Dask
+    workers), a process sat idle for 0.5-2 s at a time at the end of its fits and predicts
+    (a native stack: ~IteratorResource waiting on the model thread's OptimizeLoop). Without
+    it, the AUTOTUNE settings take TensorFlow's static choices and nothing waits
+    (bench/RESULTS.md, "tf.data autotuning")."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
     return ds.with_options(options)
 
 
