@@ -220,7 +220,26 @@ def cpu_seconds(procs: list) -> dict[int, float]:
     return seen
 
 
-class PeakRSS:
+class Sampler:
+    """A daemon thread running `_run` for the `with` block; `_run` polls `self._stop`."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class PeakRSS(Sampler):
     """Peak resident memory of a process's descendants (sampled), and of the process; and
     the CPU seconds the process and its descendants used meanwhile (each process's last
     sample: a process that ends loses at most its last `every` seconds)."""
@@ -232,8 +251,7 @@ class PeakRSS:
         self.tree_mb = self.root_mb = 0.0
         self._cpu: dict[int, float] = {}
         self._cpu_before = cpu_seconds(process_tree(self.root))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self) -> None:
         import psutil
@@ -253,14 +271,6 @@ class PeakRSS:
     def cpu_s(self) -> float:
         """CPU seconds used since this sampler was made."""
         return sum(v - self._cpu_before.get(pid, 0.0) for pid, v in self._cpu.items())
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # ------------------------------------------------------------------------------ a night

@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.nightly_universe import Sampler  # noqa: E402
 
 ARMS = ("on", "off")
 
@@ -51,13 +50,12 @@ def _autotuning_back_on() -> None:
     windows._without_rewrites = without_rewrites
 
 
-class IdleSampler:
+class IdleSampler(Sampler):
     """Counts the 0.1 s intervals in which this process used no CPU."""
 
     def __init__(self) -> None:
         self.intervals = self.idle = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self) -> None:
         last = time.process_time()
@@ -67,64 +65,24 @@ class IdleSampler:
             self.idle += now - last < 0.005
             last = now
 
-    def __enter__(self) -> IdleSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
 
 def child(arm: str, tickers: list[str]) -> dict:
-    """One worker's fits: wall seconds from the first fit's start, idle intervals, each
-    fit's epochs and best validation loss."""
-    from bench.universe_levers import nightly_cfg, prepared
-    from tickercast.modeling import train
-    from tickercast.modeling.shrink import naive_output
-    from tickercast.modeling.threads import size_pools
+    """One worker's fits (bench/unrolled_workers.train_stage), with the share of 0.1 s
+    intervals in which the process used no CPU while they ran."""
+    from bench.unrolled_workers import train_stage
 
-    size_pools(1)
     if arm == "on":
         _autotuning_back_on()
-    datas = {t: prepared(t) for t in tickers}  # not timed: the lake's work, not training
-    fit_spec = nightly_cfg().fit_spec()
-    fits = {}
-    with tempfile.TemporaryDirectory() as tmp, IdleSampler() as sampler:
-        started = time.perf_counter()
-        for ticker, d in datas.items():
-            summary = train.train_model(
-                d["arrays"],
-                d["anchors"],
-                d["spec"].lookback,
-                fit_spec,
-                Path(tmp) / ticker,
-                label=ticker,
-                naive=naive_output(d["spec"]),
-            )
-            fits[ticker] = [summary["epochs_run"], summary["best_val_loss"]]
-        wall = time.perf_counter() - started
-    return {"wall_s": wall, "fits": fits, "idle": sampler.idle, "intervals": sampler.intervals}
+    sampler = IdleSampler()
+    result = train_stage(tickers, timed=lambda: sampler)
+    return {**result, "idle": sampler.idle, "intervals": sampler.intervals}
 
 
 def pair(arm: str, tickers: list[str]) -> dict:
     """Two worker processes at once, each fitting its half of `tickers`."""
-    half = len(tickers) // 2
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--child", arm, "--names", ",".join(part)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for part in (tickers[:half], tickers[half:])
-    ]
-    results = []
-    for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode:
-            raise RuntimeError(f"{arm} worker exited {proc.returncode}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    from bench.unrolled_workers import two_workers
+
+    results = two_workers(__file__, [arm], tickers)
     return {
         "wall_s": max(r["wall_s"] for r in results),
         "fits": {k: v for r in results for k, v in r["fits"].items()},

@@ -17,6 +17,7 @@ Run: python bench/unrolled_workers.py [--tickers 32] [--rounds 1]  (RESULTS.md r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -34,10 +35,11 @@ from tickercast.modeling.threads import FRESH_EVERY  # noqa: E402
 ARMS = ("loop", "unrolled")
 
 
-def child(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
-    """One worker's fits, resetting Keras' state every `every` fits (0: never): wall
-    seconds from the first fit's start, each fit's epochs and best validation loss, and
-    the process's RSS after each fit."""
+def train_stage(tickers: list[str], every: int = FRESH_EVERY, timed=contextlib.nullcontext):
+    """One one-thread worker's fits in this process, resetting Keras' state every `every`
+    fits (0: never): wall seconds from the first fit's start, each fit's epochs and best
+    validation loss, and the process's RSS after each fit. `timed()` is a context entered
+    around the fits alone (the lake's preparation is not timed)."""
     from bench.fit_memory import rss_mb
     from bench.universe_levers import nightly_cfg, prepared
     from tickercast.modeling import train
@@ -45,12 +47,10 @@ def child(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
     from tickercast.modeling.threads import between_fits, size_pools
 
     size_pools(1)
-    if arm == "loop":
-        train.one_thread_worker = lambda: False
     datas = {t: prepared(t) for t in tickers}  # not timed: the lake's work, not training
     fit_spec = nightly_cfg().fit_spec()
     fits, rss = {}, []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, timed():
         started = time.perf_counter()
         for ticker, d in datas.items():
             between_fits(every or 1 << 62)
@@ -69,22 +69,22 @@ def child(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
     return {"wall_s": wall, "fits": fits, "rss_mb": rss}
 
 
-def pair(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
-    """Two worker processes at once, each fitting its half of `tickers`: the slower's
-    wall seconds, every fit, and each process's RSS after each of its fits."""
+def child(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
+    """One worker of `arm`: its LSTMs unrolled, or Keras' time loop."""
+    from tickercast.modeling import train
+
+    if arm == "loop":
+        train.one_thread_worker = lambda: False
+    return train_stage(tickers, every)
+
+
+def two_workers(script: str, child_args: list[str], tickers: list[str]) -> list[dict]:
+    """`script --child ... --names <half>` twice at once, each on its half of `tickers`
+    (as two one-thread Dask workers share a night); each process's JSON result."""
     half = len(tickers) // 2
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                arm,
-                "--every",
-                str(every),
-                "--names",
-                ",".join(part),
-            ],
+            [sys.executable, script, "--child", *child_args, "--names", ",".join(part)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -95,8 +95,15 @@ def pair(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
     for proc in procs:
         out, _ = proc.communicate()
         if proc.returncode:
-            raise RuntimeError(f"{arm} worker exited {proc.returncode}")
+            raise RuntimeError(f"{' '.join(child_args)} worker exited {proc.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def pair(arm: str, tickers: list[str], every: int = FRESH_EVERY) -> dict:
+    """Two worker processes at once, each fitting its half of `tickers`: the slower's
+    wall seconds, every fit, and each process's RSS after each of its fits."""
+    results = two_workers(__file__, [arm, "--every", str(every)], tickers)
     return {
         "wall_s": max(r["wall_s"] for r in results),
         "fits": {k: v for r in results for k, v in r["fits"].items()},
