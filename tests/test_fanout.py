@@ -166,10 +166,17 @@ def test_local_dask_workers_report_to_the_runs_temporary_server(tmp_path):
         assert (tmp_path / "models" / ticker / "versions/1/model.keras").is_file()
 
 
+def fast_exit_registered() -> bool:
+    from tickercast.fastexit import registered
+
+    return registered()
+
+
 @pytest.mark.slow  # two worker processes, ~15 s
 def test_local_cluster_workers_get_the_api_and_no_profiler(monkeypatch):
-    """What the workers of the local cluster see: the run's Prefect API, and Dask's
-    statistical profiler off (it samples their stacks every 10 ms)."""
+    """What the workers of the local cluster see: the run's Prefect API, Dask's
+    statistical profiler off (it samples their stacks every 10 ms), and the fast exit
+    registered by the preload (tickercast.fastexit)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -182,11 +189,12 @@ def test_local_cluster_workers_get_the_api_and_no_profiler(monkeypatch):
             lambda: (
                 dask.config.get("distributed.worker.profile.enabled"),
                 os.environ.get("PREFECT_API_URL"),
+                fast_exit_registered(),
             )
         )
         ttl = cluster.scheduler.worker_ttl
     assert len(seen) == kwargs["n_workers"]
-    assert set(seen.values()) == {(False, "http://127.0.0.1:9/api")}
+    assert set(seen.values()) == {(False, "http://127.0.0.1:9/api", True)}
     assert ttl == 60  # tasks/runners.WORKER_TTL, not Dask's 5 minutes
 
 

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from tickercast.fastexit import skip_final_collections
+
 ENV = "TICKERCAST_TF_LOGS"  # 1/on/true: TensorFlow's own log lines are shown
 
 
@@ -42,7 +44,10 @@ def quiet_tensorflow(debug: bool = False, *, load: bool = True) -> None:
     """Import TensorFlow now, silently (module doc); a no-op once it is imported, and
     nothing is hidden when its logs are wanted. `load=False` only sets the log level, for
     a process that will not run TensorFlow itself but starts processes that do (they
-    inherit it): a flow whose tasks all run on Dask workers."""
+    inherit it): a flow whose tasks all run on Dask workers. A process that loads it
+    exits without the final garbage collections (tickercast.fastexit)."""
+    if load:
+        skip_final_collections()
     if tensorflow_logs_wanted(debug):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
