@@ -34,7 +34,7 @@ from tickercast.tasks.prepare import prepare_step
 from tickercast.tasks.preprocess import calendar_step, preprocess_step
 from tickercast.tasks.promote import keep_step, promote_step
 from tickercast.tasks.runners import make_task_runner, step_options, use_task_runner
-from tickercast.tasks.train import train_global_step, train_step
+from tickercast.tasks.train import train_batch_step, train_global_step, train_step
 from tickercast.tickers import validate_ticker
 from tickercast.tracking import resolve_uri
 
@@ -81,6 +81,7 @@ class Steps:
     preprocess: Any
     prepare: Any
     train: Any
+    train_batch: Any
     train_global: Any
     evaluate: Any
     backtest: Any
@@ -97,6 +98,7 @@ class Steps:
             preprocess_step,
             prepare_step,
             train_step,
+            train_batch_step,
             train_global_step,
             evaluate_step,
             backtest_step,
@@ -111,7 +113,8 @@ class Steps:
 class Branch:
     """One ticker's submitted steps, named, each a future of its step's record; steps not
     submitted stay None. In per-ticker mode `ingested` and `pre` are the ticker's shares
-    of a prepare step (`Share`); in global mode `trained` is the global model's future. A fit
+    of a prepare step (`Share`); a fit from a champion or an earlier version is its share of
+    a train-batch step (`WarmFits`); in global mode `trained` is the global model's future. A fit
     that kept the champion is followed by `kept` alone (no evaluate, export, promote): its
     share of a keep step that keeps a batch of tickers (`Keeps`)."""
 
@@ -250,6 +253,8 @@ def _trained(
     spec = config.fit_spec()
     if config.scope.mode == "per_ticker":
         warm = _warm(config)
+        size = prepare_batch(len(config.tickers), config.execution.max_workers)
+        batched = WarmFits(steps.train_batch, spec, data_dir, warm, size)
         for ticker, branch in branches.items():
             try:  # one record, not its batch: each ticker's fit is keyed on its own inputs
                 pre = _value(branch.pre)
@@ -257,9 +262,13 @@ def _trained(
                 continue
             # the champion as the night starts (its weights' hash keys the fit)
             champion = find_source(data_dir, ticker) if warm else None
+            if champion is not None:  # most keep it after scoring it: batched
+                batched.add(branch, pre, champion)
+                continue
             branch.trained = steps.train.submit(
                 pre, spec, data_dir, warm, champion, wait_for=_after(branch.pre)
             )
+        batched.submit()
         return [b for b in branches.values() if b.trained is not None]
     prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
     ready = [branches[t] for t in prepared.values()]
@@ -269,6 +278,42 @@ def _trained(
     for branch in ready:
         branch.trained = trained
     return ready
+
+
+@dataclasses.dataclass
+class WarmFits:
+    """The night's fits that start from a champion (or an earlier version), waiting to be
+    trained `size` at a time in one train-batch step; each branch's `trained` is its share
+    of that step. A first night has none: every fit is its own train step."""
+
+    train_batch: Any
+    spec: Any
+    data_dir: str
+    warm: WarmStart | None
+    size: int
+    waiting: list[tuple[Branch, Any, Any]] = dataclasses.field(default_factory=list)
+
+    def add(self, branch: Branch, pre: Any, champion: Any) -> None:
+        self.waiting.append((branch, pre, champion))
+        if len(self.waiting) >= self.size:
+            self.submit()
+
+    def submit(self) -> None:
+        """Submit the waiting fits' train-batch step (none waiting: nothing)."""
+        if not self.waiting:
+            return
+        after = {id(f): f for branch, _, _ in self.waiting for f in _after(branch.pre)}
+        batch = self.train_batch.submit(
+            [pre for _, pre, _ in self.waiting],
+            self.spec,
+            self.data_dir,
+            self.warm,
+            [champion for _, _, champion in self.waiting],
+            wait_for=list(after.values()),
+        )
+        for branch, pre, _ in self.waiting:
+            branch.trained = Share(batch, pre.ticker)
+        self.waiting = []
 
 
 KEEP_BATCH = 16
@@ -296,7 +341,13 @@ class Keeps:
         """Submit the waiting branches' keep step (none waiting: nothing)."""
         if not self.waiting:
             return
-        batch = self.keep.submit([b.trained for b in self.waiting], self.data_dir, self.mlflow_uri)
+        after = {id(f): f for b in self.waiting for f in _after(b.trained)}
+        batch = self.keep.submit(
+            [_value(b.trained) for b in self.waiting],
+            self.data_dir,
+            self.mlflow_uri,
+            wait_for=list(after.values()),
+        )
         for branch in self.waiting:
             branch.kept = Share(batch, branch.trained.result().ticker)
         self.waiting = []
@@ -319,7 +370,11 @@ def _finish(
             keeps.add(branch)
             return
     branch.evaluated = steps.evaluate.submit(
-        _value(branch.pre), branch.trained, config.evaluation, data_dir
+        _value(branch.pre),
+        _value(branch.trained),
+        config.evaluation,
+        data_dir,
+        wait_for=_after(branch.trained),
     )
     if config.walk_forward.walk_forward_folds and config.scope.mode == "global":
         print("walk-forward refits one ticker at a time; skipped in global mode")
@@ -335,7 +390,7 @@ def _finish(
     branch.exported = steps.export.submit(
         _value(branch.ingested),
         _value(branch.pre),
-        branch.trained,
+        _value(branch.trained),
         branch.evaluated,
         branch.backtested,
         config,

@@ -373,7 +373,8 @@ def test_five_nights_of_the_retrain_flow(prefect_server, tmp_path):
         assert state.is_completed(), state.message
         tasks = set(task_states(state))
         finish = {"keep"} if night in (3, 4) else {"evaluate", "export", "promote"}
-        assert tasks == {"prepare", "train", *finish}, night
+        fit = "train" if night == 1 else "train-batch"  # from a champion: batched fits
+        assert tasks == {"prepare", fit, *finish}, night
         result = state.result()[TICKER]
         results.append(result)
         bundle = Path(result["bundle"])
@@ -432,17 +433,11 @@ def test_a_ticker_the_gate_never_promoted_fine_tunes_its_latest_version(prefect_
         require_beat_naive=True,
     )
     trainings = []
-    for days in (500, 501):
+    for fit, days in (("train", 500), ("train-batch", 501)):  # night 2 from version 1
         write_yahoo_universe(csv, [TICKER], days=days, quirks=False)
         state = retrain(cfg, return_state=True)
         assert state.is_completed(), state.message
-        assert set(task_states(state)) == {
-            "prepare",
-            "train",
-            "evaluate",
-            "export",
-            "promote",
-        }
+        assert set(task_states(state)) == {"prepare", fit, "evaluate", "export", "promote"}
         assert read_registry(data, TICKER)["champion"] is None, "the gate promoted it"
         bundle = Path(state.result()[TICKER]["bundle"])
         trainings.append(json.loads((bundle / "metadata.json").read_text())["training"])
@@ -504,3 +499,49 @@ def test_kept_champions_share_keep_tasks_and_one_failure_stays_its_own(
         assert "still fit" in kept["kept_reason"]
     assert results["K002"] == {"ticker": "K002", "error": "KeyError: 'verdict'"}
     assert {t: read_registry(data, t) for t in tickers} == registries  # untouched
+
+
+@pytest.mark.slow
+def test_fits_from_champions_share_a_train_batch_and_one_failure_stays_its_own(
+    prefect_server, tmp_path
+):
+    """A night whose tickers all have champions trains them in train-batch task runs (here
+    one: three tickers, one worker), each ticker's fit its own (its work folder, its
+    record); one whose champion's fitted weights changed since the night found them fails
+    alone, named with its one-line cause, while the others keep their champions. A first
+    night's fits are train task runs of their own."""
+    from tests.prefect_runs import task_runs
+    from tests.synthetic import write_yahoo_universe
+    from tickercast.delivery.bundle import bundle_path
+    from tickercast.delivery.registry import promote, read_registry
+    from tickercast.flows.retrain import retrain
+
+    tickers = ["B001", "B002", "B003"]
+    csv, data = tmp_path / "csv", tmp_path / "data"
+    where = dict(tickers=tickers, source="csv", csv_dir=str(csv), data_dir=str(data), max_workers=1)
+    write_yahoo_universe(csv, tickers, days=500, quirks=False)
+    first = retrain(config(**where, epochs=2), return_state=True)
+    assert first.is_completed(), first.message
+    fits = [run.name for run in task_runs(first) if run.name.startswith("train")]
+    assert len(fits) == 3 and not any(name.startswith("train-batch") for name in fits)
+    for ticker in tickers:
+        if read_registry(data, ticker)["champion"] != 1:  # the gate is not under test
+            promote(data, ticker, 1, reason="test: the next night starts from it")
+    weights = bundle_path(data, "B002", 1) / "fitted-weights.npz"
+    weights.write_bytes(weights.read_bytes() + b"\0")  # not what its manifest hashed
+
+    write_yahoo_universe(csv, tickers, days=501, quirks=False)
+    steady = config(**where, epochs=2, warm_start_epochs=1, warm_start_drift=10.0)
+    state = retrain(steady, return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith("1 of 3 ticker(s) failed: B002: ValueError: ")
+    assert "changed since it was chosen to warm-start from" in state.message
+    fits = [run.name for run in task_runs(state) if run.name.startswith("train")]
+    assert len(fits) == 1 and fits[0].startswith("train-batch"), fits
+    results = state.result(raise_on_failure=False)
+    for ticker in ("B001", "B003"):
+        kept = results[ticker]
+        assert kept["version"] == 1 and kept["unchanged"] and "still fit" in kept["kept_reason"]
+    histories = list((data / "work" / "train").glob("*/history.json"))
+    assert len(histories) == 3 + 2  # each fit in its own work folder, as a train step's
