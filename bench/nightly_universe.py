@@ -73,6 +73,7 @@ STAGES = {
     "prepare": "ingest+preprocess",  # per-ticker mode: both, 16 tickers to a task run
     "train": "train",
     "train-global": "train",
+    "train-batch": "train",  # fits from champions (a second night's), 16 to a task run
     "evaluate": "evaluate",
     "backtest": "evaluate",
     "export": "export",
