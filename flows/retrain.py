@@ -230,6 +230,13 @@ def _after(step: Any) -> list:
     return [step.batch] if isinstance(step, Share) else []
 
 
+def _after_each(steps: Iterable[Any]) -> list:
+    """`wait_for` of a step handed `_value` of each of `steps`: each batched step's future
+    once (several tickers' shares of one batch name the same future)."""
+    unique = {id(future): future for step in steps for future in _after(step)}
+    return list(unique.values())
+
+
 def _shared_split(config: RetrainConfig, branches: dict[str, Branch]) -> SplitDates | None:
     """Global mode's split dates, over the tickers whose ingest succeeded (the others
     fail their own branch with the ingest error)."""
@@ -302,14 +309,13 @@ class WarmFits:
         """Submit the waiting fits' train-batch step (none waiting: nothing)."""
         if not self.waiting:
             return
-        after = {id(f): f for branch, _, _ in self.waiting for f in _after(branch.pre)}
         batch = self.train_batch.submit(
             [pre for _, pre, _ in self.waiting],
             self.spec,
             self.data_dir,
             self.warm,
             [champion for _, _, champion in self.waiting],
-            wait_for=list(after.values()),
+            wait_for=_after_each(branch.pre for branch, _, _ in self.waiting),
         )
         for branch, pre, _ in self.waiting:
             branch.trained = Share(batch, pre.ticker)
@@ -341,12 +347,11 @@ class Keeps:
         """Submit the waiting branches' keep step (none waiting: nothing)."""
         if not self.waiting:
             return
-        after = {id(f): f for b in self.waiting for f in _after(b.trained)}
         batch = self.keep.submit(
             [_value(b.trained) for b in self.waiting],
             self.data_dir,
             self.mlflow_uri,
-            wait_for=list(after.values()),
+            wait_for=_after_each(b.trained for b in self.waiting),
         )
         for branch in self.waiting:
             branch.kept = Share(batch, branch.trained.result().ticker)

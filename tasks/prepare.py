@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from prefect.logging import get_run_logger
-
-from tickercast.fanout import batch_result, each_ticker
+from tickercast.fanout import each_ticker
 from tickercast.sections import DataSource, FetchWindow, IngestChecks, PreprocessSettings
 from tickercast.tasks import ingest, preprocess
-from tickercast.tasks.steps import step
+from tickercast.tasks.steps import batch_of, step
 
 MODULES = ingest.MODULES + preprocess.MODULES
 
@@ -49,16 +47,4 @@ def prepare_step(
             "pre": preprocess.preprocess_step.fn(ingested, section, None, data_dir),
         }
 
-    outcomes = each_ticker(tickers, prepare)
-    logger = get_run_logger()
-    for failed in outcomes.failed():  # with its traceback, as a failed task run logs it
-        logger.error("%s: not prepared: %s", failed.ticker, failed.error, exc_info=failed.exception)
-    for skipped in outcomes.skipped():
-        logger.warning("%s: skipped: %s", skipped.ticker, skipped.error)
-    files = {
-        path: digest
-        for records in outcomes.values().values()
-        for record in records.values()
-        for path, digest in record.outputs.items()
-    }
-    return {**batch_result(outcomes), "outputs": files}
+    return batch_of(each_ticker(tickers, prepare), lambda value: value.values(), "not prepared")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tickercast import layout
+from tickercast import fastexit, layout
 
 
 def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None = None) -> Any:
@@ -36,7 +36,7 @@ cluster") sent none for 550 s before Dask restarted it; a healthy one heartbeats
 0.5-1 s, as its event loop runs beside a training thread that releases the GIL."""
 
 
-FAST_EXIT = "tickercast.fastexit"
+FAST_EXIT = fastexit.__name__
 """The module a local cluster's workers preload (its `dask_setup`)."""
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prefect import task
+from prefect.logging import get_run_logger
 
+from tickercast.fanout import Outcomes, batch_result
+from tickercast.records import Record
 from tickercast.tasks.caching import content_cache_key
 from tickercast.tasks.workfiles import work_dir
 
@@ -60,3 +63,27 @@ def step(
         return task(name=name, cache_key_fn=key, **options)(run)
 
     return declare
+
+
+def batch_of(
+    outcomes: Outcomes, records: Callable[[Any], Iterable[Record]], failed_as: str
+) -> dict:
+    """What a step that ran several tickers returns: `fanout.batch_result` (`fanout.Share`
+    hands each ticker its part), with the files of every record of each ticker's value
+    (`records(value)`) under "outputs", so a cached batch whose files changed runs again.
+    Each failed ticker is logged with its traceback, as a failed task run logs it
+    (`"<ticker>: <failed_as>: <error>"`), and each skipped one as a warning."""
+    logger = get_run_logger()
+    for failed in outcomes.failed():
+        logger.error(
+            "%s: %s: %s", failed.ticker, failed_as, failed.error, exc_info=failed.exception
+        )
+    for skipped in outcomes.skipped():
+        logger.warning("%s: skipped: %s", skipped.ticker, skipped.error)
+    files = {
+        path: digest
+        for value in outcomes.values().values()
+        for record in records(value)
+        for path, digest in record.outputs.items()
+    }
+    return {**batch_result(outcomes), "outputs": files}

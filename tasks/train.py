@@ -8,12 +8,12 @@ from pathlib import Path
 from prefect.logging import get_run_logger
 
 from tickercast.delivery.warmstart import WarmSource
-from tickercast.fanout import batch_result, each_ticker
+from tickercast.fanout import each_ticker
 from tickercast.layout import FITTED_WEIGHTS_FILE, HISTORY_FILE, MODEL_FILE
 from tickercast.records import GlobalTrained, Preprocessed, Trained
 from tickercast.sections import FitSpec, Scope, WarmStart
 from tickercast.tasks.runners import training_lock
-from tickercast.tasks.steps import step
+from tickercast.tasks.steps import batch_of, step
 from tickercast.tasks.workfiles import outputs
 
 MODULES = ("tickercast.modeling.train", "tickercast.delivery.warmstart")
@@ -102,16 +102,7 @@ def train_batch_step(
         pre, champion = work[ticker]
         return train_step.fn(pre, spec, data_dir, warm, champion)
 
-    outcomes = each_ticker(list(work), train)
-    logger = get_run_logger()
-    for failed in outcomes.failed():  # with its traceback, as a failed task run logs it
-        logger.error("%s: not trained: %s", failed.ticker, failed.error, exc_info=failed.exception)
-    files = {
-        path: digest
-        for record in outcomes.values().values()
-        for path, digest in record.outputs.items()
-    }
-    return {**batch_result(outcomes), "outputs": files}
+    return batch_of(each_ticker(list(work), train), lambda record: [record], "not trained")
 
 
 @step("train-global", ("tickercast.modeling.train",))
