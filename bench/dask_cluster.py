@@ -42,16 +42,17 @@ from bench.nightly_universe import (  # noqa: E402
     synthetic_names,
     write_universe,
 )
-from tickercast.tasks.runners import WORKER_TTL  # noqa: E402
+from tickercast.tasks.runners import QUIET_DASK, WORKER_TTL, dask_env  # noqa: E402
 
 DASK = Path(sys.executable).with_name("dask")
-# The README's worker command: Dask's statistical profiler off, as the nightly's local
-# cluster has it (tasks/runners.py). Two runs with it on stalled a worker (README, "Pointing
-# the nightly at a cluster").
-WORKER_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
-# The README's scheduler command: a worker that stops heartbeating is restarted after the
-# local cluster's WORKER_TTL, not Dask's 5 minutes.
-SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
+# The README's commands: Dask's background work cut as the nightly's local cluster has it
+# (tasks/runners.py, QUIET_DASK: the statistical profiler off, slower ticks and monitors),
+# in the scheduler and every worker. Two runs with the profiler on stalled a worker
+# (README, "Pointing the nightly at a cluster").
+WORKER_ENV = dask_env(QUIET_DASK)
+# The scheduler's too: a worker that stops heartbeating is restarted after the local
+# cluster's WORKER_TTL, not Dask's 5 minutes.
+SCHEDULER_ENV = {**dask_env(QUIET_DASK), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
 
 
 def _free_port() -> int:
@@ -61,27 +62,36 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def cluster(workers: int, env: dict, logs: Path) -> Iterator[str]:
-    """`dask scheduler` and `workers` one-thread `dask worker` processes; the address."""
+def cluster(
+    workers: int,
+    env: dict,
+    logs: Path,
+    scheduler_env: dict | None = None,
+    worker_env: dict | None = None,
+) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """`dask scheduler` and `workers` one-thread `dask worker` processes, started with the
+    README's variables (or those given); the address and the processes."""
     from distributed import Client
 
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     out = (logs / f"dask-{workers}.log").open("w")
     start = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    scheduler_env = SCHEDULER_ENV if scheduler_env is None else scheduler_env
+    worker_env = WORKER_ENV if worker_env is None else worker_env
     procs = [
         subprocess.Popen(
-            [*start, "--no-dashboard"], env={**env, **SCHEDULER_ENV}, stdout=out, stderr=out
+            [*start, "--no-dashboard"], env={**env, **scheduler_env}, stdout=out, stderr=out
         )
     ]
     try:
         time.sleep(2)
         for _ in range(workers):
             args = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
-            procs.append(subprocess.Popen(args, env={**env, **WORKER_ENV}, stdout=out, stderr=out))
+            procs.append(subprocess.Popen(args, env={**env, **worker_env}, stdout=out, stderr=out))
         with Client(address, timeout=120) as client:
             client.wait_for_workers(workers, timeout=120)
-        yield address
+        yield address, procs
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         csv_dir = Path(tmp) / "csv"
         write_universe(csv_dir, synthetic_names(args.synthetic))
         for workers in (1, 2):
-            with cluster(workers, ctx.env, Path(tmp)) as address:
+            with cluster(workers, ctx.env, Path(tmp)) as (address, _):
                 data_dir = Path(tmp) / f"data-{workers}"
                 extra = {**overrides, "task_runner": "dask", "dask_address": address}
                 measured = run_night(parameters(tickers, csv_dir, data_dir, extra), ctx, 6 * 3600)

@@ -39,13 +39,51 @@ cluster") sent none for 550 s before Dask restarted it; a healthy one heartbeats
 FAST_EXIT = fastexit.__name__
 """The module a local cluster's workers preload (its `dask_setup`)."""
 
+QUIET_DASK: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+"""Dask's background work in every scheduler, nanny and worker process, cut to what this
+project uses. The statistical profiler sampled each worker thread's stack every 10 ms (5%
+of the workers' CPU in a profiled second night; this project never reads its profiles).
+The event loop's health tick ran every 20 ms, the memory monitor every 100 ms and the
+system monitor every 500 ms: an idle cluster of two workers burnt 10% of a core
+(bench/dask_quiet.py), which on a machine the workers fill is taken from their fits.
+Slower, they still warn of a blocked event loop after 3 s, pause or restart a worker over
+its memory limit within a second, and feed the dashboard."""
+
+
+def dask_env(config: dict[str, Any]) -> dict[str, str]:
+    """Environment variables that set `config` in a `dask scheduler` or `dask worker`
+    process (the README's commands), as Dask reads them (`DASK_` + path, `__` per dot)."""
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+        for key, value in config.items()
+    }
+
+
+@contextlib.contextmanager
+def quiet_dask(runner: Any) -> Iterator[None]:
+    """`QUIET_DASK` in this process while a local Dask cluster runs: its scheduler and
+    nannies live here and read their intervals as they start (workers get it through the
+    cluster's `config`). Other runners, and a cluster elsewhere, change nothing here."""
+    local_cluster = hasattr(runner, "cluster_kwargs") and runner.address is None
+    if not local_cluster:  # threads, or a cluster started elsewhere
+        yield
+        return
+    import dask
+
+    with dask.config.set(QUIET_DASK):
+        yield
+
 
 def local_cluster_kwargs(max_workers: int) -> dict[str, Any]:
     """A local Dask cluster of one-thread worker processes (`local_workers`) that report
-    to this run's Prefect API (`worker_env`), without the dashboard and without Dask's
-    statistical profiler, which samples every worker thread's stack every 10 ms (5% of the
-    workers' CPU in a profiled second night; this project never reads its profiles); a
-    worker that stops heartbeating is restarted after `WORKER_TTL`. Each worker preloads
+    to this run's Prefect API (`worker_env`), without the dashboard, Dask's background
+    work cut to `QUIET_DASK`; a worker that stops heartbeating is restarted after
+    `WORKER_TTL`. Each worker preloads
     `tickercast.fastexit`, so the cluster's close at the run's end does not wait ~1 s for
     workers holding TensorFlow to exit."""
     return {
@@ -54,7 +92,7 @@ def local_cluster_kwargs(max_workers: int) -> dict[str, Any]:
         "processes": True,
         "dashboard_address": None,
         "env": worker_env(),
-        "config": {"distributed.worker.profile.enabled": False},
+        "config": dict(QUIET_DASK),
         "scheduler_kwargs": {"worker_ttl": WORKER_TTL},
         "preload": [FAST_EXIT],
     }
@@ -161,6 +199,7 @@ def use_task_runner(runner: Any) -> Iterator[Any]:
         raise RuntimeError("use_task_runner needs a running flow")
     local = getattr(runner, "address", None) is None  # no scheduler address: this machine
     with (
+        quiet_dask(runner),
         runner.duplicate() as started,
         context.model_copy(update={"task_runner": started}),
         light_api_clients(local),
