@@ -27,8 +27,8 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    # the README's commands: Dask's profiler off in the worker, the scheduler's worker TTL
-    # the local cluster's, as the benchmark starts them
+    # the README's commands: Dask's background work cut (QUIET_DASK), the scheduler's
+    # worker TTL the local cluster's, as the benchmark starts them
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **WORKER_ENV, **SCHEDULER_ENV}
     out = log.open("w")
     return subprocess.Popen([str(DASK), *args], stdout=out, stderr=out, env=env)
@@ -63,6 +63,23 @@ def _worker_ttl(address: str) -> float | None:
 
     with Client(address, timeout=60) as client:
         return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl)
+
+
+def test_the_readme_starts_the_cluster_with_the_local_clusters_settings():
+    """The README's cluster commands set what the nightly's local cluster sets, in Dask's
+    environment variables: every QUIET_DASK value, and the scheduler's worker TTL; the
+    benchmark and these tests start their clusters with the same variables."""
+    import re
+
+    from tickercast.tasks.runners import QUIET_DASK, WORKER_TTL, dask_env
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("**Pointing the nightly at a cluster**") :]
+    block = block[block.index("```bash") : block.index("```", block.index("```bash") + 3)]
+    found = dict(re.findall(r"(DASK_[A-Z_]+)=(\S+)", block))
+    expected = {**dask_env(QUIET_DASK), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
+    assert found == expected
+    assert {**WORKER_ENV, **SCHEDULER_ENV} == expected
 
 
 @pytest.fixture

@@ -173,29 +173,67 @@ def fast_exit_registered() -> bool:
 
 
 @pytest.mark.slow  # two worker processes, ~15 s
-def test_local_cluster_workers_get_the_api_and_no_profiler(monkeypatch):
-    """What the workers of the local cluster see: the run's Prefect API, Dask's
-    statistical profiler off (it samples their stacks every 10 ms), and the fast exit
-    registered by the preload (tickercast.fastexit)."""
+def test_local_cluster_workers_get_the_api_and_quiet_dask(monkeypatch):
+    """What the local cluster's processes see, started as the flow starts it (inside
+    `quiet_dask`): the workers get the run's Prefect API, Dask's statistical profiler off
+    (it samples their stacks every 10 ms), QUIET_DASK's slower tick and monitors, and the
+    fast exit registered by the preload (tickercast.fastexit); the scheduler and nannies,
+    in this process, run their tick and monitors at QUIET_DASK's intervals too."""
     import dask
     from distributed import Client, LocalCluster
 
-    from tickercast.tasks.runners import local_cluster_kwargs
+    from tickercast.tasks.runners import (
+        QUIET_DASK,
+        local_cluster_kwargs,
+        make_task_runner,
+        quiet_dask,
+    )
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     kwargs = local_cluster_kwargs(2)
-    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+    keys = sorted(QUIET_DASK)
+    with (
+        quiet_dask(make_task_runner("dask", 2)),
+        LocalCluster(**kwargs) as cluster,
+        Client(cluster) as client,
+    ):
         seen = client.run(
             lambda: (
-                dask.config.get("distributed.worker.profile.enabled"),
+                tuple(str(dask.config.get(key)) for key in keys),
                 os.environ.get("PREFECT_API_URL"),
                 fast_exit_registered(),
             )
         )
         ttl = cluster.scheduler.worker_ttl
+        here = [cluster.scheduler, *cluster.workers.values()]  # the nannies
+        ticks = {server.periodic_callbacks["tick"].callback_time for server in here}
+        monitors = {server.periodic_callbacks["monitor"].callback_time for server in here}
+        memory = {nanny.memory_manager.memory_monitor_interval for nanny in here[1:]}
     assert len(seen) == kwargs["n_workers"]
-    assert set(seen.values()) == {(False, "http://127.0.0.1:9/api", True)}
+    expected = tuple(str(QUIET_DASK[key]) for key in keys)
+    assert set(seen.values()) == {(expected, "http://127.0.0.1:9/api", True)}
+    assert "False" in expected  # the profiler among them
     assert ttl == 60  # tasks/runners.WORKER_TTL, not Dask's 5 minutes
+    assert ticks == {1000} and monitors == {2000} and memory == {1.0}  # ms, ms, s
+
+
+def test_quiet_dask_only_around_a_local_cluster():
+    """QUIET_DASK is set in this process only while a local Dask cluster's runner is
+    used (its scheduler and nannies start here), and put back after; threads and a
+    cluster elsewhere leave Dask's config alone."""
+    import dask
+
+    from tickercast.tasks.runners import QUIET_DASK, make_task_runner, quiet_dask
+
+    key = "distributed.admin.tick.interval"
+    default = dask.config.get(key)
+    assert default != QUIET_DASK[key]
+    with quiet_dask(make_task_runner("dask", 2)):
+        assert {k: dask.config.get(k) for k in QUIET_DASK} == QUIET_DASK
+    assert dask.config.get(key) == default
+    for runner in (make_task_runner("threads", 2), make_task_runner("dask", 2, "tcp://h:1")):
+        with quiet_dask(runner):
+            assert dask.config.get(key) == default
 
 
 @pytest.mark.slow  # a worker stalled then restarted by its nanny, ~20 s
