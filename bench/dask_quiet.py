@@ -82,12 +82,15 @@ def night(name: str, ctx, tmp: Path, csv_dir: Path, tickers: list[str], n: int) 
 
 
 def nights(rounds: int, synthetic: int) -> dict[str, list[dict]]:
-    """`rounds` nights per arm on one Prefect server, arms alternating."""
+    """`rounds` nights per arm on one Prefect server, arms alternating, after a night not
+    counted (the server's and the page cache's first night: 158 s where the same arm's
+    next took 123 s in the first run of this bench)."""
     seen: dict[str, list[dict]] = {name: [] for name in ARMS}
     with tempfile.TemporaryDirectory(prefix="dask-quiet-") as tmp, served(Path(tmp)) as ctx:
         csv_dir = Path(tmp) / "csv"
         write_universe(csv_dir, synthetic_names(synthetic))
         tickers = [*SAMPLES, *synthetic_names(synthetic)]
+        print("warm-up", night("quiet", ctx, Path(tmp), csv_dir, tickers, -1), flush=True)
         for r in range(rounds):
             for name in list(ARMS) if r % 2 == 0 else list(reversed(ARMS)):
                 seen[name].append(night(name, ctx, Path(tmp), csv_dir, tickers, r))
@@ -122,15 +125,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"; the nightly over {len(SAMPLES) + args.synthetic} tickers on it: "
                 f"{wall[name]:.0f} s ({walls}), train steps {train[name]:.0f} task-s"
             )
+        rounds = zip(ran["quiet"], ran["before"], strict=True)
+        pairs = ", ".join(f"{q['wall_s'] / b['wall_s']:.2f}" for q, b in rounds)
         loaded["ratio"] = (
-            f"; nightly wall {wall['quiet'] / wall['before']:.3f}x, "
-            f"train task-s {train['quiet'] / train['before']:.3f}x"
+            f"; nightly wall {wall['quiet'] / wall['before']:.3f}x (each round's pair: "
+            f"{pairs}), train task-s {train['quiet'] / train['before']:.3f}x"
         )
         med.update({f"{k}_wall_s": v for k, v in wall.items()})
     row = (
         "| Dask's background work: the CPU of an idle `dask scheduler` and two one-thread "
         "`dask worker` processes (with their nannies) on loopback, started as the README "
-        f"starts them, over {args.idle:.0f} s, and the nightly on such a cluster (medians of "
+        f"starts them, over {args.idle:.0f} s, and the nightly on such a cluster (after a "
+        "night not counted; medians of "
         f"{args.rounds} rounds, arms alternating) | before (only the profiler off): "
         f"{med['before']:.1f}% of a core "
         f"({each['before']}){loaded['before']} | `QUIET_DASK` (event-loop tick 1 s, memory "
