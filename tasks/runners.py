@@ -49,10 +49,12 @@ QUIET_DASK: dict[str, Any] = {
 project uses. The statistical profiler sampled each worker thread's stack every 10 ms (5%
 of the workers' CPU in a profiled second night; this project never reads its profiles).
 The event loop's health tick ran every 20 ms, the memory monitor every 100 ms and the
-system monitor every 500 ms: an idle cluster of two workers burnt 10% of a core
-(bench/dask_quiet.py), which on a machine the workers fill is taken from their fits.
-Slower, they still warn of a blocked event loop after 3 s, pause or restart a worker over
-its memory limit within a second, and feed the dashboard."""
+system monitor every 500 ms: an idle scheduler and two workers burnt 10% of a core
+(1.4% with these), and on a machine the workers fill it is taken from their fits: the
+nightly over 32 tickers on two workers ran 0.93x the time (bench/dask_quiet.py; the tick
+also takes the GIL from the worker's task thread). Slower, they still warn of a blocked
+event loop after 3 s, pause or restart a worker over its memory limit within a second,
+and feed the dashboard."""
 
 
 def dask_env(config: dict[str, Any]) -> dict[str, str]:
@@ -189,8 +191,9 @@ def use_task_runner(runner: Any) -> Iterator[Any]:
 
     A flow's runner is fixed when it is decorated; swapping it in the run's context lets a
     config field (set from the CLI or the deployment's UI form) choose it per run, while
-    the task runs stay attached to this flow run. Task runs on this machine build their
-    API clients lighter (`light_api_clients`).
+    the task runs stay attached to this flow run. A local Dask cluster starts with Dask's
+    background work cut (`quiet_dask`); task runs on this machine build their API clients
+    lighter (`light_api_clients`).
     """
     from prefect.context import FlowRunContext
 
