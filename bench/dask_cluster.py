@@ -104,6 +104,24 @@ def cluster(
         out.close()
 
 
+def night_on_cluster(
+    workers: int,
+    ctx,
+    tmp: Path,
+    params: tuple[list[str], Path, Path],
+    overrides: dict,
+    timeout: float,
+    envs: tuple[dict | None, dict | None] = (None, None),
+) -> dict:
+    """One nightly run (`run_night`) on a fresh cluster of `workers` one-thread workers
+    (`cluster`, with the README's variables unless `envs` gives the scheduler's and the
+    workers'); `params`: the tickers, their CSV folder and the night's data folder."""
+    tickers, csv_dir, data_dir = params
+    with cluster(workers, ctx.env, tmp, *envs) as (address, _):
+        extra = {**overrides, "task_runner": "dask", "dask_address": address}
+        return run_night(parameters(tickers, csv_dir, data_dir, extra), ctx, timeout)
+
+
 def result_row(tickers: int, synthetic: int, shape: str, walls: dict[int, dict]) -> str:
     """The RESULTS.md row: both walls, their ratio (three decimals: the target is a
     threshold), the train steps' own seconds on each (what two fits at once cost each
@@ -141,16 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
         # a night not counted, on the samples alone: a fresh server's first night ran
         # 10-35 s longer than the same arm's next (bench/dask_quiet.py), which would
         # land on the first arm (1 worker) and flatter the ratio
-        with cluster(1, ctx.env, Path(tmp)) as (address, _):
-            extra = {**overrides, "task_runner": "dask", "dask_address": address}
-            samples = parameters(list(SAMPLES), csv_dir, Path(tmp) / "warm", extra)
-            warm = run_night(samples, ctx, 3600)
-            print("warm-up night (not counted):", round(warm["wall_s"], 1), "s", flush=True)
+        samples = (list(SAMPLES), csv_dir, Path(tmp) / "warm")
+        warm = night_on_cluster(1, ctx, Path(tmp), samples, overrides, 3600)
+        print("warm-up night (not counted):", round(warm["wall_s"], 1), "s", flush=True)
         for workers in (1, 2):
-            with cluster(workers, ctx.env, Path(tmp)) as (address, _):
-                data_dir = Path(tmp) / f"data-{workers}"
-                extra = {**overrides, "task_runner": "dask", "dask_address": address}
-                measured = run_night(parameters(tickers, csv_dir, data_dir, extra), ctx, 6 * 3600)
+            universe = (tickers, csv_dir, Path(tmp) / f"data-{workers}")
+            measured = night_on_cluster(workers, ctx, Path(tmp), universe, overrides, 6 * 3600)
             walls[workers] = measured
             print(json.dumps({"workers": workers, **measured}, default=str), flush=True)
     ratio = walls[2]["wall_s"] / walls[1]["wall_s"]

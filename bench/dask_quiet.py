@@ -30,18 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.dask_cluster import SCHEDULER_ENV, WORKER_ENV, cluster  # noqa: E402
-from bench.nightly_universe import (  # noqa: E402
-    SAMPLES,
-    parameters,
-    run_night,
-    served,
-    synthetic_names,
-    write_universe,
-)
-from tickercast.tasks.runners import WORKER_TTL  # noqa: E402
+from bench.dask_cluster import SCHEDULER_ENV, WORKER_ENV, cluster, night_on_cluster  # noqa: E402
+from bench.nightly_universe import SAMPLES, served, synthetic_names, write_universe  # noqa: E402
+from tickercast.tasks.runners import QUIET_DASK, WORKER_TTL, dask_env  # noqa: E402
 
-BEFORE = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+# the project's cluster before QUIET_DASK: only the profiler off
+PROFILER = "distributed.worker.profile.enabled"
+BEFORE = dask_env({PROFILER: QUIET_DASK[PROFILER]})
 ARMS = {
     "before": ({**BEFORE, "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}, BEFORE),
     "quiet": (SCHEDULER_ENV, WORKER_ENV),
@@ -73,11 +68,8 @@ def idle_cpu(name: str, idle_s: float, logs: Path) -> float:
 
 def night(name: str, ctx, tmp: Path, csv_dir: Path, tickers: list[str], n: int) -> dict:
     """The nightly on the arm's two-worker cluster: wall and train task-seconds."""
-    scheduler_env, worker_env = ARMS[name]
-    with cluster(2, ctx.env, tmp, scheduler_env, worker_env) as (address, _):
-        extra = {"task_runner": "dask", "dask_address": address}
-        params = parameters(tickers, csv_dir, tmp / f"data-{name}-{n}", extra)
-        measured = run_night(params, ctx, 3600)
+    universe = (tickers, csv_dir, tmp / f"data-{name}-{n}")
+    measured = night_on_cluster(2, ctx, tmp, universe, {}, 3600, ARMS[name])
     return {"wall_s": measured["wall_s"], "train_s": measured["stages"]["train"]["task_s"]}
 
 
