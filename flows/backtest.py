@@ -35,14 +35,14 @@ METRICS_KEY, REPORT_KEY = "backtest-metrics", "backtest-report"
 def backtest(config: BacktestConfig = BacktestConfig()) -> dict:
     """Backtest every model on every ticker; returns the metrics rows and the run's files."""
     quiet_tensorflow()  # before any step imports it (a deployment's own process)
-    preflight(config)
+    prints = preflight(config)
     data_dir = config.execution.resolved_dir()
     options = step_options(data_dir, config.execution.refresh)
     ingest, run = (s.with_options(**options) for s in (ingest_step, rolling_backtest_step))
     spec = config.rolling_spec()
     steps = {}
     for ticker in config.tickers:
-        ingested = submit_ingest(ingest, config, ticker, data_dir)
+        ingested = submit_ingest(ingest, config, ticker, prints[ticker], data_dir)
         steps[ticker] = (ingested, run.submit(ingested, spec, data_dir))
     outcomes = each_ticker(config.tickers, lambda t: settle(steps[t]))
     results = outcomes.values()

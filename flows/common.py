@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tickercast.config import BacktestConfig, RetrainConfig
-from tickercast.market.locate import fetch_window, source_fingerprint
+from tickercast.market.locate import fetch_window, source_fingerprints
 from tickercast.sections import FetchWindow
 from tickercast.tracking import require_client, resolve_uri
 from tickercast.tuning.config import TuneConfig
@@ -14,12 +14,13 @@ from tickercast.tuning.config import TuneConfig
 Trains = RetrainConfig | BacktestConfig | TuneConfig  # configs that ingest, then train
 
 
-def preflight(config: Trains) -> None:
+def preflight(config: Trains) -> dict[str, str | None]:
     """Refuse a run whose inputs cannot exist before any work starts (names the ticker),
-    or that asks for an MLflow mirror without the MLflow client installed."""
-    for ticker in config.tickers:
-        fingerprint(config, ticker)
+    or that asks for an MLflow mirror without the MLflow client installed. Returns each
+    ticker's `fingerprints`, the content its steps are keyed by."""
+    prints = fingerprints(config)
     require_client(resolve_uri(config.mirror.mlflow_uri))
+    return prints
 
 
 def ingest_window(config: Trains) -> FetchWindow:
@@ -32,19 +33,23 @@ def ingest_window(config: Trains) -> FetchWindow:
     return FetchWindow(start=start, end=end)
 
 
-def fingerprint(config: Trains, ticker: str) -> str | None:
-    """The content hash of what the run's offline source holds for `ticker` (None for a
-    live source): what keys a ticker's ingest, alone or in a prepare batch."""
-    return source_fingerprint(config.data.source, ticker, config.data.csv_path())
+def fingerprints(config: Trains) -> dict[str, str | None]:
+    """The content hash of what the run's offline source holds for each ticker (None for a
+    live source): what keys a ticker's ingest, alone or in a prepare batch. A CSV folder
+    is listed once for the universe (`CsvFolder`)."""
+    return source_fingerprints(config.data.source, config.tickers, config.data.csv_path())
 
 
-def submit_ingest(ingest: Any, config: Trains, ticker: str, data_dir: str) -> Any:
-    """The ingest step for one ticker of a retrain-like run: the ingest flow's own task."""
+def submit_ingest(
+    ingest: Any, config: Trains, ticker: str, fingerprint: str | None, data_dir: str
+) -> Any:
+    """The ingest step for one ticker of a retrain-like run (the ingest flow's own task),
+    keyed by the ticker's `fingerprint` (from `preflight`)."""
     return ingest.submit(
         ticker,
         config.data,
         config.ingest,
         ingest_window(config),
-        fingerprint(config, ticker),
+        fingerprint,
         data_dir,
     )

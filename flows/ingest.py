@@ -19,7 +19,7 @@ from prefect.states import Failed
 
 from tickercast.config import IngestConfig
 from tickercast.fanout import each_ticker
-from tickercast.market.locate import csv_tickers, sample_tickers, source_fingerprint
+from tickercast.market.locate import csv_tickers, sample_tickers, source_fingerprints
 from tickercast.market.report import artifact_table, outcome_rows, verdict
 from tickercast.tasks.events import announce_run
 from tickercast.tasks.ingest import ingest_step
@@ -45,15 +45,6 @@ def preflight(config: IngestConfig) -> list[str]:
     return resolve_tickers(config)
 
 
-def _fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
-    """The cache key's content hash, or None (not cached) when the input is not there:
-    the task then fails for this ticker alone, naming what is missing."""
-    try:
-        return source_fingerprint(source, ticker, csv_dir)
-    except (OSError, ValueError):
-        return None
-
-
 @flow(name="ingest", log_prints=True, persist_result=False)
 def ingest(config: IngestConfig = IngestConfig()) -> dict:
     """Ingest every ticker into the lake; returns {"tickers": report rows, "results": ...}."""
@@ -61,6 +52,9 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
     run, data = config.execution, config.data
     data_dir = run.resolved_dir()
     step = ingest_step.with_options(**step_options(data_dir, run.refresh))
+    # a ticker whose input is not there is not cached (None): its task then fails for
+    # this ticker alone, naming what is missing
+    prints = source_fingerprints(data.source, tickers, data.csv_path(), strict=False)
     with use_task_runner(make_task_runner("threads", run.max_workers)):
         futures = {
             t: step.submit(
@@ -68,7 +62,7 @@ def ingest(config: IngestConfig = IngestConfig()) -> dict:
                 data,
                 config.ingest,
                 config.window,
-                _fingerprint(data.source, t, data.csv_path()),
+                prints[t],
                 data_dir,
             )
             for t in tickers

@@ -21,7 +21,7 @@ from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
 from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import Share, each_ticker, settle
-from tickercast.flows.common import fingerprint, ingest_window, preflight, submit_ingest
+from tickercast.flows.common import ingest_window, preflight, submit_ingest
 from tickercast.quiet import quiet_tensorflow
 from tickercast.sections import WarmStart
 from tickercast.splits import SplitDates
@@ -67,10 +67,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     # every step and this process never does: importing it here cost each night 5 s at
     # its start and ~580 MB (measured by hand on this machine)
     quiet_tensorflow(load=config.execution.task_runner != "dask")
-    preflight(config)
+    prints = preflight(config)
     data_dir = config.execution.resolved_dir()
     with ticker_locks(data_dir, config.tickers):
-        return _retrain(config, data_dir)
+        return _retrain(config, data_dir, prints)
 
 
 @dataclasses.dataclass
@@ -147,17 +147,18 @@ class Branch:
         }
 
 
-def _retrain(config: RetrainConfig, data_dir: str) -> dict:
-    """The flow's body, run under the tickers' locks: one concurrent branch per ticker."""
+def _retrain(config: RetrainConfig, data_dir: str, prints: dict[str, str | None]) -> dict:
+    """The flow's body, run under the tickers' locks: one concurrent branch per ticker,
+    its ingest keyed by its fingerprint in `prints` (from `preflight`)."""
     steps = Steps.of(config, data_dir)
     runner = make_task_runner(
         config.execution.task_runner, config.execution.max_workers, config.execution.dask_address
     )
     with use_task_runner(runner):
         if config.scope.mode == "global":
-            branches = _calendared(steps, config, data_dir)
+            branches = _calendared(steps, config, data_dir, prints)
         else:
-            branches = _prepared(steps, config, data_dir)
+            branches = _prepared(steps, config, data_dir, prints)
         keeps = Keeps(steps.keep, data_dir, resolve_uri(config.mirror.mlflow_uri))
         for branch in _trained(steps, config, branches, data_dir):
             _finish(steps, branch, config, data_dir, keeps)
@@ -182,7 +183,9 @@ def prepare_batch(tickers: int, workers: int) -> int:
     return max(1, min(PREPARE_BATCH, -(-tickers // max(1, workers))))
 
 
-def _prepared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
+def _prepared(
+    steps: Steps, config: RetrainConfig, data_dir: str, prints: dict[str, str | None]
+) -> dict[str, Branch]:
     """Per-ticker mode: each ticker's ingest and preprocess, `prepare_batch` tickers to a
     prepare step; each branch holds its ticker's shares of it."""
     window = ingest_window(config)
@@ -192,7 +195,7 @@ def _prepared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, B
         batch = config.tickers[first : first + size]
         prepared = steps.prepare.submit(
             batch,
-            [fingerprint(config, t) for t in batch],
+            [prints[t] for t in batch],
             config.data,
             config.ingest,
             window,
@@ -206,10 +209,15 @@ def _prepared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, B
     return branches
 
 
-def _calendared(steps: Steps, config: RetrainConfig, data_dir: str) -> dict[str, Branch]:
+def _calendared(
+    steps: Steps, config: RetrainConfig, data_dir: str, prints: dict[str, str | None]
+) -> dict[str, Branch]:
     """Global mode: every ticker's ingest, the split dates they share (`calendar_step`),
     then each ticker's preprocess by those dates."""
-    branches = {t: Branch(submit_ingest(steps.ingest, config, t, data_dir)) for t in config.tickers}
+    branches = {
+        t: Branch(submit_ingest(steps.ingest, config, t, prints[t], data_dir))
+        for t in config.tickers
+    }
     split = _shared_split(config, branches)
     for branch in branches.values():
         branch.pre = steps.preprocess.submit(branch.ingested, config.preprocessing, split, data_dir)

@@ -45,7 +45,7 @@ TRIALS_KEY, REPORT_KEY = "tune-trials", "tune-report"
 def tune(config: TuneConfig = TuneConfig()) -> dict:
     """Search, write best.json and the trial table, then retrain best.json once."""
     quiet_tensorflow()  # before any step imports it (a deployment's own process)
-    preflight(config)
+    prints = preflight(config)
     run = config.execution
     data_dir = run.resolved_dir()
     options = step_options(data_dir, run.refresh, run.result_storage, run.cache_expiration_days)
@@ -53,7 +53,7 @@ def tune(config: TuneConfig = TuneConfig()) -> dict:
     with use_task_runner(make_task_runner(run.task_runner, run.max_workers, run.dask_address)):
         prepared = {}
         for ticker in config.tickers:
-            ingested = submit_ingest(ingest, config, ticker, data_dir)
+            ingested = submit_ingest(ingest, config, ticker, prints[ticker], data_dir)
             prepared[ticker] = (ingested, prepare.submit(ingested, config.data_spec(), data_dir))
         outcomes = each_ticker(config.tickers, lambda t: settle(prepared[t]))
         data = list(outcomes.values().values())

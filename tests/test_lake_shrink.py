@@ -142,3 +142,34 @@ def test_two_csv_files_differing_only_in_case_are_refused_naming_both(tmp_path: 
     with pytest.raises(AmbiguousFileError):
         ingest_ticker("AAPL", "csv", tmp_path / "data", csv_dir=str(folder))
     assert not lake.partition_path(tmp_path / "data", "AAPL").exists()
+
+
+def test_a_universes_csv_files_are_found_with_one_listing_of_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The flows' preflight fingerprints every ticker before any step: a folder listed per
+    ticker made it quadratic (500 tickers: 0.9 s a pass). One listing, same answers."""
+    from tickercast.market.locate import csv_path, source_fingerprints
+
+    folder = tmp_path / "csv"
+    days = pd.bdate_range("2020-01-01", periods=5).date
+    tickers = [f"T{i}" for i in range(6)]
+    for ticker in tickers:
+        write_csv(folder / f"{ticker.lower()}.csv", bars(days))
+    listings: list[Path] = []
+    real = Path.iterdir
+
+    def counted(self: Path):
+        listings.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", counted)
+    prints = source_fingerprints("csv", tickers, str(folder))
+    assert listings == [folder]
+    assert list(prints) == tickers
+    assert prints == {t: file_sha256(csv_path(folder, t)) for t in tickers}
+    with pytest.raises(FileNotFoundError, match=r"ticker NOPE: no NOPE\.csv in"):
+        source_fingerprints("csv", [*tickers, "NOPE"], str(folder))
+    loose = source_fingerprints("csv", ["T1", "NOPE", "bad name"], str(folder), strict=False)
+    assert loose == {"T1": prints["T1"], "NOPE": None, "bad name": None}
+    assert source_fingerprints("csv", ["T1"], str(tmp_path / "gone"), strict=False) == {"T1": None}

