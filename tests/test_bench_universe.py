@@ -135,3 +135,18 @@ def test_tensorflow_registers_a_wrong_gradient_for_its_fused_lstm_v2():
     (registered_loss, registered), (own_loss, own) = loss(False), loss(True)
     assert registered_loss == own_loss  # the same forward pass
     assert abs(registered - own).max() > 1e-3  # a different gradient
+
+
+def test_a_measured_500_is_reported_as_measured_beside_the_line_of_the_smaller_sizes():
+    sizes = [_size(32, 100.0, 2.0), _size(100, 300.0, 4.0), _size(500, 1200.0, 30.0)]
+    sizes[2]["nights"] = [
+        {"wall_s": 1200.0, "orchestration_s": 30.0, "peak_rss_mb": 3000.0},
+        {"wall_s": 150.0, "orchestration_s": 6.0, "peak_rss_mb": 3000.0},
+    ]
+    first, second = _projected(sizes, 0), _projected(sizes, 1)
+    line = 100.0 + (300.0 - 100.0) / (100 - 32) * (500 - 32)  # the smaller sizes' line
+    assert first.startswith("500 tickers measured: 20.0 min (target <= 30 min)")
+    assert "orchestration 30.0 s = 2.5% of the night" in first
+    assert f"the line over the smaller sizes projected {line / 60:.1f} min" in first
+    assert "orchestration 6.0 s = 4.0% of the night" in second
+    assert "0.12x the first night (target <= 1/6)" in second
