@@ -68,6 +68,33 @@ def test_closes_with_a_bad_print_or_far_from_training_are_refused():
         plausibility.check_closes("AAPL", [122.0, math.inf], META)
 
 
+@pytest.mark.parametrize("scale", [0.05, 50.0])  # MSFT 2019-20 ($97-232) as $5-12, $5-12k
+def test_the_exports_probe_windows_lie_in_the_tickers_own_training_closes(scale):
+    """The export checks its SavedModel against predict on probe windows. With the default
+    features (no close among them) the probes sat at ~$100 whatever the ticker's price, so
+    predict refused them as far outside a $9-16 ticker's training closes while the graph
+    answered, and that ticker could never be exported (measured in a 500-ticker night)."""
+    from tickercast.config import RetrainConfig
+    from tickercast.delivery.servable import probe_prices
+    from tickercast.market.sources import load_sample
+    from tickercast.modeling.preprocess import preprocess
+
+    prices = load_sample(TICKER).prices
+    prices = prices[prices["date"].astype(str) >= "2019-01-01"].reset_index(drop=True)
+    for name in ("open", "high", "low", "close"):
+        prices[name] = prices[name] * scale
+    config = RetrainConfig()
+    assert "close" not in config.preprocessing.features
+    spec, arrays = preprocess(prices, config.preprocessing, who=TICKER)
+    train = prices[prices["date"].astype(str) <= str(spec.train_end)]
+    metadata = {"plausibility": plausibility.training_range(train["close"], str(spec.train_end))}
+    for seed in (0, 1):
+        probe = probe_prices(spec, 100, seed, metadata)
+        lo, hi = metadata["plausibility"]["close_min"], metadata["plausibility"]["close_max"]
+        assert lo / 1.5 < probe["close"].min() and probe["close"].max() < hi * 1.5
+        plausibility.check_closes("probe", probe["close"], metadata)  # not Refused
+
+
 # --------------------------------------------------------------- served from a champion
 
 

@@ -400,14 +400,17 @@ def network_variables(servable: Servable) -> list:
 # ----------------------------------------------------------------------- probe windows
 
 
-def probe_prices(spec: Preprocessing, rows: int, seed: int) -> pd.DataFrame:
+def probe_prices(
+    spec: Preprocessing, rows: int, seed: int, metadata: dict | None = None
+) -> pd.DataFrame:
     """Plausible lake rows for checking an export: a random walk of closes inside the
-    training ranges where the features have one, consistent open/high/low, volumes, and
+    training ranges where the features have one (else the training closes' range the
+    bundle records for the plausibility gate), consistent open/high/low, volumes, and
     weekdays ending on the last training day."""
     rng = np.random.default_rng(seed)
     bounds = zip(spec.feature_scaler.min, spec.feature_scaler.max, strict=True)
     ranges = dict(zip(spec.features, bounds, strict=True))
-    lo, hi = ranges.get("close", (50.0, 150.0))
+    lo, hi = ranges.get("close", _recorded_closes(metadata or {}))
     start = lo + (hi - lo) * rng.uniform(0.3, 0.7)
     close = start * np.exp(np.cumsum(rng.normal(0.0, 0.01, rows)))
     open_ = close * np.exp(rng.normal(0.0, 0.005, rows))
@@ -428,6 +431,17 @@ def probe_prices(spec: Preprocessing, rows: int, seed: int) -> pd.DataFrame:
             "volume": volume,
         }
     )
+
+
+def _recorded_closes(metadata: dict) -> tuple[float, float]:
+    """The training closes' range the bundle records (plausibility), or a generic share's:
+    probes of a $9-16 ticker at ~$100 were refused by predict as far outside its training
+    closes, while the graph (which cannot know the day it serves) answered them, and such
+    a ticker could never be exported (a 500-ticker night, measured)."""
+    recorded = metadata.get("plausibility") or {}
+    if recorded.get("close_min") and recorded.get("close_max"):
+        return float(recorded["close_min"]), float(recorded["close_max"])
+    return 50.0, 150.0
 
 
 def raw_window(prices: pd.DataFrame, fields: list[str], rows: int) -> np.ndarray:
@@ -471,7 +485,7 @@ def verify_saved_model(dest: Path, servable: Servable, metadata: dict) -> None:
     # predict gets more history than the window holds: features look back a bounded number
     # of days, so the answer must be the same
     history = servable.rows + VOLATILITY_DAYS + 1
-    probes = [probe_prices(spec, history, seed) for seed in (0, 1)]
+    probes = [probe_prices(spec, history, seed, metadata) for seed in (0, 1)]
     head = servable.head if isinstance(servable, QuantileServable) else None
     for prices in probes:
         window = raw_window(prices, servable.fields, servable.rows)[None]
