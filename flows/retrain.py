@@ -21,7 +21,7 @@ from tickercast.atomic import file_lock
 from tickercast.config import RetrainConfig
 from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import Share, each_ticker, settle
-from tickercast.flows.common import ingest_window, preflight, submit_ingest
+from tickercast.flows.common import fingerprints, ingest_window, preflight, submit_ingest
 from tickercast.quiet import quiet_tensorflow
 from tickercast.sections import WarmStart
 from tickercast.splits import SplitDates
@@ -67,10 +67,10 @@ def retrain(config: RetrainConfig = RetrainConfig()) -> dict:
     # every step and this process never does: importing it here cost each night 5 s at
     # its start and ~580 MB (measured by hand on this machine)
     quiet_tensorflow(load=config.execution.task_runner != "dask")
-    prints = preflight(config)
+    preflight(config)
     data_dir = config.execution.resolved_dir()
     with ticker_locks(data_dir, config.tickers):
-        return _retrain(config, data_dir, prints)
+        return _retrain(config, data_dir)
 
 
 @dataclasses.dataclass
@@ -147,9 +147,11 @@ class Branch:
         }
 
 
-def _retrain(config: RetrainConfig, data_dir: str, prints: dict[str, str | None]) -> dict:
+def _retrain(config: RetrainConfig, data_dir: str) -> dict:
     """The flow's body, run under the tickers' locks: one concurrent branch per ticker,
-    its ingest keyed by its fingerprint in `prints` (from `preflight`)."""
+    its ingest keyed by the content its source holds once the locks are held (a run that
+    waited for another may find a CSV changed meanwhile)."""
+    prints = fingerprints(config)
     steps = Steps.of(config, data_dir)
     runner = make_task_runner(
         config.execution.task_runner, config.execution.max_workers, config.execution.dask_address

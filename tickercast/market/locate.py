@@ -15,15 +15,11 @@ from tickercast.hashing import file_sha256
 from tickercast.tickers import validate_ticker
 
 
-def source_fingerprint(source: str, ticker: str, csv_dir: str | None) -> str | None:
-    """Content hash of what an offline source would read; None for live sources."""
-    return source_fingerprints(source, [ticker], csv_dir)[ticker]
-
-
 def source_fingerprints(
     source: str, tickers: list[str], csv_dir: str | None, strict: bool = True
 ) -> dict[str, str | None]:
-    """`source_fingerprint` of each ticker, a CSV folder listed once for all of them.
+    """Content hash of what an offline source would read for each ticker (None for live
+    sources), a CSV folder listed once for all of them.
     The first ticker (in order) whose input is not there raises, naming it; with
     `strict=False` it gets None instead (its own step then fails, naming what is missing)."""
     folder: CsvFolder | None = None
