@@ -17,7 +17,7 @@ Trains = RetrainConfig | BacktestConfig | TuneConfig  # configs that ingest, the
 def preflight(config: Trains) -> dict[str, str | None]:
     """Refuse a run whose inputs cannot exist before any work starts (names the ticker),
     or that asks for an MLflow mirror without the MLflow client installed. Returns each
-    ticker's `fingerprints`, the content its steps are keyed by."""
+    ticker's `fingerprints` (what a flow that takes no locks keys its ingest steps by)."""
     prints = fingerprints(config)
     require_client(resolve_uri(config.mirror.mlflow_uri))
     return prints
@@ -44,7 +44,7 @@ def submit_ingest(
     ingest: Any, config: Trains, ticker: str, fingerprint: str | None, data_dir: str
 ) -> Any:
     """The ingest step for one ticker of a retrain-like run (the ingest flow's own task),
-    keyed by the ticker's `fingerprint` (from `preflight`)."""
+    keyed by the ticker's `fingerprint` (from `fingerprints`)."""
     return ingest.submit(
         ticker,
         config.data,

@@ -400,9 +400,7 @@ def network_variables(servable: Servable) -> list:
 # ----------------------------------------------------------------------- probe windows
 
 
-def probe_prices(
-    spec: Preprocessing, rows: int, seed: int, metadata: dict | None = None
-) -> pd.DataFrame:
+def probe_prices(spec: Preprocessing, rows: int, seed: int, metadata: dict) -> pd.DataFrame:
     """Plausible lake rows for checking an export: a random walk of closes inside the
     training ranges where the features have one (else the training closes' range the
     bundle records for the plausibility gate), consistent open/high/low, volumes, and
@@ -410,7 +408,7 @@ def probe_prices(
     rng = np.random.default_rng(seed)
     bounds = zip(spec.feature_scaler.min, spec.feature_scaler.max, strict=True)
     ranges = dict(zip(spec.features, bounds, strict=True))
-    lo, hi = ranges.get("close", _recorded_closes(metadata or {}))
+    lo, hi = ranges.get("close", _recorded_closes(metadata))
     start = lo + (hi - lo) * rng.uniform(0.3, 0.7)
     close = start * np.exp(np.cumsum(rng.normal(0.0, 0.01, rows)))
     open_ = close * np.exp(rng.normal(0.0, 0.005, rows))
