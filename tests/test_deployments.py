@@ -1,4 +1,8 @@
-"""The served deployment's schedule and the parameter form the Prefect UI renders."""
+"""The served deployment's schedule, its retries and the parameter form the Prefect UI renders."""
+
+import warnings
+
+import pytest
 
 from tickercast.config import IngestConfig, RetrainConfig
 from tickercast.deployments.nightly import nightly_settings
@@ -118,3 +122,84 @@ def test_nightly_trains_on_a_local_dask_cluster_of_one_worker_per_core():
     cores = len(os.sched_getaffinity(0))
     assert local_workers(run.max_workers) == min(run.max_workers, cores)
     assert local_workers(1) == 1 and local_workers(256) == cores  # never more than cores
+
+
+NIGHT = {  # the nightly's yfinance path on the recorded MSFT chart, a tiny model, threads
+    "source": "yfinance",
+    "tickers": ["MSFT"],
+    "start": "2021-02-01",
+    "end": "2022-01-31",
+    "lookback": 15,
+    "horizon": 3,
+    "epochs": 1,
+    "units": [4, 4],
+    "task_runner": "threads",
+}
+
+
+def _night(tmp_path, monkeypatch, session, **fields):
+    """The scheduled retrain (its retries, 0 s apart) on replayed Yahoo; its final state
+    and its flow run as the server recorded it."""
+    from prefect.client.orchestration import get_client
+
+    from tests.yahoo_replay import reset_yfinance
+    from tickercast.deployments.nightly import nightly_retrain
+
+    reset_yfinance(tmp_path / "yf")
+    warnings.filterwarnings("ignore", "The inplace keyword", DeprecationWarning, r"yfinance\.")
+    monkeypatch.setattr("tickercast.market.yahoo.default_session", lambda: session)
+    config = RetrainConfig(**{**NIGHT, "data_dir": str(tmp_path / "data"), **fields})
+    state = nightly_retrain.with_options(retry_delay_seconds=0)(config, return_state=True)
+    with get_client(sync_client=True) as client:
+        return state, client.read_flow_run(state.state_details.flow_run_id)
+
+
+@pytest.mark.slow  # two tries, the first after ingest's own backoff (~14 s), one tiny fit
+def test_a_night_failed_by_a_source_outage_is_tried_again(prefect_server, tmp_path, monkeypatch):
+    """Yahoo refuses the first try's requests (4: ingest's attempt and its 3 retries): the
+    night fails transiently, the deployment's retry runs it again, and it completes."""
+    from tests.yahoo_replay import replay_session
+
+    state, run = _night(tmp_path, monkeypatch, replay_session(fail_first=4))
+    assert state.is_completed(), state.message
+    assert run.run_count == 2
+
+
+@pytest.mark.slow  # a flow run on the test server, no fit
+def test_a_night_whose_failures_would_recur_ends_without_retries(
+    prefect_server, tmp_path, monkeypatch
+):
+    """A ticker Yahoo does not know fails the same way on every try: the night ends Failed
+    on its first try, naming it, instead of waiting twice 15 minutes to fail again."""
+    from tests.yahoo_replay import replay_session
+
+    state, run = _night(tmp_path, monkeypatch, replay_session(), tickers=["ZZZZQ"])
+    assert state.is_failed() and "ZZZZQ" in state.message
+    assert run.run_count == 1  # the deployment's retries=2 would have made it 3
+
+
+def test_a_failure_is_transient_when_a_later_try_may_not_meet_it():
+    """What keeps the nightly's retries: a source outage or a lost Dask worker, raised or
+    as a ticker's one line in the run's results; anything else would fail again."""
+    from tickercast.errors import PermanentSourceError, TransientSourceError, transient
+    from tickercast.fanout import failures_in
+
+    for error in (TransientSourceError("x"), ConnectionResetError(), TimeoutError()):
+        assert transient(error)
+    try:
+        raise RuntimeError("while fetching") from ConnectionRefusedError()
+    except RuntimeError as error:
+        assert transient(error)
+    assert not transient(PermanentSourceError("ticker ZZZZQ: not found"))
+    assert not transient(ValueError("bad data"))
+    results = {
+        "MSFT": {"ticker": "MSFT", "error": "TransientSourceError: ticker MSFT: gave up"},
+        "NVDA": {"ticker": "NVDA", "error": "KilledWorker: worker died"},
+        "ZZZZQ": {"ticker": "ZZZZQ", "error": "PermanentSourceError: ticker ZZZZQ: no data"},
+        "GOOG": {"ticker": "GOOG", "error": "BundleError: SavedModel answered"},
+        "AAPL": {"bundle": "models/AAPL/versions/1", "promotion": {}},
+        "AMZN": {"ticker": "AMZN", "skipped": "corrupt partition"},
+    }
+    lines = failures_in(results)
+    assert sorted(lines) == ["GOOG", "MSFT", "NVDA", "ZZZZQ"]
+    assert {t for t, line in lines.items() if transient(line)} == {"MSFT", "NVDA"}

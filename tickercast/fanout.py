@@ -121,6 +121,16 @@ class Outcomes(Generic[T]):
         return f"{len(failed)} of {len(self.items)} ticker(s) failed: {named}"
 
 
+def failures_in(by_ticker: dict[str, Any]) -> dict[str, str]:
+    """The failed tickers' one lines in a run's per-ticker results (`Outcomes.by_ticker`,
+    the data of the Failed state a flow returns)."""
+    return {
+        ticker: value["error"]
+        for ticker, value in by_ticker.items()
+        if isinstance(value, dict) and set(value) == {"ticker", "error"}
+    }
+
+
 def outcome(ticker: str, work: Callable[[str], T]) -> Outcome[T]:
     """`work(ticker)`'s outcome: an exception fails this ticker alone."""
     try:

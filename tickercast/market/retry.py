@@ -17,12 +17,10 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from tickercast.errors import TransientSourceError
+from tickercast.errors import TRANSIENT, TransientSourceError
 from tickercast.market.options import IngestOptions
 
 T = TypeVar("T")
-# Failures worth another try: ours (tickercast.errors) and the standard library's own.
-TRANSIENT = (TransientSourceError, ConnectionError, TimeoutError)
 
 
 @dataclass
