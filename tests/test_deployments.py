@@ -203,3 +203,33 @@ def test_a_failure_is_transient_when_a_later_try_may_not_meet_it():
     lines = failures_in(results)
     assert sorted(lines) == ["GOOG", "MSFT", "NVDA", "ZZZZQ"]
     assert {t for t, line in lines.items() if transient(line)} == {"MSFT", "NVDA"}
+
+
+def test_the_nightly_flow_travels_to_a_scheduler_that_cannot_import_its_file(tmp_path):
+    """Prefect loads a deployment's file under its bare name ('nightly'), and the flow
+    travels with every task it submits (its run's context): a Dask scheduler elsewhere
+    must unpickle it without that file. What the flow's function calls lives in the
+    package (a helper beside it in the file failed every ticker of a served night on a
+    `dask scheduler`: ModuleNotFoundError: No module named 'nightly')."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cloudpickle
+    from prefect.flows import load_flow_from_entrypoint
+
+    root = Path(__file__).resolve().parents[1]
+    flow = load_flow_from_entrypoint(f"{root}/deployments/nightly.py:nightly_retrain")
+    code = "import pickle, sys; print(pickle.loads(sys.stdin.buffer.read()).name)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        input=cloudpickle.dumps(flow),
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().strip() == "retrain"
