@@ -653,21 +653,42 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     parser.add_argument("--from-json", type=Path, help="the rows of an earlier --json run")
+    parser.add_argument(
+        "--kept-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run every night on one long-lived cluster of N one-thread `dask worker`s "
+        "(dask_address, the README's commands) instead of a local cluster per run; "
+        "rows tagged *_kept_cluster",
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         out = json.loads(args.from_json.read_text())
         runs = out.get("tutorial_fit_runs_s") or [out["tutorial_fit_s"]]
-        _publish(summary_rows(out["sizes"], runs, out["overrides"], out.get("warm_up_s")), args)
+        rows = summary_rows(out["sizes"], runs, out["overrides"], out.get("warm_up_s"))
+        _publish(_tagged(rows, out.get("kept_cluster", 0)), args)
         return out
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     tutorial_runs = [tutorial_fit()]
     print(f"tutorial's one-ticker fit: {tutorial_runs[0]:.1f} s", flush=True)
     sizes, warm = [], None
-    with tempfile.TemporaryDirectory(prefix="universe-") as tmp, served(Path(tmp)) as ctx:
+    with (
+        tempfile.TemporaryDirectory(prefix="universe-") as tmp,
+        served(Path(tmp)) as ctx,
+        kept_cluster(args.kept_cluster, ctx, Path(tmp)) as extra,
+    ):
+        run_overrides = {**overrides, **extra}
         if not args.no_warm_up:
-            warm = warm_up(Path(tmp), ctx, overrides)
+            warm = warm_up(Path(tmp), ctx, run_overrides)
         for n in sorted(int(s) for s in args.sizes.split(",")):
-            sizes.append(one_size(n, Path(tmp), ctx, overrides, args.nights))
+            sizes.append(one_size(n, Path(tmp), ctx, run_overrides, args.nights))
+    if args.kept_cluster:  # the rows name the cluster, not its loopback port
+        overrides = {
+            **overrides,
+            "dask_address": f"a kept cluster of {args.kept_cluster} one-thread dask workers "
+            "(their memory is not in the peak RSS)",
+        }
     tutorial_runs.append(tutorial_fit())
     print(f"tutorial's one-ticker fit, again: {tutorial_runs[1]:.1f} s", flush=True)
     out = {
@@ -677,6 +698,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tutorial_fit_s": sum(tutorial_runs) / len(tutorial_runs),
         "tutorial_fit_runs_s": tutorial_runs,
         "warm_up_s": warm,
+        "kept_cluster": args.kept_cluster,
         "sizes": sizes,
         "projected_500": {
             f"night_{i + 1}": {
@@ -688,8 +710,27 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
-    _publish(summary_rows(sizes, tutorial_runs, overrides, warm), args)
+    _publish(_tagged(summary_rows(sizes, tutorial_runs, overrides, warm), args.kept_cluster), args)
     return out
+
+
+@contextlib.contextmanager
+def kept_cluster(workers: int, ctx: Served, tmp: Path) -> Iterator[dict]:
+    """The run overrides of `--kept-cluster`: a `dask scheduler` and `workers` one-thread
+    `dask worker`s (bench/dask_cluster.py's `cluster`), started once for every night;
+    none (a local cluster per run, the deployment's default) when `workers` is 0."""
+    if not workers:
+        yield {}
+        return
+    from bench.dask_cluster import cluster
+
+    with cluster(workers, ctx.env, tmp) as (address, _):
+        yield {"task_runner": "dask", "dask_address": address}
+
+
+def _tagged(rows: dict[str, str], kept: int) -> dict[str, str]:
+    """A kept cluster's rows under tags of their own: the default's rows stay."""
+    return {f"{tag}_kept_cluster" if kept else tag: row for tag, row in rows.items()}
 
 
 def _publish(rows: dict[str, str], args: argparse.Namespace) -> None:
