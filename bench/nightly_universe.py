@@ -40,7 +40,9 @@ the smaller sizes is said beside it. A night not counted (the samples' first nig
 folders of their own) runs first on the fresh server (`--no-warm-up`: none).
 Run: python bench/nightly_universe.py [--sizes 2,4,7] [--set epochs=5] [--json out.json]
 (writes RESULTS.md rows `nightly_universe` and `nightly_universe_second`);
-`--from-json out.json` writes the rows of an earlier run's measurements again.
+`--from-json out.json` writes the rows of an earlier run's measurements again;
+`--kept-cluster 2` runs every night on one long-lived `dask scheduler` and two one-thread
+`dask worker`s instead of a local cluster per run (rows tagged `*_kept_cluster`).
 """
 
 from __future__ import annotations

@@ -150,3 +150,15 @@ def test_a_measured_500_is_reported_as_measured_beside_the_line_of_the_smaller_s
     assert f"the line over the smaller sizes projected {line / 60:.1f} min" in first
     assert "orchestration 6.0 s = 4.0% of the night" in second
     assert "0.12x the first night (target <= 1/6)" in second
+
+
+def test_a_kept_clusters_rows_are_tagged_apart_from_the_defaults():
+    """--kept-cluster measures a user's option: its rows must not replace the default's."""
+    from bench.nightly_universe import _tagged
+
+    rows = {"nightly_universe": "| a |", "nightly_universe_second": "| b |"}
+    assert _tagged(rows, 0) == rows
+    assert _tagged(rows, 2) == {
+        "nightly_universe_kept_cluster": "| a |",
+        "nightly_universe_second_kept_cluster": "| b |",
+    }

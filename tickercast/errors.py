@@ -33,7 +33,7 @@ class HistoryShrinkError(ValueError):
 TRANSIENT = (TransientSourceError, ConnectionError, TimeoutError)
 """Failures worth another try: ours and the standard library's own. A source request is
 retried on them (tickercast.market.retry); a scheduled night that failed with one is run
-again (deployments/nightly.py)."""
+again (tickercast.flows.retries)."""
 
 LOST_WORKER = frozenset({"KilledWorker", "CommClosedError"})
 """Dask's kinds for a task whose worker process died or whose connection dropped: the
