@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.dask_cluster import cluster  # noqa: E402
+from bench.dask_processes import cluster  # noqa: E402
 from bench.nightly_universe import (  # noqa: E402
     SAMPLES,
     parameters,

@@ -20,22 +20,18 @@ ratio (target <= 0.6). Run: python bench/dask_cluster.py [--synthetic 3] [--set 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.dask_processes import cluster  # noqa: E402
 from bench.nightly_universe import (  # noqa: E402
     SAMPLES,
     parameters,
@@ -44,64 +40,6 @@ from bench.nightly_universe import (  # noqa: E402
     synthetic_names,
     write_universe,
 )
-from tickercast.tasks.runners import QUIET_DASK, WORKER_TTL, dask_env  # noqa: E402
-
-DASK = Path(sys.executable).with_name("dask")
-# The README's commands: Dask's background work cut as the nightly's local cluster has it
-# (tasks/runners.py, QUIET_DASK: the statistical profiler off, slower ticks and monitors),
-# in the scheduler and every worker. Two runs with the profiler on stalled a worker
-# (README, "Pointing the nightly at a cluster").
-WORKER_ENV = dask_env(QUIET_DASK)
-# The scheduler's too: a worker that stops heartbeating is restarted after the local
-# cluster's WORKER_TTL, not Dask's 5 minutes.
-SCHEDULER_ENV = {**dask_env(QUIET_DASK), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def cluster(
-    workers: int,
-    env: dict,
-    logs: Path,
-    scheduler_env: dict | None = None,
-    worker_env: dict | None = None,
-) -> Iterator[tuple[str, list[subprocess.Popen]]]:
-    """`dask scheduler` and `workers` one-thread `dask worker` processes, started with the
-    README's variables (or those given); the address and the processes."""
-    from distributed import Client
-
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    out = (logs / f"dask-{workers}.log").open("w")
-    start = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-    scheduler_env = SCHEDULER_ENV if scheduler_env is None else scheduler_env
-    worker_env = WORKER_ENV if worker_env is None else worker_env
-    procs = [
-        subprocess.Popen(
-            [*start, "--no-dashboard"], env={**env, **scheduler_env}, stdout=out, stderr=out
-        )
-    ]
-    try:
-        time.sleep(2)
-        for _ in range(workers):
-            args = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
-            procs.append(subprocess.Popen(args, env={**env, **worker_env}, stdout=out, stderr=out))
-        with Client(address, timeout=120) as client:
-            client.wait_for_workers(workers, timeout=120)
-        yield address, procs
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        out.close()
 
 
 def night_on_cluster(

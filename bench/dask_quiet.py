@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.dask_cluster import SCHEDULER_ENV, WORKER_ENV, cluster, night_on_cluster  # noqa: E402
+from bench.dask_cluster import night_on_cluster  # noqa: E402
+from bench.dask_processes import SCHEDULER_ENV, WORKER_ENV, cluster  # noqa: E402
 from bench.nightly_universe import SAMPLES, served, synthetic_names, write_universe  # noqa: E402
 from tickercast.tasks.runners import QUIET_DASK, WORKER_TTL, dask_env  # noqa: E402
 

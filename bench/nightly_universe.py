@@ -67,6 +67,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.dask_processes import cluster, stop  # noqa: E402
+
 DEPLOYMENT = "retrain/nightly-retrain"
 SAMPLES = ("AAPL", "AMZN", "GOOG", "MSFT", "NVDA")
 NEVER = "0 0 1 1 *"  # the served crons: 1 January, midnight (nothing fires during a run)
@@ -180,12 +182,7 @@ def served(tmp: Path) -> Iterator[Served]:
         _wait_for_deployment(timeout=240)
         yield Served(api, serve, server, env)
     finally:
-        for proc in (serve, server):
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop((serve, server), timeout=60)
         log.close()
 
 
@@ -724,8 +721,6 @@ def kept_cluster(workers: int, ctx: Served, tmp: Path) -> Iterator[dict]:
     if not workers:
         yield {}
         return
-    from bench.dask_cluster import cluster
-
     with cluster(workers, ctx.env, tmp) as (address, _):
         yield {"task_runner": "dask", "dask_address": address}
 

@@ -14,9 +14,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-# peer_autoets.py is forecast_quality.py's helper (run in the peer's venv) and stacked_lstm.py
-# universe_levers.py's prototype: not benchmarks
-SKIP = {"__init__.py", "results.py", "run_all.py", "peer_autoets.py", "stacked_lstm.py"}
+# peer_autoets.py is forecast_quality.py's helper (run in the peer's venv), stacked_lstm.py
+# universe_levers.py's prototype and dask_processes.py the cluster the Dask ones start:
+# not benchmarks
+SKIP = {
+    "__init__.py",
+    "results.py",
+    "run_all.py",
+    "peer_autoets.py",
+    "stacked_lstm.py",
+    "dask_processes.py",
+}
 
 if __name__ == "__main__":
     from bench.results import RESULTS, record, reset

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.dask_cluster import SCHEDULER_ENV, WORKER_ENV
+from bench.dask_processes import SCHEDULER_ENV, WORKER_ENV
 from tickercast.config import RetrainConfig
 
 TINY = {"start": "2019-06-01", "lookback": 15, "horizon": 3, "epochs": 1, "units": [4, 4]}
