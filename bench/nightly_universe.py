@@ -716,7 +716,7 @@ def main(argv: list[str] | None = None) -> dict:
 @contextlib.contextmanager
 def kept_cluster(workers: int, ctx: Served, tmp: Path) -> Iterator[dict]:
     """The run overrides of `--kept-cluster`: a `dask scheduler` and `workers` one-thread
-    `dask worker`s (bench/dask_cluster.py's `cluster`), started once for every night;
+    `dask worker`s (bench/dask_processes.py's `cluster`), started once for every night;
     none (a local cluster per run, the deployment's default) when `workers` is 0."""
     if not workers:
         yield {}
