@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
     nights: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    with tempfile.TemporaryDirectory(prefix="cluster-start-") as tmp, served(Path(tmp)) as ctx:
+    with (
+        tempfile.TemporaryDirectory(prefix="cluster-start-") as tmp,
+        served(Path(tmp), ("--cluster-per-run",)) as ctx,
+    ):
         csv_dir, data_dir, day = Path(tmp) / "csv", Path(tmp) / "data", 0
 
         def night(extra: dict, label: str) -> dict:

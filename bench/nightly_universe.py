@@ -156,8 +156,8 @@ class Served(NamedTuple):
 
 
 @contextlib.contextmanager
-def served(tmp: Path) -> Iterator[Served]:
-    """A real Prefect server and `deployments/serve.py` against it."""
+def served(tmp: Path, serve_args: tuple[str, ...] = ()) -> Iterator[Served]:
+    """A real Prefect server and `deployments/serve.py` against it (with `serve_args`)."""
     from tickercast.deployments.serve import start_server
 
     env = {
@@ -171,7 +171,15 @@ def served(tmp: Path) -> Iterator[Served]:
     env["PREFECT_API_URL"] = api
     log = (tmp / "serve.log").open("w")
     serve = subprocess.Popen(
-        [sys.executable, "deployments/serve.py", "--cron", NEVER, "--ingest-cron", NEVER],
+        [
+            sys.executable,
+            "deployments/serve.py",
+            "--cron",
+            NEVER,
+            "--ingest-cron",
+            NEVER,
+            *serve_args,
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,

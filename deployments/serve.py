@@ -8,11 +8,17 @@ place to set them (see deployments/nightly.py).
 
 Open the UI at the printed address, pick the `retrain/nightly-retrain` deployment and use
 "Run > Custom run" to override any RetrainConfig field from the form.
+
+When the nightly runs on Dask (deployments/nightly.json: task_runner "dask", no
+dask_address), this process keeps the local cluster its runs use and restarts the
+workers after each run (tickercast.tasks.kept_cluster); `--cluster-per-run` lets each run
+start and close a cluster of its own instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -58,6 +64,20 @@ def build_deployments(
             tags=["tickercast", "ingest"],
         ),
     ]
+
+
+def kept_cluster(per_run: bool = False) -> contextlib.AbstractContextManager:
+    """The local Dask cluster this process keeps for the nightly's runs, when the nightly
+    settings run on Dask without an address of their own (unless `per_run`); it yields
+    None where nothing is kept."""
+    from tickercast.config import RetrainConfig
+    from tickercast.deployments.nightly import nightly_config
+    from tickercast.tasks.kept_cluster import keep_cluster
+
+    execution = nightly_config(RetrainConfig).execution
+    if per_run or execution.task_runner != "dask" or execution.dask_address:
+        return contextlib.nullcontext()
+    return keep_cluster(execution.max_workers)
 
 
 def _free_port() -> int:
@@ -109,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4200, help="server port (--with-server)")
     parser.add_argument("--cron", default=RETRAIN_CRON, help=f"retrain schedule ({TIMEZONE})")
     parser.add_argument("--ingest-cron", default=INGEST_CRON, help=f"ingest schedule ({TIMEZONE})")
+    parser.add_argument(
+        "--cluster-per-run",
+        action="store_true",
+        help="each Dask run starts a local cluster of its own (default: this process keeps one)",
+    )
     args = parser.parse_args(argv)
     server = None
     if args.with_server:
@@ -118,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
 
     try:
-        serve(*build_deployments(cron=args.cron, ingest_cron=args.ingest_cron))
+        with kept_cluster(args.cluster_per_run) as cluster:
+            if cluster is not None:
+                print(
+                    f"Dask: the nightly's runs use the cluster kept at "
+                    f"{cluster.scheduler_address} (its workers restart after each run)",
+                    flush=True,
+                )
+            serve(*build_deployments(cron=args.cron, ingest_cron=args.ingest_cron))
     finally:
         if server is not None:
             server.terminate()

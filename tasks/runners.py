@@ -22,10 +22,35 @@ def make_task_runner(kind: str, max_workers: int = 4, dask_address: str | None =
     if kind == "dask":
         from prefect_dask import DaskTaskRunner
 
-        if dask_address:
-            return DaskTaskRunner(address=dask_address)
+        address = dask_address or kept_cluster(max_workers)
+        if address:
+            return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(max_workers))
     raise ValueError(f"unknown task runner {kind!r}; valid: ['dask', 'threads']")
+
+
+KEPT_CLUSTER = "TICKERCAST_KEPT_CLUSTER"
+"""The environment variable through which a serving process (deployments/serve.py,
+`tickercast.tasks.kept_cluster`) hands its flow runs the local cluster it keeps:
+`<workers> <scheduler address>`."""
+
+
+def kept_cluster(max_workers: int) -> str | None:
+    """The scheduler address of the local cluster this process's server keeps, when it
+    has the workers a local cluster for `max_workers` would have; else None (the run
+    starts a cluster of its own, as when nothing keeps one)."""
+    kept = os.environ.get(KEPT_CLUSTER, "").split()
+    if len(kept) != 2 or kept[0] != str(local_workers(max_workers)):
+        return None
+    return kept[1]
+
+
+def on_this_machine(runner: Any) -> bool:
+    """Whether a task runner's processes run on this machine: threads, a local cluster
+    it starts, or the local cluster this process's server keeps."""
+    address = getattr(runner, "address", None)
+    kept = os.environ.get(KEPT_CLUSTER, "").split()
+    return address is None or (len(kept) == 2 and address == kept[1])
 
 
 WORKER_TTL = "60s"
@@ -192,20 +217,19 @@ def use_task_runner(runner: Any) -> Iterator[Any]:
     A flow's runner is fixed when it is decorated; swapping it in the run's context lets a
     config field (set from the CLI or the deployment's UI form) choose it per run, while
     the task runs stay attached to this flow run. A local Dask cluster starts with Dask's
-    background work cut (`quiet_dask`); task runs on this machine build their API clients
-    lighter (`light_api_clients`).
+    background work cut (`quiet_dask`); task runs on this machine (threads, a local or a
+    kept cluster) build their API clients lighter (`light_api_clients`).
     """
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     if context is None:
         raise RuntimeError("use_task_runner needs a running flow")
-    local = getattr(runner, "address", None) is None  # no scheduler address: this machine
     with (
         quiet_dask(runner),
         runner.duplicate() as started,
         context.model_copy(update={"task_runner": started}),
-        light_api_clients(local),
+        light_api_clients(on_this_machine(runner)),
     ):
         yield started
 

@@ -1,0 +1,129 @@
+"""The local Dask cluster a serving process keeps for its runs (tasks/kept_cluster.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from tickercast.tasks.runners import (
+    KEPT_CLUSTER,
+    kept_cluster,
+    local_workers,
+    make_task_runner,
+    on_this_machine,
+)
+
+
+def test_a_run_uses_the_kept_cluster_only_when_it_has_the_workers_asked_for(monkeypatch):
+    """The address a serving process hands over is used by a Dask run without an address
+    of its own whose max_workers gives the kept cluster's worker count; any other run
+    starts a cluster of its own (or uses the address it was given), as without one."""
+    workers = local_workers(4)
+    monkeypatch.setenv(KEPT_CLUSTER, f"{workers} tcp://127.0.0.1:8790")
+    assert kept_cluster(4) == "tcp://127.0.0.1:8790"
+    assert make_task_runner("dask", 4).address == "tcp://127.0.0.1:8790"
+    assert make_task_runner("dask", 4, "tcp://elsewhere:8786").address == "tcp://elsewhere:8786"
+    monkeypatch.setenv(KEPT_CLUSTER, f"{workers + 1} tcp://127.0.0.1:8790")  # another size
+    assert kept_cluster(4) is None
+    assert make_task_runner("dask", 4).address is None  # a cluster of its own
+    monkeypatch.setenv(KEPT_CLUSTER, "garbled")
+    assert kept_cluster(4) is None
+    monkeypatch.delenv(KEPT_CLUSTER)
+    assert kept_cluster(4) is None
+
+
+def test_the_kept_cluster_counts_as_this_machine(monkeypatch):
+    """Task runs on the kept cluster (loopback, this machine's processes) build the light
+    API clients, as on a local cluster; another scheduler's workers keep the setting."""
+    monkeypatch.setenv(KEPT_CLUSTER, "2 tcp://127.0.0.1:8790")
+    assert on_this_machine(make_task_runner("threads", 2))
+    assert on_this_machine(make_task_runner("dask", 2, "tcp://127.0.0.1:8790"))
+    assert not on_this_machine(make_task_runner("dask", 2, "tcp://elsewhere:8786"))
+    monkeypatch.delenv(KEPT_CLUSTER)
+    assert on_this_machine(make_task_runner("dask", 2))  # starts its own, here
+
+
+def test_serve_keeps_a_cluster_only_for_a_nightly_on_dask_without_an_address(monkeypatch):
+    """deployments/serve.py keeps the cluster the nightly settings would start; with
+    --cluster-per-run, threads or a scheduler address of their own, nothing is kept."""
+    import contextlib
+
+    from tickercast.deployments import nightly, serve
+
+    assert not isinstance(serve.kept_cluster(), contextlib.nullcontext)  # nightly.json: dask
+    assert isinstance(serve.kept_cluster(per_run=True), contextlib.nullcontext)
+    for field, value in (("task_runner", "threads"), ("dask_address", "tcp://h:8786")):
+        settings = {**nightly.nightly_settings(), field: value}
+        monkeypatch.setattr("tickercast.deployments.nightly.nightly_settings", lambda s=settings: s)
+        assert isinstance(serve.kept_cluster(), contextlib.nullcontext), field
+
+
+def test_nothing_is_kept_without_a_prefect_api(monkeypatch):
+    """Workers started before any run must be told the API their task runs report to."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tickercast.tasks.kept_cluster import keep_cluster
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with keep_cluster(2) as cluster:
+            assert cluster is None
+            assert KEPT_CLUSTER not in os.environ
+
+
+def _worker_pids(cluster) -> set[int]:
+    return {nanny.process.pid for nanny in cluster.workers.values() if nanny.process}
+
+
+def _restarted(cluster, count: int, timeout: float = 120) -> set[int]:
+    plugin = cluster.scheduler.plugins["tickercast-restart-after-run"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = _worker_pids(cluster)
+        if plugin.restarts >= count and len(pids) == len(cluster.workers):
+            return pids
+        time.sleep(0.2)
+    raise TimeoutError(f"the kept cluster's workers did not restart ({plugin.restarts})")
+
+
+@pytest.mark.slow  # a kept cluster of two workers, two runs, two restarts: ~30 s
+def test_runs_use_the_kept_cluster_and_the_next_run_gets_fresh_workers(prefect_server):
+    """A Dask run started beside a kept cluster runs its tasks on the kept workers (no
+    cluster of its own); when it ends, the workers are restarted: the next run's tasks
+    run in new processes that had not imported the project's steps (its code is read
+    afresh each night), and the environment variable is gone with the cluster."""
+    from prefect import flow, task
+
+    from tickercast.tasks.kept_cluster import keep_cluster
+    from tickercast.tasks.runners import use_task_runner
+
+    @task
+    def where(_: int) -> tuple[int, bool]:
+        imported = "tickercast.tasks.train" in sys.modules
+        import tickercast.tasks.train  # noqa: F401 - as a night's training step imports it
+
+        time.sleep(0.2)
+        return os.getpid(), imported
+
+    @flow
+    def night() -> list[tuple[int, bool]]:
+        with use_task_runner(make_task_runner("dask", 2)) as runner:
+            assert runner.address == os.environ[KEPT_CLUSTER].split()[1]
+            return [future.result() for future in where.map(range(6))]
+
+    with keep_cluster(2) as cluster:
+        assert cluster is not None
+        first_pids = _worker_pids(cluster)
+        assert len(first_pids) == local_workers(2)
+        first = night()
+        assert {pid for pid, _ in first} <= first_pids
+        second_pids = _restarted(cluster, 1)
+        assert not second_pids & first_pids
+        second = night()
+        assert {pid for pid, _ in second} <= second_pids
+        assert not all(imported for _, imported in second)  # fresh processes
+        third_pids = _restarted(cluster, 2)
+        assert not third_pids & second_pids
+    assert KEPT_CLUSTER not in os.environ
