@@ -1,12 +1,12 @@
 """The nights after the first: a local Dask cluster per run vs a long-lived cluster.
 
-What runs: a real Prefect server and `deployments/serve.py` (bench/nightly_universe.py's
-`served`), the `retrain/nightly-retrain` deployment with its defaults, over the five
-samples plus `--synthetic` Yahoo-like tickers. A first night (not counted) trains them
-all on the deployment's own per-run local cluster; then each night adds one trading day
-to every ticker and alternates the two ways a user can run it:
-- per run (the default): the flow run starts a local cluster of one-thread worker
-  processes and closes it at its end;
+What runs: a real Prefect server and `deployments/serve.py --cluster-per-run`
+(bench/nightly_universe.py's `served`), the `retrain/nightly-retrain` deployment with its
+defaults, over the five samples plus `--synthetic` Yahoo-like tickers. A first night (not
+counted) trains them all on the deployment's own per-run local cluster; then each night
+adds one trading day to every ticker and alternates the two ways a user can run it:
+- per run (the default before serve.py kept a cluster): the flow run starts a local
+  cluster of one-thread worker processes and closes it at its end;
 - long-lived: `dask scheduler` and two one-thread `dask worker` processes started once, as
   the README starts them, the nightly pointed at them with `dask_address`; their first
   night (not counted) is when their workers import Prefect and the steps.
@@ -81,7 +81,8 @@ def result_row(tickers: int, rounds: int, medians: dict[str, dict[str, float]]) 
     return (
         f"| the nights after the first (one new day per ticker), {tickers} tickers, the "
         f"deployment's defaults on a real Prefect server, medians of {rounds} nights per arm "
-        f"alternating: baseline a local Dask cluster per run (the default), project a "
+        f"alternating: baseline a local Dask cluster per run (serve.py --cluster-per-run), "
+        f"project a "
         f"long-lived `dask scheduler` + 2 one-thread `dask worker` (`dask_address`) | "
         f"per run: {arm(local)} | long-lived: {arm(lived)} | {ratio:.2f}x the orchestration |"
     )

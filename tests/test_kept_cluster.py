@@ -73,6 +73,44 @@ def test_nothing_is_kept_without_a_prefect_api(monkeypatch):
             assert KEPT_CLUSTER not in os.environ
 
 
+def test_workers_restart_once_when_the_last_client_leaves():
+    """Another run still connected keeps the workers; the last one leaving restarts them
+    once (the scheduler may report a client's removal twice); a failed restart is logged,
+    not raised into the scheduler."""
+    import asyncio
+
+    from tickercast.tasks.kept_cluster import RestartAfterRun
+
+    class Scheduler:
+        def __init__(self, fail: bool = False) -> None:
+            self.calls: list[dict] = []
+            self.fail = fail
+
+        async def restart_workers(self, **kwargs) -> dict:
+            self.calls.append(kwargs)
+            if self.fail:
+                raise TimeoutError("a worker did not come back")
+            return {}
+
+    async def scenario(scheduler: Scheduler) -> RestartAfterRun:
+        plugin = RestartAfterRun()
+        plugin.add_client(scheduler, "night")
+        plugin.add_client(scheduler, "custom run")
+        plugin.remove_client(scheduler, "night")
+        await asyncio.sleep(0.01)
+        assert not scheduler.calls  # the custom run still uses the workers
+        plugin.remove_client(scheduler, "custom run")
+        plugin.remove_client(scheduler, "custom run")
+        await asyncio.sleep(0.01)
+        return plugin
+
+    ok = Scheduler()
+    assert asyncio.run(scenario(ok)).restarts == 1
+    assert len(ok.calls) == 1 and ok.calls[0]["on_error"] == "return"
+    failing = Scheduler(fail=True)
+    assert asyncio.run(scenario(failing)).restarts == 0 and len(failing.calls) == 1
+
+
 def _worker_pids(cluster) -> set[int]:
     return {nanny.process.pid for nanny in cluster.workers.values() if nanny.process}
 
@@ -88,42 +126,45 @@ def _restarted(cluster, count: int, timeout: float = 120) -> set[int]:
     raise TimeoutError(f"the kept cluster's workers did not restart ({plugin.restarts})")
 
 
-@pytest.mark.slow  # a kept cluster of two workers, two runs, two restarts: ~30 s
+@pytest.mark.slow  # a kept cluster of two workers, two runs, three restarts: ~30 s
 def test_runs_use_the_kept_cluster_and_the_next_run_gets_fresh_workers(prefect_server):
     """A Dask run started beside a kept cluster runs its tasks on the kept workers (no
-    cluster of its own); when it ends, the workers are restarted: the next run's tasks
-    run in new processes that had not imported the project's steps (its code is read
-    afresh each night), and the environment variable is gone with the cluster."""
+    cluster of its own); when it ends, the workers are restarted: new processes that have
+    imported the PRELOADED libraries but not the project's steps (a night imports its
+    code afresh), on which the next run's tasks run; the environment variable is gone with
+    the cluster."""
+    from distributed import Client
     from prefect import flow, task
 
-    from tickercast.tasks.kept_cluster import keep_cluster
+    from tickercast.tasks.kept_cluster import PRELOADED, keep_cluster
     from tickercast.tasks.runners import use_task_runner
 
     @task
-    def where(_: int) -> tuple[int, bool]:
-        imported = "tickercast.tasks.train" in sys.modules
+    def where(_: int) -> int:
         import tickercast.tasks.train  # noqa: F401 - as a night's training step imports it
 
         time.sleep(0.2)
-        return os.getpid(), imported
+        return os.getpid()
 
     @flow
-    def night() -> list[tuple[int, bool]]:
+    def night() -> set[int]:
         with use_task_runner(make_task_runner("dask", 2)) as runner:
             assert runner.address == os.environ[KEPT_CLUSTER].split()[1]
-            return [future.result() for future in where.map(range(6))]
+            return {future.result() for future in where.map(range(6))}
+
+    def modules() -> tuple[bool, bool]:
+        return all(m in sys.modules for m in PRELOADED), "tickercast.tasks.train" in sys.modules
 
     with keep_cluster(2) as cluster:
         assert cluster is not None
-        first_pids = _worker_pids(cluster)
-        assert len(first_pids) == local_workers(2)
-        first = night()
-        assert {pid for pid, _ in first} <= first_pids
-        second_pids = _restarted(cluster, 1)
-        assert not second_pids & first_pids
-        second = night()
-        assert {pid for pid, _ in second} <= second_pids
-        assert not all(imported for _, imported in second)  # fresh processes
-        third_pids = _restarted(cluster, 2)
-        assert not third_pids & second_pids
+        first = _worker_pids(cluster)
+        assert len(first) == local_workers(2)
+        assert night() <= first
+        second = _restarted(cluster, 1)
+        assert not second & first
+        with Client(cluster.scheduler_address) as client:  # leaving restarts them too
+            assert set(client.run(modules).values()) == {(True, False)}
+        third = _restarted(cluster, 2)
+        assert night() <= third
+        assert not _restarted(cluster, 3) & third
     assert KEPT_CLUSTER not in os.environ
