@@ -1,21 +1,28 @@
-"""The nights after the first: a local Dask cluster per run vs a long-lived cluster.
+"""The nights after the first: a local Dask cluster per run, the one serve.py keeps, and
+a long-lived cluster of the user's own.
 
-What runs: a real Prefect server and `deployments/serve.py --cluster-per-run`
-(bench/nightly_universe.py's `served`), the `retrain/nightly-retrain` deployment with its
+What runs: a real Prefect server and `deployments/serve.py` (bench/nightly_universe.py's
+`prefect_server` and `serving`), the `retrain/nightly-retrain` deployment with its
 defaults, over the five samples plus `--synthetic` Yahoo-like tickers. A first night (not
-counted) trains them all on the deployment's own per-run local cluster; then each night
-adds one trading day to every ticker and alternates the two ways a user can run it:
-- per run (the default before serve.py kept a cluster): the flow run starts a local
-  cluster of one-thread worker processes and closes it at its end;
+counted) trains them all on a per-run local cluster; then each night adds one trading day
+to every ticker, in rounds of the three ways a user can run it:
+- per run (`serve.py --cluster-per-run`, the default before serve.py kept a cluster): the
+  flow run starts a local cluster of one-thread worker processes and closes it at its end;
+- kept by serve.py (the default): serve.py started that cluster as it started (its workers
+  preloading Prefect and the data libraries) and restarts the workers after each night,
+  so every night runs on fresh, idle workers;
 - long-lived: `dask scheduler` and two one-thread `dask worker` processes started once, as
   the README starts them, the nightly pointed at them with `dask_address`; their first
-  night (not counted) is when their workers import Prefect and the steps.
+  night (not counted) is when their workers import Prefect and the steps, and they keep
+  them (and TensorFlow) from night to night.
+The first two need serve.py started each way: each round runs the per-run and long-lived
+nights on one serve.py, then the kept night on another, each started for its nights.
 
 Reported: each arm's median orchestration (the flow run's wall minus the time any task
 ran, nightly_universe's measure), the time from the flow's start to its first task
 running, the tail after its last task, and the night's wall. It measures what the
-second night's orchestration share (issue #22's 5% target) is made of: the per-run
-cluster's start. Run: python bench/cluster_start.py [--synthetic 27] [--rounds 3]
+second night's orchestration share (issue #22's 5% target) is made of: the cluster's
+start. Run: python bench/cluster_start.py [--synthetic 27] [--rounds 3]
 (writes the RESULTS.md row `cluster_start`).
 """
 
@@ -38,13 +45,15 @@ from bench.dask_processes import cluster  # noqa: E402
 from bench.nightly_universe import (  # noqa: E402
     SAMPLES,
     parameters,
+    prefect_server,
     run_night,
-    served,
+    serving,
     synthetic_names,
     write_universe,
 )
 
-ARMS = ("per run", "long-lived")
+ARMS = ("per run", "kept by serve.py", "long-lived")
+PER_RUN = ("--cluster-per-run",)
 
 
 def edges(night: dict) -> dict:
@@ -66,8 +75,9 @@ def summary(nights: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
 
 
 def result_row(tickers: int, rounds: int, medians: dict[str, dict[str, float]]) -> str:
-    """The RESULTS.md row: both arms' medians and the ratio of their orchestration."""
-    local, lived = (medians[arm] for arm in ARMS)
+    """The RESULTS.md row: the arms' medians and the ratios of their orchestration to the
+    per-run cluster's."""
+    local, kept, lived = (medians[arm] for arm in ARMS)
 
     def arm(m: dict[str, float]) -> str:
         share = m["orchestration_s"] / m["wall_s"]
@@ -77,14 +87,17 @@ def result_row(tickers: int, rounds: int, medians: dict[str, dict[str, float]]) 
             f"{m['tail_s']:.2f} s)"
         )
 
-    ratio = lived["orchestration_s"] / local["orchestration_s"]
+    def ratio(m: dict[str, float]) -> float:
+        return m["orchestration_s"] / local["orchestration_s"]
+
     return (
         f"| the nights after the first (one new day per ticker), {tickers} tickers, the "
         f"deployment's defaults on a real Prefect server, medians of {rounds} nights per arm "
-        f"alternating: baseline a local Dask cluster per run (serve.py --cluster-per-run), "
-        f"project a "
-        f"long-lived `dask scheduler` + 2 one-thread `dask worker` (`dask_address`) | "
-        f"per run: {arm(local)} | long-lived: {arm(lived)} | {ratio:.2f}x the orchestration |"
+        f"in rounds: baseline a local Dask cluster per run (serve.py --cluster-per-run), "
+        f"project the cluster serve.py keeps (workers restarted after each night); beside "
+        f"them a long-lived `dask scheduler` + 2 one-thread `dask worker` (`dask_address`) | "
+        f"per run: {arm(local)} | kept by serve.py: {arm(kept)}; long-lived: {arm(lived)} | "
+        f"kept {ratio(kept):.2f}x the orchestration, long-lived {ratio(lived):.2f}x |"
     )
 
 
@@ -97,12 +110,13 @@ def main(argv: list[str] | None = None) -> dict:
     tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
     nights: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     with (
-        tempfile.TemporaryDirectory(prefix="cluster-start-") as tmp,
-        served(Path(tmp), ("--cluster-per-run",)) as ctx,
+        tempfile.TemporaryDirectory(prefix="cluster-start-") as name,
+        prefect_server(Path(name)) as (server, env),
     ):
-        csv_dir, data_dir, day = Path(tmp) / "csv", Path(tmp) / "data", 0
+        tmp = Path(name)
+        csv_dir, data_dir, day = tmp / "csv", tmp / "data", 0
 
-        def night(extra: dict, label: str) -> dict:
+        def night(ctx, extra: dict, label: str) -> dict:
             nonlocal day
             write_universe(csv_dir, synthetic_names(args.synthetic), extra_days=day)
             day += 1
@@ -112,13 +126,17 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({"night": label, **shown}), flush=True)
             return measured
 
-        night({}, "first (not counted)")
-        with cluster(2, ctx.env, Path(tmp)) as (address, _):
+        with cluster(2, env, tmp) as (address, _):
             lived = {"task_runner": "dask", "dask_address": address}
-            night(lived, "long-lived cluster's first (not counted)")
+            with serving(tmp, server, env, PER_RUN) as ctx:
+                night(ctx, {}, "first (not counted)")
+                night(ctx, lived, "long-lived cluster's first (not counted)")
             for _ in range(args.rounds):
-                nights["per run"].append(night({}, "per run"))
-                nights["long-lived"].append(night(lived, "long-lived"))
+                with serving(tmp, server, env, PER_RUN) as ctx:
+                    nights["per run"].append(night(ctx, {}, "per run"))
+                    nights["long-lived"].append(night(ctx, lived, "long-lived"))
+                with serving(tmp, server, env) as ctx:
+                    nights["kept by serve.py"].append(night(ctx, {}, "kept by serve.py"))
     medians = summary(nights)
     row = result_row(len(tickers), args.rounds, medians)
     print(row)

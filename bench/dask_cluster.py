@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
     walls: dict[int, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp, served(Path(tmp)) as ctx:
+    # its own clusters: serve.py keeps none beside them
+    with (
+        tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp,
+        served(Path(tmp), ("--cluster-per-run",)) as ctx,
+    ):
         csv_dir = Path(tmp) / "csv"
         write_universe(csv_dir, synthetic_names(args.synthetic))
         # a night not counted, on the samples alone: a fresh server's first night ran

@@ -79,7 +79,11 @@ def nights(rounds: int, synthetic: int) -> dict[str, list[dict]]:
     counted (the server's and the page cache's first night: 158 s where the same arm's
     next took 123 s in the first run of this bench)."""
     seen: dict[str, list[dict]] = {name: [] for name in ARMS}
-    with tempfile.TemporaryDirectory(prefix="dask-quiet-") as tmp, served(Path(tmp)) as ctx:
+    # their own clusters: serve.py keeps none beside them
+    with (
+        tempfile.TemporaryDirectory(prefix="dask-quiet-") as tmp,
+        served(Path(tmp), ("--cluster-per-run",)) as ctx,
+    ):
         csv_dir = Path(tmp) / "csv"
         write_universe(csv_dir, synthetic_names(synthetic))
         tickers = [*SAMPLES, *synthetic_names(synthetic)]

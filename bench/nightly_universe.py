@@ -2,7 +2,8 @@
 
 What runs: `prefect server start` on a free loopback port with its own PREFECT_HOME,
 `deployments/serve.py` in its own process (the user's way of serving the nightly
-deployments; its crons are moved to 1 January so that none fires here), and a run of
+deployments; its crons are moved to 1 January so that none fires here; it keeps the
+nightly's local Dask cluster, whose workers restart after each night), and a run of
 `retrain/nightly-retrain` triggered through the API with the deployment's parameters
 (deployments/nightly.json: its start date, the default preset and model) where only the
 universe changes: `tickers`, `source=csv`, `csv_dir` and `data_dir` (and any `--set`).
@@ -22,8 +23,10 @@ Measured per night, from the Prefect API's task runs and the process tree:
   task runs: Prefect's own work, the flow's start and end, gaps between tasks);
 - training windows/s: windows x epochs / fit seconds (history.json of each new version,
   validation and per-epoch checkpoints included);
-- peak RSS of the flow run's process tree (sampled every 0.25 s; the serve process
-  itself is reported apart), and the CPU seconds of that tree and of the Prefect server;
+- peak RSS of serve.py's child processes (sampled every 0.25 s: the flow run and the
+  Dask workers; serve.py itself, which holds the kept cluster's scheduler and nannies, is
+  reported apart), and the CPU seconds of serve.py and its children and of the Prefect
+  server;
 - per ticker against the tutorial's own fit of one ticker, timed in the same run before
   and after the nights, their mean the yardstick (`tutorial_fit`: LSTM(50) -> Dense(1),
   Adam, batch 32, 20 epochs on 60-day windows of one synthetic ticker's min-max scaled
@@ -42,7 +45,8 @@ Run: python bench/nightly_universe.py [--sizes 2,4,7] [--set epochs=5] [--json o
 (writes RESULTS.md rows `nightly_universe` and `nightly_universe_second`);
 `--from-json out.json` writes the rows of an earlier run's measurements again;
 `--kept-cluster 2` runs every night on one long-lived `dask scheduler` and two one-thread
-`dask worker`s instead of a local cluster per run (rows tagged `*_kept_cluster`).
+`dask worker`s (started by the bench, pointed at with dask_address) instead of the local
+cluster serve.py keeps (rows tagged `*_kept_cluster`).
 """
 
 from __future__ import annotations
@@ -158,6 +162,14 @@ class Served(NamedTuple):
 @contextlib.contextmanager
 def served(tmp: Path, serve_args: tuple[str, ...] = ()) -> Iterator[Served]:
     """A real Prefect server and `deployments/serve.py` against it (with `serve_args`)."""
+    with prefect_server(tmp) as (server, env), serving(tmp, server, env, serve_args) as ctx:
+        yield ctx
+
+
+@contextlib.contextmanager
+def prefect_server(tmp: Path) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """`prefect server start` with its own PREFECT_HOME under `tmp`; the process and the
+    environment serve.py runs with (PREFECT_API_URL its API)."""
     from tickercast.deployments.serve import start_server
 
     env = {
@@ -169,29 +181,43 @@ def served(tmp: Path, serve_args: tuple[str, ...] = ()) -> Iterator[Served]:
     }
     server, api = start_server(timeout=240, env=env)
     env["PREFECT_API_URL"] = api
-    log = (tmp / "serve.log").open("w")
-    serve = subprocess.Popen(
-        [
-            sys.executable,
-            "deployments/serve.py",
-            "--cron",
-            NEVER,
-            "--ingest-cron",
-            NEVER,
-            *serve_args,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
         os.environ["PREFECT_API_URL"] = api
-        _wait_for_deployment(timeout=240)
-        yield Served(api, serve, server, env)
+        yield server, env
     finally:
-        stop((serve, server), timeout=60)
+        stop((server,), timeout=60)
+
+
+@contextlib.contextmanager
+def serving(
+    tmp: Path, server: subprocess.Popen, env: dict, serve_args: tuple[str, ...] = ()
+) -> Iterator[Served]:
+    """`deployments/serve.py` (with `serve_args`) against `server`, once it polls for
+    runs; stopped (SIGTERM: serve.py closes what it keeps) at the block's end."""
+    log_path = tmp / f"serve-{time.monotonic_ns()}.log"
+    log = log_path.open("w")
+    command = [sys.executable, "deployments/serve.py", "--cron", NEVER, "--ingest-cron", NEVER]
+    serve = subprocess.Popen(
+        [*command, *serve_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for_deployment(timeout=240)
+        _wait_for_text(log_path, "being served and polling", serve, timeout=240)
+        yield Served(env["PREFECT_API_URL"], serve, server, env)
+    finally:
+        stop((serve,), timeout=60)
         log.close()
+
+
+def _wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve.py exited ({proc.returncode}); see {path}")
+        time.sleep(0.2)
+    raise TimeoutError(f"serve.py did not print {text!r} within {timeout:.0f} s ({path})")
 
 
 def _wait_for_deployment(timeout: float) -> None:
@@ -247,6 +273,22 @@ class Sampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+IDLE_AFTER_S = 15.0
+"""How long after a night `run_night` reads what serve.py holds between nights."""
+
+
+def rss_now(pid: int) -> tuple[float, float]:
+    """Resident MB of a process, and of its descendants together (between nights: a kept
+    cluster's idle workers)."""
+    import psutil
+
+    procs, children = process_tree(psutil.Process(pid)), 0
+    for child in procs[1:]:
+        with contextlib.suppress(psutil.Error):
+            children += child.memory_info().rss
+    return procs[0].memory_info().rss / 2**20, children / 2**20
 
 
 class PeakRSS(Sampler):
@@ -306,8 +348,12 @@ def run_night(params: dict, ctx: Served, timeout: float) -> dict:
         wall = time.perf_counter() - started
     if not run.state.is_completed():
         raise RuntimeError(f"the nightly run ended {run.state.name}: {run.state.message}")
+    time.sleep(IDLE_AFTER_S)  # the flow run gone, a kept cluster's workers restarted
+    idle_serve, idle_children = rss_now(ctx.serve.pid)
     return {
         "wall_s": wall,
+        "idle_serve_rss_mb": idle_serve,
+        "idle_children_rss_mb": idle_children,
         "flow_run_s": (run.end_time - run.start_time).total_seconds(),
         "queued_s": wall - (run.end_time - run.start_time).total_seconds(),
         "peak_rss_mb": rss.tree_mb,
@@ -619,7 +665,7 @@ def summary_rows(
             f"{m['epochs_mean'] or 0:.1f} max {m['epochs_max'] or 0}, warm-started "
             f"{m.get('warm_fits', 0)} of {m['new_versions'] + m.get('kept_champion', 0)} fits, "
             f"{m.get('kept_champion', 0)} of them kept the champion (no version); peak RSS "
-            f"{m['peak_rss_mb']:.0f} MB{_cpu(m)}); {_projected(sizes, night)} "
+            f"{m['peak_rss_mb']:.0f} MB{_held(m)}{_cpu(m)}); {_projected(sizes, night)} "
             f"| per ticker {per_ticker / tutorial_s:.2f}x the tutorial's fit "
             f"({_spread(per_ticker, tutorial_runs) if night == 0 else ''}target <= 0.33x"
             f"{'' if night == 0 else '; second night <= 1/6 of the first'}) |"
@@ -634,6 +680,19 @@ def _spread(per_ticker: float, tutorial_runs: list[float]) -> str:
     if hi <= 1.05 * lo:
         return ""
     return f"{per_ticker / hi:.2f}-{per_ticker / lo:.2f}x against its two timings; "
+
+
+def _held(m: dict) -> str:
+    """serve.py's own peak (with a kept cluster: its scheduler and nannies), and what it
+    and its children held after the night (runs measured before this was recorded:
+    nothing)."""
+    if "idle_serve_rss_mb" not in m:
+        return ""
+    return (
+        f" (serve.py itself {m['serve_rss_mb']:.0f} MB); {IDLE_AFTER_S:.0f} s after the "
+        f"night serve.py held {m['idle_serve_rss_mb']:.0f} MB and its child processes "
+        f"{m['idle_children_rss_mb']:.0f} MB"
+    )
 
 
 def _cpu(m: dict) -> str:
@@ -666,7 +725,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=0,
         metavar="N",
         help="run every night on one long-lived cluster of N one-thread `dask worker`s "
-        "(dask_address, the README's commands) instead of a local cluster per run; "
+        "(dask_address, the README's commands) instead of the cluster serve.py keeps; "
         "rows tagged *_kept_cluster",
     )
     args = parser.parse_args(argv)
@@ -682,7 +741,8 @@ def main(argv: list[str] | None = None) -> dict:
     sizes, warm = [], None
     with (
         tempfile.TemporaryDirectory(prefix="universe-") as tmp,
-        served(Path(tmp)) as ctx,
+        # a dask scheduler of the bench's own: serve.py keeps no cluster beside it
+        served(Path(tmp), ("--cluster-per-run",) if args.kept_cluster else ()) as ctx,
         kept_cluster(args.kept_cluster, ctx, Path(tmp)) as extra,
     ):
         run_overrides = {**overrides, **extra}
@@ -725,7 +785,7 @@ def main(argv: list[str] | None = None) -> dict:
 def kept_cluster(workers: int, ctx: Served, tmp: Path) -> Iterator[dict]:
     """The run overrides of `--kept-cluster`: a `dask scheduler` and `workers` one-thread
     `dask worker`s (bench/dask_processes.py's `cluster`), started once for every night;
-    none (a local cluster per run, the deployment's default) when `workers` is 0."""
+    none (the deployment's default: the local cluster serve.py keeps) when `workers` is 0."""
     if not workers:
         yield {}
         return
