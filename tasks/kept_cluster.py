@@ -10,7 +10,9 @@ same cluster once (`keep_cluster`) and its flow runs connect to it
 workers while no run waits (`RestartAfterRun`): the next run gets fresh processes, as a
 cluster of its own would give it, with no TensorFlow state, model or memory carried from
 one night to the next, and they import the project's code at their first task, so a code
-update between nights is what the next night runs.
+update between nights is what the next night runs. Measured at 500 tickers: the second
+night's orchestration 3.8% and 4.1% in two runs (README, "What the second night's
+orchestration is made of").
 """
 
 from __future__ import annotations
