@@ -35,12 +35,18 @@ KEPT_CLUSTER = "TICKERCAST_KEPT_CLUSTER"
 `<workers> <scheduler address>`."""
 
 
+def _kept() -> tuple[str, str] | None:
+    """`KEPT_CLUSTER` read: (workers, scheduler address), or None when unset or garbled."""
+    kept = os.environ.get(KEPT_CLUSTER, "").split()
+    return (kept[0], kept[1]) if len(kept) == 2 else None
+
+
 def kept_cluster(max_workers: int) -> str | None:
     """The scheduler address of the local cluster this process's server keeps, when it
     has the workers a local cluster for `max_workers` would have; else None (the run
     starts a cluster of its own, as when nothing keeps one)."""
-    kept = os.environ.get(KEPT_CLUSTER, "").split()
-    if len(kept) != 2 or kept[0] != str(local_workers(max_workers)):
+    kept = _kept()
+    if kept is None or kept[0] != str(local_workers(max_workers)):
         return None
     return kept[1]
 
@@ -49,8 +55,8 @@ def on_this_machine(runner: Any) -> bool:
     """Whether a task runner's processes run on this machine: threads, a local cluster
     it starts, or the local cluster this process's server keeps."""
     address = getattr(runner, "address", None)
-    kept = os.environ.get(KEPT_CLUSTER, "").split()
-    return address is None or (len(kept) == 2 and address == kept[1])
+    kept = _kept()
+    return address is None or (kept is not None and address == kept[1])
 
 
 WORKER_TTL = "60s"
