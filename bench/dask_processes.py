@@ -7,13 +7,13 @@ nightly_universe --kept-cluster) and tests/test_dask_cluster.py; not a benchmark
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tickercast.deployments.serve import free_port
 from tickercast.tasks.runners import QUIET_DASK, WORKER_TTL, dask_env
 
 DASK = Path(sys.executable).with_name("dask")
@@ -25,12 +25,6 @@ WORKER_ENV = dask_env(QUIET_DASK)
 # The scheduler's too: a worker that stops heartbeating is restarted after the local
 # cluster's WORKER_TTL, not Dask's 5 minutes.
 SCHEDULER_ENV = {**dask_env(QUIET_DASK), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": WORKER_TTL}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -45,7 +39,7 @@ def cluster(
     README's variables (or those given); the address and the processes."""
     from distributed import Client
 
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     out = (logs / f"dask-{workers}.log").open("w")
     start = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)]

@@ -80,7 +80,8 @@ def kept_cluster(per_run: bool = False) -> contextlib.AbstractContextManager:
     return keep_cluster(execution.max_workers)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server, a scheduler, a test's endpoint)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -90,7 +91,7 @@ def start_server(
     port: int | None = None, timeout: float = 120.0, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """`prefect server start` on loopback; returns the process and its API URL once healthy."""
-    port = port or _free_port()
+    port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
     proc = subprocess.Popen(
         [

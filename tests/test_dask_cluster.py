@@ -5,7 +5,6 @@ TensorFlow pool per worker sized to its threads, a clean Keras state per fit."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ import pytest
 
 from bench.dask_processes import SCHEDULER_ENV, WORKER_ENV
 from tickercast.config import RetrainConfig
+from tickercast.deployments.serve import free_port
 
 TINY = {"start": "2019-06-01", "lookback": 15, "horizon": 3, "epochs": 1, "units": [4, 4]}
 DASK = Path(sys.executable).with_name("dask")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -85,7 +79,7 @@ def test_the_readme_starts_the_cluster_with_the_local_clusters_settings():
 @pytest.fixture
 def dask_cluster(tmp_path):
     """One scheduler and one one-thread worker process on loopback; the address."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [
         _start(

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny_models import TICKER, copy_store
+from tickercast.deployments.serve import free_port
 from tickercast.evaluation.names import FORECASTERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,12 +31,6 @@ TINY = ["--start", "2019-01-01", "--lookback", "20", "--units", "8", "4"]
 TINY += ["--epochs", "2", "--batch-size", "64"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real tracking server on a free loopback port; its URI."""
@@ -45,7 +39,7 @@ def mlflow_server(tmp_path_factory):
     if not SERVER.is_file():
         pytest.skip(f"no MLflow server at {SERVER}: `make mlflow-server` builds it")
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     saved = {k: os.environ.get(k) for k in QUIET}
     os.environ.update(QUIET)
     log = open(root / "server.log", "wb")  # noqa: SIM115 (closed at teardown)
@@ -153,7 +147,7 @@ def mirrored(prefect_server, mlflow_server, tmp_path_factory):
         )
     # the second run again while MLflow is down: nothing new to export, and the mirror's
     # failure is reported without failing the run
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["retrain", "--tickers", TICKER, "--seed", "7", *common, "--mlflow-uri", down])
@@ -289,7 +283,7 @@ def test_a_server_that_is_down_leaves_the_registry_right_and_a_resync_repairs_it
 
     uri, data_dir, *_ = mirrored
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     # a new version promoted while the server is down: the registry changes, MLflow cannot
     # follow, and the command says so, naming the repair
     ingested = ingest_ticker(TICKER, "sample", data_dir)
