@@ -53,10 +53,32 @@ def kept_cluster(max_workers: int) -> str | None:
 
 def on_this_machine(runner: Any) -> bool:
     """Whether a task runner's processes run on this machine: threads, a local cluster
-    it starts, or the local cluster this process's server keeps."""
+    it starts, the local cluster this process's server keeps, or a scheduler listening on
+    a loopback address (only this machine's processes can reach it, so its workers are
+    this machine's: a cluster started by hand beside the server, as bench/dask_cluster.py
+    starts one)."""
     address = getattr(runner, "address", None)
     kept = _kept()
-    return address is None or (kept is not None and address == kept[1])
+    return address is None or (kept is not None and address == kept[1]) or loopback(address)
+
+
+def loopback(address: str) -> bool:
+    """Whether a Dask scheduler address (`tcp://host:port`, `inproc://...`) names this
+    machine's loopback interface."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if address.startswith("inproc://"):
+        return True
+    host = urlsplit(address if "://" in address else f"tcp://{address}").hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 WORKER_TTL = "60s"

@@ -12,6 +12,7 @@ from tickercast.tasks.runners import (
     KEPT_CLUSTER,
     kept_cluster,
     local_workers,
+    loopback,
     make_task_runner,
     on_this_machine,
 )
@@ -42,8 +43,32 @@ def test_the_kept_cluster_counts_as_this_machine(monkeypatch):
     assert on_this_machine(make_task_runner("threads", 2))
     assert on_this_machine(make_task_runner("dask", 2, "tcp://127.0.0.1:8790"))
     assert not on_this_machine(make_task_runner("dask", 2, "tcp://elsewhere:8786"))
+    assert not on_this_machine(make_task_runner("dask", 2, "tcp://10.0.0.5:8786"))
     monkeypatch.delenv(KEPT_CLUSTER)
     assert on_this_machine(make_task_runner("dask", 2))  # starts its own, here
+
+
+def test_a_scheduler_on_loopback_counts_as_this_machine():
+    """Only this machine's processes reach a scheduler on a loopback address, so its
+    workers read this machine's files (the light clients' bundle)."""
+    for here in (
+        "tcp://127.0.0.1:8786",
+        "tcp://localhost:8786",
+        "tcp://[::1]:8786",
+        "127.0.0.2:8786",
+        "inproc://10.0.0.5/1/1",
+    ):
+        assert loopback(here), here
+        assert on_this_machine(make_task_runner("dask", 2, here)), here
+    for there in (
+        "tcp://10.0.0.5:8786",
+        "tcp://sched:8786",
+        "tls://sched.example:8786",
+        "tcp://0.0.0.0:8786",
+        "tcp://192.168.1.2:8786",
+    ):
+        assert not loopback(there), there
+        assert not on_this_machine(make_task_runner("dask", 2, there)), there
 
 
 def test_serve_keeps_a_cluster_only_for_a_nightly_on_dask_without_an_address(monkeypatch):
