@@ -13,7 +13,9 @@ sizes TensorFlow's pools to its one thread (tasks/runners.py); results and bundl
 the data folder, which every worker on this machine reads.
 
 Reported: the night's wall (trigger -> final state) with 1 and with 2 workers, and the
-ratio (target <= 0.6). Run: python bench/dask_cluster.py [--synthetic 3] [--set epochs=5]
+ratio (target <= 0.6); with `--rounds N`, N rounds of both arms, their order alternating,
+and the median ratio. Run: python bench/dask_cluster.py [--synthetic 3] [--rounds 1]
+[--set epochs=5]
 (writes the RESULTS.md row `dask_cluster`).
 """
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -57,40 +60,61 @@ def night_on_cluster(
     tickers, csv_dir, data_dir = params
     with cluster(workers, ctx.env, tmp, *envs) as (address, _):
         extra = {**overrides, "task_runner": "dask", "dask_address": address}
-        return run_night(parameters(tickers, csv_dir, data_dir, extra), ctx, timeout)
+        params = parameters(tickers, csv_dir, data_dir, extra)
+        return run_night(params, ctx, timeout, every=SAMPLE_EVERY)
 
 
-def result_row(tickers: int, synthetic: int, shape: str, walls: dict[int, dict]) -> str:
-    """The RESULTS.md row: both walls, their ratio (three decimals: the target is a
-    threshold), the train steps' own seconds on each (what two fits at once cost each
-    other on this machine's cores), the time no task ran, and the Prefect server's CPU."""
-    ratio = walls[2]["wall_s"] / walls[1]["wall_s"]
-    train = {w: walls[w]["stages"]["train"]["task_s"] for w in (1, 2)}
-    idle = {w: walls[w]["orchestration_s"] for w in (1, 2)}
-    server = {w: walls[w]["server_cpu_s"] for w in (1, 2)}
+SAMPLE_EVERY = 1.0
+"""Seconds between run_night's CPU samples and looks at the run (it reports no peak
+memory here): the sampling and the API calls share the two cores the workers fill."""
+
+
+def result_row(tickers: int, synthetic: int, shape: str, rounds: list[dict[int, dict]]) -> str:
+    """The RESULTS.md row: each round's walls and ratio, the median ratio (three
+    decimals: the target is a threshold), the train steps' own seconds on each (what two
+    fits at once cost each other on this machine's cores), the time no task ran, and the
+    Prefect server's CPU (medians over the rounds)."""
+    ratios = [r[2]["wall_s"] / r[1]["wall_s"] for r in rounds]
+
+    def median(workers: int, field: str, stage: str | None = None) -> float:
+        values = [
+            r[workers]["stages"][stage]["task_s"] if stage else r[workers][field] for r in rounds
+        ]
+        return statistics.median(values)
+
+    wall = {w: median(w, "wall_s") for w in (1, 2)}
+    train = {w: median(w, "", "train") for w in (1, 2)}
+    idle = {w: median(w, "orchestration_s") for w in (1, 2)}
+    server = {w: median(w, "server_cpu_s") for w in (1, 2)}
+    each = "; ".join(
+        f"round {i + 1} ({'1 then 2' if i % 2 == 0 else '2 then 1'}): "
+        f"{r[1]['wall_s']:.0f} s / {r[2]['wall_s']:.0f} s = {ratio:.3f}x"
+        for i, (r, ratio) in enumerate(zip(rounds, ratios, strict=True))
+    )
     return (
         f"| nightly retrain on a real Dask cluster (`dask scheduler` + one-thread `dask worker` "
         f"processes on loopback, started with QUIET_DASK, after a night not counted, "
-        f"{tickers} tickers: 5 samples + "
-        f"{synthetic} synthetic, "
-        f"{shape}) | 1 worker: {walls[1]['wall_s']:.0f} s | 2 workers: "
-        f"{walls[2]['wall_s']:.0f} s | {ratio:.3f}x (target <= 0.6x); the train steps ran "
-        f"{train[1]:.0f} s in all on 1 worker, {train[2]:.0f} s on 2 ({train[2] / train[1]:.2f}x: "
-        f"each fit slows when two share the cores); no task running for {idle[1]:.0f} s of "
-        f"the flow run on 1 worker, {idle[2]:.0f} s on 2; the Prefect server's CPU "
-        f"{server[1]:.0f} and {server[2]:.0f} s |"
+        f"{tickers} tickers: 5 samples + {synthetic} synthetic, {shape}; "
+        f"{len(rounds)} round(s), the arms' order alternating, medians) "
+        f"| 1 worker: {wall[1]:.0f} s | 2 workers: {wall[2]:.0f} s "
+        f"| median ratio {statistics.median(ratios):.3f}x (target <= 0.6x); {each}; the "
+        f"train steps ran {train[1]:.0f} s in all on 1 worker, {train[2]:.0f} s on 2 "
+        f"({train[2] / train[1]:.2f}x: each fit slows when two share the cores); no task "
+        f"running for {idle[1]:.0f} s of the flow run on 1 worker, {idle[2]:.0f} s on 2; the "
+        f"Prefect server's CPU {server[1]:.0f} and {server[2]:.0f} s |"
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=3, help="synthetic tickers added")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of both arms")
     parser.add_argument("--set", action="append", default=[], help="a RetrainConfig field")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args(argv)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
-    walls: dict[int, dict] = {}
+    rounds: list[dict[int, dict]] = []
     # its own clusters: serve.py keeps none beside them
     with (
         tempfile.TemporaryDirectory(prefix="dask-bench-") as tmp,
@@ -104,20 +128,26 @@ def main(argv: list[str] | None = None) -> dict:
         samples = (list(SAMPLES), csv_dir, Path(tmp) / "warm")
         warm = night_on_cluster(1, ctx, Path(tmp), samples, overrides, 3600)
         print("warm-up night (not counted):", round(warm["wall_s"], 1), "s", flush=True)
-        for workers in (1, 2):
-            universe = (tickers, csv_dir, Path(tmp) / f"data-{workers}")
-            measured = night_on_cluster(workers, ctx, Path(tmp), universe, overrides, 6 * 3600)
-            walls[workers] = measured
-            print(json.dumps({"workers": workers, **measured}, default=str), flush=True)
-    ratio = walls[2]["wall_s"] / walls[1]["wall_s"]
+        for index in range(args.rounds):
+            walls: dict[int, dict] = {}
+            # the order alternates: a drift of the machine's speed lands on both arms
+            for workers in (1, 2) if index % 2 == 0 else (2, 1):
+                # a data folder of its own: every night trains every ticker from scratch
+                data_dir = Path(tmp) / f"data-{index}-{workers}"
+                universe = (tickers, csv_dir, data_dir)
+                measured = night_on_cluster(workers, ctx, Path(tmp), universe, overrides, 6 * 3600)
+                walls[workers] = measured
+                print(json.dumps({"round": index, "workers": workers, **measured}, default=str))
+            rounds.append(walls)
+    ratios = [r[2]["wall_s"] / r[1]["wall_s"] for r in rounds]
     shape = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the deployment's defaults"
-    row = result_row(len(tickers), args.synthetic, shape, walls)
+    row = result_row(len(tickers), args.synthetic, shape, rounds)
     print(row)
     if not args.no_record:
         from bench.results import record
 
         record("dask_cluster", row)
-    return {"walls": walls, "ratio": ratio}
+    return {"rounds": rounds, "ratios": ratios, "ratio": statistics.median(ratios)}
 
 
 if __name__ == "__main__":

@@ -329,14 +329,18 @@ class PeakRSS(Sampler):
 # ------------------------------------------------------------------------------ a night
 
 
-def run_night(params: dict, ctx: Served, timeout: float, held: bool = False) -> dict:
+def run_night(
+    params: dict, ctx: Served, timeout: float, held: bool = False, every: float = 0.25
+) -> dict:
     """Trigger the deployment, wait for its final state; wall, stages, memory, and the CPU
     seconds of the serve process tree (flow run, workers) and of the Prefect server; with
-    `held`, also what serve.py and its children hold `IDLE_AFTER_S` after the night."""
+    `held`, also what serve.py and its children hold `IDLE_AFTER_S` after the night.
+    `every`: seconds between the memory and CPU samples (a bench that reports no peak
+    memory samples less: the sampling shares the cores it measures)."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    with PeakRSS(ctx.serve.pid) as rss, PeakRSS(ctx.server.pid) as api:
+    with PeakRSS(ctx.serve.pid, every) as rss, PeakRSS(ctx.server.pid, every) as api:
         started = time.perf_counter()
         flow_run = run_deployment(DEPLOYMENT, parameters={"config": params}, timeout=0)
         with get_client(sync_client=True) as client:
@@ -346,7 +350,7 @@ def run_night(params: dict, ctx: Served, timeout: float, held: bool = False) -> 
                     break
                 if time.perf_counter() - started > timeout:
                     raise TimeoutError(f"the night did not finish within {timeout:.0f} s")
-                time.sleep(0.5)
+                time.sleep(max(0.5, every))  # each look is an API call the server serves
         wall = time.perf_counter() - started
     if not run.state.is_completed():
         raise RuntimeError(f"the nightly run ended {run.state.name}: {run.state.message}")

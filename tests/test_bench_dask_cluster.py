@@ -1,0 +1,29 @@
+"""bench/dask_cluster.py's arithmetic: the rounds' ratios and medians in its row."""
+
+from bench.dask_cluster import result_row
+
+
+def night(wall: float, train: float, idle: float, server: float) -> dict:
+    return {
+        "wall_s": wall,
+        "stages": {"train": {"task_s": train}},
+        "orchestration_s": idle,
+        "server_cpu_s": server,
+    }
+
+
+def test_the_row_gives_each_round_and_the_median_ratio():
+    rounds = [
+        {1: night(300, 150, 30, 30), 2: night(180, 190, 5, 28)},  # 0.600x
+        {1: night(310, 160, 31, 29), 2: night(179, 195, 6, 27)},  # 0.577x
+        {1: night(290, 155, 29, 31), 2: night(183, 200, 4, 29)},  # 0.631x
+    ]
+    row = result_row(60, 55, "the deployment's defaults", rounds)
+    assert "3 round(s)" in row
+    assert "| 1 worker: 300 s | 2 workers: 180 s |" in row  # medians of each arm's walls
+    assert "median ratio 0.600x" in row
+    assert "round 1 (1 then 2): 300 s / 180 s = 0.600x" in row
+    assert "round 2 (2 then 1): 310 s / 179 s = 0.577x" in row
+    assert "round 3 (1 then 2): 290 s / 183 s = 0.631x" in row
+    assert "155 s in all on 1 worker, 195 s on 2 (1.26x" in row
+    assert "server's CPU 30 and 28 s" in row
