@@ -7,8 +7,9 @@ so editing that code invalidates the step.
 
 Every step result is a record whose `outputs` maps file paths to sha256. Before Prefect
 looks a key up, the stored result for it is checked: if any output file was deleted or
-changed since, the key moves to one derived from the files' current state, so the step
-runs again (`fresh_key`, through ResultStore's public methods only).
+changed since, or a ticker failed inside a step that ran several (a batch), the key moves
+to one derived from the files' current state, so the step runs again (`fresh_key`,
+through ResultStore's public methods only).
 """
 
 from __future__ import annotations
@@ -152,6 +153,18 @@ def outputs_valid(result: Any) -> bool:
     return True
 
 
+def trusted(result: Any) -> bool:
+    """Whether a later run may reuse a stored result: every file it names unchanged
+    (`outputs_valid`) and, for a step that ran several tickers (`fanout.batch_result`), no
+    ticker failed in it. A ticker's failure may come from the machine, not the inputs the
+    key hashes (a full disk, a file another process held), and a cached failure would
+    repeat it after the cause was fixed; the others' work reruns with it (a batch is
+    cached whole)."""
+    if isinstance(result, dict) and result.get("errors"):
+        return False
+    return outputs_valid(result)
+
+
 def keyed(value: Any) -> Any:
     """An input as a cache key sees it: a record by its `key()` (an ingest by its lake
     file's content only), settings by their values, containers element by element."""
@@ -173,14 +186,15 @@ def step_key(step: str, modules: Iterable[str], params: dict[str, Any]) -> str:
 
 
 def fresh_key(store: Any, key: str) -> str:
-    """`key`, unless the record stored under it names output files that are gone or
-    changed since: then the first of `key-r1`, `key-r2`, ... that holds a valid record, or
-    none yet (the step runs again and stores its record there, which later runs find).
-    Only ResultStore's public `exists` and `read` are used; nothing is deleted."""
+    """`key`, unless the record stored under it is not `trusted` (output files gone or
+    changed since, a ticker of a batch failed): then the first of `key-r1`, `key-r2`, ...
+    that holds a trusted record, or none yet (the step runs again and stores its record
+    there, which later runs find). Only ResultStore's public `exists` and `read` are used;
+    nothing is deleted."""
     candidate, n = key, 0
     while store.exists(candidate):
         try:
-            if outputs_valid(store.read(candidate).result):
+            if trusted(store.read(candidate).result):
                 return candidate
         except Exception:  # an unreadable record is never trusted
             pass

@@ -61,6 +61,30 @@ def test_code_version_follows_the_whole_module_source(tmp_path, monkeypatch):
     caching._module_hash.cache_clear()
 
 
+def test_a_batch_in_which_a_ticker_failed_is_never_reused(tmp_path):
+    """A batched step's record with a ticker's error runs again (the error may have come
+    from the machine); its rerun's record, with none, is found by later runs; tickers
+    skipped by choice are no failure."""
+    from tickercast.hashing import file_sha256
+
+    out = tmp_path / "lake.parquet"
+    out.write_bytes(b"rows")
+    outputs = {str(out): file_sha256(out)}
+    params = {"tickers": ["AAA", "BBB"]}
+    key = step_key("prepare", ("tickercast.market.ingest",), params)
+    failed = {"values": {"AAA": 1}, "errors": {"BBB": "OSError: no space left"}, "outputs": outputs}
+    store = FakeStore({key: failed})
+    key_fn = content_cache_key("prepare", ("tickercast.market.ingest",))
+    ctx = types.SimpleNamespace(result_store=store)
+    rerun = key_fn(ctx, params)
+    assert rerun != key and not store.exists(rerun)  # no record there: the batch runs again
+    store.records[rerun] = {**failed, "values": {"AAA": 1, "BBB": 2}, "errors": {}}
+    assert key_fn(ctx, params) == rerun
+    skipped = {"values": {"AAA": 1}, "errors": {}, "skipped": {"BBB": "by choice"}}
+    assert caching.trusted({**skipped, "outputs": outputs})
+    assert not caching.trusted(failed)
+
+
 def test_a_stale_record_is_never_used_and_its_rerun_is_found(tmp_path):
     out = tmp_path / "model.keras"
     out.write_bytes(b"weights")

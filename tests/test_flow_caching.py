@@ -93,3 +93,34 @@ def test_changed_module_code_reruns_only_its_step_and_after(csv_config, monkeypa
     found = states(config)
     train = STEPS.index("train")  # the network is built there: it and what follows rerun
     assert found[:train] == ["Cached"] * train and found[train] == "Completed"
+
+
+def test_a_ticker_failed_in_a_batch_is_tried_again(csv_config, shared_data, monkeypatch):
+    """One ticker of a prepare batch fails for a cause outside the inputs (here its ingest
+    raises as a full disk would); once the cause is gone, the same inputs run the batch
+    again and the ticker trains, instead of the cache repeating the failure."""
+    from tickercast.flows.retrain import retrain
+    from tickercast.tasks import ingest
+
+    config, path = csv_config
+    shutil.copy(shared_data / "prices" / "MSFT.csv", path.parent / "MSFT.csv")
+    # a lookback of its own: a batch no earlier test cached
+    both = config.model_copy(update={"tickers": ["NVDA", "MSFT"], "max_workers": 1, "lookback": 17})
+    real = ingest.ingest_step.fn
+
+    def disk_full(ticker, *args, **kwargs):
+        if ticker == "MSFT":
+            raise OSError(28, "No space left on device")
+        return real(ticker, *args, **kwargs)
+
+    monkeypatch.setattr(ingest.ingest_step, "fn", disk_full)
+    failed = retrain(both, return_state=True)
+    assert failed.is_failed() and "No space left on device" in failed.message
+    monkeypatch.setattr(ingest.ingest_step, "fn", real)  # the disk has room again
+    state, result = run(both)
+    assert [r.state.name for r in task_runs(state) if r.name.startswith("prepare-")] == [
+        "Completed"
+    ]
+    assert result["MSFT"]["version"] >= 1
+    state, _ = run(both)  # a batch with no failure is cached as before
+    assert [r.state.name for r in task_runs(state) if r.name.startswith("prepare-")] == ["Cached"]
