@@ -66,7 +66,7 @@ def build_deployments(
     ]
 
 
-def kept_cluster(per_run: bool = False) -> contextlib.AbstractContextManager:
+def keep_nightly_cluster(per_run: bool = False) -> contextlib.AbstractContextManager:
     """The local Dask cluster this process keeps for the nightly's runs, when the nightly
     settings run on Dask without an address of their own (unless `per_run`); it yields
     None where nothing is kept."""
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
 
     try:
-        with kept_cluster(args.cluster_per_run) as cluster:
+        with keep_nightly_cluster(args.cluster_per_run) as cluster:
             if cluster is not None:
                 print(
                     f"Dask: the nightly's runs use the cluster kept at "

@@ -78,12 +78,13 @@ def test_serve_keeps_a_cluster_only_for_a_nightly_on_dask_without_an_address(mon
 
     from tickercast.deployments import nightly, serve
 
-    assert not isinstance(serve.kept_cluster(), contextlib.nullcontext)  # nightly.json: dask
-    assert isinstance(serve.kept_cluster(per_run=True), contextlib.nullcontext)
+    # nightly.json: dask
+    assert not isinstance(serve.keep_nightly_cluster(), contextlib.nullcontext)
+    assert isinstance(serve.keep_nightly_cluster(per_run=True), contextlib.nullcontext)
     for field, value in (("task_runner", "threads"), ("dask_address", "tcp://h:8786")):
         settings = {**nightly.nightly_settings(), field: value}
         monkeypatch.setattr("tickercast.deployments.nightly.nightly_settings", lambda s=settings: s)
-        assert isinstance(serve.kept_cluster(), contextlib.nullcontext), field
+        assert isinstance(serve.keep_nightly_cluster(), contextlib.nullcontext), field
 
 
 def test_nothing_is_kept_without_a_prefect_api(monkeypatch):
