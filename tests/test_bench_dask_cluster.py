@@ -27,3 +27,10 @@ def test_the_row_gives_each_round_and_the_median_ratio():
     assert "round 3 (1 then 2): 290 s / 183 s = 0.631x" in row
     assert "155 s in all on 1 worker, 195 s on 2 (1.26x" in row
     assert "server's CPU 30 and 28 s" in row
+
+
+def test_the_row_says_whether_the_workers_were_fresh_or_long_lived():
+    rounds = [{1: night(300, 150, 30, 30), 2: night(180, 190, 5, 28)}]
+    assert "each arm on fresh workers" in result_row(60, 55, "defaults", rounds)
+    warm = result_row(60, 55, "defaults", rounds, warm_workers=True)
+    assert "long-lived" in warm and "fresh workers" not in warm
