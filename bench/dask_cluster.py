@@ -64,14 +64,11 @@ def night_on_cluster(
     as a user's cluster is after its first night."""
     with cluster(workers, ctx.env, tmp, *envs) as (address, _):
         extra = {**overrides, "task_runner": "dask", "dask_address": address}
-        if warm is not None:
-            tickers, csv_dir, data_dir = warm
-            run_night(
+        for tickers, csv_dir, data_dir in [warm, params] if warm is not None else [params]:
+            measured = run_night(
                 parameters(tickers, csv_dir, data_dir, extra), ctx, timeout, every=SAMPLE_EVERY
             )
-        tickers, csv_dir, data_dir = params
-        params = parameters(tickers, csv_dir, data_dir, extra)
-        return run_night(params, ctx, timeout, every=SAMPLE_EVERY)
+        return measured  # the last night's: the warm one is not counted
 
 
 WARMED = (
@@ -85,6 +82,11 @@ SAMPLE_EVERY = 1.0
 memory here): the sampling and the API calls share the two cores the workers fill."""
 
 
+def round_ratios(rounds: list[dict[int, dict]]) -> list[float]:
+    """Each round's wall on 2 workers over its wall on 1."""
+    return [r[2]["wall_s"] / r[1]["wall_s"] for r in rounds]
+
+
 def result_row(
     tickers: int,
     synthetic: int,
@@ -96,18 +98,15 @@ def result_row(
     decimals: the target is a threshold), the train steps' own seconds on each (what two
     fits at once cost each other on this machine's cores), the time no task ran, and the
     Prefect server's CPU (medians over the rounds)."""
-    ratios = [r[2]["wall_s"] / r[1]["wall_s"] for r in rounds]
+    ratios = round_ratios(rounds)
 
-    def median(workers: int, field: str, stage: str | None = None) -> float:
-        values = [
-            r[workers]["stages"][stage]["task_s"] if stage else r[workers][field] for r in rounds
-        ]
-        return statistics.median(values)
+    def median(read) -> dict[int, float]:
+        return {w: statistics.median(read(r[w]) for r in rounds) for w in (1, 2)}
 
-    wall = {w: median(w, "wall_s") for w in (1, 2)}
-    train = {w: median(w, "", "train") for w in (1, 2)}
-    idle = {w: median(w, "orchestration_s") for w in (1, 2)}
-    server = {w: median(w, "server_cpu_s") for w in (1, 2)}
+    wall = median(lambda night: night["wall_s"])
+    train = median(lambda night: night["stages"]["train"]["task_s"])
+    idle = median(lambda night: night["orchestration_s"])
+    server = median(lambda night: night["server_cpu_s"])
     each = "; ".join(
         f"round {i + 1} ({'1 then 2' if i % 2 == 0 else '2 then 1'}): "
         f"{r[1]['wall_s']:.0f} s / {r[2]['wall_s']:.0f} s = {ratio:.3f}x"
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
                 walls[workers] = measured
                 print(json.dumps({"round": index, "workers": workers, **measured}, default=str))
             rounds.append(walls)
-    ratios = [r[2]["wall_s"] / r[1]["wall_s"] for r in rounds]
+    ratios = round_ratios(rounds)
     shape = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the deployment's defaults"
     row = result_row(len(tickers), args.synthetic, shape, rounds, args.warm_workers)
     print(row)

@@ -35,31 +35,24 @@ KEPT_CLUSTER = "TICKERCAST_KEPT_CLUSTER"
 `<workers> <scheduler address>`."""
 
 
-def _kept() -> tuple[str, str] | None:
-    """`KEPT_CLUSTER` read: (workers, scheduler address), or None when unset or garbled."""
-    kept = os.environ.get(KEPT_CLUSTER, "").split()
-    return (kept[0], kept[1]) if len(kept) == 2 else None
-
-
 def kept_cluster(max_workers: int) -> str | None:
     """The scheduler address of the local cluster this process's server keeps, when it
     has the workers a local cluster for `max_workers` would have; else None (the run
-    starts a cluster of its own, as when nothing keeps one)."""
-    kept = _kept()
-    if kept is None or kept[0] != str(local_workers(max_workers)):
+    starts a cluster of its own, as when nothing keeps one, or `KEPT_CLUSTER` is garbled)."""
+    kept = os.environ.get(KEPT_CLUSTER, "").split()
+    if len(kept) != 2 or kept[0] != str(local_workers(max_workers)):
         return None
     return kept[1]
 
 
 def on_this_machine(runner: Any) -> bool:
     """Whether a task runner's processes run on this machine: threads, a local cluster
-    it starts, the local cluster this process's server keeps, or a scheduler listening on
-    a loopback address (only this machine's processes can reach it, so its workers are
-    this machine's: a cluster started by hand beside the server, as bench/dask_cluster.py
-    starts one)."""
+    it starts, or a scheduler listening on a loopback address, which only this machine's
+    processes can reach (the local cluster this process's server keeps, which Dask's
+    LocalCluster starts on 127.0.0.1, or a cluster started by hand beside the server, as
+    bench/dask_cluster.py starts one)."""
     address = getattr(runner, "address", None)
-    kept = _kept()
-    return address is None or (kept is not None and address == kept[1]) or loopback(address)
+    return address is None or loopback(address)
 
 
 def loopback(address: str) -> bool:
