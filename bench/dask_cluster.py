@@ -38,7 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.dask_processes import cluster  # noqa: E402
 from bench.nightly_universe import (  # noqa: E402
     SAMPLES,
+    cpu_seconds,
     parameters,
+    process_tree,
     run_night,
     served,
     synthetic_names,
@@ -62,13 +64,31 @@ def night_on_cluster(
     `warm` (the same, for a night not counted), the cluster first runs that night: the
     measured night finds long-lived workers, TensorFlow imported and the network traced,
     as a user's cluster is after its first night."""
-    with cluster(workers, ctx.env, tmp, *envs) as (address, _):
+    with cluster(workers, ctx.env, tmp, *envs) as (address, procs):
         extra = {**overrides, "task_runner": "dask", "dask_address": address}
         for tickers, csv_dir, data_dir in [warm, params] if warm is not None else [params]:
+            before = cluster_cpu(procs)
             measured = run_night(
                 parameters(tickers, csv_dir, data_dir, extra), ctx, timeout, every=SAMPLE_EVERY
             )
-        return measured  # the last night's: the warm one is not counted
+            after = cluster_cpu(procs)
+        # the last night's: the warm one is not counted
+        return {**measured, **{k: after[k] - before[k] for k in after}}
+
+
+def cluster_cpu(procs: list) -> dict[str, float]:
+    """CPU seconds so far of the `dask scheduler` (the first of `procs`) and of the
+    `dask worker` processes (the others), each with its children (a worker's nanny
+    starts the process that runs the tasks)."""
+    import psutil  # the dev extra (bench and tests)
+
+    def tree(proc) -> float:
+        return sum(cpu_seconds(process_tree(psutil.Process(proc.pid))).values())
+
+    return {
+        "scheduler_cpu_s": tree(procs[0]),
+        "workers_cpu_s": sum(tree(proc) for proc in procs[1:]),
+    }
 
 
 WARMED = (
@@ -95,9 +115,10 @@ def result_row(
     warm_workers: bool = False,
 ) -> str:
     """The RESULTS.md row: each round's walls and ratio, the median ratio (three
-    decimals: the target is a threshold), the train steps' own seconds on each (what two
-    fits at once cost each other on this machine's cores), the time no task ran, and the
-    Prefect server's CPU (medians over the rounds)."""
+    decimals: the target is a threshold), the train steps' own seconds on each, the time
+    no task ran, and where the night's CPU went: the workers, and beside them the
+    scheduler, the Prefect server and the flow run, which on one worker have the other
+    core to themselves and on two take turns with the fits (medians over the rounds)."""
     ratios = round_ratios(rounds)
 
     def median(read) -> dict[int, float]:
@@ -107,6 +128,9 @@ def result_row(
     train = median(lambda night: night["stages"]["train"]["task_s"])
     idle = median(lambda night: night["orchestration_s"])
     server = median(lambda night: night["server_cpu_s"])
+    flow = median(lambda night: night["serve_tree_cpu_s"])
+    scheduler = median(lambda night: night["scheduler_cpu_s"])
+    workers = median(lambda night: night["workers_cpu_s"])
     each = "; ".join(
         f"round {i + 1} ({'1 then 2' if i % 2 == 0 else '2 then 1'}): "
         f"{r[1]['wall_s']:.0f} s / {r[2]['wall_s']:.0f} s = {ratio:.3f}x"
@@ -121,9 +145,14 @@ def result_row(
         f"| 1 worker: {wall[1]:.0f} s | 2 workers: {wall[2]:.0f} s "
         f"| median ratio {statistics.median(ratios):.3f}x (target <= 0.6x); {each}; the "
         f"train steps ran {train[1]:.0f} s in all on 1 worker, {train[2]:.0f} s on 2 "
-        f"({train[2] / train[1]:.2f}x: each fit slows when two share the cores); no task "
-        f"running for {idle[1]:.0f} s of the flow run on 1 worker, {idle[2]:.0f} s on 2; the "
-        f"Prefect server's CPU {server[1]:.0f} and {server[2]:.0f} s |"
+        f"({train[2] / train[1]:.2f}x); no task running for {idle[1]:.0f} s of the flow run "
+        f"on 1 worker, {idle[2]:.0f} s on 2; CPU seconds on 1 worker / on 2: the workers "
+        f"{workers[1]:.0f} / {workers[2]:.0f} ({workers[2] / workers[1]:.2f}x, each worker's "
+        f"warm-up included), beside them the scheduler {scheduler[1]:.0f} / "
+        f"{scheduler[2]:.0f}, the Prefect server {server[1]:.0f} / {server[2]:.0f} and the "
+        f"flow run {flow[1]:.0f} / {flow[2]:.0f} (on 1 worker these have the other core, on "
+        f"2 they take turns with the fits; what two fits at once cost each other without them: "
+        f"row `paired_fits`) |"
     )
 
 
