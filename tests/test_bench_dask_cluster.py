@@ -46,7 +46,7 @@ def test_the_row_says_where_the_cpu_went_on_each_arm():
         {1: night(310, 160, 31, 29, 260, 3, 7), 2: night(179, 195, 6, 27, 286, 3, 10)},
     ]
     row = result_row(60, 55, "the deployment's defaults", rounds)
-    assert "the workers 255 / 293 (1.15x" in row  # medians of each arm
+    assert "the workers 255 / 293 (1.15x, each warming up in it)" in row  # arms' medians
     assert "the scheduler 2 / 4" in row  # 2.5 and 3.5 round to even
     assert "the flow run 6 / 9" in row
 
@@ -56,3 +56,4 @@ def test_the_row_says_whether_the_workers_were_fresh_or_long_lived():
     assert "each arm on fresh workers" in result_row(60, 55, "defaults", rounds)
     warm = result_row(60, 55, "defaults", rounds, warm_workers=True)
     assert "long-lived" in warm and "fresh workers" not in warm
+    assert "warmed before the night" in warm and "warming up in it" not in warm
