@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,26 +51,6 @@ def cpu_now() -> float:
     """This process's user + system CPU seconds."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def at_once(groups: list[list[str]]) -> list[dict]:
-    """A child process per group of tickers, all started together; their results."""
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--child", ",".join(group)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for group in groups
-    ]
-    results = []
-    for proc in procs:
-        out, _ = proc.communicate()
-        if proc.returncode:
-            raise RuntimeError(f"a fitting process exited {proc.returncode}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
 
 
 def result_row(tickers: int, rounds: list[dict[str, dict]]) -> str:
@@ -113,6 +92,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child.split(","))))
         return
+    from bench.unrolled_workers import at_once
+
     first = [f"U{i:03d}" for i in range(1, args.tickers + 1)]
     second = [f"U{i:03d}" for i in range(args.tickers + 1, 2 * args.tickers + 1)]
     rounds: list[dict[str, dict]] = []
@@ -120,7 +101,9 @@ def main() -> None:
         measured: dict[str, dict] = {}
         # the order alternates: a drift of the machine's speed lands on both arms
         for arm in ("solo", "pair") if index % 2 == 0 else ("pair", "solo"):
-            measured[arm] = at_once([first] if arm == "solo" else [first, second])[0]
+            groups = [first] if arm == "solo" else [first, second]
+            runs = [["--child", ",".join(group)] for group in groups]
+            measured[arm] = at_once(__file__, runs)[0]
             print(arm, round(measured[arm]["wall_s"], 1), flush=True)
         rounds.append(measured)
     from bench.results import publish

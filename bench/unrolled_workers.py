@@ -82,20 +82,29 @@ def two_workers(script: str, child_args: list[str], tickers: list[str]) -> list[
     """`script --child ... --names <half>` twice at once, each on its half of `tickers`
     (as two one-thread Dask workers share a night); each process's JSON result."""
     half = len(tickers) // 2
+    return at_once(
+        script,
+        [
+            ["--child", *child_args, "--names", ",".join(part)]
+            for part in (tickers[:half], tickers[half:])
+        ],
+    )
+
+
+def at_once(script: str, runs: list[list[str]]) -> list[dict]:
+    """`script` once per argument list in `runs`, all started together; each process's
+    JSON result (its last line of output), in the order of `runs`."""
     procs = [
         subprocess.Popen(
-            [sys.executable, script, "--child", *child_args, "--names", ",".join(part)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
+            [sys.executable, script, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
-        for part in (tickers[:half], tickers[half:])
+        for args in runs
     ]
     results = []
-    for proc in procs:
+    for proc, args in zip(procs, runs, strict=True):
         out, _ = proc.communicate()
         if proc.returncode:
-            raise RuntimeError(f"{' '.join(child_args)} worker exited {proc.returncode}")
+            raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     return results
 
