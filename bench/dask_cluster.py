@@ -15,9 +15,13 @@ the data folder, which every worker on this machine reads.
 Reported: the night's wall (trigger -> final state) with 1 and with 2 workers, and the
 ratio (target <= 0.6); with `--rounds N`, N rounds of both arms, their order alternating,
 and the median ratio; with `--warm-workers`, each arm's cluster first runs a night on the
-samples (not counted), so the measured night finds long-lived workers. Run:
-python bench/dask_cluster.py [--synthetic 3] [--rounds 1] [--warm-workers] [--set epochs=5]
-(writes the RESULTS.md row `dask_cluster`, or `dask_cluster_warm`).
+samples (not counted), so the measured night finds long-lived workers; with
+`--preloaded-workers`, fresh workers started with the README's
+`--preload tickercast.deployments.warm_worker` (each warms up as it starts, before it
+joins the scheduler; the row says how long that took). Run:
+python bench/dask_cluster.py [--synthetic 3] [--rounds 1]
+    [--warm-workers | --preloaded-workers] [--set epochs=5]
+(writes the RESULTS.md row `dask_cluster`, `dask_cluster_warm` or `dask_cluster_preload`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +62,18 @@ def night_on_cluster(
     timeout: float,
     envs: tuple[dict | None, dict | None] = (None, None),
     warm: tuple[list[str], Path, Path] | None = None,
+    preload: tuple[str, ...] = (),
 ) -> dict:
     """One nightly run (`run_night`) on a fresh cluster of `workers` one-thread workers
     (`cluster`, with the README's variables unless `envs` gives the scheduler's and the
-    workers'); `params`: the tickers, their CSV folder and the night's data folder. With
-    `warm` (the same, for a night not counted), the cluster first runs that night: the
-    measured night finds long-lived workers, TensorFlow imported and the network traced,
-    as a user's cluster is after its first night."""
-    with cluster(workers, ctx.env, tmp, *envs) as (address, procs):
+    workers', each worker preloading `preload`); `params`: the tickers, their CSV folder
+    and the night's data folder. With `warm` (the same, for a night not counted), the
+    cluster first runs that night: the measured night finds long-lived workers,
+    TensorFlow imported and the network traced, as a user's cluster is after its first
+    night. Also reports the seconds from the cluster's start to every worker joining it."""
+    started = time.perf_counter()
+    with cluster(workers, ctx.env, tmp, *envs, preload=preload) as (address, procs):
+        ready = time.perf_counter() - started
         extra = {**overrides, "task_runner": "dask", "dask_address": address}
         for tickers, csv_dir, data_dir in [warm, params] if warm is not None else [params]:
             before = cluster_cpu(procs)
@@ -73,7 +82,7 @@ def night_on_cluster(
             )
             after = cluster_cpu(procs)
         # the last night's: the warm one is not counted
-        return {**measured, **{k: after[k] - before[k] for k in after}}
+        return {**measured, **{k: after[k] - before[k] for k in after}, "cluster_start_s": ready}
 
 
 def cluster_cpu(procs: list) -> dict[str, float]:
@@ -97,6 +106,33 @@ WARMED = (
     "night), "
 )
 
+WARM_WORKER = "tickercast.deployments.warm_worker"
+"""The README's worker preload (`--preloaded-workers`)."""
+
+KINDS = {
+    "fresh": "dask_cluster",
+    "long-lived": "dask_cluster_warm",
+    "preloaded": "dask_cluster_preload",
+}
+"""The arms' workers (`fresh`, `long-lived`: `--warm-workers`, `preloaded`:
+`--preloaded-workers`) and the RESULTS.md row each writes."""
+
+
+def workers_text(kind: str, start: dict[int, float]) -> tuple[str, str]:
+    """What the row says of the workers (`kind`, `start`: the arms' median seconds from
+    the cluster's start to every worker joining it), and of their CPU."""
+    if kind == "long-lived":
+        return WARMED, "warmed before the night"
+    if kind == "preloaded":
+        return (
+            f"each arm on fresh workers started with `--preload {WARM_WORKER}` (the README's "
+            "command: each fitted and plotted a made-up ticker as it started, before joining "
+            f"the scheduler; the cluster took {start[1]:.0f} s to start with 1 worker, "
+            f"{start[2]:.0f} s with 2, not in the night), "
+        ), "warmed as they started"
+    return "each arm on fresh workers, ", "each warming up in it"
+
+
 SAMPLE_EVERY = 1.0
 """Seconds between run_night's CPU samples and looks at the run (it reports no peak
 memory here): the sampling and the API calls share the two cores the workers fill."""
@@ -112,7 +148,7 @@ def result_row(
     synthetic: int,
     shape: str,
     rounds: list[dict[int, dict]],
-    warm_workers: bool = False,
+    kind: str = "fresh",
 ) -> str:
     """The RESULTS.md row: each round's walls and ratio, the median ratio (three
     decimals: the target is a threshold), the train steps' own seconds on each, the time
@@ -131,6 +167,8 @@ def result_row(
     flow = median(lambda night: night["serve_tree_cpu_s"])
     scheduler = median(lambda night: night["scheduler_cpu_s"])
     workers = median(lambda night: night["workers_cpu_s"])
+    start = median(lambda night: night.get("cluster_start_s", 0.0))
+    arms, warmed = workers_text(kind, start)
     each = "; ".join(
         f"round {i + 1} ({'1 then 2' if i % 2 == 0 else '2 then 1'}): "
         f"{r[1]['wall_s']:.0f} s / {r[2]['wall_s']:.0f} s = {ratio:.3f}x"
@@ -139,7 +177,7 @@ def result_row(
     return (
         f"| nightly retrain on a real Dask cluster (`dask scheduler` + one-thread `dask worker` "
         f"processes on loopback, started with QUIET_DASK, after a night not counted, "
-        f"{WARMED if warm_workers else 'each arm on fresh workers, '}"
+        f"{arms}"
         f"{tickers} tickers: 5 samples + {synthetic} synthetic, {shape}; "
         f"{len(rounds)} round(s), the arms' order alternating, medians) "
         f"| 1 worker: {wall[1]:.0f} s | 2 workers: {wall[2]:.0f} s "
@@ -148,7 +186,7 @@ def result_row(
         f"({train[2] / train[1]:.2f}x); no task running for {idle[1]:.0f} s of the flow run "
         f"on 1 worker, {idle[2]:.0f} s on 2; CPU seconds on 1 worker / on 2: the workers "
         f"{workers[1]:.0f} / {workers[2]:.0f} ({workers[2] / workers[1]:.2f}x, "
-        f"{'warmed before the night' if warm_workers else 'each warming up in it'}), "
+        f"{warmed}), "
         f"beside them the scheduler {scheduler[1]:.0f} / "
         f"{scheduler[2]:.0f}, the Prefect server {server[1]:.0f} / {server[2]:.0f} and the "
         f"flow run {flow[1]:.0f} / {flow[2]:.0f} (on 1 worker these have the other core, on "
@@ -161,14 +199,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=3, help="synthetic tickers added")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of both arms")
-    parser.add_argument(
+    kinds = parser.add_mutually_exclusive_group()
+    kinds.add_argument(
         "--warm-workers",
         action="store_true",
         help="each arm's cluster first runs a night on the samples (long-lived workers)",
     )
+    kinds.add_argument(
+        "--preloaded-workers",
+        action="store_true",
+        help=f"fresh workers started with the README's --preload {WARM_WORKER}",
+    )
     parser.add_argument("--set", action="append", default=[], help="a RetrainConfig field")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args(argv)
+    kind = "long-lived" if args.warm_workers else "preloaded" if args.preloaded_workers else "fresh"
+    preload = (WARM_WORKER,) if kind == "preloaded" else ()
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     tickers = [*SAMPLES, *synthetic_names(args.synthetic)]
     rounds: list[dict[int, dict]] = []
@@ -201,18 +247,19 @@ def main(argv: list[str] | None = None) -> dict:
                     overrides,
                     6 * 3600,
                     warm=warm_night if args.warm_workers else None,
+                    preload=preload,
                 )
                 walls[workers] = measured
                 print(json.dumps({"round": index, "workers": workers, **measured}, default=str))
             rounds.append(walls)
     ratios = round_ratios(rounds)
     shape = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the deployment's defaults"
-    row = result_row(len(tickers), args.synthetic, shape, rounds, args.warm_workers)
+    row = result_row(len(tickers), args.synthetic, shape, rounds, kind)
     print(row)
     if not args.no_record:
         from bench.results import record
 
-        record("dask_cluster_warm" if args.warm_workers else "dask_cluster", row)
+        record(KINDS[kind], row)
     return {"rounds": rounds, "ratios": ratios, "ratio": statistics.median(ratios)}
 
 

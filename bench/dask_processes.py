@@ -34,9 +34,11 @@ def cluster(
     logs: Path,
     scheduler_env: dict | None = None,
     worker_env: dict | None = None,
+    preload: Iterable[str] = (),
 ) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     """`dask scheduler` and `workers` one-thread `dask worker` processes, started with the
-    README's variables (or those given); the address and the processes."""
+    README's variables (or those given), each worker preloading the modules in `preload`;
+    the address and the processes, once every worker joined."""
     from distributed import Client
 
     port = free_port()
@@ -54,9 +56,10 @@ def cluster(
         time.sleep(2)
         for _ in range(workers):
             args = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
+            args += [arg for module in preload for arg in ("--preload", module)]
             procs.append(subprocess.Popen(args, env={**env, **worker_env}, stdout=out, stderr=out))
         with Client(address, timeout=120) as client:
-            client.wait_for_workers(workers, timeout=120)
+            client.wait_for_workers(workers, timeout=300)  # a warm-up preload: ~10-20 s
         yield address, procs
     finally:
         stop(reversed(procs), timeout=30)

@@ -54,6 +54,15 @@ def test_the_row_says_where_the_cpu_went_on_each_arm():
 def test_the_row_says_whether_the_workers_were_fresh_or_long_lived():
     rounds = [{1: night(300, 150, 30, 30), 2: night(180, 190, 5, 28)}]
     assert "each arm on fresh workers" in result_row(60, 55, "defaults", rounds)
-    warm = result_row(60, 55, "defaults", rounds, warm_workers=True)
+    warm = result_row(60, 55, "defaults", rounds, kind="long-lived")
     assert "long-lived" in warm and "fresh workers" not in warm
     assert "warmed before the night" in warm and "warming up in it" not in warm
+
+
+def test_the_row_says_the_preloaded_workers_warmed_up_as_they_started_and_how_long():
+    one, two = night(300, 150, 30, 30), night(180, 190, 5, 28)
+    rounds = [{1: {**one, "cluster_start_s": 16.2}, 2: {**two, "cluster_start_s": 21.7}}]
+    row = result_row(60, 55, "defaults", rounds, kind="preloaded")
+    assert "fresh workers started with `--preload tickercast.deployments.warm_worker`" in row
+    assert "the cluster took 16 s to start with 1 worker, 22 s with 2, not in the night" in row
+    assert "warmed as they started" in row and "warming up in it" not in row
