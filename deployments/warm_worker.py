@@ -40,13 +40,20 @@ with the same batch shapes as the night's first fit."""
 
 
 def dask_setup(worker: Any) -> None:
-    """Dask's preload hook (`dask worker ... --preload tickercast.deployments.warm_worker`)."""
-    from tickercast.config import RetrainConfig
-    from tickercast.deployments.nightly import nightly_config
+    """Dask's preload hook (`dask worker ... --preload tickercast.deployments.warm_worker`).
+    A warm-up that fails is reported and the worker starts cold: it only saves time, and
+    the night reports whatever is wrong with its settings itself."""
     from tickercast.modeling.threads import size_pools
 
     size_pools(int(worker.state.nthreads))  # before TensorFlow starts its pools
-    seconds = warm_up(nightly_config(RetrainConfig))
+    try:
+        from tickercast.config import RetrainConfig
+        from tickercast.deployments.nightly import nightly_config
+
+        seconds = warm_up(nightly_config(RetrainConfig))
+    except Exception as exc:  # noqa: BLE001 - never keeps a worker from starting
+        print(f"tickercast: worker warm-up failed, starting cold: {type(exc).__name__}: {exc}")
+        return
     print(f"tickercast: worker warmed up in {seconds:.1f} s (the nightly's network traced)")
 
 

@@ -16,6 +16,7 @@ import pytest
 from bench.dask_processes import WORKER_ENV
 from tests.test_dask_cluster import DASK, TINY, _wait_for_workers
 from tickercast.config import RetrainConfig
+from tickercast.deployments.nightly import nightly_config
 from tickercast.deployments.serve import free_port
 from tickercast.deployments.warm_worker import made_up_history
 from tickercast.modeling.preprocess import preprocess
@@ -75,9 +76,33 @@ def test_the_made_up_history_is_a_lake_history_the_nightly_preprocesses():
     assert list(frame.columns) == ["date", "open", "high", "low", "close", "adj_close", "volume"]
     assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
     assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
-    spec, arrays = preprocess(frame, RetrainConfig().preprocessing, "WARMUP")
+    # the settings the warm-up reads, imported with this module: imported first inside
+    # the capsys test below, they left Prefect's console logging writing to its closed
+    # stream ("I/O operation on closed file" in tests/test_dask_cluster.py after it)
+    spec, arrays = preprocess(frame, nightly_config(RetrainConfig).preprocessing, "WARMUP")
     assert spec.n_train > 0 and spec.n_val > 0 and spec.n_test > 0
     assert len(arrays["x"]) == len(arrays["close"])
+
+
+def test_a_failed_warm_up_leaves_the_worker_starting_cold(monkeypatch, capsys):
+    """The preload hook sizes the pools, and a warm-up that raises is reported, not
+    raised: Dask would otherwise refuse to start the worker."""
+    from types import SimpleNamespace
+
+    from tickercast.deployments import warm_worker
+    from tickercast.modeling import threads
+
+    sized = []
+    monkeypatch.setattr(threads, "size_pools", sized.append)  # not this test process's pools
+
+    def broken(config):
+        raise ValueError("deployments/nightly.json: bad field")
+
+    monkeypatch.setattr(warm_worker, "warm_up", broken)
+    warm_worker.dask_setup(SimpleNamespace(state=SimpleNamespace(nthreads=1)))
+    assert sized == [1]
+    out = capsys.readouterr().out
+    assert "warm-up failed, starting cold: ValueError: deployments/nightly.json: bad field" in out
 
 
 @pytest.mark.slow
