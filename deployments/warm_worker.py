@@ -35,8 +35,8 @@ WARM_EPOCHS = 2
 second runs them as every later epoch does."""
 
 WARM_YEARS = 10
-"""Years of made-up daily history: the nightly's tickers' length, so the warm-up fits
-with the same batch shapes as the night's first fit."""
+"""Years of made-up daily history: about the nightly's tickers' length (the traced steps
+depend on the batch size and window shape, not on the number of windows)."""
 
 
 def dask_setup(worker: Any) -> None:
