@@ -51,6 +51,7 @@ from bench.nightly_universe import (  # noqa: E402
     synthetic_names,
     write_universe,
 )
+from tickercast.deployments import warm_worker  # noqa: E402
 
 
 def night_on_cluster(
@@ -106,7 +107,7 @@ WARMED = (
     "night), "
 )
 
-WARM_WORKER = "tickercast.deployments.warm_worker"
+WARM_WORKER = warm_worker.__name__
 """The README's worker preload (`--preloaded-workers`)."""
 
 KINDS = {

@@ -8,16 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from bench.dask_processes import WORKER_ENV
-from tests.test_dask_cluster import DASK, TINY, _wait_for_workers
+from bench.dask_processes import cluster
+from tests.test_dask_cluster import TINY
 from tickercast.config import RetrainConfig
+from tickercast.deployments import warm_worker
 from tickercast.deployments.nightly import nightly_config
-from tickercast.deployments.serve import free_port
 from tickercast.deployments.warm_worker import made_up_history
 from tickercast.modeling.preprocess import preprocess
 
@@ -39,8 +38,7 @@ from tickercast.modeling.windows import split_anchors
 
 config = RetrainConfig(**json.loads(sys.argv[1]))
 size_pools(1)
-warmed = sys.argv[2] == "warm"
-if warmed:
+if sys.argv[2] == "warm":
     warm_up(config)
 pooled = pool.pooled_count()
 spec, arrays = preprocess(made_up_history(seed=7), config.preprocessing, "OTHER")
@@ -48,7 +46,6 @@ anchors = split_anchors(len(arrays["x"]), spec.n_train, spec.n_val, spec.lookbac
 with tempfile.TemporaryDirectory() as tmp:
     summary = train_model(arrays, anchors, spec.lookback, config.fit_spec(), Path(tmp),
                           label="OTHER", naive=naive_output(spec))
-    weights = hashlib.sha256((Path(tmp) / "model.keras").read_bytes()).hexdigest()
     import keras
     model = keras.models.load_model(Path(tmp) / "model.keras", compile=False)
     values = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
@@ -89,7 +86,6 @@ def test_a_failed_warm_up_leaves_the_worker_starting_cold(monkeypatch, capsys):
     raised: Dask would otherwise refuse to start the worker."""
     from types import SimpleNamespace
 
-    from tickercast.deployments import warm_worker
     from tickercast.modeling import threads
 
     sized = []
@@ -120,22 +116,12 @@ def test_a_warmed_up_process_fits_on_the_traced_network_with_the_same_weights():
 @pytest.mark.slow
 def test_a_real_dask_worker_preloading_it_is_warm_before_its_first_task(tmp_path):
     """`dask worker ... --preload tickercast.deployments.warm_worker` (the README's
-    command): by the time it joins the scheduler, TensorFlow runs on its one thread and
-    the nightly's network (deployments/nightly.json) is pooled."""
+    command, as the benchmark starts it): by the time it joins the scheduler, TensorFlow
+    runs on its one thread and the nightly's network (deployments/nightly.json) is pooled."""
     from distributed import Client
 
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, **WORKER_ENV, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    log = (tmp_path / "dask.log").open("w")
-    start = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-    procs = [subprocess.Popen([*start, "--no-dashboard"], stdout=log, stderr=log, env=env)]
-    try:
-        time.sleep(2)
-        worker = [str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"]
-        preload = ["--preload", "tickercast.deployments.warm_worker"]
-        procs.append(subprocess.Popen([*worker, *preload], stdout=log, stderr=log, env=env))
-        _wait_for_workers(address, 1, timeout=300)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with cluster(1, env, tmp_path, preload=[warm_worker.__name__]) as (address, _):
 
         def state() -> tuple[int, int]:
             import tensorflow as tf
@@ -146,14 +132,4 @@ def test_a_real_dask_worker_preloading_it_is_warm_before_its_first_task(tmp_path
 
         with Client(address, timeout=60) as client:
             assert list(client.run(state).values()) == [(1, 1)]
-        log.flush()
-        assert "worker warmed up in" in (tmp_path / "dask.log").read_text()
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    assert "worker warmed up in" in (tmp_path / "dask-1.log").read_text()
