@@ -23,7 +23,7 @@ from tickercast.delivery.warmstart import find_source
 from tickercast.fanout import Share, each_ticker, settle
 from tickercast.flows.common import fingerprints, ingest_window, preflight, submit_ingest
 from tickercast.quiet import quiet_tensorflow
-from tickercast.sections import WarmStart
+from tickercast.sections import Gate, WarmStart
 from tickercast.splits import SplitDates
 from tickercast.tasks.backtest import backtest_step
 from tickercast.tasks.evaluate import evaluate_step
@@ -114,9 +114,10 @@ class Branch:
     """One ticker's submitted steps, named, each a future of its step's record; steps not
     submitted stay None. In per-ticker mode `ingested` and `pre` are the ticker's shares
     of a prepare step (`Share`); a fit from a champion or an earlier version is its share of
-    a train-batch step (`WarmFits`); in global mode `trained` is the global model's future. A fit
-    that kept the champion is followed by `kept` alone (no evaluate, export, promote): its
-    share of a keep step that keeps a batch of tickers (`Keeps`)."""
+    a train-batch step (`WarmFits`); in global mode `trained` is the global model's future.
+    `promotion` is its share of a promote step that judges a batch of bundles (`Promotes`).
+    A fit that kept the champion is followed by `kept` alone (no evaluate, export,
+    promote): its share of a keep step that keeps a batch of tickers (`Keeps`)."""
 
     ingested: Any
     pre: Any = None
@@ -161,10 +162,13 @@ def _retrain(config: RetrainConfig, data_dir: str) -> dict:
             branches = _calendared(steps, config, data_dir, prints)
         else:
             branches = _prepared(steps, config, data_dir, prints)
-        keeps = Keeps(steps.keep, data_dir, resolve_uri(config.mirror.mlflow_uri))
-        for branch in _trained(steps, config, branches, data_dir):
-            _finish(steps, branch, config, data_dir, keeps)
+        mlflow_uri = resolve_uri(config.mirror.mlflow_uri)
+        keeps = Keeps(steps.keep, data_dir, mlflow_uri)
+        promotes = Promotes(steps.promote, config.gate, data_dir, mlflow_uri)
+        for ticker, branch in _trained(steps, config, branches, data_dir).items():
+            _finish(steps, ticker, branch, config, data_dir, keeps, promotes)
         keeps.submit()
+        promotes.submit()
         outcomes = each_ticker(config.tickers, lambda t: branches[t].result())
     announce_run("retrain", outcomes)
     # a failed ticker: its one-line cause; the run fails naming each, after the others
@@ -263,10 +267,10 @@ def _warm(config: RetrainConfig) -> WarmStart | None:
 
 def _trained(
     steps: Steps, config: RetrainConfig, branches: dict[str, Branch], data_dir: str
-) -> list[Branch]:
+) -> dict[str, Branch]:
     """Submit training: one network per ticker, or one global network over the tickers
     whose windows are ready (a refused ticker fails alone, naming why). Returns the
-    branches that train."""
+    branches that train, by ticker."""
     spec = config.fit_spec()
     if config.scope.mode == "per_ticker":
         warm = _warm(config)
@@ -286,13 +290,14 @@ def _trained(
                 pre, spec, data_dir, warm, champion, wait_for=_after(branch.pre)
             )
         batched.submit()
-        return [b for b in branches.values() if b.trained is not None]
+        return {t: b for t, b in branches.items() if b.trained is not None}
     prepared = each_ticker(config.tickers, lambda t: branches[t].prepared())
-    ready = [branches[t] for t in prepared.values()]
+    ready = {t: branches[t] for t in prepared.values()}
     if not ready:
-        return []
-    trained = steps.train_global.submit([b.pre for b in ready], spec, config.scope, data_dir)
-    for branch in ready:
+        return {}
+    pres = [b.pre for b in ready.values()]
+    trained = steps.train_global.submit(pres, spec, config.scope, data_dir)
+    for branch in ready.values():
         branch.trained = trained
     return ready
 
@@ -368,14 +373,80 @@ class Keeps:
         self.waiting = []
 
 
+PROMOTE_BATCH = 16
+"""Tickers per promote step: a gate costs ~0.1 s of work, a task run ~0.2 s of a worker
+and ~0.15 s of the server's and flow run's CPU beside it (on two workers that CPU is
+taken from the fits: bench/RESULTS.md, `dask_cluster`); 16 make a night's promotions a
+sixteenth of the task runs. A batch starts once 16 bundles are written, so a champion is
+promoted some exports after its own, not at the night's end."""
+
+
+@dataclasses.dataclass
+class Promotes:
+    """Tonight's new bundles waiting for the champion gate, PROMOTE_BATCH at a time in one
+    promote step; each branch's `promotion` is its share of that step. A batch is handed
+    finished exports' records (as `Keeps` is handed fits), so a failed export leaves its
+    ticker without a gate (it fails with the export's error, `Branch.result`) and never
+    its batch; the flow never waits for an export before the night's last batch."""
+
+    promote: Any
+    gate: Gate
+    data_dir: str
+    mlflow_uri: str | None
+    waiting: list[tuple[str, Branch]] = dataclasses.field(default_factory=list)
+
+    def add(self, ticker: str, branch: Branch) -> None:
+        """Queue `branch` (its export submitted); submit a batch if PROMOTE_BATCH of the
+        queued exports have finished."""
+        self.waiting.append((ticker, branch))
+        finished = [w[1].exported.wrapped_future.done() for w in self.waiting]
+        if sum(finished) >= PROMOTE_BATCH:
+            done = [w for w, f in zip(self.waiting, finished, strict=True) if f]
+            self.waiting = [w for w, f in zip(self.waiting, finished, strict=True) if not f]
+            self._submit(done)
+
+    def submit(self) -> None:
+        """The night's last batches: every queued export waited for, PROMOTE_BATCH at a
+        time (none queued: nothing)."""
+        waiting, self.waiting = self.waiting, []
+        for first in range(0, len(waiting), PROMOTE_BATCH):
+            self._submit(waiting[first : first + PROMOTE_BATCH])
+
+    def _submit(self, branches: list[tuple[str, Branch]]) -> None:
+        """One promote step for those of `branches` whose export completed."""
+        exported = {t: b for t, b in branches if _completed(b.exported)}
+        if not exported:
+            return
+        batch = self.promote.submit(
+            [b.exported.result() for b in exported.values()],
+            self.gate,
+            self.data_dir,
+            self.mlflow_uri,
+            wait_for=[b.exported for b in exported.values()],
+        )
+        for ticker, branch in exported.items():
+            branch.promotion = Share(batch, ticker)
+
+
+def _completed(future: Any) -> bool:
+    """Whether `future`'s step completed, once it finished (waits for it)."""
+    future.wait()
+    return future.state.is_completed()
+
+
 def _finish(
-    steps: Steps, branch: Branch, config: RetrainConfig, data_dir: str, keeps: Keeps
+    steps: Steps,
+    ticker: str,
+    branch: Branch,
+    config: RetrainConfig,
+    data_dir: str,
+    keeps: Keeps,
+    promotes: Promotes,
 ) -> None:
-    """Evaluate, walk-forward (when enabled), the bundle, then the champion gate; or, when
-    a ticker's fit kept its champion, only a share of a keep step (its live record, the
-    mirror). Per ticker this waits for the fit (the ticker's fits queue ahead of what
-    follows)."""
-    mlflow_uri = keeps.mlflow_uri
+    """Evaluate, walk-forward (when enabled), the bundle, then the champion gate (a share
+    of a promote step); or, when a ticker's fit kept its champion, only a share of a keep
+    step (its live record, the mirror). Per ticker this waits for the fit (the ticker's
+    fits queue ahead of what follows)."""
     if _warm(config) is not None:  # only a warm fit can keep the champion
         try:
             trained = branch.trained.result()
@@ -411,7 +482,7 @@ def _finish(
         config,
         data_dir,
     )
-    branch.promotion = steps.promote.submit(branch.exported, config.gate, data_dir, mlflow_uri)
+    promotes.add(ticker, branch)
 
 
 if __name__ == "__main__":  # `python -m flows.retrain`: the CLI's `retrain`, looked up by name

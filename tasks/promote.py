@@ -17,8 +17,23 @@ from tickercast.tickers import slug as ticker_slug
 
 @task(name="promote")
 def promote_step(
-    exported: Exported, gate: Gate, data_dir: str, mlflow_uri: str | None = None
+    exported: list[Exported], gate: Gate, data_dir: str, mlflow_uri: str | None = None
 ) -> dict:
+    """The champion gate for several tickers' new bundles in one task (`promote` each,
+    one ticker's failure its own). Returns `fanout.batch_result` (`fanout.Share` hands
+    each ticker its event): a Prefect task run costs a worker ~0.2 s beside its work, and
+    the server and flow run ~0.15 s more, against ~0.1 s for a gate, so one run judges
+    many."""
+    by_ticker = {e.ticker: e for e in exported}
+    outcomes = each_ticker(
+        list(by_ticker), lambda t: promote(by_ticker[t], gate, data_dir, mlflow_uri)
+    )
+    for failed in outcomes.failed():
+        get_run_logger().error("%s: champion gate failed: %s", failed.ticker, failed.error)
+    return batch_result(outcomes)
+
+
+def promote(exported: Exported, gate: Gate, data_dir: str, mlflow_uri: str | None = None) -> dict:
     """The champion gate: promote the new version only if it is significantly better;
     returns the registry's event. With an MLflow URI, the registry is then mirrored
     there (`mirror_to_mlflow`)."""

@@ -401,3 +401,94 @@ def test_a_batched_steps_value_is_read_from_its_future_once_for_all_its_shares()
     assert Counted.calls == 4
     with pytest.raises(BatchedFailure):  # a failed share of a read batch still raises alone
         Share(Counted(batch_result(each_ticker(["X"], lambda t: 1 / 0))), "X").result()
+
+
+class _Done:
+    """A finished step's future as Promotes reads it (completed, or failed)."""
+
+    def __init__(self, value=None, ok: bool = True, done: bool = True):
+        self.value, self.ok, self._done = value, ok, done
+        self.wrapped_future = self
+        self.state = self
+
+    def done(self) -> bool:
+        return self._done
+
+    def wait(self) -> None:
+        self._done = True
+
+    def is_completed(self) -> bool:
+        return self.ok
+
+    def result(self):
+        return self.value
+
+
+class _Promote:
+    """A promote step that records what each submit was handed."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+
+    def submit(self, exported, gate, data_dir, mlflow_uri, wait_for):
+        self.batches.append(exported)
+        return _Done({"values": {e: {"action": "promote"} for e in exported}, "errors": {}})
+
+
+def test_promotions_are_batched_by_finished_exports_and_a_failed_export_skips_the_gate():
+    """Sixteen finished exports make one promote step at once (one still running waits),
+    the night's end flushes the rest, and a failed export is handed to no gate: its ticker
+    fails with the export's error, the others of its batch are judged."""
+    from tickercast.flows.retrain import PROMOTE_BATCH, Branch, Promotes
+
+    promote = _Promote()
+    promotes = Promotes(promote, gate=None, data_dir="d", mlflow_uri=None)
+    branches = {}
+    for i in range(PROMOTE_BATCH + 3):
+        ticker = f"T{i}"
+        running = i == 1  # finished only when the night's end waits for it
+        failed = i == PROMOTE_BATCH + 1
+        branches[ticker] = Branch(ingested=None)
+        branches[ticker].exported = _Done(ticker, ok=not failed, done=not running)
+        promotes.add(ticker, branches[ticker])
+        if i == PROMOTE_BATCH:  # the 17th add: 16 exports finished
+            assert promote.batches == [[f"T{j}" for j in range(PROMOTE_BATCH + 1) if j != 1]]
+    assert len(promote.batches) == 1
+    promotes.submit()
+    assert promote.batches[1] == ["T1", f"T{PROMOTE_BATCH + 2}"]
+    failed = branches[f"T{PROMOTE_BATCH + 1}"]
+    assert failed.promotion is None
+    assert branches["T1"].promotion.result() == {"action": "promote"}
+    assert promotes.waiting == []
+
+
+def test_one_failed_export_fails_its_ticker_and_one_promote_step_judges_the_others(
+    prefect_server, tmp_path, monkeypatch
+):
+    """A real run of three tickers: NVDA's bundle cannot be written; MSFT and AMZN are
+    judged by one promote task run and become champions, NVDA fails naming the export's
+    error and gets no gate."""
+    from prefect.states import State
+
+    from tests.prefect_runs import task_runs
+    from tickercast.delivery import servable
+    from tickercast.delivery.registry import read_registry
+    from tickercast.flows.retrain import retrain
+
+    real = servable.build_bundle
+
+    def refusing(data_dir, ticker, *args, **kwargs):
+        if ticker == "NVDA":
+            raise OSError("NVDA: disk full (test)")
+        return real(data_dir, ticker, *args, **kwargs)
+
+    monkeypatch.setattr(servable, "build_bundle", refusing)
+    config = RetrainConfig(tickers=["MSFT", "NVDA", "AMZN"], data_dir=str(tmp_path), **TINY)
+    state: State = retrain(config, return_state=True)
+    assert state.is_failed()
+    assert "1 of 3 ticker(s) failed: NVDA: OSError: NVDA: disk full (test)" in state.message
+    promotes = [run for run in task_runs(state) if run.name.startswith("promote-")]
+    assert len(promotes) == 1 and promotes[0].state.is_completed()
+    for ticker in ("MSFT", "AMZN"):
+        assert read_registry(str(tmp_path), ticker)["history"][0]["action"] == "promote"
+    assert not (tmp_path / "models/NVDA/versions").exists()
