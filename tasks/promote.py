@@ -20,10 +20,8 @@ def promote_step(
     exported: list[Exported], gate: Gate, data_dir: str, mlflow_uri: str | None = None
 ) -> dict:
     """The champion gate for several tickers' new bundles in one task (`promote` each,
-    one ticker's failure its own). Returns `fanout.batch_result` (`fanout.Share` hands
-    each ticker its event): a Prefect task run costs a worker ~0.2 s beside its work, and
-    the server and flow run ~0.15 s more, against ~0.1 s for a gate, so one run judges
-    many."""
+    one ticker's failure its own; why batched and how many: flows/retrain.PROMOTE_BATCH).
+    Returns `fanout.batch_result` (`fanout.Share` hands each ticker its event)."""
     by_ticker = {e.ticker: e for e in exported}
     outcomes = each_ticker(
         list(by_ticker), lambda t: promote(by_ticker[t], gate, data_dir, mlflow_uri)
